@@ -1,0 +1,41 @@
+# mlgitops — `make demo` and `make test` work on a fresh machine with Python >= 3.11 and git.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export DO_NOT_TRACK := true
+export MLFLOW_ENABLE_TELEMETRY := false
+
+.PHONY: demo test lint typecheck bench clean install
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit("mlgitops needs Python >= 3.11, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	@command -v git >/dev/null || { echo "mlgitops needs git on PATH"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mlgitops demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check mlgitops tests bench
+	$(BIN)/lint-imports
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: $(STAMP) lint typecheck
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/commit_to_serving.py
+	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/drift.py
+	$(BIN)/python bench/rollback.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""mlgitops: GitOps for machine-learning models."""

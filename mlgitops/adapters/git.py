@@ -1,0 +1,233 @@
+"""Real git through its command line: read trees at a commit, commit, push, revert paths.
+
+Every failure becomes ``errors.GitError`` (or ``PushRejected`` when the remote moved on).
+Pushes are plain fast-forward pushes: git's own compare-and-swap; never forced.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import tarfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NewType
+
+from mlgitops import errors
+
+CommitSha = NewType("CommitSha", str)
+
+_ENV = {
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_AUTHOR_NAME": "mlgitops",
+    "GIT_AUTHOR_EMAIL": "mlgitops@localhost",
+    "GIT_COMMITTER_NAME": "mlgitops",
+    "GIT_COMMITTER_EMAIL": "mlgitops@localhost",
+    "LC_ALL": "C",
+}
+
+
+def _env(identity: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    for key in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_QUARANTINE_PATH"):
+        env.pop(key, None)
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    env["LC_ALL"] = "C"
+    if identity:
+        for key, value in _ENV.items():
+            env.setdefault(key, value)
+    return env
+
+
+def run(
+    repo: Path | None,
+    *args: str,
+    input: bytes | None = None,
+    check: bool = True,
+    keep_env: bool = False,
+) -> bytes:
+    """Run ``git -C repo args``; return stdout; raise GitError with git's own words."""
+    cmd = ["git"] + (["-C", str(repo)] if repo is not None else []) + list(args)
+    env = dict(os.environ) if keep_env else _env(identity=True)
+    try:
+        proc = subprocess.run(cmd, input=input, capture_output=True, env=env, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise errors.GitError(f"`git {' '.join(args)}` could not run ({exc}); is git installed?") from exc
+    if check and proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip()
+        raise errors.GitError(f"`git {' '.join(args)}` failed in {repo}: {err}")
+    return proc.stdout
+
+
+def text(repo: Path | None, *args: str) -> str:
+    return run(repo, *args).decode().strip()
+
+
+def init_bare(path: Path, *, branch: str = "main") -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    run(path, "init", "--bare", "-q", f"--initial-branch={branch}")
+
+
+def init_work(path: Path, *, branch: str = "main") -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    run(path, "init", "-q", f"--initial-branch={branch}")
+
+
+def clone(url: str, dest: Path, *, bare: bool = False) -> None:
+    args = ["clone", "-q"] + (["--bare"] if bare else []) + [url, str(dest)]
+    run(None, *args)
+
+
+def is_repo(path: Path) -> bool:
+    return run(path, "rev-parse", "--git-dir", check=False) != b"" if path.is_dir() else False
+
+
+def rev_parse(repo: Path, ref: str) -> CommitSha | None:
+    out = run(repo, "rev-parse", "--verify", "-q", f"{ref}^{{commit}}", check=False).decode().strip()
+    return CommitSha(out) if out else None
+
+
+def fetch(repo: Path, remote: str = "origin") -> None:
+    run(repo, "fetch", "-q", "--prune", remote)
+
+
+def remote_url(repo: Path, remote: str = "origin") -> str | None:
+    out = run(repo, "remote", "get-url", remote, check=False).decode().strip()
+    return out or None
+
+
+def show(repo: Path, commit: str, path: str) -> bytes | None:
+    """File content at ``commit``, or None when it does not exist there."""
+    proc = subprocess.run(
+        ["git", "-C", str(repo), "cat-file", "blob", f"{commit}:{path}"],
+        capture_output=True,
+        env=_env(identity=False),
+        timeout=60,
+    )
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def ls_files(repo: Path, commit: str, path: str) -> list[str]:
+    """Paths of files under ``path`` at ``commit`` (recursive)."""
+    out = run(repo, "ls-tree", "-r", "--name-only", "-z", commit, "--", path)
+    return [p for p in out.decode().split("\0") if p]
+
+
+def tree_id(repo: Path, commit: str, path: str) -> str | None:
+    """The object id of a tree or blob at ``commit:path`` (changes iff its content changes)."""
+    out = run(repo, "rev-parse", "-q", "--verify", f"{commit}:{path}", check=False).decode().strip()
+    return out or None
+
+
+def last_change(repo: Path, commit: str, paths: Sequence[str]) -> CommitSha | None:
+    """The commit that last changed any of ``paths`` up to ``commit`` (a model's version)."""
+    out = text(repo, "log", "-1", "--format=%H", commit, "--", *paths)
+    return CommitSha(out) if out else None
+
+
+def export(repo: Path, commit: str, path: str, dest: Path) -> None:
+    """Write the files under ``path`` at ``commit`` into ``dest`` (``path`` prefix stripped)."""
+    data = run(repo, "archive", "--format=tar", commit, path)
+    dest.mkdir(parents=True, exist_ok=True)
+    prefix = path.rstrip("/") + "/"
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        for member in tar.getmembers():
+            if not member.isfile() or not member.name.startswith(prefix):
+                continue
+            rel = member.name[len(prefix) :]
+            target = dest / rel
+            if ".." in Path(rel).parts:
+                raise errors.GitError(f"refusing path {member.name!r} escaping the model directory")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            src = tar.extractfile(member)
+            if src is not None:
+                target.write_bytes(src.read())
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    commit: CommitSha
+    timestamp: int
+    author: str
+    subject: str
+    trailers: Mapping[str, str]
+
+
+_SEP = "\x1f"
+_REC = "\x1e"
+
+
+def log(repo: Path, ref: str, paths: Sequence[str] = (), *, limit: int = 200) -> list[LogEntry]:
+    """Commits reachable from ``ref`` that touch ``paths``, newest first, with their trailers."""
+    fmt = _SEP.join(["%H", "%ct", "%an", "%s", "%(trailers:only,unfold)"]) + _REC
+    out = run(repo, "log", f"-{limit}", f"--format={fmt}", ref, "--", *paths).decode()
+    entries = []
+    for record in out.split(_REC):
+        record = record.strip("\n")
+        if not record:
+            continue
+        sha, ts, author, subject, trailer_text = record.split(_SEP)
+        trailers = {}
+        for line in trailer_text.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                trailers[key.strip()] = value.strip()
+        entries.append(LogEntry(CommitSha(sha), int(ts), author, subject, trailers))
+    return entries
+
+
+def commit(
+    repo: Path,
+    *,
+    message: str,
+    paths: Sequence[str],
+    trailers: Mapping[str, str] | None = None,
+) -> CommitSha | None:
+    """Stage ``paths`` (additions and deletions) and commit; None when nothing changed."""
+    run(repo, "add", "-A", "--", *paths)
+    if not run(repo, "diff", "--cached", "--name-only", "--", *paths).strip():
+        return None
+    body = message.rstrip() + "\n"
+    if trailers:
+        body += "\n" + "".join(f"{k}: {v}\n" for k, v in trailers.items())
+    run(repo, "commit", "-q", "--no-verify", "-F", "-", "--", *paths, input=body.encode())
+    sha = rev_parse(repo, "HEAD")
+    assert sha is not None
+    return sha
+
+
+def push(repo: Path, *, remote: str = "origin", branch: str = "main") -> None:
+    """Fast-forward push; PushRejected when the remote moved on, GitError with git's reason else."""
+    proc = subprocess.run(
+        ["git", "-C", str(repo), "push", "--porcelain", remote, f"HEAD:refs/heads/{branch}"],
+        capture_output=True,
+        env=_env(identity=True),
+        timeout=300,
+    )
+    if proc.returncode == 0:
+        return
+    out = (proc.stdout + proc.stderr).decode(errors="replace")
+    if "[rejected]" in out and ("fetch first" in out or "non-fast-forward" in out):
+        raise errors.PushRejected(
+            f"the remote {remote}/{branch} has commits this clone lacks; fetch and re-apply"
+        )
+    reason = "\n".join(
+        line.removeprefix("remote: ") for line in out.splitlines() if line.startswith("remote:")
+    ).strip()
+    raise errors.GitError(
+        f"push to {remote}/{branch} was refused: {reason or out.strip()}"
+    )
+
+
+def current_branch(repo: Path) -> str:
+    return text(repo, "symbolic-ref", "--short", "HEAD")
+
+
+def is_ancestor(repo: Path, older: str, newer: str) -> bool:
+    return subprocess.run(
+        ["git", "-C", str(repo), "merge-base", "--is-ancestor", older, newer],
+        capture_output=True,
+        env=_env(identity=False),
+    ).returncode == 0

@@ -1,0 +1,281 @@
+"""The ModelDeployment resource: one schema for the local runtime and the Kubernetes operator.
+
+``SCHEMA`` is the single source of the resource's shape; the CustomResourceDefinition in
+``manifests/crd/`` is generated from it (``mlgitops crd``) and a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, NewType
+
+import jsonschema
+
+from mlgitops import errors
+
+ModelName = NewType("ModelName", str)
+Digest = NewType("Digest", str)
+
+API_VERSION = "mlgitops.io/v1alpha1"
+KIND = "ModelDeployment"
+GROUP = "mlgitops.io"
+PLURAL = "modeldeployments"
+
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
+TYPE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
+
+DriftAction = Literal["revert", "alert", "none"]
+
+_SPEC_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["model"],
+    "additionalProperties": False,
+    "properties": {
+        "model": {
+            "type": "object",
+            "required": ["path", "digest"],
+            "additionalProperties": False,
+            "properties": {
+                "path": {"type": "string", "pattern": r"^models/[a-z0-9][-a-z0-9]*$"},
+                "digest": {"type": "string", "pattern": DIGEST_PATTERN},
+                "trustedTypes": {
+                    "type": "array",
+                    "items": {"type": "string", "pattern": TYPE_PATTERN},
+                },
+            },
+        },
+        "serving": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "replicas": {"type": "integer", "minimum": 1, "maximum": 64},
+                "workers": {"type": "integer", "minimum": 1, "maximum": 64},
+                "batching": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "maxBatchSize": {"type": "integer", "minimum": 1, "maximum": 100000},
+                        "maxDelayMs": {"type": "number", "minimum": 0, "maximum": 1000},
+                    },
+                },
+            },
+        },
+        "drift": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "windowRows": {"type": "integer", "minimum": 10},
+                "minRows": {"type": "integer", "minimum": 1},
+                "datasetShare": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                "consecutiveWindows": {"type": "integer", "minimum": 1, "maximum": 100},
+                "cooldownSeconds": {"type": "number", "minimum": 0},
+                "maxReverts": {"type": "integer", "minimum": 0},
+                "revertPeriodSeconds": {"type": "number", "minimum": 1},
+                "action": {"type": "string", "enum": ["revert", "alert", "none"]},
+                "attribution": {"type": "string", "enum": ["previous-baseline", "none"]},
+            },
+        },
+    },
+}
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"type": "string", "enum": [API_VERSION]},
+        "kind": {"type": "string", "enum": [KIND]},
+        "metadata": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {"name": {"type": "string", "pattern": NAME_PATTERN}},
+        },
+        "spec": _SPEC_SCHEMA,
+    },
+}
+
+
+@dataclass(frozen=True)
+class Batching:
+    max_batch_size: int = 64
+    max_delay_ms: float = 2.0
+
+
+@dataclass(frozen=True)
+class Serving:
+    replicas: int = 1
+    workers: int = 1
+    batching: Batching = field(default_factory=Batching)
+
+
+@dataclass(frozen=True)
+class DriftPolicy:
+    window_rows: int = 1000
+    min_rows: int = 300
+    dataset_share: float = 0.5
+    consecutive_windows: int = 2
+    cooldown_seconds: float = 600.0
+    max_reverts: int = 3
+    revert_period_seconds: float = 86400.0
+    action: DriftAction = "revert"
+    attribution: Literal["previous-baseline", "none"] = "previous-baseline"
+
+
+@dataclass(frozen=True)
+class ModelDeployment:
+    """A validated manifest: what should serve, and how it is watched."""
+
+    name: ModelName
+    model_path: str
+    digest: Digest
+    trusted_types: tuple[str, ...] = ()
+    serving: Serving = field(default_factory=Serving)
+    drift: DriftPolicy = field(default_factory=DriftPolicy)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest document (what ``parse`` reads back)."""
+        b = self.serving.batching
+        d = self.drift
+        return {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": self.name},
+            "spec": {
+                "model": {
+                    "path": self.model_path,
+                    "digest": self.digest,
+                    "trustedTypes": list(self.trusted_types),
+                },
+                "serving": {
+                    "replicas": self.serving.replicas,
+                    "workers": self.serving.workers,
+                    "batching": {"maxBatchSize": b.max_batch_size, "maxDelayMs": b.max_delay_ms},
+                },
+                "drift": {
+                    "windowRows": d.window_rows,
+                    "minRows": d.min_rows,
+                    "datasetShare": d.dataset_share,
+                    "consecutiveWindows": d.consecutive_windows,
+                    "cooldownSeconds": d.cooldown_seconds,
+                    "maxReverts": d.max_reverts,
+                    "revertPeriodSeconds": d.revert_period_seconds,
+                    "action": d.action,
+                    "attribution": d.attribution,
+                },
+            },
+        }
+
+
+_VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+
+
+def _where(path: Any) -> str:
+    parts = [str(p) if not isinstance(p, int) else f"[{p}]" for p in path]
+    return ".".join(parts).replace(".[", "[") or "(top level)"
+
+
+def parse(document: Any, *, source: str) -> ModelDeployment:
+    """Validate a parsed YAML document; raise ManifestError naming ``source`` and the field."""
+    if not isinstance(document, Mapping):
+        raise errors.ManifestError(
+            f"{source}: expected a ModelDeployment mapping, got {type(document).__name__}; "
+            "see manifests/crd/ for the schema"
+        )
+    problems = sorted(_VALIDATOR.iter_errors(document), key=lambda e: list(e.absolute_path))
+    if problems:
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise errors.ManifestError(
+            f"{source}: field {_where(first.absolute_path)}: {first.message}{more}; "
+            "fix the manifest and commit again"
+        )
+    spec = document["spec"]
+    model = spec["model"]
+    name = ModelName(document["metadata"]["name"])
+    expected_path = f"models/{name}"
+    if model["path"] != expected_path:
+        raise errors.ManifestError(
+            f"{source}: field spec.model.path: is {model['path']!r} but a model named "
+            f"{name!r} lives at {expected_path!r}; rename one of them"
+        )
+    srv = spec.get("serving", {})
+    bat = srv.get("batching", {})
+    dr = spec.get("drift", {})
+    defaults = DriftPolicy()
+    drift = DriftPolicy(
+        window_rows=int(dr.get("windowRows", defaults.window_rows)),
+        min_rows=int(dr.get("minRows", defaults.min_rows)),
+        dataset_share=float(dr.get("datasetShare", defaults.dataset_share)),
+        consecutive_windows=int(dr.get("consecutiveWindows", defaults.consecutive_windows)),
+        cooldown_seconds=float(dr.get("cooldownSeconds", defaults.cooldown_seconds)),
+        max_reverts=int(dr.get("maxReverts", defaults.max_reverts)),
+        revert_period_seconds=float(dr.get("revertPeriodSeconds", defaults.revert_period_seconds)),
+        action=dr.get("action", defaults.action),
+        attribution=dr.get("attribution", defaults.attribution),
+    )
+    if drift.min_rows > drift.window_rows:
+        raise errors.ManifestError(
+            f"{source}: field spec.drift.minRows: {drift.min_rows} exceeds windowRows "
+            f"{drift.window_rows}; a window could never be conclusive"
+        )
+    return ModelDeployment(
+        name=name,
+        model_path=model["path"],
+        digest=Digest(model["digest"]),
+        trusted_types=tuple(model.get("trustedTypes", ())),
+        serving=Serving(
+            replicas=int(srv.get("replicas", 1)),
+            workers=int(srv.get("workers", 1)),
+            batching=Batching(
+                max_batch_size=int(bat.get("maxBatchSize", 64)),
+                max_delay_ms=float(bat.get("maxDelayMs", 2.0)),
+            ),
+        ),
+        drift=drift,
+    )
+
+
+def valid_name(name: str) -> bool:
+    """True when ``name`` can name a model (a DNS label, as Kubernetes requires)."""
+    return re.fullmatch(NAME_PATTERN, name) is not None
+
+
+def crd() -> dict[str, Any]:
+    """The CustomResourceDefinition of ModelDeployment, generated from ``SCHEMA``."""
+    status_schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": KIND,
+                "plural": PLURAL,
+                "singular": "modeldeployment",
+                "shortNames": ["md"],
+            },
+            "versions": [
+                {
+                    "name": "v1alpha1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {"spec": _SPEC_SCHEMA, "status": status_schema},
+                            "required": ["spec"],
+                        }
+                    },
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "Digest", "type": "string", "jsonPath": ".spec.model.digest"},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                }
+            ],
+        },
+    }

@@ -1,0 +1,214 @@
+"""Publishing a model version: MLflow model + baseline + reference sample + manifest, one commit.
+
+Publishing identical content again changes nothing and returns the version already there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from mlgitops import errors, settings, ui
+from mlgitops.adapters import files, git, mlflow_models
+from mlgitops.core import layout, manifest, stats
+from mlgitops.core.manifest import ModelDeployment
+
+#: Rows kept in ``reference.parquet`` for human-readable reports.
+REFERENCE_ROWS = 5000
+
+
+def fingerprint(
+    estimator: Any,
+    features: pd.DataFrame,
+    *,
+    trusted_types: Sequence[str],
+    target: str | None,
+) -> str:
+    """A key of what was published: estimator state, reference data, trusted types."""
+    h = hashlib.sha256()
+    h.update(pickle.dumps(estimator, protocol=5))
+    h.update(pd.util.hash_pandas_object(features, index=False).to_numpy().tobytes())
+    h.update(json.dumps([list(features.columns), sorted(trusted_types), target]).encode())
+    return h.hexdigest()
+
+
+def _columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {str(c): frame[c].to_numpy() for c in frame.columns}
+
+
+def write_version(
+    estimator: Any,
+    reference: pd.DataFrame,
+    *,
+    dest: Path,
+    target: str | None,
+    trusted_types: Sequence[str],
+    key: str,
+) -> tuple[str, ...]:
+    """Write the model directory (MLflow model, baseline, reference sample); return its types."""
+    features = reference.drop(columns=[target]) if target else reference
+    info, types = mlflow_models.save(
+        estimator, dest, example=features, trusted_types=list(trusted_types)
+    )
+    del info
+    predictions = np.asarray(estimator.predict(features))
+    baseline = stats.build_baseline(_columns(features), predictions=predictions)
+    (dest / layout.BASELINE).write_text(json.dumps(baseline.to_dict(), sort_keys=True) + "\n")
+    sample = reference
+    if len(sample) > REFERENCE_ROWS:
+        sample = sample.sample(n=REFERENCE_ROWS, random_state=0)
+    sample = sample.copy()
+    sample["prediction"] = estimator.predict(sample[features.columns])
+    sample.reset_index(drop=True).to_parquet(dest / layout.REFERENCE, index=False)
+    (dest / layout.PUBLISH_INFO).write_text(
+        json.dumps(
+            {"fingerprint": key, "target": target, "features": [str(c) for c in features.columns]},
+            sort_keys=True,
+        )
+        + "\n"
+    )
+    return types
+
+
+def _existing_deployment(repo: Path, name: str) -> ModelDeployment | None:
+    path = repo / layout.manifest_path(name)
+    if not path.exists():
+        return None
+    try:
+        return manifest.parse(yaml.safe_load(path.read_text()), source=layout.manifest_path(name))
+    except (errors.ManifestError, yaml.YAMLError):
+        return None
+
+
+def write_manifest(repo: Path, dep: ModelDeployment) -> None:
+    path = repo / layout.manifest_path(dep.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(dep.to_dict(), sort_keys=False))
+
+
+def publish(
+    estimator: Any,
+    reference_frame: pd.DataFrame,
+    *,
+    name: str,
+    repo: str | Path,
+    target: str | None = None,
+    message: str | None = None,
+    push: bool = True,
+    trusted_types: Sequence[str] = (),
+    quiet: bool = False,
+) -> git.CommitSha:
+    """Commit ``estimator`` as the next version of model ``name`` and push it.
+
+    ``reference_frame`` is the data the model was trained or validated on (``target`` names its
+    label column, kept out of the features). Returns the commit that is now the version.
+    """
+    settings.telemetry_off()
+    root = Path(repo).resolve()
+    if not manifest.valid_name(name):
+        raise errors.ConfigError(
+            f"model name {name!r} is not a DNS label (lowercase letters, digits, '-'); pick another"
+        )
+    if not git.is_repo(root):
+        raise errors.ConfigError(f"{root} is not a git repository; run `mlgitops init {root}` first")
+    if not isinstance(reference_frame, pd.DataFrame) or reference_frame.empty:
+        raise errors.ConfigError("reference_frame must be a non-empty pandas DataFrame")
+    if target is not None and target not in reference_frame.columns:
+        raise errors.ConfigError(f"target {target!r} is not a column of reference_frame")
+    steps = ui.Steps(f"publish {name}", quiet=quiet)
+    features = reference_frame.drop(columns=[target]) if target else reference_frame
+    key = fingerprint(estimator, features, trusted_types=trusted_types, target=target)
+    model_dir = root / layout.model_path(name)
+    previous = _existing_deployment(root, name)
+    info_path = model_dir / layout.PUBLISH_INFO
+    old_key = (files.read_json(info_path) or {}).get("fingerprint") if info_path.exists() else None
+    paths = list(layout.model_paths(name))
+    if previous is not None and old_key == key and files.dir_digest(model_dir) == previous.digest:
+        sha = git.last_change(root, "HEAD", paths)
+        if sha is not None and not _dirty(root, paths):
+            if push:
+                _push(root, steps)
+            ui.console.print(f"{name}: identical content is already version {sha[:12]}; nothing to do")
+            return sha
+    with tempfile.TemporaryDirectory(prefix="mlgitops-publish-") as tmp:
+        staged = Path(tmp) / name
+        with steps.step("save MLflow model, baseline and reference sample"):
+            types = write_version(
+                estimator,
+                reference_frame,
+                dest=staged,
+                target=target,
+                trusted_types=trusted_types,
+                key=key,
+            )
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        model_dir.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(staged, model_dir)
+    digest = files.dir_digest(model_dir)
+    base = previous or ModelDeployment(
+        name=manifest.ModelName(name), model_path=layout.model_path(name), digest=digest
+    )
+    dep = ModelDeployment(
+        name=base.name,
+        model_path=layout.model_path(name),
+        digest=digest,
+        trusted_types=types,
+        serving=base.serving,
+        drift=base.drift,
+    )
+    write_manifest(root, dep)
+    with steps.step("commit"):
+        subject = message or f"Publish {name} {digest.removeprefix('sha256:')[:12]}"
+        sha = git.commit(
+            root,
+            message=subject,
+            paths=paths,
+            trailers={layout.TRAILER_MODEL: name, layout.TRAILER_DIGEST: digest},
+        )
+    if sha is None:
+        found = git.last_change(root, "HEAD", paths)
+        assert found is not None
+        sha = found
+    if push:
+        _push(root, steps)
+    return sha
+
+
+def _dirty(root: Path, paths: Sequence[str]) -> bool:
+    return bool(git.run(root, "status", "--porcelain", "--", *paths).strip())
+
+
+def _push(root: Path, steps: ui.Steps, *, attempts: int = 3) -> None:
+    """Push; when the remote moved on, rebase this clone's commits onto it and retry."""
+    if git.remote_url(root) is None:
+        raise errors.ConfigError(
+            f"{root} has no 'origin' remote to push to; add one or pass push=False"
+        )
+    with steps.step("push"):
+        for attempt in range(attempts):
+            try:
+                git.push(root)
+                return
+            except errors.PushRejected:
+                if attempt == attempts - 1:
+                    raise
+                git.fetch(root)
+                try:
+                    git.run(root, "rebase", "-q", f"origin/{layout.BRANCH}")
+                except errors.GitError as exc:
+                    git.run(root, "rebase", "--abort", check=False)
+                    raise errors.GitError(
+                        "the remote has commits that conflict with this publish; your commit is "
+                        "kept locally: run `git pull --rebase`, resolve, then `git push`"
+                    ) from exc
