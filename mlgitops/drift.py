@@ -1,0 +1,149 @@
+"""Drift between two data frames, for notebooks: ``mlgitops.drift.compare(reference, current)``.
+
+Adapts pandas frames to the pure core (`mlgitops.core.drift`), which mirrors the defaults of
+Evidently's DataDriftPreset: per-column ``drifted``, ``method``, ``score``, ``threshold`` and the
+dataset-level ``drifted`` and ``share``.
+
+Column kinds follow Evidently's inference, applied to the reference frame: floats are numeric,
+integers are numeric above 10 distinct values, booleans, strings and categoricals are
+categorical. Datetime and other columns are skipped (Evidently's preset skips them too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlgitops.core import drift as core_drift
+from mlgitops.core import stats
+from mlgitops.core.drift import ColumnDrift, DriftReport
+from mlgitops.core.stats import Baseline, ColumnKind
+
+__all__ = [
+    "ColumnDrift",
+    "DriftReport",
+    "DriftResult",
+    "build_baseline",
+    "column_kinds",
+    "compare",
+    "to_frame",
+]
+
+DriftResult = DriftReport
+"""The result of `compare` (an alias of `mlgitops.core.drift.DriftReport`)."""
+
+
+def compare(
+    reference_frame: pd.DataFrame,
+    current_frame: pd.DataFrame,
+    *,
+    share: float = 0.5,
+    columns: Sequence[str] | None = None,
+) -> DriftReport:
+    """Per-column and dataset drift of `current_frame` against `reference_frame`."""
+    names = _shared_columns(reference_frame, current_frame, columns)
+    kinds = column_kinds(reference_frame[names])
+    if not kinds:
+        raise ValueError("No numeric or categorical columns to compare; pass columns= to choose some.")
+    reference = {name: column_values(reference_frame[name], kinds[name]) for name in kinds}
+    current = {name: column_values(current_frame[name], kinds[name]) for name in kinds}
+    report = core_drift.compare_arrays(reference, current, kinds=kinds, share=share)
+    return DriftReport(
+        columns=report.columns,
+        prediction=None,
+        share=report.share,
+        share_threshold=report.share_threshold,
+        drifted=report.drifted,
+        rows=len(current_frame),
+        reference_rows=len(reference_frame),
+    )
+
+
+def build_baseline(
+    reference_frame: pd.DataFrame,
+    *,
+    predictions: Sequence[Any] | np.ndarray[Any, Any] | pd.Series[Any] | None = None,
+    bins: int = stats.DEFAULT_BINS,
+) -> Baseline:
+    """The baseline profile (content of baseline.json) of a reference frame and its predictions."""
+    kinds = column_kinds(reference_frame)
+    if not kinds:
+        raise ValueError("The reference frame has no numeric or categorical columns to profile.")
+    columns = {name: column_values(reference_frame[name], kinds[name]) for name in kinds}
+    preds = None if predictions is None else np.asarray(predictions)
+    return stats.build_baseline(columns, predictions=preds, kinds=kinds, bins=bins)
+
+
+def column_kinds(frame: pd.DataFrame) -> dict[str, ColumnKind]:
+    """Evidently's kind inference per column; unsupported columns (datetime, mixed) are left out."""
+    kinds: dict[str, ColumnKind] = {}
+    for name in frame.columns:
+        kind = _kind(frame[name])
+        if kind is not None:
+            kinds[str(name)] = kind
+    return kinds
+
+
+def _kind(series: pd.Series[Any]) -> ColumnKind | None:
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype) or isinstance(dtype, pd.CategoricalDtype):
+        return "categorical"
+    if pd.api.types.is_float_dtype(dtype):
+        return "numeric"
+    if pd.api.types.is_integer_dtype(dtype):
+        return "categorical" if series.nunique() <= stats.INTEGER_CARDINALITY_LIMIT else "numeric"
+    if pd.api.types.is_string_dtype(dtype):
+        present = series.dropna()
+        if len(present) and all(isinstance(v, str) for v in (present.iloc[0], present.iloc[-1])):
+            return "categorical"
+    return None
+
+
+def column_values(series: pd.Series[Any], kind: ColumnKind) -> np.ndarray[Any, Any]:
+    """A column as a numpy array the core understands (NaN for missing numbers)."""
+    if kind == "numeric":
+        return series.to_numpy(dtype=np.float64, na_value=np.nan)
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return series.astype(object).to_numpy()
+    return series.to_numpy()
+
+
+def to_frame(report: DriftReport) -> pd.DataFrame:
+    """One row per column (prediction last): column, kind, method, score, threshold, drifted."""
+    rows = [*report.columns, *([report.prediction] if report.prediction is not None else [])]
+    return pd.DataFrame(
+        [
+            {
+                "column": c.column,
+                "kind": c.kind,
+                "method": c.method,
+                "score": c.score,
+                "threshold": c.threshold,
+                "drifted": c.drifted,
+            }
+            for c in rows
+        ],
+        columns=["column", "kind", "method", "score", "threshold", "drifted"],
+    )
+
+
+def _shared_columns(
+    reference_frame: pd.DataFrame, current_frame: pd.DataFrame, columns: Sequence[str] | None
+) -> list[str]:
+    names = [str(c) for c in (reference_frame.columns if columns is None else columns)]
+    if columns is not None:
+        lacking_ref = [n for n in names if n not in reference_frame.columns]
+        if lacking_ref:
+            raise ValueError(f"reference frame lacks columns {lacking_ref}; pass columns= that both frames have.")
+    lacking = [n for n in names if n not in current_frame.columns]
+    if lacking:
+        raise ValueError(f"current frame lacks columns {lacking}; pass columns= to compare a subset.")
+    return names
+
+
+def report_dict(report: DriftReport) -> Mapping[str, Any]:
+    """JSON-ready mapping of a report (same as ``report.to_dict()``)."""
+    return report.to_dict()
