@@ -1,1 +1,32 @@
-"""mlgitops: GitOps for machine-learning models."""
+"""mlgitops: GitOps for machine-learning models.
+
+Git names the model version that serves; a controller deploys exactly that; a drift monitor
+reverts a version in Git when live data shows it does not fit. For notebooks:
+
+    import mlgitops
+    sha = mlgitops.publish(estimator, reference_frame, name="credit-risk", repo="path/to/repo")
+    result = mlgitops.drift.compare(reference_frame, current_frame)
+
+Heavy imports (pandas, scikit-learn) happen on first use, not on ``import mlgitops``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlgitops import drift as drift
+    from mlgitops.publishing import publish as publish
+
+__all__ = ["drift", "publish"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "publish":
+        from mlgitops.publishing import publish
+
+        return publish
+    if name == "drift":
+        return importlib.import_module("mlgitops.drift")
+    raise AttributeError(f"module 'mlgitops' has no attribute {name!r}")

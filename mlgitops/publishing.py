@@ -182,6 +182,10 @@ def publish(
         sha = found
     if push:
         _push(root, steps)
+        # a rebase over a concurrent push gives the commit a new id
+        rebased = git.last_change(root, "HEAD", paths)
+        assert rebased is not None
+        sha = rebased
     return sha
 
 

@@ -264,3 +264,40 @@ def import_model(source: str, dest: Path) -> Path:
         shutil.rmtree(dest)
     shutil.copytree(local, dest)
     return dest
+
+
+def load_estimator_for_publish(source: str, *, trusted_types: Sequence[str] = ()) -> Any:
+    """The estimator of an MLflow model a publisher brings (their own, so they vouch for it).
+
+    skops models load with the types they declare plus ``trusted_types``; pickle-based models
+    need ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true`` set by the publisher, as mlflow requires.
+    """
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = import_model(source, Path(tmp) / "model")
+        info_doc = yaml.safe_load((local / MLMODEL).read_text()) or {}
+        flavor = (info_doc.get("flavors") or {}).get("sklearn") or {}
+        if flavor.get("serialization_format") == "skops":
+            import skops.io
+
+            types = list(flavor.get("skops_trusted_types") or ()) + list(trusted_types)
+            try:
+                return skops.io.load(local / str(flavor.get("pickled_model", "model.skops")), trusted=types)
+            except Exception as exc:
+                raise errors.ModelError(
+                    f"{source}: does not load ({exc}); pass --trust TYPE for each type you reviewed"
+                ) from exc
+        if os.environ.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "").lower() != "true":
+            raise errors.ModelError(
+                f"{source}: is pickled ({flavor.get('serialization_format', 'unknown')}); loading it runs "
+                "code from the file. If you trust it, set MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true; "
+                "mlgitops republishes it as skops"
+            )
+        import mlflow.sklearn
+
+        try:
+            return mlflow.sklearn.load_model(str(local))
+        except Exception as exc:
+            raise errors.ModelError(f"{source}: mlflow could not load it ({exc})") from exc

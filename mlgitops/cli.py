@@ -1,0 +1,218 @@
+"""The ``mlgitops`` command: wires settings and adapters into publish, controller and server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from mlgitops import errors, repository, settings, ui, validate
+from mlgitops.adapters import files, git
+from mlgitops.core import digest as digest_mod
+from mlgitops.core import layout
+
+
+def _fail(exc: BaseException) -> None:
+    ui.console.print(f"[red]error:[/] {exc}")
+    raise SystemExit(1)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except errors.MlgitopsError as exc:
+            _fail(exc)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="mlgitops")
+def main() -> None:
+    """GitOps for machine-learning models: Git says which model version serves."""
+    settings.telemetry_off()
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--remote", help="Git remote URL or bare repo path (default: DIRECTORY.git beside it).")
+def init(directory: Path, remote: str | None) -> None:
+    """Create a model repository wired to a bare remote with validating hooks."""
+    where = repository.init(directory, remote=remote)
+    click.echo(f"Initialized model repository {directory.resolve()} (remote {where}).")
+    click.echo(f"Next: mlgitops publish NAME --model MLFLOW_MODEL --reference DATA --repo {directory}")
+
+
+def _read_frame(path: Path) -> Any:
+    import pandas as pd
+
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix in (".csv", ".txt"):
+        return pd.read_csv(path)
+    raise errors.ConfigError(f"{path}: reference data must be .csv or .parquet")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--model", "model_source", required=True,
+              help="MLflow model directory, or a runs:/ or models:/ URI.")
+@click.option("--reference", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Reference data (.csv or .parquet) the model was trained or validated on.")
+@click.option("--repo", default=".", type=click.Path(path_type=Path), show_default=True)
+@click.option("--target", help="Label column in the reference data (kept out of the features).")
+@click.option("--message", "-m", help="Commit message.")
+@click.option("--trust", multiple=True, help="A type from outside scikit-learn you reviewed.")
+@click.option("--no-push", is_flag=True, help="Commit only.")
+def publish(name: str, model_source: str, reference: Path, repo: Path, target: str | None,
+            message: str | None, trust: tuple[str, ...], no_push: bool) -> None:
+    """Publish an MLflow model as the next version of NAME (commit + push)."""
+    from mlgitops import publishing as publish_mod
+    from mlgitops.adapters import mlflow_models
+
+    estimator = mlflow_models.load_estimator_for_publish(model_source, trusted_types=trust)
+    sha = publish_mod.publish(estimator, _read_frame(reference), name=name, repo=repo,
+                              target=target, message=message, push=not no_push,
+                              trusted_types=trust)
+    click.echo(sha)
+
+
+@main.command(name="validate")
+@click.argument("directory", default=".", type=click.Path(exists=True, path_type=Path))
+@click.option("--no-load", is_flag=True, help="Skip loading the models (faster).")
+def validate_cmd(directory: Path, no_load: bool) -> None:
+    """Check manifests, digests, signatures, baselines and trusted types."""
+    result = validate.validate_tree(directory.resolve(), load=not no_load)
+    for p in result.problems:
+        ui.console.print(f"[red]✗[/] {p}")
+    if not result.ok:
+        ui.console.print(f"{len(result.problems)} problem(s); nothing is deployable until fixed.")
+        raise SystemExit(1)
+    names = ", ".join(d.name for d in result.deployments) or "no models yet"
+    ui.console.print(f"[green]✓[/] valid: {names}")
+
+
+@main.command()
+def crd() -> None:
+    """Print the ModelDeployment CustomResourceDefinition (generated from the schema)."""
+    click.echo(repository.crd_yaml(), nl=False)
+
+
+@main.command()
+@click.option("--repo", default=".", type=click.Path(exists=True, path_type=Path), show_default=True)
+@click.option("--port", type=int, help="Gateway port (default 8700 or MLGITOPS_PORT).")
+@click.option("--host", help="Gateway address (default 127.0.0.1).")
+@click.option("--poll", "poll_seconds", type=float, help="Poll interval in seconds (default 10).")
+@click.option("--no-monitor", is_flag=True, help="Do not watch drift.")
+def up(repo: Path, port: int | None, host: str | None, poll_seconds: float | None,
+       no_monitor: bool) -> None:
+    """Run the controller, the model servers and the drift monitor (foreground)."""
+    from mlgitops.controller import run
+
+    cfg = settings.controller(repo, port=port, host=host, poll_seconds=poll_seconds,
+                              monitor=not no_monitor)
+    run.up(cfg)
+
+
+def _status_doc(repo: Path) -> dict[str, Any]:
+    from mlgitops.controller import run, state
+
+    root = repo.resolve()
+    store = state.Store(root / layout.STATE_DIR)
+    ctl = run.read_controller(root)
+    return {
+        "repo": str(root),
+        "controller": {"running": ctl is not None, **(ctl or {})},
+        "head": store.head,
+        "models": [s.to_dict() for _, s in sorted(store.models.items())],
+    }
+
+
+@main.command()
+@click.option("--repo", default=".", type=click.Path(exists=True, path_type=Path), show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable (stable shape).")
+def status(repo: Path, as_json: bool) -> None:
+    """Per model: desired and served commit, health, conditions, endpoint."""
+    doc = _status_doc(repo)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    ctl = doc["controller"]
+    ui.console.print(
+        f"controller: {'running at ' + ctl['url'] if ctl['running'] else 'not running'}; "
+        f"Git head {str(doc['head'])[:12]}", highlight=False)
+    table = Table("model", "health", "desired", "served", "last applied", "last attempted",
+                  "endpoint", "conditions")
+    for m in doc["models"]:
+        conds = "; ".join(
+            f"{c['type']}={c['status']} {c['reason']}" + (f": {c['message']}" if c["status"] == "True" and c["type"] == "Stalled" else "")
+            for c in m["conditions"]
+        )
+        table.add_row(m["name"], m["health"], *(str(m[k] or "-")[:12] for k in (
+            "desiredCommit", "servedCommit", "lastAppliedCommit", "lastAttemptedCommit")),
+            m["endpoint"] or "-", conds)
+    ui.console.print(table)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--repo", default=".", type=click.Path(exists=True, path_type=Path), show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def history(name: str, repo: Path, as_json: bool) -> None:
+    """Versions published, deploys and rollbacks of model NAME."""
+    from mlgitops.controller import state
+
+    root = repo.resolve()
+    with __import__("contextlib").suppress(errors.GitError):
+        git.fetch(root)
+    ref = f"origin/{layout.BRANCH}" if git.rev_parse(root, f"origin/{layout.BRANCH}") else "HEAD"
+    rows: list[dict[str, Any]] = []
+    for e in git.log(root, ref, layout.model_paths(name)):
+        kind = "reverted" if layout.TRAILER_REVERTS in e.trailers else "published"
+        rows.append({
+            "time": dt.datetime.fromtimestamp(e.timestamp, dt.UTC).isoformat(timespec="seconds"),
+            "kind": kind, "commit": e.commit, "digest": e.trailers.get(layout.TRAILER_DIGEST),
+            "message": e.subject, "source": "git",
+        })
+    for ev in state.Store(root / layout.STATE_DIR).events(name):
+        rows.append({"time": ev["time"], "kind": ev["type"], "commit": ev.get("commit"),
+                     "digest": ev.get("digest"), "message": ev.get("message", ""),
+                     "source": "controller"})
+    rows.sort(key=lambda r: str(r["time"]))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("time", "what", "commit", "digest", "message")
+    for r in rows:
+        table.add_row(str(r["time"])[:19], r["kind"], str(r["commit"] or "-")[:12],
+                      digest_mod.short(r["digest"]) if r["digest"] else "-", r["message"])
+    ui.console.print(table)
+
+
+@main.command()
+@click.option("--workdir", type=click.Path(path_type=Path), help="Where to create the demo repo.")
+@click.option("--port", type=int, default=0, help="Gateway port (0 = pick a free one).")
+def demo(workdir: Path | None, port: int) -> None:
+    """The whole loop on this machine, end to end, with timings."""
+    from mlgitops import demo as demo_mod
+
+    demo_mod.run(workdir=workdir, port=port)
+
+
+def _register_serve() -> None:
+    try:
+        from mlgitops.server.cli import serve
+    except ImportError:  # pragma: no cover - the server package is part of the distribution
+        return
+    main.add_command(serve)
+
+
+_register_serve()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""One reconcile pass: source -> desired -> live -> plan -> apply -> health.
+
+A version that fails validation or loading never replaces the one serving: the model is
+marked Degraded and Stalled with the reason, and the failure is remembered so the same
+commit is not retried until Git changes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlgitops import errors
+from mlgitops.adapters import local_runtime
+from mlgitops.controller import source as source_mod
+from mlgitops.controller import state as state_mod
+from mlgitops.core import plan, status
+from mlgitops.core.status import ConditionType, Health
+
+Backend = local_runtime.Backend
+
+
+@dataclass(frozen=True)
+class Outcome:
+    head: str | None
+    steps: tuple[plan.Step, ...]
+    seconds: float
+
+
+class Router:
+    """The gateway's table: model name -> the backend answering for it. Swaps are atomic."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Backend] = {}
+        self.inflight: dict[int, int] = {}
+
+    def get(self, name: str) -> Backend | None:
+        return self.routes.get(name)
+
+    def set(self, name: str, backend: Backend) -> Backend | None:
+        old = self.routes.get(name)
+        self.routes = {**self.routes, name: backend}
+        return old
+
+    def drop(self, name: str) -> Backend | None:
+        old = self.routes.get(name)
+        self.routes = {k: v for k, v in self.routes.items() if k != name}
+        return old
+
+    def busy(self, backend: Backend) -> int:
+        return self.inflight.get(backend.pid, 0)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        source: source_mod.Source,
+        runtime: local_runtime.LocalRuntime,
+        store: state_mod.Store,
+        router: Router,
+        endpoint: Callable[[str], str],
+        stats_root: Path,
+        drain_seconds: float = 1.0,
+    ) -> None:
+        self.source = source
+        self.runtime = runtime
+        self.store = store
+        self.router = router
+        self.endpoint = endpoint
+        self.stats_root = stats_root
+        self.drain_seconds = drain_seconds
+        self.lock = threading.Lock()
+        self.on_deployed: list[Callable[[str, Backend], None]] = []
+
+    # live -------------------------------------------------------------------------------
+    def adopt(self) -> None:
+        """Take over servers an earlier controller left running, when they still answer."""
+        for name, record in list(self.store.backends.items()):
+            backend = self.runtime.adopt(record)
+            if backend is None:
+                self.store.backends.pop(name, None)
+                self.store.event("Lost", model=name, commit=record.get("version"),
+                                 message="a server left by the previous controller is gone")
+                continue
+            self.router.set(name, backend)
+            self.store.event("Adopted", model=name, commit=backend.version,
+                             message=f"kept serving pid {backend.pid} on port {backend.port}")
+        self.store.save()
+
+    def live(self) -> dict[str, plan.Live]:
+        return {
+            name: plan.Live(name, b.version, b.digest, self.runtime.alive(b))
+            for name, b in self.router.routes.items()
+        }
+
+    def any_dead(self) -> bool:
+        return any(not self.runtime.alive(b) for b in self.router.routes.values())
+
+    # the pass ---------------------------------------------------------------------------
+    def reconcile(self, *, fetch: bool = True) -> Outcome:
+        with self.lock:
+            start = time.perf_counter()
+            head = self.source.sync() if fetch else self.store.head
+            if head is None:
+                return Outcome(None, (), time.perf_counter() - start)
+            self.store.head = head
+            desired = self.source.desired(head)
+            steps = plan.plan(desired, self.live(), self.store.failures)
+            for step in steps:
+                self._apply(step, head)
+            self.store.save()
+            return Outcome(head, tuple(steps), time.perf_counter() - start)
+
+    def _apply(self, step: plan.Step, head: str) -> None:
+        name = step.name
+        now = state_mod.now()
+        st = self.store.status(name)
+        if step.desired is not None:
+            st = status.ModelStatus(**{**st.__dict__, "desired_commit": step.desired.version})
+        if step.action is plan.Action.KEEP:
+            assert step.live is not None
+            st = self._ready(st, step.live.version, step.live.digest, now)
+            if self.store.failures.get(name) and step.desired is not None:
+                self.store.failures.pop(name, None)
+            self.store.set(st)
+            return
+        if step.action is plan.Action.RETIRE:
+            old = self.router.drop(name)
+            if old is not None:
+                self._retire(old)
+            self.store.forget(name)
+            self.store.event("Retired", model=name, commit=head, message=step.reason)
+            return
+        if step.action is plan.Action.HOLD:
+            self._hold(st, step, now)
+            return
+        assert step.desired is not None and step.desired.deployment is not None
+        self._deploy(st, step, now)
+
+    def _ready(self, st: status.ModelStatus, version: str, digest: str, now: str) -> status.ModelStatus:
+        st = status.ModelStatus(
+            **{
+                **st.__dict__,
+                "served_commit": version,
+                "served_digest": digest,
+                "health": Health.HEALTHY,
+                "endpoint": self.endpoint(st.name),
+            }
+        )
+        st = st.with_condition(ConditionType.READY, status=True, reason="Serving",
+                               message=f"serving {version[:12]}", now=now)
+        st = st.with_condition(ConditionType.RECONCILING, status=False, reason="Synced",
+                               message="live matches Git", now=now)
+        return st.with_condition(ConditionType.STALLED, status=False, reason="Synced",
+                                 message="", now=now)
+
+    def _hold(self, st: status.ModelStatus, step: plan.Step, now: str) -> None:
+        live = self.router.get(step.name)
+        health = Health.DEGRADED if live is not None else Health.MISSING
+        st = status.ModelStatus(**{**st.__dict__, "health": health})
+        reason = "Quarantined" if "quarantined" in step.reason else "InvalidVersion"
+        st = st.with_condition(ConditionType.STALLED, status=True, reason=reason,
+                               message=step.reason, now=now)
+        st = st.with_condition(ConditionType.READY, status=live is not None,
+                               reason="OlderVersionServing" if live else "NothingServing",
+                               message=(f"still serving {live.version[:12]}" if live
+                                        else "no version of this model serves"), now=now)
+        changed = st.last_attempted_commit != (step.desired.version if step.desired else None)
+        if step.desired is not None:
+            st = status.ModelStatus(**{**st.__dict__, "last_attempted_commit": step.desired.version})
+        self.store.set(st)
+        if changed:
+            self.store.event("Held", model=step.name,
+                             commit=step.desired.version if step.desired else None,
+                             message=step.reason)
+
+    def _deploy(self, st: status.ModelStatus, step: plan.Step, now: str) -> None:
+        d = step.desired
+        assert d is not None and d.deployment is not None
+        dep = d.deployment
+        st = status.ModelStatus(**{**st.__dict__, "last_attempted_commit": d.version,
+                                   "health": Health.PROGRESSING if step.live else Health.MISSING})
+        st = st.with_condition(ConditionType.RECONCILING, status=True, reason="Deploying",
+                               message=step.reason, now=now)
+        self.store.set(st)
+        started = time.perf_counter()
+        try:
+            model_dir = self.source.materialize(d.version, dep)
+            backend = self.runtime.launch(self._spec(d, model_dir))
+        except errors.Stalled as exc:
+            self.store.failures[step.name] = plan.Failure(dep.digest, d.version, str(exc))
+            self._hold(st, plan.Step(step.name, plan.Action.HOLD, d, step.live, str(exc)), now)
+            self.store.event("DeployFailed", model=step.name, commit=d.version, message=str(exc),
+                             digest=dep.digest)
+            return
+        except errors.Transient as exc:
+            st = st.with_condition(ConditionType.READY, status=step.live is not None,
+                                   reason="RetryPending", message=str(exc), now=now)
+            self.store.set(st)
+            self.store.event("DeployRetry", model=step.name, commit=d.version, message=str(exc))
+            return
+        old = self.router.set(step.name, backend)
+        self.store.backends[step.name] = backend.record()
+        self.store.failures.pop(step.name, None)
+        st = self._ready(st, d.version, dep.digest, now)
+        st = status.ModelStatus(**{**st.__dict__, "last_applied_commit": d.version})
+        self.store.set(st)
+        self.store.save()
+        kind = "Restarted" if step.action is plan.Action.RESTART else "Deployed"
+        self.store.event(kind, model=step.name, commit=d.version, digest=dep.digest,
+                         message=f"{d.version[:12]} serves on port {backend.port}",
+                         previous=old.version if old else None,
+                         seconds=round(time.perf_counter() - started, 3))
+        for hook in self.on_deployed:
+            hook(step.name, backend)
+        if old is not None and old.pid != backend.pid:
+            threading.Thread(target=self._retire, args=(old,), daemon=True).start()
+
+    def _spec(self, d: plan.Desired, model_dir: Path) -> dict[str, Any]:
+        dep = d.deployment
+        assert dep is not None
+        return {
+            "model_dir": str(model_dir),
+            "name": dep.name,
+            "version": d.version,
+            "digest": dep.digest,
+            "trusted_types": list(dep.trusted_types),
+            "host": "127.0.0.1",
+            "port": 0,
+            "workers": dep.serving.workers,
+            "max_batch_size": dep.serving.batching.max_batch_size,
+            "max_delay_ms": dep.serving.batching.max_delay_ms,
+            "stats_dir": str(self.stats_root / dep.name / d.version),
+            "record_stats": True,
+        }
+
+    def _retire(self, backend: Backend) -> None:
+        """Stop an old server once requests routed to it have finished (zero failed requests)."""
+        deadline = time.monotonic() + 30.0
+        time.sleep(self.drain_seconds)
+        while self.router.busy(backend) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.runtime.stop(backend)
+
+    def stop_all(self) -> None:
+        for name in list(self.router.routes):
+            backend = self.router.drop(name)
+            if backend is not None:
+                self.runtime.stop(backend, grace=5.0)
+        self.store.backends.clear()
+        self.store.save()

@@ -1,0 +1,213 @@
+"""``mlgitops up``: gateway + reconcile loop + supervision (+ drift monitor), foreground.
+
+Learns of commits from the remote's post-receive hook and the push webhook at once, and by
+polling as a fallback. Ctrl-C (SIGINT) or SIGTERM stops servers, standbys and the gateway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from mlgitops import errors, repository, settings, ui
+from mlgitops.adapters import files, local_runtime
+from mlgitops.controller import gateway
+from mlgitops.controller import reconciler as rec
+from mlgitops.controller import source as source_mod
+from mlgitops.controller import state as state_mod
+
+
+class Controller:
+    """Everything ``mlgitops up`` runs, wired from settings; ``run()`` blocks until stopped."""
+
+    def __init__(self, cfg: settings.ControllerSettings) -> None:
+        self.cfg = cfg
+        self.state_dir = cfg.state_dir
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.remote = repository.remote_of(cfg.repo)
+        self.store = state_mod.Store(self.state_dir)
+        self.router = rec.Router()
+        self.runtime = local_runtime.LocalRuntime(
+            self.state_dir, standby=cfg.sync.standby, ready_timeout=cfg.sync.ready_timeout_seconds
+        )
+        self.source = source_mod.Source(self.state_dir, url=self.remote.url, branch=cfg.sync.branch)
+        self.reconciler = rec.Reconciler(
+            source=self.source,
+            runtime=self.runtime,
+            store=self.store,
+            router=self.router,
+            endpoint=self.endpoint,
+            stats_root=self.state_dir / "stats",
+            drain_seconds=cfg.sync.drain_seconds,
+        )
+        self.stop_event = threading.Event()
+        self.wake = threading.Event()
+        self.pending_fetch = True
+        self.background: list[Callable[[threading.Event], None]] = []
+        self.port = cfg.gateway.port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.cfg.gateway.host}:{self.port}"
+
+    def endpoint(self, name: str) -> str:
+        return f"{self.base_url}/v2/models/{name}"
+
+    def trigger(self, why: str) -> None:
+        self.pending_fetch = True
+        self.wake.set()
+
+    def statuses(self) -> list[dict[str, Any]]:
+        return [s.to_dict() for _, s in sorted(self.store.models.items())]
+
+    # lifecycle --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        path = self.state_dir / "controller.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(fd)
+            raise errors.ConfigError(
+                f"another controller already runs for {self.cfg.repo} (lock {path}); stop it first"
+            ) from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _register(self) -> None:
+        nf = self.remote.notify_file
+        if nf is None:
+            return
+        url = f"http://127.0.0.1:{self.port}/hooks/git"
+        lines = [ln for ln in (nf.read_text().splitlines() if nf.exists() else []) if ln != url]
+        files.write_atomic(nf, ("\n".join([*lines, url]) + "\n").encode())
+
+    def _unregister(self) -> None:
+        nf = self.remote.notify_file
+        if nf is None or not nf.exists():
+            return
+        url = f"http://127.0.0.1:{self.port}/hooks/git"
+        lines = [ln for ln in nf.read_text().splitlines() if ln.strip() and ln != url]
+        files.write_atomic(nf, ("\n".join(lines) + "\n").encode() if lines else b"")
+
+    def _serve_gateway(self) -> tuple[uvicorn.Server, threading.Thread]:
+        app = gateway.build(
+            router=self.router,
+            trigger=self.trigger,
+            statuses=self.statuses,
+            webhook_secret=self.cfg.gateway.webhook_secret,
+        )
+        config = uvicorn.Config(
+            app,
+            host=self.cfg.gateway.host,
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, name="gateway", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 15
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise errors.ConfigError(
+                    f"the gateway could not listen on {self.cfg.gateway.host}:{self.port}; "
+                    "is the port in use? pass --port"
+                )
+            time.sleep(0.02)
+        return server, thread
+
+    def run(self, *, on_ready: Callable[[Controller], None] | None = None) -> None:
+        with self._lock():
+            self.runtime.fill()
+            server, thread = self._serve_gateway()
+            files.write_json(
+                self.state_dir / "controller.json",
+                {"pid": os.getpid(), "url": self.base_url, "port": self.port},
+            )
+            self._register()
+            workers = [
+                threading.Thread(target=fn, args=(self.stop_event,), daemon=True)
+                for fn in self.background
+            ]
+            try:
+                self.reconciler.adopt()
+                for w in workers:
+                    w.start()
+                if on_ready is not None:
+                    on_ready(self)
+                self._loop()
+            finally:
+                self._unregister()
+                self.stop_event.set()
+                self.reconciler.stop_all()
+                self.runtime.close()
+                server.should_exit = True
+                thread.join(timeout=10)
+                (self.state_dir / "controller.json").unlink(missing_ok=True)
+
+    def _loop(self) -> None:
+        next_poll = 0.0
+        backoff = 1.0
+        while not self.stop_event.is_set():
+            now = time.monotonic()
+            fetch = self.pending_fetch or now >= next_poll
+            if fetch or self.reconciler.any_dead():
+                self.pending_fetch = False
+                try:
+                    outcome = self.reconciler.reconcile(fetch=fetch)
+                    backoff = 1.0
+                    for step in outcome.steps:
+                        if step.action.changes_live:
+                            ui.console.print(
+                                f"[bold]{step.name}[/]: {step.action.value} — {step.reason} "
+                                f"[dim]({outcome.seconds:.2f}s)[/]"
+                            )
+                except errors.Transient as exc:
+                    ui.console.print(f"[yellow]reconcile failed, retrying in {backoff:.0f}s:[/] {exc}")
+                    self.wake.wait(backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    self.pending_fetch = True
+                if fetch:
+                    next_poll = time.monotonic() + self.cfg.sync.poll_seconds
+            self.wake.wait(0.5)
+            self.wake.clear()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.wake.set()
+
+
+def up(cfg: settings.ControllerSettings, *, on_ready: Callable[[Controller], None] | None = None) -> None:
+    """Run the controller in the foreground until SIGINT/SIGTERM."""
+    ctl = Controller(cfg)
+
+    def _stop(signum: int, frame: object) -> None:
+        ctl.stop()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    ui.console.print(
+        f"mlgitops controller for [bold]{cfg.repo}[/] on {ctl.base_url} (Ctrl-C stops everything)"
+    )
+    ctl.run(on_ready=on_ready)
+    ui.console.print("mlgitops controller stopped; no server left running")
+
+
+def read_controller(repo: Path) -> dict[str, Any] | None:
+    info = files.read_json(repo / ".mlgitops" / "controller.json")
+    return info if isinstance(info, dict) else None

@@ -1,0 +1,90 @@
+"""The controller's memory across restarts: statuses, live backends, failures, events.
+
+``state.json`` is rewritten atomically after every transition; ``events.jsonl`` is appended
+one line per transition, each carrying the commit it concerns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from mlgitops.adapters import files
+from mlgitops.core import plan, status
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Store:
+    """Statuses, backend records and failures of one controller, persisted under ``state_dir``."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = state_dir
+        self.path = state_dir / "state.json"
+        self.events_path = state_dir / "events.jsonl"
+        self._lock = threading.RLock()
+        data = files.read_json(self.path) or {}
+        self.head: str | None = data.get("head")
+        self.models: dict[str, status.ModelStatus] = {
+            n: status.ModelStatus.from_dict(s) for n, s in (data.get("models") or {}).items()
+        }
+        self.backends: dict[str, dict[str, Any]] = dict(data.get("backends") or {})
+        self.failures: dict[str, plan.Failure] = {
+            n: plan.Failure(f["digest"], f["version"], f["reason"])
+            for n, f in (data.get("failures") or {}).items()
+        }
+        self.extra: dict[str, Any] = dict(data.get("extra") or {})
+
+    def save(self) -> None:
+        with self._lock:
+            files.write_json(
+                self.path,
+                {
+                    "head": self.head,
+                    "models": {n: s.to_dict() for n, s in sorted(self.models.items())},
+                    "backends": self.backends,
+                    "failures": {
+                        n: {"digest": f.digest, "version": f.version, "reason": f.reason}
+                        for n, f in self.failures.items()
+                    },
+                    "extra": self.extra,
+                },
+            )
+
+    def status(self, name: str) -> status.ModelStatus:
+        with self._lock:
+            return self.models.get(name) or status.ModelStatus(name=name)
+
+    def update(self, name: str, **changes: Any) -> status.ModelStatus:
+        with self._lock:
+            new = replace(self.status(name), **changes)
+            self.models[name] = new
+            return new
+
+    def set(self, value: status.ModelStatus) -> None:
+        with self._lock:
+            self.models[value.name] = value
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self.models.pop(name, None)
+            self.backends.pop(name, None)
+            self.failures.pop(name, None)
+
+    def event(self, kind: str, *, model: str, commit: str | None, message: str, **extra: Any) -> None:
+        """Record one transition (``kind`` like Deployed, DeployFailed, Retired, Reverted)."""
+        files.append_jsonl(
+            self.events_path,
+            {"time": now(), "type": kind, "model": model, "commit": commit, "message": message, **extra},
+        )
+
+    def events(self, model: str | None = None) -> Iterator[dict[str, Any]]:
+        for e in files.read_jsonl(self.events_path):
+            if model is None or e.get("model") == model:
+                yield e

@@ -1,0 +1,64 @@
+"""Shared fixtures: real git repositories with a bare remote, real models, free ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+
+FEATURES = [f"f{i}" for i in range(5)]
+
+
+def make_frame(n: int = 1500, *, shift: float = 0.0, seed: int = 0) -> pd.DataFrame:
+    """A population: five numeric features and a label that depends on two of them."""
+    rng = np.random.default_rng(seed)
+    x = pd.DataFrame(rng.normal(loc=shift, size=(n, len(FEATURES))), columns=FEATURES)
+    x["label"] = ((x.f0 - shift) + (x.f1 - shift) > 0).astype(int)
+    return x
+
+
+def train(frame: pd.DataFrame, *, kind: str = "forest", seed: int = 0) -> Any:
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = frame[FEATURES], frame["label"]
+    if kind == "forest":
+        return RandomForestClassifier(n_estimators=10, max_depth=6, random_state=seed).fit(x, y)
+    return LogisticRegression(C=1.0 + seed).fit(x, y)
+
+
+@pytest.fixture()
+def repo(tmp_path: Path) -> Path:
+    from mlgitops import repository
+
+    work = tmp_path / "models-repo"
+    repository.init(work)
+    return work
+
+
+@pytest.fixture()
+def publish_version(repo: Path) -> Callable[..., str]:
+    import mlgitops
+
+    def _publish(*, name: str = "credit", shift: float = 0.0, seed: int = 0,
+                 kind: str = "forest", push: bool = True) -> str:
+        frame = make_frame(shift=shift, seed=seed)
+        return str(mlgitops.publish(train(frame, kind=kind, seed=seed), frame, name=name,
+                                    repo=repo, target="label", push=push, quiet=True))
+
+    return _publish
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,154 @@
+"""Publishing versions into a real repository and validating them, locally and at the remote."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import make_frame, train
+
+import mlgitops
+from mlgitops import errors, validate
+from mlgitops.adapters import files, git
+from mlgitops.core import layout
+
+
+def remote_head(repo: Path) -> str:
+    return git.text(repo, "ls-remote", "origin", "refs/heads/main").split()[0]
+
+
+def test_publish_commits_model_baseline_manifest_and_pushes(
+    repo: Path, publish_version: Callable[..., str]
+) -> None:
+    sha = publish_version()
+    assert remote_head(repo) == sha
+    model = repo / "models" / "credit"
+    for name in ("MLmodel", "model.skops", "baseline.json", "reference.parquet"):
+        assert (model / name).is_file(), name
+    dep = yaml.safe_load((repo / "manifests/credit.yaml").read_text())
+    assert dep["spec"]["model"]["digest"] == files.dir_digest(model)
+    assert dep["spec"]["model"]["trustedTypes"] == ["sklearn.tree._tree.Tree"]
+    (entry,) = git.log(repo, "HEAD", ["models/credit"])
+    assert entry.trailers[layout.TRAILER_MODEL] == "credit"
+    assert entry.trailers[layout.TRAILER_DIGEST] == dep["spec"]["model"]["digest"]
+    assert validate.validate_tree(repo).ok
+
+
+def test_identical_content_changes_nothing(repo: Path, publish_version: Callable[..., str]) -> None:
+    first = publish_version()
+    count = git.text(repo, "rev-list", "--count", "HEAD")
+    assert publish_version() == first
+    assert git.text(repo, "rev-list", "--count", "HEAD") == count
+
+
+def test_new_version_keeps_manifest_settings(repo: Path, publish_version: Callable[..., str]) -> None:
+    publish_version()
+    path = repo / "manifests/credit.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["spec"]["serving"]["batching"]["maxBatchSize"] = 16
+    path.write_text(yaml.safe_dump(doc))
+    git.commit(repo, message="tune batching", paths=["manifests"])
+    second = publish_version(seed=3)
+    doc2 = yaml.safe_load(path.read_text())
+    assert doc2["spec"]["serving"]["batching"]["maxBatchSize"] == 16
+    assert doc2["spec"]["model"]["digest"] != doc["spec"]["model"]["digest"]
+    assert remote_head(repo) == second
+
+
+def test_types_outside_sklearn_need_explicit_trust(repo: Path) -> None:
+    import operator
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import FunctionTransformer, make_pipeline
+
+    frame = make_frame()
+    model = make_pipeline(FunctionTransformer(operator.neg), LogisticRegression())
+    model.fit(frame.drop(columns="label"), frame.label)
+    with pytest.raises(errors.ModelError, match=r"_operator\.neg.*trusted_types"):
+        mlgitops.publish(model, frame, name="neg", repo=repo, target="label", quiet=True)
+    mlgitops.publish(model, frame, name="neg", repo=repo, target="label", quiet=True,
+                     trusted_types=["_operator.neg"])
+    doc = yaml.safe_load((repo / "manifests/neg.yaml").read_text())
+    assert "_operator.neg" in doc["spec"]["model"]["trustedTypes"]
+    assert validate.validate_tree(repo).ok
+
+
+def test_bad_names_and_inputs_are_refused(repo: Path) -> None:
+    frame = make_frame()
+    with pytest.raises(errors.ConfigError, match="DNS label"):
+        mlgitops.publish(train(frame), frame, name="Bad_Name", repo=repo, target="label")
+    with pytest.raises(errors.ConfigError, match="target 'nope'"):
+        mlgitops.publish(train(frame), frame, name="ok", repo=repo, target="nope")
+
+
+def test_validate_reports_tampered_model_and_bad_manifest(
+    repo: Path, publish_version: Callable[..., str]
+) -> None:
+    publish_version()
+    with (repo / "models/credit/model.skops").open("ab") as f:
+        f.write(b"garbage")
+    result = validate.validate_tree(repo)
+    assert not result.ok
+    assert "content digest is" in result.problems[0].message
+    assert "republish" in result.problems[0].message
+
+    (repo / "manifests/other.yaml").write_text("apiVersion: mlgitops.io/v1alpha1\nkind: ModelDeployment\n"
+                                               "metadata: {name: other}\nspec: {model: {path: 3}}\n")
+    messages = [p.message for p in validate.validate_tree(repo).problems]
+    assert any(m.startswith("manifests/other.yaml: field spec.model") for m in messages), messages
+
+
+def test_cli_validate_exit_codes(repo: Path, publish_version: Callable[..., str]) -> None:
+    publish_version()
+    cli = [str(Path(mlgitops.__file__).parents[1] / ".venv/bin/mlgitops")]
+    ok = subprocess.run([*cli, "validate", str(repo), "--no-load"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    (repo / "manifests/credit.yaml").write_text("spec: [")
+    bad = subprocess.run([*cli, "validate", str(repo)], capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert "manifests/credit.yaml: is not valid YAML" in bad.stderr
+
+
+def test_remote_refuses_a_corrupt_model_push_with_the_reason(
+    repo: Path, publish_version: Callable[..., str]
+) -> None:
+    good = publish_version()
+    with (repo / "models/credit/model.skops").open("r+b") as f:
+        f.seek(100)
+        f.write(b"\0" * 64)
+    git.commit(repo, message="corrupt the model by hand", paths=["models"])
+    with pytest.raises(errors.GitError) as err:
+        git.push(repo)
+    assert "content digest is" in str(err.value)
+    assert remote_head(repo) == good  # nothing changed on the remote
+    # the local commit is not lost
+    assert git.text(repo, "log", "-1", "--format=%s") == "corrupt the model by hand"
+
+
+def test_remote_refuses_untrusted_types_edit(repo: Path, publish_version: Callable[..., str]) -> None:
+    publish_version()
+    path = repo / "manifests/credit.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["spec"]["model"]["trustedTypes"] = []
+    path.write_text(yaml.safe_dump(doc))
+    git.commit(repo, message="drop trusted types", paths=["manifests"])
+    with pytest.raises(errors.GitError, match="trustedTypes"):
+        git.push(repo)
+
+
+def test_publish_rebases_over_a_concurrent_push(
+    repo: Path, publish_version: Callable[..., str], tmp_path: Path
+) -> None:
+    publish_version()
+    other = tmp_path / "colleague"
+    git.clone(git.remote_url(repo) or "", other)
+    (other / "NOTES.md").write_text("a colleague's commit\n")
+    git.commit(other, message="colleague notes", paths=["NOTES.md"])
+    git.push(other)
+    sha = publish_version(seed=5)
+    assert remote_head(repo) == sha
+    subjects = git.text(repo, "log", "--format=%s", "origin/main")
+    assert "colleague notes" in subjects
