@@ -16,7 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mlgitops import drift as drift
+    import mlgitops.drift as drift
     from mlgitops.publishing import publish as publish
 
 __all__ = ["drift", "publish"]

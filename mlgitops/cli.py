@@ -12,7 +12,7 @@ import click
 from rich.table import Table
 
 from mlgitops import errors, repository, settings, ui, validate
-from mlgitops.adapters import files, git
+from mlgitops.adapters import git
 from mlgitops.core import digest as digest_mod
 from mlgitops.core import layout
 

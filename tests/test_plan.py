@@ -16,8 +16,8 @@ def want(name: str, digest: str, version: str = "c1", error: str | None = None) 
     return plan.Desired(name, version, dep, error)
 
 
-def live(name: str, digest: str, alive: bool = True) -> plan.Live:
-    return plan.Live(name, "c0", digest, alive)
+def live(name: str, digest: str, alive: bool = True, version: str = "c1") -> plan.Live:
+    return plan.Live(name, version, digest, alive)
 
 
 @pytest.mark.parametrize(
@@ -31,6 +31,8 @@ def live(name: str, digest: str, alive: bool = True) -> plan.Live:
         ({"m": plan.Desired("m", "c1", None, "bad field")}, {"m": live("m", A)}, {}, plan.Action.HOLD),
         ({"m": want("m", B, error="quarantined")}, {"m": live("m", A)}, {}, plan.Action.HOLD),
         ({"m": want("m", B)}, {"m": live("m", A)}, {"m": plan.Failure(B, "c1", "no load")}, plan.Action.HOLD),
+        # same model content, newer manifest (serving settings): redeploy with the new settings
+        ({"m": want("m", A, "c2")}, {"m": live("m", A)}, {}, plan.Action.DEPLOY),
         # a failure of another version does not hold a new one
         ({"m": want("m", B, "c2")}, {"m": live("m", A)}, {"m": plan.Failure(B, "c1", "x")}, plan.Action.DEPLOY),
     ],

@@ -98,6 +98,21 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+def owned_pids(state_dir: Path) -> set[int]:
+    """Live processes started by a runtime for ``state_dir`` (via their environment marker)."""
+    marker = f"MLGITOPS_OWNER={state_dir}".encode()
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if marker in (proc / "environ").read_bytes().split(b"\0") and _pid_alive(int(proc.name)):
+                pids.add(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
 def _tail(path: Path, lines: int = 12) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -120,7 +135,9 @@ class LocalRuntime:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.standby_count = standby
         self.ready_timeout = ready_timeout
-        self.env = {**os.environ, "DO_NOT_TRACK": "true", **(env or {})}
+        # MLGITOPS_OWNER marks every process of this runtime (tests and operators can find them)
+        self.env = {**os.environ, "DO_NOT_TRACK": "true", "MLGITOPS_OWNER": str(state_dir),
+                    **(env or {})}
         self._pool: list[_Standby] = []
         self._lock = threading.Lock()
         self._counter = 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +121,7 @@ class Reconciler:
         now = state_mod.now()
         st = self.store.status(name)
         if step.desired is not None:
-            st = status.ModelStatus(**{**st.__dict__, "desired_commit": step.desired.version})
+            st = replace(st, desired_commit=step.desired.version)
         if step.action is plan.Action.KEEP:
             assert step.live is not None
             st = self._ready(st, step.live.version, step.live.digest, now)
@@ -143,15 +143,8 @@ class Reconciler:
         self._deploy(st, step, now)
 
     def _ready(self, st: status.ModelStatus, version: str, digest: str, now: str) -> status.ModelStatus:
-        st = status.ModelStatus(
-            **{
-                **st.__dict__,
-                "served_commit": version,
-                "served_digest": digest,
-                "health": Health.HEALTHY,
-                "endpoint": self.endpoint(st.name),
-            }
-        )
+        st = replace(st, served_commit=version, served_digest=digest, health=Health.HEALTHY,
+                     endpoint=self.endpoint(st.name))
         st = st.with_condition(ConditionType.READY, status=True, reason="Serving",
                                message=f"serving {version[:12]}", now=now)
         st = st.with_condition(ConditionType.RECONCILING, status=False, reason="Synced",
@@ -162,7 +155,7 @@ class Reconciler:
     def _hold(self, st: status.ModelStatus, step: plan.Step, now: str) -> None:
         live = self.router.get(step.name)
         health = Health.DEGRADED if live is not None else Health.MISSING
-        st = status.ModelStatus(**{**st.__dict__, "health": health})
+        st = replace(st, health=health)
         reason = "Quarantined" if "quarantined" in step.reason else "InvalidVersion"
         st = st.with_condition(ConditionType.STALLED, status=True, reason=reason,
                                message=step.reason, now=now)
@@ -172,7 +165,7 @@ class Reconciler:
                                         else "no version of this model serves"), now=now)
         changed = st.last_attempted_commit != (step.desired.version if step.desired else None)
         if step.desired is not None:
-            st = status.ModelStatus(**{**st.__dict__, "last_attempted_commit": step.desired.version})
+            st = replace(st, last_attempted_commit=step.desired.version)
         self.store.set(st)
         if changed:
             self.store.event("Held", model=step.name,
@@ -183,8 +176,8 @@ class Reconciler:
         d = step.desired
         assert d is not None and d.deployment is not None
         dep = d.deployment
-        st = status.ModelStatus(**{**st.__dict__, "last_attempted_commit": d.version,
-                                   "health": Health.PROGRESSING if step.live else Health.MISSING})
+        st = replace(st, last_attempted_commit=d.version,
+                     health=Health.PROGRESSING if step.live else Health.MISSING)
         st = st.with_condition(ConditionType.RECONCILING, status=True, reason="Deploying",
                                message=step.reason, now=now)
         self.store.set(st)
@@ -208,7 +201,7 @@ class Reconciler:
         self.store.backends[step.name] = backend.record()
         self.store.failures.pop(step.name, None)
         st = self._ready(st, d.version, dep.digest, now)
-        st = status.ModelStatus(**{**st.__dict__, "last_applied_commit": d.version})
+        st = replace(st, last_applied_commit=d.version)
         self.store.set(st)
         self.store.save()
         kind = "Restarted" if step.action is plan.Action.RESTART else "Deployed"

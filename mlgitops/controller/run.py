@@ -208,6 +208,34 @@ def up(cfg: settings.ControllerSettings, *, on_ready: Callable[[Controller], Non
     ui.console.print("mlgitops controller stopped; no server left running")
 
 
+@contextlib.contextmanager
+def running(cfg: settings.ControllerSettings, *, timeout: float = 60.0) -> Iterator[Controller]:
+    """A controller running in a thread of this process (notebooks, demo, tests)."""
+    ctl = Controller(cfg)
+    ready = threading.Event()
+    failure: list[BaseException] = []
+
+    def _run() -> None:
+        try:
+            ctl.run(on_ready=lambda c: ready.set())
+        except BaseException as exc:
+            failure.append(exc)
+            ready.set()
+
+    thread = threading.Thread(target=_run, name="controller", daemon=True)
+    thread.start()
+    if not ready.wait(timeout):
+        ctl.stop()
+        raise errors.RuntimeFailure(f"the controller did not start within {timeout:.0f}s")
+    if failure:
+        raise failure[0]
+    try:
+        yield ctl
+    finally:
+        ctl.stop()
+        thread.join(timeout=30)
+
+
 def read_controller(repo: Path) -> dict[str, Any] | None:
     info = files.read_json(repo / ".mlgitops" / "controller.json")
     return info if isinstance(info, dict) else None

@@ -15,6 +15,7 @@ from typing import Any
 
 from mlgitops.adapters import files
 from mlgitops.core import plan, status
+from mlgitops.core.status import ModelStatus
 
 
 def now() -> str:
@@ -57,17 +58,17 @@ class Store:
                 },
             )
 
-    def status(self, name: str) -> status.ModelStatus:
+    def status(self, name: str) -> ModelStatus:
         with self._lock:
-            return self.models.get(name) or status.ModelStatus(name=name)
+            return self.models.get(name) or ModelStatus(name=name)
 
-    def update(self, name: str, **changes: Any) -> status.ModelStatus:
+    def update(self, name: str, **changes: Any) -> ModelStatus:
         with self._lock:
             new = replace(self.status(name), **changes)
             self.models[name] = new
             return new
 
-    def set(self, value: status.ModelStatus) -> None:
+    def set(self, value: ModelStatus) -> None:
         with self._lock:
             self.models[value.name] = value
 

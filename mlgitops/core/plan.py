@@ -90,6 +90,14 @@ def _step(name: str, d: Desired | None, lv: Live | None, failed: Failure | None)
         return Step(name, Action.HOLD, d, lv, failed.reason)
     if lv is None:
         return Step(name, Action.DEPLOY, d, None, f"version {d.version[:12]} is not serving yet")
+    if lv.version != d.version and lv.digest == d.digest:
+        return Step(
+            name,
+            Action.DEPLOY,
+            d,
+            lv,
+            f"the manifest changed at {d.version[:12]} (same model content): apply its settings",
+        )
     if lv.digest != d.digest:
         return Step(
             name,
