@@ -97,7 +97,7 @@ def init(work: Path, *, remote: str | None = None) -> Path:
     if remote is None:
         bare = default_remote(work)
         remote = str(bare)
-    elif Path(remote).exists() or "://" not in remote and ":" not in remote:
+    elif Path(remote).exists() or ("://" not in remote and ":" not in remote):
         bare = Path(remote).resolve()
         remote = str(bare)
     if bare is not None:
