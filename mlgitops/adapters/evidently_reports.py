@@ -1,0 +1,195 @@
+"""Evidently reports and workspace snapshots: the only module that imports evidently.
+
+Reports are evidence for people (HTML, a snapshot JSON, a local Evidently workspace); verdicts
+that act come from `mlgitops.core.drift`, which mirrors the same defaults. Evidently errors are
+translated into `mlgitops.errors.ReportError` here, and a report failure never blocks a revert.
+Evidently's telemetry is switched off (DO_NOT_TRACK) unless the caller decided otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlgitops.core import drift as core_drift
+from mlgitops.core.stats import ColumnKind
+from mlgitops.errors import ReportError
+
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+# Evidently's display names (config "method") -> mlgitops.core.drift method names.
+_METHOD_NAMES = {
+    "K-S p_value": "ks",
+    "chi-square p_value": "chisquare",
+    "Z-test p_value": "z",
+    "Wasserstein distance (normed)": "wasserstein",
+    "Jensen-Shannon distance": "jensenshannon",
+    "PSI": "psi",
+}
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """Files of one written report."""
+
+    html: Path
+    snapshot: Path
+    """Full Evidently snapshot (loadable with ``Snapshot.load``; what a workspace stores)."""
+    summary: Path
+    """Metric values only (``Snapshot.dict()``), small and diff-friendly."""
+
+
+@contextmanager
+def _translated(action: str) -> Iterator[None]:
+    try:
+        yield
+    except ReportError:
+        raise
+    except Exception as exc:  # evidently raises many types; all mean "no report"
+        raise ReportError(f"{action} failed ({type(exc).__name__}: {exc}); the drift verdict is unaffected.") from exc
+
+
+def _run(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    *,
+    kinds: Mapping[str, ColumnKind] | None,
+    name: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> Any:
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    def dataset(frame: pd.DataFrame) -> Any:
+        if kinds is None:
+            return frame
+        definition = DataDefinition(
+            numerical_columns=[c for c, k in kinds.items() if k == "numeric"],
+            categorical_columns=[c for c, k in kinds.items() if k == "categorical"],
+        )
+        return Dataset.from_pandas(frame[list(kinds)], data_definition=definition)
+
+    report = Report([DataDriftPreset()])
+    return report.run(
+        dataset(current),
+        dataset(reference),
+        name=name,
+        tags=[f"{k}={v}" for k, v in (tags or {}).items()],
+        metadata=dict(tags or {}),
+    )
+
+
+def write_report(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    *,
+    out_dir: Path,
+    title: str,
+    tags: Mapping[str, str],
+    kinds: Mapping[str, ColumnKind] | None = None,
+) -> ReportPaths:
+    """Write a DataDriftPreset report as HTML, full snapshot JSON and a metrics summary."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", title).strip("-") or "drift-report"
+    paths = ReportPaths(
+        html=out_dir / f"{stem}.html",
+        snapshot=out_dir / f"{stem}.snapshot.json",
+        summary=out_dir / f"{stem}.summary.json",
+    )
+    with _translated("Building the Evidently drift report"):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        snapshot = _run(reference, current, kinds=kinds, name=title, tags=tags)
+        snapshot.save_html(str(paths.html))
+        paths.snapshot.write_text(snapshot.dumps(), encoding="utf-8")
+        paths.summary.write_text(snapshot.json(), encoding="utf-8")
+    return paths
+
+
+def add_to_workspace(workspace_dir: Path, *, project: str, snapshot_path: Path) -> str:
+    """Add a snapshot file to the local Evidently workspace (one project per model); its run id."""
+    with _translated(f"Adding {snapshot_path} to the Evidently workspace {workspace_dir}"):
+        from evidently.core.report import Snapshot
+        from evidently.ui.workspace import Workspace
+
+        workspace_dir.mkdir(parents=True, exist_ok=True)
+        workspace = Workspace(str(workspace_dir))
+        found = [p for p in workspace.search_project(project) if p.name == project]
+        target = found[0] if found else workspace.create_project(project, description=f"Drift reports of {project}")
+        ref = workspace.add_run(target.id, Snapshot.load(str(snapshot_path)))
+        return str(ref.id)
+
+
+def list_runs(workspace_dir: Path, *, project: str) -> list[str]:
+    """Run ids stored for `project` in the workspace ([] when the project does not exist)."""
+    with _translated(f"Reading the Evidently workspace {workspace_dir}"):
+        from evidently.ui.workspace import Workspace
+
+        workspace = Workspace(str(workspace_dir))
+        found = [p for p in workspace.search_project(project) if p.name == project]
+        return [str(run) for run in workspace.list_runs(found[0].id)] if found else []
+
+
+def evidently_verdicts(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    *,
+    kinds: Mapping[str, ColumnKind] | None = None,
+    share: float = 0.5,
+) -> core_drift.DriftReport:
+    """Evidently's own per-column (method, score, threshold, drifted) and dataset share.
+
+    Method names are translated to mlgitops names; `drifted` applies each method's rule (K-S
+    p <= t, chi-square/z p < t, distances >= t), exactly as Evidently's stattests decide.
+    """
+    with _translated("Computing Evidently drift verdicts"):
+        snapshot = _run(reference, current, kinds=kinds)
+        return _verdicts(snapshot.dict(), kinds=kinds, share=share, rows=len(current), reference_rows=len(reference))
+
+
+def _verdicts(
+    result: Mapping[str, Any],
+    *,
+    kinds: Mapping[str, ColumnKind] | None,
+    share: float,
+    rows: int,
+    reference_rows: int,
+) -> core_drift.DriftReport:
+    columns = []
+    evidently_share: float | None = None
+    for metric in result["metrics"]:
+        config = metric.get("config", {})
+        kind_of_metric = str(config.get("type", ""))
+        if kind_of_metric.endswith(":DriftedColumnsCount"):
+            evidently_share = float(metric["value"]["share"])
+        elif kind_of_metric.endswith(":ValueDrift"):
+            method = _METHOD_NAMES.get(str(config["method"]))
+            if method is None:
+                raise ReportError(f"Evidently used an unknown drift method {config['method']!r}.")
+            score = float(metric["value"])
+            threshold = float(config["threshold"])
+            column = str(config["column"])
+            kind: ColumnKind = (kinds or {}).get(column) or ("numeric" if method in ("ks", "wasserstein") else "categorical")
+            columns.append(
+                core_drift.ColumnDrift(
+                    column=column,
+                    method=method,
+                    score=score,
+                    threshold=threshold,
+                    drifted=core_drift.verdict(method, score, threshold),
+                    kind=kind,
+                )
+            )
+    report = core_drift.dataset_verdict(
+        tuple(columns), prediction=None, share=share, rows=rows, reference_rows=reference_rows
+    )
+    if evidently_share is not None and abs(evidently_share - report.share) > 1e-9:
+        raise ReportError(
+            f"Evidently's drifted share {evidently_share} disagrees with its column verdicts ({report.share})."
+        )
+    return report
