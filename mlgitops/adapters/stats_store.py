@@ -1,0 +1,258 @@
+"""Live statistics of inference workers on disk: the file format and the monitor's reader.
+
+Each worker process of a server owns one file in the stats directory,
+``worker-<worker_id>.json``, rewritten atomically (temporary file + ``os.replace``) with its
+*cumulative* state::
+
+    {"format": 1, "workerId": "...", "pid": 123, "name": "...", "version": "<commit>",
+     "digest": "sha256:...", "updatedAt": <unix seconds>,
+     "live": <LiveStats.to_dict()>,
+     "sample": {"rows": n, "seen": N, "columns": {"<col>": [...], ..., "prediction": [...]}}}
+
+``sample`` is the worker's bounded reservoir (a uniform sample of the rows it scored).
+Counters only grow, so the monitor keeps an earlier `Snapshot` as a cursor and `window`
+subtracts it: the rows scored since then, summed over workers (a worker that appeared since
+counts from zero; a worker's file stays after it exits, with its final counts).
+
+May NOT: import the server or the controller; a reader never writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from mlgitops import errors
+from mlgitops.core import stats
+
+FORMAT = 1
+PREFIX = "worker-"
+SUFFIX = ".json"
+DEFAULT_SAMPLE_SIZE = 2000
+
+
+@dataclass(frozen=True)
+class WorkerStats:
+    """One worker's cumulative statistics as last published."""
+
+    worker_id: str
+    version: str
+    digest: str
+    pid: int
+    updated_at: float
+    live: stats.LiveStats
+    sample: pd.DataFrame = field(repr=False)
+    seen: int = 0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the stats directory held at one read."""
+
+    workers: Mapping[str, WorkerStats]
+    sample: pd.DataFrame = field(repr=False)
+    versions: frozenset[str]
+    read_at: float = 0.0
+
+    @property
+    def stats(self) -> dict[str, stats.LiveStats]:
+        """Cumulative live statistics keyed by worker id."""
+        return {wid: w.live for wid, w in self.workers.items()}
+
+    @property
+    def rows(self) -> int:
+        """Rows scored by all workers (cumulative)."""
+        return sum(w.live.rows for w in self.workers.values())
+
+
+def worker_file(stats_dir: Path, worker_id: str) -> Path:
+    return stats_dir / f"{PREFIX}{worker_id}{SUFFIX}"
+
+
+def write_worker(
+    stats_dir: Path,
+    *,
+    worker_id: str,
+    version: str,
+    digest: str,
+    live: stats.LiveStats,
+    sample_frame: pd.DataFrame | None,
+    seen: int | None = None,
+    name: str = "",
+    pid: int | None = None,
+) -> Path:
+    """Atomically replace the worker's file with its cumulative state; returns the path."""
+    sample: dict[str, Any] = {"rows": 0, "seen": live.rows if seen is None else seen, "columns": {}}
+    if sample_frame is not None:
+        sample["rows"] = len(sample_frame)
+        sample["columns"] = {
+            str(c): _jsonable(sample_frame[c].to_numpy()) for c in sample_frame.columns
+        }
+    doc = {
+        "format": FORMAT,
+        "workerId": worker_id,
+        "pid": os.getpid() if pid is None else pid,
+        "name": name,
+        "version": version,
+        "digest": digest,
+        "updatedAt": time.time(),
+        "live": live.to_dict(),
+        "sample": sample,
+    }
+    target = worker_file(stats_dir, worker_id)
+    tmp = stats_dir / f".{target.name}.{os.getpid()}.tmp"
+    try:
+        stats_dir.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY))
+        os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise errors.RuntimeFailure(
+            f"cannot write live statistics to {target} ({exc}); check the stats directory"
+        ) from exc
+    return target
+
+
+def _jsonable(values: np.ndarray[Any, Any]) -> list[Any]:
+    if values.dtype.kind in "fiub":
+        out: list[Any] = values.tolist()
+        return out
+    return [
+        v if v is None or isinstance(v, (str, int, float, bool)) else str(v)
+        for v in values.tolist()
+    ]
+
+
+def read(
+    stats_dir: Path,
+    *,
+    version: str | None = None,
+    baseline: stats.Baseline | None = None,
+    sample_size: int = DEFAULT_SAMPLE_SIZE,
+) -> Snapshot:
+    """Read every worker's file (only ``version``'s when given) and merge the samples.
+
+    The merged sample takes from each worker in proportion to the rows it scored, so it stays
+    a uniform sample of all traffic, at most ``sample_size`` rows. Files being replaced or
+    unreadable are skipped (the next read sees them).
+    """
+    workers: dict[str, WorkerStats] = {}
+    versions: set[str] = set()
+    try:
+        entries = sorted(stats_dir.iterdir())
+    except FileNotFoundError:
+        entries = []
+    except OSError as exc:
+        raise errors.RuntimeFailure(f"cannot list the stats directory {stats_dir} ({exc})") from exc
+    for path in entries:
+        if not (path.name.startswith(PREFIX) and path.name.endswith(SUFFIX)):
+            continue
+        worker = _read_worker(path, baseline=baseline)
+        if worker is None:
+            continue
+        versions.add(worker.version)
+        if version is not None and worker.version != version:
+            continue
+        workers[worker.worker_id] = worker
+    return Snapshot(
+        workers=workers,
+        sample=_merge_samples(list(workers.values()), sample_size),
+        versions=frozenset(versions),
+        read_at=time.time(),
+    )
+
+
+def _read_worker(path: Path, *, baseline: stats.Baseline | None) -> WorkerStats | None:
+    try:
+        doc = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        return None
+    try:
+        live = stats.LiveStats.from_dict(doc["live"], baseline=baseline)
+        sample_doc = doc.get("sample") or {}
+        columns = sample_doc.get("columns") or {}
+        sample = pd.DataFrame({str(k): v for k, v in columns.items()})
+        return WorkerStats(
+            worker_id=str(doc["workerId"]),
+            version=str(doc.get("version", "")),
+            digest=str(doc.get("digest", "")),
+            pid=int(doc.get("pid", 0)),
+            updated_at=float(doc.get("updatedAt", 0.0)),
+            live=live,
+            sample=sample,
+            seen=int(sample_doc.get("seen", live.rows)),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _merge_samples(workers: list[WorkerStats], sample_size: int) -> pd.DataFrame:
+    frames = [w for w in workers if len(w.sample)]
+    if not frames:
+        return pd.DataFrame()
+    total = sum(max(w.seen, len(w.sample)) for w in frames)
+    rng = np.random.default_rng(0)
+    parts = []
+    for w in frames:
+        weight = max(w.seen, len(w.sample)) / total if total else 0.0
+        quota = min(len(w.sample), round(sample_size * weight))
+        if quota <= 0:
+            continue
+        if quota < len(w.sample):
+            idx = np.sort(rng.choice(len(w.sample), size=quota, replace=False))
+            parts.append(w.sample.iloc[idx])
+        else:
+            parts.append(w.sample)
+    if not parts:
+        return pd.DataFrame(columns=frames[0].sample.columns)
+    return pd.concat(parts, ignore_index=True)
+
+
+def window(
+    current: Snapshot,
+    since: Snapshot | None,
+    *,
+    version: str | None = None,
+    baseline: stats.Baseline | None = None,
+) -> stats.LiveStats:
+    """Rows scored between ``since`` and ``current``, summed over workers.
+
+    A worker absent from ``since`` counts from zero. Only ``version``'s workers are summed
+    when given. With no worker, returns empty statistics laid on ``baseline`` when given,
+    else raises `errors.Waiting`.
+    """
+    total: stats.LiveStats | None = None
+    for wid, worker in sorted(current.workers.items()):
+        if version is not None and worker.version != version:
+            continue
+        part = worker.live
+        before = since.workers.get(wid) if since is not None else None
+        if before is not None:
+            try:
+                part = worker.live.since(before.live)
+            except ValueError:  # a different stream under the same id: count it all
+                part = worker.live
+        try:
+            total = part if total is None else total.merge(part)
+        except ValueError as exc:
+            raise errors.BaselineError(
+                f"worker {wid} recorded statistics on a different baseline than the others "
+                f"({exc}); read one version at a time (version=...)"
+            ) from exc
+    if total is None:
+        if baseline is not None:
+            return stats.LiveStats.empty(baseline)
+        raise errors.Waiting("no server worker has published live statistics yet", delay=1.0)
+    return total

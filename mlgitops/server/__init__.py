@@ -1,0 +1,15 @@
+"""Inference server: one model version over HTTP, with micro-batching and live statistics.
+
+What it is: an ASGI app (Starlette on uvicorn with uvloop/httptools, orjson for JSON) that
+speaks the KServe Open Inference Protocol v2 and the MLflow scoring protocol, validates
+every request against the model's MLflow signature, coalesces concurrent requests into one
+``predict`` call, exposes Prometheus metrics and records live feature statistics for the
+drift monitor (through ``mlgitops.adapters.stats_store``). A supervisor loads the model once
+and forks the worker processes that share the listening socket. ``--standby`` keeps a warm
+process (imports done) waiting for a model on stdin, so a new version serves in < 1 s.
+
+What it may NOT do: import mlflow (models load through ``adapters.mlflow_models``, which
+reads the MLmodel file and skops without mlflow), import the controller or the CLI, talk to
+Git, write anywhere but its stats directory, answer a client's mistake with a 5xx, or call
+any address but the one it listens on.
+"""

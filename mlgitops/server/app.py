@@ -1,0 +1,311 @@
+"""The ASGI app of one worker: thin routes over the protocols, the batcher and the metrics.
+
+Every route goes through `_endpoint`, which times it, counts it, and turns any exception
+into a response through the one table in `problems.STATUS` (anything else is a 500 and is
+logged: a bug of the server, never the client's fault).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from mlgitops.server import batching, metrics, openapi, predictor, problems, protocols, recorder
+from mlgitops.server.standby import ServeSpec
+
+log = logging.getLogger("mlgitops.server")
+
+JSON = "application/json"
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass
+class Runtime:
+    """What one worker serves: the spec, the warm predictor and the shared metrics."""
+
+    spec: ServeSpec
+    predictor: predictor.Predictor
+    output_datatype: str
+    metrics: metrics.SharedMetrics
+    baseline: Any  # stats.Baseline | None
+    server_version: str
+
+
+def _json(value: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(value), status_code=status, media_type=JSON)
+
+
+def error_response(exc: BaseException) -> Response:
+    """The response for ``exc`` by the one status table."""
+    status = problems.status_of(exc)
+    if status >= 500 and status != 503:
+        log.error("request failed", exc_info=exc)
+        message = (
+            f"The server failed on this request ({type(exc).__name__}); this is a bug of the "
+            "server, not of the request: see the server log."
+        )
+    else:
+        message = str(exc) or type(exc).__name__
+    headers = None
+    if isinstance(exc, problems.MethodNotAllowed) and exc.allow:
+        headers = {"Allow": exc.allow}
+    return Response(
+        protocols.error_body(message), status_code=status, media_type=JSON, headers=headers
+    )
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, or PayloadTooLarge as soon as it exceeds ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise problems.BadRequest("The Content-Length header is not a number.") from None
+        if size > limit:
+            raise problems.PayloadTooLarge(
+                f"The body has {size} bytes; this server accepts at most {limit} "
+                "(--max-body-bytes): split the rows over several requests."
+            )
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise problems.PayloadTooLarge(
+                f"The body exceeds {limit} bytes, the most this server accepts "
+                "(--max-body-bytes): split the rows over several requests."
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
+    """The Starlette app of one worker process (slot = its row in the shared metrics)."""
+    spec = runtime.spec
+    pred = runtime.predictor
+    sig = pred.signature
+    counters = runtime.metrics.slot(slot)
+    rec: recorder.Recorder | None = None
+    publisher: recorder.Publisher | None = None
+    if spec.record_stats and runtime.baseline is not None:
+        rec = recorder.Recorder(runtime.baseline)
+        if spec.stats_dir is not None:
+            publisher = recorder.Publisher(
+                rec,
+                spec.stats_dir,
+                worker_id=worker_id,
+                name=spec.name,
+                version=spec.version,
+                digest=spec.digest,
+            )
+
+    def after_predict(batch: Any, out: Any) -> None:
+        assert rec is not None
+        rec.record(batch.columns, out, batch.rows)
+
+    batcher = batching.MicroBatcher(
+        pred.predict,
+        max_batch_size=spec.max_batch_size,
+        max_delay_ms=spec.max_delay_ms,
+        in_thread=spec.predict_in_thread,
+        after_predict=after_predict if rec is not None else None,
+        on_batch=counters.batch,
+        thread_init=predictor.configure_sklearn,
+    )
+    state = {"ready": False}
+    limit = spec.max_body_bytes
+    doc = orjson.dumps(
+        openapi.document(
+            name=spec.name, version=spec.version, sig=sig, output_datatype=runtime.output_datatype
+        )
+    )
+    model_meta = orjson.dumps(
+        {
+            "name": spec.name,
+            "versions": [spec.version],
+            "platform": "mlflow-sklearn",
+            "inputs": [
+                {"name": c.name, "datatype": protocols.V2_FOR_TYPE[c.type], "shape": [-1]}
+                for c in sig.columns
+            ],
+            "outputs": [{"name": "predict", "datatype": runtime.output_datatype, "shape": [-1]}],
+            "version": spec.version,
+            "digest": spec.digest,
+        }
+    )
+    server_meta = orjson.dumps(
+        {"name": "mlgitops", "version": runtime.server_version, "extensions": []}
+    )
+    version_doc = orjson.dumps(
+        {
+            "name": spec.name,
+            "version": spec.version,
+            "digest": spec.digest,
+            "server": runtime.server_version,
+        }
+    )
+
+    def endpoint(route: str, methods: tuple[str, ...], fn: Handler) -> Route:
+        index = metrics.ROUTE_INDEX[route]
+        allowed = set(methods) | ({"HEAD"} if "GET" in methods else set())
+        allow_header = ", ".join(sorted(allowed))
+
+        async def handler(request: Request) -> Response:
+            started = time.perf_counter()
+            try:
+                if request.method not in allowed:
+                    raise problems.MethodNotAllowed(
+                        f"{request.method} is not allowed on {route}; use {' or '.join(methods)}.",
+                        allow=allow_header,
+                    )
+                response = await fn(request)
+            except Exception as exc:
+                response = error_response(exc)
+            counters.request(index, response.status_code, time.perf_counter() - started)
+            return response
+
+        return Route(route, handler, methods=_ALL_METHODS)
+
+    def check_name(request: Request) -> None:
+        name = request.path_params.get("name")
+        if name != spec.name:
+            raise problems.NotFound(f"No model named {name!r}; this server serves {spec.name!r}.")
+
+    async def infer(request: Request) -> Response:
+        check_name(request)
+        ctype = media_type(request)
+        if ctype not in ("", JSON):
+            raise problems.UnsupportedMediaType(
+                f"Content type {ctype!r} is not supported here; send application/json."
+            )
+        batcher.begin()
+        try:
+            body = await read_body(request, limit)
+            batch, request_id = protocols.v2_request(protocols.parse_json(body), sig)
+        finally:
+            batcher.end()
+        out = await batcher.submit(batch)
+        return Response(
+            protocols.v2_response(
+                out, model_name=spec.name, model_version=spec.version, request_id=request_id
+            ),
+            media_type=JSON,
+        )
+
+    async def invocations(request: Request) -> Response:
+        ctype = media_type(request)
+        if ctype not in (JSON, "text/csv"):
+            shown = repr(ctype) if ctype else "missing"
+            raise problems.UnsupportedMediaType(
+                f"Content type {shown} is not supported; send application/json or text/csv."
+            )
+        batcher.begin()
+        try:
+            body = await read_body(request, limit)
+            if ctype == JSON:
+                batch = protocols.mlflow_json(protocols.parse_json(body), sig)
+            else:
+                batch = protocols.mlflow_csv(body, sig)
+        finally:
+            batcher.end()
+        out = await batcher.submit(batch)
+        return Response(protocols.mlflow_response(out), media_type=JSON)
+
+    async def model_metadata(request: Request) -> Response:
+        check_name(request)
+        return Response(model_meta, media_type=JSON)
+
+    async def model_ready(request: Request) -> Response:
+        check_name(request)
+        if not state["ready"]:
+            raise problems.NotReady(f"Model {spec.name!r} is not ready (the server is stopping).")
+        return _json({"name": spec.name, "ready": True})
+
+    async def live(request: Request) -> Response:
+        return _json({"live": True})
+
+    async def ready(request: Request) -> Response:
+        if not state["ready"]:
+            raise problems.NotReady("The server is not ready (it is stopping).")
+        return _json({"ready": True})
+
+    async def server_metadata(request: Request) -> Response:
+        return Response(server_meta, media_type=JSON)
+
+    async def ping(request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def version(request: Request) -> Response:
+        return Response(version_doc, media_type=JSON)
+
+    async def metrics_text(request: Request) -> Response:
+        return Response(
+            runtime.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    async def openapi_doc(request: Request) -> Response:
+        return Response(doc, media_type=JSON)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        if status == 404:
+            response = error_response(
+                problems.NotFound(
+                    f"No route {request.url.path!r}; see GET /openapi.json for this server's routes."
+                )
+            )
+        else:
+            response = error_response(exc)
+        counters.request(metrics.ROUTE_INDEX["other"], response.status_code, 0.0)
+        return response
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        predictor.configure_sklearn()
+        batcher.start()
+        if publisher is not None:
+            publisher.start()
+        state["ready"] = True
+        try:
+            yield
+        finally:
+            state["ready"] = False
+            await batcher.close()
+            if publisher is not None:
+                await publisher.close()
+
+    routes = [
+        endpoint("/v2/models/{name}/infer", ("POST",), infer),
+        endpoint("/v2/models/{name}/ready", ("GET",), model_ready),
+        endpoint("/v2/models/{name}", ("GET",), model_metadata),
+        endpoint("/v2/health/live", ("GET",), live),
+        endpoint("/v2/health/ready", ("GET",), ready),
+        endpoint("/v2", ("GET",), server_metadata),
+        endpoint("/invocations", ("POST",), invocations),
+        endpoint("/ping", ("GET",), ping),
+        endpoint("/health", ("GET",), ping),
+        endpoint("/version", ("GET",), version),
+        endpoint("/metrics", ("GET",), metrics_text),
+        endpoint("/openapi.json", ("GET",), openapi_doc),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_found})
+    app.state.batcher = batcher
+    app.state.recorder = rec
+    return app

@@ -1,0 +1,306 @@
+"""The OpenAPI 3 document of a server, built from the model's signature.
+
+Column values are typed as the signature types them (``double`` -> number, ``long`` ->
+64-bit integer, ...), the model name is the only value the ``{name}`` path parameter takes
+(others answer 404), and every documented error has the body ``{"error": "<sentence>"}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlgitops.server import protocols, schema
+
+_F32 = 3.4028234663852886e38
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _value_schema(kind: str) -> dict[str, Any]:
+    if kind == "double":
+        return {"type": "number"}
+    if kind == "float":
+        return {"type": "number", "minimum": -_F32, "maximum": _F32}
+    if kind == "long":
+        return {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
+    if kind == "integer":
+        return {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1}
+    if kind == "boolean":
+        return {"type": "boolean"}
+    return {"type": "string"}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "The body is not parseable or not shaped like the protocol.",
+        404: "No such model.",
+        405: "Method not allowed.",
+        413: "The body exceeds the server's limit.",
+        415: "Unsupported content type.",
+        422: "The rows do not fit the model's signature, or the model could not score them.",
+        503: "The server is shutting down.",
+    }
+    return {
+        str(c): {"description": text[c], "content": {"application/json": {"schema": _ERROR}}}
+        for c in codes
+    }
+
+
+def _json_ok(schema_: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {
+        "200": {"description": description, "content": {"application/json": {"schema": schema_}}}
+    }
+
+
+def document(
+    *, name: str, version: str, sig: schema.Signature, output_datatype: str
+) -> dict[str, Any]:
+    """The OpenAPI 3.0 document for a server of model ``name``."""
+    cols = sig.columns
+    props = {c.name: _value_schema(c.type) for c in cols}
+    required = [c.name for c in cols if c.required]
+    record = {
+        "type": "object",
+        "properties": props,
+        "required": required,
+        "additionalProperties": False,
+    }
+    records = {"type": "array", "minItems": 1, "items": record}
+    any_value: dict[str, Any]
+    kinds = sorted({c.type for c in cols})
+    any_value = (
+        _value_schema(kinds[0]) if len(kinds) == 1 else {"anyOf": [_value_schema(k) for k in kinds]}
+    )
+    width = len(cols)
+    row = {"type": "array", "minItems": width, "maxItems": width, "items": any_value}
+    rows = {"type": "array", "minItems": 1, "items": row}
+    columnar = {
+        "type": "object",
+        "properties": {
+            c.name: {"type": "array", "minItems": 1, "items": _value_schema(c.type)} for c in cols
+        },
+        "required": required,
+        "additionalProperties": False,
+        "description": "One list per column, all of the same length.",
+    }
+    split = {
+        "type": "object",
+        "required": ["columns", "data"],
+        "properties": {
+            "columns": {
+                "type": "array",
+                "items": {"type": "string", "enum": list(sig.names)},
+                "minItems": width,
+                "maxItems": width,
+                "uniqueItems": True,
+            },
+            "data": rows,
+            "index": {"type": "array"},
+        },
+        "additionalProperties": False,
+    }
+    params = {"type": "object", "description": "Accepted and ignored."}
+
+    def one_key(key: str, value: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "required": [key],
+            "properties": {key: value, "params": params},
+            "additionalProperties": False,
+        }
+
+    invocation = {
+        "oneOf": [
+            one_key("dataframe_split", split),
+            one_key("dataframe_records", records),
+            one_key("instances", {"anyOf": [records, rows, columnar]}),
+            one_key("inputs", {"anyOf": [records, rows, columnar]}),
+        ]
+    }
+    datatypes = sorted(
+        set(protocols.V2_FOR_TYPE.values())
+        | {"FP16", "INT8", "INT16", "UINT8", "UINT16", "UINT32", "UINT64"}
+    )
+    tensor = {
+        "type": "object",
+        "required": ["name", "shape", "datatype", "data"],
+        "properties": {
+            "name": {
+                "type": "string",
+                "description": "A column name, or any name for one 2-D tensor.",
+            },
+            "shape": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 8,
+                "items": {"type": "integer", "minimum": 0},
+            },
+            "datatype": {"type": "string", "enum": datatypes},
+            "data": {"type": "array"},
+            "parameters": {"type": "object"},
+        },
+        "additionalProperties": False,
+    }
+    infer_request = {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "parameters": {"type": "object"},
+            "inputs": {"type": "array", "minItems": 1, "items": tensor},
+            "outputs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string", "enum": ["predict"]},
+                        "parameters": {"type": "object"},
+                    },
+                },
+            },
+        },
+        "additionalProperties": False,
+    }
+    out_tensor = {
+        "type": "object",
+        "required": ["name", "datatype", "shape", "data"],
+        "properties": {
+            "name": {"type": "string"},
+            "datatype": {"type": "string"},
+            "shape": {"type": "array", "items": {"type": "integer"}},
+            "data": {"type": "array"},
+        },
+    }
+    infer_response = {
+        "type": "object",
+        "required": ["model_name", "model_version", "id", "outputs"],
+        "properties": {
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "id": {"type": "string"},
+            "outputs": {"type": "array", "items": out_tensor},
+        },
+    }
+    meta_tensor = {
+        "type": "object",
+        "required": ["name", "datatype", "shape"],
+        "properties": {
+            "name": {"type": "string"},
+            "datatype": {"type": "string"},
+            "shape": {"type": "array", "items": {"type": "integer"}},
+        },
+    }
+    model_meta = {
+        "type": "object",
+        "required": ["name", "versions", "platform", "inputs", "outputs", "version"],
+        "properties": {
+            "name": {"type": "string"},
+            "versions": {"type": "array", "items": {"type": "string"}},
+            "platform": {"type": "string"},
+            "inputs": {"type": "array", "items": meta_tensor},
+            "outputs": {"type": "array", "items": meta_tensor},
+            "version": {"type": "string", "description": "The commit being served."},
+            "digest": {"type": "string"},
+        },
+    }
+    name_param = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": [name]},
+        "description": "The model's name (the only one this server serves).",
+    }
+    obj = {"type": "object"}
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": f"mlgitops inference server for {name}",
+            "version": version,
+            "description": f"Serves model {name!r} at version {version}. Output datatype {output_datatype}.",
+        },
+        "paths": {
+            "/v2/models/{name}/infer": {
+                "post": {
+                    "summary": "Open Inference Protocol v2: infer",
+                    "operationId": "v2_infer",
+                    "parameters": [name_param],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": infer_request}},
+                    },
+                    "responses": {
+                        **_json_ok(infer_response),
+                        **_errors(400, 404, 413, 415, 422, 503),
+                    },
+                }
+            },
+            "/v2/models/{name}": {
+                "get": {
+                    "summary": "Model metadata (version = the served commit)",
+                    "operationId": "v2_model_metadata",
+                    "parameters": [name_param],
+                    "responses": {**_json_ok(model_meta), **_errors(404)},
+                }
+            },
+            "/v2/models/{name}/ready": {
+                "get": {
+                    "summary": "Model readiness",
+                    "operationId": "v2_model_ready",
+                    "parameters": [name_param],
+                    "responses": {**_json_ok(obj), **_errors(404, 503)},
+                }
+            },
+            "/v2/health/live": {"get": {"operationId": "v2_live", "responses": _json_ok(obj)}},
+            "/v2/health/ready": {
+                "get": {"operationId": "v2_ready", "responses": {**_json_ok(obj), **_errors(503)}}
+            },
+            "/v2": {"get": {"operationId": "v2_server_metadata", "responses": _json_ok(obj)}},
+            "/invocations": {
+                "post": {
+                    "summary": "MLflow scoring protocol",
+                    "operationId": "invocations",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": invocation},
+                            "text/csv": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "responses": {
+                        **_json_ok(
+                            {
+                                "type": "object",
+                                "required": ["predictions"],
+                                "properties": {"predictions": {"type": "array"}},
+                            }
+                        ),
+                        **_errors(400, 413, 415, 422, 503),
+                    },
+                }
+            },
+            "/ping": {"get": {"operationId": "ping", "responses": _json_ok(obj)}},
+            "/health": {"get": {"operationId": "health", "responses": _json_ok(obj)}},
+            "/version": {"get": {"operationId": "version", "responses": _json_ok(obj)}},
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text exposition",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/openapi.json": {"get": {"operationId": "openapi", "responses": _json_ok(obj)}},
+        },
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "string"}},
+                }
+            }
+        },
+    }

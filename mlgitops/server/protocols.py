@@ -1,0 +1,419 @@
+"""Wire formats: MLflow scoring (JSON and CSV) and the KServe Open Inference Protocol v2.
+
+Decoders turn a request body into a `schema.Batch` (or raise a `problems` exception with a
+sentence); encoders turn predictions into the response body each protocol defines.
+
+MLflow ``POST /invocations`` (``application/json``), exactly one of:
+``{"dataframe_split": {"columns": [...], "data": [[...]]}}``,
+``{"dataframe_records": [{...}, ...]}``, ``{"instances": ...}`` or ``{"inputs": ...}``
+(instances/inputs: a list of row objects, a list of positional rows in signature order, or
+an object of columns); an optional ``"params"`` object is accepted and ignored.
+``text/csv``: a header row naming the columns, then one line per row.
+Response: ``{"predictions": [...]}``.
+
+v2 ``POST /v2/models/{name}/infer``: ``{"id"?, "inputs": [tensor, ...], "outputs"?}`` with
+either one tensor per column (``shape`` ``[n]`` or ``[n, 1]``) or one 2-D tensor
+``[n, columns]`` in signature order. Response: ``{"model_name", "model_version", "id",
+"outputs": [{"name": "predict", "datatype", "shape", "data"}]}``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import uuid
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from mlgitops.server import problems, schema
+
+MLFLOW_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+
+# v2 datatypes accepted for each MLflow column type.
+_V2_ACCEPTS = {
+    "double": {
+        "FP64",
+        "FP32",
+        "FP16",
+        "INT64",
+        "INT32",
+        "INT16",
+        "INT8",
+        "UINT64",
+        "UINT32",
+        "UINT16",
+        "UINT8",
+    },
+    "float": {
+        "FP64",
+        "FP32",
+        "FP16",
+        "INT64",
+        "INT32",
+        "INT16",
+        "INT8",
+        "UINT32",
+        "UINT16",
+        "UINT8",
+    },
+    "long": {"INT64", "INT32", "INT16", "INT8", "UINT32", "UINT16", "UINT8"},
+    "integer": {"INT32", "INT16", "INT8", "UINT16", "UINT8"},
+    "boolean": {"BOOL"},
+    "string": {"BYTES"},
+    "datetime": {"BYTES"},
+    "binary": {"BYTES"},
+}
+V2_FOR_TYPE = {
+    "double": "FP64",
+    "float": "FP32",
+    "long": "INT64",
+    "integer": "INT32",
+    "boolean": "BOOL",
+    "string": "BYTES",
+    "datetime": "BYTES",
+    "binary": "BYTES",
+}
+_MAX_RANK = 8
+
+
+# ----------------------------------------------------------------------------------- JSON
+def parse_json(body: bytes) -> Any:
+    """Parse a JSON body; NaN/Infinity literals parse (validation then rejects them by column)."""
+    if not body.strip():
+        raise problems.BadRequest("The request body is empty; send a JSON object.")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:  # the stdlib accepts NaN/Infinity, which some clients send
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise problems.BadRequest(f"The request body is not valid JSON ({exc}).") from None
+
+
+def dumps(value: Any) -> bytes:
+    """Serialize a response body (numpy scalars and arrays included)."""
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+# --------------------------------------------------------------------------------- MLflow
+def mlflow_json(payload: Any, sig: schema.Signature) -> schema.Batch:
+    """Decode an MLflow JSON scoring request."""
+    if not isinstance(payload, dict):
+        raise problems.BadRequest(
+            "The JSON body must be an object with one of the keys "
+            f"{', '.join(MLFLOW_FORMATS)}; got {schema._json_kind(payload)}."
+        )
+    present = [k for k in MLFLOW_FORMATS if k in payload]
+    unknown = sorted(k for k in payload if k not in MLFLOW_FORMATS and k != "params")
+    if len(present) != 1 or unknown:
+        got = ", ".join(repr(k) for k in payload) or "no keys"
+        raise problems.BadRequest(
+            f"The JSON body must have exactly one of the keys {', '.join(MLFLOW_FORMATS)} "
+            f"(and optionally 'params'); it has {got}."
+        )
+    params = payload.get("params")
+    if params is not None and not isinstance(params, dict):
+        raise problems.BadRequest("'params' must be an object.")
+    key = present[0]
+    value = payload[key]
+    if key == "dataframe_split":
+        return _split(value, sig)
+    if key == "dataframe_records":
+        return sig.from_records(value, where="dataframe_records")
+    return _instances(value, sig, where=key)
+
+
+def _split(value: Any, sig: schema.Signature) -> schema.Batch:
+    where = "dataframe_split"
+    if not isinstance(value, dict):
+        raise problems.BadRequest(
+            f"{where} must be an object with 'columns' and 'data', not {schema._json_kind(value)}."
+        )
+    unknown = sorted(k for k in value if k not in ("columns", "data", "index"))
+    if unknown:
+        raise problems.BadRequest(
+            f"{where} has unknown key(s) {', '.join(map(repr, unknown))}; use 'columns', 'data' "
+            "and optionally 'index'."
+        )
+    if "data" not in value:
+        raise problems.BadRequest(f"{where} lacks 'data' (a list of rows).")
+    columns = value.get("columns")
+    if columns is not None and (
+        not isinstance(columns, list) or not all(isinstance(c, str) for c in columns)
+    ):
+        raise problems.Unprocessable(f"{where}.columns must be a list of column names.")
+    data = value["data"]
+    if (
+        isinstance(data, list)
+        and data
+        and not isinstance(data[0], list)
+        and columns
+        and len(columns) == 1
+    ):
+        data = [[v] for v in data]
+    return sig.from_rows(data, where=f"{where}.data", names=columns)
+
+
+def _instances(value: Any, sig: schema.Signature, *, where: str) -> schema.Batch:
+    if isinstance(value, dict):
+        return sig.from_columnar(value, where=where)
+    if isinstance(value, list) and value:
+        if isinstance(value[0], dict):
+            return sig.from_records(value, where=where)
+        if isinstance(value[0], list):
+            return sig.from_rows(value, where=where)
+        if len(sig.names) == 1:
+            return sig.from_rows([[v] for v in value], where=where)
+        raise problems.Unprocessable(
+            f"{where} must be a list of row objects, a list of rows (lists of "
+            f"{len(sig.names)} values in signature order) or an object of columns."
+        )
+    raise problems.Unprocessable(
+        f"{where} must be a non-empty list of rows or an object of columns, not "
+        f"{schema._json_kind(value) if value != [] else 'an empty list'}."
+    )
+
+
+def mlflow_csv(body: bytes, sig: schema.Signature) -> schema.Batch:
+    """Decode ``text/csv``: a header row of column names, then values."""
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise problems.BadRequest("The CSV body is not UTF-8 text.") from None
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:
+        raise problems.BadRequest(f"The CSV body cannot be parsed ({exc}).") from None
+    rows = [r for r in rows if r]
+    if not rows:
+        raise problems.BadRequest("The CSV body is empty; send a header row and data rows.")
+    header = [h.strip() for h in rows[0]]
+    sig.check_names(header, where="The CSV header")
+    body_rows = rows[1:]
+    if not body_rows:
+        raise problems.Unprocessable(
+            "The CSV body has a header but no rows; send at least one row."
+        )
+    for i, r in enumerate(body_rows):
+        if len(r) != len(header):
+            raise problems.Unprocessable(
+                f"CSV row {i} has {len(r)} fields; the header names {len(header)} columns."
+            )
+    columns: dict[str, Any] = {}
+    for j, name in enumerate(header):
+        kind = sig.by_name[name].type
+        columns[name] = [_csv_value(r[j], kind, name=name, row=i) for i, r in enumerate(body_rows)]
+    return sig.from_columnar(columns, where="CSV")
+
+
+def _csv_value(text: str, kind: str, *, name: str, row: int) -> Any:
+    s = text.strip()
+    if kind in ("double", "float"):
+        try:
+            return float(s)
+        except ValueError:
+            raise problems.Unprocessable(
+                f"CSV column {name!r} row {row} is {text!r}, not a number; the signature says {kind}."
+            ) from None
+    if kind in ("long", "integer"):
+        try:
+            return int(s)
+        except ValueError:
+            raise problems.Unprocessable(
+                f"CSV column {name!r} row {row} is {text!r}, not an integer; the signature says {kind}."
+            ) from None
+    if kind == "boolean":
+        low = s.lower()
+        if low in ("true", "1"):
+            return True
+        if low in ("false", "0"):
+            return False
+        raise problems.Unprocessable(
+            f"CSV column {name!r} row {row} is {text!r}, not true/false; the signature says boolean."
+        )
+    return text
+
+
+def mlflow_response(predictions: npt.NDArray[Any]) -> bytes:
+    return dumps({"predictions": _tolist(predictions)})
+
+
+# ------------------------------------------------------------------------------------- v2
+def v2_request(payload: Any, sig: schema.Signature) -> tuple[schema.Batch, str | None]:
+    """Decode a v2 inference request; returns the batch and the request id."""
+    if not isinstance(payload, dict):
+        raise problems.BadRequest(
+            f"The v2 request must be a JSON object with 'inputs', not {schema._json_kind(payload)}."
+        )
+    unknown = sorted(k for k in payload if k not in ("id", "inputs", "outputs", "parameters"))
+    if unknown:
+        raise problems.BadRequest(
+            f"The v2 request has unknown key(s) {', '.join(map(repr, unknown))}; it takes "
+            "'id', 'inputs', 'outputs' and 'parameters'."
+        )
+    request_id = payload.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise problems.BadRequest("'id' must be a string.")
+    params = payload.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        raise problems.BadRequest("'parameters' must be an object.")
+    outputs = payload.get("outputs")
+    if outputs is not None:
+        if not isinstance(outputs, list) or not all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+        ):
+            raise problems.BadRequest("'outputs' must be a list of objects with a 'name'.")
+        wrong = [o["name"] for o in outputs if o["name"] != "predict"]
+        if wrong:
+            raise problems.Unprocessable(
+                f"The model has no output(s) {', '.join(map(repr, wrong))}; its only output is 'predict'."
+            )
+    inputs = payload.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise problems.BadRequest("'inputs' must be a non-empty list of tensors.")
+    tensors = [_tensor(t, i) for i, t in enumerate(inputs)]
+    if len(tensors) == 1 and tensors[0][0] not in sig.by_name:
+        name, shape, datatype, flat = tensors[0]
+        if len(shape) != 2 or shape[1] != len(sig.names):
+            raise problems.Unprocessable(
+                f"Tensor {name!r} is not a column of the model, so it must be one 2-D tensor of "
+                f"shape [rows, {len(sig.names)}] in signature order ({', '.join(sig.names)}); its "
+                f"shape is {shape}."
+            )
+        if datatype not in _V2_ACCEPTS["double"]:
+            raise problems.Unprocessable(
+                f"Tensor {name!r} has datatype {datatype}; a 2-D tensor must be numeric (FP64)."
+            )
+        if shape[0] == 0:
+            raise problems.Unprocessable("The request has no rows; send at least one row.")
+        return sig.from_matrix(flat, rows=shape[0], where=f"Tensor {name!r}"), request_id
+    columns: dict[str, Any] = {}
+    for name, shape, datatype, flat in tensors:
+        col = sig.by_name.get(name)
+        if col is None:
+            raise problems.Unprocessable(
+                f"Tensor {name!r} is not a column of the model; send one tensor per column "
+                f"({', '.join(sig.names)}) or one 2-D FP64 tensor."
+            )
+        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+            raise problems.Unprocessable(
+                f"Tensor {name!r} has shape {shape}; a column tensor has shape [rows] or [rows, 1]."
+            )
+        if datatype not in _V2_ACCEPTS[col.type]:
+            raise problems.Unprocessable(
+                f"Tensor {name!r} has datatype {datatype}, but column {name!r} is {col.type}; "
+                f"send {V2_FOR_TYPE[col.type]}."
+            )
+        if name in columns:
+            raise problems.Unprocessable(f"Tensor {name!r} appears twice; send each column once.")
+        columns[name] = flat
+    return sig.from_columnar(columns, where="Tensor"), request_id
+
+
+def _tensor(t: Any, i: int) -> tuple[str, list[int], str, list[Any]]:
+    if not isinstance(t, dict):
+        raise problems.BadRequest(
+            f"inputs[{i}] must be a tensor object, not {schema._json_kind(t)}."
+        )
+    missing = [k for k in ("name", "shape", "datatype", "data") if k not in t]
+    if missing:
+        raise problems.BadRequest(f"inputs[{i}] lacks {', '.join(map(repr, missing))}.")
+    unknown = sorted(k for k in t if k not in ("name", "shape", "datatype", "data", "parameters"))
+    if unknown:
+        raise problems.BadRequest(
+            f"inputs[{i}] has unknown key(s) {', '.join(map(repr, unknown))}."
+        )
+    name, shape, datatype, data = t["name"], t["shape"], t["datatype"], t["data"]
+    if not isinstance(name, str):
+        raise problems.BadRequest(f"inputs[{i}].name must be a string.")
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or len(shape) > _MAX_RANK
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
+        raise problems.BadRequest(f"inputs[{i}].shape must be a list of non-negative integers.")
+    if not isinstance(datatype, str):
+        raise problems.BadRequest(f"inputs[{i}].datatype must be a string such as FP64.")
+    if not isinstance(data, list):
+        raise problems.BadRequest(f"inputs[{i}].data must be a list.")
+    flat = _flatten(data, shape, name=name)
+    return name, shape, datatype.upper(), flat
+
+
+def _flatten(data: list[Any], shape: list[int], *, name: str) -> list[Any]:
+    expected = math.prod(shape)
+    if not any(isinstance(v, list) for v in data):
+        if len(data) != expected:
+            raise problems.Unprocessable(
+                f"Tensor {name!r} has {len(data)} values but its shape {shape} needs {expected}."
+            )
+        return data
+    out: list[Any] = []
+
+    def walk(node: Any, depth: int) -> None:
+        if depth == len(shape):
+            if isinstance(node, list):
+                raise problems.Unprocessable(
+                    f"Tensor {name!r} data is nested deeper than its shape {shape}."
+                )
+            out.append(node)
+            return
+        if not isinstance(node, list) or len(node) != shape[depth]:
+            raise problems.Unprocessable(f"Tensor {name!r} data does not match its shape {shape}.")
+        for child in node:
+            walk(child, depth + 1)
+
+    walk(data, 0)
+    return out
+
+
+def v2_response(
+    predictions: npt.NDArray[Any], *, model_name: str, model_version: str, request_id: str | None
+) -> bytes:
+    return dumps(
+        {
+            "model_name": model_name,
+            "model_version": model_version,
+            "id": request_id if request_id is not None else uuid.uuid4().hex,
+            "outputs": [
+                {
+                    "name": "predict",
+                    "datatype": v2_datatype(predictions),
+                    "shape": list(predictions.shape),
+                    "data": _tolist(predictions.reshape(-1)),
+                }
+            ],
+        }
+    )
+
+
+def v2_datatype(arr: npt.NDArray[Any]) -> str:
+    kind = arr.dtype.kind
+    if kind == "f":
+        return "FP32" if arr.dtype == np.float32 else "FP64"
+    if kind in "iu":
+        return "INT64"
+    if kind == "b":
+        return "BOOL"
+    return "BYTES"
+
+
+def _tolist(arr: npt.NDArray[Any]) -> list[Any]:
+    if arr.dtype.kind in "OUS":
+        return [
+            v if isinstance(v, (str, int, float, bool)) or v is None else str(v)
+            for v in arr.tolist()
+        ]
+    out: list[Any] = arr.tolist()
+    return out
+
+
+def error_body(message: str) -> bytes:
+    return orjson.dumps({"error": message})

@@ -1,0 +1,208 @@
+"""Live statistics of one worker: counters on the baseline's bins plus a bounded sample.
+
+Every scored batch updates a `stats.LiveStats` (feature columns and predictions, vectorized)
+and a reservoir sample of at most ``capacity`` rows (Algorithm R, vectorized per batch), so
+memory does not grow with traffic. `Publisher` writes the cumulative state through
+`adapters.stats_store` at most every ``interval`` seconds when it changed, and on exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from mlgitops.adapters import stats_store
+from mlgitops.core import stats
+
+Array = npt.NDArray[Any]
+log = logging.getLogger("mlgitops.server")
+
+PREDICTION = "prediction"
+
+
+class Recorder:
+    """Thread-safe live statistics and reservoir sample of the rows one worker scored."""
+
+    def __init__(
+        self,
+        baseline: stats.Baseline,
+        *,
+        capacity: int = stats_store.DEFAULT_SAMPLE_SIZE,
+        seed: int | None = None,
+    ) -> None:
+        self.live = stats.LiveStats.empty(baseline)
+        self.capacity = capacity
+        self.changes = 0
+        self._lock = threading.Lock()
+        self._rng = np.random.default_rng(seed)
+        self._seen = 0
+        self._store: dict[str, Array] = {}
+
+    @property
+    def seen(self) -> int:
+        return self._seen
+
+    def record(self, columns: Mapping[str, Array], predictions: Array | None, rows: int) -> None:
+        """Count one scored batch and offer its rows to the reservoir."""
+        preds = predictions if predictions is not None and predictions.ndim == 1 else None
+        with self._lock:
+            self.live.update(columns, preds)
+            self._offer(columns, preds, rows)
+            self.changes += 1
+
+    def _offer(self, columns: Mapping[str, Array], preds: Array | None, rows: int) -> None:
+        cap = self.capacity
+        seen = self._seen
+        self._seen = seen + rows
+        if cap <= 0 or rows == 0:
+            return
+        fill = max(0, min(rows, cap - seen))
+        slots = np.arange(seen, seen + fill)
+        picks = np.arange(fill)
+        if fill < rows:
+            t = np.arange(seen + fill, seen + rows)
+            j = self._rng.integers(0, t + 1)
+            keep = j < cap
+            slots = np.concatenate([slots, j[keep]])
+            picks = np.concatenate([picks, np.nonzero(keep)[0] + fill])
+        if len(slots) == 0:
+            return
+        values = dict(columns)
+        if preds is not None:
+            values[PREDICTION] = preds
+        for name, arr in values.items():
+            store = self._store.get(name)
+            if store is None:
+                dtype = arr.dtype if arr.dtype.kind in "fiub" else np.dtype(object)
+                store = self._store[name] = np.empty(cap, dtype=dtype)
+            elif arr.dtype.kind not in "fiub" and store.dtype != object:
+                store = self._store[name] = store.astype(object)
+            store[slots] = arr[picks]
+
+    def snapshot(self) -> tuple[stats.LiveStats, dict[str, Array], int]:
+        """A consistent copy: cumulative stats, the filled sample columns, rows seen."""
+        with self._lock:
+            filled = min(self._seen, self.capacity)
+            return (
+                self.live.copy(),
+                {k: v[:filled].copy() for k, v in self._store.items()},
+                self._seen,
+            )
+
+
+class Publisher:
+    """Writes a recorder's state to the stats directory periodically and on exit."""
+
+    def __init__(
+        self,
+        recorder: Recorder,
+        stats_dir: Path,
+        *,
+        worker_id: str,
+        name: str,
+        version: str,
+        digest: str,
+        interval: float = 0.5,
+    ) -> None:
+        self.recorder = recorder
+        self.stats_dir = stats_dir
+        self.worker_id = worker_id
+        self.name = name
+        self.version = version
+        self.digest = digest
+        self.interval = interval
+        self._published = -1
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="stats-publisher")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            if self.recorder.changes != self._published:
+                try:
+                    await asyncio.to_thread(self.publish)
+                except Exception:
+                    log.exception("publishing live statistics failed")
+
+    def publish(self) -> None:
+        """Write the current state now (from any thread)."""
+        changes = self.recorder.changes
+        live, sample, seen = self.recorder.snapshot()
+        import pandas as pd
+
+        frame = pd.DataFrame(sample) if sample else None
+        stats_store.write_worker(
+            self.stats_dir,
+            worker_id=self.worker_id,
+            version=self.version,
+            digest=self.digest,
+            live=live,
+            sample_frame=frame,
+            seen=seen,
+            name=self.name,
+            pid=os.getpid(),
+        )
+        self._published = changes
+
+    async def close(self) -> None:
+        """Stop the periodic task and write the final state."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        try:
+            self.publish()
+        except Exception:
+            log.exception("publishing the final live statistics failed")
+
+
+def load_baseline(model_dir: Path, names: Sequence[str]) -> stats.Baseline | None:
+    """The model's baseline.json, or None (no recording) with a log line saying why."""
+    import orjson
+
+    path = model_dir / "baseline.json"
+    try:
+        data = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        log.warning("%s: no baseline.json; live statistics are not recorded", model_dir)
+        return None
+    except (OSError, orjson.JSONDecodeError) as exc:
+        log.warning("%s: unreadable (%s); live statistics are not recorded", path, exc)
+        return None
+    try:
+        baseline = stats.Baseline.from_dict(data)
+    except ValueError as exc:
+        log.warning("%s: %s; live statistics are not recorded", path, exc)
+        return None
+    unknown = [n for n in baseline.names if n not in names]
+    if unknown:
+        log.warning(
+            "%s: profiles column(s) %s that the model's signature lacks; live statistics are "
+            "not recorded",
+            path,
+            ", ".join(unknown),
+        )
+        return None
+    return baseline
+
+
+def reference_row(baseline: stats.Baseline | None) -> dict[str, Any]:
+    """One plausible row from the baseline's samples (for warm-up), column -> value."""
+    if baseline is None:
+        return {}
+    row: dict[str, Any] = {}
+    for col in baseline.columns:
+        if col.sample:
+            row[col.name] = col.sample[len(col.sample) // 2]
+    return row

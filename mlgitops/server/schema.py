@@ -1,0 +1,353 @@
+"""The model's MLflow signature as a validator: request values -> typed column arrays.
+
+Every decoder returns a `Batch` of numpy columns in the signature's types, or raises
+`problems.Unprocessable` naming the column (and row) that is wrong: a missing or extra
+column, a value of the wrong type (a string where a double is expected, ``true`` in a
+numeric column), NaN or infinity (MLflow signatures do not allow them), a number out of the
+column type's range, rows of different lengths, or no rows at all.
+
+When every column is a floating-point one, a batch also carries the rows as one float64
+matrix in signature order, so the predictor and the batcher never rebuild it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from mlgitops.adapters import mlflow_models
+from mlgitops.server import problems
+
+Array = npt.NDArray[Any]
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_INT_RANGE = {"long": (-(2**63), 2**63 - 1), "integer": (-(2**31), 2**31 - 1)}
+_DTYPE = {
+    "double": np.float64,
+    "float": np.float32,
+    "long": np.int64,
+    "integer": np.int32,
+    "boolean": np.bool_,
+}
+_FLOATING = frozenset({"double", "float"})
+_WHAT = {
+    "double": "a number",
+    "float": "a number",
+    "long": "an integer",
+    "integer": "an integer",
+    "boolean": "true or false",
+    "string": "a string",
+    "datetime": "a string",
+    "binary": "a string",
+}
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Validated rows: one typed array per signature column (same length), maybe a matrix."""
+
+    rows: int
+    columns: Mapping[str, Array]
+    matrix: npt.NDArray[np.float64] | None = field(default=None, repr=False)
+
+
+class Signature:
+    """Column names and MLflow types of a model, with decoders for every request format."""
+
+    def __init__(self, columns: Sequence[mlflow_models.Column]) -> None:
+        self.columns = tuple(columns)
+        self.names = tuple(c.name for c in columns)
+        self.by_name = {c.name: c for c in columns}
+        self.index = {c.name: i for i, c in enumerate(columns)}
+        #: Every column is a double: requests become one float64 matrix.
+        self.all_floating = bool(columns) and all(c.type == "double" for c in columns)
+        self.all_numeric = all(c.numeric for c in columns)
+        self._required = frozenset(c.name for c in columns if c.required)
+
+    # ---------------------------------------------------------------- column-level checks
+    def check_names(self, names: Sequence[str], *, where: str) -> None:
+        """Raise Unprocessable when ``names`` lacks a required column or has an unknown one."""
+        given = set(names)
+        if len(given) != len(names):
+            dup = sorted({n for n in names if list(names).count(n) > 1})
+            raise problems.Unprocessable(f"{where} repeats column(s) {_names(dup)}.")
+        missing = [n for n in self.names if n in self._required and n not in given]
+        extra = sorted(n for n in given if n not in self.by_name)
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"lacks column(s) {_names(missing)}")
+            if extra:
+                parts.append(f"has column(s) {_names(extra)} the model does not take")
+            raise problems.Unprocessable(
+                f"{where} {' and '.join(parts)}; the signature's columns are {_names(self.names)}."
+            )
+
+    def coerce(self, name: str, values: Any, *, where: str = "column") -> Array:
+        """Typed, validated 1-D array for column ``name`` from a list of JSON values."""
+        col = self.by_name[name]
+        if not isinstance(values, list):
+            raise problems.Unprocessable(
+                f"{where} {name!r} must be a list of values, not {_json_kind(values)}."
+            )
+        if not values:
+            raise problems.Unprocessable("The request has no rows; send at least one row.")
+        return _coerce(col, values, where=where)
+
+    def _fill_optional(self, columns: dict[str, Array], rows: int) -> None:
+        for col in self.columns:
+            if col.name not in columns:
+                if col.type in _FLOATING:
+                    columns[col.name] = np.full(rows, np.nan, dtype=_DTYPE[col.type])
+                else:
+                    columns[col.name] = np.full(rows, None, dtype=object)
+
+    def _finish(self, columns: dict[str, Array]) -> Batch:
+        lengths = {len(v) for v in columns.values()}
+        if len(lengths) > 1:
+            sizes = ", ".join(f"{k}: {len(v)}" for k, v in columns.items())
+            raise problems.Unprocessable(f"The columns have different numbers of rows ({sizes}).")
+        rows = lengths.pop()
+        if rows == 0:
+            raise problems.Unprocessable("The request has no rows; send at least one row.")
+        self._fill_optional(columns, rows)
+        ordered = {n: columns[n] for n in self.names}
+        matrix = None
+        if self.all_floating and all(c.dtype == np.float64 for c in ordered.values()):
+            matrix = np.column_stack(list(ordered.values())) if ordered else None
+        return Batch(rows=rows, columns=ordered, matrix=matrix)
+
+    # ---------------------------------------------------------------------- decoders
+    def from_columnar(self, data: Mapping[str, Any], *, where: str) -> Batch:
+        """``{"col": [v, ...], ...}``; a scalar per column is one row."""
+        self.check_names(list(data), where=where)
+        columns: dict[str, Array] = {}
+        for name, values in data.items():
+            seq = values if isinstance(values, list) else [values]
+            columns[name] = self.coerce(name, seq, where=f"{where} column")
+        return self._finish(columns)
+
+    def from_records(self, records: Any, *, where: str) -> Batch:
+        """``[{"col": v, ...}, ...]``."""
+        if not isinstance(records, list) or not records:
+            raise problems.Unprocessable(f"{where} must be a non-empty list of row objects.")
+        first = records[0]
+        if not isinstance(first, dict):
+            raise problems.Unprocessable(
+                f"{where} must be a list of row objects; row 0 is {_json_kind(first)}."
+            )
+        keys = list(first)
+        self.check_names(keys, where=f"{where} row 0")
+        keyset = set(keys)
+        for i, rec in enumerate(records):
+            if not isinstance(rec, dict):
+                raise problems.Unprocessable(
+                    f"{where} must be a list of row objects; row {i} is {_json_kind(rec)}."
+                )
+            if rec.keys() != keyset:
+                self.check_names(list(rec), where=f"{where} row {i}")
+                raise problems.Unprocessable(
+                    f"{where} row {i} has different columns than row 0; send the same columns in every row."
+                )
+        if self.all_floating and len(keys) == len(self.names):
+            rows = [[rec[n] for n in self.names] for rec in records]
+            return self._from_matrix_rows(rows, where=where)
+        columns = {
+            k: self.coerce(k, [rec[k] for rec in records], where=f"{where} column") for k in keys
+        }
+        return self._finish(columns)
+
+    def from_rows(self, rows: Any, *, where: str, names: Sequence[str] | None = None) -> Batch:
+        """``[[v, ...], ...]``: positional rows, in ``names`` order (default: the signature's)."""
+        order = tuple(names) if names is not None else self.names
+        if names is not None:
+            self.check_names(list(order), where=f"{where.split('.')[0]}.columns")
+        if not isinstance(rows, list) or not rows:
+            raise problems.Unprocessable(f"{where} must be a non-empty list of rows.")
+        width = len(order)
+        for i, row in enumerate(rows):
+            if not isinstance(row, list):
+                raise problems.Unprocessable(
+                    f"{where} row {i} must be a list of {width} values, not {_json_kind(row)}."
+                )
+            if len(row) != width:
+                raise problems.Unprocessable(
+                    f"{where} row {i} has {len(row)} values; the model takes {width} "
+                    f"({_names(order)})."
+                )
+        if self.all_floating and order == self.names:
+            return self._from_matrix_rows(rows, where=where)
+        columns = {
+            name: self.coerce(name, [row[j] for row in rows], where=f"{where} column")
+            for j, name in enumerate(order)
+        }
+        return self._finish(columns)
+
+    def from_matrix(self, flat: list[Any], *, rows: int, where: str) -> Batch:
+        """A row-major flat list of ``rows x len(columns)`` numbers in signature order."""
+        if not self.all_numeric:
+            raise problems.Unprocessable(
+                f"{where}: a single 2-D tensor needs an all-numeric signature; this model has "
+                f"non-numeric columns, so send one named tensor per column."
+            )
+        width = len(self.names)
+        if self.all_floating:
+            matrix = _float_matrix(flat, where=where)
+            return self._matrix_batch(matrix.reshape(rows, width))
+        columns = {
+            name: self.coerce(name, flat[j::width], where=f"{where} column")
+            for j, name in enumerate(self.names)
+        }
+        return self._finish(columns)
+
+    def _from_matrix_rows(self, rows: list[list[Any]], *, where: str) -> Batch:
+        flat = [v for row in rows for v in row]
+        matrix = _float_matrix(flat, where=where, names=self.names)
+        return self._matrix_batch(matrix.reshape(len(rows), len(self.names)))
+
+    def _matrix_batch(self, matrix: npt.NDArray[np.float64]) -> Batch:
+        columns: dict[str, Array] = {}
+        for j, col in enumerate(self.columns):
+            columns[col.name] = matrix[:, j]
+        return Batch(rows=matrix.shape[0], columns=columns, matrix=matrix)
+
+
+# ------------------------------------------------------------------------------------ helpers
+def _names(names: Sequence[str], limit: int = 20) -> str:
+    if not names:
+        return "(none)"
+    shown = ", ".join(repr(n) for n in list(names)[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _bad_value(
+    col: mlflow_models.Column, values: list[Any], *, where: str
+) -> problems.Unprocessable:
+    """The sentence for the first value of ``values`` that does not fit ``col``."""
+    for i, v in enumerate(values):
+        problem = _value_problem(col.type, v)
+        if problem:
+            return problems.Unprocessable(
+                f"{where} {col.name!r} row {i} is {problem}; the signature says {col.type}, "
+                f"so send {_WHAT.get(col.type, 'a value')}."
+            )
+    return problems.Unprocessable(
+        f"{where} {col.name!r} holds values that do not fit its {col.type} type."
+    )
+
+
+def _value_problem(kind: str, v: Any) -> str | None:
+    if v is None:
+        return "null (a missing value)"
+    if kind in _FLOATING:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return _json_kind(v)
+        f = float(v) if not isinstance(v, int) or abs(v) < 2**1023 else math.inf
+        if not math.isfinite(f):
+            return "NaN or infinite (the signature allows only finite numbers)"
+        if kind == "float" and abs(f) > _FLOAT32_MAX:
+            return f"{v!r}, beyond the float32 range"
+        return None
+    if kind in _INT_RANGE:
+        if isinstance(v, bool) or not isinstance(v, int):
+            if isinstance(v, float):
+                return f"the non-integer number {v!r}"
+            return _json_kind(v)
+        lo, hi = _INT_RANGE[kind]
+        if not lo <= v <= hi:
+            return f"{v}, outside the {kind} range"
+        return None
+    if kind == "boolean":
+        return None if isinstance(v, bool) else _json_kind(v)
+    return None if isinstance(v, str) else _json_kind(v)
+
+
+def _has_bool(values: list[Any]) -> bool:
+    return any(v is True or v is False for v in values)
+
+
+def _coerce(col: mlflow_models.Column, values: list[Any], *, where: str) -> Array:
+    kind = col.type
+    try:
+        raw = np.asarray(values)
+    except (ValueError, TypeError, OverflowError):
+        raise _bad_value(col, values, where=where) from None
+    if raw.ndim != 1:
+        raise problems.Unprocessable(
+            f"{where} {col.name!r} must hold one scalar per row, not nested lists."
+        )
+    dk = raw.dtype.kind
+    if kind in _FLOATING:
+        if dk not in "fi" or _has_bool(values):
+            raise _bad_value(col, values, where=where)
+        out = raw.astype(np.float64)
+        if not np.isfinite(out).all():
+            raise _bad_value(col, values, where=where)
+        if kind == "float":
+            if (np.abs(out) > _FLOAT32_MAX).any():
+                raise _bad_value(col, values, where=where)
+            return out.astype(np.float32)
+        return out
+    if kind in _INT_RANGE:
+        if dk != "i" or _has_bool(values):
+            raise _bad_value(col, values, where=where)
+        lo, hi = _INT_RANGE[kind]
+        if kind == "integer" and ((raw < lo).any() or (raw > hi).any()):
+            raise _bad_value(col, values, where=where)
+        return raw.astype(_DTYPE[kind])
+    if kind == "boolean":
+        if dk != "b":
+            raise _bad_value(col, values, where=where)
+        return raw
+    # string (and datetime/binary as strings)
+    if dk != "U":
+        raise _bad_value(col, values, where=where)
+    return raw.astype(object)
+
+
+def _float_matrix(
+    flat: list[Any], *, where: str, names: Sequence[str] | None = None
+) -> npt.NDArray[np.float64]:
+    """float64 array from a flat list of JSON numbers; Unprocessable names the bad value."""
+    try:
+        raw = np.asarray(flat)
+    except (ValueError, TypeError, OverflowError):
+        raw = np.asarray([None])
+    ok = raw.ndim == 1 and raw.dtype.kind in "fi" and not _has_bool(flat)
+    if ok:
+        out = raw.astype(np.float64)
+        ok = bool(np.isfinite(out).all())
+        if ok:
+            result: npt.NDArray[np.float64] = out
+            return result
+    width = len(names) if names else 1
+    for i, v in enumerate(flat):
+        problem = _value_problem("double", v)
+        if problem:
+            row, j = divmod(i, width)
+            label = f"column {names[j]!r} row {row}" if names else f"value {i}"
+            raise problems.Unprocessable(
+                f"{where} {label} is {problem}; the signature takes numbers there."
+            )
+    raise problems.Unprocessable(f"{where} holds values that are not finite numbers.")

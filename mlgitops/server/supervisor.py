@@ -1,0 +1,307 @@
+"""The server process: load once, bind once, fork workers that share the socket, supervise.
+
+The supervisor imports everything and loads and warms the model *before* forking, so a
+worker costs a ``fork()`` (copy-on-write memory), not seconds of imports. Workers share the
+listening socket (the kernel spreads connections), each runs uvicorn (uvloop, httptools) on
+the app of `app.build`. A worker that dies is restarted in its slot (back-off when it keeps
+dying); SIGTERM or SIGINT stops every worker gracefully (SIGKILL after a grace period) and the
+supervisor exits 0. Workers ask the kernel for SIGTERM when the supervisor dies, so no worker
+outlives it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from mlgitops import errors
+from mlgitops.server.standby import ServeSpec, emit
+
+log = logging.getLogger("mlgitops.server")
+
+_GRACE = 10.0
+_PR_SET_PDEATHSIG = 1
+
+
+_PRELOAD = (
+    "numpy",
+    "pandas",
+    "sklearn",
+    "sklearn.ensemble",
+    "sklearn.linear_model",
+    "sklearn.pipeline",
+    "sklearn.preprocessing",
+    "sklearn.tree",
+    "sklearn.compose",
+    "sklearn.impute",
+    "skops.io",
+    "threadpoolctl",
+    "uvicorn",
+    "uvicorn.lifespan.on",
+    "uvicorn.loops.uvloop",
+    "uvicorn.protocols.http.httptools_impl",
+    "uvloop",
+    "mlgitops.adapters.mlflow_models",
+    "mlgitops.adapters.stats_store",
+    "mlgitops.server.app",
+)
+
+
+def preload() -> None:
+    """Import everything serving needs (the slow part: scikit-learn, pandas, uvicorn, ...)."""
+    import importlib
+
+    for module in _PRELOAD:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
+
+
+def setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def load_runtime(spec: ServeSpec) -> Any:
+    """Load and warm the model (raises ModelError with a sentence)."""
+    import numpy as np
+
+    from mlgitops.adapters import mlflow_models
+    from mlgitops.server import app, metrics, predictor, protocols, recorder
+
+    model = mlflow_models.load(spec.model_dir, trusted_types=spec.trusted_types)
+    pred = predictor.Predictor(model)
+    baseline = (
+        recorder.load_baseline(spec.model_dir, pred.signature.names) if spec.record_stats else None
+    )
+    predictor.configure_sklearn()
+    try:
+        out = pred.predict(pred.example_row(recorder.reference_row(baseline)))
+    except Exception as exc:
+        raise errors.ModelError(
+            f"{spec.model_dir}: the model fails to predict a warm-up row "
+            f"({type(exc).__name__}: {exc}); fix or republish the model"
+        ) from exc
+    workers = spec.worker_count
+    shared = metrics.SharedMetrics(
+        workers + 1,
+        labels={"name": spec.name, "version": spec.version, "digest": spec.digest},
+        workers=workers,
+    )
+    return app.Runtime(
+        spec=spec,
+        predictor=pred,
+        output_datatype=protocols.v2_datatype(np.asarray(out)),
+        metrics=shared,
+        baseline=baseline,
+        server_version=_server_version(),
+    )
+
+
+def _server_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("mlgitops")
+    except Exception:
+        return "0"
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket (port 0: a free one); RuntimeFailure when the port is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise errors.RuntimeFailure(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port or "
+            "stop the process using it"
+        ) from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def run(spec: ServeSpec, *, announce: bool = False) -> int:
+    """Load, bind, fork and supervise until SIGTERM/SIGINT; the process exit status.
+
+    With ``announce`` (standby mode), prints the ready/error event line on stdout.
+    """
+    setup_logging()
+    try:
+        runtime = load_runtime(spec)
+        sock = bind(spec.host, spec.port)
+    except errors.MlgitopsError as exc:
+        if announce:
+            emit({"event": "error", "message": str(exc)})
+        else:
+            log.error("%s", exc)
+        return 2
+    port = sock.getsockname()[1]
+    if announce:
+        emit({"event": "ready", "port": port, "pid": os.getpid()})
+    log.info(
+        "serving %s version %s on http://%s:%d with %d worker(s)",
+        spec.name,
+        spec.version,
+        spec.host,
+        port,
+        spec.worker_count,
+    )
+    return Supervisor(runtime, sock).loop()
+
+
+class Supervisor:
+    """Forks and restarts workers; stops them all on SIGTERM/SIGINT."""
+
+    def __init__(self, runtime: Any, sock: socket.socket) -> None:
+        self.runtime = runtime
+        self.sock = sock
+        self.count = runtime.spec.worker_count
+        self.children: dict[int, int] = {}  # pid -> slot
+        self.stopping = False
+        self.master_slot = runtime.metrics.slot(self.count)
+        self._recent_deaths: list[float] = []
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+
+    def loop(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        for slot in range(self.count):
+            self._spawn(slot)
+        while not self.stopping:
+            self._reap()
+            if not self.stopping:
+                time.sleep(0.1)
+        self._stop_all()
+        self.sock.close()
+        return 0
+
+    def _spawn(self, slot: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                code = _worker(self.runtime, self.sock, slot)
+            except BaseException:
+                log.exception("worker %d crashed", slot)
+            finally:
+                with contextlib.suppress(Exception):
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                os._exit(code)
+        self.children[pid] = slot
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            slot = self.children.pop(pid, None)
+            if slot is None or self.stopping:
+                continue
+            log.warning("worker %d (pid %d) died (%s); restarting it", slot, pid, _describe(status))
+            now = time.monotonic()
+            self._recent_deaths = [t for t in self._recent_deaths if now - t < 10.0] + [now]
+            if len(self._recent_deaths) > 3 * self.count:
+                time.sleep(1.0)  # crash loop: back off
+            self.master_slot.restarted()
+            self._spawn(slot)
+
+    def _stop_all(self) -> None:
+        log.info("stopping %d worker(s)", len(self.children))
+        started = time.monotonic()
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + _GRACE
+        while self.children and time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                break
+            if pid:
+                self.children.pop(pid, None)
+            else:
+                time.sleep(0.02)
+        for pid in list(self.children):
+            log.warning("worker pid %d did not stop within %.0fs; killing it", pid, _GRACE)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        self.children.clear()
+        log.info("stopped in %.2fs", time.monotonic() - started)
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.WEXITSTATUS(status)}"
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def _worker(runtime: Any, sock: socket.socket, slot: int) -> int:
+    """Body of a forked worker: uvicorn on the shared socket until told to stop."""
+    import uvicorn
+
+    from mlgitops.server import app
+
+    parent = os.getppid()
+    _die_with_parent()
+    if os.getppid() != parent:  # the supervisor died between fork and prctl
+        return 0
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    with contextlib.suppress(Exception):
+        import threadpoolctl  # type: ignore[import-untyped]
+
+        threadpoolctl.threadpool_limits(1)
+    worker_id = f"{slot}-{os.getpid()}-{secrets.token_hex(3)}"
+    application = app.build(runtime, slot=slot, worker_id=worker_id)
+    config = uvicorn.Config(
+        application,
+        loop="uvloop",
+        http="httptools",
+        ws="none",
+        lifespan="on",
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        date_header=False,
+        timeout_graceful_shutdown=5,
+        timeout_keep_alive=30,
+        backlog=2048,
+    )
+    server = uvicorn.Server(config)
+    # uvicorn re-raises a captured signal after a graceful stop; make that a no-op.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    signal.signal(signal.SIGINT, lambda *_: None)
+    server.run(sockets=[sock])
+    return 0
