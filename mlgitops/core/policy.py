@@ -1,0 +1,405 @@
+"""Drift policy: one closed window of live rows -> keep | alert | revert, with its numbers.
+
+Pure: no I/O, no clock (callers pass ``now``, seconds since the epoch), no randomness. The
+monitor measures a window (`Evidence`), keeps a `History` per model, and executes what
+`decide` returns; the revert itself is described by `revert_plan` before git runs.
+
+Rules, in order (each decision carries a sentence saying which one applied):
+
+1. **Inconclusive.** A window with fewer than ``minRows`` rows never acts; the streak of
+   breached windows is left as it was.
+2. **Breach.** A window breaches when the share of drifted features (against the serving
+   version's baseline) is >= ``datasetShare``, or when the prediction distribution drifted.
+   A window that does not breach resets the streak.
+3. **Hysteresis.** Nothing happens until ``consecutiveWindows`` breached windows in a row;
+   acting (alert or revert) starts a new streak.
+4. **Attribution** (``attribution: previous-baseline``). A revert can only cure drift that is
+   the new version's fault. It is, when either
+   - the live sample fits the *previous* version's baseline clearly better than the current
+     one's: drifted share against the previous baseline is below ``datasetShare`` and at least
+     `ATTRIBUTION_MARGIN` lower than against the current baseline (both measured on the same
+     rows); or
+   - the predictions drifted while the inputs did not (share below ``datasetShare``): the
+     model behaves unlike its own reference on data that looks like it.
+   Otherwise the inputs moved away from both versions: alert only.
+5. **Action, blockers, cooldown, cap.** ``action: alert`` or ``none`` never reverts; no revert
+   without a previous version to return to (or when it is quarantined, or the same model);
+   none within ``cooldownSeconds`` of the last automatic revert; at most ``maxReverts`` per
+   ``revertPeriodSeconds``. Each of these turns a revert into an alert that says why.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from mlgitops.core import layout, quarantine
+from mlgitops.core.drift import DriftReport
+from mlgitops.core.manifest import DriftPolicy
+
+ATTRIBUTION_MARGIN = 0.2
+"""How much lower the drifted share against the previous baseline must be ("clearly better")."""
+
+
+class Verdict(enum.Enum):
+    INCONCLUSIVE = "inconclusive"  # too few rows to say anything; never acts
+    OK = "ok"  # no breach; the streak resets
+    BREACH = "breach"  # breached, but no action (yet): streak too short, or action none
+    ALERT = "alert"  # act by alerting a person; nothing changes in Git
+    REVERT = "revert"  # revert the version in Git
+
+    @property
+    def acts(self) -> bool:
+        return self in (Verdict.ALERT, Verdict.REVERT)
+
+    @property
+    def breached(self) -> bool:
+        return self in (Verdict.BREACH, Verdict.ALERT, Verdict.REVERT)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What one closed window measured (all numbers the decision and its event carry)."""
+
+    rows: int
+    """Live rows in the window."""
+    share: float
+    """Share of drifted features in the window against the serving version's baseline."""
+    drifted_columns: tuple[str, ...] = ()
+    prediction_method: str | None = None
+    prediction_score: float | None = None
+    prediction_threshold: float | None = None
+    prediction_drifted: bool = False
+    sample_rows: int = 0
+    """Rows of the live reservoir sample both attribution shares are measured on."""
+    sample_share_current: float | None = None
+    """Drifted share of the sample against the serving version's baseline."""
+    sample_share_previous: float | None = None
+    """Drifted share of the same sample against the previous version's baseline (None: none)."""
+    revert_blocked: str | None = None
+    """Why no revert is possible whatever the numbers (no previous version, quarantined, …)."""
+
+    @classmethod
+    def from_reports(
+        cls,
+        window: DriftReport,
+        *,
+        current_sample: DriftReport | None = None,
+        previous_sample: DriftReport | None = None,
+        revert_blocked: str | None = None,
+    ) -> Evidence:
+        """Evidence from the window's report and (optionally) the sample against both baselines."""
+        pred = window.prediction
+        score = None if pred is None or math.isnan(pred.score) else pred.score
+        sample_rows = current_sample.rows if current_sample is not None else (
+            previous_sample.rows if previous_sample is not None else 0
+        )
+        return cls(
+            rows=window.rows,
+            share=window.share,
+            drifted_columns=window.drifted_columns,
+            prediction_method=None if pred is None else pred.method,
+            prediction_score=score,
+            prediction_threshold=None if pred is None else pred.threshold,
+            prediction_drifted=bool(pred is not None and pred.drifted),
+            sample_rows=sample_rows,
+            sample_share_current=None if current_sample is None else current_sample.share,
+            sample_share_previous=None if previous_sample is None else previous_sample.share,
+            revert_blocked=revert_blocked,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "share": round(self.share, 4),
+            "driftedColumns": list(self.drifted_columns),
+            "predictionMethod": self.prediction_method,
+            "predictionScore": _round(self.prediction_score),
+            "predictionThreshold": self.prediction_threshold,
+            "predictionDrifted": self.prediction_drifted,
+            "sampleRows": self.sample_rows,
+            "sampleShareCurrent": _round(self.sample_share_current),
+            "sampleSharePrevious": _round(self.sample_share_previous),
+            "revertBlocked": self.revert_blocked,
+        }
+
+
+@dataclass(frozen=True)
+class History:
+    """What the policy remembers about one model between windows."""
+
+    streak: int = 0
+    """Breached windows in a row (of the serving version) since the last action."""
+    reverts: tuple[float, ...] = ()
+    """Times of automatic reverts of this model (any version), oldest first."""
+
+    def reverts_since(self, since: float) -> tuple[float, ...]:
+        return tuple(t for t in self.reverts if t > since)
+
+    def for_new_version(self) -> History:
+        """A new version serves: the streak starts again; reverts still count."""
+        return replace(self, streak=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"streak": self.streak, "reverts": list(self.reverts)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> History:
+        if not data:
+            return cls()
+        reverts = tuple(sorted(float(t) for t in data.get("reverts", ()) or ()))
+        return cls(streak=int(data.get("streak", 0) or 0), reverts=reverts)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of one window, the numbers behind it, and the history to keep."""
+
+    verdict: Verdict
+    reason: str
+    evidence: Evidence
+    streak: int
+    """Breached windows in a row including this one (0 when it did not breach)."""
+    needed: int
+    """``consecutiveWindows`` of the policy."""
+    attributable: bool | None
+    """Whether the drift is the new version's fault (None when not evaluated)."""
+    reverts_in_period: int
+    """Automatic reverts of this model within ``revertPeriodSeconds`` before this window."""
+    at: float
+    history: History = field(repr=False)
+    """The history after this decision (pass it to the next `decide`)."""
+
+    @property
+    def reverts(self) -> bool:
+        return self.verdict is Verdict.REVERT
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat, JSON-ready numbers (what events and ``status.drift`` carry)."""
+        return {
+            "verdict": self.verdict.value,
+            "reason": self.reason,
+            "streak": self.streak,
+            "needed": self.needed,
+            "attributable": self.attributable,
+            "revertsInPeriod": self.reverts_in_period,
+            "closedAt": self.at,
+            **self.evidence.to_dict(),
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _pct(share: float) -> str:
+    return f"{share:.0%}"
+
+
+def attribute(evidence: Evidence, policy: DriftPolicy) -> tuple[bool, str]:
+    """Whether a revert could cure the drift, and the sentence saying why (rule 4)."""
+    if policy.attribution == "none":
+        return True, "attribution is off (spec.drift.attribution: none)"
+    cur = evidence.sample_share_current
+    prev = evidence.sample_share_previous
+    inputs_fit = evidence.share < policy.dataset_share
+    if (
+        prev is not None
+        and cur is not None
+        and prev < policy.dataset_share
+        and cur - prev >= ATTRIBUTION_MARGIN - 1e-9
+    ):
+        return True, (
+            f"live data fits the previous version's baseline clearly better "
+            f"({_pct(prev)} of features drift against it vs {_pct(cur)} against this version's, "
+            f"on {evidence.sample_rows} sampled rows)"
+        )
+    if evidence.prediction_drifted and inputs_fit:
+        return True, (
+            f"the predictions drifted ({evidence.prediction_method} "
+            f"{_fmt(evidence.prediction_score)} vs threshold {_fmt(evidence.prediction_threshold)}) "
+            f"while only {_pct(evidence.share)} of input features drift"
+        )
+    if prev is None:
+        return False, (
+            f"{_pct(evidence.share)} of input features drift and there is no previous baseline "
+            "to compare with, so a revert may not cure it"
+        )
+    return False, (
+        f"the inputs drifted away from both versions ({_pct(prev)} of features drift against the "
+        f"previous baseline, {_pct(cur if cur is not None else evidence.share)} against this "
+        "one's): a revert cannot cure input drift"
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
+
+
+def decide(evidence: Evidence, history: History, policy: DriftPolicy, *, now: float) -> Decision:
+    """The decision for one closed window (see the module docstring for the rules)."""
+    needed = policy.consecutive_windows
+    period_start = now - policy.revert_period_seconds
+    in_period = len(history.reverts_since(period_start))
+
+    def done(verdict: Verdict, reason: str, *, streak: int, keep_streak: int,
+             attributable: bool | None = None, reverts: tuple[float, ...] | None = None) -> Decision:
+        kept = History(streak=keep_streak, reverts=history.reverts if reverts is None else reverts)
+        return Decision(verdict, reason, evidence, streak, needed, attributable, in_period, now, kept)
+
+    if evidence.rows < policy.min_rows:
+        return done(
+            Verdict.INCONCLUSIVE,
+            f"only {evidence.rows} live rows in the window; at least {policy.min_rows} "
+            "(spec.drift.minRows) are needed for a verdict",
+            streak=history.streak,
+            keep_streak=history.streak,
+        )
+    inputs = evidence.share >= policy.dataset_share
+    if not inputs and not evidence.prediction_drifted:
+        return done(
+            Verdict.OK,
+            f"{_pct(evidence.share)} of features drift (below {_pct(policy.dataset_share)}) and "
+            "the predictions do not",
+            streak=0,
+            keep_streak=0,
+        )
+    what = []
+    if inputs:
+        what.append(f"{_pct(evidence.share)} of features drift "
+                    f"({', '.join(evidence.drifted_columns) or '-'})")
+    if evidence.prediction_drifted:
+        what.append(f"the predictions drift ({evidence.prediction_method} "
+                    f"{_fmt(evidence.prediction_score)})")
+    breach = " and ".join(what)
+    streak = history.streak + 1
+    if streak < needed:
+        return done(
+            Verdict.BREACH,
+            f"{breach}: breached window {streak} of {needed} needed in a row",
+            streak=streak,
+            keep_streak=streak,
+        )
+    if policy.action == "none":
+        return done(Verdict.BREACH, f"{breach}; spec.drift.action is none, so nothing is done",
+                    streak=streak, keep_streak=0)
+    attributable, why = attribute(evidence, policy)
+    prefix = f"{breach} for {streak} window(s) in a row"
+    if not attributable:
+        return done(Verdict.ALERT, f"{prefix}, but {why}; alerting only",
+                    streak=streak, keep_streak=0, attributable=False)
+    if policy.action == "alert":
+        return done(Verdict.ALERT, f"{prefix} and {why}; spec.drift.action is alert",
+                    streak=streak, keep_streak=0, attributable=True)
+    if evidence.revert_blocked:
+        return done(Verdict.ALERT, f"{prefix} and {why}, but {evidence.revert_blocked}; alerting only",
+                    streak=streak, keep_streak=0, attributable=True)
+    if in_period >= policy.max_reverts:
+        return done(
+            Verdict.ALERT,
+            f"{prefix} and {why}, but {in_period} automatic revert(s) already happened within "
+            f"{policy.revert_period_seconds:.0f}s (spec.drift.maxReverts {policy.max_reverts}); "
+            "alerting only",
+            streak=streak, keep_streak=0, attributable=True,
+        )
+    last = history.reverts[-1] if history.reverts else None
+    if last is not None and now - last < policy.cooldown_seconds:
+        return done(
+            Verdict.ALERT,
+            f"{prefix} and {why}, but the last automatic revert was {now - last:.0f}s ago "
+            f"(spec.drift.cooldownSeconds {policy.cooldown_seconds:.0f}); alerting only",
+            streak=streak, keep_streak=0, attributable=True,
+        )
+    kept = (*history.reverts_since(period_start), now)
+    return done(Verdict.REVERT, f"{prefix} and {why}", streak=streak, keep_streak=0,
+                attributable=True, reverts=kept)
+
+
+# ---------------------------------------------------------------------------------------------
+# The revert, planned before git runs
+
+
+@dataclass(frozen=True)
+class RevertPlan:
+    """Everything the revert commit consists of; the git adapter only executes it."""
+
+    name: str
+    reverted: str
+    """The commit whose version is reverted (the model's serving version)."""
+    restore_from: str
+    """The revision whose content of `paths` returns (the parent of `reverted`)."""
+    paths: tuple[str, ...]
+    entry: quarantine.Entry
+    message: str
+    trailers: Mapping[str, str]
+
+    @property
+    def commit_paths(self) -> tuple[str, ...]:
+        return (*self.paths, layout.QUARANTINE)
+
+
+def revert_plan(
+    decision: Decision,
+    *,
+    name: str,
+    reverted: str,
+    digest: str,
+    previous: str | None,
+    report: str | None,
+    at: str,
+) -> RevertPlan:
+    """The path-scoped revert of ``reverted`` for model ``name`` (``at``: ISO time of the entry).
+
+    ``previous`` is the version whose content returns (for the message); the content itself is
+    that of ``reverted``'s parent.
+    """
+    ev = decision.evidence
+    short = reverted[:12]
+    back_to = f" to {previous[:12]}" if previous else ""
+    subject = f"Revert {name}{back_to}: live data drifted from {short}"
+    numbers = (
+        f"rows={ev.rows} share={ev.share:.2f} "
+        f"prediction={ev.prediction_method or '-'}:{_fmt(ev.prediction_score)} "
+        f"sampleShareCurrent={_fmt(ev.sample_share_current)} "
+        f"sampleSharePrevious={_fmt(ev.sample_share_previous)} "
+        f"windows={decision.streak}/{decision.needed}"
+    )
+    body = "\n".join(
+        [
+            subject,
+            "",
+            f"The mlgitops drift monitor returned {layout.model_path(name)}/ and "
+            f"{layout.manifest_path(name)} to their content before {reverted}.",
+            f"Evidence: {decision.reason}.",
+            f"Numbers: {numbers}.",
+            *([f"Report: {report}"] if report else []),
+            f"Digest {digest} is now listed in {layout.QUARANTINE}: the controller will not deploy",
+            "it again until a person removes its entry (review the report first).",
+        ]
+    )
+    trailers = {
+        layout.TRAILER_MODEL: name,
+        layout.TRAILER_REVERTS: reverted,
+        layout.TRAILER_DIGEST: digest,
+        **({layout.TRAILER_REPORT: report} if report else {}),
+        layout.TRAILER_ACTION: "revert",
+    }
+    entry = quarantine.Entry(
+        model=name,
+        digest=digest,
+        commit=reverted,
+        reason=decision.reason[:300],
+        at=at,
+    )
+    return RevertPlan(
+        name=name,
+        reverted=reverted,
+        restore_from=f"{reverted}^",
+        paths=layout.model_paths(name),
+        entry=entry,
+        message=body,
+        trailers=trailers,
+    )
