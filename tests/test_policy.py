@@ -142,6 +142,13 @@ def test_revert_plan_names_model_commit_evidence_and_quarantines() -> None:
     assert (plan.entry.model, plan.entry.digest, plan.entry.commit) == ("credit", digest, bad)
 
 
+def test_only_a_revert_decision_plans_a_revert() -> None:
+    (d,) = run([CALM])
+    with pytest.raises(ValueError, match="ok decision"):
+        policy.revert_plan(d, name="credit", reverted="b" * 40, digest="sha256:" + "c" * 64,
+                           previous=None, report=None, at="2025-01-01T00:00:00Z")
+
+
 def test_evidence_from_real_drift_reports() -> None:
     """Numbers flow from core.drift: live rows that fit the previous baseline, not the new one."""
     rng = np.random.default_rng(0)

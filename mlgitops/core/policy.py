@@ -356,6 +356,8 @@ def revert_plan(
     ``previous`` is the version whose content returns (for the message); the content itself is
     that of ``reverted``'s parent.
     """
+    if decision.verdict is not Verdict.REVERT:
+        raise ValueError(f"a {decision.verdict.value} decision does not revert anything")
     ev = decision.evidence
     short = reverted[:12]
     back_to = f" to {previous[:12]}" if previous else ""
@@ -376,8 +378,9 @@ def revert_plan(
             f"Evidence: {decision.reason}.",
             f"Numbers: {numbers}.",
             *([f"Report: {report}"] if report else []),
-            f"Digest {digest} is now listed in {layout.QUARANTINE}: the controller will not deploy",
-            "it again until a person removes its entry (review the report first).",
+            f"Digest {digest} is now listed in {layout.QUARANTINE}:",
+            "the controller will not deploy it again until a person removes its entry",
+            "(review the report first).",
         ]
     )
     trailers = {

@@ -1,0 +1,157 @@
+"""The automatic revert: a path-scoped revert commit, pushed with compare-and-swap.
+
+Executes a `core.policy.RevertPlan` in the controller's own working clone ``<state>/writer``:
+before every attempt the clone is reset to the remote (it belongs to the controller, so nothing
+of anyone is lost), the model's two paths return to their content before the reverted commit,
+the reverted digest is added to ``quarantine.yaml``, and one commit is pushed fast-forward only.
+When someone pushed meanwhile the push is rejected: fetch, re-apply, retry (bounded); never a
+force-push. Any other refusal (the remote's pre-receive hook) is returned with git's reason.
+
+May NOT: decide whether to revert (core.policy does), deploy anything (the controller
+redeploys because Git changed), or touch paths other than the model's two and the quarantine.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from mlgitops import errors
+from mlgitops.adapters import files, git
+from mlgitops.core import layout, quarantine
+from mlgitops.core.policy import RevertPlan
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one revert: a pushed commit, or why there was none."""
+
+    commit: str | None
+    """The revert commit on the remote (None when skipped or failed)."""
+    attempts: int
+    seconds: float
+    skipped: str | None = None
+    """Why nothing was reverted although nothing failed (the model moved on meanwhile)."""
+    error: str | None = None
+    """Why the revert failed (a push the remote refused, a git failure, retries exhausted)."""
+    previous: str | None = None
+    """The version whose content returned (the last change of the paths before the reverted one)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.commit is not None
+
+
+class Writer:
+    """Commits reverts in ``<state>/writer`` and pushes them to ``url``."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        url: str,
+        branch: str = layout.BRANCH,
+        attempts: int = 5,
+        before_push: Callable[[int], None] | None = None,
+    ) -> None:
+        self.dir = state_dir / "writer"
+        self.url = url
+        self.branch = branch
+        self.attempts = attempts
+        self.before_push = before_push
+        """Called with the attempt number right before each push (tests race a human here)."""
+        self._lock = threading.Lock()
+
+    def _ready(self) -> None:
+        if (self.dir / ".git").is_dir() and git.remote_url(self.dir) == self.url:
+            return
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        self.dir.parent.mkdir(parents=True, exist_ok=True)
+        git.clone(self.url, self.dir)
+
+    def _sync(self) -> str:
+        git.fetch(self.dir)
+        head = git.rev_parse(self.dir, f"origin/{self.branch}")
+        if head is None:
+            raise errors.GitError(f"the remote {self.url} has no branch {self.branch}")
+        git.run(self.dir, "checkout", "-q", "-B", self.branch, head)
+        git.run(self.dir, "reset", "-q", "--hard", head)
+        git.run(self.dir, "clean", "-q", "-fdx")
+        return head
+
+    def revert(self, plan: RevertPlan) -> Outcome:
+        """Commit and push ``plan``; never raises for git trouble (see `Outcome.error`)."""
+        with self._lock:
+            start = time.perf_counter()
+            attempt = 0
+            try:
+                self._ready()
+                while attempt < self.attempts:
+                    attempt += 1
+                    head = self._sync()
+                    current = git.last_change(self.dir, head, plan.paths)
+                    if current != plan.reverted:
+                        return Outcome(
+                            None, attempt, time.perf_counter() - start,
+                            skipped=(f"{plan.name} moved on to {str(current)[:12]} meanwhile; "
+                                     f"{plan.reverted[:12]} is no longer its version"),
+                        )
+                    previous = self._apply(plan)
+                    sha = git.commit(self.dir, message=plan.message, paths=plan.commit_paths,
+                                     trailers=plan.trailers)
+                    if sha is None:
+                        return Outcome(None, attempt, time.perf_counter() - start,
+                                       skipped="the previous content equals the current one")
+                    if self.before_push is not None:
+                        self.before_push(attempt)
+                    try:
+                        git.push(self.dir, branch=self.branch)
+                    except errors.PushRejected:
+                        time.sleep(min(0.05 * attempt, 0.5))
+                        continue
+                    return Outcome(sha, attempt, time.perf_counter() - start, previous=previous)
+                return Outcome(
+                    None, attempt, time.perf_counter() - start,
+                    error=(f"the remote kept moving: {attempt} pushes were rejected as "
+                           "non-fast-forward; the monitor will try again on the next breach"),
+                )
+            except errors.MlgitopsError as exc:
+                return Outcome(None, attempt, time.perf_counter() - start, error=str(exc))
+
+    def _apply(self, plan: RevertPlan) -> str | None:
+        """Restore the paths from ``plan.restore_from`` and add the quarantine entry."""
+        if git.rev_parse(self.dir, plan.restore_from) is None:
+            raise errors.GitError(f"{plan.reverted[:12]} has no parent; there is nothing to return to")
+        git.run(self.dir, "rm", "-r", "-q", "--ignore-unmatch", "--", *plan.paths)
+        for path in plan.paths:
+            target = self.dir / path
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+        present = [p for p in plan.paths if git.tree_id(self.dir, plan.restore_from, p)]
+        if not present:
+            raise errors.GitError(
+                f"{plan.name} did not exist before {plan.reverted[:12]}; there is nothing to return to"
+            )
+        git.run(self.dir, "checkout", "-q", plan.restore_from, "--", *present)
+        qpath = self.dir / layout.QUARANTINE
+        try:
+            doc = yaml.safe_load(qpath.read_text()) if qpath.exists() else None
+        except yaml.YAMLError as exc:
+            raise errors.ManifestError(
+                f"{layout.QUARANTINE}: is not valid YAML ({exc}); fix it so reverts can record "
+                "quarantined digests"
+            ) from exc
+        entries = quarantine.parse(doc, source=layout.QUARANTINE)
+        text = quarantine.HEADER + yaml.safe_dump(quarantine.add(entries, plan.entry),
+                                                  sort_keys=False, width=100)
+        files.write_atomic(qpath, text.encode())
+        return git.last_change(self.dir, plan.restore_from, plan.paths)
