@@ -21,6 +21,7 @@ import uvicorn
 from mlgitops import errors, repository, settings, ui
 from mlgitops.adapters import files, local_runtime
 from mlgitops.controller import gateway
+from mlgitops.controller import monitor as monitor_mod
 from mlgitops.controller import reconciler as rec
 from mlgitops.controller import source as source_mod
 from mlgitops.controller import state as state_mod
@@ -54,6 +55,10 @@ class Controller:
         self.pending_fetch = True
         self.background: list[Callable[[threading.Event], None]] = []
         self.port = cfg.gateway.port
+        self.monitor: monitor_mod.Monitor | None = None
+        if cfg.monitor.enabled:  # drift monitor: windows -> policy -> alerts and git reverts
+            self.monitor = monitor_mod.from_controller(self)
+            self.background.append(self.monitor.run)
 
     @property
     def base_url(self) -> str:

@@ -1,0 +1,504 @@
+"""The drift monitor: live statistics -> windows -> policy decisions -> alerts and reverts.
+
+Every ``interval`` seconds, for each model the gateway routes, it reads the servers' cumulative
+statistics (``<state>/stats/<name>/<version>/``), and closes a *window* once ``windowRows``
+rows arrived since the last one (or ``window_seconds`` passed with fewer rows: that window is
+inconclusive below ``minRows``). A closed window is compared with the version's baseline
+(`core.drift.compare_stats`); the live reservoir sample is compared with both the current and
+the previous version's baselines (attribution); `core.policy.decide` says what to do.
+
+Events (``events.jsonl``): ``DriftWindow`` for every closed window, ``DriftAlert``,
+``Reverted`` / ``RevertSkipped`` / ``RevertFailed``, ``RolledBack`` (the previous content
+serves again, with ``breachToRollbackSeconds``), ``ReportWritten`` / ``ReportFailed``.
+The model's status gets a ``Drift`` condition and the last window's numbers.
+
+Reverts run in the monitor's thread (one at a time); reports are built afterwards by a
+background worker and never delay or block a revert.
+
+May NOT: deploy (the controller redeploys because Git changed), decide anything itself (the
+pure policy does), or write to Git except through `revert.Writer`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import yaml
+
+from mlgitops import errors, ui
+from mlgitops.adapters import git, local_runtime, stats_store
+from mlgitops.controller import reconciler as rec
+from mlgitops.controller import reports
+from mlgitops.controller import revert as revert_mod
+from mlgitops.controller import source as source_mod
+from mlgitops.controller import state as state_mod
+from mlgitops.core import drift, layout, manifest, policy, quarantine, stats
+from mlgitops.core.status import ConditionType
+
+if TYPE_CHECKING:
+    from mlgitops.controller.run import Controller
+
+ReportBuilder = Callable[..., reports.Built]
+"""``build(state_dir, clone, *, name, version, target, sample, tags)`` (see `reports.build_for`)."""
+
+
+@dataclass
+class _Track:
+    """What the monitor knows about the version of one model that serves now."""
+
+    name: str
+    version: str
+    digest: str
+    deployment: manifest.ModelDeployment
+    baseline: stats.Baseline
+    stats_dir: Path
+    previous_baseline: stats.Baseline | None
+    previous_version: str | None
+    blocked: str | None
+    opened: float
+    cursor: stats_store.Snapshot | None = None
+    reverted: bool = False
+
+
+@dataclass(frozen=True)
+class _ReportJob:
+    target: reports.Plan
+    sample: pd.DataFrame
+    wait_until_not: str | None
+    """Wait (bounded) until this version no longer serves before building (after a revert)."""
+    tags: dict[str, str]
+
+
+def iso(at: float) -> str:
+    return dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class Monitor:
+    """Watches every served model; ``run(stop_event)`` is the controller's background loop."""
+
+    def __init__(
+        self,
+        *,
+        store: state_mod.Store,
+        router: rec.Router,
+        source: source_mod.Source,
+        state_dir: Path,
+        url: str,
+        trigger: Callable[[str], None],
+        interval: float = 1.0,
+        window_seconds: float = 120.0,
+        branch: str = layout.BRANCH,
+        writer: revert_mod.Writer | None = None,
+        build_report: ReportBuilder | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.router = router
+        self.source = source
+        self.state_dir = state_dir
+        self.stats_root = state_dir / "stats"
+        self.trigger = trigger
+        self.interval = interval
+        self.window_seconds = window_seconds
+        self.writer = writer or revert_mod.Writer(state_dir, url=url, branch=branch)
+        self.build_report: ReportBuilder = build_report or reports.build_for
+        self.clock = clock
+        self.tracks: dict[str, _Track] = {}
+        self.decisions: list[tuple[str, policy.Decision]] = []
+        """Recent decisions (name, decision), newest last, bounded (tests and the bench read it)."""
+        self._histories: dict[str, policy.History] = {
+            name: policy.History.from_dict(data)
+            for name, data in (store.extra.get("drift") or {}).items()
+            if isinstance(data, dict)
+        }
+        self._unusable: dict[str, str] = {}
+        self._pending: dict[str, tuple[str, float, str | None]] = {}
+        self._last_error: dict[str, str] = {}
+        self._reports: queue.Queue[_ReportJob | None] = queue.Queue(maxsize=16)
+        self._report_thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+
+    # loop ------------------------------------------------------------------------------------
+    def run(self, stop_event: threading.Event) -> None:
+        self._start_reports()
+        try:
+            while not stop_event.is_set():
+                try:
+                    self.tick()
+                except Exception as exc:  # the monitor must outlive any one bad pass
+                    ui.console.print(f"[red]drift monitor pass failed:[/] {type(exc).__name__}: {exc}")
+                stop_event.wait(self.interval)
+        finally:
+            self._reports.put(None)
+
+    def _start_reports(self) -> None:
+        if self._report_thread is None or not self._report_thread.is_alive():
+            self._report_thread = threading.Thread(target=self._report_worker, name="drift-reports",
+                                                   daemon=True)
+            self._report_thread.start()
+
+    def tick(self) -> list[tuple[str, policy.Decision]]:
+        """Check every routed model once; the decisions of windows that closed."""
+        out: list[tuple[str, policy.Decision]] = []
+        with self.lock:
+            routes = dict(self.router.routes)
+            for name in [n for n in self.tracks if n not in routes]:
+                del self.tracks[name]
+            for name, backend in sorted(routes.items()):
+                try:
+                    decision = self._check(name, backend)
+                except errors.MlgitopsError as exc:
+                    self._problem(name, backend.version, str(exc))
+                    continue
+                except (ValueError, KeyError, OSError) as exc:
+                    self._problem(name, backend.version, f"{type(exc).__name__}: {exc}")
+                    continue
+                if decision is not None:
+                    out.append((name, decision))
+        return out
+
+    def _problem(self, name: str, version: str, message: str) -> None:
+        if self._last_error.get(name) == message:
+            return
+        self._last_error[name] = message
+        self.store.event("MonitorFailed", model=name, commit=version,
+                         message=f"the drift monitor cannot check {name}: {message}")
+
+    # the serving version ---------------------------------------------------------------------
+    def _track(self, name: str, backend: local_runtime.Backend) -> _Track | None:
+        track = self.tracks.get(name)
+        if track is not None and track.version == backend.version:
+            return track
+        key = backend.version
+        if self._unusable.get(name) == key:
+            return None
+        try:
+            track = self._start(name, backend)
+        except errors.MlgitopsError as exc:
+            self._unusable[name] = key
+            self.store.event("MonitorFailed", model=name, commit=backend.version,
+                             message=f"the drift monitor does not watch {name} at "
+                                     f"{backend.version[:12]}: {exc}")
+            return None
+        self._unusable.pop(name, None)
+        self.tracks[name] = track
+        self._histories[name] = self._history(name).for_new_version()
+        return track
+
+    def _start(self, name: str, backend: local_runtime.Backend) -> _Track:
+        clone = self.source.clone
+        version = backend.version
+        dep = self._deployment(clone, name, version)
+        if dep is None:
+            raise errors.ManifestError(f"{layout.manifest_path(name)} is missing at {version[:12]}")
+        baseline = self._baseline(clone, name, version)
+        if baseline is None:
+            raise errors.BaselineError(
+                f"{layout.model_path(name)}/{layout.BASELINE} is missing at {version[:12]}"
+            )
+        parent = f"{version}^"
+        prev_baseline: stats.Baseline | None = None
+        prev_version: str | None = None
+        blocked: str | None = None
+        if git.rev_parse(clone, parent) is None:
+            blocked = "there is no previous version to return to"
+        else:
+            prev_dep = self._deployment(clone, name, parent)
+            prev_version = git.last_change(clone, parent, layout.model_paths(name))
+            try:
+                prev_baseline = self._baseline(clone, name, parent)
+            except errors.BaselineError:
+                prev_baseline = None
+            if prev_dep is None or prev_version is None:
+                blocked = f"{name} did not exist before {version[:12]}: there is no previous version"
+            elif prev_dep.digest == dep.digest:
+                blocked = (f"the previous content of {name} has the same model digest (only the "
+                           "manifest changed), so a revert would not change the model")
+            else:
+                head = self.store.head or version
+                if quarantine.find(self.source.quarantined(head), model=name,
+                                   digest=prev_dep.digest) is not None:
+                    blocked = (f"the previous version's digest {prev_dep.digest[7:19]} is "
+                               "quarantined too")
+        return _Track(
+            name=name,
+            version=version,
+            digest=dep.digest,
+            deployment=dep,
+            baseline=baseline,
+            stats_dir=self.stats_root / name / version,
+            previous_baseline=prev_baseline,
+            previous_version=prev_version,
+            blocked=blocked,
+            opened=self.clock(),
+        )
+
+    @staticmethod
+    def _deployment(clone: Path, name: str, rev: str) -> manifest.ModelDeployment | None:
+        raw = git.show(clone, rev, layout.manifest_path(name))
+        if raw is None:
+            return None
+        try:
+            return manifest.parse(yaml.safe_load(raw), source=layout.manifest_path(name))
+        except yaml.YAMLError as exc:
+            raise errors.ManifestError(f"{layout.manifest_path(name)} is not valid YAML ({exc})") from exc
+
+    @staticmethod
+    def _baseline(clone: Path, name: str, rev: str) -> stats.Baseline | None:
+        raw = git.show(clone, rev, f"{layout.model_path(name)}/{layout.BASELINE}")
+        if raw is None:
+            return None
+        try:
+            return stats.Baseline.from_dict(json.loads(raw))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise errors.BaselineError(f"the baseline of {name} at {rev} is invalid ({exc})") from exc
+
+    def _history(self, name: str) -> policy.History:
+        return self._histories.get(name) or policy.History()
+
+    def _remember(self, name: str, history: policy.History) -> None:
+        old = self._histories.get(name)
+        self._histories[name] = history
+        if old is None or old.reverts != history.reverts:
+            drift_state = dict(self.store.extra.get("drift") or {})
+            drift_state[name] = {"reverts": list(history.reverts)}
+            self.store.extra["drift"] = drift_state
+            self.store.save()
+
+    # windows ---------------------------------------------------------------------------------
+    def _check(self, name: str, backend: local_runtime.Backend) -> policy.Decision | None:
+        track = self._track(name, backend)
+        if track is None or track.reverted:
+            return None
+        snap = stats_store.read(track.stats_dir, version=track.version, baseline=track.baseline)
+        window = stats_store.window(snap, track.cursor, version=track.version, baseline=track.baseline)
+        now = self.clock()
+        rules = track.deployment.drift
+        if window.rows < rules.window_rows and not (
+            window.rows > 0 and now - track.opened >= self.window_seconds
+        ):
+            return None
+        track.cursor = snap
+        track.opened = now
+        self._last_error.pop(name, None)
+        return self.close(track, window, snap.sample, now=now)
+
+    def evidence(self, track: _Track, window: stats.LiveStats, sample: pd.DataFrame) -> policy.Evidence:
+        """The numbers of one window: its drift, and the sample against both baselines."""
+        share = track.deployment.drift.dataset_share
+        report = drift.compare_stats(track.baseline, window, share=share)
+        current_sample = previous_sample = None
+        if window.rows >= track.deployment.drift.min_rows:
+            current_sample = sample_report(track.baseline, sample, share=share)
+            if track.previous_baseline is not None and current_sample is not None:
+                previous_sample = sample_report(track.previous_baseline, sample, share=share)
+        return policy.Evidence.from_reports(
+            report, current_sample=current_sample, previous_sample=previous_sample,
+            revert_blocked=track.blocked,
+        )
+
+    def close(self, track: _Track, window: stats.LiveStats, sample: pd.DataFrame, *,
+              now: float) -> policy.Decision:
+        """Decide on one closed window and act on the decision."""
+        evidence = self.evidence(track, window, sample)
+        decision = policy.decide(evidence, self._history(track.name), track.deployment.drift, now=now)
+        self._remember(track.name, decision.history)
+        self.decisions = [*self.decisions[-199:], (track.name, decision)]
+        numbers = decision.to_dict()
+        numbers.pop("reason", None)
+        self.store.event("DriftWindow", model=track.name, commit=track.version,
+                         message=decision.reason, **numbers)
+        self._status(track.name, decision)
+        if decision.verdict is policy.Verdict.ALERT:
+            self.store.event("DriftAlert", model=track.name, commit=track.version,
+                             message=decision.reason, **numbers)
+            ui.console.print(f"[yellow]{track.name}[/]: drift alert — {decision.reason}")
+            self._queue_report(track, sample, why="alert", now=now, wait_until_not=None)
+        elif decision.verdict is policy.Verdict.REVERT:
+            self._revert(track, decision, sample)
+        return decision
+
+    def _status(self, name: str, decision: policy.Decision, *, reason: str | None = None,
+                message: str | None = None) -> None:
+        verdict = decision.verdict
+        with self.store._lock:
+            st = self.store.status(name)
+            old = st.condition(ConditionType.DRIFT)
+            if verdict is policy.Verdict.INCONCLUSIVE:
+                flag = old.status if old is not None else False
+            else:
+                flag = verdict.breached
+            default_reason = {
+                policy.Verdict.INCONCLUSIVE: "Inconclusive",
+                policy.Verdict.OK: "NoDrift",
+                policy.Verdict.BREACH: "Breached",
+                policy.Verdict.ALERT: "DriftAlert",
+                policy.Verdict.REVERT: "Reverting",
+            }[verdict]
+            st = st.with_condition(ConditionType.DRIFT, status=flag, reason=reason or default_reason,
+                                   message=message or decision.reason, now=state_mod.now())
+            self.store.set(replace(st, drift=decision.to_dict()))
+        self.store.save()
+
+    # the revert ------------------------------------------------------------------------------
+    def _revert(self, track: _Track, decision: policy.Decision, sample: pd.DataFrame) -> None:
+        name = track.name
+        target = reports.plan(self.state_dir, name=name, version=track.version, now=decision.at,
+                              why="revert")
+        link = target.link(self.state_dir.parent)
+        plan = policy.revert_plan(decision, name=name, reverted=track.version, digest=track.digest,
+                                  previous=track.previous_version, report=link, at=iso(decision.at))
+        self._pending[name] = (track.version, decision.at, None)
+        outcome = self.writer.revert(plan)
+        numbers = decision.to_dict()
+        numbers.pop("reason", None)
+        common = {"reverted": track.version, "digest": track.digest, "report": link,
+                  "attempts": outcome.attempts, "pushSeconds": round(outcome.seconds, 3), **numbers}
+        if outcome.ok:
+            assert outcome.commit is not None
+            track.reverted = True
+            self._pending[name] = (track.version, decision.at, outcome.commit)
+            self.trigger(f"revert of {name}")
+            self.store.event(
+                "Reverted", model=name, commit=outcome.commit,
+                message=(f"reverted {track.version[:12]} in {outcome.commit[:12]} "
+                         f"(back to {str(outcome.previous or track.previous_version)[:12]}): "
+                         f"{decision.reason}"),
+                previous=outcome.previous, **common,
+            )
+            self._status(name, decision, reason="Reverted",
+                         message=f"reverted {track.version[:12]} in {outcome.commit[:12]}: "
+                                 f"{decision.reason}")
+            ui.console.print(f"[red]{name}[/]: reverted {track.version[:12]} in "
+                             f"{outcome.commit[:12]} — {decision.reason}")
+        else:
+            self._pending.pop(name, None)
+            if outcome.skipped is not None:
+                # nothing was reverted: it does not count toward the cap or the cooldown
+                history = self._history(name)
+                self._remember(name, replace(history, reverts=tuple(
+                    t for t in history.reverts if t != decision.at)))
+                self.store.event("RevertSkipped", model=name, commit=track.version,
+                                 message=outcome.skipped, **common)
+                self._status(name, decision, reason="RevertSkipped", message=outcome.skipped)
+            else:
+                message = f"could not revert {track.version[:12]}: {outcome.error}"
+                self.store.event("RevertFailed", model=name, commit=track.version,
+                                 message=message, **common)
+                self._status(name, decision, reason="RevertFailed", message=message)
+                ui.console.print(f"[red]{name}[/]: {message}")
+        self._queue_report(track, sample, why="revert", now=decision.at, target=target,
+                           wait_until_not=track.version if outcome.ok else None)
+
+    def on_deployed(self, name: str, backend: local_runtime.Backend) -> None:
+        """Reconciler hook: the previous content serves again after a revert."""
+        pending = self._pending.get(name)
+        if pending is None:
+            return
+        reverted, closed_at, commit = pending
+        if backend.version == reverted:
+            return
+        self._pending.pop(name, None)
+        seconds = self.clock() - closed_at
+        self.store.event(
+            "RolledBack", model=name, commit=backend.version,
+            message=(f"{backend.version[:12]} serves again {seconds:.2f}s after the breaching "
+                     f"window of {reverted[:12]} closed"),
+            reverted=reverted, revertCommit=commit, digest=backend.digest,
+            breachToRollbackSeconds=round(seconds, 3),
+        )
+
+    # reports ---------------------------------------------------------------------------------
+    def _queue_report(self, track: _Track, sample: pd.DataFrame, *, why: str, now: float,
+                      wait_until_not: str | None, target: reports.Plan | None = None) -> None:
+        target = target or reports.plan(self.state_dir, name=track.name, version=track.version,
+                                        now=now, why=why)
+        job = _ReportJob(target, sample.copy(), wait_until_not,
+                         {"verdict": why, "closedAt": iso(now)})
+        try:
+            self._reports.put_nowait(job)
+        except queue.Full:
+            self.store.event("ReportFailed", model=track.name, commit=track.version,
+                             message="too many drift reports are queued; this one was dropped",
+                             report=target.link(self.state_dir.parent))
+
+    def _report_worker(self) -> None:
+        while True:
+            job = self._reports.get()
+            try:
+                if job is None:
+                    return
+                self.report_now(job)
+            finally:
+                self._reports.task_done()
+
+    def report_now(self, job: _ReportJob) -> None:
+        name, version = job.target.name, job.target.version
+        if job.wait_until_not is not None:
+            deadline = time.monotonic() + 30.0
+            while time.monotonic() < deadline:
+                backend = self.router.get(name)
+                if backend is None or backend.version != job.wait_until_not:
+                    break
+                time.sleep(0.1)
+        link = job.target.link(self.state_dir.parent)
+        try:
+            built = self.build_report(self.state_dir, self.source.clone, name=name, version=version,
+                                      target=job.target, sample=job.sample, tags=job.tags)
+        except Exception as exc:  # a report never takes the monitor down
+            self.store.event("ReportFailed", model=name, commit=version, report=link,
+                             message=f"the drift report {link} could not be built: {exc}")
+            return
+        self.store.event(
+            "ReportWritten", model=name, commit=version, report=link,
+            snapshot=str(built.paths.snapshot), runId=built.run_id, rows=built.rows,
+            referenceRows=built.reference_rows, seconds=round(built.seconds, 3),
+            message=(f"drift report {link}"
+                     + (f" (workspace: {built.workspace_error})" if built.workspace_error else "")),
+        )
+
+    def wait_reports(self, timeout: float = 60.0) -> bool:
+        """Block until queued reports are built (tests, the demo); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._reports.unfinished_tasks == 0:
+                return True
+            time.sleep(0.05)
+        return False
+
+
+def sample_report(baseline: stats.Baseline, sample: pd.DataFrame, *, share: float) -> drift.DriftReport | None:
+    """Drift of the live reservoir sample against ``baseline`` (None when it lacks a feature)."""
+    if sample.empty or any(n not in sample.columns for n in baseline.names):
+        return None
+    live = stats.LiveStats.empty(baseline)
+    try:
+        live.update({n: sample[n].to_numpy() for n in baseline.names}, None)
+    except ValueError:
+        return None
+    return drift.compare_stats(baseline, live, share=share)
+
+
+def from_controller(ctl: Controller) -> Monitor:
+    """A monitor wired to a `run.Controller` (its store, router, source, trigger, settings)."""
+    monitor = Monitor(
+        store=ctl.store,
+        router=ctl.router,
+        source=ctl.source,
+        state_dir=ctl.state_dir,
+        url=ctl.remote.url,
+        trigger=ctl.trigger,
+        interval=ctl.cfg.monitor.interval_seconds,
+        branch=ctl.cfg.sync.branch,
+    )
+    ctl.reconciler.on_deployed.append(monitor.on_deployed)
+    return monitor

@@ -1,0 +1,237 @@
+"""Drift reports for people: the live reservoir sample against the version's reference sample.
+
+Reports are Evidently reports (HTML + snapshot JSON + summary) kept under
+``<repo>/.mlgitops/reports/<name>/`` and added to the Evidently workspace
+``<repo>/.mlgitops/workspace`` (one project per model), so ``evidently ui --workspace
+<repo>/.mlgitops/workspace`` shows their history. A report's path is decided (`plan`) before
+it is built, so a revert commit can link it; building happens later, in the background, and
+its failure never blocks anything (`ReportError`).
+
+``build_report(repo, name)`` is what ``mlgitops report NAME`` runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlgitops import errors
+from mlgitops.adapters import evidently_reports, git, stats_store
+from mlgitops.controller import state as state_mod
+from mlgitops.core import layout, stats
+from mlgitops.core.stats import ColumnKind
+
+REPORTS = "reports"
+WORKSPACE = "workspace"
+PREDICTION = "prediction"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where one report will be written (decided before it is built)."""
+
+    name: str
+    version: str
+    out_dir: Path
+    title: str
+    why: str
+
+    @property
+    def html(self) -> Path:
+        return self.out_dir / f"{self.title}.html"
+
+    @property
+    def snapshot(self) -> Path:
+        return self.out_dir / f"{self.title}.snapshot.json"
+
+    def link(self, repo: Path) -> str:
+        """The HTML path relative to the repository root (what a revert commit names)."""
+        try:
+            return self.html.relative_to(repo).as_posix()
+        except ValueError:
+            return str(self.html)
+
+
+@dataclass(frozen=True)
+class Built:
+    plan: Plan
+    paths: evidently_reports.ReportPaths
+    run_id: str | None
+    workspace_error: str | None
+    rows: int
+    reference_rows: int
+    seconds: float
+
+
+def reports_dir(state_dir: Path, name: str) -> Path:
+    return state_dir / REPORTS / name
+
+
+def workspace_dir(state_dir: Path) -> Path:
+    return state_dir / WORKSPACE
+
+
+def plan(state_dir: Path, *, name: str, version: str, now: float, why: str) -> Plan:
+    """A fresh, unique report location for ``name`` at ``version`` (``why``: revert, alert, …)."""
+    when = dt.datetime.fromtimestamp(now, dt.UTC)
+    stamp = when.strftime("%Y%m%dT%H%M%S") + f"{when.microsecond // 1000:03d}Z"
+    safe_why = re.sub(r"[^a-z0-9-]+", "-", why.lower()).strip("-") or "report"
+    out = reports_dir(state_dir, name)
+    title = f"{stamp}-{version[:12]}-{safe_why}"
+    n = 1
+    candidate = title
+    while (out / f"{candidate}.html").exists():
+        n += 1
+        candidate = f"{title}-{n}"
+    return Plan(name=name, version=version, out_dir=out, title=candidate, why=safe_why)
+
+
+def read_at(clone: Path, commit: str, path: str) -> bytes:
+    raw = git.show(clone, commit, path)
+    if raw is None:
+        raise errors.ReportError(f"{path} does not exist at {commit[:12]}; republish the model")
+    return raw
+
+
+def reference_frame(clone: Path, *, name: str, version: str) -> pd.DataFrame:
+    """The version's reference sample (``models/<name>/reference.parquet``) from Git."""
+    raw = read_at(clone, version, f"{layout.model_path(name)}/{layout.REFERENCE}")
+    try:
+        return pd.read_parquet(io.BytesIO(raw))
+    except Exception as exc:  # pyarrow raises many types
+        raise errors.ReportError(f"cannot read the reference sample of {name} ({exc})") from exc
+
+
+def baseline_at(clone: Path, *, name: str, version: str) -> stats.Baseline:
+    raw = read_at(clone, version, f"{layout.model_path(name)}/{layout.BASELINE}")
+    try:
+        return stats.Baseline.from_dict(json.loads(raw))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise errors.ReportError(f"the baseline of {name} at {version[:12]} is invalid ({exc})") from exc
+
+
+def kinds_of(baseline: stats.Baseline) -> dict[str, ColumnKind]:
+    out: dict[str, ColumnKind] = {c.name: c.kind for c in baseline.columns}
+    if baseline.prediction is not None:
+        out[PREDICTION] = baseline.prediction.kind
+    return out
+
+
+def build(
+    target: Plan,
+    *,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    kinds: Mapping[str, ColumnKind],
+    workspace: Path | None,
+    tags: Mapping[str, str] | None = None,
+) -> Built:
+    """Write the report planned in ``target``; ReportError when Evidently cannot build it."""
+    import time
+
+    start = time.perf_counter()
+    if current.empty:
+        raise errors.ReportError(
+            f"no live rows were recorded for {target.name} at {target.version[:12]} yet; "
+            "send traffic, then build the report"
+        )
+    usable = {c: k for c, k in kinds.items() if c in reference.columns and c in current.columns}
+    if not usable:
+        raise errors.ReportError(
+            f"the live sample and the reference sample of {target.name} share no columns"
+        )
+    cols = list(usable)
+    all_tags = {"model": target.name, "version": target.version, "why": target.why, **(tags or {})}
+    paths = evidently_reports.write_report(
+        reference[cols].reset_index(drop=True),
+        current[cols].reset_index(drop=True),
+        out_dir=target.out_dir,
+        title=target.title,
+        tags=all_tags,
+        kinds=usable,
+    )
+    run_id: str | None = None
+    ws_error: str | None = None
+    if workspace is not None:
+        try:
+            run_id = evidently_reports.add_to_workspace(
+                workspace, project=target.name, snapshot_path=paths.snapshot
+            )
+        except errors.ReportError as exc:
+            ws_error = str(exc)
+    return Built(target, paths, run_id, ws_error, len(current), len(reference),
+                 time.perf_counter() - start)
+
+
+def live_sample(stats_root: Path, *, name: str, version: str) -> pd.DataFrame:
+    """The merged reservoir sample the servers of ``name`` at ``version`` recorded."""
+    snap = stats_store.read(stats_root / name / version, version=version)
+    return snap.sample
+
+
+def build_for(
+    state_dir: Path,
+    clone: Path,
+    *,
+    name: str,
+    version: str,
+    target: Plan,
+    sample: pd.DataFrame | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> Built:
+    """Build the planned report of ``name`` at ``version`` from Git and the stats directory."""
+    current = sample if sample is not None else live_sample(
+        state_dir / "stats", name=name, version=version
+    )
+    baseline = baseline_at(clone, name=name, version=version)
+    return build(
+        target,
+        reference=reference_frame(clone, name=name, version=version),
+        current=current,
+        kinds=kinds_of(baseline),
+        workspace=workspace_dir(state_dir),
+        tags=tags,
+    )
+
+
+def _served(state_dir: Path, name: str) -> str | None:
+    store = state_mod.Store(state_dir)
+    st = store.models.get(name)
+    if st is not None and st.served_commit:
+        return st.served_commit
+    record: dict[str, Any] | None = store.backends.get(name)
+    if record and record.get("version"):
+        return str(record["version"])
+    return None
+
+
+def build_report(repo: Path, name: str) -> Path:
+    """``mlgitops report NAME``: a report of the serving version now; returns its HTML path."""
+    import time
+
+    root = repo.resolve()
+    state_dir = root / layout.STATE_DIR
+    version = _served(state_dir, name)
+    if version is None:
+        stats_dir = state_dir / "stats" / name
+        dirs = sorted((p for p in stats_dir.iterdir() if p.is_dir()),
+                      key=lambda p: p.stat().st_mtime) if stats_dir.is_dir() else []
+        if not dirs:
+            raise errors.ConfigError(
+                f"model {name!r} has no live statistics under {stats_dir}; run `mlgitops up "
+                f"--repo {root}` and send it traffic first"
+            )
+        version = dirs[-1].name
+    clone = state_dir / "source.git"
+    if not (clone / "HEAD").exists() or git.rev_parse(clone, version) is None:
+        clone = root
+    target = plan(state_dir, name=name, version=version, now=time.time(), why="on-demand")
+    return build_for(state_dir, clone, name=name, version=version, target=target).plan.html
