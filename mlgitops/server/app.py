@@ -118,7 +118,7 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
 
     def after_predict(batch: Any, out: Any) -> None:
         assert rec is not None
-        rec.record(batch.columns, out, batch.rows)
+        rec.record(batch, out)
 
     batcher = batching.MicroBatcher(
         pred.predict,

@@ -57,33 +57,32 @@ class Predictor:
         return out
 
     def example_row(self, reference: dict[str, Any] | None = None) -> schema.Batch:
-        """One valid row: from ``reference`` (column -> value) where given, else zeros/""/False."""
+        """One valid row: from ``reference`` (column -> value) where it fits, else zeros/""/False."""
         reference = reference or {}
         columns: dict[str, Any] = {}
         for col in self.signature.columns:
-            value = reference.get(col.name)
-            if value is None:
-                value = {"boolean": False, "string": ""}.get(col.type, 0)
-                if col.type in ("double", "float"):
-                    value = 0.0
-            columns[col.name] = [value]
-        try:
-            return self.signature.from_columnar(columns, where="warm-up row")
-        except Exception:
-            zeros = {
-                c.name: [
-                    {"boolean": False, "string": ""}.get(
-                        c.type, 0.0 if c.type in ("double", "float") else 0
-                    )
-                ]
-                for c in self.signature.columns
-            }
-            return self.signature.from_columnar(zeros, where="warm-up row")
+            value = _as_type(reference.get(col.name), col.type)
+            columns[col.name] = [_ZERO.get(col.type, "") if value is None else value]
+        return self.signature.from_columnar(columns, where="warm-up row")
 
-    def warm_up(self, reference: dict[str, Any] | None = None) -> None:
-        """Predict one row so the first request does not pay for lazy initialisation."""
-        batch = self.example_row(reference)
-        self.predict(batch)
+
+_ZERO: dict[str, Any] = {"double": 0.0, "float": 0.0, "long": 0, "integer": 0, "boolean": False}
+
+
+def _as_type(value: Any, kind: str) -> Any:
+    """``value`` (a baseline sample: a number or a category label) as ``kind``, or None."""
+    if value is None:
+        return None
+    try:
+        if kind in ("double", "float"):
+            return float(value)
+        if kind in ("long", "integer"):
+            return int(float(value))
+        if kind == "boolean":
+            return value if isinstance(value, bool) else str(value).lower() in ("true", "1")
+    except (TypeError, ValueError):
+        return None
+    return str(value)
 
 
 def merge(batches: Sequence[schema.Batch]) -> schema.Batch:

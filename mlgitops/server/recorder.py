@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from mlgitops.adapters import stats_store
 from mlgitops.core import stats
+from mlgitops.server import predictor, schema
 
 Array = npt.NDArray[Any]
 log = logging.getLogger("mlgitops.server")
@@ -30,7 +31,13 @@ PREDICTION = "prediction"
 
 
 class Recorder:
-    """Thread-safe live statistics and reservoir sample of the rows one worker scored."""
+    """Thread-safe live statistics and reservoir sample of the rows one worker scored.
+
+    `record` only queues the scored batch (microseconds); `flush` folds the queue into the
+    counters and the reservoir in one vectorized step, so the cost per row stays tiny
+    whatever the batch sizes. The publisher flushes before each write; `record` flushes
+    itself when ``flush_rows`` rows are queued, which bounds the memory.
+    """
 
     def __init__(
         self,
@@ -38,26 +45,49 @@ class Recorder:
         *,
         capacity: int = stats_store.DEFAULT_SAMPLE_SIZE,
         seed: int | None = None,
+        flush_rows: int = 8192,
     ) -> None:
         self.live = stats.LiveStats.empty(baseline)
         self.capacity = capacity
+        self.flush_rows = flush_rows
         self.changes = 0
         self._lock = threading.Lock()
         self._rng = np.random.default_rng(seed)
         self._seen = 0
         self._store: dict[str, Array] = {}
+        self._queue: list[tuple[schema.Batch, Array | None]] = []
+        self._queued_rows = 0
 
     @property
     def seen(self) -> int:
+        """Rows folded into the statistics so far."""
         return self._seen
 
-    def record(self, columns: Mapping[str, Array], predictions: Array | None, rows: int) -> None:
-        """Count one scored batch and offer its rows to the reservoir."""
+    def record(self, batch: schema.Batch, predictions: Array | None) -> None:
+        """Queue one scored batch (folded in by the next `flush`)."""
         preds = predictions if predictions is not None and predictions.ndim == 1 else None
         with self._lock:
-            self.live.update(columns, preds)
-            self._offer(columns, preds, rows)
+            self._queue.append((batch, preds))
+            self._queued_rows += batch.rows
             self.changes += 1
+            full = self._queued_rows >= self.flush_rows
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        """Fold the queued batches into the counters and the reservoir."""
+        with self._lock:
+            queue, self._queue = self._queue, []
+            self._queued_rows = 0
+            if not queue:
+                return
+            merged = predictor.merge([b for b, _ in queue])
+            parts = [p for _, p in queue]
+            preds = None
+            if all(p is not None for p in parts):
+                preds = np.concatenate([p for p in parts if p is not None])
+            self.live.update(merged.columns, preds)
+            self._offer(merged.columns, preds, merged.rows)
 
     def _offer(self, columns: Mapping[str, Array], preds: Array | None, rows: int) -> None:
         cap = self.capacity
@@ -89,7 +119,8 @@ class Recorder:
             store[slots] = arr[picks]
 
     def snapshot(self) -> tuple[stats.LiveStats, dict[str, Array], int]:
-        """A consistent copy: cumulative stats, the filled sample columns, rows seen."""
+        """A consistent copy (after a flush): cumulative stats, the filled sample, rows seen."""
+        self.flush()
         with self._lock:
             filled = min(self._seen, self.capacity)
             return (

@@ -81,17 +81,26 @@ def load_runtime(spec: ServeSpec) -> Any:
 
     model = mlflow_models.load(spec.model_dir, trusted_types=spec.trusted_types)
     pred = predictor.Predictor(model)
-    baseline = (
-        recorder.load_baseline(spec.model_dir, pred.signature.names) if spec.record_stats else None
-    )
+    baseline = recorder.load_baseline(spec.model_dir, pred.signature.names)
     predictor.configure_sklearn()
+    reference = recorder.reference_row(baseline)
+    out = None
     try:
-        out = pred.predict(pred.example_row(recorder.reference_row(baseline)))
+        out = np.asarray(pred.predict(pred.example_row(reference)))
     except Exception as exc:
-        raise errors.ModelError(
-            f"{spec.model_dir}: the model fails to predict a warm-up row "
-            f"({type(exc).__name__}: {exc}); fix or republish the model"
-        ) from exc
+        if reference:
+            raise errors.ModelError(
+                f"{spec.model_dir}: the model fails to predict a row of its own baseline "
+                f"({type(exc).__name__}: {exc}); fix or republish the model"
+            ) from exc
+        log.warning("warm-up on a synthetic row failed (%s); the first request warms up", exc)
+    output_datatype = (
+        protocols.v2_datatype(out)
+        if out is not None
+        else protocols.V2_FOR_TYPE.get(model.info.output_type or "", "FP64")
+    )
+    if not spec.record_stats:
+        baseline = None
     workers = spec.worker_count
     shared = metrics.SharedMetrics(
         workers + 1,
@@ -101,7 +110,7 @@ def load_runtime(spec: ServeSpec) -> Any:
     return app.Runtime(
         spec=spec,
         predictor=pred,
-        output_datatype=protocols.v2_datatype(np.asarray(out)),
+        output_datatype=output_datatype,
         metrics=shared,
         baseline=baseline,
         server_version=_server_version(),
