@@ -392,6 +392,8 @@ class _Slot:
     cat_values: FloatArray
     """categorical with numeric labels: sorted values (numeric inputs skip the string conversion)."""
     cat_index: IntArray
+    lookup: Mapping[str, int]
+    """categorical: label -> category index."""
 
 
 @dataclass(frozen=True)
@@ -431,6 +433,13 @@ class _Plan:
     """Precomputed index arithmetic that lets `LiveStats.update` vectorize across numeric columns."""
 
     num_slots: npt.NDArray[np.intp]
+    num_names: tuple[str, ...]
+    merged_edges: FloatArray
+    """All numeric features' edges, sorted together."""
+    prefix: IntArray | None
+    """prefix[j, p]: how many of the first p merged edges belong to numeric feature j (None when
+    that table would be too large, and columns are searched one by one)."""
+    row_index: IntArray
     num_edges: tuple[FloatArray, ...]
     all_edges: FloatArray
     """Edges of all numeric features, each followed by a NaN sentinel (never equal to a value)."""
@@ -439,6 +448,9 @@ class _Plan:
     sum_offsets: IntArray
     missing_codes: IntArray
     other_slots: tuple[int, ...]
+
+
+_MAX_PREFIX_ENTRIES = 4_000_000  # 32 MB of int64 at most, e.g. 40 small-reference columns
 
 
 def _make_plan(slots: tuple[_Slot, ...], *, has_prediction: bool) -> _Plan:
@@ -451,8 +463,21 @@ def _make_plan(slots: tuple[_Slot, ...], *, has_prediction: bool) -> _Plan:
     def column(values: list[int]) -> IntArray:
         return np.asarray(values, dtype=np.int64).reshape(-1, 1)
 
+    owners = np.concatenate([np.full(len(slots[i].edges), j) for j, i in enumerate(num)]) if num else np.zeros(0)
+    merged = np.concatenate([slots[i].edges for i in num]) if num else np.zeros(0)
+    order = np.argsort(merged, kind="stable")
+    prefix = None
+    if len(num) * (len(merged) + 1) <= _MAX_PREFIX_ENTRIES:
+        onehot = owners[order][None, :] == np.arange(len(num))[:, None]
+        prefix = np.zeros((len(num), len(merged) + 1), dtype=np.int64)
+        np.cumsum(onehot, axis=1, out=prefix[:, 1:])
+
     return _Plan(
         num_slots=np.asarray(num, dtype=np.intp),
+        num_names=tuple(slots[i].name for i in num),
+        merged_edges=merged[order],
+        prefix=prefix,
+        row_index=column(list(range(len(num)))),
         num_edges=tuple(slots[i].edges for i in num),
         all_edges=all_edges,
         edge_offsets=column(list(edge_offsets)),
@@ -534,12 +559,22 @@ class LiveStats:
         sum_codes: list[IntArray] = []
         sum_weights: list[FloatArray] = []
         if len(plan.num_slots):
-            m = np.empty((len(plan.num_slots), rows), dtype=np.float64)
-            for j, slot_index in enumerate(plan.num_slots):
-                m[j] = self._column(columns, slot_index, rows)
-            left = np.empty(m.shape, dtype=np.int64)
-            for j, edges in enumerate(plan.num_edges):
-                left[j] = edges.searchsorted(m[j])
+            try:
+                m = np.array([columns[name] for name in plan.num_names], dtype=np.float64)
+            except KeyError as exc:
+                raise ValueError(f"The batch lacks feature {exc.args[0]!r}.") from None
+            except ValueError as exc:
+                raise ValueError(f"Every feature must hold one number per row ({rows}): {exc}") from None
+            if m.shape != (len(plan.num_names), rows):
+                raise ValueError(f"Every feature must hold one value per row ({rows}).")
+            if plan.prefix is not None:
+                # one search over all columns' edges, then count this column's edges below
+                pos = plan.merged_edges.searchsorted(m)
+                left = plan.prefix[plan.row_index, pos]
+            else:
+                left = np.empty(m.shape, dtype=np.int64)
+                for j, edges in enumerate(plan.num_edges):
+                    left[j] = edges.searchsorted(m[j])
             finite = np.isfinite(m)
             all_finite = bool(finite.all())
             if not all_finite:
@@ -600,6 +635,17 @@ class LiveStats:
             pos = np.minimum(slot.cat_values.searchsorted(x), ncat - 1)
             code = np.where(slot.cat_values[pos] == x, slot.cat_index[pos], ncat)
             return np.where(np.isfinite(x), code + slot.count_offset, missing_code)
+        if values.dtype.kind in "OU":
+            # strings: a dict lookup per value beats numpy's string machinery on small batches
+            lookup = slot.lookup
+            code = np.fromiter((lookup.get(v, -1) for v in values), dtype=np.int64, count=len(values))
+            unmatched = code < 0
+            if not unmatched.any():
+                return code + slot.count_offset
+            labels, present = to_labels(values[unmatched])
+            rest = np.fromiter((lookup.get(v, ncat) for v in labels.tolist()), dtype=np.int64, count=len(labels))
+            code[unmatched] = np.where(present, rest, -1)
+            return np.where(code >= 0, code + slot.count_offset, missing_code)
         labels, present = to_labels(values)
         if ncat:
             pos = np.minimum(slot.categories.searchsorted(labels), ncat - 1)
@@ -770,6 +816,7 @@ def _layout(baseline: Baseline) -> tuple[_Slot, ...]:
                 sum_size=s_size,
                 cat_values=cat_values,
                 cat_index=cat_index,
+                lookup={label: i for i, label in enumerate(col.categories)},
             )
         )
         c_off += c_size
@@ -799,6 +846,7 @@ def _layout_from_sizes(names: list[str], kinds: list[str], sizes: list[int], n_s
                 sum_size=s_size,
                 cat_values=np.zeros(0),
                 cat_index=np.zeros(0, dtype=np.int64),
+                lookup={},
             )
         )
         c_off += size
