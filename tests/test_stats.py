@@ -180,7 +180,7 @@ def test_stats_from_another_baseline_do_not_combine() -> None:
 
 
 def test_update_is_vectorized_enough() -> None:
-    """64 rows x 20 features: a few hundred microseconds at worst on a slow CI box."""
+    """64 rows x 20 features + prediction: ~100-250 us on a quiet 2-core VM; 2 ms is a loud alarm."""
     import timeit
 
     rng = np.random.default_rng(0)
@@ -191,4 +191,4 @@ def test_update_is_vectorized_enough() -> None:
     rows = {k: v[:64].copy() for k, v in ref.items()}
     pred = rng.normal(size=64)
     per_call = min(timeit.repeat(lambda: live.update(rows, pred), number=200, repeat=3)) / 200
-    assert per_call < 1e-3, f"update took {per_call * 1e6:.0f} us per 64-row batch"
+    assert per_call < 2e-3, f"update took {per_call * 1e6:.0f} us per 64-row batch"
