@@ -23,6 +23,15 @@ __pycache__/
 .ipynb_checkpoints/
 """
 
+#: Model files are binary and change wholesale: delta search on them only costs time
+#: (seconds per fetch of a few-MB model), so git stores and sends them whole.
+ATTRIBUTES = """\
+*.skops -delta -diff
+*.pkl -delta -diff
+*.parquet -delta -diff
+*.npy -delta -diff
+"""
+
 README = """\
 # Model repository
 
@@ -75,6 +84,9 @@ def default_remote(work: Path) -> Path:
 
 def install_hooks(bare: Path) -> None:
     """Install the validating pre-receive and notifying post-receive hooks in a bare remote."""
+    info = bare / "info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "attributes").write_text(ATTRIBUTES)  # a bare repo reads attributes only here
     hooks = bare / "hooks"
     hooks.mkdir(parents=True, exist_ok=True)
     for name, template in (("pre-receive", PRE_RECEIVE), ("post-receive", POST_RECEIVE)):
@@ -108,6 +120,7 @@ def init(work: Path, *, remote: str | None = None) -> Path:
         git.init_bare(bare, branch=layout.BRANCH)
     git.init_work(work, branch=layout.BRANCH)
     (work / ".gitignore").write_text(GITIGNORE)
+    (work / ".gitattributes").write_text(ATTRIBUTES)
     (work / "README.md").write_text(README)
     (work / layout.MODELS).mkdir()
     (work / layout.MODELS / ".gitkeep").write_text("")
@@ -118,7 +131,7 @@ def init(work: Path, *, remote: str | None = None) -> Path:
     git.commit(
         work,
         message="Initialize model repository",
-        paths=[".gitignore", "README.md", layout.MODELS, layout.MANIFESTS, layout.QUARANTINE],
+        paths=[".gitignore", ".gitattributes", "README.md", layout.MODELS, layout.MANIFESTS, layout.QUARANTINE],
     )
     git.run(work, "remote", "add", "origin", remote)
     if bare is not None:

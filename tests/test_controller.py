@@ -207,11 +207,13 @@ def test_webhook_requires_a_valid_signature(repo: Path, monkeypatch: pytest.Monk
         assert good.status_code == 202
 
 
-def test_polling_finds_commits_when_no_hook_calls(
+def test_polling_finds_commits_of_a_url_remote_without_hooks(
     repo: Path, publish_version: Callable[..., str]
 ) -> None:
+    """A remote known only by URL (as a Git host would be): fetched into a clone, polled."""
     remote = Path(git.remote_url(repo) or "")
     (remote / "hooks" / "post-receive").unlink()
+    git.run(repo, "remote", "set-url", "origin", f"file://{remote}")
     cfg = settings.controller(repo, port=free_port(), poll_seconds=1.0, monitor=False)
     with run.running(cfg) as ctl:
         v1 = publish_version()

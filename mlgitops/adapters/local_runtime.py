@@ -168,9 +168,7 @@ class LocalRuntime:
     def _take(self) -> _Standby:
         with self._lock:
             self._pool = [s for s in self._pool if s.proc.poll() is None]
-            taken = self._pool.pop(0) if self._pool else self._spawn()
-        threading.Thread(target=self.fill, daemon=True).start()
-        return taken
+            return self._pool.pop(0) if self._pool else self._spawn()
 
     # backends ---------------------------------------------------------------------------
     def launch(self, spec: Mapping[str, Any]) -> Backend:
@@ -217,6 +215,9 @@ class LocalRuntime:
         except BaseException:
             self._kill(sb.proc)
             raise
+        finally:
+            # refill after the launch: a new standby's imports would compete with this one's warmup
+            threading.Thread(target=self.fill, daemon=True).start()
 
     @staticmethod
     def _drain(sb: _Standby) -> None:

@@ -96,6 +96,7 @@ class Monitor:
         trigger: Callable[[str], None],
         interval: float = 1.0,
         window_seconds: float = 120.0,
+        alert_report_seconds: float = 300.0,
         branch: str = layout.BRANCH,
         writer: revert_mod.Writer | None = None,
         build_report: ReportBuilder | None = None,
@@ -109,6 +110,10 @@ class Monitor:
         self.trigger = trigger
         self.interval = interval
         self.window_seconds = window_seconds
+        """A window with rows closes after this long even below ``windowRows`` rows."""
+        self.alert_report_seconds = alert_report_seconds
+        """Alerts repeat every window; their reports at most this often per version."""
+        self._alerted: dict[tuple[str, str], float] = {}
         self.writer = writer or revert_mod.Writer(state_dir, url=url, branch=branch)
         self.build_report: ReportBuilder = build_report or reports.build_for
         self.clock = clock
@@ -129,7 +134,7 @@ class Monitor:
 
     # loop ------------------------------------------------------------------------------------
     def run(self, stop_event: threading.Event) -> None:
-        self._start_reports()
+        self.start_reports()
         try:
             while not stop_event.is_set():
                 try:
@@ -140,7 +145,8 @@ class Monitor:
         finally:
             self._reports.put(None)
 
-    def _start_reports(self) -> None:
+    def start_reports(self) -> None:
+        """Start the background report worker (run() does; tests call it directly)."""
         if self._report_thread is None or not self._report_thread.is_alive():
             self._report_thread = threading.Thread(target=self._report_worker, name="drift-reports",
                                                    daemon=True)
@@ -321,8 +327,12 @@ class Monitor:
         if decision.verdict is policy.Verdict.ALERT:
             self.store.event("DriftAlert", model=track.name, commit=track.version,
                              message=decision.reason, **numbers)
-            ui.console.print(f"[yellow]{track.name}[/]: drift alert — {decision.reason}")
-            self._queue_report(track, sample, why="alert", now=now, wait_until_not=None)
+            last = self._alerted.get((track.name, track.version))
+            if last is None or now - last >= self.alert_report_seconds:
+                # one report (and console line) per version per alert_report_seconds
+                self._alerted[(track.name, track.version)] = now
+                ui.console.print(f"[yellow]{track.name}[/]: drift alert — {decision.reason}")
+                self._queue_report(track, sample, why="alert", now=now, wait_until_not=None)
         elif decision.verdict is policy.Verdict.REVERT:
             self._revert(track, decision, sample)
         return decision

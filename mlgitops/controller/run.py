@@ -40,7 +40,9 @@ class Controller:
         self.runtime = local_runtime.LocalRuntime(
             self.state_dir, standby=cfg.sync.standby, ready_timeout=cfg.sync.ready_timeout_seconds
         )
-        self.source = source_mod.Source(self.state_dir, url=self.remote.url, branch=cfg.sync.branch)
+        self.source = source_mod.Source(
+            self.state_dir, url=self.remote.url, branch=cfg.sync.branch, local=self.remote.local
+        )
         self.reconciler = rec.Reconciler(
             source=self.source,
             runtime=self.runtime,

@@ -17,14 +17,31 @@ from mlgitops.core import layout, manifest, plan, quarantine
 
 
 class Source:
-    def __init__(self, state_dir: Path, *, url: str, branch: str = layout.BRANCH) -> None:
+    """Reads Git at the remote's branch head.
+
+    A remote that is a bare repository on this machine is read in place (no fetch: a push is
+    visible the moment its post-receive hook fires); any other remote is fetched into a bare
+    clone under the state directory.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        url: str,
+        branch: str = layout.BRANCH,
+        local: Path | None = None,
+    ) -> None:
         self.url = url
         self.branch = branch
-        self.clone = state_dir / "source.git"
+        self.local = local
+        self.clone = local if local is not None else state_dir / "source.git"
         self.versions = state_dir / "versions"
 
     def sync(self) -> str | None:
         """Fetch the remote; the commit its branch points to (None for an empty remote)."""
+        if self.local is not None:
+            return git.rev_parse(self.clone, f"refs/heads/{self.branch}")
         if not (self.clone / "HEAD").exists():
             self.clone.parent.mkdir(parents=True, exist_ok=True)
             git.run(None, "init", "-q", "--bare", str(self.clone))
