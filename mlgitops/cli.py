@@ -194,6 +194,20 @@ def history(name: str, repo: Path, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("name")
+@click.option("--repo", default=".", type=click.Path(exists=True, path_type=Path), show_default=True)
+def report(name: str, repo: Path) -> None:
+    """Write an Evidently drift report of NAME's live data against its reference sample."""
+    from mlgitops.controller import reports
+
+    with ui.console.status(f"building the Evidently report for {name}…"):
+        html = reports.build_report(repo, name)
+    ui.console.print(f"Report: {html}")
+    ui.console.print(f"Open it in a browser, or run: evidently ui --workspace "
+                     f"{reports.workspace_dir(repo.resolve() / layout.STATE_DIR)}")
+
+
+@main.command()
 @click.option("--workdir", type=click.Path(path_type=Path), help="Where to create the demo repo.")
 @click.option("--port", type=int, default=0, help="Gateway port (0 = pick a free one).")
 def demo(workdir: Path | None, port: int) -> None:

@@ -129,7 +129,9 @@ def run(*, workdir: Path | None = None, port: int = 0) -> None:
         if traffic.errors_seen:
             rows.append(("first failure", traffic.errors_seen[0][:120]))
         del rollback
-    table = Table("what", "value", title="mlgitops demo", show_lines=False)
+    table = Table(title="mlgitops demo", show_lines=False)
+    table.add_column("what", no_wrap=True)
+    table.add_column("value", overflow="fold")
     for k, v in rows:
         table.add_row(k, v)
     ui.console.print(table)
@@ -157,7 +159,10 @@ def _await_rollback(ctl: Any, base: str, repo: Path, v1: str, v2: str, steps: ui
                     revert_sha = e.commit
                     report = e.trailers.get(layout.TRAILER_REPORT, "")
                     rows.append(("revert commit", f"{e.commit[:12]} {e.subject}"))
-                    rows.append(("report", report or "-"))
+                    if report:
+                        rows.append(("drift report (HTML)", str(repo / report)))
+                        rows.append(("open it", f"a browser at file://{repo / report}, or "
+                                     f"evidently ui --workspace {repo / '.mlgitops/workspace'}"))
                     break
             time.sleep(0.2)
     if revert_sha is None:
@@ -165,8 +170,10 @@ def _await_rollback(ctl: Any, base: str, repo: Path, v1: str, v2: str, steps: ui
         return None
     with steps.step("controller rolls back to v1 because Git says so"):
         wait_for_version(base, MODEL, revert_sha)
-    events = [e for e in ctl.store.events(MODEL) if e.get("type") == "Reverted"]
-    if events and events[-1].get("breachToRollbackSeconds") is not None:
-        rows.append(("breach-to-rollback", f"{events[-1]['breachToRollbackSeconds']:.2f} s"))
-    rows.append(("time from v2 serving to v1 serving again", f"{time.perf_counter() - start:.1f} s"))
+        answered = time.time()
+    reverted = [e for e in ctl.store.events(MODEL) if e.get("type") == "Reverted"]
+    if reverted and reverted[-1].get("closedAt"):
+        rows.append(("breach-to-rollback (window closed → v1 answers)",
+                     f"{answered - float(reverted[-1]['closedAt']):.2f} s"))
+    rows.append(("v2 serving → v1 serving again", f"{time.perf_counter() - start:.1f} s"))
     return time.perf_counter() - start

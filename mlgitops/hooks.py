@@ -7,9 +7,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from mlgitops import errors, settings, validate
 from mlgitops.adapters import git
-from mlgitops.core import layout
+from mlgitops.core import layout, manifest
 
 ZERO = "0" * 40
 
@@ -23,6 +25,28 @@ def _export(gitdir: Path, commit: str, dest: Path) -> None:
         tar.extractall(dest, filter="data")
 
 
+def accepted_before(gitdir: Path, old: str, dep: manifest.ModelDeployment) -> bool:
+    """True when main already held this exact model spec (digest and trusted types) before.
+
+    That content was validated, loading included, when it was pushed; a revert to it (or a
+    republish of it) needs only the cheap checks, so the push returns in well under a second.
+    """
+    if old == ZERO:
+        return False
+    rel = layout.manifest_path(dep.name)
+    shas = git.run(gitdir, "log", "--format=%H", f"-S{dep.digest}", old, "--", rel,
+                   keep_env=True).decode().split()
+    for sha in shas:
+        raw = git.run(gitdir, "cat-file", "-p", f"{sha}:{rel}", keep_env=True, check=False)
+        try:
+            earlier = manifest.parse(yaml.safe_load(raw), source=rel)
+        except (errors.ManifestError, yaml.YAMLError):
+            continue
+        if earlier.digest == dep.digest and earlier.trusted_types == dep.trusted_types:
+            return True
+    return False
+
+
 def check_update(gitdir: Path, old: str, new: str) -> list[str]:
     """Problems with moving main from ``old`` to ``new`` (empty when the push may land)."""
     if old == ZERO:
@@ -34,6 +58,21 @@ def check_update(gitdir: Path, old: str, new: str) -> list[str]:
         root = Path(tmp)
         _export(gitdir, new, root)
         only = None if changed is None else validate.changed_models(changed)
+        if only:
+            known = set()
+            for name in only:
+                try:
+                    dep = validate.read_manifest(root, layout.manifest_path(name))
+                except errors.MlgitopsError:
+                    continue  # validate_tree reports it
+                if accepted_before(gitdir, old, dep):
+                    known.add(name)
+            # cheap checks (schema, digest, signature, baseline, quarantine) for all changed
+            # models; loading only for content main never held
+            cheap = validate.validate_tree(root, only=known, load=False)
+            full = validate.validate_tree(root, only=only - known)
+            problems = list(dict.fromkeys([*map(str, cheap.problems), *map(str, full.problems)]))
+            return problems
         result = validate.validate_tree(root, only=only)
     return [str(p) for p in result.problems]
 
