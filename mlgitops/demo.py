@@ -176,4 +176,12 @@ def _await_rollback(ctl: Any, base: str, repo: Path, v1: str, v2: str, steps: ui
         rows.append(("breach-to-rollback (window closed → v1 answers)",
                      f"{answered - float(reverted[-1]['closedAt']):.2f} s"))
     rows.append(("v2 serving → v1 serving again", f"{time.perf_counter() - start:.1f} s"))
+    html = next((r[1] for r in rows if r[0] == "drift report (HTML)"), None)
+    if html:
+        with steps.step("Evidently report of the breach written (after the revert, never before)"):
+            deadline = time.monotonic() + 120
+            while not Path(html).exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        if not Path(html).exists():
+            rows.append(("report status", "not written within 120 s; see mlgitops history"))
     return time.perf_counter() - start
