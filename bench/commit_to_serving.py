@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -22,20 +21,18 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mlgitops import examples, repository, settings  # noqa: E402
-from mlgitops.adapters import git  # noqa: E402
-from mlgitops.controller import run  # noqa: E402
-from mlgitops.demo import Traffic, free_port, wait_for_version  # noqa: E402
-from mlgitops.publishing import publish  # noqa: E402
+from mlgitops import examples, repository, settings
+from mlgitops.adapters import git
+from mlgitops.controller import run
+from mlgitops.demo import Traffic, free_port, wait_for_version
+from mlgitops.publishing import publish
 
 console = Console()
 
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def measure(repo: Path, models: list[object], frames: list[object], *, publishes: int,
@@ -89,7 +86,7 @@ def main() -> None:
     repo = work / "repo"
     repository.init(repo)
     frames = [examples.credit_population(3000, seed=s, shift=0.2 * s) for s in (1, 2)]
-    models = [examples.train_credit_model(f, trees=50, seed=s) for s, f in zip((1, 2), frames)]
+    models = [examples.train_credit_model(f, trees=50, seed=s) for s, f in zip((1, 2), frames, strict=True)]
     hook_times, traffic = measure(repo, models, frames, publishes=args.publishes, poll=10.0,
                                   hooks=True, label="publishes (post-receive hook)")
     table = Table(title="commit-to-serving (push returned → endpoint reports the new commit)")
