@@ -27,7 +27,8 @@ from mlgitops.server.standby import ServeSpec
 log = logging.getLogger("mlgitops.server")
 
 JSON = "application/json"
-_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+# Routes take every method so that a wrong one gets a 405 through the one status table.
+_ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"]
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -181,7 +182,7 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
             counters.request(index, response.status_code, time.perf_counter() - started)
             return response
 
-        return Route(route, handler, methods=_ALL_METHODS)
+        return Route(route, handler, methods=_ANY_METHOD)  # 405 comes from `handler`
 
     def check_name(request: Request) -> None:
         name = request.path_params.get("name")
@@ -270,6 +271,16 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
                 problems.NotFound(
                     f"No route {request.url.path!r}; see GET /openapi.json for this server's routes."
                 )
+            )
+        elif isinstance(exc, HTTPException) and 400 <= status < 500:
+            detail = exc.detail if isinstance(exc.detail, str) else ""
+            response = Response(
+                protocols.error_body(
+                    f"{detail or 'The request was refused'} ({request.url.path})."
+                ),
+                status_code=status,
+                media_type=JSON,
+                headers=exc.headers,
             )
         else:
             response = error_response(exc)

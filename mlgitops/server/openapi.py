@@ -76,29 +76,36 @@ def document(
     columnar = {
         "type": "object",
         "properties": {
-            c.name: {"type": "array", "minItems": 1, "items": _value_schema(c.type)} for c in cols
+            c.name: {
+                "anyOf": [
+                    {"type": "array", "minItems": 1, "items": _value_schema(c.type)},
+                    _value_schema(c.type),
+                ]
+            }
+            for c in cols
         },
         "required": required,
         "additionalProperties": False,
-        "description": "One list per column, all of the same length.",
+        "description": "One list per column, all of the same length (a scalar is one row).",
     }
     split = {
         "type": "object",
-        "required": ["columns", "data"],
+        "required": ["data"],
         "properties": {
             "columns": {
                 "type": "array",
+                "nullable": True,
                 "items": {"type": "string", "enum": list(sig.names)},
                 "minItems": width,
                 "maxItems": width,
                 "uniqueItems": True,
             },
             "data": rows,
-            "index": {"type": "array"},
+            "index": {"type": "array", "nullable": True},
         },
         "additionalProperties": False,
     }
-    params = {"type": "object", "description": "Accepted and ignored."}
+    params = {"type": "object", "nullable": True, "description": "Accepted and ignored."}
 
     def one_key(key: str, value: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -132,7 +139,7 @@ def document(
                 "type": "array",
                 "minItems": 1,
                 "maxItems": 8,
-                "items": {"type": "integer", "minimum": 0},
+                "items": {"type": "integer", "minimum": 0, "maximum": 2**31},
             },
             "datatype": {"type": "string", "enum": datatypes},
             "data": {"type": "array"},
@@ -144,11 +151,12 @@ def document(
         "type": "object",
         "required": ["inputs"],
         "properties": {
-            "id": {"type": "string"},
-            "parameters": {"type": "object"},
+            "id": {"type": "string", "nullable": True},
+            "parameters": {"type": "object", "nullable": True},
             "inputs": {"type": "array", "minItems": 1, "items": tensor},
             "outputs": {
                 "type": "array",
+                "nullable": True,
                 "items": {
                     "type": "object",
                     "required": ["name"],

@@ -149,6 +149,13 @@ def _split(value: Any, sig: schema.Signature) -> schema.Batch:
     ):
         raise problems.Unprocessable(f"{where}.columns must be a list of column names.")
     data = value["data"]
+    index = value.get("index")
+    if index is not None and not isinstance(index, list):
+        raise problems.BadRequest(f"{where}.index must be a list (one label per row).")
+    if isinstance(index, list) and isinstance(data, list) and len(index) != len(data):
+        raise problems.Unprocessable(
+            f"{where}.index has {len(index)} labels but data has {len(data)} rows."
+        )
     if (
         isinstance(data, list)
         and data
@@ -266,9 +273,14 @@ def v2_request(payload: Any, sig: schema.Signature) -> tuple[schema.Batch, str |
     outputs = payload.get("outputs")
     if outputs is not None:
         if not isinstance(outputs, list) or not all(
-            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+            isinstance(o, dict)
+            and isinstance(o.get("name"), str)
+            and isinstance(o.get("parameters", {}), dict)
+            for o in outputs
         ):
-            raise problems.BadRequest("'outputs' must be a list of objects with a 'name'.")
+            raise problems.BadRequest(
+                "'outputs' must be a list of objects with a 'name' (and optional 'parameters' object)."
+            )
         wrong = [o["name"] for o in outputs if o["name"] != "predict"]
         if wrong:
             raise problems.Unprocessable(
@@ -343,6 +355,8 @@ def _tensor(t: Any, i: int) -> tuple[str, list[int], str, list[Any]]:
         raise problems.BadRequest(f"inputs[{i}].datatype must be a string such as FP64.")
     if not isinstance(data, list):
         raise problems.BadRequest(f"inputs[{i}].data must be a list.")
+    if not isinstance(t.get("parameters", {}), dict):
+        raise problems.BadRequest(f"inputs[{i}].parameters must be an object.")
     flat = _flatten(data, shape, name=name)
     return name, shape, datatype.upper(), flat
 

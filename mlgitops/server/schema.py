@@ -197,7 +197,7 @@ class Signature:
             )
         width = len(self.names)
         if self.all_floating:
-            matrix = _float_matrix(flat, where=where)
+            matrix = _float_matrix(flat, where=where, names=self.names)
             return self._matrix_batch(matrix.reshape(rows, width))
         columns = {
             name: self.coerce(name, flat[j::width], where=f"{where} column")
