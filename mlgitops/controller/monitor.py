@@ -369,10 +369,12 @@ class Monitor:
                                   previous=track.previous_version, report=link, at=iso(decision.at))
         self._pending[name] = (track.version, decision.at, None)
         outcome = self.writer.revert(plan)
+        pushed_at = self.clock()
         numbers = decision.to_dict()
         numbers.pop("reason", None)
         common = {"reverted": track.version, "digest": track.digest, "report": link,
-                  "attempts": outcome.attempts, "pushSeconds": round(outcome.seconds, 3), **numbers}
+                  "attempts": outcome.attempts, "pushSeconds": round(outcome.seconds, 3),
+                  "pushedAt": pushed_at, **numbers}
         if outcome.ok:
             assert outcome.commit is not None
             track.reverted = True
