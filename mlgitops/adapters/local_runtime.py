@@ -131,6 +131,7 @@ class LocalRuntime:
         ready_timeout: float = 120.0,
         env: Mapping[str, str] | None = None,
     ) -> None:
+        self.state_dir = state_dir
         self.logs = state_dir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.standby_count = standby
@@ -299,3 +300,16 @@ class LocalRuntime:
             pool, self._pool = self._pool, []
         for sb in pool:
             self._kill(sb.proc, grace=2.0)
+
+    def sweep(self, *, grace: float = 5.0) -> set[int]:
+        """Stop any process of this runtime still alive (a last line of defence); their pids."""
+        left = owned_pids(self.state_dir)
+        for pid in left:
+            self._signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(_pid_alive(p) for p in left):
+            time.sleep(0.05)
+        for pid in left:
+            if _pid_alive(pid):
+                self._signal_group(pid, signal.SIGKILL)
+        return left

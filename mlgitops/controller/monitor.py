@@ -21,6 +21,7 @@ pure policy does), or write to Git except through `revert.Writer`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import queue
@@ -136,6 +137,10 @@ class Monitor:
     def run(self, stop_event: threading.Event) -> None:
         self.start_reports()
         try:
+            self.writer.prepare()  # the first revert should not wait for a clone
+        except errors.MlgitopsError as exc:
+            ui.console.print(f"[yellow]drift monitor:[/] cannot prepare its git clone yet: {exc}")
+        try:
             while not stop_event.is_set():
                 try:
                     self.tick()
@@ -143,7 +148,8 @@ class Monitor:
                     ui.console.print(f"[red]drift monitor pass failed:[/] {type(exc).__name__}: {exc}")
                 stop_event.wait(self.interval)
         finally:
-            self._reports.put(None)
+            with contextlib.suppress(queue.Full):
+                self._reports.put_nowait(None)
 
     def start_reports(self) -> None:
         """Start the background report worker (run() does; tests call it directly)."""

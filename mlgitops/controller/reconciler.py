@@ -76,6 +76,10 @@ class Reconciler:
         self.drain_seconds = drain_seconds
         self.lock = threading.Lock()
         self.on_deployed: list[Callable[[str, Backend], None]] = []
+        #: set when a deploy failed for a transient reason: the loop retries with back-off
+        self.retry_wanted = False
+        #: servers replaced by a newer version, draining before they stop (pid -> backend)
+        self.retiring: dict[int, Backend] = {}
 
     # live -------------------------------------------------------------------------------
     def adopt(self) -> None:
@@ -109,6 +113,7 @@ class Reconciler:
             if head is None:
                 return Outcome(None, (), time.perf_counter() - start)
             self.store.head = head
+            self.retry_wanted = False
             desired = self.source.desired(head)
             steps = plan.plan(desired, self.live(), self.store.failures)
             for step in steps:
@@ -197,6 +202,7 @@ class Reconciler:
                                    reason="RetryPending", message=str(exc), now=now)
             self.store.set(st)
             self.store.event("DeployRetry", model=step.name, commit=d.version, message=str(exc))
+            self.retry_wanted = True
             return
         old = self.router.set(step.name, backend)
         self.store.backends[step.name] = backend.record()
@@ -214,6 +220,7 @@ class Reconciler:
         for hook in self.on_deployed:
             hook(step.name, backend)
         if old is not None and old.pid != backend.pid:
+            self.retiring[old.pid] = old
             threading.Thread(target=self._retire, args=(old,), daemon=True).start()
 
     def _spec(self, d: plan.Desired, model_dir: Path) -> dict[str, Any]:
@@ -241,11 +248,16 @@ class Reconciler:
         while self.router.busy(backend) and time.monotonic() < deadline:
             time.sleep(0.05)
         self.runtime.stop(backend)
+        self.retiring.pop(backend.pid, None)
 
     def stop_all(self) -> None:
+        """Stop every server: those serving and those still draining after a switch."""
         for name in list(self.router.routes):
             backend = self.router.drop(name)
             if backend is not None:
                 self.runtime.stop(backend, grace=5.0)
+        for backend in list(self.retiring.values()):
+            self.runtime.stop(backend, grace=5.0)
+        self.retiring.clear()
         self.store.backends.clear()
         self.store.save()

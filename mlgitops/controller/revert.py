@@ -68,6 +68,11 @@ class Writer:
         """Called with the attempt number right before each push (tests race a human here)."""
         self._lock = threading.Lock()
 
+    def prepare(self) -> None:
+        """Clone the remote now (the monitor does at start, so a revert never waits for it)."""
+        with self._lock:
+            self._ready()
+
     def _ready(self) -> None:
         if (self.dir / ".git").is_dir() and git.remote_url(self.dir) == self.url:
             return
@@ -81,8 +86,7 @@ class Writer:
         head = git.rev_parse(self.dir, f"origin/{self.branch}")
         if head is None:
             raise errors.GitError(f"the remote {self.url} has no branch {self.branch}")
-        git.run(self.dir, "checkout", "-q", "-B", self.branch, head)
-        git.run(self.dir, "reset", "-q", "--hard", head)
+        git.run(self.dir, "checkout", "-q", "-f", "-B", self.branch, head)  # index + tree = head
         git.run(self.dir, "clean", "-q", "-fdx")
         return head
 

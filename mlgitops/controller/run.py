@@ -163,6 +163,9 @@ class Controller:
                 self.stop_event.set()
                 self.reconciler.stop_all()
                 self.runtime.close()
+                leftovers = self.runtime.sweep()
+                if leftovers:
+                    ui.console.print(f"[yellow]stopped {len(leftovers)} stray server process(es)[/]")
                 server.should_exit = True
                 thread.join(timeout=10)
                 (self.state_dir / "controller.json").unlink(missing_ok=True)
@@ -170,14 +173,20 @@ class Controller:
     def _loop(self) -> None:
         next_poll = 0.0
         backoff = 1.0
+        retry_at = 0.0
         while not self.stop_event.is_set():
             now = time.monotonic()
             fetch = self.pending_fetch or now >= next_poll
-            if fetch or self.reconciler.any_dead():
+            retry = self.reconciler.retry_wanted and now >= retry_at
+            if fetch or retry or self.reconciler.any_dead():
                 self.pending_fetch = False
                 try:
                     outcome = self.reconciler.reconcile(fetch=fetch)
-                    backoff = 1.0
+                    if self.reconciler.retry_wanted:
+                        retry_at = time.monotonic() + backoff
+                        backoff = min(backoff * 2, 30.0)
+                    else:
+                        backoff = 1.0
                     for step in outcome.steps:
                         if step.action.changes_live:
                             ui.console.print(
