@@ -5,7 +5,10 @@ statistics (``<state>/stats/<name>/<version>/``), and closes a *window* once ``w
 rows arrived since the last one (or ``window_seconds`` passed with fewer rows: that window is
 inconclusive below ``minRows``). A closed window is compared with the version's baseline
 (`core.drift.compare_stats`); the live reservoir sample is compared with both the current and
-the previous version's baselines (attribution); `core.policy.decide` says what to do.
+the previous version's baselines (attribution); `core.policy.decide` says what to do. The
+reservoir is a uniform sample of every row the version has served (the servers keep one), so
+attribution asks: does the traffic this version served fit its predecessor's baseline better?
+The previous version is the content of the model's two paths at the parent of its version.
 
 Events (``events.jsonl``): ``DriftWindow`` for every closed window, ``DriftAlert``,
 ``Reverted`` / ``RevertSkipped`` / ``RevertFailed``, ``RolledBack`` (the previous content
