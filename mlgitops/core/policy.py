@@ -81,6 +81,8 @@ class Evidence:
     """Drifted share of the same sample against the previous version's baseline (None: none)."""
     revert_blocked: str | None = None
     """Why no revert is possible whatever the numbers (no previous version, quarantined, …)."""
+    columns: tuple[tuple[str, str, float, float, bool], ...] = ()
+    """Per feature of the window: (column, method, score, threshold, drifted)."""
 
     @classmethod
     def from_reports(
@@ -109,6 +111,9 @@ class Evidence:
             sample_share_current=None if current_sample is None else current_sample.share,
             sample_share_previous=None if previous_sample is None else previous_sample.share,
             revert_blocked=revert_blocked,
+            columns=tuple(
+                (c.column, c.method, c.score, c.threshold, c.drifted) for c in window.columns
+            ),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,6 +129,11 @@ class Evidence:
             "sampleShareCurrent": _round(self.sample_share_current),
             "sampleSharePrevious": _round(self.sample_share_previous),
             "revertBlocked": self.revert_blocked,
+            "columns": [
+                {"column": c, "method": m, "score": None if math.isnan(sc) else round(sc, 4),
+                 "threshold": t, "drifted": d}
+                for c, m, sc, t, d in self.columns
+            ],
         }
 
 
