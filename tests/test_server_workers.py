@@ -138,10 +138,13 @@ def _post_rows(server: support.Server, frame: pd.DataFrame) -> list[Any]:
     return out
 
 
-def _wait_rows(stats_dir: Path, rows: int, timeout: float = 15.0) -> stats_store.Snapshot:
+def _wait_rows(
+    stats_dir: Path, rows: int, timeout: float = 20.0, sample: int = 0
+) -> stats_store.Snapshot:
+    """The snapshot once ``rows`` rows (and ``sample`` sample rows, written every ~5 s) show."""
     deadline = time.monotonic() + timeout
     snap = stats_store.read(stats_dir)
-    while snap.rows < rows and time.monotonic() < deadline:
+    while (snap.rows < rows or len(snap.sample) < sample) and time.monotonic() < deadline:
         time.sleep(0.1)
         snap = stats_store.read(stats_dir)
     return snap
@@ -165,7 +168,7 @@ def test_workers_record_live_statistics(two_workers: support.Server, stats_dir: 
     assert len(two_workers.worker_pids()) == 2
     frame = support.numeric_frame(150, seed=3)
     _post_rows(two_workers, frame)
-    snap = _wait_rows(stats_dir, 150)
+    snap = _wait_rows(stats_dir, 150, sample=150)
     assert snap.rows == 150
     assert snap.versions == {"c0ffeenumeric"}
     assert all(w.digest == "sha256:test" for w in snap.workers.values())
@@ -205,8 +208,10 @@ def test_sigterm_to_the_group_stops_everything_and_flushes_stats(
     assert two_workers.proc.wait(timeout=15) == 0
     time.sleep(0.2)
     assert _group_alive(pgid) == []
-    # the final write on exit has every row, including the last ten
-    assert stats_store.read(stats_dir).rows >= rows_before + 10
+    # the final write on exit has every row, including the last ten, and the sample
+    final = stats_store.read(stats_dir)
+    assert final.rows >= rows_before + 10
+    assert len(final.sample) == final.rows  # fewer rows than the reservoir holds
 
 
 def test_standby_reports_errors_and_exits_2(tmp_path: Path) -> None:

@@ -1,15 +1,19 @@
 """Live statistics of inference workers on disk: the file format and the monitor's reader.
 
-Each worker process of a server owns one file in the stats directory,
-``worker-<worker_id>.json``, rewritten atomically (temporary file + ``os.replace``) with its
-*cumulative* state::
+Each worker process of a server owns two files in the stats directory, each rewritten
+atomically (temporary file + ``os.replace``) with its *cumulative* state:
+
+``worker-<worker_id>.json`` (small; the server rewrites it every ~0.5 s while traffic flows)::
 
     {"format": 1, "workerId": "...", "pid": 123, "name": "...", "version": "<commit>",
-     "digest": "sha256:...", "updatedAt": <unix seconds>,
-     "live": <LiveStats.to_dict()>,
-     "sample": {"rows": n, "seen": N, "columns": {"<col>": [...], ..., "prediction": [...]}}}
+     "digest": "sha256:...", "updatedAt": <unix seconds>, "live": <LiveStats.to_dict()>}
 
-``sample`` is the worker's bounded reservoir (a uniform sample of the rows it scored).
+``sample-<worker_id>.json`` (the bounded reservoir: a uniform sample of the rows the worker
+scored, for human-readable reports; rewritten less often, and on exit)::
+
+    {"format": 1, "workerId": "...", "version": "<commit>", "updatedAt": ...,
+     "rows": n, "seen": N, "columns": {"<col>": [...], ..., "prediction": [...]}}
+
 Counters only grow, so the monitor keeps an earlier `Snapshot` as a cursor and `window`
 subtracts it: the rows scored since then, summed over workers (a worker that appeared since
 counts from zero; a worker's file stays after it exits, with its final counts).
@@ -36,6 +40,7 @@ from mlgitops.core import stats
 
 FORMAT = 1
 PREFIX = "worker-"
+SAMPLE_PREFIX = "sample-"
 SUFFIX = ".json"
 DEFAULT_SAMPLE_SIZE = 2000
 
@@ -78,6 +83,10 @@ def worker_file(stats_dir: Path, worker_id: str) -> Path:
     return stats_dir / f"{PREFIX}{worker_id}{SUFFIX}"
 
 
+def sample_file(stats_dir: Path, worker_id: str) -> Path:
+    return stats_dir / f"{SAMPLE_PREFIX}{worker_id}{SUFFIX}"
+
+
 def write_worker(
     stats_dir: Path,
     *,
@@ -90,13 +99,24 @@ def write_worker(
     name: str = "",
     pid: int | None = None,
 ) -> Path:
-    """Atomically replace the worker's file with its cumulative state; returns the path."""
-    sample: dict[str, Any] = {"rows": 0, "seen": live.rows if seen is None else seen, "columns": {}}
+    """Atomically replace the worker's statistics (and its sample, when given); the path.
+
+    ``sample_frame`` None leaves the sample file as it is (samples are written less often).
+    """
+    now = time.time()
     if sample_frame is not None:
-        sample["rows"] = len(sample_frame)
-        sample["columns"] = {
-            str(c): _jsonable(sample_frame[c].to_numpy()) for c in sample_frame.columns
+        sample_doc = {
+            "format": FORMAT,
+            "workerId": worker_id,
+            "version": version,
+            "updatedAt": now,
+            "rows": len(sample_frame),
+            "seen": live.rows if seen is None else seen,
+            "columns": {
+                str(c): _jsonable(sample_frame[c].to_numpy()) for c in sample_frame.columns
+            },
         }
+        _replace(sample_file(stats_dir, worker_id), sample_doc)
     doc = {
         "format": FORMAT,
         "workerId": worker_id,
@@ -104,11 +124,16 @@ def write_worker(
         "name": name,
         "version": version,
         "digest": digest,
-        "updatedAt": time.time(),
+        "updatedAt": now,
         "live": live.to_dict(),
-        "sample": sample,
     }
     target = worker_file(stats_dir, worker_id)
+    _replace(target, doc)
+    return target
+
+
+def _replace(target: Path, doc: dict[str, Any]) -> None:
+    stats_dir = target.parent
     tmp = stats_dir / f".{target.name}.{os.getpid()}.tmp"
     try:
         stats_dir.mkdir(parents=True, exist_ok=True)
@@ -120,7 +145,6 @@ def write_worker(
         raise errors.RuntimeFailure(
             f"cannot write live statistics to {target} ({exc}); check the stats directory"
         ) from exc
-    return target
 
 
 def _jsonable(values: np.ndarray[Any, Any]) -> list[Any]:
@@ -180,22 +204,31 @@ def _read_worker(path: Path, *, baseline: stats.Baseline | None) -> WorkerStats 
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         return None
     try:
+        worker_id = str(doc["workerId"])
         live = stats.LiveStats.from_dict(doc["live"], baseline=baseline)
-        sample_doc = doc.get("sample") or {}
-        columns = sample_doc.get("columns") or {}
-        sample = pd.DataFrame({str(k): v for k, v in columns.items()})
+        sample, seen = _read_sample(sample_file(path.parent, worker_id))
         return WorkerStats(
-            worker_id=str(doc["workerId"]),
+            worker_id=worker_id,
             version=str(doc.get("version", "")),
             digest=str(doc.get("digest", "")),
             pid=int(doc.get("pid", 0)),
             updated_at=float(doc.get("updatedAt", 0.0)),
             live=live,
             sample=sample,
-            seen=int(sample_doc.get("seen", live.rows)),
+            seen=seen if seen is not None else live.rows,
         )
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _read_sample(path: Path) -> tuple[pd.DataFrame, int | None]:
+    try:
+        doc = orjson.loads(path.read_bytes())
+        columns = doc.get("columns") or {}
+        frame = pd.DataFrame({str(k): v for k, v in columns.items()})
+        return frame, int(doc.get("seen", len(frame)))
+    except (OSError, orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return pd.DataFrame(), None
 
 
 def _merge_samples(workers: list[WorkerStats], sample_size: int) -> pd.DataFrame:

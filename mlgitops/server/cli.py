@@ -89,15 +89,26 @@ def manifest_trusted_types(model_dir: Path) -> tuple[str, ...] | None:
 
 
 def resolve_trusted(model_dir: Path, trust: tuple[str, ...]) -> tuple[str, ...]:
+    """``--trust`` values; else the manifest's; else () when the model needs no trusted type."""
     if trust:
         return trust
     found = manifest_trusted_types(model_dir)
-    if found is None:
+    if found is not None:
+        return found
+    from mlgitops.adapters import mlflow_models
+
+    try:
+        needed = mlflow_models.required_types(mlflow_models.read_info(model_dir).model_file)
+    except errors.ModelError as exc:
+        raise errors.ConfigError(str(exc)) from exc
+    if needed:
         raise errors.ConfigError(
-            f"{model_dir}: no --trust given and no manifests/<name>.yaml beside models/<name> to read "
-            "spec.model.trustedTypes from; pass the reviewed types with --trust TYPE (repeat it)"
+            f"{model_dir}: the model needs types skops does not trust by default "
+            f"({', '.join(needed)}) and there is no --trust and no manifests/<name>.yaml beside "
+            "models/<name> to read spec.model.trustedTypes from; review them and pass each "
+            "with --trust TYPE"
         )
-    return found
+    return ()
 
 
 @click.command("serve")

@@ -3,7 +3,8 @@
 Every scored batch updates a `stats.LiveStats` (feature columns and predictions, vectorized)
 and a reservoir sample of at most ``capacity`` rows (Algorithm R, vectorized per batch), so
 memory does not grow with traffic. `Publisher` writes the cumulative state through
-`adapters.stats_store` at most every ``interval`` seconds when it changed, and on exit.
+`adapters.stats_store` at most every ``interval`` seconds when it changed (the sample, which
+is larger, at most every ``sample_interval`` seconds), and both on exit.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -118,16 +120,15 @@ class Recorder:
                 store = self._store[name] = store.astype(object)
             store[slots] = arr[picks]
 
-    def snapshot(self) -> tuple[stats.LiveStats, dict[str, Array], int]:
+    def snapshot(
+        self, *, with_sample: bool = True
+    ) -> tuple[stats.LiveStats, dict[str, Array], int]:
         """A consistent copy (after a flush): cumulative stats, the filled sample, rows seen."""
         self.flush()
         with self._lock:
             filled = min(self._seen, self.capacity)
-            return (
-                self.live.copy(),
-                {k: v[:filled].copy() for k, v in self._store.items()},
-                self._seen,
-            )
+            sample = {k: v[:filled].copy() for k, v in self._store.items()} if with_sample else {}
+            return self.live.copy(), sample, self._seen
 
 
 class Publisher:
@@ -143,6 +144,7 @@ class Publisher:
         version: str,
         digest: str,
         interval: float = 0.5,
+        sample_interval: float = 5.0,
     ) -> None:
         self.recorder = recorder
         self.stats_dir = stats_dir
@@ -151,7 +153,10 @@ class Publisher:
         self.version = version
         self.digest = digest
         self.interval = interval
+        self.sample_interval = sample_interval
         self._published = -1
+        self._sample_published = -1
+        self._sample_at = 0.0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -160,19 +165,34 @@ class Publisher:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            if self.recorder.changes != self._published:
+            changes = self.recorder.changes
+            sample_due = (
+                changes != self._sample_published
+                and time.monotonic() - self._sample_at >= self.sample_interval
+            )
+            if changes != self._published or sample_due:
                 try:
                     await asyncio.to_thread(self.publish)
                 except Exception:
                     log.exception("publishing live statistics failed")
 
-    def publish(self) -> None:
-        """Write the current state now (from any thread)."""
-        changes = self.recorder.changes
-        live, sample, seen = self.recorder.snapshot()
-        import pandas as pd
+    def publish(self, *, with_sample: bool | None = None) -> None:
+        """Write the current state now (from any thread).
 
-        frame = pd.DataFrame(sample) if sample else None
+        The statistics file every time; the sample (larger) at most every ``sample_interval``
+        seconds unless ``with_sample`` forces it.
+        """
+        changes = self.recorder.changes
+        now = time.monotonic()
+        if with_sample is None:
+            with_sample = now - self._sample_at >= self.sample_interval
+        with_sample = with_sample and changes != self._sample_published
+        live, sample, seen = self.recorder.snapshot(with_sample=with_sample)
+        frame = None
+        if with_sample:
+            import pandas as pd
+
+            frame = pd.DataFrame(sample)
         stats_store.write_worker(
             self.stats_dir,
             worker_id=self.worker_id,
@@ -185,6 +205,9 @@ class Publisher:
             pid=os.getpid(),
         )
         self._published = changes
+        if with_sample:
+            self._sample_published = changes
+            self._sample_at = now
 
     async def close(self) -> None:
         """Stop the periodic task and write the final state."""
@@ -193,7 +216,7 @@ class Publisher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         try:
-            self.publish()
+            self.publish(with_sample=True)
         except Exception:
             log.exception("publishing the final live statistics failed")
 
