@@ -181,13 +181,16 @@ def read(
     for path in entries:
         if not (path.name.startswith(PREFIX) and path.name.endswith(SUFFIX)):
             continue
-        worker = _read_worker(path, baseline=baseline)
-        if worker is None:
+        doc = _load(path)
+        if doc is None:
             continue
-        versions.add(worker.version)
-        if version is not None and worker.version != version:
+        worker_version = str(doc.get("version", ""))
+        versions.add(worker_version)
+        if version is not None and worker_version != version:
             continue
-        workers[worker.worker_id] = worker
+        worker = _read_worker(path, doc, baseline=baseline)
+        if worker is not None:
+            workers[worker.worker_id] = worker
     return Snapshot(
         workers=workers,
         sample=_merge_samples(list(workers.values()), sample_size),
@@ -196,13 +199,19 @@ def read(
     )
 
 
-def _read_worker(path: Path, *, baseline: stats.Baseline | None) -> WorkerStats | None:
+def _load(path: Path) -> dict[str, Any] | None:
     try:
         doc = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         return None
+    return doc
+
+
+def _read_worker(
+    path: Path, doc: dict[str, Any], *, baseline: stats.Baseline | None
+) -> WorkerStats | None:
     try:
         worker_id = str(doc["workerId"])
         live = stats.LiveStats.from_dict(doc["live"], baseline=baseline)
