@@ -9,7 +9,8 @@ reverts the version in Git and the controller serves the previous content again.
 run, on one clock:
 
 - window -> pushed: the breaching window closes, the policy decides, the revert commit is made
-  and pushed (the remote's pre-receive hook validates it before the push returns);
+  and pushed; "git push" is the push alone (the remote's pre-receive hook validates the
+  commit, and its post-receive hook notifies the controller, before the push returns);
 - pushed -> answering: the controller learns of the commit and the gateway answers with it;
 - window -> answering: the total (target <= 2 s).
 
@@ -17,6 +18,9 @@ The client runs in its own process (as real clients do), so it does not compete 
 controller for the interpreter lock. After a bad version starts serving, the bench waits
 ``--settle`` seconds before sending traffic, so the runtime's warm standby process is back (in
 production a window of live rows takes far longer than that to fill).
+
+Traffic is ``--rate`` requests per second of 25 rows each (a 500-row window fills in well under
+a second at the default rate).
 
 ``--without-hook-runs N`` adds N runs against the same remote with its validating pre-receive
 hook removed, to show how much of the total is the hook's model validation.
@@ -51,7 +55,7 @@ from mlgitops.core import layout
 from mlgitops.demo import free_port, wait_for_version
 from mlgitops.publishing import publish
 
-console = Console()
+console = Console(width=150)
 NAME = "credit-risk"
 TARGET_SECONDS = 2.0
 DRIFT = {"windowRows": 500, "minRows": 300, "consecutiveWindows": 1, "cooldownSeconds": 0,
@@ -72,7 +76,7 @@ class Sample:
 CLIENT = """
 import json, signal, sys, time, httpx
 from mlgitops import examples
-url, seed = sys.argv[1], int(sys.argv[2])
+url, seed, rate = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 records = examples.credit_population(4000, seed=seed).drop(columns=examples.TARGET).to_dict(
     orient="records")
 ok = failed = i = 0
@@ -82,7 +86,11 @@ def done(*_):
 signal.signal(signal.SIGTERM, done)
 print("ready", flush=True)
 with httpx.Client(timeout=10.0) as client:
+    start = time.monotonic()
     while True:
+        pause = start + i / 25 / rate - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
         batch = records[i % 3900 : i % 3900 + 25]
         i += 25
         try:
@@ -90,15 +98,14 @@ with httpx.Client(timeout=10.0) as client:
             ok, failed = (ok + 1, failed) if r.status_code == 200 else (ok, failed + 1)
         except httpx.HTTPError:
             failed += 1
-        time.sleep(0.005)
 """
 
 
 class Client:
     """Population-A traffic from a separate process; ``stop()`` returns the failed requests."""
 
-    def __init__(self, url: str, seed: int) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", CLIENT, url, str(seed)],
+    def __init__(self, url: str, seed: int, rate: float) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", CLIENT, url, str(seed), str(rate)],
                                      stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         self.proc.stdout.readline()  # "ready": data generated, about to send
@@ -132,7 +139,8 @@ def setup(repo: Path) -> Path:
     return remote
 
 
-def one_run(ctl: run.Controller, repo: Path, *, seed: int, hook: bool, settle: float) -> Sample:
+def one_run(ctl: run.Controller, repo: Path, *, seed: int, hook: bool, settle: float,
+            rate: float) -> Sample:
     base = ctl.base_url
     git.run(repo, "pull", "-q", "--ff-only", "origin", layout.BRANCH)
     b = examples.credit_population(3000, shift=1.0, seed=seed)
@@ -141,7 +149,7 @@ def one_run(ctl: run.Controller, repo: Path, *, seed: int, hook: bool, settle: f
     wait_for_version(base, NAME, bad, timeout=180)
     time.sleep(settle)
     seen = len([e for e in ctl.store.events(NAME) if e["type"] == "Reverted"])
-    client = Client(f"{base}/models/{NAME}/invocations", 100 + seed)
+    client = Client(f"{base}/models/{NAME}/invocations", 100 + seed, rate)
     answered: float | None = None
     deadline = time.monotonic() + 180
     try:
@@ -186,6 +194,8 @@ def main() -> None:
                         help="extra runs with the remote's validating pre-receive hook removed")
     parser.add_argument("--settle", type=float, default=5.0,
                         help="seconds a bad version serves before traffic starts")
+    parser.add_argument("--rate", type=float, default=50.0,
+                        help="requests per second of 25 rows each")
     args = parser.parse_args()
     settings.telemetry_off()
     command = "  ".join(["$", ".venv/bin/python", *sys.argv])
@@ -201,10 +211,11 @@ def main() -> None:
                 hook = i < args.runs
                 if not hook:
                     (remote / "hooks" / "pre-receive").unlink(missing_ok=True)
-                samples.append(one_run(ctl, repo, seed=10 + i, hook=hook, settle=args.settle))
+                samples.append(one_run(ctl, repo, seed=10 + i, hook=hook, settle=args.settle,
+                                       rate=args.rate))
                 progress.advance(task)
     table = Table(title="rollback: breaching window closes → previous version answers at the gateway")
-    for col in ("run", "remote hook", "window→pushed s", "of which push s", "pushed→answering s",
+    for col in ("run", "remote hook", "window→pushed s", "of which git push s", "pushed→answering s",
                 "window→answering s", "controller-side s", "failed requests"):
         table.add_column(col, justify="right")
     for i, s in enumerate(samples, 1):

@@ -190,7 +190,7 @@ def test_breach_caused_by_the_new_version_reverts_then_reports(world: World) -> 
     (d,) = world.tick()
     assert d.verdict is policy.Verdict.REVERT, d.reason
     assert d.evidence.rows == 900 and d.evidence.share >= 0.8
-    assert d.evidence.sample_share_previous is not None and d.evidence.sample_share_previous <= 0.2
+    assert d.evidence.fit_previous is not None and d.evidence.fit_previous <= 0.2
     head = world.remote_head()
     (entry,) = git.log(world.bare, head, [], limit=1)
     assert entry.trailers[layout.TRAILER_REVERTS] == world.v2
@@ -219,7 +219,7 @@ def test_input_drift_a_revert_cannot_cure_only_alerts(world: World) -> None:
     assert "a revert cannot cure input drift" in d.reason
     assert world.remote_head() == before
     (alert,) = events(world.store, "DriftAlert")
-    assert alert["sampleSharePrevious"] >= 0.5 and alert["share"] >= 0.5
+    assert alert["fitPrevious"] >= 0.5 and alert["share"] >= 0.5
     assert not events(world.store, "Reverted", "RevertFailed")
     cond = world.store.status(NAME).condition(ConditionType.DRIFT)
     assert cond is not None and cond.status and cond.reason == "DriftAlert"

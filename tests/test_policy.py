@@ -16,11 +16,10 @@ RULES = DriftPolicy(window_rows=200, min_rows=100, dataset_share=0.5, consecutiv
 
 # windows: the new version's fault (live fits the previous baseline), input drift (fits neither)
 NEW_VERSION_FAULT = Evidence(rows=200, share=0.8, drifted_columns=("f0", "f1", "f2", "f3"),
-                             sample_rows=400, sample_share_current=0.8, sample_share_previous=0.0)
+                             fit_current=0.8, fit_previous=0.0)
 INPUT_DRIFT = Evidence(rows=200, share=1.0, drifted_columns=("f0", "f1", "f2", "f3", "f4"),
-                       sample_rows=400, sample_share_current=1.0, sample_share_previous=1.0)
-CALM = Evidence(rows=200, share=0.2, drifted_columns=("f3",), sample_rows=400,
-                sample_share_current=0.2, sample_share_previous=0.2)
+                       fit_current=1.0, fit_previous=1.0)
+CALM = Evidence(rows=200, share=0.2, drifted_columns=("f3",), fit_current=0.2, fit_previous=0.2)
 PREDICTIONS_ONLY = Evidence(rows=200, share=0.2, prediction_method="jensenshannon",
                             prediction_score=0.31, prediction_threshold=0.1, prediction_drifted=True)
 
@@ -63,19 +62,19 @@ def verdicts(decisions: list[policy.Decision]) -> list[str]:
                      ["breach", "breach"], id="action-none"),
         pytest.param([PREDICTIONS_ONLY], replace(RULES, consecutive_windows=1), ["revert"],
                      id="prediction-drift-on-fitting-inputs-is-the-models-fault"),
-        pytest.param([replace(PREDICTIONS_ONLY, share=1.0, sample_share_current=1.0,
-                              sample_share_previous=1.0)],
+        pytest.param([replace(PREDICTIONS_ONLY, share=1.0, fit_current=1.0,
+                              fit_previous=1.0)],
                      replace(RULES, consecutive_windows=1), ["alert"],
                      id="prediction-drift-caused-by-input-drift-alerts"),
-        pytest.param([replace(NEW_VERSION_FAULT, sample_share_previous=0.6)],
+        pytest.param([replace(NEW_VERSION_FAULT, fit_previous=0.6)],
                      replace(RULES, consecutive_windows=1), ["alert"],
                      id="previous-baseline-breached-too"),
-        pytest.param([replace(NEW_VERSION_FAULT, sample_share_current=0.6, sample_share_previous=0.45)],
+        pytest.param([replace(NEW_VERSION_FAULT, fit_current=0.6, fit_previous=0.45)],
                      replace(RULES, consecutive_windows=1), ["alert"],
                      id="previous-only-slightly-better"),
         pytest.param([replace(NEW_VERSION_FAULT, revert_blocked="there is no previous version")],
                      replace(RULES, consecutive_windows=1), ["alert"], id="blocked"),
-        pytest.param([replace(NEW_VERSION_FAULT, sample_share_previous=None)],
+        pytest.param([replace(NEW_VERSION_FAULT, fit_previous=None)],
                      replace(RULES, consecutive_windows=1), ["alert"], id="no-previous-baseline"),
     ],
 )
@@ -88,7 +87,7 @@ def test_every_decision_carries_its_numbers_and_a_sentence() -> None:
     assert "window 1 of 2" in first.reason
     d = second.to_dict()
     assert d["verdict"] == "revert" and d["attributable"] is True
-    assert (d["rows"], d["share"], d["sampleShareCurrent"], d["sampleSharePrevious"]) == (200, 0.8, 0.8, 0.0)
+    assert (d["rows"], d["share"], d["fitCurrent"], d["fitPrevious"]) == (200, 0.8, 0.8, 0.0)
     assert d["streak"] == 2 and d["needed"] == 2 and d["closedAt"] == 1001.0
     assert "fits the previous version's baseline clearly better (0% of features drift against it vs 80%" in second.reason
     alert = run([INPUT_DRIFT], replace(RULES, consecutive_windows=1))[0]
@@ -149,27 +148,63 @@ def test_only_a_revert_decision_plans_a_revert() -> None:
                            previous=None, report=None, at="2025-01-01T00:00:00Z")
 
 
-def test_evidence_from_real_drift_reports() -> None:
-    """Numbers flow from core.drift: live rows that fit the previous baseline, not the new one."""
+def baselines() -> tuple[stats.Baseline, stats.Baseline, np.random.Generator]:
     rng = np.random.default_rng(0)
     names = [f"f{i}" for i in range(5)]
     old = {n: rng.normal(0, 1, 1500) for n in names}
     new = {n: rng.normal(1.5, 1, 1500) for n in names}
+    old["kind"] = rng.choice(["a", "b", "c"], 1500)
+    new["kind"] = rng.choice(["b", "c", "d"], 1500)
     preds = rng.integers(0, 2, 1500)
-    current = stats.build_baseline(new, predictions=preds)
-    previous = stats.build_baseline(old, predictions=preds)
-    live_rows = {n: rng.normal(0, 1, 300) for n in names}
+    return (stats.build_baseline(old, predictions=preds), stats.build_baseline(new, predictions=preds),
+            rng)
 
-    def laid_on(baseline: stats.Baseline) -> stats.LiveStats:
-        live = stats.LiveStats.empty(baseline)
-        live.update(live_rows, rng.integers(0, 2, 300))
-        return live
 
-    window = drift.compare_stats(current, laid_on(current))
-    ev = Evidence.from_reports(window, current_sample=window,
-                               previous_sample=drift.compare_stats(previous, laid_on(previous)))
-    assert ev.rows == 300 and ev.share == 1.0
-    assert ev.sample_share_previous is not None and ev.sample_share_previous <= 0.2
+def window_of(baseline: stats.Baseline, rng: np.random.Generator, *, loc: float, n: int = 500,
+              kinds: tuple[str, ...] = ("a", "b", "c")) -> stats.LiveStats:
+    live = stats.LiveStats.empty(baseline)
+    cols: dict[str, np.ndarray] = {f"f{i}": rng.normal(loc, 1, n) for i in range(5)}
+    cols["kind"] = rng.choice(list(kinds), n)
+    live.update(cols, rng.integers(0, 2, n))
+    return live
+
+
+def test_fit_share_compares_one_window_with_two_references() -> None:
+    previous, current, rng = baselines()
+    like_previous = window_of(current, rng, loc=0.0)  # laid on the current version's bins
+    assert policy.fit_share(current, current, like_previous) == 1.0
+    fit = policy.fit_share(previous, current, like_previous)
+    assert fit is not None and fit <= 1 / 6
+    # the current reference re-laid through its own sample agrees with the exact comparison
+    like_current = window_of(current, rng, loc=1.5, kinds=("b", "c", "d"))
+    exact = drift.compare_stats(current, like_current).share
+    relaid = policy.fit_share(current, current, like_current)
+    assert relaid is not None and abs(relaid - exact) <= 1 / 6
+    # far away from both
+    far = window_of(current, rng, loc=5.0, kinds=("z",))
+    assert policy.fit_share(previous, current, far) == 1.0
+    # other features: not comparable
+    other = stats.build_baseline({"x": rng.normal(0, 1, 100)}, predictions=None)
+    assert policy.fit_share(other, current, like_previous) is None
+
+
+def test_laid_on_keeps_the_reference_count_on_the_new_edges() -> None:
+    previous, current, _ = baselines()
+    laid = policy.laid_on(previous.column("f0"), current.column("f0"))
+    assert laid is not None and laid.edges == current.column("f0").edges
+    assert sum(laid.counts) == previous.column("f0").count and not laid.exact_edges
+    assert policy.laid_on(previous.column("kind"), current.column("kind")) is None
+
+
+def test_evidence_from_real_drift_reports() -> None:
+    """Numbers flow from core.drift: a window that fits the previous baseline, not the new one."""
+    previous, current, rng = baselines()
+    live = window_of(current, rng, loc=0.0)
+    window = drift.compare_stats(current, live)
+    ev = Evidence.from_reports(window, fit_current=policy.fit_share(current, current, live),
+                               fit_previous=policy.fit_share(previous, current, live))
+    assert ev.rows == 500 and ev.share == 1.0 and ev.fit_current == 1.0
+    assert ev.fit_previous is not None and ev.fit_previous <= 1 / 6
     assert ev.prediction_method is not None and not ev.prediction_drifted
     d = policy.decide(ev, History(), replace(RULES, consecutive_windows=1), now=0.0)
     assert d.verdict is Verdict.REVERT

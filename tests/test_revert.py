@@ -65,7 +65,7 @@ def remote(template: Repo, tmp_path: Path) -> Repo:
 
 def decision() -> policy.Decision:
     ev = policy.Evidence(rows=200, share=0.8, drifted_columns=("f0", "f1", "f2", "f3"),
-                         sample_rows=400, sample_share_current=0.8, sample_share_previous=0.0)
+                         fit_current=0.8, fit_previous=0.0)
     return policy.decide(ev, policy.History(), DriftPolicy(min_rows=100, consecutive_windows=1), now=1000.0)
 
 

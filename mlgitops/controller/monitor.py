@@ -4,11 +4,11 @@ Every ``interval`` seconds, for each model the gateway routes, it reads the serv
 statistics (``<state>/stats/<name>/<version>/``), and closes a *window* once ``windowRows``
 rows arrived since the last one (or ``window_seconds`` passed with fewer rows: that window is
 inconclusive below ``minRows``). A closed window is compared with the version's baseline
-(`core.drift.compare_stats`); the live reservoir sample is compared with both the current and
-the previous version's baselines (attribution); `core.policy.decide` says what to do. The
-reservoir is a uniform sample of every row the version has served (the servers keep one), so
-attribution asks: does the traffic this version served fit its predecessor's baseline better?
-The previous version is the content of the model's two paths at the parent of its version.
+(`core.drift.compare_stats`) and, for attribution, with the previous version's baseline
+(`core.policy.fit_share`: the same window counters against both references laid on the same
+bins); `core.policy.decide` says what to do. The previous version is the content of the
+model's two paths at the parent of its version. The servers' reservoir sample of live rows is
+used only for the human-readable reports, never for a decision (it is written less often).
 
 Events (``events.jsonl``): ``DriftWindow`` for every closed window, ``DriftAlert``,
 ``Reverted`` / ``RevertSkipped`` / ``RevertFailed``, ``RolledBack`` (the previous content
@@ -307,24 +307,24 @@ class Monitor:
         self._last_error.pop(name, None)
         return self.close(track, window, snap.sample, now=now)
 
-    def evidence(self, track: _Track, window: stats.LiveStats, sample: pd.DataFrame) -> policy.Evidence:
-        """The numbers of one window: its drift, and the sample against both baselines."""
-        share = track.deployment.drift.dataset_share
-        report = drift.compare_stats(track.baseline, window, share=share)
-        current_sample = previous_sample = None
-        if window.rows >= track.deployment.drift.min_rows:
-            current_sample = sample_report(track.baseline, sample, share=share)
-            if track.previous_baseline is not None and current_sample is not None:
-                previous_sample = sample_report(track.previous_baseline, sample, share=share)
+    @staticmethod
+    def evidence(track: _Track, window: stats.LiveStats) -> policy.Evidence:
+        """The numbers of one window: its drift, and its fit to both versions' references."""
+        report = drift.compare_stats(track.baseline, window, share=track.deployment.drift.dataset_share)
+        fit_current = fit_previous = None
+        if window.rows >= track.deployment.drift.min_rows and track.previous_baseline is not None:
+            fit_previous = policy.fit_share(track.previous_baseline, track.baseline, window)
+            if fit_previous is not None:
+                fit_current = policy.fit_share(track.baseline, track.baseline, window)
         return policy.Evidence.from_reports(
-            report, current_sample=current_sample, previous_sample=previous_sample,
+            report, fit_current=fit_current, fit_previous=fit_previous,
             revert_blocked=track.blocked,
         )
 
     def close(self, track: _Track, window: stats.LiveStats, sample: pd.DataFrame, *,
               now: float) -> policy.Decision:
         """Decide on one closed window and act on the decision."""
-        evidence = self.evidence(track, window, sample)
+        evidence = self.evidence(track, window)
         decision = policy.decide(evidence, self._history(track.name), track.deployment.drift, now=now)
         self._remember(track.name, decision.history)
         self.decisions = [*self.decisions[-199:], (track.name, decision)]
@@ -382,7 +382,8 @@ class Monitor:
         numbers = decision.to_dict()
         numbers.pop("reason", None)
         common = {"reverted": track.version, "digest": track.digest, "report": link,
-                  "attempts": outcome.attempts, "pushSeconds": round(outcome.seconds, 3),
+                  "attempts": outcome.attempts, "revertSeconds": round(outcome.seconds, 3),
+                  "pushSeconds": round(outcome.push_seconds, 3),
                   "pushedAt": pushed_at, **numbers}
         if outcome.ok:
             assert outcome.commit is not None
@@ -495,18 +496,6 @@ class Monitor:
                 return True
             time.sleep(0.05)
         return False
-
-
-def sample_report(baseline: stats.Baseline, sample: pd.DataFrame, *, share: float) -> drift.DriftReport | None:
-    """Drift of the live reservoir sample against ``baseline`` (None when it lacks a feature)."""
-    if sample.empty or any(n not in sample.columns for n in baseline.names):
-        return None
-    live = stats.LiveStats.empty(baseline)
-    try:
-        live.update({n: sample[n].to_numpy() for n in baseline.names}, None)
-    except ValueError:
-        return None
-    return drift.compare_stats(baseline, live, share=share)
 
 
 def from_controller(ctl: Controller) -> Monitor:

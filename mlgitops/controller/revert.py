@@ -42,6 +42,8 @@ class Outcome:
     """Why the revert failed (a push the remote refused, a git failure, retries exhausted)."""
     previous: str | None = None
     """The version whose content returned (the last change of the paths before the reverted one)."""
+    push_seconds: float = 0.0
+    """Of `seconds`, the last ``git push`` (the remote's hooks run inside it)."""
 
     @property
     def ok(self) -> bool:
@@ -115,12 +117,15 @@ class Writer:
                                        skipped="the previous content equals the current one")
                     if self.before_push is not None:
                         self.before_push(attempt)
+                    pushing = time.perf_counter()
                     try:
                         git.push(self.dir, branch=self.branch)
                     except errors.PushRejected:
                         time.sleep(min(0.05 * attempt, 0.5))
                         continue
-                    return Outcome(sha, attempt, time.perf_counter() - start, previous=previous)
+                    now = time.perf_counter()
+                    return Outcome(sha, attempt, now - start, previous=previous,
+                                   push_seconds=now - pushing)
                 return Outcome(
                     None, attempt, time.perf_counter() - start,
                     error=(f"the remote kept moving: {attempt} pushes were rejected as "

@@ -15,10 +15,10 @@ Rules, in order (each decision carries a sentence saying which one applied):
    acting (alert or revert) starts a new streak.
 4. **Attribution** (``attribution: previous-baseline``). A revert can only cure drift that is
    the new version's fault. It is, when either
-   - the live sample fits the *previous* version's baseline clearly better than the current
-     one's: drifted share against the previous baseline is below ``datasetShare`` and at least
-     `ATTRIBUTION_MARGIN` lower than against the current baseline (both measured on the same
-     rows); or
+   - the window fits the *previous* version's baseline clearly better than the current one's:
+     its drifted share against the previous baseline is below ``datasetShare`` and at least
+     `ATTRIBUTION_MARGIN` lower than against the current baseline (`fit_share`: both references
+     laid on the same bins, compared with the same window counters); or
    - the predictions drifted while the inputs did not (share below ``datasetShare``): the
      model behaves unlike its own reference on data that looks like it.
    Otherwise the inputs moved away from both versions: alert only.
@@ -36,7 +36,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from mlgitops.core import layout, quarantine
+import numpy as np
+
+from mlgitops.core import drift, layout, quarantine, stats
 from mlgitops.core.drift import DriftReport
 from mlgitops.core.manifest import DriftPolicy
 
@@ -73,12 +75,11 @@ class Evidence:
     prediction_score: float | None = None
     prediction_threshold: float | None = None
     prediction_drifted: bool = False
-    sample_rows: int = 0
-    """Rows of the live reservoir sample both attribution shares are measured on."""
-    sample_share_current: float | None = None
-    """Drifted share of the sample against the serving version's baseline."""
-    sample_share_previous: float | None = None
-    """Drifted share of the same sample against the previous version's baseline (None: none)."""
+    fit_current: float | None = None
+    """Drifted share of the window against the serving version's reference, measured as
+    `fit_previous` is (`fit_share`), so the two compare like with like."""
+    fit_previous: float | None = None
+    """Drifted share of the window against the previous version's reference (None: none)."""
     revert_blocked: str | None = None
     """Why no revert is possible whatever the numbers (no previous version, quarantined, …)."""
     columns: tuple[tuple[str, str, float, float, bool], ...] = ()
@@ -89,16 +90,13 @@ class Evidence:
         cls,
         window: DriftReport,
         *,
-        current_sample: DriftReport | None = None,
-        previous_sample: DriftReport | None = None,
+        fit_current: float | None = None,
+        fit_previous: float | None = None,
         revert_blocked: str | None = None,
     ) -> Evidence:
-        """Evidence from the window's report and (optionally) the sample against both baselines."""
+        """Evidence from the window's report and (optionally) its fit to both references."""
         pred = window.prediction
         score = None if pred is None or math.isnan(pred.score) else pred.score
-        sample_rows = current_sample.rows if current_sample is not None else (
-            previous_sample.rows if previous_sample is not None else 0
-        )
         return cls(
             rows=window.rows,
             share=window.share,
@@ -107,9 +105,8 @@ class Evidence:
             prediction_score=score,
             prediction_threshold=None if pred is None else pred.threshold,
             prediction_drifted=bool(pred is not None and pred.drifted),
-            sample_rows=sample_rows,
-            sample_share_current=None if current_sample is None else current_sample.share,
-            sample_share_previous=None if previous_sample is None else previous_sample.share,
+            fit_current=fit_current,
+            fit_previous=fit_previous,
             revert_blocked=revert_blocked,
             columns=tuple(
                 (c.column, c.method, c.score, c.threshold, c.drifted) for c in window.columns
@@ -125,9 +122,8 @@ class Evidence:
             "predictionScore": _round(self.prediction_score),
             "predictionThreshold": self.prediction_threshold,
             "predictionDrifted": self.prediction_drifted,
-            "sampleRows": self.sample_rows,
-            "sampleShareCurrent": _round(self.sample_share_current),
-            "sampleSharePrevious": _round(self.sample_share_previous),
+            "fitCurrent": _round(self.fit_current),
+            "fitPrevious": _round(self.fit_previous),
             "revertBlocked": self.revert_blocked,
             "columns": [
                 {"column": c, "method": m, "score": None if math.isnan(sc) else round(sc, 4),
@@ -213,8 +209,8 @@ def attribute(evidence: Evidence, policy: DriftPolicy) -> tuple[bool, str]:
     """Whether a revert could cure the drift, and the sentence saying why (rule 4)."""
     if policy.attribution == "none":
         return True, "attribution is off (spec.drift.attribution: none)"
-    cur = evidence.sample_share_current
-    prev = evidence.sample_share_previous
+    cur = evidence.fit_current
+    prev = evidence.fit_previous
     inputs_fit = evidence.share < policy.dataset_share
     if (
         prev is not None
@@ -224,8 +220,7 @@ def attribute(evidence: Evidence, policy: DriftPolicy) -> tuple[bool, str]:
     ):
         return True, (
             f"live data fits the previous version's baseline clearly better "
-            f"({_pct(prev)} of features drift against it vs {_pct(cur)} against this version's, "
-            f"on {evidence.sample_rows} sampled rows)"
+            f"({_pct(prev)} of features drift against it vs {_pct(cur)} against this version's)"
         )
     if evidence.prediction_drifted and inputs_fit:
         return True, (
@@ -329,6 +324,93 @@ def decide(evidence: Evidence, history: History, policy: DriftPolicy, *, now: fl
 
 
 # ---------------------------------------------------------------------------------------------
+# Attribution measure: the window against another version's reference
+
+
+def laid_on(reference: stats.ColumnBaseline, onto: stats.ColumnBaseline) -> stats.ColumnBaseline | None:
+    """A numeric ``reference`` re-binned on ``onto``'s edges (None: no values to re-bin).
+
+    Live counters are laid on the serving version's bins; to compare them with another
+    version's reference, that reference is re-binned from its quantile sample (every value up
+    to 1000 reference rows, else 1000 evenly spaced order statistics), each value weighing
+    ``count / len(sample)``. The edges never count as exact, so drift methods use the bin
+    counts and sums only.
+    """
+    if reference.kind != "numeric" or onto.kind != "numeric" or reference.count == 0:
+        return None
+    x = np.asarray(reference.sample, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if not len(x):
+        return None
+    edges = np.asarray(onto.edges, dtype=np.float64)
+    idx = np.searchsorted(edges, x, side="right")
+    weight = reference.count / len(x)
+    raw = np.bincount(idx, minlength=len(edges) + 1) * weight
+    counts = np.floor(raw).astype(np.int64)
+    short = reference.count - int(counts.sum())
+    if short > 0:  # largest remainders, so the counts add up to the reference count
+        counts[np.argsort(-(raw - counts), kind="stable")[:short]] += 1
+    sums = np.bincount(idx, weights=x, minlength=len(edges) + 1) * weight
+    distinct = reference.distinct + (1 if reference.distinct == len(edges) else 0)
+    return stats.ColumnBaseline(
+        name=onto.name, kind="numeric", edges=onto.edges,
+        counts=tuple(int(c) for c in counts), categories=(), count=reference.count,
+        mean=reference.mean, std=reference.std, sample=reference.sample,
+        missing=reference.missing, sums=tuple(float(v) for v in sums), distinct=distinct,
+    )
+
+
+_ON_COUNTS = {
+    "chisquare": drift.chisquare_pvalue,
+    "z": drift.z_pvalue,
+    "jensenshannon": drift.jensenshannon,
+}
+
+
+def categorical_drifted(reference: stats.ColumnBaseline, onto: stats.ColumnBaseline,
+                        live: stats.ColumnCounts) -> bool:
+    """Whether live category counts (laid on ``onto``'s categories) drift from ``reference``.
+
+    Reference labels ``onto`` does not know meet the live values ``onto`` does not know (both
+    are "other"), so a category the serving version dropped is compared, not lost.
+    """
+    if live.count == 0:
+        return True
+    known = dict(zip(reference.categories, reference.counts, strict=True))
+    ref = np.asarray([known.pop(c, 0) for c in onto.categories] + [sum(known.values())],
+                     dtype=np.float64)
+    cur = np.append(live.counts.astype(np.float64), float(live.other))
+    seen = (ref > 0) | (cur > 0)
+    ref, cur = ref[seen], cur[seen]
+    if ref.sum() == 0:
+        return True
+    method = drift.choose_method(kind="categorical", reference_count=reference.count,
+                                 distinct=len(ref))
+    score = _ON_COUNTS[method](ref, cur)
+    return drift.verdict(method, score, drift.THRESHOLDS[method])
+
+
+def fit_share(reference: stats.Baseline, onto: stats.Baseline, window: stats.LiveStats) -> float | None:
+    """Share of features of ``window`` (laid on ``onto``) that drift against ``reference``.
+
+    None when the two versions do not have the same features of the same kinds.
+    """
+    if [(c.name, c.kind) for c in reference.columns] != [(c.name, c.kind) for c in onto.columns]:
+        return None
+    if not onto.columns:
+        return None
+    drifted = 0
+    for col in onto.columns:
+        ref, live = reference.column(col.name), window.column(col.name)
+        if col.kind == "categorical":
+            drifted += categorical_drifted(ref, col, live)
+            continue
+        laid = laid_on(ref, col)
+        drifted += laid is None or drift.column_drift_binned(laid, live).drifted
+    return drifted / len(onto.columns)
+
+
+# ---------------------------------------------------------------------------------------------
 # The revert, planned before git runs
 
 
@@ -375,8 +457,8 @@ def revert_plan(
     numbers = (
         f"rows={ev.rows} share={ev.share:.2f} "
         f"prediction={ev.prediction_method or '-'}:{_fmt(ev.prediction_score)} "
-        f"sampleShareCurrent={_fmt(ev.sample_share_current)} "
-        f"sampleSharePrevious={_fmt(ev.sample_share_previous)} "
+        f"fitCurrent={_fmt(ev.fit_current)} "
+        f"fitPrevious={_fmt(ev.fit_previous)} "
         f"windows={decision.streak}/{decision.needed}"
     )
     body = "\n".join(
