@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 import queue
 import threading
 import time
@@ -80,6 +81,21 @@ class _ReportJob:
     wait_until_not: str | None
     """Wait (bounded) until this version no longer serves before building (after a revert)."""
     tags: dict[str, str]
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has exited
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def iso(at: float) -> str:
@@ -472,10 +488,15 @@ class Monitor:
                 if backend is None or backend.version != job.wait_until_not:
                     break
                 time.sleep(0.1)
+            # the retired server writes its final sample on exit: give it a moment
+            retire = time.monotonic() + 5.0
+            while time.monotonic() < retire and self._serves_elsewhere(name, version):
+                time.sleep(0.1)
         link = job.target.link(self.state_dir.parent)
         try:
+            sample = self._freshest_sample(name, version, job.sample)
             built = self.build_report(self.state_dir, self.source.clone, name=name, version=version,
-                                      target=job.target, sample=job.sample, tags=job.tags)
+                                      target=job.target, sample=sample, tags=job.tags)
         except Exception as exc:  # a report never takes the monitor down
             self.store.event("ReportFailed", model=name, commit=version, report=link,
                              message=f"the drift report {link} could not be built: {exc}")
@@ -487,6 +508,19 @@ class Monitor:
             message=(f"drift report {link}"
                      + (f" (workspace: {built.workspace_error})" if built.workspace_error else "")),
         )
+
+    def _serves_elsewhere(self, name: str, version: str) -> bool:
+        """True while a server process of ``name`` at ``version`` is still alive."""
+        snap = stats_store.read(self.stats_root / name / version, version=version)
+        return any(_alive(w.pid) for w in snap.workers.values() if w.pid != os.getpid())
+
+    def _freshest_sample(self, name: str, version: str, known: pd.DataFrame) -> pd.DataFrame:
+        """The reservoir sample on disk now, or ``known`` when that one is larger."""
+        try:
+            now = reports.live_sample(self.stats_root, name=name, version=version)
+        except errors.MlgitopsError:
+            return known
+        return now if len(now) >= len(known) else known
 
     def wait_reports(self, timeout: float = 60.0) -> bool:
         """Block until queued reports are built (tests, the demo); False on timeout."""
