@@ -21,7 +21,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from mlgitops.server import batching, metrics, openapi, predictor, problems, protocols, recorder
+from mlgitops.core import stats
+from mlgitops.server import (
+    batching,
+    metrics,
+    openapi,
+    predictor,
+    problems,
+    protocols,
+    recorder,
+    schema,
+)
 from mlgitops.server.standby import ServeSpec
 
 log = logging.getLogger("mlgitops.server")
@@ -40,7 +50,7 @@ class Runtime:
     predictor: predictor.Predictor
     output_datatype: str
     metrics: metrics.SharedMetrics
-    baseline: Any  # stats.Baseline | None
+    baseline: stats.Baseline | None
     server_version: str
 
 
@@ -117,7 +127,7 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
                 digest=spec.digest,
             )
 
-    def after_predict(batch: Any, out: Any) -> None:
+    def after_predict(batch: schema.Batch, out: Any) -> None:
         assert rec is not None
         rec.record(batch, out)
 

@@ -22,10 +22,13 @@ import socket
 import sys
 import time
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlgitops import errors
 from mlgitops.server.standby import ServeSpec, emit
+
+if TYPE_CHECKING:
+    from mlgitops.server import app
 
 log = logging.getLogger("mlgitops.server")
 
@@ -74,7 +77,7 @@ def setup_logging() -> None:
     )
 
 
-def load_runtime(spec: ServeSpec) -> Any:
+def load_runtime(spec: ServeSpec) -> app.Runtime:
     """Load and warm the model (raises ModelError with a sentence)."""
     import numpy as np
 
@@ -178,7 +181,7 @@ def run(spec: ServeSpec, *, announce: bool = False) -> int:
 class Supervisor:
     """Forks and restarts workers; stops them all on SIGTERM/SIGINT."""
 
-    def __init__(self, runtime: Any, sock: socket.socket) -> None:
+    def __init__(self, runtime: app.Runtime, sock: socket.socket) -> None:
         self.runtime = runtime
         self.sock = sock
         self.count = runtime.spec.worker_count
@@ -281,7 +284,7 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
-def _worker(runtime: Any, sock: socket.socket, slot: int) -> int:
+def _worker(runtime: app.Runtime, sock: socket.socket, slot: int) -> int:
     """Body of a forked worker: uvicorn on the shared socket until told to stop."""
     import uvicorn
 
