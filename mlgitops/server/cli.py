@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from mlgitops import errors
-from mlgitops.server.standby import DEFAULT_MAX_BODY_BYTES, ServeSpec
+from mlgitops.server.standby import ServeSpec
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {
@@ -151,9 +151,9 @@ def resolve_trusted(model_dir: Path, trust: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--no-stats", is_flag=True, help="Do not record live statistics.")
 @click.option(
     "--max-body-bytes",
-    default=str(DEFAULT_MAX_BODY_BYTES),
+    default="10MiB",
     show_default=True,
-    help="Largest request body, e.g. 10MB.",
+    help="Largest request body, e.g. 10MB or 512KiB (413 beyond it).",
 )
 @click.option(
     "--predict-inline", is_flag=True, help="Predict on the event loop instead of a thread."
