@@ -69,6 +69,7 @@ class Writer:
         self.before_push = before_push
         """Called with the attempt number right before each push (tests race a human here)."""
         self._lock = threading.Lock()
+        self._dirty = True
 
     def prepare(self) -> None:
         """Clone the remote now (the monitor does at start, so a revert never waits for it)."""
@@ -83,14 +84,13 @@ class Writer:
         self.dir.parent.mkdir(parents=True, exist_ok=True)
         git.clone(self.url, self.dir)
 
-    def _sync(self) -> str:
+    def _sync(self) -> None:
+        """Make the clone's branch, index and files exactly the remote's branch."""
         git.fetch(self.dir)
-        head = git.rev_parse(self.dir, f"origin/{self.branch}")
-        if head is None:
-            raise errors.GitError(f"the remote {self.url} has no branch {self.branch}")
-        git.run(self.dir, "checkout", "-q", "-f", "-B", self.branch, head)  # index + tree = head
-        git.run(self.dir, "clean", "-q", "-fdx")
-        return head
+        git.run(self.dir, "checkout", "-q", "-f", "-B", self.branch, f"origin/{self.branch}")
+        if self._dirty:  # an earlier attempt stopped half way: drop what it left
+            git.run(self.dir, "clean", "-q", "-fdx")
+            self._dirty = False
 
     def revert(self, plan: RevertPlan) -> Outcome:
         """Commit and push ``plan``; never raises for git trouble (see `Outcome.error`)."""
@@ -101,20 +101,18 @@ class Writer:
                 self._ready()
                 while attempt < self.attempts:
                     attempt += 1
-                    head = self._sync()
-                    current = git.last_change(self.dir, head, plan.paths)
+                    self._sync()
+                    current = git.last_change(self.dir, "HEAD", plan.paths)
                     if current != plan.reverted:
                         return Outcome(
                             None, attempt, time.perf_counter() - start,
                             skipped=(f"{plan.name} moved on to {str(current)[:12]} meanwhile; "
                                      f"{plan.reverted[:12]} is no longer its version"),
                         )
-                    previous = self._apply(plan)
-                    sha = git.commit(self.dir, message=plan.message, paths=plan.commit_paths,
-                                     trailers=plan.trailers)
-                    if sha is None:
-                        return Outcome(None, attempt, time.perf_counter() - start,
-                                       skipped="the previous content equals the current one")
+                    self._dirty = True
+                    self._apply(plan)
+                    sha = self._commit(plan)
+                    self._dirty = False
                     if self.before_push is not None:
                         self.before_push(attempt)
                     pushing = time.perf_counter()
@@ -124,7 +122,7 @@ class Writer:
                         time.sleep(min(0.05 * attempt, 0.5))
                         continue
                     now = time.perf_counter()
-                    return Outcome(sha, attempt, now - start, previous=previous,
+                    return Outcome(sha, attempt, now - start, previous=plan.previous,
                                    push_seconds=now - pushing)
                 return Outcome(
                     None, attempt, time.perf_counter() - start,
@@ -134,10 +132,15 @@ class Writer:
             except errors.MlgitopsError as exc:
                 return Outcome(None, attempt, time.perf_counter() - start, error=str(exc))
 
-    def _apply(self, plan: RevertPlan) -> str | None:
+    def _apply(self, plan: RevertPlan) -> None:
         """Restore the paths from ``plan.restore_from`` and add the quarantine entry."""
-        if git.rev_parse(self.dir, plan.restore_from) is None:
-            raise errors.GitError(f"{plan.reverted[:12]} has no parent; there is nothing to return to")
+        listed = git.run(self.dir, "ls-tree", "--name-only", plan.restore_from, "--", *plan.paths,
+                         check=False).decode().splitlines()
+        present = [p for p in plan.paths if p in listed]
+        if not present:
+            raise errors.GitError(
+                f"{plan.name} did not exist before {plan.reverted[:12]}; there is nothing to return to"
+            )
         git.run(self.dir, "rm", "-r", "-q", "--ignore-unmatch", "--", *plan.paths)
         for path in plan.paths:
             target = self.dir / path
@@ -145,11 +148,6 @@ class Writer:
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
-        present = [p for p in plan.paths if git.tree_id(self.dir, plan.restore_from, p)]
-        if not present:
-            raise errors.GitError(
-                f"{plan.name} did not exist before {plan.reverted[:12]}; there is nothing to return to"
-            )
         git.run(self.dir, "checkout", "-q", plan.restore_from, "--", *present)
         qpath = self.dir / layout.QUARANTINE
         try:
@@ -163,4 +161,13 @@ class Writer:
         text = quarantine.HEADER + yaml.safe_dump(quarantine.add(entries, plan.entry),
                                                   sort_keys=False, width=100)
         files.write_atomic(qpath, text.encode())
-        return git.last_change(self.dir, plan.restore_from, plan.paths)
+
+    def _commit(self, plan: RevertPlan) -> str:
+        """Commit the index and the quarantine file (the paths are staged by `_apply`)."""
+        body = plan.message.rstrip() + "\n\n" + "".join(f"{k}: {v}\n" for k, v in plan.trailers.items())
+        git.run(self.dir, "commit", "-q", "--no-verify", "-F", "-", "--", *plan.commit_paths,
+                input=body.encode())
+        sha = git.rev_parse(self.dir, "HEAD")
+        if sha is None:
+            raise errors.GitError("the revert commit was not created")
+        return sha

@@ -423,6 +423,8 @@ class RevertPlan:
     """The commit whose version is reverted (the model's serving version)."""
     restore_from: str
     """The revision whose content of `paths` returns (the parent of `reverted`)."""
+    previous: str | None
+    """The version whose content returns (the last change of `paths` before `reverted`)."""
     paths: tuple[str, ...]
     entry: quarantine.Entry
     message: str
@@ -493,6 +495,7 @@ def revert_plan(
         name=name,
         reverted=reverted,
         restore_from=f"{reverted}^",
+        previous=previous,
         paths=layout.model_paths(name),
         entry=entry,
         message=body,
