@@ -90,16 +90,16 @@ def main() -> None:
     hook_times, traffic = measure(repo, models, frames, publishes=args.publishes, poll=10.0,
                                   hooks=True, label="publishes (post-receive hook)")
     table = Table(title="commit-to-serving (push returned → endpoint reports the new commit)")
-    for col in ("how the controller learns", "publishes", "p50 s", "p95 s", "max s",
-                "requests ok", "failed requests"):
-        table.add_column(col)
-    table.add_row("post-receive hook (default)", str(len(hook_times)),
+    table.add_column("trigger", no_wrap=True)
+    for col in ("publishes", "p50 s", "p95 s", "max s", "requests ok", "failed"):
+        table.add_column(col, justify="right")
+    table.add_row("post-receive hook", str(len(hook_times)),
                   f"{statistics.median(hook_times):.3f}", f"{pct(hook_times, 0.95):.3f}",
                   f"{max(hook_times):.3f}", str(traffic.ok), str(traffic.failed))
     if args.poll_baseline:
         poll_times, poll_traffic = measure(repo, models, frames, publishes=args.poll_baseline,
                                            poll=10.0, hooks=False, label="publishes (polling)")
-        table.add_row("polling every 10 s (baseline)", str(len(poll_times)),
+        table.add_row("poll 10 s (baseline)", str(len(poll_times)),
                       f"{statistics.median(poll_times):.3f}", f"{pct(poll_times, 0.95):.3f}",
                       f"{max(poll_times):.3f}", str(poll_traffic.ok), str(poll_traffic.failed))
         ratio = statistics.median(poll_times) / statistics.median(hook_times)
