@@ -312,14 +312,14 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
             if publisher is not None:
                 await publisher.close()
 
-    routes = [
+    routes = [  # matched in order: the scoring routes first
+        endpoint("/invocations", ("POST",), invocations),
         endpoint("/v2/models/{name}/infer", ("POST",), infer),
         endpoint("/v2/models/{name}/ready", ("GET",), model_ready),
         endpoint("/v2/models/{name}", ("GET",), model_metadata),
         endpoint("/v2/health/live", ("GET",), live),
         endpoint("/v2/health/ready", ("GET",), ready),
         endpoint("/v2", ("GET",), server_metadata),
-        endpoint("/invocations", ("POST",), invocations),
         endpoint("/ping", ("GET",), ping),
         endpoint("/health", ("GET",), ping),
         endpoint("/version", ("GET",), version),

@@ -90,12 +90,10 @@ def merge(batches: Sequence[schema.Batch]) -> schema.Batch:
     if len(batches) == 1:
         return batches[0]
     rows = sum(b.rows for b in batches)
-    names = list(batches[0].columns)
+    names = batches[0].names
     if all(b.matrix is not None for b in batches):
         matrix = np.concatenate([b.matrix for b in batches if b.matrix is not None])
-        return schema.Batch(
-            rows=rows, columns={n: matrix[:, j] for j, n in enumerate(names)}, matrix=matrix
-        )
+        return schema.Batch(rows=rows, matrix=matrix, names=names)
     return schema.Batch(
         rows=rows, columns={n: np.concatenate([b.columns[n] for b in batches]) for n in names}
     )

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,13 +46,44 @@ _WHAT = {
 }
 
 
-@dataclass(frozen=True)
 class Batch:
-    """Validated rows: one typed array per signature column (same length), maybe a matrix."""
+    """Validated rows: one typed array per signature column (same length), maybe a matrix.
 
-    rows: int
-    columns: Mapping[str, Array]
-    matrix: npt.NDArray[np.float64] | None = field(default=None, repr=False)
+    A batch of an all-double signature carries the float64 ``matrix`` (rows x columns, in
+    signature order) and builds the per-column views only when asked (most batches are
+    merged with others first, so their own views would be wasted work).
+    """
+
+    __slots__ = ("_columns", "_names", "matrix", "rows")
+
+    def __init__(
+        self,
+        *,
+        rows: int,
+        columns: Mapping[str, Array] | None = None,
+        matrix: npt.NDArray[np.float64] | None = None,
+        names: Sequence[str] | None = None,
+    ) -> None:
+        if columns is None and (matrix is None or names is None):
+            raise ValueError("a batch needs its columns, or a matrix and the column names")
+        self.rows = rows
+        self.matrix = matrix
+        self._columns = columns
+        self._names = tuple(names) if names is not None else tuple(columns or ())
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self._names
+
+    @property
+    def columns(self) -> Mapping[str, Array]:
+        if self._columns is None:
+            assert self.matrix is not None
+            self._columns = {n: self.matrix[:, j] for j, n in enumerate(self._names)}
+        return self._columns
+
+    def __repr__(self) -> str:
+        return f"Batch(rows={self.rows}, columns={list(self._names)})"
 
 
 class Signature:
@@ -211,10 +241,7 @@ class Signature:
         return self._matrix_batch(matrix.reshape(len(rows), len(self.names)))
 
     def _matrix_batch(self, matrix: npt.NDArray[np.float64]) -> Batch:
-        columns: dict[str, Array] = {}
-        for j, col in enumerate(self.columns):
-            columns[col.name] = matrix[:, j]
-        return Batch(rows=matrix.shape[0], columns=columns, matrix=matrix)
+        return Batch(rows=matrix.shape[0], matrix=matrix, names=self.names)
 
 
 # ------------------------------------------------------------------------------------ helpers

@@ -317,6 +317,7 @@ def _worker(runtime: app.Runtime, sock: socket.socket, slot: int) -> int:
         log_level="warning",
         access_log=False,
         server_header=False,
+        proxy_headers=False,
         date_header=False,
         timeout_graceful_shutdown=5,
         timeout_keep_alive=30,
