@@ -418,3 +418,10 @@ def test_automatic_revert_end_to_end(tmp_path: Path) -> None:
 
         wait_until(held, timeout=60, what="Stalled/Quarantined")
         assert served(base) == revert_sha
+
+
+def test_isolated_report_process_reports_its_failure_as_a_sentence(world: World) -> None:
+    target = reports.plan(world.store.dir, name=NAME, version="0" * 40, now=0.0, why="alert")
+    with pytest.raises(errors.ReportError, match="does not exist at 000000000000"):
+        reports.build_isolated(world.store.dir, world.source.clone, name=NAME, version="0" * 40,
+                               target=target, sample=population(10))

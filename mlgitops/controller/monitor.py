@@ -16,7 +16,7 @@ serves again, with ``breachToRollbackSeconds``), ``ReportWritten`` / ``ReportFai
 The model's status gets a ``Drift`` condition and the last window's numbers.
 
 Reverts run in the monitor's thread (one at a time); reports are built afterwards by a
-background worker and never delay or block a revert.
+background worker (each in a low-priority child process) and never delay or block a revert.
 
 May NOT: deploy (the controller redeploys because Git changed), decide anything itself (the
 pure policy does), or write to Git except through `revert.Writer`.
@@ -135,7 +135,7 @@ class Monitor:
         """Alerts repeat every window; their reports at most this often per version."""
         self._alerted: dict[tuple[str, str], float] = {}
         self.writer = writer or revert_mod.Writer(state_dir, url=url, branch=branch)
-        self.build_report: ReportBuilder = build_report or reports.build_for
+        self.build_report: ReportBuilder = build_report or reports.build_isolated
         self.clock = clock
         self.tracks: dict[str, _Track] = {}
         self.decisions: list[tuple[str, policy.Decision]] = []
