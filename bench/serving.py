@@ -21,7 +21,9 @@ duration split into ``--rounds``), so background load on the machine hits them a
 req/s is over all rounds, p50/p99 are the medians of the rounds' values. "server CPU
 µs/req" is the CPU time (user + system) of the server's whole process group per request:
 unlike req/s it does not move with other load on the machine, so the cost of recording
-live statistics is reported both ways.
+live statistics is reported both ways. After each run the bench waits until the server has
+drained what the load generator left queued (mlflow needs seconds at concurrency 32), so
+that no server is measured while another still computes.
 
 Targets (issue 3): >= 20x mlflow's throughput at concurrency 32 with p99 no worse than
 mlflow's; recording live statistics costs <= 5% of throughput.
@@ -116,6 +118,22 @@ def cpu_seconds(pgid: int) -> float:
         if int(fields[2]) == pgid:
             total += int(fields[11]) + int(fields[12])
     return total / tick
+
+
+def settle(pgid: int, *, timeout: float = 30.0) -> None:
+    """Wait until a server has finished the work a load run left queued (it idles).
+
+    A slow server keeps computing the requests wrk sent before it stopped; measuring the
+    next server meanwhile would hand it less CPU.
+    """
+    deadline = time.monotonic() + timeout
+    before = cpu_seconds(pgid)
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = cpu_seconds(pgid)
+        if now - before < 0.02:
+            return
+        before = now
 
 
 @contextlib.contextmanager
@@ -268,6 +286,7 @@ def main() -> int:
                                     duration=per_round,
                                     tool=tool,
                                 )
+                            settle(groups[label])
                             cpu[label] = cpu.get(label, 0.0) + cpu_seconds(groups[label]) - cpu0
                             measured.setdefault(label, []).append(res)
                     for label, runs in measured.items():
