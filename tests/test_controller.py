@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import FEATURES, free_port, make_frame
+from conftest import FEATURES, free_port, make_frame, wait_until
 
 from mlgitops import settings
 from mlgitops.adapters import files, git, local_runtime
@@ -32,15 +32,6 @@ def version_at(base: str, name: str) -> str | None:
         return r.json().get("version") if r.status_code == 200 else None
     except httpx.HTTPError:
         return None
-
-
-def wait_until(check: Callable[[], bool], *, timeout: float = 60, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture()

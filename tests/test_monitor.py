@@ -14,7 +14,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import FEATURES, free_port, make_frame, train
+from conftest import FEATURES, free_port, make_frame, train, wait_until
 
 import mlgitops
 from mlgitops import errors, repository, settings
@@ -74,15 +74,6 @@ def digest_at(repo: Path, rev: str, name: str = NAME) -> str:
 
 def events(store: state_mod.Store, *kinds: str) -> list[dict[str, Any]]:
     return [e for e in store.events(NAME) if not kinds or e["type"] in kinds]
-
-
-def wait_until(check: Callable[[], bool], *, timeout: float = 60, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -84,7 +84,10 @@ class _Standby:
             return None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie has exited)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -106,7 +109,7 @@ def owned_pids(state_dir: Path) -> set[int]:
         if not proc.name.isdigit():
             continue
         try:
-            if marker in (proc / "environ").read_bytes().split(b"\0") and _pid_alive(int(proc.name)):
+            if marker in (proc / "environ").read_bytes().split(b"\0") and pid_alive(int(proc.name)):
                 pids.add(int(proc.name))
         except OSError:
             continue
@@ -228,7 +231,7 @@ class LocalRuntime:
     def alive(self, backend: Backend) -> bool:
         if backend.proc is not None:
             return backend.proc.poll() is None
-        return _pid_alive(backend.pid)
+        return pid_alive(backend.pid)
 
     def answers(self, backend: Backend, *, timeout: float = 2.0) -> bool:
         """True when the process serves ``backend``'s model at ``backend``'s version."""
@@ -252,9 +255,9 @@ class LocalRuntime:
             )
         except (KeyError, TypeError, ValueError):
             return None
-        if _pid_alive(backend.pid) and self.answers(backend):
+        if pid_alive(backend.pid) and self.answers(backend):
             return backend
-        if _pid_alive(backend.pid):
+        if pid_alive(backend.pid):
             self._signal_group(backend.pid, signal.SIGTERM)
         return None
 
@@ -265,9 +268,9 @@ class LocalRuntime:
             return
         self._signal_group(backend.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while _pid_alive(backend.pid) and time.monotonic() < deadline:
+        while pid_alive(backend.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _pid_alive(backend.pid):
+        if pid_alive(backend.pid):
             self._signal_group(backend.pid, signal.SIGKILL)
 
     @staticmethod
@@ -307,9 +310,9 @@ class LocalRuntime:
         for pid in left:
             self._signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(_pid_alive(p) for p in left):
+        while time.monotonic() < deadline and any(pid_alive(p) for p in left):
             time.sleep(0.05)
         for pid in left:
-            if _pid_alive(pid):
+            if pid_alive(pid):
                 self._signal_group(pid, signal.SIGKILL)
         return left

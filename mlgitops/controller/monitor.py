@@ -83,21 +83,6 @@ class _ReportJob:
     tags: dict[str, str]
 
 
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie has exited
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def iso(at: float) -> str:
     return dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -512,7 +497,7 @@ class Monitor:
     def _serves_elsewhere(self, name: str, version: str) -> bool:
         """True while a server process of ``name`` at ``version`` is still alive."""
         snap = stats_store.read(self.stats_root / name / version, version=version)
-        return any(_alive(w.pid) for w in snap.workers.values() if w.pid != os.getpid())
+        return any(local_runtime.pid_alive(w.pid) for w in snap.workers.values() if w.pid != os.getpid())
 
     def _freshest_sample(self, name: str, version: str, known: pd.DataFrame) -> pd.DataFrame:
         """The reservoir sample on disk now, or ``known`` when that one is larger."""
