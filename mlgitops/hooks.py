@@ -58,22 +58,15 @@ def check_update(gitdir: Path, old: str, new: str) -> list[str]:
         root = Path(tmp)
         _export(gitdir, new, root)
         only = None if changed is None else validate.changed_models(changed)
-        if only:
-            known = set()
-            for name in only:
-                try:
-                    dep = validate.read_manifest(root, layout.manifest_path(name))
-                except errors.MlgitopsError:
-                    continue  # validate_tree reports it
-                if accepted_before(gitdir, old, dep):
-                    known.add(name)
-            # cheap checks (schema, digest, signature, baseline, quarantine) for all changed
-            # models; loading only for content main never held
-            cheap = validate.validate_tree(root, only=known, load=False)
-            full = validate.validate_tree(root, only=only - known)
-            problems = list(dict.fromkeys([*map(str, cheap.problems), *map(str, full.problems)]))
-            return problems
-        result = validate.validate_tree(root, only=only)
+        known: set[str] = set()
+        for name in only or ():
+            try:
+                dep = validate.read_manifest(root, layout.manifest_path(name))
+            except errors.MlgitopsError:
+                continue  # validate_tree reports it
+            if accepted_before(gitdir, old, dep):
+                known.add(name)
+        result = validate.validate_tree(root, only=only, known_content=known)
     return [str(p) for p in result.problems]
 
 

@@ -48,8 +48,9 @@ serve with `mlgitops up --repo .`.
 POST_RECEIVE = '''\
 #!{python} -S
 """mlgitops post-receive: tell running controllers that refs moved (stdlib only, fast)."""
-import os, sys, urllib.request
-updates = sys.stdin.read().encode()
+import os, socket, sys
+from urllib.parse import urlsplit
+updates = sys.stdin.buffer.read()
 try:
     with open(os.path.join(os.environ.get("GIT_DIR", "."), "{notify}")) as f:
         urls = [line.strip() for line in f if line.strip()]
@@ -57,10 +58,13 @@ except OSError:
     urls = []
 for url in urls:
     try:
-        req = urllib.request.Request(url, data=updates, method="POST",
-                                     headers={{"Content-Type": "text/plain"}})
-        urllib.request.urlopen(req, timeout=1.0).close()
-    except Exception:
+        u = urlsplit(url)
+        head = ("POST %s HTTP/1.0\\r\\nHost: %s\\r\\nContent-Type: text/plain\\r\\n"
+                "Content-Length: %d\\r\\n\\r\\n" % (u.path or "/", u.netloc, len(updates)))
+        with socket.create_connection((u.hostname, u.port or 80), timeout=1.0) as conn:
+            conn.sendall(head.encode() + updates)
+            conn.recv(16)
+    except OSError:
         pass
 '''
 

@@ -10,12 +10,17 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from mlgitops import errors
-from mlgitops.adapters import files, mlflow_models
-from mlgitops.core import layout, manifest, quarantine, stats
+from mlgitops.adapters import files
+from mlgitops.core import layout, manifest, quarantine
+
+if TYPE_CHECKING:  # heavy (numpy, skops): imported where a model is really checked
+    from mlgitops.adapters import mlflow_models
+    from mlgitops.core import stats
 
 
 @dataclass(frozen=True)
@@ -76,13 +81,8 @@ def manifest_files(root: Path) -> list[str]:
     return sorted(f"{layout.MANIFESTS}/{p.name}" for p in mdir.glob("*.yaml") if p.is_file())
 
 
-def check_model(
-    model_dir: Path,
-    dep: manifest.ModelDeployment,
-    *,
-    load: bool = True,
-) -> mlflow_models.ModelInfo:
-    """Digest, signature, baseline and (optionally) loading with the manifest's trusted types."""
+def check_digest(model_dir: Path, dep: manifest.ModelDeployment) -> None:
+    """The model directory exists and its content is what the manifest's digest names."""
     rel = dep.model_path
     if not model_dir.is_dir():
         raise errors.ModelError(
@@ -96,6 +96,19 @@ def check_model(
             f"spec.model.digest says {dep.digest}; republish with mlgitops publish "
             "(do not edit model files by hand)"
         )
+
+
+def check_model(
+    model_dir: Path,
+    dep: manifest.ModelDeployment,
+    *,
+    load: bool = True,
+) -> mlflow_models.ModelInfo:
+    """Digest, signature, baseline and (optionally) loading with the manifest's trusted types."""
+    from mlgitops.adapters import mlflow_models
+
+    rel = dep.model_path
+    check_digest(model_dir, dep)
     info = mlflow_models.read_info(model_dir)
     baseline = read_baseline(model_dir, rel=rel)
     expected = [c.name for c in info.columns]
@@ -122,6 +135,8 @@ def check_model(
 
 
 def read_baseline(model_dir: Path, *, rel: str) -> stats.Baseline:
+    from mlgitops.core import stats
+
     path = model_dir / layout.BASELINE
     try:
         data = json.loads(path.read_text())
@@ -142,11 +157,15 @@ def validate_tree(
     *,
     load: bool = True,
     only: Iterable[str] | None = None,
+    known_content: Iterable[str] = (),
 ) -> Result:
     """Check every manifest under ``root`` (a working tree or an exported commit).
 
-    ``only`` limits the expensive model checks to those names (the rest get schema checks).
+    ``only`` limits the expensive model checks to those names (the rest get schema checks);
+    models in ``known_content`` hold content that was fully checked before (same digest and
+    trusted types): only their digest is verified.
     """
+    known = set(known_content)
     wanted = set(only) if only is not None else None
     problems: list[Problem] = []
     deployments: list[manifest.ModelDeployment] = []
@@ -177,7 +196,10 @@ def validate_tree(
         if wanted is not None and dep.name not in wanted:
             continue
         try:
-            check_model(root / dep.model_path, dep, load=load)
+            if dep.name in known:
+                check_digest(root / dep.model_path, dep)
+            else:
+                check_model(root / dep.model_path, dep, load=load)
             checked.append(dep.name)
         except errors.MlgitopsError as exc:
             problems.append(Problem(dep.model_path, str(exc)))
