@@ -145,6 +145,13 @@ def test_corrupt_model_commit_never_replaces_the_serving_version(
     assert st["servedCommit"] == v1
     assert predict(base, "credit", ROWS[:3]).status_code == 200
     assert version_at(base, "credit") == v1
+    # the older version's server dies while the broken one is held: it is restarted, not lost
+    backend = controller.router.get("credit")
+    assert backend is not None
+    os.killpg(backend.pid, signal.SIGKILL)
+    wait_until(lambda: (b := controller.router.get("credit")) is not None and b.pid != backend.pid
+               and version_at(base, "credit") == v1, what="older version restarted", timeout=60)
+    assert status_of(controller, "credit")["lastAttemptedCommit"] == bad
 
 
 def test_manifest_error_is_reported_with_file_and_field(

@@ -40,6 +40,8 @@ class Backend:
     log: Path
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     started_at: float = field(default_factory=time.time)
+    #: the standby line it was launched with: enough to start the same version again
+    spec: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def url(self) -> str:
@@ -54,6 +56,7 @@ class Backend:
             "pid": self.pid,
             "log": str(self.log),
             "startedAt": self.started_at,
+            "spec": self.spec,
         }
 
 
@@ -211,6 +214,7 @@ class LocalRuntime:
                         pid=sb.proc.pid,
                         log=sb.log,
                         proc=sb.proc,
+                        spec=dict(spec),
                     )
                     threading.Thread(target=self._drain, args=(sb,), daemon=True).start()
                     return backend
@@ -252,6 +256,7 @@ class LocalRuntime:
                 pid=int(record["pid"]),
                 log=Path(str(record.get("log", self.logs / "adopted.log"))),
                 started_at=float(record.get("startedAt", time.time())),
+                spec=dict(record.get("spec") or {}),
             )
         except (KeyError, TypeError, ValueError):
             return None

@@ -142,6 +142,8 @@ class Reconciler:
             self.store.event("Retired", model=name, commit=head, message=step.reason)
             return
         if step.action is plan.Action.HOLD:
+            if step.live is not None and not step.live.alive:
+                self._revive(step)
             self._hold(st, step, now)
             return
         assert step.desired is not None and step.desired.deployment is not None
@@ -222,6 +224,23 @@ class Reconciler:
         if old is not None and old.pid != backend.pid:
             self.retiring[old.pid] = old
             threading.Thread(target=self._retire, args=(old,), daemon=True).start()
+
+    def _revive(self, step: plan.Step) -> None:
+        """The older version serves while a newer one is held: if its server died, restart it."""
+        old = self.router.get(step.name)
+        if old is None or not old.spec:
+            return
+        try:
+            backend = self.runtime.launch(old.spec)
+        except errors.MlgitopsError as exc:
+            self.store.event("RestartFailed", model=step.name, commit=old.version, message=str(exc))
+            self.retry_wanted = True
+            return
+        self.router.set(step.name, backend)
+        self.store.backends[step.name] = backend.record()
+        self.store.event("Restarted", model=step.name, commit=old.version, digest=old.digest,
+                         message=f"restarted {old.version[:12]} (its server died) while the "
+                                 f"newer version is held: {step.reason}")
 
     def _spec(self, d: plan.Desired, model_dir: Path) -> dict[str, Any]:
         dep = d.deployment
