@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +73,21 @@ def wait_until(check: Callable[[], bool], *, timeout: float = 60, what: str = "c
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def numeric_server() -> Iterator[Any]:
+    """A live `mlgitops serve` of a numeric-feature model, shared by the server tests."""
+    import test_server_support as support
+
+    yield support.shared("numeric")
+    support.stop_shared()
+
+
+@pytest.fixture(scope="session")
+def mixed_server() -> Iterator[Any]:
+    """A live server of a model whose signature mixes column types."""
+    import test_server_support as support
+
+    yield support.shared("mixed")
+    support.stop_shared()

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -56,12 +57,51 @@ def drop_remote_hooks(repo: Path) -> None:
     (remote / "hooks" / "pre-receive").unlink()
 
 
+def serve_v1(controller: run.Controller, publish_version: Callable[..., str]) -> str:
+    """Publish the first version and wait until the gateway answers with it."""
+    v1 = publish_version()
+    wait_until(lambda: version_at(controller.base_url, "credit") == v1, what="v1 serving")
+    return v1
+
+
+def edit_manifest(repo: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    path = repo / "manifests/credit.yaml"
+    doc = yaml.safe_load(path.read_text())
+    change(doc)
+    path.write_text(yaml.safe_dump(doc))
+
+
+def push_past_the_hook(repo: Path, controller: run.Controller, *, message: str,
+                       paths: list[str]) -> str:
+    """Commit and push with the remote's validating hook removed; the controller must cope."""
+    drop_remote_hooks(repo)
+    bad = git.commit(repo, message=message, paths=paths)
+    assert bad is not None
+    git.push(repo)
+    controller.trigger("test")
+    return bad
+
+
+def stalled(controller: run.Controller) -> dict[str, str]:
+    conditions = controller.store.status("credit").to_dict()["conditions"]
+    return next(c for c in conditions if c["type"] == "Stalled")
+
+
+def kill_and_await_restart(controller: run.Controller, version: str) -> None:
+    """SIGKILL the model's server; wait until a new process serves ``version``."""
+    backend = controller.router.get("credit")
+    assert backend is not None
+    os.killpg(backend.pid, signal.SIGKILL)
+    wait_until(lambda: (b := controller.router.get("credit")) is not None and b.pid != backend.pid
+               and version_at(controller.base_url, "credit") == version,
+               what="restart", timeout=60)
+
+
 def test_publish_deploys_and_predicts(
     repo: Path, publish_version: Callable[..., str], controller: run.Controller
 ) -> None:
-    v1 = publish_version()
+    v1 = serve_v1(controller, publish_version)
     base = controller.base_url
-    wait_until(lambda: version_at(base, "credit") == v1, what="v1 serving")
     r = predict(base, "credit", ROWS[:5])
     assert r.status_code == 200, r.text
     assert len(r.json()["predictions"]) == 5
@@ -84,8 +124,7 @@ def test_second_version_switches_in_with_zero_failed_requests(
     repo: Path, publish_version: Callable[..., str], controller: run.Controller
 ) -> None:
     base = controller.base_url
-    v1 = publish_version()
-    wait_until(lambda: version_at(base, "credit") == v1, what="v1 serving")
+    v1 = serve_v1(controller, publish_version)
     outcomes: list[int] = []
     seen_versions: set[str] = set()
     stop = threading.Event()
@@ -124,69 +163,44 @@ def test_corrupt_model_commit_never_replaces_the_serving_version(
     repo: Path, publish_version: Callable[..., str], controller: run.Controller
 ) -> None:
     base = controller.base_url
-    v1 = publish_version()
-    wait_until(lambda: version_at(base, "credit") == v1, what="v1 serving")
-    drop_remote_hooks(repo)
+    v1 = serve_v1(controller, publish_version)
     skops = repo / "models/credit/model.skops"
     skops.write_bytes(skops.read_bytes()[:2000])  # truncated: does not load
-    path = repo / "manifests/credit.yaml"
-    doc = yaml.safe_load(path.read_text())
-    doc["spec"]["model"]["digest"] = files.dir_digest(repo / "models/credit")  # digest agrees
-    path.write_text(yaml.safe_dump(doc))
-    bad = git.commit(repo, message="broken model", paths=["models", "manifests"])
-    git.push(repo)
-    controller.trigger("test")
+    digest = files.dir_digest(repo / "models/credit")  # the manifest agrees with the content
+    edit_manifest(repo, lambda doc: doc["spec"]["model"].update(digest=digest))
+    bad = push_past_the_hook(repo, controller, message="broken model",
+                             paths=["models", "manifests"])
     wait_until(lambda: status_of(controller, "credit")["lastAttemptedCommit"] == bad
                and status_of(controller, "credit")["health"] == "Degraded", what="bad version held")
-    st = status_of(controller, "credit")
-    stalled = next(c for c in st["conditions"] if c["type"] == "Stalled")  # type: ignore[union-attr]
-    assert stalled["status"] == "True"
-    assert "model.skops" in stalled["message"] or "load" in stalled["message"]
-    assert st["servedCommit"] == v1
+    condition = stalled(controller)
+    assert condition["status"] == "True" and condition["reason"] == "InvalidVersion"
+    assert "model.skops" in condition["message"] or "load" in condition["message"]
+    assert status_of(controller, "credit")["servedCommit"] == v1
     assert predict(base, "credit", ROWS[:3]).status_code == 200
     assert version_at(base, "credit") == v1
     # the older version's server dies while the broken one is held: it is restarted, not lost
-    backend = controller.router.get("credit")
-    assert backend is not None
-    os.killpg(backend.pid, signal.SIGKILL)
-    wait_until(lambda: (b := controller.router.get("credit")) is not None and b.pid != backend.pid
-               and version_at(base, "credit") == v1, what="older version restarted", timeout=60)
+    kill_and_await_restart(controller, v1)
     assert status_of(controller, "credit")["lastAttemptedCommit"] == bad
 
 
 def test_manifest_error_is_reported_with_file_and_field(
     repo: Path, publish_version: Callable[..., str], controller: run.Controller
 ) -> None:
-    base = controller.base_url
-    v1 = publish_version()
-    wait_until(lambda: version_at(base, "credit") == v1, what="v1 serving")
-    drop_remote_hooks(repo)
-    path = repo / "manifests/credit.yaml"
-    doc = yaml.safe_load(path.read_text())
-    doc["spec"]["serving"]["replicas"] = 0
-    path.write_text(yaml.safe_dump(doc))
-    bad = git.commit(repo, message="zero replicas", paths=["manifests"])
-    git.push(repo)
-    controller.trigger("test")
+    v1 = serve_v1(controller, publish_version)
+    edit_manifest(repo, lambda doc: doc["spec"]["serving"].update(replicas=0))
+    bad = push_past_the_hook(repo, controller, message="zero replicas", paths=["manifests"])
     wait_until(lambda: status_of(controller, "credit")["lastAttemptedCommit"] == bad,
                what="manifest error held")
-    stalled = next(c for c in status_of(controller, "credit")["conditions"]  # type: ignore[union-attr]
-                   if c["type"] == "Stalled")
-    assert stalled["message"].startswith("manifests/credit.yaml: field spec.serving.replicas")
-    assert version_at(base, "credit") == v1
+    assert stalled(controller)["message"].startswith(
+        "manifests/credit.yaml: field spec.serving.replicas")
+    assert version_at(controller.base_url, "credit") == v1
 
 
 def test_a_killed_server_is_restarted(
     repo: Path, publish_version: Callable[..., str], controller: run.Controller
 ) -> None:
-    base = controller.base_url
-    v1 = publish_version()
-    wait_until(lambda: version_at(base, "credit") == v1, what="v1 serving")
-    backend = controller.router.get("credit")
-    assert backend is not None
-    os.killpg(backend.pid, signal.SIGKILL)
-    wait_until(lambda: (b := controller.router.get("credit")) is not None and b.pid != backend.pid
-               and version_at(base, "credit") == v1, what="restart", timeout=60)
+    v1 = serve_v1(controller, publish_version)
+    kill_and_await_restart(controller, v1)
     assert "Restarted" in [e["type"] for e in controller.store.events("credit")]
 
 

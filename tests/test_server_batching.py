@@ -6,7 +6,6 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -171,12 +170,6 @@ def test_closed_batcher_refuses_with_503() -> None:
 
 
 # ------------------------------------------------------------------- live server, coalescing
-@pytest.fixture(scope="session")
-def numeric_server() -> Iterator[support.Server]:
-    yield support.shared("numeric")
-    support.stop_shared()
-
-
 def _metric(text: str, name: str) -> float:
     for line in text.splitlines():
         if line.startswith(name + " "):

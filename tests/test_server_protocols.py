@@ -3,23 +3,9 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 
 import pandas as pd
-import pytest
 import test_server_support as support
-
-
-@pytest.fixture(scope="session")
-def numeric_server() -> Iterator[support.Server]:
-    yield support.shared("numeric")
-    support.stop_shared()
-
-
-@pytest.fixture(scope="session")
-def mixed_server() -> Iterator[support.Server]:
-    yield support.shared("mixed")
-    support.stop_shared()
 
 
 def rows(model: support.Model, n: int = 5, start: int = 0) -> pd.DataFrame:

@@ -14,18 +14,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 
-@pytest.fixture(scope="session")
-def numeric_server() -> Iterator[support.Server]:
-    yield support.shared("numeric")
-    support.stop_shared()
-
-
-@pytest.fixture(scope="session")
-def mixed_server() -> Iterator[support.Server]:
-    yield support.shared("mixed")
-    support.stop_shared()
-
-
 @pytest.fixture(scope="module")
 def numeric_client(numeric_server: support.Server) -> Iterator[httpx.Client]:
     with numeric_server.client() as c:

@@ -163,7 +163,8 @@ class Reconciler:
         live = self.router.get(step.name)
         health = Health.DEGRADED if live is not None else Health.MISSING
         st = replace(st, health=health)
-        reason = "Quarantined" if "quarantined" in step.reason else "InvalidVersion"
+        quarantined = step.desired is not None and step.desired.quarantined
+        reason = "Quarantined" if quarantined else "InvalidVersion"
         st = st.with_condition(ConditionType.STALLED, status=True, reason=reason,
                                message=step.reason, now=now)
         st = st.with_condition(ConditionType.READY, status=live is not None,

@@ -96,7 +96,7 @@ class Source:
                     f"digest {dep.digest[7:19]} is quarantined (auto-reverted in "
                     f"{hit.commit[:12]}); remove its entry from {layout.QUARANTINE} to deploy it"
                 )
-            out[name] = plan.Desired(name, version, dep, error)
+            out[name] = plan.Desired(name, version, dep, error, quarantined=hit is not None)
         return out
 
     def materialize(self, commit: str, dep: manifest.ModelDeployment) -> Path:

@@ -32,6 +32,7 @@ class Desired:
     version: str  # the commit that last changed the model's paths
     deployment: ModelDeployment | None  # None when the manifest is invalid
     error: str | None = None  # why it cannot deploy (manifest error, quarantine)
+    quarantined: bool = False  # the error is that its digest is in quarantine.yaml
 
     @property
     def digest(self) -> str | None:
