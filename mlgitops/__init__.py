@@ -8,12 +8,18 @@ reverts a version in Git when live data shows it does not fit. For notebooks:
     result = mlgitops.drift.compare(reference_frame, current_frame)
 
 Heavy imports (pandas, scikit-learn) happen on first use, not on ``import mlgitops``.
+Importing mlgitops switches MLflow's and Evidently's telemetry off in this process and every
+process it starts (whatever the environment said): nothing mlgitops runs calls home.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
+
+from mlgitops import telemetry
+
+telemetry.off()
 
 if TYPE_CHECKING:
     import mlgitops.drift as drift

@@ -1,28 +1,37 @@
-"""Git hooks of the embedded remote: pre-receive validates every pushed commit of main."""
+"""Git hooks of the embedded remote: pre-receive validates every pushed commit of main.
+
+The hook refuses: a non-fast-forward update or deletion of main (history only moves forward,
+also enforced by ``receive.denyNonFastForwards``/``receive.denyDeletes``), and any commit whose
+models or manifests do not validate under the remote's trust policy (``mlgitops-trust.yaml``
+in the bare repository, set by its administrator; the pusher's environment is ignored).
+Models load only in `adapters.sandbox`. Every refusal is a sentence, never a traceback.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 import tempfile
+import traceback
 from pathlib import Path
-
-import yaml
 
 from mlgitops import errors, settings, validate
 from mlgitops.adapters import git
-from mlgitops.core import layout, manifest
+from mlgitops.core import layout, manifest, trust
 
 ZERO = "0" * 40
+#: What validation reads of a commit: nothing else is written to disk.
+VALIDATED_PATHS = (layout.MODELS, layout.MANIFESTS, layout.QUARANTINE)
 
 
 def _export(gitdir: Path, commit: str, dest: Path) -> None:
-    import io
-    import tarfile
+    git.export_paths(gitdir, commit, VALIDATED_PATHS, dest)
 
-    data = git.run(gitdir, "archive", "--format=tar", commit, keep_env=True)
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        tar.extractall(dest, filter="data")
+
+def remote_policy(gitdir: Path) -> trust.Policy:
+    """The trust policy of this remote: its own file, never the pusher's environment."""
+    path = gitdir / settings.REMOTE_TRUST_FILE
+    return settings.trust_policy(file=path if path.is_file() else None, environment=False)
 
 
 def accepted_before(gitdir: Path, old: str, dep: manifest.ModelDeployment) -> bool:
@@ -39,8 +48,8 @@ def accepted_before(gitdir: Path, old: str, dep: manifest.ModelDeployment) -> bo
     for sha in shas:
         raw = git.run(gitdir, "cat-file", "-p", f"{sha}:{rel}", keep_env=True, check=False)
         try:
-            earlier = manifest.parse(yaml.safe_load(raw), source=rel)
-        except (errors.ManifestError, yaml.YAMLError):
+            earlier = validate.parse_manifest(raw, rel=rel)
+        except errors.ManifestError:
             continue
         if earlier.digest == dep.digest and earlier.trusted_types == dep.trusted_types:
             return True
@@ -49,6 +58,13 @@ def accepted_before(gitdir: Path, old: str, dep: manifest.ModelDeployment) -> bo
 
 def check_update(gitdir: Path, old: str, new: str) -> list[str]:
     """Problems with moving main from ``old`` to ``new`` (empty when the push may land)."""
+    base = git.run(gitdir, "merge-base", old, new, keep_env=True, check=False).decode().strip()
+    if old != ZERO and base != old:
+        return [
+            f"{layout.BRANCH} may only move forward: {new[:12]} does not contain {old[:12]}, so "
+            "this push would drop commits (a revert and its quarantine entry among them, maybe); "
+            "pull, rebase your work on top and push again (never force-push)"
+        ]
     if old == ZERO:
         changed = None
     else:
@@ -66,7 +82,8 @@ def check_update(gitdir: Path, old: str, new: str) -> list[str]:
                 continue  # validate_tree reports it
             if accepted_before(gitdir, old, dep):
                 known.add(name)
-        result = validate.validate_tree(root, only=only, known_content=known)
+        result = validate.validate_tree(root, only=only, known_content=known,
+                                        policy=remote_policy(gitdir))
     return [str(p) for p in result.problems]
 
 
@@ -77,12 +94,19 @@ def pre_receive(lines: list[str], gitdir: Path) -> int:
         if len(parts) != 3:
             continue
         old, new, ref = parts
-        if ref != f"refs/heads/{layout.BRANCH}" or new == ZERO:
+        if ref != f"refs/heads/{layout.BRANCH}":
             continue
-        try:
-            problems = check_update(gitdir, old, new)
-        except errors.MlgitopsError as exc:
-            problems = [str(exc)]
+        if new == ZERO:
+            problems = [f"{layout.BRANCH} may not be deleted; it is what the controller deploys"]
+        else:
+            try:
+                problems = check_update(gitdir, old, new)
+            except errors.MlgitopsError as exc:
+                problems = [str(exc)]
+            except Exception as exc:  # never a traceback at the pusher; the reason, shortened
+                last = traceback.format_exception_only(exc)[-1].strip()[:300]
+                problems = [f"the check itself failed ({last}); nothing was changed, tell the "
+                            "remote's administrator"]
         if problems:
             status = 1
             print(f"mlgitops: refusing {new[:12]} on {ref}:", file=sys.stderr)

@@ -1,6 +1,11 @@
 """Publishing a model version: MLflow model + baseline + reference sample + manifest, one commit.
 
 Publishing identical content again changes nothing and returns the version already there.
+Before anything is committed the estimator is checked against the trust policy (a type the
+controller would refuse is refused here, with the way to admit it deliberately) and against
+the remote's quarantine: re-publishing a version that was reverted automatically (the same
+bytes, the same fitted estimator, or the same estimator and parameters on the same reference
+data) is refused, naming the revert commit and its report.
 """
 
 from __future__ import annotations
@@ -18,9 +23,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from mlgitops import errors, settings, ui
+from mlgitops import errors, settings, ui, validate
 from mlgitops.adapters import files, git, mlflow_models
-from mlgitops.core import layout, manifest, stats
+from mlgitops.core import layout, manifest, quarantine, stats
 from mlgitops.core.manifest import ModelDeployment
 
 #: Rows kept in ``reference.parquet`` for human-readable reports.
@@ -58,7 +63,8 @@ def write_version(
     """Write the model directory (MLflow model, baseline, reference sample); return its types."""
     features = reference.drop(columns=[target]) if target else reference
     info, types = mlflow_models.save(
-        estimator, dest, example=features, trusted_types=list(trusted_types)
+        estimator, dest, example=features, trusted_types=list(trusted_types),
+        policy=settings.trust_policy(),
     )
     del info
     predictions = np.asarray(estimator.predict(features))
@@ -81,13 +87,31 @@ def write_version(
 
 
 def _existing_deployment(repo: Path, name: str) -> ModelDeployment | None:
-    path = repo / layout.manifest_path(name)
-    if not path.exists():
+    if not (repo / layout.manifest_path(name)).exists():
         return None
     try:
-        return manifest.parse(yaml.safe_load(path.read_text()), source=layout.manifest_path(name))
-    except (errors.ManifestError, yaml.YAMLError):
+        return validate.read_manifest(repo, layout.manifest_path(name))
+    except errors.ManifestError:
         return None
+
+
+def remote_quarantine(root: Path) -> tuple[quarantine.Entry, ...]:
+    """Quarantine entries of the remote's branch (fetched: reverts are made by the controller)
+    and of this clone's HEAD."""
+    entries: list[quarantine.Entry] = []
+    refs = ["HEAD"]
+    if git.remote_url(root) is not None:
+        try:
+            git.fetch(root)
+            refs.append(f"origin/{layout.BRANCH}")
+        except errors.GitError:
+            pass  # offline: the remote's hook still refuses a quarantined version
+    for ref in refs:
+        try:
+            entries.extend(validate.parse_quarantine(git.show(root, ref, layout.QUARANTINE)))
+        except errors.ManifestError:
+            continue
+    return tuple(entries)
 
 
 def write_manifest(repo: Path, dep: ModelDeployment) -> None:
@@ -136,6 +160,7 @@ def publish(
     if previous is not None and old_key == key and files.dir_digest(model_dir) == previous.digest:
         sha = git.last_change(root, "HEAD", paths)
         if sha is not None and not _dirty(root, paths):
+            validate.check_quarantine(model_dir, previous, remote_quarantine(root))
             if push:
                 _push(root, steps)
             ui.console.print(f"{name}: identical content is already version {sha[:12]}; nothing to do")
@@ -151,6 +176,11 @@ def publish(
                 trusted_types=trusted_types,
                 key=key,
             )
+        with steps.step("check the remote's quarantine"):
+            staged_dep = ModelDeployment(name=manifest.ModelName(name),
+                                         model_path=layout.model_path(name),
+                                         digest=files.dir_digest(staged))
+            validate.check_quarantine(staged, staged_dep, remote_quarantine(root))
         if model_dir.exists():
             shutil.rmtree(model_dir)
         model_dir.parent.mkdir(parents=True, exist_ok=True)

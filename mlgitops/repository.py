@@ -99,6 +99,36 @@ def install_hooks(bare: Path) -> None:
         path.chmod(0o755)
 
 
+#: Settings of a bare remote that keep history moving forward only.
+PROTECTION = {"receive.denyNonFastForwards": "true", "receive.denyDeletes": "true"}
+
+
+def protect(bare: Path) -> None:
+    """Refuse force-pushes and branch deletions on a bare remote (git's own settings)."""
+    for key, value in PROTECTION.items():
+        git.run(bare, "config", key, value)
+
+
+def protection_problems(work: Path) -> list[str]:
+    """Sentences about how ``work``'s remote could lose history (empty when it cannot)."""
+    url = git.remote_url(work)
+    if url is None:
+        return []
+    local = remote_of(work).local
+    if local is None:
+        return [
+            f"origin is hosted ({url}): mlgitops cannot see its settings; protect branch "
+            f"{layout.BRANCH} there: forbid force pushes and deletion (GitHub: a branch "
+            "protection rule or ruleset with 'Block force pushes' and 'Restrict deletions'; "
+            "GitLab: a protected branch with 'Allowed to force push' off), and require signed "
+            "commits if the controller enforces signing"
+        ]
+    missing = [k for k, v in PROTECTION.items()
+               if git.run(local, "config", "--get", k, check=False).decode().strip() != v]
+    return [f"{local}: {k} is not true, so history on the remote can be rewritten; run "
+            f"`git -C {local} config {k} true`" for k in missing]
+
+
 def init(work: Path, *, remote: str | None = None) -> Path:
     """Create a model repository at ``work`` wired to ``remote`` (default: a bare repo beside it).
 
@@ -122,6 +152,7 @@ def init(work: Path, *, remote: str | None = None) -> Path:
                 f"{bare} already exists; pass --remote to use an existing remote or pick another DIR"
             )
         git.init_bare(bare, branch=layout.BRANCH)
+        protect(bare)
     git.init_work(work, branch=layout.BRANCH)
     (work / ".gitignore").write_text(GITIGNORE)
     (work / ".gitattributes").write_text(ATTRIBUTES)

@@ -6,15 +6,73 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlgitops import errors
-from mlgitops.core import layout
+from mlgitops import errors, telemetry
+from mlgitops.core import layout, trust, yamldoc
 
 
 def telemetry_off() -> None:
-    """mlflow and evidently call home unless told not to; mlgitops never lets them."""
-    os.environ.setdefault("DO_NOT_TRACK", "true")
-    os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
-    os.environ.setdefault("EVIDENTLY_DISABLE_TELEMETRY", "1")
+    """mlflow and evidently call home unless told not to; mlgitops never lets them.
+
+    ``import mlgitops`` already did this; called again where a process starts, in case
+    something changed the environment since.
+    """
+    telemetry.off()
+
+
+#: The trust policy file a bare remote may hold (its administrator's, not the repository's).
+REMOTE_TRUST_FILE = "mlgitops-trust.yaml"
+
+
+def trust_policy(*, file: Path | None = None, environment: bool = True) -> trust.Policy:
+    """The operator's trust policy: ``MLGITOPS_TRUST_ALLOW`` (comma-separated type names) and the
+    YAML file ``MLGITOPS_TRUST_POLICY`` (``allow: [type, …]``), or ``file`` when given.
+
+    ``environment=False`` ignores the environment (the remote's hook: a pusher sets that).
+    """
+    allow: set[str] = set()
+    path = file
+    if environment:
+        allow |= {t.strip() for t in os.environ.get("MLGITOPS_TRUST_ALLOW", "").split(",") if t.strip()}
+        if path is None and os.environ.get("MLGITOPS_TRUST_POLICY"):
+            path = Path(os.environ["MLGITOPS_TRUST_POLICY"])
+    if path is not None:
+        try:
+            doc = yamldoc.load(path.read_bytes(), source=str(path))
+        except OSError as exc:
+            raise errors.ConfigError(f"{path}: the trust policy file cannot be read ({exc.strerror})") from exc
+        items = doc.get("allow") if isinstance(doc, dict) else None
+        if items is not None and (not isinstance(items, list) or not all(isinstance(t, str) for t in items)):
+            raise errors.ConfigError(f"{path}: field allow: must be a list of type names")
+        allow |= set(items or ())
+    try:
+        return trust.Policy(allow=frozenset(allow))
+    except ValueError as exc:
+        raise errors.ConfigError(str(exc)) from exc
+
+
+@dataclass(frozen=True)
+class SigningSettings:
+    """Opt-in commit signing (SSH keys, git's own verification)."""
+
+    allowed_signers: Path | None = None
+    """When set, only commits signed by a key in this allowed-signers file deploy."""
+    key: Path | None = None
+    """The controller's private key: its revert commits are signed with it."""
+
+    @property
+    def required(self) -> bool:
+        return self.allowed_signers is not None
+
+
+def signing() -> SigningSettings:
+    """``MLGITOPS_ALLOWED_SIGNERS`` and ``MLGITOPS_SIGNING_KEY`` (paths)."""
+    allowed = os.environ.get("MLGITOPS_ALLOWED_SIGNERS") or None
+    key = os.environ.get("MLGITOPS_SIGNING_KEY") or None
+    out = SigningSettings(Path(allowed) if allowed else None, Path(key) if key else None)
+    for what, path in (("MLGITOPS_ALLOWED_SIGNERS", out.allowed_signers), ("MLGITOPS_SIGNING_KEY", out.key)):
+        if path is not None and not path.is_file():
+            raise errors.ConfigError(f"{what}={path} does not exist; point it at the file or unset it")
+    return out
 
 
 @dataclass(frozen=True)
@@ -22,6 +80,12 @@ class GatewaySettings:
     host: str = "127.0.0.1"
     port: int = 8700
     webhook_secret: str | None = None
+    max_body_bytes: int = 10 * 1024 * 1024
+    """Largest inference body the gateway proxies (the servers' ``--max-body-bytes`` default)."""
+    webhook_max_bytes: int = 1024 * 1024
+    """Largest ``/hooks/github`` body (a push event's is a few KB; GitHub's cap is 25 MB)."""
+    read_timeout_seconds: float = 5.0
+    """Time a client may take to send a request's head, or pause while sending its body."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +110,8 @@ class ControllerSettings:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
+    trust: trust.Policy = field(default_factory=trust.Policy)
+    signing: SigningSettings = field(default_factory=SigningSettings)
 
     @property
     def state_dir(self) -> Path:
@@ -65,6 +131,15 @@ def _float(name: str, default: float) -> float:
     return value
 
 
+def _bytes(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.strip().isdigit() or int(raw) <= 0:
+        raise errors.ConfigError(f"{name}={raw!r} is not a number of bytes; unset it or give e.g. 1048576")
+    return int(raw)
+
+
 def controller(
     repo: Path,
     *,
@@ -79,6 +154,9 @@ def controller(
         host=host or os.environ.get("MLGITOPS_HOST", "127.0.0.1"),
         port=port if port is not None else int(_float("MLGITOPS_PORT", 8700)),
         webhook_secret=os.environ.get("MLGITOPS_WEBHOOK_SECRET") or None,
+        max_body_bytes=_bytes("MLGITOPS_MAX_BODY_BYTES", GatewaySettings.max_body_bytes),
+        webhook_max_bytes=_bytes("MLGITOPS_WEBHOOK_MAX_BYTES", GatewaySettings.webhook_max_bytes),
+        read_timeout_seconds=_float("MLGITOPS_READ_TIMEOUT_SECONDS", 5.0),
     )
     sync = SyncSettings(
         poll_seconds=poll_seconds or _float("MLGITOPS_POLL_SECONDS", 10.0),
@@ -88,4 +166,5 @@ def controller(
         enabled=monitor and os.environ.get("MLGITOPS_MONITOR", "1") not in ("0", "false"),
         interval_seconds=_float("MLGITOPS_MONITOR_SECONDS", 1.0),
     )
-    return ControllerSettings(repo=repo.resolve(), gateway=gw, sync=sync, monitor=mon)
+    return ControllerSettings(repo=repo.resolve(), gateway=gw, sync=sync, monitor=mon,
+                              trust=trust_policy(), signing=signing())

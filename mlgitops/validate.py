@@ -6,21 +6,23 @@ Each problem is a sentence naming the file and the field, and what to do.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from mlgitops import errors
 from mlgitops.adapters import files
-from mlgitops.core import layout, manifest, quarantine
+from mlgitops.core import layout, manifest, quarantine, trust, yamldoc
 
 if TYPE_CHECKING:  # heavy (numpy, skops): imported where a model is really checked
     from mlgitops.adapters import mlflow_models
     from mlgitops.core import stats
+
+#: quarantine.yaml grows by one entry per revert; far below this.
+MAX_QUARANTINE_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -43,16 +45,28 @@ class Result:
         return not self.problems
 
 
-def read_manifest(root: Path, rel: str) -> manifest.ModelDeployment:
-    """Parse one manifest file under ``root``; ManifestError names file and field."""
+def _read_small(root: Path, rel: str, *, limit: int) -> bytes:
+    """A regular file of the repository, refused (before reading) when larger than ``limit``."""
     path = root / rel
+    if path.is_symlink():
+        raise errors.ManifestError(f"{rel}: is a symbolic link; commit the file itself")
     try:
-        doc = yaml.safe_load(path.read_text())
+        size = path.stat().st_size
+        if size > limit:
+            raise errors.ManifestError(
+                f"{rel}: is {size} bytes, over the {limit}-byte limit for this file; keep data "
+                "out of it (models and samples belong under models/)"
+            )
+        return path.read_bytes()
     except FileNotFoundError as exc:
         raise errors.ManifestError(f"{rel}: does not exist; publish the model first") from exc
-    except yaml.YAMLError as exc:
-        raise errors.ManifestError(f"{rel}: is not valid YAML ({exc}); fix and commit") from exc
-    dep = manifest.parse(doc, source=rel)
+    except IsADirectoryError as exc:
+        raise errors.ManifestError(f"{rel}: is a directory, not a manifest file") from exc
+
+
+def parse_manifest(raw: bytes, *, rel: str) -> manifest.ModelDeployment:
+    """A manifest's bytes as a ModelDeployment named like its file (``manifests/<name>.yaml``)."""
+    dep = manifest.parse(yamldoc.load(raw, source=rel), source=rel)
     if layout.manifest_path(dep.name) != rel:
         raise errors.ManifestError(
             f"{rel}: field metadata.name: is {dep.name!r}, so the file must be named "
@@ -61,17 +75,22 @@ def read_manifest(root: Path, rel: str) -> manifest.ModelDeployment:
     return dep
 
 
-def read_quarantine(root: Path) -> tuple[quarantine.Entry, ...]:
-    path = root / layout.QUARANTINE
-    if not path.exists():
+def read_manifest(root: Path, rel: str) -> manifest.ModelDeployment:
+    """Parse one manifest file under ``root``; ManifestError names file and field."""
+    return parse_manifest(_read_small(root, rel, limit=yamldoc.MAX_MANIFEST_BYTES), rel=rel)
+
+
+def parse_quarantine(raw: bytes | None) -> tuple[quarantine.Entry, ...]:
+    if raw is None:
         return ()
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise errors.ManifestError(
-            f"{layout.QUARANTINE}: is not valid YAML ({exc}); fix and commit"
-        ) from exc
+    doc = yamldoc.load(raw, source=layout.QUARANTINE, max_bytes=MAX_QUARANTINE_BYTES)
     return quarantine.parse(doc, source=layout.QUARANTINE)
+
+
+def read_quarantine(root: Path) -> tuple[quarantine.Entry, ...]:
+    if not (root / layout.QUARANTINE).exists() and not (root / layout.QUARANTINE).is_symlink():
+        return ()
+    return parse_quarantine(_read_small(root, layout.QUARANTINE, limit=MAX_QUARANTINE_BYTES))
 
 
 def manifest_files(root: Path) -> list[str]:
@@ -84,12 +103,17 @@ def manifest_files(root: Path) -> list[str]:
 def check_digest(model_dir: Path, dep: manifest.ModelDeployment) -> None:
     """The model directory exists and its content is what the manifest's digest names."""
     rel = dep.model_path
+    if model_dir.is_symlink():
+        raise errors.ModelError(f"{rel}: is a symbolic link; commit the model directory itself")
     if not model_dir.is_dir():
         raise errors.ModelError(
             f"{rel}: does not exist but {layout.manifest_path(dep.name)} points to it; "
             "publish the model or fix spec.model.path"
         )
-    actual = files.dir_digest(model_dir)
+    try:
+        actual = files.dir_digest(model_dir)
+    except errors.ModelError as exc:
+        raise errors.ModelError(f"{layout.MODELS}/{exc}") from exc
     if actual != dep.digest:
         raise errors.ModelError(
             f"{rel}: content digest is {actual} but {layout.manifest_path(dep.name)} field "
@@ -98,18 +122,69 @@ def check_digest(model_dir: Path, dep: manifest.ModelDeployment) -> None:
         )
 
 
+def identity(model_dir: Path, digest: str) -> quarantine.Identity:
+    """The keys quarantine matches on (see `core.quarantine`), read as data: nothing loads."""
+    from mlgitops.adapters import mlflow_models, skops_files
+
+    try:
+        info = mlflow_models.read_info(model_dir)
+        fitted = skops_files.identity(info.model_file)
+        recipe = hashlib.sha256(skops_files.recipe(info.model_file).encode())
+        recipe.update(_reference_digest(model_dir / layout.REFERENCE).encode())
+    except errors.ModelError:
+        return quarantine.Identity(digest)  # a broken model is refused for what it is
+    return quarantine.Identity(digest, fitted, "sha256:" + recipe.hexdigest())
+
+
+def _reference_digest(path: Path) -> str:
+    """The reference data (without the prediction column that depends on the model)."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_parquet(path)
+    except Exception:  # a missing or unreadable sample: no recipe key
+        return "none"
+    frame = frame.drop(columns=[c for c in ("prediction",) if c in frame.columns])
+    h = hashlib.sha256(json.dumps([str(c) for c in frame.columns]).encode())
+    h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_quarantine(
+    model_dir: Path, dep: manifest.ModelDeployment, entries: Sequence[quarantine.Entry]
+) -> None:
+    """QuarantinedError when this version matches an entry of its model (bytes or content)."""
+    ident = quarantine.Identity(dep.digest)
+    if quarantine.needs_identity(entries, model=dep.name, digest=dep.digest):
+        ident = identity(model_dir, dep.digest)
+    hit = quarantine.match(entries, model=dep.name, identity=ident)
+    if hit is not None:
+        raise errors.QuarantinedError(hit.sentence(name=dep.name))
+
+
 def check_model(
     model_dir: Path,
     dep: manifest.ModelDeployment,
     *,
+    policy: trust.Policy = trust.DEFAULT,
     load: bool = True,
 ) -> mlflow_models.ModelInfo:
-    """Digest, signature, baseline and (optionally) loading with the manifest's trusted types."""
+    """Digest, files, signature, baseline, trust; with ``load``, the types the file needs and a
+    sandboxed load that predicts a few reference rows.
+
+    Without ``load`` (the controller) nothing heavy is imported: the server process checks the
+    file's types against the same policy before it unpickles anything.
+    """
     from mlgitops.adapters import mlflow_models
 
     rel = dep.model_path
     check_digest(model_dir, dep)
     info = mlflow_models.read_info(model_dir)
+    listed = trust.refusals((), policy=policy, reviewed=dep.trusted_types)
+    if listed:
+        raise errors.ModelError(
+            f"{layout.manifest_path(dep.name)}: " + "; ".join(r.reason for r in listed)
+        )
     baseline = read_baseline(model_dir, rel=rel)
     expected = [c.name for c in info.columns]
     got = [c.name for c in baseline.columns]
@@ -123,14 +198,12 @@ def check_model(
             f"{rel}/{layout.REFERENCE}: missing; republish to record a reference sample"
         )
     if load:
-        needed = mlflow_models.required_types(info.model_file)
-        missing = sorted(set(needed) - set(dep.trusted_types))
-        if missing:
-            raise errors.ModelError(
-                f"{layout.manifest_path(dep.name)}: field spec.model.trustedTypes: the model "
-                f"needs {missing} which are not listed; review them and add them"
-            )
-        mlflow_models.load(model_dir, trusted_types=dep.trusted_types)
+        from mlgitops.adapters import sandbox
+
+        loadable = mlflow_models.check_loadable(
+            info, policy=policy, reviewed=dep.trusted_types, source=layout.manifest_path(dep.name)
+        )
+        sandbox.load_check(model_dir, trusted_types=loadable, policy=policy)
     return info
 
 
@@ -139,7 +212,9 @@ def read_baseline(model_dir: Path, *, rel: str) -> stats.Baseline:
 
     path = model_dir / layout.BASELINE
     try:
-        data = json.loads(path.read_text())
+        if path.is_symlink():
+            raise errors.BaselineError(f"{rel}/{layout.BASELINE}: is a symbolic link; republish")
+        data: Any = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise errors.BaselineError(
             f"{rel}/{layout.BASELINE}: missing; republish with mlgitops publish"
@@ -158,12 +233,13 @@ def validate_tree(
     load: bool = True,
     only: Iterable[str] | None = None,
     known_content: Iterable[str] = (),
+    policy: trust.Policy = trust.DEFAULT,
 ) -> Result:
     """Check every manifest under ``root`` (a working tree or an exported commit).
 
     ``only`` limits the expensive model checks to those names (the rest get schema checks);
     models in ``known_content`` hold content that was fully checked before (same digest and
-    trusted types): only their digest is verified.
+    trusted types): only their digest and quarantine are verified.
     """
     known = set(known_content)
     wanted = set(only) if only is not None else None
@@ -182,31 +258,39 @@ def validate_tree(
             problems.append(Problem(rel, str(exc)))
             continue
         deployments.append(dep)
-        hit = quarantine.find(quarantined, model=dep.name, digest=dep.digest)
-        if hit is not None:
-            problems.append(
-                Problem(
-                    rel,
-                    f"{rel}: field spec.model.digest: {dep.digest} is quarantined (auto-reverted "
-                    f"in {hit.commit[:12]}: {hit.reason}); remove its entry from "
-                    f"{layout.QUARANTINE} to deploy it again",
-                )
-            )
+        try:
+            if wanted is None or dep.name in wanted:
+                check_digest(root / dep.model_path, dep)
+                check_quarantine(root / dep.model_path, dep, quarantined)
+            elif (hit := quarantine.find(quarantined, model=dep.name, digest=dep.digest)) is not None:
+                raise errors.QuarantinedError(quarantine.Match(hit, "the same bytes").sentence(name=dep.name))
+        except errors.QuarantinedError as exc:
+            problems.append(Problem(rel, f"{rel}: {exc}"))
+            continue
+        except errors.MlgitopsError as exc:
+            problems.append(Problem(dep.model_path, str(exc)))
             continue
         if wanted is not None and dep.name not in wanted:
             continue
         try:
-            if dep.name in known:
-                check_digest(root / dep.model_path, dep)
-            else:
-                check_model(root / dep.model_path, dep, load=load)
+            if dep.name not in known:
+                check_model(root / dep.model_path, dep, load=load, policy=policy)
             checked.append(dep.name)
         except errors.MlgitopsError as exc:
             problems.append(Problem(dep.model_path, str(exc)))
     models_dir = root / layout.MODELS
     if models_dir.is_dir():
         named = {d.name for d in deployments}
-        for sub in sorted(p.name for p in models_dir.iterdir() if p.is_dir()):
+        for entry in sorted(models_dir.iterdir()):
+            sub = entry.name
+            if entry.is_symlink() or not entry.is_dir():
+                if sub != ".gitkeep":
+                    problems.append(Problem(
+                        f"{layout.MODELS}/{sub}",
+                        f"{layout.MODELS}/{sub}: is not a model directory; models/ holds one "
+                        "directory per model, remove it",
+                    ))
+                continue
             if sub not in named and not (root / layout.manifest_path(sub)).exists():
                 problems.append(
                     Problem(

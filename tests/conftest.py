@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-os.environ.setdefault("DO_NOT_TRACK", "true")
-os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+os.environ["DO_NOT_TRACK"] = "true"
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
 FEATURES = [f"f{i}" for i in range(5)]
 

@@ -11,7 +11,7 @@ import yaml
 from conftest import make_frame, train
 
 import mlgitops
-from mlgitops import errors, validate
+from mlgitops import errors, settings, validate
 from mlgitops.adapters import files, git
 from mlgitops.core import layout
 
@@ -58,22 +58,29 @@ def test_new_version_keeps_manifest_settings(repo: Path, publish_version: Callab
     assert remote_head(repo) == second
 
 
-def test_types_outside_sklearn_need_explicit_trust(repo: Path) -> None:
-    import operator
-
+def test_types_outside_the_policy_need_the_operator_and_a_review(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import FunctionTransformer, make_pipeline
 
     frame = make_frame()
-    model = make_pipeline(FunctionTransformer(operator.neg), LogisticRegression())
+    model = make_pipeline(FunctionTransformer(np.round), LogisticRegression())
     model.fit(frame.drop(columns="label"), frame.label)
-    with pytest.raises(errors.ModelError, match=r"_operator\.neg.*trusted_types"):
-        mlgitops.publish(model, frame, name="neg", repo=repo, target="label", quiet=True)
-    mlgitops.publish(model, frame, name="neg", repo=repo, target="label", quiet=True,
-                     trusted_types=["_operator.neg"])
-    doc = yaml.safe_load((repo / "manifests/neg.yaml").read_text())
-    assert "_operator.neg" in doc["spec"]["model"]["trustedTypes"]
-    assert validate.validate_tree(repo).ok
+    with pytest.raises(errors.ModelError, match=r"numpy\.round is not admitted.*MLGITOPS_TRUST_ALLOW"):
+        mlgitops.publish(model, frame, name="rounded", repo=repo, target="label", quiet=True)
+    monkeypatch.setenv("MLGITOPS_TRUST_ALLOW", "numpy.round")
+    with pytest.raises(errors.ModelError, match=r"did not review it.*trusted_types=\['numpy\.round'\]"):
+        mlgitops.publish(model, frame, name="rounded", repo=repo, target="label", quiet=True)
+    mlgitops.publish(model, frame, name="rounded", repo=repo, target="label", quiet=True,
+                     trusted_types=["numpy.round"], push=False)
+    doc = yaml.safe_load((repo / "manifests/rounded.yaml").read_text())
+    assert doc["spec"]["model"]["trustedTypes"] == ["numpy.round"]
+    assert validate.validate_tree(repo, policy=settings.trust_policy()).ok
+    # the manifest alone cannot widen the policy: without the operator's setting it is refused
+    problems = [p.message for p in validate.validate_tree(repo).problems]
+    assert any("numpy.round" in m and "trust policy" in m for m in problems), problems
 
 
 def test_bad_names_and_inputs_are_refused(repo: Path) -> None:

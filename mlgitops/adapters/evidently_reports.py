@@ -8,7 +8,6 @@ Evidently's telemetry is switched off (DO_NOT_TRACK) unless the caller decided o
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -18,11 +17,12 @@ from typing import Any
 
 import pandas as pd
 
+from mlgitops import telemetry
 from mlgitops.core import drift as core_drift
 from mlgitops.core.stats import ColumnKind
 from mlgitops.errors import ReportError
 
-os.environ.setdefault("DO_NOT_TRACK", "true")
+telemetry.off()  # before evidently is imported, whatever the caller set
 
 # Evidently's display names (config "method") -> mlgitops.core.drift method names.
 _METHOD_NAMES = {

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mlgitops import errors
 from mlgitops.core import digest
 from mlgitops.core.manifest import Digest
 
@@ -22,14 +24,39 @@ def hash_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def regular_files(path: Path) -> dict[str, Path]:
+    """Every file under ``path`` by relative path; ModelError for anything but files and folders.
+
+    Symbolic links (inside or outside), devices, sockets and pipes are refused: what a digest
+    covers must be exactly what a loader reads. Nothing is skipped.
+    """
+    out: dict[str, Path] = {}
+    pending = [path]
+    while pending:
+        folder = pending.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            raise errors.ModelError(f"{folder}: cannot be listed ({exc.strerror})") from exc
+        for entry in entries:
+            mode = entry.stat(follow_symlinks=False).st_mode
+            rel = Path(entry.path).relative_to(path).as_posix()
+            if stat.S_ISDIR(mode):
+                pending.append(Path(entry.path))
+            elif stat.S_ISREG(mode):
+                out[rel] = Path(entry.path)
+            else:
+                kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+                raise errors.ModelError(
+                    f"{path.name}/{rel}: is {kind}; a model directory holds regular files only "
+                    "(commit the file itself)"
+                )
+    return dict(sorted(out.items()))
+
+
 def dir_digest(path: Path) -> Digest:
-    """Digest of every regular file under ``path`` (see ``core.digest.combine``)."""
-    hashes = {
-        p.relative_to(path).as_posix(): hash_file(p)
-        for p in sorted(path.rglob("*"))
-        if p.is_file() and "__pycache__" not in p.parts
-    }
-    return digest.combine(hashes)
+    """Digest of every file under ``path`` (see ``core.digest.combine``); see `regular_files`."""
+    return digest.combine({rel: hash_file(p) for rel, p in regular_files(path).items()})
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -1,14 +1,16 @@
 """MLflow models of scikit-learn estimators: save (skops), inspect and load with reviewed types.
 
 The only importer of mlflow. Loading does not import mlflow: it reads the MLmodel file and
-loads ``model.skops`` with the trusted types the *manifest* lists (reviewed in Git), never the
-list the model carries about itself.
+loads ``model.skops`` trusting exactly the types that the controller's trust policy admits and
+the reviewed manifest lists (`core.trust`), never the list the model carries about itself.
+Before skops constructs anything, the types are checked and tree node arrays bounds-checked.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,13 +19,19 @@ import numpy as np
 import yaml
 
 from mlgitops import errors
+from mlgitops.adapters import skops_files
+from mlgitops.core import trust, yamldoc
 
 if TYPE_CHECKING:
     import pandas as pd
 
 MLMODEL = "MLmodel"
-#: Type prefixes a publisher may trust without naming them: the libraries mlgitops serves.
-SAFE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+#: MLmodel fields that change every time the same model is saved (left out: stable digests).
+VOLATILE_FIELDS = ("model_uuid", "utc_time_created", "run_id", "artifact_path", "model_id")
+#: A file a model names: a plain name inside its directory (no folders, no leading dot).
+PLAIN_FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+#: Flavor fields that name files of the model directory.
+_PATH_FIELDS = ("pickled_model", "model_path", "data", "conda", "virtualenv")
 
 _NUMERIC_TYPES = {"double", "float", "long", "integer"}
 _MLFLOW_TYPES = _NUMERIC_TYPES | {"boolean", "string", "datetime", "binary"}
@@ -78,17 +86,60 @@ class LoadedModel:
         return np.asarray(self.estimator.predict(frame[list(self.info.column_names)]))
 
 
+def _plain_file(model_dir: Path, value: Any, *, field: str) -> Path:
+    """``value`` as a regular file directly inside ``model_dir``; ModelError otherwise."""
+    where = f"{model_dir.name}/{MLMODEL}: field {field}"
+    if not isinstance(value, str) or not PLAIN_FILE.fullmatch(value):
+        shown = repr(value)[:80]
+        raise errors.ModelError(
+            f"{where}: is {shown}; every file a model names must be a plain file name inside its "
+            "directory (no folders, absolute paths or leading dots): republish the model"
+        )
+    path = model_dir / value
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise errors.ModelError(f"{where}: {value} is not a regular file; republish the model")
+    return path
+
+
+def _check_paths(model_dir: Path, doc: dict[str, Any]) -> None:
+    """Every path MLmodel names is a plain file inside the model directory; no code paths."""
+    for flavor_name, flavor in (doc.get("flavors") or {}).items():
+        if not isinstance(flavor, dict):
+            continue
+        for key, value in flavor.items():
+            if key == "code" and value is not None:
+                raise errors.ModelError(
+                    f"{model_dir.name}/{MLMODEL}: field flavors.{flavor_name}.code: mlgitops "
+                    "never loads code shipped with a model; republish without code_paths"
+                )
+            if key == "env" and isinstance(value, dict):
+                for sub, path in value.items():
+                    _plain_file(model_dir, path, field=f"flavors.{flavor_name}.env.{sub}")
+            elif key in _PATH_FIELDS and value is not None:
+                _plain_file(model_dir, value, field=f"flavors.{flavor_name}.{key}")
+        if flavor_name == "python_function" and flavor.get("loader_module", "mlflow.sklearn") != "mlflow.sklearn":
+            raise errors.ModelError(
+                f"{model_dir.name}/{MLMODEL}: field flavors.python_function.loader_module: "
+                "mlgitops serves mlflow.sklearn models only; republish with mlgitops publish"
+            )
+
+
 def read_info(model_dir: Path) -> ModelInfo:
     """Parse ``MLmodel``; raise ModelError when it is not a skops sklearn model with a signature."""
     mlmodel = model_dir / MLMODEL
+    if mlmodel.is_symlink():
+        raise errors.ModelError(f"{model_dir.name}/{MLMODEL}: is a symbolic link; republish the model")
     try:
-        doc = yaml.safe_load(mlmodel.read_text())
+        raw = mlmodel.read_bytes()
+        doc = yamldoc.load(raw, source=f"{model_dir.name}/{MLMODEL}")
     except FileNotFoundError as exc:
         raise errors.ModelError(
             f"{model_dir}: no MLmodel file; publish an MLflow model directory there"
         ) from exc
-    except (OSError, yaml.YAMLError) as exc:
-        raise errors.ModelError(f"{mlmodel}: cannot be read as YAML ({exc}); republish the model") from exc
+    except OSError as exc:
+        raise errors.ModelError(f"{mlmodel}: cannot be read ({exc.strerror}); republish the model") from exc
+    except errors.ManifestError as exc:
+        raise errors.ModelError(str(exc)) from exc
     if not isinstance(doc, dict):
         raise errors.ModelError(f"{mlmodel}: is not a mapping; republish the model")
     flavor = (doc.get("flavors") or {}).get("sklearn")
@@ -103,7 +154,9 @@ def read_info(model_dir: Path) -> ModelInfo:
             f"{mlmodel}: serialization_format is {serialization!r}; only 'skops' loads without "
             "running code from the model: republish with mlgitops publish"
         )
-    model_file = model_dir / str(flavor.get("pickled_model", "model.skops"))
+    _check_paths(model_dir, doc)
+    model_file = _plain_file(model_dir, flavor.get("pickled_model", "model.skops"),
+                             field="flavors.sklearn.pickled_model")
     columns = _signature_columns(doc, source=str(mlmodel))
     outputs = _parse_json_list((doc.get("signature") or {}).get("outputs"))
     output_type = str(outputs[0].get("type")) if outputs and isinstance(outputs[0], dict) else None
@@ -150,26 +203,57 @@ def _signature_columns(doc: dict[str, Any], *, source: str) -> tuple[Column, ...
 
 
 def required_types(model_file: Path) -> list[str]:
-    """Types in a skops file that skops does not trust by default."""
+    """Types in a skops file that skops does not trust by default (read as data, nothing built)."""
     import skops.io
 
     try:
         return sorted(skops.io.get_untrusted_types(file=model_file))
     except Exception as exc:  # skops raises many kinds for a corrupt file
         raise errors.ModelError(
-            f"{model_file}: is not a readable skops file ({type(exc).__name__}: {exc}); "
+            f"{model_file.name}: is not a readable skops file ({type(exc).__name__}); "
             "republish the model"
         ) from exc
 
 
-def load(model_dir: Path, *, trusted_types: Sequence[str]) -> LoadedModel:
-    """Load a model trusting only ``trusted_types`` (from the reviewed manifest)."""
+def check_loadable(
+    info: ModelInfo, *, policy: trust.Policy, reviewed: Sequence[str] | None, source: str
+) -> tuple[str, ...]:
+    """Everything decided before a byte of the model is turned into objects.
+
+    The untrusted types the file needs must be admitted by ``policy`` and listed in
+    ``reviewed`` (the manifest's trustedTypes; None at publish time), and every tree's node
+    arrays must pass the bounds checks. Returns the exact types to hand skops.
+    """
+    needed = required_types(info.model_file)
+    refused = trust.refusals(needed, policy=policy, reviewed=reviewed)
+    if refused:
+        raise errors.ModelError(
+            f"{source}: the model may not load: " + "; ".join(r.reason for r in refused)
+        )
+    if set(needed) & trust.CHECKED_TYPES:
+        skops_files.check_trees(info.model_file)
+    return trust.loadable(needed, policy=policy, reviewed=needed if reviewed is None else reviewed)
+
+
+def load(
+    model_dir: Path,
+    *,
+    trusted_types: Sequence[str],
+    policy: trust.Policy | None = None,
+) -> LoadedModel:
+    """Load a model: types and trees are checked first (`check_loadable`), then skops loads it
+    trusting only what the policy admits and ``trusted_types`` (the reviewed manifest) lists."""
     import skops.io
     from skops.io.exceptions import UntrustedTypesFoundException
 
+    if policy is None:
+        from mlgitops import settings
+
+        policy = settings.trust_policy()
     info = read_info(model_dir)
+    loadable = check_loadable(info, policy=policy, reviewed=trusted_types, source=model_dir.name)
     try:
-        estimator = skops.io.load(info.model_file, trusted=list(trusted_types))
+        estimator = skops.io.load(info.model_file, trusted=list(loadable))
     except UntrustedTypesFoundException as exc:
         raise errors.ModelError(
             f"{model_dir}: the model needs types the manifest does not trust ({exc}); a reviewer "
@@ -186,22 +270,20 @@ def load(model_dir: Path, *, trusted_types: Sequence[str]) -> LoadedModel:
     return LoadedModel(info=info, estimator=estimator)
 
 
-def untrusted_beyond_safe(types: Iterable[str]) -> list[str]:
-    """The types outside scikit-learn/numpy/scipy: a publisher must name these explicitly."""
-    return sorted(t for t in types if not t.startswith(SAFE_PREFIXES))
-
-
 def save(
     estimator: Any,
     model_dir: Path,
     *,
     example: pd.DataFrame,
     trusted_types: Sequence[str] = (),
+    policy: trust.Policy = trust.DEFAULT,
 ) -> tuple[ModelInfo, tuple[str, ...]]:
     """Save ``estimator`` as an MLflow model (skops) and return its info and needed types.
 
-    Types from scikit-learn/numpy/scipy are trusted automatically (and recorded); any other
-    type must be listed in ``trusted_types`` or ModelError says which to add.
+    What skops does not trust by default must be admitted by ``policy`` (tree storage is, after
+    bounds checks); a type the policy admits only by the operator's say-so must also be passed
+    in ``trusted_types``. The file is canonical (same estimator, same bytes) and MLmodel
+    carries no per-save identifiers, so the same estimator always gets the same digest.
     """
     import tempfile
 
@@ -218,13 +300,24 @@ def save(
                 f"the estimator cannot be saved with skops ({type(exc).__name__}: {exc})"
             ) from exc
         needed = skops.io.get_untrusted_types(file=probe)
-    outside = [t for t in untrusted_beyond_safe(needed) if t not in trusted_types]
-    if outside:
+    refused = trust.refusals(needed, policy=policy, reviewed=None)
+    unreviewed = [t for t in needed if t not in trust.CHECKED_TYPES and t not in trusted_types]
+    if refused or unreviewed:
+        reasons = [r.reason for r in refused] + [
+            f"{t} is admitted by the trust policy but you did not review it: pass "
+            f"trusted_types=[{t!r}] (it is recorded in the manifest)" for t in unreviewed
+            if all(r.type_name != t for r in refused)
+        ]
         raise errors.ModelError(
-            f"the model needs types from outside scikit-learn/numpy/scipy: {', '.join(outside)}; "
-            "review them and pass trusted_types=[...] (they are recorded in the manifest)"
+            f"{type(estimator).__name__} cannot be published: " + "; ".join(reasons)
         )
-    types = tuple(sorted(set(needed) | set(trusted_types)))
+    extra = sorted(set(trusted_types) - set(needed))
+    if extra:
+        raise errors.ModelError(
+            f"trusted_types lists {', '.join(extra)} but the model does not need them; list only "
+            "the types the model needs"
+        )
+    types = tuple(sorted(needed))
     predictions = estimator.predict(example.head(100))
     signature = infer_signature(example, predictions)
     if model_dir.exists():
@@ -240,7 +333,22 @@ def save(
         )
     except Exception as exc:
         raise errors.ModelError(f"mlflow could not save the model ({exc})") from exc
+    info = read_info(model_dir)
+    skops_files.canonicalize(info.model_file)
+    _stable_mlmodel(model_dir / MLMODEL, size=info.model_file.stat().st_size)
+    if set(types) & trust.CHECKED_TYPES:
+        skops_files.check_trees(info.model_file)
     return read_info(model_dir), types
+
+
+def _stable_mlmodel(path: Path, *, size: int) -> None:
+    """Drop MLmodel's per-save identifiers and record the canonical file's size."""
+    doc = yaml.safe_load(path.read_text())
+    for key in VOLATILE_FIELDS:
+        doc.pop(key, None)
+    if "model_size_bytes" in doc:
+        doc["model_size_bytes"] = size
+    path.write_text(yaml.safe_dump(doc, sort_keys=True))
 
 
 def import_model(source: str, dest: Path) -> Path:
@@ -282,9 +390,21 @@ def load_estimator_for_publish(source: str, *, trusted_types: Sequence[str] = ()
         if flavor.get("serialization_format") == "skops":
             import skops.io
 
-            types = list(flavor.get("skops_trusted_types") or ()) + list(trusted_types)
+            from mlgitops import settings
+
+            model_file = _plain_file(local, flavor.get("pickled_model", "model.skops"),
+                                     field="flavors.sklearn.pickled_model")
+            needed = required_types(model_file)
+            refused = trust.refusals(needed, policy=settings.trust_policy(), reviewed=None)
+            if refused:
+                raise errors.ModelError(
+                    f"{source}: refusing to load it: " + "; ".join(r.reason for r in refused)
+                )
+            if set(needed) & trust.CHECKED_TYPES:
+                skops_files.check_trees(model_file)
+            types = sorted(set(needed) & (trust.CHECKED_TYPES | set(trusted_types)))
             try:
-                return skops.io.load(local / str(flavor.get("pickled_model", "model.skops")), trusted=types)
+                return skops.io.load(model_file, trusted=types)
             except Exception as exc:
                 raise errors.ModelError(
                     f"{source}: does not load ({exc}); pass --trust TYPE for each type you reviewed"

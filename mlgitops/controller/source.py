@@ -1,6 +1,10 @@
 """Desired state from Git: a bare clone of the remote, manifests read at a commit.
 
-Model directories are exported once per digest into ``versions/`` and reused.
+Model directories are exported once per digest into ``versions/`` and reused. Nothing here
+loads a model: the export is checked as data (digest over regular files only, the paths MLmodel
+names, the manifest's trusted types against the controller's policy, quarantine by content),
+and the server process checks the file's types again before it unpickles anything. Under a
+signing policy, a model version whose commit is not signed by an allowed key is held.
 """
 
 from __future__ import annotations
@@ -9,11 +13,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import yaml
-
 from mlgitops import errors, validate
 from mlgitops.adapters import files, git
-from mlgitops.core import layout, manifest, plan, quarantine
+from mlgitops.core import layout, manifest, plan, quarantine, trust, yamldoc
 
 
 class Source:
@@ -31,10 +33,14 @@ class Source:
         url: str,
         branch: str = layout.BRANCH,
         local: Path | None = None,
+        policy: trust.Policy = trust.DEFAULT,
+        allowed_signers: Path | None = None,
     ) -> None:
         self.url = url
         self.branch = branch
         self.local = local
+        self.policy = policy
+        self.allowed_signers = allowed_signers
         self.clone = local if local is not None else state_dir / "source.git"
         self.versions = state_dir / "versions"
 
@@ -57,13 +63,19 @@ class Source:
         return git.rev_parse(self.clone, f"refs/heads/{self.branch}")
 
     def quarantined(self, commit: str) -> tuple[quarantine.Entry, ...]:
-        raw = git.show(self.clone, commit, layout.QUARANTINE)
-        if raw is None:
-            return ()
         try:
-            return quarantine.parse(yaml.safe_load(raw), source=layout.QUARANTINE)
-        except (yaml.YAMLError, errors.ManifestError):
+            return validate.parse_quarantine(git.show(self.clone, commit, layout.QUARANTINE))
+        except errors.ManifestError:
             return ()
+
+    def _signature_problem(self, version: str) -> str | None:
+        if self.allowed_signers is None:
+            return None
+        sig = git.signature(self.clone, version, allowed_signers=self.allowed_signers)
+        if sig.trusted:
+            return None
+        return (f"{sig.describe(version)}; the signing policy deploys only model commits signed by "
+                f"a key in {self.allowed_signers}: sign the commit (git commit -S) or add the key")
 
     def desired(self, commit: str) -> dict[str, plan.Desired]:
         """Every model the manifests at ``commit`` name, with its version or its error."""
@@ -74,41 +86,45 @@ class Source:
             if name is None:
                 continue
             version = git.last_change(self.clone, commit, layout.model_paths(name)) or commit
-            raw = git.show(self.clone, commit, rel) or b""
             try:
-                doc = yaml.safe_load(raw)
-                dep = manifest.parse(doc, source=rel)
-                if dep.name != name:
+                size = git.blob_size(self.clone, commit, rel)
+                if size > yamldoc.MAX_MANIFEST_BYTES:
                     raise errors.ManifestError(
-                        f"{rel}: field metadata.name: is {dep.name!r}; the file must be named "
-                        f"{layout.manifest_path(dep.name)!r}"
+                        f"{rel}: is {size} bytes, over the {yamldoc.MAX_MANIFEST_BYTES}-byte limit "
+                        "for a manifest; keep data out of it"
                     )
-            except yaml.YAMLError as exc:
-                out[name] = plan.Desired(name, version, None, f"{rel}: is not valid YAML ({exc})")
-                continue
+                dep = validate.parse_manifest(git.show(self.clone, commit, rel) or b"", rel=rel)
             except errors.ManifestError as exc:
                 out[name] = plan.Desired(name, version, None, str(exc))
+                continue
+            unsigned = self._signature_problem(version)
+            if unsigned is not None:
+                out[name] = plan.Desired(name, version, None, unsigned)
                 continue
             hit = quarantine.find(entries, model=name, digest=dep.digest)
             error = None
             if hit is not None:
-                error = (
-                    f"digest {dep.digest[7:19]} is quarantined (auto-reverted in "
-                    f"{hit.commit[:12]}); remove its entry from {layout.QUARANTINE} to deploy it"
-                )
+                error = quarantine.Match(hit, "the same bytes").sentence(name=name)
             out[name] = plan.Desired(name, version, dep, error, quarantined=hit is not None)
         return out
 
     def materialize(self, commit: str, dep: manifest.ModelDeployment) -> Path:
-        """The model directory of ``dep`` at ``commit``, checked against its digest."""
+        """The model directory of ``dep`` at ``commit``, checked as data (see the docstring).
+
+        QuarantinedError when its content matches a quarantined version (not just its bytes).
+        """
         dest = self.versions / dep.digest.removeprefix("sha256:")
+        entries = self.quarantined(commit)
         if dest.is_dir() and files.dir_digest(dest) == dep.digest:
+            validate.check_model(dest, dep, load=False, policy=self.policy)
+            validate.check_quarantine(dest, dep, entries)
             return dest
         self.versions.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=self.versions, prefix=".export-"))
         try:
             git.export(self.clone, commit, dep.model_path, tmp)
-            validate.check_model(tmp, dep, load=False)
+            validate.check_model(tmp, dep, load=False, policy=self.policy)
+            validate.check_quarantine(tmp, dep, entries)
             if dest.exists():
                 shutil.rmtree(dest)
             tmp.rename(dest)

@@ -1,0 +1,319 @@
+"""skops files read as data: schema, arrays, canonical bytes, identity, tree bounds checks.
+
+A skops file is a zip of ``schema.json`` (a tree of typed nodes) and ``.npy`` arrays. This
+module reads both as data (``numpy.load(allow_pickle=False)``), never imports skops and never
+constructs an object from the file, so it is safe on content nobody validated yet.
+
+- `canonicalize` rewrites a file so the same estimator always gives the same bytes (skops names
+  nodes and arrays after ``id()`` of Python objects, and zip entries carry the time).
+- `identity` is the fitted estimator's state (schema and arrays, without skops' version);
+  `recipe` is its class and hyper-parameters (what it would be trained with again).
+- `check_trees` verifies the node arrays of the tree types skops leaves untrusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlgitops import errors
+
+SCHEMA = "schema.json"
+MAX_SCHEMA_BYTES = 64 * 1024 * 1024
+MAX_ENTRIES = 200_000
+_FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+_VOLATILE = ("_skops_version", "protocol")
+
+
+@dataclass(frozen=True)
+class SkopsFile:
+    path: Path
+    schema: dict[str, Any]
+    names: frozenset[str]
+    zip: zipfile.ZipFile
+
+    def array(self, file_name: str) -> np.ndarray:
+        """One ``.npy`` member as an array (no pickled objects)."""
+        if file_name not in self.names:
+            raise errors.ModelError(f"{self.path.name}: names array {file_name!r} that it does not contain")
+        try:
+            value: np.ndarray = np.load(io.BytesIO(self.zip.read(file_name)), allow_pickle=False)
+            return value
+        except (ValueError, OSError, zipfile.BadZipFile) as exc:
+            raise errors.ModelError(
+                f"{self.path.name}: array {file_name} is not a plain numeric array ({exc})"
+            ) from exc
+
+
+def _open(path: Path) -> SkopsFile:
+    try:
+        zf = zipfile.ZipFile(path)
+        infos = zf.infolist()
+        if len(infos) > MAX_ENTRIES:
+            raise errors.ModelError(f"{path.name}: has {len(infos)} members; refusing a zip that large")
+        info = zf.getinfo(SCHEMA)
+        if info.file_size > MAX_SCHEMA_BYTES:
+            raise errors.ModelError(f"{path.name}: schema.json is {info.file_size} bytes; too large")
+        schema = json.loads(zf.read(SCHEMA))
+    except errors.ModelError:
+        raise
+    except FileNotFoundError as exc:
+        raise errors.ModelError(f"{path}: missing; republish the model") from exc
+    except (OSError, KeyError, ValueError, RecursionError, zipfile.BadZipFile) as exc:
+        raise errors.ModelError(
+            f"{path.name}: is not a readable skops file ({type(exc).__name__}); republish the model"
+        ) from exc
+    if not isinstance(schema, dict):
+        raise errors.ModelError(f"{path.name}: schema.json is not an object; republish the model")
+    return SkopsFile(path, schema, frozenset(i.filename for i in infos), zf)
+
+
+def read(path: Path) -> SkopsFile:
+    return _open(path)
+
+
+def _walk(node: Any) -> Iterator[dict[str, Any]]:
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, dict):
+            if "__class__" in n:
+                yield n
+            stack.extend(reversed(list(n.values())))
+        elif isinstance(n, list):
+            stack.extend(reversed(n))
+
+
+def _renumbered(schema: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The schema with ``__id__`` numbered by first appearance, and old -> new array names."""
+    ids: dict[Any, int] = {}
+    renamed: dict[str, str] = {}
+
+    def visit(n: Any) -> Any:
+        if isinstance(n, dict):
+            out: dict[str, Any] = {}
+            for k, v in n.items():
+                if k == "__id__":
+                    out[k] = ids.setdefault(v, len(ids) + 1)
+                else:
+                    out[k] = visit(v)
+            f = n.get("file")
+            if isinstance(f, str) and f.endswith((".npy", ".npz")):
+                out["file"] = renamed.setdefault(f, f"{len(renamed) + 1}{f[-4:]}")
+            return out
+        if isinstance(n, list):
+            return [visit(v) for v in n]
+        return n
+
+    try:
+        return visit(schema), renamed
+    except RecursionError as exc:
+        raise errors.ModelError("the skops schema is nested too deeply; republish the model") from exc
+
+
+def canonicalize(path: Path) -> None:
+    """Rewrite ``path`` so that the same estimator state always gives the same bytes."""
+    f = _open(path)
+    schema, renamed = _renumbered(f.schema)
+    members = {new: f.zip.read(old) for old, new in renamed.items()}
+    f.zip.close()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as out:
+        def put(name: str, data: bytes) -> None:
+            info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            out.writestr(info, data)
+
+        # key order is kept: a DictNode's key_types list follows its content's order
+        put(SCHEMA, json.dumps(schema, separators=(",", ":")).encode())
+        for name in sorted(members, key=lambda n: int(n.split(".")[0])):
+            put(name, members[name])
+    path.write_bytes(buf.getvalue())
+
+
+def identity(path: Path) -> str:
+    """``sha256:`` of the fitted state: the renumbered schema (without skops' version) and arrays."""
+    f = _open(path)
+    try:
+        schema, renamed = _renumbered(f.schema)
+        for key in _VOLATILE:
+            schema.pop(key, None)
+        h = hashlib.sha256(json.dumps(schema, sort_keys=True).encode())
+        for old, new in sorted(renamed.items(), key=lambda kv: int(kv[1].split(".")[0])):
+            if old not in f.names:
+                raise errors.ModelError(f"{path.name}: names array {old!r} that it does not contain")
+            h.update(new.encode() + b"\0" + f.zip.read(old))
+        return "sha256:" + h.hexdigest()
+    finally:
+        f.zip.close()
+
+
+def _params(node: Any) -> Any:
+    """Class and hyper-parameters of an object node, recursively (fitted ``x_`` attributes left out)."""
+    if isinstance(node, list):
+        return [_params(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    loader = node.get("__loader__")
+    if loader == "JsonNode":
+        return node.get("content")
+    if loader == "NdArrayNode":
+        return {"array": node.get("file") or node.get("content")}
+    content = node.get("content")
+    if loader == "ObjectNode" and isinstance(content, dict):
+        inner = content.get("content")
+        attrs: dict[str, Any] = inner if isinstance(inner, dict) else {}
+        return {
+            "class": f"{node.get('__module__')}.{node.get('__class__')}",
+            "params": {k: _params(v) for k, v in sorted(attrs.items())
+                       if not k.startswith("_") and not k.endswith("_")},
+        }
+    if loader in ("ListNode", "TupleNode", "SetNode"):
+        return [_params(v) for v in content] if isinstance(content, list) else None
+    if loader == "DictNode" and isinstance(content, dict):
+        return {k: _params(v) for k, v in sorted(content.items())}
+    return {"node": f"{node.get('__module__')}.{node.get('__class__')}"}
+
+
+def recipe(path: Path) -> str:
+    """``sha256:`` of the estimator's class and hyper-parameters (not its fitted state)."""
+    f = _open(path)
+    try:
+        params = _params(f.schema)
+    except RecursionError as exc:
+        raise errors.ModelError("the skops schema is nested too deeply; republish the model") from exc
+    finally:
+        f.zip.close()
+    return "sha256:" + hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# tree bounds checks ---------------------------------------------------------------------------
+
+def _json_int(node: Any, *, what: str) -> int:
+    if isinstance(node, dict) and node.get("__loader__") == "JsonNode":
+        try:
+            value = json.loads(node.get("content", ""))
+        except (TypeError, ValueError):
+            value = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    raise errors.ModelError(f"{what} is not an integer")
+
+
+def _attrs(node: dict[str, Any]) -> dict[str, Any]:
+    content = node.get("content")
+    inner = content.get("content") if isinstance(content, dict) else None
+    return inner if isinstance(inner, dict) else {}
+
+
+def _array_of(f: SkopsFile, node: Any, *, what: str) -> np.ndarray:
+    if not isinstance(node, dict) or node.get("__loader__") != "NdArrayNode" or not isinstance(
+        node.get("file"), str
+    ):
+        raise errors.ModelError(f"{what} is not a stored array")
+    return f.array(node["file"])
+
+
+def _check_tree(f: SkopsFile, node: dict[str, Any], where: str) -> None:
+    args = ((node.get("__reduce__") or {}).get("args") or {}).get("content")
+    if not isinstance(args, list) or len(args) != 3:
+        raise errors.ModelError(f"{where}: its constructor arguments are not (n_features, n_classes, n_outputs)")
+    n_features = _json_int(args[0], what=f"{where}: n_features")
+    n_outputs = _json_int(args[2], what=f"{where}: n_outputs")
+    n_classes = _array_of(f, args[1], what=f"{where}: n_classes")
+    attrs = _attrs(node)
+    node_count = _json_int(attrs.get("node_count"), what=f"{where}: node_count")
+    max_depth = _json_int(attrs.get("max_depth"), what=f"{where}: max_depth")
+    nodes = _array_of(f, attrs.get("nodes"), what=f"{where}: nodes")
+    values = _array_of(f, attrs.get("values"), what=f"{where}: values")
+    fields = nodes.dtype.names or ()
+    if not {"left_child", "right_child", "feature"} <= set(fields) or nodes.ndim != 1:
+        raise errors.ModelError(f"{where}: nodes is not sklearn's node record array")
+    if n_features < 1 or n_outputs < 1 or node_count < 1 or max_depth < 0:
+        raise errors.ModelError(f"{where}: sizes must be positive")
+    if len(nodes) != node_count or values.ndim != 3 or values.shape[0] != node_count:
+        raise errors.ModelError(f"{where}: node_count {node_count} does not match its arrays")
+    if n_classes.ndim != 1 or len(n_classes) != n_outputs or values.shape[1] != n_outputs:
+        raise errors.ModelError(f"{where}: n_outputs does not match n_classes and values")
+    if n_classes.size and (int(n_classes.max()) > values.shape[2] or int(n_classes.min()) < 1):
+        raise errors.ModelError(f"{where}: n_classes exceeds the values array")
+    left, right, feature = (nodes[k].astype(np.int64) for k in ("left_child", "right_child", "feature"))
+    index = np.arange(node_count)
+    leaf = left == -1
+    if not np.array_equal(leaf, right == -1):
+        raise errors.ModelError(f"{where}: a node has exactly one child")
+    inner = ~leaf
+    ok = (left[inner] > index[inner]) & (left[inner] < node_count)
+    ok &= (right[inner] > index[inner]) & (right[inner] < node_count)
+    ok &= (feature[inner] >= 0) & (feature[inner] < n_features)
+    if not bool(ok.all()):
+        bad = int(index[inner][~ok][0])
+        raise errors.ModelError(
+            f"{where}: node {bad} points outside the tree (child or feature index out of range)"
+        )
+
+
+def _check_predictor(f: SkopsFile, node: dict[str, Any], where: str, n_features: int | None) -> None:
+    attrs = _attrs(node)
+    nodes = _array_of(f, attrs.get("nodes"), what=f"{where}: nodes")
+    fields = set(nodes.dtype.names or ())
+    if not {"left", "right", "feature_idx", "is_leaf"} <= fields or nodes.ndim != 1 or not len(nodes):
+        raise errors.ModelError(f"{where}: nodes is not sklearn's predictor record array")
+    count = len(nodes)
+    index = np.arange(count)
+    inner = nodes["is_leaf"] == 0
+    left, right = nodes["left"].astype(np.int64), nodes["right"].astype(np.int64)
+    feat = nodes["feature_idx"].astype(np.int64)
+    ok = (left[inner] > index[inner]) & (left[inner] < count)
+    ok &= (right[inner] > index[inner]) & (right[inner] < count) & (feat[inner] >= 0)
+    if n_features is not None:
+        ok &= feat[inner] < n_features
+    if "is_categorical" in fields and "bitset_idx" in fields:
+        cat = inner & (nodes["is_categorical"] != 0)
+        for key in ("binned_left_cat_bitsets", "raw_left_cat_bitsets"):
+            bitsets = _array_of(f, attrs.get(key), what=f"{where}: {key}")
+            if cat.any() and int(nodes["bitset_idx"][cat].max()) >= len(bitsets):
+                raise errors.ModelError(f"{where}: a categorical split points outside {key}")
+    if not bool(ok.all()):
+        bad = int(index[inner][~ok][0])
+        raise errors.ModelError(f"{where}: node {bad} points outside the tree")
+
+
+def check_trees(path: Path) -> int:
+    """Bounds-check every Tree and TreePredictor in ``path``; return how many were checked.
+
+    These are the checks scikit-learn does not make when it predicts: every child index points
+    forward inside the node array (so no cycles and no out-of-range reads) and every split's
+    feature exists. ModelError names the first bad node.
+    """
+    f = _open(path)
+    try:
+        n_features: int | None = None
+        root_attrs = _attrs(f.schema)
+        if "n_features_in_" in root_attrs:
+            try:
+                n_features = _json_int(root_attrs["n_features_in_"], what="n_features_in_")
+            except errors.ModelError:
+                n_features = None
+        checked = 0
+        for node in _walk(f.schema):
+            cls = f"{node.get('__module__')}.{node.get('__class__')}"
+            where = f"{path.name}: {node.get('__class__')} #{checked + 1}"
+            if cls == "sklearn.tree._tree.Tree":
+                _check_tree(f, node, where)
+                checked += 1
+            elif cls == "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor":
+                _check_predictor(f, node, where, n_features)
+                checked += 1
+        return checked
+    finally:
+        f.zip.close()
