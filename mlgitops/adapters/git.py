@@ -198,8 +198,98 @@ def commit(
     return sha
 
 
+# How git (and the hosts in front of it) word "the ref moved under this push". Found by racing
+# real pushes against a bare remote whose pre-receive hook sleeps (tests/test_push_race.py):
+# the loser of two pushes released at once gets `[remote rejected] (failed to update ref)` with
+# `remote: error: cannot lock ref 'refs/heads/main': is at X but expected Y`; a push that
+# connects after the winner landed gets `[rejected] (fetch first)`, or `(non-fast-forward)` when
+# the clone already has the winner's commit. Newer git says `(incorrect old value provided)` or
+# `(reference already exists)`; `(stale info)` is a lease that no longer holds.
+_MOVED_CLIENT = ("fetch first", "non-fast-forward", "stale info", "already exists")
+_MOVED_REMOTE = (
+    "failed to update ref",
+    "failed to lock",
+    "cannot lock ref",
+    "incorrect old value",
+    "reference already exists",
+    "reference is missing",
+    "lock failure",
+    "non-fast-forward",
+    "but expected",
+)
+_DECLINED = ("hook declined", "pre-receive hook", "update hook")
+
+
+@dataclass(frozen=True)
+class PushStatus:
+    """One ref's line of ``git push --porcelain``: ``!`` (refused) and the reason in brackets."""
+
+    flag: str
+    ref: str
+    summary: str
+    reason: str
+
+    @property
+    def refused(self) -> bool:
+        return self.flag == "!"
+
+
+def push_statuses(out: str) -> list[PushStatus]:
+    """The per-ref lines of ``git push --porcelain`` output (``<flag>\t<from>:<to>\t<summary>``)."""
+    statuses = []
+    for line in out.splitlines():
+        parts = line.split("\t")
+        if len(parts) != 3 or len(parts[0]) != 1:
+            continue
+        summary = parts[2].strip()
+        reason = ""
+        if summary.endswith(")") and "(" in summary:
+            reason = summary[summary.rindex("(") + 1 : -1]
+        statuses.append(PushStatus(parts[0], parts[1], summary, reason))
+    return statuses
+
+
+def ref_moved(out: str) -> bool | None:
+    """Whether git's words say the pushed ref moved meanwhile (None: they do not say)."""
+    text = out.lower()
+    if any(word in text for word in _DECLINED):
+        return False  # a hook refused the content: retrying cannot help
+    for st in push_statuses(out):
+        if not st.refused:
+            continue
+        summary, reason = st.summary.lower(), st.reason.lower()
+        if summary.startswith("[rejected]") and any(w in reason for w in _MOVED_CLIENT):
+            return True
+        if summary.startswith("[remote rejected]") and any(w in reason for w in _MOVED_REMOTE):
+            return True
+    remote = "\n".join(ln.lower() for ln in out.splitlines() if ln.startswith("remote:"))
+    if "cannot lock ref" in remote and any(
+        w in remote for w in ("but expected", "reference already exists", "reference is missing")
+    ):
+        return True
+    if any(st.refused and st.summary.startswith("[remote rejected]") for st in push_statuses(out)):
+        return None  # refused for a reason git did not spell out: look at the remote
+    return False
+
+
+def _remote_has_more(repo: Path, remote: str, branch: str) -> bool:
+    """True when ``remote``'s ``branch`` holds commits this clone's HEAD lacks (it moved on)."""
+    line = run(repo, "ls-remote", remote, f"refs/heads/{branch}", check=False).decode().split()
+    if not line:
+        return False
+    theirs = line[0]
+    if rev_parse(repo, theirs) is None:
+        return True  # a commit this clone has never seen
+    return not is_ancestor(repo, theirs, "HEAD")
+
+
 def push(repo: Path, *, remote: str = "origin", branch: str = "main") -> None:
-    """Fast-forward push; PushRejected when the remote moved on, GitError with git's reason else."""
+    """Fast-forward push; PushRejected when the remote moved on, GitError with git's reason else.
+
+    "Moved on" is any of git's wordings for a ref that changed between the push's start and its
+    update (see `ref_moved`); when a refusal names no reason, the remote is asked whether it
+    now holds commits this clone lacks. Never forced: the caller fetches, re-applies, retries.
+    """
     proc = subprocess.run(
         ["git", "-C", str(repo), "push", "--porcelain", remote, f"HEAD:refs/heads/{branch}"],
         capture_output=True,
@@ -209,9 +299,13 @@ def push(repo: Path, *, remote: str = "origin", branch: str = "main") -> None:
     if proc.returncode == 0:
         return
     out = (proc.stdout + proc.stderr).decode(errors="replace")
-    if "[rejected]" in out and ("fetch first" in out or "non-fast-forward" in out):
+    moved = ref_moved(out)
+    if moved is None:
+        moved = _remote_has_more(repo, remote, branch)
+    if moved:
         raise errors.PushRejected(
-            f"the remote {remote}/{branch} has commits this clone lacks; fetch and re-apply"
+            f"the remote {remote}/{branch} moved on while this push ran (another push landed "
+            "first); fetch, re-apply and push again"
         )
     reason = "\n".join(
         line.removeprefix("remote: ") for line in out.splitlines() if line.startswith("remote:")
