@@ -389,7 +389,9 @@ def test_automatic_revert_end_to_end(tmp_path: Path) -> None:
         assert mon.wait_reports(180)
         (written,) = [e for e in events(ctl.store, "ReportWritten")
                       if e["report"] == entry.trailers[layout.TRAILER_REPORT]]
-        assert (work / written["report"]).is_file() and written["rows"] >= 100
+        assert (work / written["reportPath"]).is_file() and written["rows"] >= 100
+        # the commit links the URL where the gateway serves the report
+        assert written["report"] == f"{base}/reports/{NAME}/{Path(written['reportPath']).name}"
         assert evidently_reports.list_runs(work / ".mlgitops/workspace", project=NAME)
 
         # committing the quarantined digest again: the remote's hook refuses it ...
@@ -416,3 +418,137 @@ def test_isolated_report_process_reports_its_failure_as_a_sentence(world: World)
     with pytest.raises(errors.ReportError, match="does not exist at 000000000000"):
         reports.build_isolated(world.store.dir, world.source.clone, name=NAME, version="0" * 40,
                                target=target, sample=population(10))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reverts that do not land, and a controller killed around a revert
+
+
+def restarted(world: World, *, build_report: Any = None, report_base: str | None = None
+              ) -> monitor_mod.Monitor:
+    """A new monitor on the same state directory, as after `mlgitops up` was started again."""
+    return monitor_mod.Monitor(
+        store=state_mod.Store(world.store.dir), router=world.router, source=world.source,
+        state_dir=world.store.dir, url=str(world.bare), trigger=world.triggers.append,
+        window_seconds=30.0, clock=lambda: world.now[0], report_base=report_base,
+        build_report=build_report or world.monitor.build_report,
+    )
+
+
+def revert_commits(world: World) -> list[str]:
+    return [e.commit for e in git.log(world.bare, "main", []) if layout.TRAILER_REVERTS in e.trailers]
+
+
+def test_a_revert_that_did_not_land_counts_toward_neither_the_cap_nor_the_cooldown(
+    world: World,
+) -> None:
+    hook = world.bare / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'main is frozen for the audit' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    world.send(population(600))
+    (d,) = world.tick()
+    assert d.verdict is policy.Verdict.REVERT
+    (failed,) = events(world.store, "RevertFailed")
+    assert "frozen for the audit" in failed["message"]
+    assert world.monitor._history(NAME).reverts == ()
+    kept = state_mod.Store(world.store.dir).extra
+    assert not kept.get("drift", {}).get(NAME, {}).get("reverts") and not kept.get("pendingReverts")
+    hook.unlink()
+    world.send(population(600, seed=12))
+    (d,) = world.tick()  # maxReverts is 1: the refused revert did not use it up
+    assert d.verdict is policy.Verdict.REVERT, d.reason
+    assert revert_commits(world) == [world.remote_head()]
+    assert world.monitor._history(NAME).reverts == (d.at,)
+
+
+class Killed(BaseException):
+    """The controller dies here (as with SIGKILL: nothing after this line runs)."""
+
+
+def test_a_revert_pushed_just_before_a_crash_counts_and_is_not_made_again(world: World) -> None:
+    real = world.monitor.writer.revert
+
+    def push_then_die(plan: policy.RevertPlan) -> Any:
+        outcome = real(plan)
+        assert outcome.ok
+        raise Killed
+
+    world.monitor.writer.revert = push_then_die  # type: ignore[method-assign]
+    world.send(population(600))
+    with pytest.raises(Killed):
+        world.tick()
+    (landed,) = revert_commits(world)
+    assert not events(world.store, "Reverted")  # the crash came before the event
+    # started again: the old version still serves (not redeployed yet) and still gets traffic
+    again = restarted(world)
+    again.recover()
+    (rev,) = events(again.store, "Reverted")
+    assert rev["commit"] == landed and rev["recovered"] is True
+    assert len(again._history(NAME).reverts) == 1  # it counts toward the cap and cooldown
+    world.monitor = again
+    world.send(population(600, seed=13))
+    world.tick()
+    world.send(population(600, seed=14))
+    world.tick()
+    assert revert_commits(world) == [landed]  # never reverted twice
+    assert "RevertAbandoned" not in [e["type"] for e in events(again.store)]
+
+
+def test_a_revert_that_never_left_before_a_crash_is_dropped_and_decided_again(
+    world: World,
+) -> None:
+    def die(plan: policy.RevertPlan) -> Any:
+        raise Killed
+
+    world.monitor.writer.revert = die  # type: ignore[method-assign]
+    world.send(population(600))
+    with pytest.raises(Killed):
+        world.tick()
+    again = restarted(world)
+    again.recover()
+    assert [e["type"] for e in events(again.store)][-1] == "RevertAbandoned"
+    assert again._history(NAME).reverts == ()
+    world.monitor = again
+    world.send(population(600, seed=15))
+    (d,) = world.tick()
+    assert d.verdict is policy.Verdict.REVERT
+    assert len(revert_commits(world)) == 1
+
+
+def test_the_report_link_is_the_gateway_url_and_a_missing_report_is_rebuilt(world: World) -> None:
+    base = "http://127.0.0.1:8799"
+    built: list[reports.Plan] = []
+
+    def fake_report(state_dir: Path, clone: Path, *, target: reports.Plan, **_: Any
+                    ) -> reports.Built:
+        built.append(target)
+        target.out_dir.mkdir(parents=True, exist_ok=True)
+        target.html.write_text("<html>report</html>")
+        paths = evidently_reports.ReportPaths(target.html, target.snapshot, target.snapshot)
+        return reports.Built(target, paths, None, None, 0, 0, 0.0)
+
+    world.monitor = restarted(world, build_report=fake_report, report_base=base)
+    world.send(population(600))
+    (d,) = world.tick()  # reverts; the report worker is not running: the controller dies
+    assert d.verdict is policy.Verdict.REVERT
+    (entry,) = git.log(world.bare, "main", [], limit=1)
+    link = entry.trailers[layout.TRAILER_REPORT]
+    file = link.rsplit("/", 1)[1]
+    assert link == f"{base}/reports/{NAME}/{file}" and file.endswith(".html")
+    report = world.store.dir / "reports" / NAME / file
+    assert not report.exists() and not built
+    again = restarted(world, build_report=fake_report, report_base=base)
+    again.recover()
+    assert again.wait_reports(30)
+    assert [p.html.name for p in built] == [file] and report.is_file()
+    assert built[0].version == world.v2
+    # a report that cannot be built is a page saying why, never a dead link
+    report.unlink()
+
+    def broken(*args: Any, **kwargs: Any) -> reports.Built:
+        raise errors.ReportError("no live rows were recorded")
+
+    third = restarted(world, build_report=broken, report_base=base)
+    third.recover()
+    assert third.wait_reports(30)
+    assert "no live rows were recorded" in report.read_text()

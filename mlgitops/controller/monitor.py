@@ -18,6 +18,14 @@ The model's status gets a ``Drift`` condition and the last window's numbers.
 Reverts run in the monitor's thread (one at a time); reports are built afterwards by a
 background worker (each in a low-priority child process) and never delay or block a revert.
 
+Crash safety: a revert is recorded as pending (``state.json``) before it is pushed and counts
+toward the cooldown and the cap only once it landed. When the controller starts again, a
+pending revert is looked up on the remote by its ``Mlgitops-Reverts`` trailer (landed: it
+counts; not landed: dropped), a version the remote already reverts is never reverted again, and
+the report of every revert on the remote whose file is missing is rebuilt in the background
+from the live sample in the stats store (`recover`). The ``Mlgitops-Report`` link is the URL
+where the gateway serves the report (``{base}/reports/{name}/{file}``).
+
 May NOT: deploy (the controller redeploys because Git changed), decide anything itself (the
 pure policy does), or write to Git except through `revert.Writer`.
 """
@@ -51,6 +59,9 @@ from mlgitops.core.status import ConditionType
 
 if TYPE_CHECKING:
     from mlgitops.controller.run import Controller
+
+PENDING = "pendingReverts"
+"""``state.json`` extra: reverts recorded before their push (model -> record)."""
 
 ReportBuilder = Callable[..., reports.Built]
 """``build(state_dir, clone, *, name, version, target, sample, tags)`` (see `reports.build_for`)."""
@@ -106,6 +117,7 @@ class Monitor:
         writer: revert_mod.Writer | None = None,
         build_report: ReportBuilder | None = None,
         clock: Callable[[], float] = time.time,
+        report_base: str | None = None,
     ) -> None:
         self.store = store
         self.router = router
@@ -122,6 +134,8 @@ class Monitor:
         self.writer = writer or revert_mod.Writer(state_dir, url=url, branch=branch)
         self.build_report: ReportBuilder = build_report or reports.build_isolated
         self.clock = clock
+        self.report_base = report_base
+        """The controller's base URL: revert commits link ``{report_base}/reports/…``."""
         self.tracks: dict[str, _Track] = {}
         self.decisions: list[tuple[str, policy.Decision]] = []
         """Recent decisions (name, decision), newest last, bounded (tests and the bench read it)."""
@@ -142,6 +156,7 @@ class Monitor:
         self.start_reports()
         try:
             self.writer.prepare()  # the first revert should not wait for a clone
+            self.recover()
         except errors.MlgitopsError as exc:
             ui.console.print(f"[yellow]drift monitor:[/] cannot prepare its git clone yet: {exc}")
         try:
@@ -245,6 +260,11 @@ class Monitor:
                                    digest=prev_dep.digest) is not None:
                     blocked = (f"the previous version's digest {prev_dep.digest[7:19]} is "
                                "quarantined too")
+        try:
+            # e.g. a controller killed right after its revert landed, before the redeploy
+            already = self.writer.find_revert(version)
+        except errors.GitError:
+            already = None
         return _Track(
             name=name,
             version=version,
@@ -256,6 +276,7 @@ class Monitor:
             previous_version=prev_version,
             blocked=blocked,
             opened=self.clock(),
+            reverted=already is not None,
         )
 
     @staticmethod
@@ -327,7 +348,7 @@ class Monitor:
         """Decide on one closed window and act on the decision."""
         evidence = self.evidence(track, window)
         decision = policy.decide(evidence, self._history(track.name), track.deployment.drift, now=now)
-        self._remember(track.name, decision.history)
+        self._remember(track.name, decision.history_until_landed)
         self.decisions = [*self.decisions[-199:], (track.name, decision)]
         numbers = decision.to_dict()
         numbers.pop("reason", None)
@@ -370,14 +391,42 @@ class Monitor:
         self.store.save()
 
     # the revert ------------------------------------------------------------------------------
+    def _link(self, target: reports.Plan) -> str:
+        """What a commit and events name for a report: its URL, or its path in the repository."""
+        if self.report_base:
+            return target.url(self.report_base)
+        return target.link(self.state_dir.parent)
+
+    def _pending_reverts(self) -> dict[str, dict[str, object]]:
+        raw = self.store.extra.get(PENDING)
+        return {str(k): dict(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+
+    def _set_pending(self, name: str, record: dict[str, object] | None) -> None:
+        pending = self._pending_reverts()
+        if record is None:
+            pending.pop(name, None)
+        else:
+            pending[name] = record
+        self.store.extra[PENDING] = pending
+
+    def _landed(self, name: str, at: float) -> None:
+        """A revert decided at ``at`` is on the remote: it counts toward the cooldown and cap."""
+        self._remember(name, self._history(name).with_revert(at))
+
     def _revert(self, track: _Track, decision: policy.Decision, sample: pd.DataFrame) -> None:
         name = track.name
         target = reports.plan(self.state_dir, name=name, version=track.version, now=decision.at,
                               why="revert")
-        link = target.link(self.state_dir.parent)
+        link = self._link(target)
         plan = policy.revert_plan(decision, name=name, reverted=track.version, digest=track.digest,
                                   previous=track.previous_version, report=link, at=iso(decision.at))
         self._pending[name] = (track.version, decision.at, None)
+        # recorded before the push: a controller killed meanwhile finds out on restart whether
+        # it landed (by the commit's Mlgitops-Reverts trailer) instead of guessing
+        self._set_pending(name, {"reverted": track.version, "at": decision.at, "report": link,
+                                 "reportFile": target.html.name, "digest": track.digest,
+                                 "reason": decision.reason})
+        self.store.save()
         outcome = self.writer.revert(plan)
         pushed_at = self.clock()
         numbers = decision.to_dict()
@@ -386,9 +435,11 @@ class Monitor:
                   "attempts": outcome.attempts, "revertSeconds": round(outcome.seconds, 3),
                   "pushSeconds": round(outcome.push_seconds, 3),
                   "pushedAt": pushed_at, **numbers}
+        self._set_pending(name, None)
         if outcome.ok:
             assert outcome.commit is not None
             track.reverted = True
+            self._landed(name, decision.at)  # saves the state file
             self._pending[name] = (track.version, decision.at, outcome.commit)
             self.trigger(f"revert of {name}")
             self.store.event(
@@ -404,12 +455,13 @@ class Monitor:
             ui.console.print(f"[red]{name}[/]: reverted {track.version[:12]} in "
                              f"{outcome.commit[:12]} — {decision.reason}")
         else:
+            # nothing landed: it counts toward neither the cap nor the cooldown
             self._pending.pop(name, None)
+            self.store.save()
+            if outcome.already is not None:
+                track.reverted = True
+                self.trigger(f"{name} is already reverted")
             if outcome.skipped is not None:
-                # nothing was reverted: it does not count toward the cap or the cooldown
-                history = self._history(name)
-                self._remember(name, replace(history, reverts=tuple(
-                    t for t in history.reverts if t != decision.at)))
                 self.store.event("RevertSkipped", model=name, commit=track.version,
                                  message=outcome.skipped, **common)
                 self._status(name, decision, reason="RevertSkipped", message=outcome.skipped)
@@ -419,8 +471,76 @@ class Monitor:
                                  message=message, **common)
                 self._status(name, decision, reason="RevertFailed", message=message)
                 ui.console.print(f"[red]{name}[/]: {message}")
-        self._queue_report(track, sample, why="revert", now=decision.at, target=target,
-                           wait_until_not=track.version if outcome.ok else None)
+        if outcome.already is None:
+            self._queue_report(track, sample, why="revert", now=decision.at, target=target,
+                               wait_until_not=track.version if outcome.ok else None)
+
+    # after a restart ---------------------------------------------------------------------
+    def recover(self) -> None:
+        """What a controller killed mid-way left: pending reverts, and reports never built.
+
+        A pending revert that is on the remote counts (and gets its ``Reverted`` event); one
+        that is not was never pushed and is dropped. Every revert on the remote whose report
+        this controller should serve but does not have is rebuilt in the background.
+        """
+        with self.lock:
+            for name, record in self._pending_reverts().items():
+                reverted = str(record.get("reverted", ""))
+                at = float(str(record.get("at", 0.0)))
+                found = self.writer.find_revert(reverted) if reverted else None
+                self._set_pending(name, None)
+                if found is not None:
+                    self._landed(name, at)
+                    self.store.event(
+                        "Reverted", model=name, commit=found.commit, reverted=reverted,
+                        digest=record.get("digest"), report=record.get("report"), recovered=True,
+                        message=(f"reverted {reverted[:12]} in {found.commit[:12]} (the push "
+                                 "landed just before the controller stopped): "
+                                 f"{record.get('reason', '')}"),
+                    )
+                    self.trigger(f"recovered revert of {name}")
+                else:
+                    self.store.event(
+                        "RevertAbandoned", model=name, commit=reverted,
+                        message=(f"a revert of {reverted[:12]} was under way when the controller "
+                                 "stopped and never reached the remote; the monitor decides "
+                                 "again on the next window"),
+                    )
+                self.store.save()
+            self.start_reports()
+            for entry in self.writer.reverts():
+                self._rebuild_if_missing(entry)
+
+    def _rebuild_if_missing(self, entry: git.LogEntry) -> None:
+        name = entry.trailers.get(layout.TRAILER_MODEL, "")
+        reverted = entry.trailers.get(layout.TRAILER_REVERTS, "")
+        link = entry.trailers.get(layout.TRAILER_REPORT, "")
+        if not (name and reverted and link):
+            return
+        target = reports.plan_for_link(self.state_dir, link, name=name, version=reverted)
+        if target is None or target.html.exists():
+            return
+        ours = bool(self.report_base) and link.startswith(f"{self.report_base}/")
+        if not ours and not (self.stats_root / name / reverted).is_dir():
+            return  # a revert this controller neither linked nor has live statistics of
+        at = float(entry.timestamp)
+        job = _ReportJob(target, pd.DataFrame(), None,
+                         {"verdict": "revert", "closedAt": iso(at), "revertCommit": entry.commit,
+                          "rebuilt": "true"})
+        self.store.event("ReportRebuilding", model=name, commit=reverted, report=link,
+                         message=f"the report {link} of revert {entry.commit[:12]} is missing; "
+                                 "rebuilding it from the recorded live sample")
+        try:
+            self._reports.put_nowait(job)
+        except queue.Full:
+            self._placeholder(job, "too many drift reports were queued when the controller "
+                                   "started")
+
+    def _placeholder(self, job: _ReportJob, reason: str) -> None:
+        with contextlib.suppress(OSError):
+            reports.write_placeholder(job.target, reason=reason,
+                                      details={"model": job.target.name,
+                                               "version": job.target.version, **job.tags})
 
     def on_deployed(self, name: str, backend: local_runtime.Backend) -> None:
         """Reconciler hook: the previous content serves again after a revert."""
@@ -452,7 +572,9 @@ class Monitor:
         except queue.Full:
             self.store.event("ReportFailed", model=track.name, commit=track.version,
                              message="too many drift reports are queued; this one was dropped",
-                             report=target.link(self.state_dir.parent))
+                             report=self._link(target))
+            if why == "revert":
+                self._placeholder(job, "too many drift reports were queued")
 
     def _report_worker(self) -> None:
         while True:
@@ -477,17 +599,21 @@ class Monitor:
             retire = time.monotonic() + 5.0
             while time.monotonic() < retire and self._serves_elsewhere(name, version):
                 time.sleep(0.1)
-        link = job.target.link(self.state_dir.parent)
+        link = self._link(job.target)
+        path = job.target.link(self.state_dir.parent)
         try:
             sample = self._freshest_sample(name, version, job.sample)
             built = self.build_report(self.state_dir, self.source.clone, name=name, version=version,
                                       target=job.target, sample=sample, tags=job.tags)
         except Exception as exc:  # a report never takes the monitor down
+            if job.tags.get("verdict") == "revert":  # a revert commit links it: never a 404
+                self._placeholder(job, str(exc))
             self.store.event("ReportFailed", model=name, commit=version, report=link,
+                             reportPath=path,
                              message=f"the drift report {link} could not be built: {exc}")
             return
         self.store.event(
-            "ReportWritten", model=name, commit=version, report=link,
+            "ReportWritten", model=name, commit=version, report=link, reportPath=path,
             snapshot=str(built.paths.snapshot), runId=built.run_id, rows=built.rows,
             referenceRows=built.reference_rows, seconds=round(built.seconds, 3),
             message=(f"drift report {link}"
@@ -528,6 +654,7 @@ def from_controller(ctl: Controller) -> Monitor:
         trigger=ctl.trigger,
         interval=ctl.cfg.monitor.interval_seconds,
         branch=ctl.cfg.sync.branch,
+        report_base=ctl.base_url,
     )
     ctl.reconciler.on_deployed.append(monitor.on_deployed)
     return monitor

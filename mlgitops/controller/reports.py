@@ -4,8 +4,12 @@ Reports are Evidently reports (HTML + snapshot JSON + summary) kept under
 ``<repo>/.mlgitops/reports/<name>/`` and added to the Evidently workspace
 ``<repo>/.mlgitops/workspace`` (one project per model), so ``evidently ui --workspace
 <repo>/.mlgitops/workspace`` shows their history. A report's path is decided (`plan`) before
-it is built, so a revert commit can link it; building happens later, in the background, and
-its failure never blocks anything (`ReportError`).
+it is built, so a revert commit can link it: the link is the URL where the controller's
+gateway serves it (`Plan.url`: ``{base}/reports/{name}/{file}``). Building happens later, in
+the background, and its failure never blocks anything (`ReportError`); a revert's report that
+cannot be built is replaced by a page saying why (`write_placeholder`), and one that is missing
+after a crash is rebuilt when the controller starts again (`plan_for_link`). The HTML appears
+only once complete (written aside, then renamed into place).
 
 ``build_report(repo, name)`` is what ``mlgitops report NAME`` runs. The drift monitor builds
 its reports with `build_isolated`: in a child process at low CPU priority
@@ -15,14 +19,19 @@ compete with the gateway, the reconciler or the next revert for the controller's
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
+import html as html_mod
 import io
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +42,7 @@ import pandas as pd
 from mlgitops import errors
 from mlgitops.adapters import evidently_reports, git, stats_store
 from mlgitops.controller import state as state_mod
-from mlgitops.core import layout, stats
+from mlgitops.core import layout, manifest, stats
 from mlgitops.core.stats import ColumnKind
 
 REPORTS = "reports"
@@ -60,11 +69,15 @@ class Plan:
         return self.out_dir / f"{self.title}.snapshot.json"
 
     def link(self, repo: Path) -> str:
-        """The HTML path relative to the repository root (what a revert commit names)."""
+        """The HTML path relative to the repository root."""
         try:
             return self.html.relative_to(repo).as_posix()
         except ValueError:
             return str(self.html)
+
+    def url(self, base: str) -> str:
+        """Where the gateway at ``base`` serves the HTML (what a revert commit links)."""
+        return f"{base.rstrip('/')}/{REPORTS}/{self.name}/{self.html.name}"
 
 
 @dataclass(frozen=True)
@@ -99,6 +112,51 @@ def plan(state_dir: Path, *, name: str, version: str, now: float, why: str) -> P
         n += 1
         candidate = f"{title}-{n}"
     return Plan(name=name, version=version, out_dir=out, title=candidate, why=safe_why)
+
+
+_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.html")
+
+
+def plan_for_link(state_dir: Path, link: str, *, name: str, version: str) -> Plan | None:
+    """The report a revert commit links (URL or repository-relative path), when it is ours.
+
+    Only ``.../reports/<name>/<file>.html`` of model ``name`` maps to a file of this state
+    directory; anything else (another host's path, a path trick) is None.
+    """
+    path = urllib.parse.urlsplit(link).path if "://" in link else link
+    parts = [p for p in path.split("/") if p]
+    if len(parts) < 3 or parts[-3] != REPORTS or parts[-2] != name:
+        return None
+    file = parts[-1]
+    if not manifest.valid_name(name) or not _FILE.fullmatch(file) or ".." in file:
+        return None
+    title = file[: -len(".html")]
+    return Plan(name=name, version=version, out_dir=reports_dir(state_dir, name), title=title,
+                why="revert")
+
+
+def write_placeholder(target: Plan, *, reason: str, details: Mapping[str, Any]) -> Path:
+    """A page at ``target.html`` saying the report could not be built, why, and the numbers."""
+    rows = "".join(
+        f"<tr><th>{html_mod.escape(str(k))}</th><td>{html_mod.escape(str(v))}</td></tr>"
+        for k, v in details.items()
+    )
+    page = (
+        "<!doctype html><meta charset='utf-8'>"
+        f"<title>{html_mod.escape(target.title)}</title>"
+        f"<h1>Drift report of {html_mod.escape(target.name)} at "
+        f"{html_mod.escape(target.version[:12])}</h1>"
+        f"<p>The Evidently report could not be built: {html_mod.escape(reason)}</p>"
+        "<p>The decision's numbers are below; run <code>mlgitops report "
+        f"{html_mod.escape(target.name)} --repo REPO</code> for a report of the live data "
+        "now.</p>"
+        f"<table>{rows}</table>\n"
+    )
+    target.out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = target.out_dir / f".{target.title}.placeholder.tmp"
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, target.html)
+    return target.html
 
 
 def read_at(clone: Path, commit: str, path: str) -> bytes:
@@ -157,14 +215,28 @@ def build(
         )
     cols = list(usable)
     all_tags = {"model": target.name, "version": target.version, "why": target.why, **(tags or {})}
-    paths = evidently_reports.write_report(
-        reference[cols].reset_index(drop=True),
-        current[cols].reset_index(drop=True),
-        out_dir=target.out_dir,
-        title=target.title,
-        tags=all_tags,
-        kinds=usable,
-    )
+    target.out_dir.mkdir(parents=True, exist_ok=True)
+    # written aside, then renamed into place (the HTML last): a link never shows half a report
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.title}.", dir=target.out_dir))
+    try:
+        written = evidently_reports.write_report(
+            reference[cols].reset_index(drop=True),
+            current[cols].reset_index(drop=True),
+            out_dir=aside,
+            title=target.title,
+            tags=all_tags,
+            kinds=usable,
+        )
+        paths = evidently_reports.ReportPaths(
+            html=target.out_dir / written.html.name,
+            snapshot=target.out_dir / written.snapshot.name,
+            summary=target.out_dir / written.summary.name,
+        )
+        os.replace(written.snapshot, paths.snapshot)
+        os.replace(written.summary, paths.summary)
+        os.replace(written.html, paths.html)
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
     run_id: str | None = None
     ws_error: str | None = None
     if workspace is not None:
@@ -257,7 +329,13 @@ def build_isolated(
 
 
 def _lower_priority() -> None:
+    """In the report child: low CPU priority, and die with the controller (no orphan builds)."""
     os.nice(10)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _child() -> int:

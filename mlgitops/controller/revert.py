@@ -4,8 +4,11 @@ Executes a `core.policy.RevertPlan` in the controller's own working clone ``<sta
 before every attempt the clone is reset to the remote (it belongs to the controller, so nothing
 of anyone is lost), the model's two paths return to their content before the reverted commit,
 the reverted digest is added to ``quarantine.yaml``, and one commit is pushed fast-forward only.
-When someone pushed meanwhile the push is rejected: fetch, re-apply, retry (bounded); never a
-force-push. Any other refusal (the remote's pre-receive hook) is returned with git's reason.
+When someone pushed meanwhile the push is rejected (`errors.PushRejected`, whatever git's
+wording): fetch, re-apply, retry (bounded); never a force-push. Any other refusal (the remote's
+pre-receive hook) is returned with git's reason. A version that the remote already reverts (a
+commit with its ``Mlgitops-Reverts`` trailer, e.g. pushed by a controller that was killed right
+after) is never reverted twice.
 
 May NOT: decide whether to revert (core.policy does), deploy anything (the controller
 redeploys because Git changed), or touch paths other than the model's two and the quarantine.
@@ -13,6 +16,7 @@ redeploys because Git changed), or touch paths other than the model's two and th
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import threading
 import time
@@ -22,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from mlgitops import errors
+from mlgitops import errors, validate
 from mlgitops.adapters import files, git
 from mlgitops.core import layout, quarantine
 from mlgitops.core.policy import RevertPlan
@@ -44,6 +48,8 @@ class Outcome:
     """The version whose content returned (the last change of the paths before the reverted one)."""
     push_seconds: float = 0.0
     """Of `seconds`, the last ``git push`` (the remote's hooks run inside it)."""
+    already: str | None = None
+    """The revert commit already on the remote for this version (then `skipped` says so)."""
 
     @property
     def ok(self) -> bool:
@@ -84,6 +90,38 @@ class Writer:
         self.dir.parent.mkdir(parents=True, exist_ok=True)
         git.clone(self.url, self.dir)
 
+    def find_revert(self, reverted: str) -> git.LogEntry | None:
+        """The commit on the remote that reverts ``reverted`` (its ``Mlgitops-Reverts`` trailer).
+
+        Fetches first; GitError when the remote cannot be read.
+        """
+        with self._lock:
+            self._ready()
+            git.fetch(self.dir)
+            return self._revert_of(reverted)
+
+    def reverts(self, *, limit: int = 200) -> list[git.LogEntry]:
+        """The automatic revert commits on the remote's branch, newest first (fetches first)."""
+        with self._lock:
+            self._ready()
+            git.fetch(self.dir)
+            ref = f"origin/{self.branch}"
+            if git.rev_parse(self.dir, ref) is None:
+                return []
+            return [e for e in git.log(self.dir, ref, [], limit=limit)
+                    if e.trailers.get(layout.TRAILER_REVERTS)]
+
+    def _revert_of(self, reverted: str) -> git.LogEntry | None:
+        ref = f"origin/{self.branch}"
+        if git.rev_parse(self.dir, ref) is None:
+            return None
+        # only commits after the reverted one can revert it (all of them when it is unknown here)
+        since = f"{reverted}..{ref}" if git.rev_parse(self.dir, reverted) is not None else ref
+        for entry in git.log(self.dir, since, [], limit=500):
+            if entry.trailers.get(layout.TRAILER_REVERTS) == reverted:
+                return entry
+        return None
+
     def _sync(self) -> None:
         """Make the clone's branch, index and files exactly the remote's branch."""
         git.fetch(self.dir)
@@ -102,6 +140,13 @@ class Writer:
                 while attempt < self.attempts:
                     attempt += 1
                     self._sync()
+                    done = self._revert_of(plan.reverted)
+                    if done is not None:
+                        return Outcome(
+                            None, attempt, time.perf_counter() - start, already=done.commit,
+                            skipped=(f"{plan.reverted[:12]} is already reverted on the remote by "
+                                     f"{done.commit[:12]}; it is not reverted twice"),
+                        )
                     current = git.last_change(self.dir, "HEAD", plan.paths)
                     if current != plan.reverted:
                         return Outcome(
@@ -141,6 +186,12 @@ class Writer:
             raise errors.GitError(
                 f"{plan.name} did not exist before {plan.reverted[:12]}; there is nothing to return to"
             )
+        # what quarantine will match besides the bytes: read before the content goes
+        ident = validate.identity(self.dir / layout.model_path(plan.name), plan.entry.digest)
+        entry = dataclasses.replace(
+            plan.entry, fitted=ident.fitted, recipe=ident.recipe,
+            report=plan.trailers.get(layout.TRAILER_REPORT, plan.entry.report),
+        )
         git.run(self.dir, "rm", "-r", "-q", "--ignore-unmatch", "--", *plan.paths)
         for path in plan.paths:
             target = self.dir / path
@@ -149,18 +200,10 @@ class Writer:
             elif target.exists():
                 target.unlink()
         git.run(self.dir, "checkout", "-q", plan.restore_from, "--", *present)
-        qpath = self.dir / layout.QUARANTINE
-        try:
-            doc = yaml.safe_load(qpath.read_text()) if qpath.exists() else None
-        except yaml.YAMLError as exc:
-            raise errors.ManifestError(
-                f"{layout.QUARANTINE}: is not valid YAML ({exc}); fix it so reverts can record "
-                "quarantined digests"
-            ) from exc
-        entries = quarantine.parse(doc, source=layout.QUARANTINE)
-        text = quarantine.HEADER + yaml.safe_dump(quarantine.add(entries, plan.entry),
+        entries = validate.read_quarantine(self.dir)
+        text = quarantine.HEADER + yaml.safe_dump(quarantine.add(entries, entry),
                                                   sort_keys=False, width=100)
-        files.write_atomic(qpath, text.encode())
+        files.write_atomic(self.dir / layout.QUARANTINE, text.encode())
 
     def _commit(self, plan: RevertPlan) -> str:
         """Commit the index and the quarantine file (the paths are staged by `_apply`)."""

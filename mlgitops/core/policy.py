@@ -26,6 +26,11 @@ Rules, in order (each decision carries a sentence saying which one applied):
    without a previous version to return to (or when it is quarantined, or the same model);
    none within ``cooldownSeconds`` of the last automatic revert; at most ``maxReverts`` per
    ``revertPeriodSeconds``. Each of these turns a revert into an alert that says why.
+
+Only reverts that landed count toward the cooldown and the cap: a REVERT decision's
+``history`` already holds its time (the revert it asks for), but the caller keeps
+`Decision.history_until_landed` until the revert commit is on the remote, then
+`History.with_revert`; a revert that was refused, failed or was skipped never counts.
 """
 
 from __future__ import annotations
@@ -149,6 +154,16 @@ class History:
         """A new version serves: the streak starts again; reverts still count."""
         return replace(self, streak=0)
 
+    def with_revert(self, at: float) -> History:
+        """This history once a revert decided at ``at`` landed (counted once)."""
+        if at in self.reverts:
+            return self
+        return replace(self, reverts=tuple(sorted((*self.reverts, at))))
+
+    def without_revert(self, at: float) -> History:
+        """This history without the revert decided at ``at`` (it did not land)."""
+        return replace(self, reverts=tuple(t for t in self.reverts if t != at))
+
     def to_dict(self) -> dict[str, Any]:
         return {"streak": self.streak, "reverts": list(self.reverts)}
 
@@ -182,6 +197,11 @@ class Decision:
     @property
     def reverts(self) -> bool:
         return self.verdict is Verdict.REVERT
+
+    @property
+    def history_until_landed(self) -> History:
+        """The history to keep while the revert this decision asks for has not landed."""
+        return self.history.without_revert(self.at) if self.reverts else self.history
 
     def to_dict(self) -> dict[str, Any]:
         """Flat, JSON-ready numbers (what events and ``status.drift`` carry)."""
