@@ -7,7 +7,7 @@ constructs an object from the file, so it is safe on content nobody validated ye
 - `canonicalize` rewrites a file so the same estimator always gives the same bytes (skops names
   nodes and arrays after ``id()`` of Python objects, and zip entries carry the time).
 - `identity` is the fitted estimator's state (schema and arrays, without skops' version);
-  `recipe` is its class and hyper-parameters (what it would be trained with again).
+  `recipe` is its class and hyper-parameters, random seeds aside (how it was trained).
 - `check_trees` verifies the node arrays of the tree types skops leaves untrusted.
 """
 
@@ -31,6 +31,8 @@ MAX_SCHEMA_BYTES = 64 * 1024 * 1024
 MAX_ENTRIES = 200_000
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 _VOLATILE = ("_skops_version", "protocol")
+#: Hyper-parameters left out of a recipe: a new seed is the same training run again.
+_SEEDS = frozenset({"random_state", "seed"})
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,7 @@ def _params(node: Any) -> Any:
         return {
             "class": f"{node.get('__module__')}.{node.get('__class__')}",
             "params": {k: _params(v) for k, v in sorted(attrs.items())
-                       if not k.startswith("_") and not k.endswith("_")},
+                       if not k.startswith("_") and not k.endswith("_") and k not in _SEEDS},
         }
     if loader in ("ListNode", "TupleNode", "SetNode"):
         return [_params(v) for v in content] if isinstance(content, list) else None

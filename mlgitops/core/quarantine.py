@@ -5,7 +5,7 @@ A version *matches* an entry of the same model when any of these is equal:
 - ``fitted``: the fitted estimator's state (class, parameters and learned arrays), whatever
   MLflow metadata, zip layout or reference sample surrounds it;
 - ``recipe``: the estimator's class and hyper-parameters together with the reference data it
-  was published with: the same training run again, even with another random seed.
+  was published with: the same training run again, random seeds aside.
 Re-running the notebook cell that published a reverted version therefore matches. Removing
 the entry (a commit by a person) is the only way back.
 """

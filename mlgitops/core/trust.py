@@ -110,9 +110,12 @@ def refusals(
             out.append(Refusal(t, f"{t} is needed by the model but spec.model.trustedTypes does "
                                   "not list it; review it and add it to the manifest"))
     for t in sorted(listed or ()):
-        if not policy.admits(t) and t not in need:
-            out.append(Refusal(t, f"spec.model.trustedTypes lists {t}, which the controller's "
-                                  "trust policy does not admit; remove it from the manifest"))
+        if t in need or policy.admits(t):
+            continue
+        why = ("can run code or reach the system when a model loads, and no setting admits it"
+               if never_loadable(t) else "is not admitted by the controller's trust policy")
+        out.append(Refusal(t, f"spec.model.trustedTypes lists {t}, which {why}; remove it from "
+                              "the manifest"))
     return out
 
 
