@@ -110,6 +110,9 @@ def test_path_scoped_revert_restores_only_the_model_and_quarantines(remote: Repo
     doc = yaml.safe_load(git.show(bare, head, layout.QUARANTINE) or b"")
     (q,) = quarantine.parse(doc, source=layout.QUARANTINE)
     assert (q.model, q.digest, q.commit) == ("credit", plan.entry.digest, remote.credit_v2)
+    # ... and what quarantine matches beyond the bytes: the fitted estimator and its recipe
+    assert q.fitted.startswith("sha256:") and q.recipe.startswith("sha256:")
+    assert q.report == ".mlgitops/reports/credit/r.html"
     # the controller's view: the model's version is now the revert commit, serving v1's digest
     assert git.last_change(bare, head, layout.model_paths("credit")) == head
 

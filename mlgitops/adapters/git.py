@@ -6,10 +6,8 @@ Pushes are plain fast-forward pushes: git's own compare-and-swap; never forced.
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
-import tarfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,22 +126,56 @@ def last_change(repo: Path, commit: str, paths: Sequence[str]) -> CommitSha | No
 
 
 def export(repo: Path, commit: str, path: str, dest: Path) -> None:
-    """Write the files under ``path`` at ``commit`` into ``dest`` (``path`` prefix stripped)."""
-    data = run(repo, "archive", "--format=tar", commit, path)
+    """Write the files under ``path`` at ``commit`` into ``dest`` (``path`` prefix stripped).
+
+    Only regular files are written. A symbolic link, a submodule or any other entry under
+    ``path`` is refused with ModelError naming it (the pre-receive hook and the controller
+    refuse the same commits); nothing outside ``dest`` is ever written.
+    """
+    export_paths(repo, commit, [path], dest, strip=path)
+
+
+def export_paths(
+    repo: Path, commit: str, paths: Sequence[str], dest: Path, *, strip: str = ""
+) -> None:
+    """Write the regular files under ``paths`` at ``commit`` into ``dest`` (see `export`)."""
+    listing = run(repo, "ls-tree", "-r", "-z", "--full-tree", commit, "--", *paths).decode()
+    prefix = strip.rstrip("/") + "/" if strip else ""
     dest.mkdir(parents=True, exist_ok=True)
-    prefix = path.rstrip("/") + "/"
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        for member in tar.getmembers():
-            if not member.isfile() or not member.name.startswith(prefix):
-                continue
-            rel = member.name[len(prefix) :]
-            target = dest / rel
-            if ".." in Path(rel).parts:
-                raise errors.GitError(f"refusing path {member.name!r} escaping the model directory")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            src = tar.extractfile(member)
-            if src is not None:
-                target.write_bytes(src.read())
+    wanted: dict[str, str] = {}
+    for record in listing.split("\0"):
+        if not record:
+            continue
+        meta, _, name = record.partition("\t")
+        mode, kind, oid = meta.split()
+        if kind != "blob" or mode not in ("100644", "100755"):
+            what = {"120000": "a symbolic link", "160000": "a submodule"}.get(mode, f"a {kind}")
+            raise errors.ModelError(
+                f"{name}: is {what} in commit {commit[:12]}; model repositories hold regular "
+                "files only: commit the file itself"
+            )
+        rel = name[len(prefix):] if prefix and name.startswith(prefix) else name
+        parts = Path(rel).parts
+        if not rel or rel.startswith("/") or ".." in parts:
+            raise errors.ModelError(f"{name}: is not a plain path inside the repository")
+        wanted[rel] = oid
+    if not wanted:
+        return
+    blobs = run(repo, "cat-file", "--batch", input="".join(f"{o}\n" for o in wanted.values()).encode())
+    view = memoryview(blobs)
+    pos = 0
+    for rel, oid in wanted.items():
+        header_end = blobs.index(b"\n", pos)
+        header = blobs[pos:header_end].decode().split()
+        if len(header) != 3 or header[0] != oid:
+            raise errors.GitError(f"git cat-file returned {header!r} for {rel}")
+        size = int(header[2])
+        data = view[header_end + 1 : header_end + 1 + size]
+        pos = header_end + 1 + size + 1
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "xb") as f:
+            f.write(data)
 
 
 @dataclass(frozen=True)
@@ -325,3 +357,56 @@ def is_ancestor(repo: Path, older: str, newer: str) -> bool:
         capture_output=True,
         env=_env(identity=False),
     ).returncode == 0
+
+
+# commit signatures (SSH keys, git's own verification) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What git says of one commit's signature under an allowed-signers file."""
+
+    status: str
+    """git's %G?: G good and allowed, U good but the key is not allowed, N none, B bad, E …"""
+    signer: str
+    key: str
+
+    @property
+    def trusted(self) -> bool:
+        return self.status == "G"
+
+    def describe(self, commit: str) -> str:
+        c = commit[:12]
+        if self.status == "N":
+            return f"commit {c} is not signed"
+        if self.status == "U":
+            return f"commit {c} is signed by key {self.key or '(unknown)'}, which is not an allowed signer"
+        if self.status == "B":
+            return f"commit {c} has a bad signature (key {self.key or 'unknown'})"
+        if self.status == "G":
+            return f"commit {c} is signed by {self.signer} ({self.key})"
+        return f"commit {c}'s signature cannot be checked ({self.status}: key {self.key or 'unknown'})"
+
+
+def signature(repo: Path, commit: str, *, allowed_signers: Path) -> Signature:
+    """Verify ``commit``'s signature against an SSH allowed-signers file."""
+    out = run(
+        repo, "-c", f"gpg.ssh.allowedSignersFile={allowed_signers}", "log", "-1",
+        "--format=%G?%x1f%GS%x1f%GK", commit,
+    ).decode().strip()
+    status, _, rest = out.partition("\x1f")
+    signer, _, key = rest.partition("\x1f")
+    return Signature(status or "N", signer, key)
+
+
+def signing_args(key: Path | None) -> list[str]:
+    """``git`` options (before the subcommand) that make ``commit -S`` sign with an SSH ``key``."""
+    if key is None:
+        return []
+    return ["-c", "gpg.format=ssh", "-c", f"user.signingkey={key}", "-c", "commit.gpgsign=true"]
+
+
+def blob_size(repo: Path, commit: str, path: str) -> int:
+    """Size in bytes of the file ``path`` at ``commit`` (read before the content is)."""
+    out = run(repo, "cat-file", "-s", f"{commit}:{path}", check=False).decode().strip()
+    return int(out) if out.isdigit() else 0

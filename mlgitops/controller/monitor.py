@@ -655,6 +655,8 @@ def from_controller(ctl: Controller) -> Monitor:
         interval=ctl.cfg.monitor.interval_seconds,
         branch=ctl.cfg.sync.branch,
         report_base=ctl.base_url,
+        writer=revert_mod.Writer(ctl.state_dir, url=ctl.remote.url, branch=ctl.cfg.sync.branch,
+                                 signing_key=ctl.cfg.signing.key),
     )
     ctl.reconciler.on_deployed.append(monitor.on_deployed)
     return monitor

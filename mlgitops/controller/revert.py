@@ -67,7 +67,10 @@ class Writer:
         branch: str = layout.BRANCH,
         attempts: int = 5,
         before_push: Callable[[int], None] | None = None,
+        signing_key: Path | None = None,
     ) -> None:
+        self.signing_key = signing_key
+        """The controller's SSH key: revert commits are signed with it (when set)."""
         self.dir = state_dir / "writer"
         self.url = url
         self.branch = branch
@@ -208,7 +211,7 @@ class Writer:
     def _commit(self, plan: RevertPlan) -> str:
         """Commit the index and the quarantine file (the paths are staged by `_apply`)."""
         body = plan.message.rstrip() + "\n\n" + "".join(f"{k}: {v}\n" for k, v in plan.trailers.items())
-        git.run(self.dir, "commit", "-q", "--no-verify", "-F", "-", "--", *plan.commit_paths,
+        git.run(self.dir, *git.signing_args(self.signing_key), "commit", "-q", "--no-verify", "-F", "-", "--", *plan.commit_paths,
                 input=body.encode())
         sha = git.rev_parse(self.dir, "HEAD")
         if sha is None:
