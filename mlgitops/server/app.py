@@ -17,10 +17,11 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mlgitops.adapters import http_server
 from mlgitops.core import stats
 from mlgitops.server import (
     batching,
@@ -68,7 +69,7 @@ def error_response(exc: BaseException) -> Response:
             "server, not of the request: see the server log."
         )
     else:
-        message = str(exc) or type(exc).__name__
+        message = http_server.clip(str(exc) or type(exc).__name__)
     headers = None
     if isinstance(exc, problems.MethodNotAllowed) and exc.allow:
         headers = {"Allow": exc.allow}
@@ -82,29 +83,24 @@ def media_type(request: Request) -> str:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The body, or PayloadTooLarge as soon as it exceeds ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise problems.BadRequest("The Content-Length header is not a number.") from None
-        if size > limit:
+    """The body, or PayloadTooLarge before reading it when ``Content-Length`` is over
+    ``limit``, and as soon as the bytes received pass ``limit`` (chunked bodies)."""
+    try:
+        return await http_server.read_capped(request, limit)
+    except http_server.BadLength as exc:
+        raise problems.BadRequest(str(exc)) from None
+    except ClientDisconnect:
+        raise problems.BadRequest("The client went away before sending the whole body.") from None
+    except http_server.BodyTooLarge as exc:
+        if exc.declared is not None:
             raise problems.PayloadTooLarge(
-                f"The body has {size} bytes; this server accepts at most {limit} "
+                f"The body has {exc.declared} bytes; this server accepts at most {limit} "
                 "(--max-body-bytes): split the rows over several requests."
-            )
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise problems.PayloadTooLarge(
-                f"The body exceeds {limit} bytes, the most this server accepts "
-                "(--max-body-bytes): split the rows over several requests."
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
+            ) from None
+        raise problems.PayloadTooLarge(
+            f"The body exceeds {limit} bytes, the most this server accepts "
+            "(--max-body-bytes): split the rows over several requests."
+        ) from None
 
 
 def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
@@ -197,14 +193,16 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
     def check_name(request: Request) -> None:
         name = request.path_params.get("name")
         if name != spec.name:
-            raise problems.NotFound(f"No model named {name!r}; this server serves {spec.name!r}.")
+            raise problems.NotFound(
+                f"No model named {problems.shown(name)}; this server serves {spec.name!r}."
+            )
 
     async def infer(request: Request) -> Response:
         check_name(request)
         ctype = media_type(request)
         if ctype not in ("", JSON):
             raise problems.UnsupportedMediaType(
-                f"Content type {ctype!r} is not supported here; send application/json."
+                f"Content type {problems.shown(ctype)} is not supported here; send application/json."
             )
         batcher.begin()
         try:
@@ -223,7 +221,7 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
     async def invocations(request: Request) -> Response:
         ctype = media_type(request)
         if ctype not in (JSON, "text/csv"):
-            shown = repr(ctype) if ctype else "missing"
+            shown = problems.shown(ctype) if ctype else "missing"
             raise problems.UnsupportedMediaType(
                 f"Content type {shown} is not supported; send application/json or text/csv."
             )
@@ -279,14 +277,17 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
         if status == 404:
             response = error_response(
                 problems.NotFound(
-                    f"No route {request.url.path!r}; see GET /openapi.json for this server's routes."
+                    f"No route {problems.shown(request.url.path)}; see GET /openapi.json for this "
+                    "server's routes."
                 )
             )
         elif isinstance(exc, HTTPException) and 400 <= status < 500:
             detail = exc.detail if isinstance(exc.detail, str) else ""
             response = Response(
                 protocols.error_body(
-                    f"{detail or 'The request was refused'} ({request.url.path})."
+                    http_server.clip(
+                        f"{detail or 'The request was refused'} ({problems.shown(request.url.path)})."
+                    )
                 ),
                 status_code=status,
                 media_type=JSON,

@@ -2,10 +2,19 @@
 
 Every problem carries a sentence naming what is wrong; the app turns it into
 ``{"error": "<sentence>"}`` with the status from `STATUS`. Anything not listed here is a
-bug of the server (500), never the client's fault.
+bug of the server (500), never the client's fault. A sentence quotes client input only
+through `shown` (a few dozen characters at most), and the app cuts any message to
+``http_server.MAX_MESSAGE`` characters.
 """
 
 from __future__ import annotations
+
+from mlgitops.adapters import http_server
+
+
+def shown(value: object) -> str:
+    """How a value the client sent appears in a sentence: its repr, cut short."""
+    return http_server.quote(value)
 
 
 class RequestProblem(Exception):

@@ -112,7 +112,7 @@ def mlflow_json(payload: Any, sig: schema.Signature) -> schema.Batch:
     present = [k for k in MLFLOW_FORMATS if k in payload]
     unknown = sorted(k for k in payload if k not in MLFLOW_FORMATS and k != "params")
     if len(present) != 1 or unknown:
-        got = ", ".join(repr(k) for k in payload) or "no keys"
+        got = schema._names(list(payload), limit=8) if payload else "no keys"
         raise problems.BadRequest(
             f"The JSON body must have exactly one of the keys {', '.join(MLFLOW_FORMATS)} "
             f"(and optionally 'params'); it has {got}."
@@ -138,7 +138,7 @@ def _split(value: Any, sig: schema.Signature) -> schema.Batch:
     unknown = sorted(k for k in value if k not in ("columns", "data", "index"))
     if unknown:
         raise problems.BadRequest(
-            f"{where} has unknown key(s) {', '.join(map(repr, unknown))}; use 'columns', 'data' "
+            f"{where} has unknown key(s) {schema._names(unknown, limit=8)}; use 'columns', 'data' "
             "and optionally 'index'."
         )
     if "data" not in value:
@@ -226,14 +226,14 @@ def _csv_value(text: str, kind: str, *, name: str, row: int) -> Any:
             return float(s)
         except ValueError:
             raise problems.Unprocessable(
-                f"CSV column {name!r} row {row} is {text!r}, not a number; the signature says {kind}."
+                f"CSV column {name!r} row {row} is {problems.shown(text)}, not a number; the signature says {kind}."
             ) from None
     if kind in ("long", "integer"):
         try:
             return int(s)
         except ValueError:
             raise problems.Unprocessable(
-                f"CSV column {name!r} row {row} is {text!r}, not an integer; the signature says {kind}."
+                f"CSV column {name!r} row {row} is {problems.shown(text)}, not an integer; the signature says {kind}."
             ) from None
     if kind == "boolean":
         low = s.lower()
@@ -242,7 +242,7 @@ def _csv_value(text: str, kind: str, *, name: str, row: int) -> Any:
         if low in ("false", "0"):
             return False
         raise problems.Unprocessable(
-            f"CSV column {name!r} row {row} is {text!r}, not true/false; the signature says boolean."
+            f"CSV column {name!r} row {row} is {problems.shown(text)}, not true/false; the signature says boolean."
         )
     return text
 
@@ -261,7 +261,7 @@ def v2_request(payload: Any, sig: schema.Signature) -> tuple[schema.Batch, str |
     unknown = sorted(k for k in payload if k not in ("id", "inputs", "outputs", "parameters"))
     if unknown:
         raise problems.BadRequest(
-            f"The v2 request has unknown key(s) {', '.join(map(repr, unknown))}; it takes "
+            f"The v2 request has unknown key(s) {schema._names(unknown, limit=8)}; it takes "
             "'id', 'inputs', 'outputs' and 'parameters'."
         )
     request_id = payload.get("id")
@@ -284,7 +284,7 @@ def v2_request(payload: Any, sig: schema.Signature) -> tuple[schema.Batch, str |
         wrong = [o["name"] for o in outputs if o["name"] != "predict"]
         if wrong:
             raise problems.Unprocessable(
-                f"The model has no output(s) {', '.join(map(repr, wrong))}; its only output is 'predict'."
+                f"The model has no output(s) {schema._names(wrong, limit=8)}; its only output is 'predict'."
             )
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or not inputs:
@@ -294,36 +294,40 @@ def v2_request(payload: Any, sig: schema.Signature) -> tuple[schema.Batch, str |
         name, shape, datatype, flat = tensors[0]
         if len(shape) != 2 or shape[1] != len(sig.names):
             raise problems.Unprocessable(
-                f"Tensor {name!r} is not a column of the model, so it must be one 2-D tensor of "
+                f"Tensor {problems.shown(name)} is not a column of the model, so it must be one 2-D tensor of "
                 f"shape [rows, {len(sig.names)}] in signature order ({', '.join(sig.names)}); its "
-                f"shape is {shape}."
+                f"shape is {problems.shown(shape)}."
             )
         if datatype not in _V2_ACCEPTS["double"]:
             raise problems.Unprocessable(
-                f"Tensor {name!r} has datatype {datatype}; a 2-D tensor must be numeric (FP64)."
+                f"Tensor {problems.shown(name)} has datatype {problems.shown(datatype)}; a 2-D tensor must be numeric (FP64)."
             )
         if shape[0] == 0:
             raise problems.Unprocessable("The request has no rows; send at least one row.")
-        return sig.from_matrix(flat, rows=shape[0], where=f"Tensor {name!r}"), request_id
+        return sig.from_matrix(
+            flat, rows=shape[0], where=f"Tensor {problems.shown(name)}"
+        ), request_id
     columns: dict[str, Any] = {}
     for name, shape, datatype, flat in tensors:
         col = sig.by_name.get(name)
         if col is None:
             raise problems.Unprocessable(
-                f"Tensor {name!r} is not a column of the model; send one tensor per column "
+                f"Tensor {problems.shown(name)} is not a column of the model; send one tensor per column "
                 f"({', '.join(sig.names)}) or one 2-D FP64 tensor."
             )
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
             raise problems.Unprocessable(
-                f"Tensor {name!r} has shape {shape}; a column tensor has shape [rows] or [rows, 1]."
+                f"Tensor {problems.shown(name)} has shape {problems.shown(shape)}; a column tensor has shape [rows] or [rows, 1]."
             )
         if datatype not in _V2_ACCEPTS[col.type]:
             raise problems.Unprocessable(
-                f"Tensor {name!r} has datatype {datatype}, but column {name!r} is {col.type}; "
+                f"Tensor {problems.shown(name)} has datatype {problems.shown(datatype)}, but column {problems.shown(name)} is {col.type}; "
                 f"send {V2_FOR_TYPE[col.type]}."
             )
         if name in columns:
-            raise problems.Unprocessable(f"Tensor {name!r} appears twice; send each column once.")
+            raise problems.Unprocessable(
+                f"Tensor {problems.shown(name)} appears twice; send each column once."
+            )
         columns[name] = flat
     return sig.from_columnar(columns, where="Tensor"), request_id
 
@@ -339,7 +343,7 @@ def _tensor(t: Any, i: int) -> tuple[str, list[int], str, list[Any]]:
     unknown = sorted(k for k in t if k not in ("name", "shape", "datatype", "data", "parameters"))
     if unknown:
         raise problems.BadRequest(
-            f"inputs[{i}] has unknown key(s) {', '.join(map(repr, unknown))}."
+            f"inputs[{i}] has unknown key(s) {schema._names(unknown, limit=8)}."
         )
     name, shape, datatype, data = t["name"], t["shape"], t["datatype"], t["data"]
     if not isinstance(name, str):
@@ -366,7 +370,7 @@ def _flatten(data: list[Any], shape: list[int], *, name: str) -> list[Any]:
     if not any(isinstance(v, list) for v in data):
         if len(data) != expected:
             raise problems.Unprocessable(
-                f"Tensor {name!r} has {len(data)} values but its shape {shape} needs {expected}."
+                f"Tensor {problems.shown(name)} has {len(data)} values but its shape {problems.shown(shape)} needs {expected}."
             )
         return data
     out: list[Any] = []
@@ -375,12 +379,14 @@ def _flatten(data: list[Any], shape: list[int], *, name: str) -> list[Any]:
         if depth == len(shape):
             if isinstance(node, list):
                 raise problems.Unprocessable(
-                    f"Tensor {name!r} data is nested deeper than its shape {shape}."
+                    f"Tensor {problems.shown(name)} data is nested deeper than its shape {problems.shown(shape)}."
                 )
             out.append(node)
             return
         if not isinstance(node, list) or len(node) != shape[depth]:
-            raise problems.Unprocessable(f"Tensor {name!r} data does not match its shape {shape}.")
+            raise problems.Unprocessable(
+                f"Tensor {problems.shown(name)} data does not match its shape {problems.shown(shape)}."
+            )
         for child in node:
             walk(child, depth + 1)
 

@@ -12,6 +12,7 @@ matrix in signature order, so the predictor and the batcher never rebuild it.
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -104,7 +105,7 @@ class Signature:
         """Raise Unprocessable when ``names`` lacks a required column or has an unknown one."""
         given = set(names)
         if len(given) != len(names):
-            dup = sorted({n for n in names if list(names).count(n) > 1})
+            dup = sorted(n for n, k in collections.Counter(names).items() if k > 1)
             raise problems.Unprocessable(f"{where} repeats column(s) {_names(dup)}.")
         missing = [n for n in self.names if n in self._required and n not in given]
         extra = sorted(n for n in given if n not in self.by_name)
@@ -248,7 +249,7 @@ class Signature:
 def _names(names: Sequence[str], limit: int = 20) -> str:
     if not names:
         return "(none)"
-    shown = ", ".join(repr(n) for n in list(names)[:limit])
+    shown = ", ".join(problems.shown(n) for n in list(names)[:limit])
     return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"
 
 
@@ -303,7 +304,7 @@ def _value_problem(kind: str, v: Any) -> str | None:
             return _json_kind(v)
         lo, hi = _INT_RANGE[kind]
         if not lo <= v <= hi:
-            return f"{v}, outside the {kind} range"
+            return f"{problems.shown(v)}, outside the {kind} range"
         return None
     if kind == "boolean":
         return None if isinstance(v, bool) else _json_kind(v)

@@ -54,6 +54,7 @@ _PRELOAD = (
     "uvicorn.loops.uvloop",
     "uvicorn.protocols.http.httptools_impl",
     "uvloop",
+    "mlgitops.adapters.http_server",
     "mlgitops.adapters.mlflow_models",
     "mlgitops.adapters.stats_store",
     "mlgitops.server.app",
@@ -288,6 +289,7 @@ def _worker(runtime: app.Runtime, sock: socket.socket, slot: int) -> int:
     """Body of a forked worker: uvicorn on the shared socket until told to stop."""
     import uvicorn
 
+    from mlgitops.adapters import http_server
     from mlgitops.server import app
 
     parent = os.getppid()
@@ -310,7 +312,9 @@ def _worker(runtime: app.Runtime, sock: socket.socket, slot: int) -> int:
     config = uvicorn.Config(
         application,
         loop="uvloop",
-        http="httptools",
+        # httptools with a deadline for the head, an idle limit for the body and a cap on
+        # the head's size (uvicorn itself has none of them)
+        http=http_server.protocol(http_server.Limits()),
         ws="none",
         lifespan="on",
         log_config=None,
