@@ -8,6 +8,22 @@ Routes
 - ``POST /hooks/git``             the bare remote's post-receive hook (loopback only)
 - ``POST /hooks/github``          GitHub-compatible push webhook, HMAC-SHA256 verified
 - ``GET /status``                 what ``mlgitops status --json`` prints
+- ``GET /reports/[{name}/]``      the drift reports (HTML index, or JSON with ``?format=json``)
+- ``GET /reports/{name}/{file}``  one report file (``.html`` / ``.json``)
+
+Bounded input (with the limits of `adapters.http_server` on the connection itself):
+- inference bodies: at most ``max_body_bytes`` (default 10 MiB, the servers' own
+  ``--max-body-bytes`` default; ``MLGITOPS_MAX_BODY_BYTES``). A larger ``Content-Length`` is
+  refused with 413 before a byte of the body is read; a chunked body is cut with 413 when it
+  passes the limit. Bodies up to `_BUFFERED` are read whole (a request can then be retried on
+  the next server when a version switches under it); larger ones stream to the server.
+- ``/hooks/github``: at most ``webhook_max_bytes`` (default 1 MiB, ``MLGITOPS_WEBHOOK_MAX_BYTES``).
+  A push event's payload is a few KB (GitHub caps payloads at 25 MB); a larger one gets 413,
+  GitHub shows the failed delivery and polling still finds the commit. The limit is checked
+  before the signature, and the body is hashed as it arrives, never kept: memory does not grow
+  with the limit. Only the signature matters: the body is not otherwise read.
+- ``/hooks/git``: loopback callers only, at most `_GIT_HOOK_MAX_BYTES` (the ref updates).
+- error messages quote client input cut to a few dozen characters.
 """
 
 from __future__ import annotations
@@ -15,23 +31,63 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import json
+import re
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from mlgitops.adapters import http_server
 from mlgitops.controller import reconciler as rec
+from mlgitops.controller import report_files
+from mlgitops.core import manifest
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "content-encoding"}
+_BUFFERED = 1024 * 1024
+_GIT_HOOK_MAX_BYTES = 1024 * 1024
+_SIGNATURE = re.compile(r"sha256=[0-9a-f]{64}")
 
 
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+    return JSONResponse({"error": http_server.clip(message)}, status_code=status)
+
+
+def _too_large(exc: http_server.BodyTooLarge, *, what: str, setting: str) -> JSONResponse:
+    size = f"has {exc.declared} bytes" if exc.declared is not None else f"exceeds {exc.limit} bytes"
+    return _error(
+        413,
+        f"The {what} {size}; the gateway accepts at most {exc.limit} ({setting}): "
+        + ("split the rows over several requests." if what == "body" else "raise the setting."),
+    )
+
+
+class _Upload:
+    """A request body on its way to a server: bytes (can be sent again) or a one-shot stream."""
+
+    def __init__(self, head: bytes, rest: AsyncIterator[bytes] | None) -> None:
+        self.head = head
+        self.rest = rest
+        self.started = False
+
+    @property
+    def replayable(self) -> bool:
+        return self.rest is None or not self.started
+
+    def content(self) -> bytes | AsyncIterator[bytes]:
+        return self.head if self.rest is None else self._stream()
+
+    async def _stream(self) -> AsyncIterator[bytes]:
+        assert self.rest is not None
+        self.started = True
+        yield self.head
+        async for chunk in self.rest:
+            yield chunk
 
 
 def build(
@@ -40,6 +96,9 @@ def build(
     trigger: Callable[[str], None],
     statuses: Callable[[], list[dict[str, Any]]],
     webhook_secret: str | None,
+    max_body_bytes: int = 10 * 1024 * 1024,
+    webhook_max_bytes: int = 1024 * 1024,
+    reports_root: Path | None = None,
 ) -> Starlette:
     client = httpx.AsyncClient(
         timeout=httpx.Timeout(60.0, connect=2.0),
@@ -47,35 +106,52 @@ def build(
     )
 
     async def forward(request: Request, name: str, path: str) -> Response:
-        body = await request.body()
+        try:
+            head, rest = await http_server.prefetch(request, limit=max_body_bytes, keep=_BUFFERED)
+        except http_server.BadLength as exc:
+            return _error(400, str(exc))
+        except http_server.BodyTooLarge as exc:
+            return _too_large(exc, what="body", setting="MLGITOPS_MAX_BODY_BYTES")
+        except ClientDisconnect:
+            return _error(400, "the client went away before sending the whole body")
+        upload = _Upload(head, rest)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        declared = request.headers.get("content-length")
+        if rest is not None and declared is not None:
+            headers["content-length"] = declared  # checked by the parser against what arrives
         for _attempt in range(3):
             backend = router.get(name)
             if backend is None:
                 return _error(
                     404 if name not in {s["name"] for s in statuses()} else 503,
-                    f"no version of model {name!r} is serving here; "
+                    f"no version of model {http_server.quote(name)} is serving here; "
                     "see `mlgitops status` for why",
                 )
+            if not upload.replayable:
+                break
             router.inflight[backend.pid] = router.inflight.get(backend.pid, 0) + 1
             try:
                 r = await client.request(
                     request.method,
                     f"{backend.url}{path}",
-                    content=body,
+                    content=upload.content(),
                     headers=headers,
                     params=request.query_params,
                 )
+            except http_server.BodyTooLarge as exc:
+                return _too_large(exc, what="body", setting="MLGITOPS_MAX_BODY_BYTES")
+            except ClientDisconnect:
+                return _error(400, "the client went away before sending the whole body")
             except httpx.TransportError:
                 # the server went away between lookup and send: a newer one may be routed now
                 if router.get(name) is backend:
-                    return _error(503, f"the server of model {name!r} is restarting; retry")
+                    return _error(503, f"the server of model {http_server.quote(name)} is restarting; retry")
                 continue
             finally:
                 router.inflight[backend.pid] -= 1
             out = {k: v for k, v in r.headers.items() if k.lower() not in _HOP}
             return Response(r.content, status_code=r.status_code, headers=out)
-        return _error(503, f"the server of model {name!r} is being replaced; retry")
+        return _error(503, f"the server of model {http_server.quote(name)} is being replaced; retry")
 
     async def v2_model(request: Request) -> Response:
         name = request.path_params["name"]
@@ -99,30 +175,101 @@ def build(
         host = request.client.host if request.client else ""
         if host not in ("127.0.0.1", "::1", "localhost"):
             return _error(403, "the git hook endpoint only accepts loopback callers")
+        try:
+            async for _chunk in http_server.chunks(request, _GIT_HOOK_MAX_BYTES):
+                pass  # the ref updates: a fetch finds them anyway
+        except http_server.BadLength as exc:
+            return _error(400, str(exc))
+        except http_server.BodyTooLarge as exc:
+            return _too_large(exc, what="hook body", setting="the post-receive hook's limit")
+        except ClientDisconnect:
+            return _error(400, "the hook went away before sending the whole body")
         trigger("post-receive")
         return JSONResponse({"accepted": True}, status_code=202)
 
     async def hook_github(request: Request) -> Response:
-        body = await request.body()
         if webhook_secret is None:
             return _error(
                 403, "webhooks are disabled: start the controller with MLGITOPS_WEBHOOK_SECRET set"
             )
+        try:
+            http_server.check_declared(request, webhook_max_bytes)
+        except http_server.BadLength as exc:
+            return _error(400, str(exc))
+        except http_server.BodyTooLarge as exc:
+            return _too_large(exc, what="webhook body", setting="MLGITOPS_WEBHOOK_MAX_BYTES")
         signature = request.headers.get("x-hub-signature-256", "")
-        expected = "sha256=" + hmac.new(webhook_secret.encode(), body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(signature, expected):
+        if not _SIGNATURE.fullmatch(signature):
+            return _error(401, "X-Hub-Signature-256 is missing or malformed; check the secret")
+        mac = hmac.new(webhook_secret.encode(), digestmod=hashlib.sha256)
+        try:
+            async for chunk in http_server.chunks(request, webhook_max_bytes):
+                mac.update(chunk)
+        except http_server.BodyTooLarge as exc:
+            return _too_large(exc, what="webhook body", setting="MLGITOPS_WEBHOOK_MAX_BYTES")
+        except ClientDisconnect:
+            return _error(400, "the client went away before sending the whole body")
+        if not hmac.compare_digest(signature, "sha256=" + mac.hexdigest()):
             return _error(401, "X-Hub-Signature-256 does not match the body; check the secret")
         event = request.headers.get("x-github-event", "push")
         if event == "ping":
             return JSONResponse({"pong": True})
         if event != "push":
-            return JSONResponse({"ignored": event}, status_code=202)
-        try:
-            json.loads(body or b"{}")
-        except ValueError:
-            return _error(400, "the webhook body is not JSON")
+            return JSONResponse({"ignored": http_server.clip(event, 100)}, status_code=202)
         trigger("webhook")
         return JSONResponse({"accepted": True}, status_code=202)
+
+    def _wants_json(request: Request) -> bool:
+        if request.query_params.get("format") == "json":
+            return True
+        accept = request.headers.get("accept", "")
+        return "application/json" in accept and "text/html" not in accept
+
+    async def reports_index(request: Request) -> Response:
+        name = request.path_params.get("name")
+        if name is not None and not manifest.valid_name(name):
+            return _error(404, "No such model: see GET /reports/ for the reports there are.")
+        entries = (
+            await run_in_threadpool(report_files.index, reports_root, name)
+            if reports_root is not None
+            else []
+        )
+        if _wants_json(request):
+            return JSONResponse(
+                {
+                    "reports": [
+                        {"name": e.name, "file": e.file, "url": e.url, "bytes": e.size,
+                         "modified": e.modified}
+                        for e in entries
+                    ]
+                }
+            )
+        return HTMLResponse(report_files.index_html(entries, name=name))
+
+    async def report_file(request: Request) -> Response:
+        if reports_root is None:
+            return _error(404, "This gateway serves no reports.")
+        try:
+            data, media_type = await run_in_threadpool(
+                report_files.read,
+                reports_root,
+                request.path_params["name"],
+                request.path_params["file"],
+            )
+        except report_files.NotServed as exc:
+            return _error(404, str(exc))
+        headers = {"X-Content-Type-Options": "nosniff"}
+        if media_type.startswith("text/html"):
+            # the report runs its own scripts, in an origin of its own
+            headers["Content-Security-Policy"] = "sandbox allow-scripts allow-popups"
+        return Response(data, media_type=media_type, headers=headers)
+
+    async def report_unknown(request: Request) -> Response:
+        return _error(
+            404,
+            "No such report: reports are at /reports/<model>/<file>.html or .json; "
+            "see GET /reports/ for the reports there are.",
+        )
 
     async def status_route(request: Request) -> Response:
         return JSONResponse({"models": statuses()})
@@ -141,5 +288,10 @@ def build(
         Route("/hooks/git", hook_git, methods=["POST"]),
         Route("/hooks/github", hook_github, methods=["POST"]),
         Route("/status", status_route),
+        Route("/reports", reports_index),
+        Route("/reports/", reports_index),
+        Route("/reports/{name}/", reports_index),
+        Route("/reports/{name}/{file}", report_file),
+        Route("/reports/{rest:path}", report_unknown),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -19,10 +19,11 @@ from typing import Any
 import uvicorn
 
 from mlgitops import errors, repository, settings, ui
-from mlgitops.adapters import files, local_runtime
+from mlgitops.adapters import files, http_server, local_runtime
 from mlgitops.controller import gateway
 from mlgitops.controller import monitor as monitor_mod
 from mlgitops.controller import reconciler as rec
+from mlgitops.controller import reports as reports_mod
 from mlgitops.controller import source as source_mod
 from mlgitops.controller import state as state_mod
 
@@ -116,7 +117,11 @@ class Controller:
             trigger=self.trigger,
             statuses=self.statuses,
             webhook_secret=self.cfg.gateway.webhook_secret,
+            max_body_bytes=self.cfg.gateway.max_body_bytes,
+            webhook_max_bytes=self.cfg.gateway.webhook_max_bytes,
+            reports_root=self.state_dir / reports_mod.REPORTS,
         )
+        timeout = self.cfg.gateway.read_timeout_seconds
         config = uvicorn.Config(
             app,
             host=self.cfg.gateway.host,
@@ -124,6 +129,10 @@ class Controller:
             log_level="warning",
             access_log=False,
             lifespan="on",
+            http=http_server.protocol(
+                http_server.Limits(header_timeout=timeout, body_timeout=timeout)
+            ),
+            ws="none",
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, name="gateway", daemon=True)

@@ -1,0 +1,137 @@
+"""Drift reports over HTTP: which files of ``<state>/reports/<name>/`` may be served, and the index.
+
+A request names a model and a file; it is served only when the model name is a valid model
+name, the file name is a plain ``.html`` or ``.json`` name (no path, no leading dot), and the
+model's directory and the file are a real directory and a regular file, not symlinks. Anything
+else is "not found" with a sentence, never a hint of what exists outside the reports.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlgitops.core import manifest
+
+FILE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.(?:html|json)")
+MAX_FILE_BYTES = 256 * 1024 * 1024
+MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".json": "application/json"}
+
+
+class NotServed(Exception):
+    """This report cannot be served; ``str(exc)`` says why in a sentence."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    file: str
+    size: int
+    modified: float
+
+    @property
+    def url(self) -> str:
+        return f"/reports/{self.name}/{self.file}"
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def read(root: Path, name: str, file: str) -> tuple[bytes, str]:
+    """The bytes and media type of report ``file`` of model ``name``; NotServed otherwise."""
+    if not manifest.valid_name(name):
+        raise NotServed(
+            "No such report: the model name must be a lowercase DNS label such as credit-risk; "
+            "see GET /reports/ for the reports there are."
+        )
+    if not FILE_PATTERN.fullmatch(file) or ".." in file:
+        raise NotServed(
+            "No such report: a report is a plain .html or .json file name; "
+            "see GET /reports/ for the reports there are."
+        )
+    missing = NotServed(
+        f"No report {file} for model {name}; see GET /reports/{name}/ for its reports."
+    )
+    folder = root / name
+    if not _is_dir(folder):
+        raise missing
+    try:
+        fd = os.open(folder / file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        raise missing from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise missing
+        if info.st_size > MAX_FILE_BYTES:
+            raise NotServed(
+                f"The report {file} of model {name} is larger than {MAX_FILE_BYTES} bytes; "
+                f"open it from {folder} on the controller's machine."
+            )
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    return data, MEDIA_TYPES[Path(file).suffix]
+
+
+def index(root: Path, name: str | None = None) -> list[Entry]:
+    """Every servable report (of ``name`` only when given), newest file name first per model."""
+    if not _is_dir(root):
+        return []
+    try:
+        names = sorted(os.listdir(root)) if name is None else [name]
+    except OSError:
+        return []
+    out: list[Entry] = []
+    for model in names:
+        folder = root / model
+        if not manifest.valid_name(model) or not _is_dir(folder):
+            continue
+        try:
+            files = sorted(os.listdir(folder), reverse=True)
+        except OSError:
+            continue
+        for file in files:
+            if not FILE_PATTERN.fullmatch(file) or ".." in file:
+                continue
+            try:
+                info = os.lstat(folder / file)
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode):
+                out.append(Entry(model, file, info.st_size, info.st_mtime))
+    return out
+
+
+def index_html(entries: list[Entry], *, name: str | None = None) -> str:
+    """A small HTML page linking ``entries``, grouped by model."""
+    title = f"Drift reports of {name}" if name else "Drift reports"
+    rows: list[str] = []
+    current = None
+    for e in entries:
+        if e.name != current:
+            if current is not None:
+                rows.append("</ul>")
+            current = e.name
+            rows.append(f'<h2><a href="/reports/{html.escape(e.name)}/">{html.escape(e.name)}</a></h2><ul>')
+        rows.append(
+            f'<li><a href="{html.escape(e.url)}">{html.escape(e.file)}</a> '
+            f"<small>({e.size} bytes)</small></li>"
+        )
+    if current is not None:
+        rows.append("</ul>")
+    if not entries:
+        rows.append("<p>No reports yet: the drift monitor writes one when it alerts or reverts.</p>")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"</head><body><h1>{html.escape(title)}</h1>{''.join(rows)}</body></html>"
+    )
