@@ -312,3 +312,68 @@ def test_the_digest_is_stable_across_publishes(repo: Path, tmp_path: Path) -> No
                                           trusted_types=(), key="k")
         digests.append(files.dir_digest(dest))
     assert digests[0] == digests[1]
+
+
+def test_the_controller_holds_what_a_plain_git_host_let_through(repo: Path, tmp_path: Path) -> None:
+    """No validating hook (a hosted remote): the controller refuses the same commits itself,
+    runs nothing, and the serving version keeps answering."""
+    import httpx
+    import skops.io
+    from conftest import free_port, wait_until
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from mlgitops import settings
+    from mlgitops.controller import run
+
+    bare = Path(git.remote_url(repo) or "")
+    (bare / "hooks" / "pre-receive").unlink()
+    v1 = git.text(repo, "rev-parse", "HEAD")
+    cfg = settings.controller(repo, port=free_port(), poll_seconds=1.0, monitor=False)
+    marker = tmp_path / "pwned"
+
+    def version() -> str | None:
+        try:
+            return httpx.get(f"{ctl.base_url}/v2/models/credit", timeout=2).json().get("version")
+        except (httpx.HTTPError, ValueError):
+            return None
+
+    def stalled() -> str:
+        st = ctl.store.status("credit").to_dict()
+        c = next((c for c in st["conditions"] if c["type"] == "Stalled"), None)
+        return str(c["message"]) if c and c["status"] == "True" else ""
+
+    def push(mutate: Callable[[Path], None]) -> str:
+        mutate(repo)
+        subprocess.run(["git", "-C", str(repo), "add", "-A", "models", "manifests"], check=True)
+        subprocess.run(["git", "-C", str(repo), "-c", "user.name=eve", "-c", "user.email=eve@x",
+                        "commit", "-q", "-m", "attack"], check=True)
+        assert plain_push(repo, "HEAD:main").returncode == 0
+        ctl.trigger("test")
+        return git.text(repo, "rev-parse", "HEAD")
+
+    with run.running(cfg) as ctl:
+        wait_until(lambda: version() == v1, what="v1 serving")
+
+        def evil(r: Path) -> None:
+            payload = Pipeline([("a", FunctionTransformer(iter)), ("b", FunctionTransformer(next)),
+                                ("c", FunctionTransformer(exec))])
+            skops.io.dump(payload, r / MODEL / "model.skops")
+            set_mlmodel(r, lambda d: d["signature"].update(inputs=json.dumps(
+                [{"type": "double", "name": f"open({str(marker)!r}, 'w')", "required": True}])))
+            set_manifest(r, lambda d: d["spec"]["model"].update(
+                trustedTypes=["builtins.exec", "builtins.iter", "builtins.next"]))
+
+        push(evil)
+        wait_until(lambda: "builtins.exec" in stalled(), what="the code-running model held")
+        assert "can run code" in stalled()
+        assert version() == v1 and not marker.exists()
+
+        def linked(r: Path) -> None:
+            set_manifest(r, lambda d: d["spec"]["model"].update(trustedTypes=["sklearn.tree._tree.Tree"]))
+            os.symlink("/etc/passwd", r / MODEL / "extra")
+            set_manifest(r, lambda d: None, redigest=False)
+
+        push(linked)
+        wait_until(lambda: "symbolic link" in stalled(), what="the symlinked model held")
+        assert version() == v1
