@@ -194,6 +194,8 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._linger_timer: asyncio.TimerHandle | None = None
         self._lingering = False
         self._discarded = 0
+        self._head_size = 0  # request line and headers as parsed
+        self._too_large = False
 
     # asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -219,34 +221,52 @@ class GuardedHttpTools(HttpToolsProtocol):
                 self.transport.close()
                 return
         super().data_received(data)
-        if self._phase == _HEAD and before in (_IDLE, _HEAD) and not self.transport.is_closing():
-            # A chunk where a request began after another one's body (pipelining) is not
-            # counted: the count is short by at most one read, never too high.
+        if self.transport.is_closing():
+            return
+        if self._too_large:  # a complete head, over the limit
+            self._refuse_large_head()
+        elif self._phase == _HEAD and before in (_IDLE, _HEAD):
+            # An incomplete head: httptools keeps it in memory, so count what arrived. A chunk
+            # where a request began after another one's body (pipelining) is not counted:
+            # the count is short by at most one read, never too high.
             self._head_bytes += len(data)
             if self._head_bytes > self.LIMITS.max_header_bytes:
-                self._refuse(
-                    431,
-                    f"The request line and headers exceed {self.LIMITS.max_header_bytes} bytes; "
-                    "send shorter headers.",
-                )
+                self._refuse_large_head()
 
     # httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._phase = _HEAD
-        self._head_bytes = 0
+        self._head_bytes = self._head_size = 0
         if self._head_timer is None:
             self._head_timer = self.loop.call_later(self.LIMITS.header_timeout, self._head_late)
+
+    def on_url(self, url: bytes) -> None:
+        self._head_size += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
+        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        if self._head_size > self.LIMITS.max_header_bytes:
+            self._too_large = True  # refused once the parser returns; no application sees it
+            return
         self._phase = _BODY
         self._arm_body_timer()
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        if not self._too_large:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
+        if self._too_large:
+            return
         super().on_message_complete()
         self._cancel_body_timer()
         answered = self.cycle is not None and self.cycle.response_complete
@@ -310,6 +330,13 @@ class GuardedHttpTools(HttpToolsProtocol):
             self._arm_body_timer()  # the application is not reading: not the client's delay
             return
         self.transport.close()
+
+    def _refuse_large_head(self) -> None:
+        self._refuse(
+            431,
+            f"The request line and headers exceed {self.LIMITS.max_header_bytes} bytes; "
+            "send shorter headers.",
+        )
 
     def _refuse(self, status: int, message: str) -> None:
         self.transport.write(_refusal(status, message))

@@ -261,7 +261,7 @@ def build(
         headers = {"X-Content-Type-Options": "nosniff"}
         if media_type.startswith("text/html"):
             # the report runs its own scripts, in an origin of its own
-            headers["Content-Security-Policy"] = "sandbox allow-scripts allow-popups"
+            headers["Content-Security-Policy"] = "sandbox allow-scripts allow-popups allow-downloads"
         return Response(data, media_type=media_type, headers=headers)
 
     async def report_unknown(request: Request) -> Response:
