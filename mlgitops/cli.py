@@ -123,10 +123,12 @@ def _status_doc(repo: Path) -> dict[str, Any]:
 
     root = repo.resolve()
     store = state.Store(root / layout.STATE_DIR)
-    ctl = run.read_controller(root)
+    ctl = run.read_controller(root) or {}
+    alive = run.controller_alive(root, ctl)
     return {
         "repo": str(root),
-        "controller": {"running": ctl is not None, **(ctl or {})},
+        "controller": {"running": alive, "url": ctl.get("url"), "pid": ctl.get("pid"),
+                       "port": ctl.get("port")},
         "head": store.head,
         "models": [s.to_dict() for _, s in sorted(store.models.items())],
     }
@@ -142,9 +144,14 @@ def status(repo: Path, as_json: bool) -> None:
         click.echo(json.dumps(doc, indent=2))
         return
     ctl = doc["controller"]
-    ui.console.print(
-        f"controller: {'running at ' + ctl['url'] if ctl['running'] else 'not running'}; "
-        f"Git head {str(doc['head'])[:12]}", highlight=False)
+    if ctl["running"]:
+        where = f"running at {ctl['url']} (pid {ctl['pid']})"
+    elif ctl["pid"] is not None:
+        where = (f"not running (the controller recorded at {ctl['url']}, pid {ctl['pid']}, is "
+                 f"gone; start it with `mlgitops up --repo {doc['repo']}`)")
+    else:
+        where = f"not running (start it with `mlgitops up --repo {doc['repo']}`)"
+    ui.console.print(f"controller: {where}; Git head {str(doc['head'])[:12]}", highlight=False)
     table = Table("model", "health", "desired", "served", "last applied", "last attempted",
                   "endpoint", "conditions")
     for m in doc["models"]:

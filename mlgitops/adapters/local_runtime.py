@@ -5,11 +5,20 @@ Importing scikit-learn takes seconds, so the runtime keeps warm *standby* proces
 a new version answers in well under a second after the controller asks for it.
 Processes run in their own session so Ctrl-C reaches only the controller, which stops them
 in order; a controller killed with SIGKILL leaves them serving for its successor to adopt.
+
+Every process is written to the ledger ``<state>/servers.json`` (atomically) *before* it is
+started, under a random token that the process also carries in its environment
+(``MLGITOPS_SERVER=<token>``), and again with its pid and start time once it runs. After a
+crash, `LocalRuntime.recover` adopts the recorded servers that still serve and stops every
+other process of the ledger (standbys, servers that were launching or draining), matched on
+pid *and* start time, or on the token in the environment: a pid the kernel reused for someone
+else's process is never signalled.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import queue
@@ -18,7 +27,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -26,6 +36,11 @@ from typing import IO, Any
 import httpx
 
 from mlgitops import errors
+from mlgitops.adapters import files
+
+LEDGER = "servers.json"
+TOKEN_ENV = "MLGITOPS_SERVER"
+OWNER_ENV = "MLGITOPS_OWNER"
 
 
 @dataclass
@@ -42,6 +57,9 @@ class Backend:
     started_at: float = field(default_factory=time.time)
     #: the standby line it was launched with: enough to start the same version again
     spec: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: the ledger token (also in the process's environment) and the process's start time
+    token: str = ""
+    start_time: str | None = None
 
     @property
     def url(self) -> str:
@@ -57,13 +75,18 @@ class Backend:
             "log": str(self.log),
             "startedAt": self.started_at,
             "spec": self.spec,
+            "token": self.token,
+            "startTime": self.start_time,
         }
 
 
 class _Standby:
-    def __init__(self, proc: subprocess.Popen[bytes], log: Path) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], log: Path, token: str,
+                 start_time: str | None) -> None:
         self.proc = proc
         self.log = log
+        self.token = token
+        self.start_time = start_time
         self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.thread = threading.Thread(target=self._read, args=(proc.stdout,), daemon=True)
         self.thread.start()
@@ -104,19 +127,187 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def owned_pids(state_dir: Path) -> set[int]:
-    """Live processes started by a runtime for ``state_dir`` (via their environment marker)."""
-    marker = f"MLGITOPS_OWNER={state_dir}".encode()
-    pids = set()
+@functools.cache
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "boot"
+
+
+def start_time(pid: int) -> str | None:
+    """When process ``pid`` started (boot id and clock ticks since boot); None when it is gone.
+
+    Together with the pid this names one process for good: a reused pid starts later.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+    return f"{_boot_id()}:{ticks}"
+
+
+def is_process(pid: int | None, started: str | None) -> bool:
+    """True while ``pid`` runs and is the process that started at ``started`` (when known)."""
+    if pid is None or not pid_alive(pid):
+        return False
+    return started is None or start_time(pid) == started
+
+
+def _environ(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
+def pids_with(markers: Iterable[str]) -> dict[int, list[str]]:
+    """Live processes whose environment holds any of ``markers`` (``KEY=value``), with them."""
+    wanted = {m.encode(): m for m in markers}
+    out: dict[int, list[str]] = {}
+    if not wanted:
+        return out
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
-        try:
-            if marker in (proc / "environ").read_bytes().split(b"\0") and pid_alive(int(proc.name)):
-                pids.add(int(proc.name))
-        except OSError:
+        pid = int(proc.name)
+        hits = [wanted[e] for e in _environ(pid) if e in wanted]
+        if hits and pid_alive(pid):
+            out[pid] = hits
+    return out
+
+
+def owned_pids(state_dir: Path) -> set[int]:
+    """Live processes started by a runtime for ``state_dir`` (via their environment marker)."""
+    return set(pids_with([f"{OWNER_ENV}={state_dir}"]))
+
+
+def server_tokens(state_dir: Path) -> dict[int, str | None]:
+    """Live processes of ``state_dir``'s runtime and the ledger token each carries (None: none)."""
+    owner = f"{OWNER_ENV}={state_dir}".encode()
+    prefix = f"{TOKEN_ENV}=".encode()
+    out: dict[int, str | None] = {}
+    for pid in owned_pids(state_dir):
+        env = _environ(pid)
+        if owner not in env:
             continue
-    return pids
+        token = next((e[len(prefix):].decode() for e in env if e.startswith(prefix)), None)
+        out[pid] = token
+    return out
+
+
+def flock_holders(path: Path) -> set[int] | None:
+    """Pids holding a ``flock`` on ``path`` (from ``/proc/locks``); None when that cannot be read."""
+    try:
+        inode = path.stat().st_ino
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    holders: set[int] = set()
+    for line in lines:
+        parts = line.split()
+        if "->" in parts or len(parts) < 6 or parts[1] != "FLOCK":
+            continue  # "->" marks a waiter, not a holder
+        try:
+            pid, where = int(parts[4]), parts[5]
+        except ValueError:
+            continue
+        if where.rsplit(":", 1)[-1] == str(inode):
+            holders.add(pid)
+    return holders
+
+
+def _group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def _signal_verified(pid: int, sig: int, *, marker: bytes) -> bool:
+    """Send ``sig`` to ``pid`` only if it still carries ``marker`` in its environment.
+
+    A pidfd pins the process between the check and the signal, so a pid reused meanwhile is
+    never hit. False when the process is gone (or is not ours).
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        fd = None
+    try:
+        if marker not in _environ(pid):
+            return False
+        if fd is not None:
+            try:
+                signal.pidfd_send_signal(fd, sig)
+            except ProcessLookupError:
+                return False
+            return True
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+class Ledger:
+    """Every process a runtime started, by token, persisted atomically in ``<state>/servers.json``.
+
+    A record is written before its process starts (``pid`` None) and completed once it runs:
+    ``{"token", "role": standby|launching|serving|draining, "pid", "startTime", "name",
+    "version", "port", "recordedAt"}``. It is dropped once the process is known to be gone.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        data = files.read_json(path)
+        raw = data.get("servers") if isinstance(data, dict) else None
+        self._records: dict[str, dict[str, Any]] = {
+            str(k): dict(v) for k, v in (raw or {}).items() if isinstance(v, dict)
+        }
+
+    def _save(self) -> None:
+        files.write_json(self.path, {"servers": self._records})
+
+    def put(self, token: str, **fields: Any) -> None:
+        with self._lock:
+            record = self._records.setdefault(token, {"token": token, "recordedAt": time.time()})
+            record.update(fields)
+            self._save()
+
+    def drop(self, *tokens: str) -> None:
+        with self._lock:
+            if any(self._records.pop(t, None) is not None for t in tokens if t):
+                self._save()
+
+    def records(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {k: dict(v) for k, v in self._records.items()}
+
+    def keep_only(self, tokens: Iterable[str]) -> None:
+        keep = set(tokens)
+        with self._lock:
+            self._records = {k: v for k, v in self._records.items() if k in keep}
+            self._save()
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What `LocalRuntime.recover` found after a restart."""
+
+    adopted: dict[str, Backend]
+    """Servers left by the earlier controller that still serve what they say, by model."""
+    lost: dict[str, str]
+    """Recorded serving models whose server is gone or does not answer, with why."""
+    stopped: list[dict[str, Any]]
+    """Ledger records (and unrecorded processes of this runtime) whose processes were stopped."""
+    cleared: list[dict[str, Any]]
+    """Ledger records whose processes had already exited."""
 
 
 def _tail(path: Path, lines: int = 12) -> str:
@@ -143,8 +334,10 @@ class LocalRuntime:
         self.standby_count = standby
         self.ready_timeout = ready_timeout
         # MLGITOPS_OWNER marks every process of this runtime (tests and operators can find them)
-        self.env = {**os.environ, "DO_NOT_TRACK": "true", "MLGITOPS_OWNER": str(state_dir),
+        self.env = {**os.environ, "DO_NOT_TRACK": "true", OWNER_ENV: str(state_dir),
                     **(env or {})}
+        self.ledger = Ledger(state_dir / LEDGER)
+        self._marker = f"{OWNER_ENV}={state_dir}".encode()
         self._pool: list[_Standby] = []
         self._lock = threading.Lock()
         self._counter = 0
@@ -154,33 +347,52 @@ class LocalRuntime:
     def _spawn(self) -> _Standby:
         self._counter += 1
         log = self.logs / f"server-{int(time.time())}-{os.getpid()}-{self._counter}.log"
-        with log.open("ab") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "mlgitops.server", "--standby"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                env=self.env,
-                start_new_session=True,
-            )
-        return _Standby(proc, log)
+        token = uuid.uuid4().hex
+        # recorded before it exists: a crash right after Popen still leaves a trace to follow
+        self.ledger.put(token, role="standby", pid=None, startTime=None, log=str(log))
+        try:
+            with log.open("ab") as err:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "mlgitops.server", "--standby"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    env={**self.env, TOKEN_ENV: token},
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            self.ledger.drop(token)
+            raise errors.RuntimeFailure(
+                f"cannot start a server process ({exc}); check {sys.executable} runs"
+            ) from exc
+        started = start_time(proc.pid)
+        self.ledger.put(token, pid=proc.pid, startTime=started)
+        return _Standby(proc, log, token, started)
 
     def fill(self) -> None:
         """Top the pool up to ``standby`` warm processes."""
         with self._lock:
-            self._pool = [s for s in self._pool if s.proc.poll() is None]
+            self._prune()
             while not self._closed and len(self._pool) < self.standby_count:
                 self._pool.append(self._spawn())
 
+    def _prune(self) -> None:
+        dead = [s for s in self._pool if s.proc.poll() is not None]
+        if dead:
+            self._pool = [s for s in self._pool if s not in dead]
+            self.ledger.drop(*(s.token for s in dead))
+
     def _take(self) -> _Standby:
         with self._lock:
-            self._pool = [s for s in self._pool if s.proc.poll() is None]
+            self._prune()
             return self._pool.pop(0) if self._pool else self._spawn()
 
     # backends ---------------------------------------------------------------------------
     def launch(self, spec: Mapping[str, Any]) -> Backend:
         """Serve ``spec`` (the standby JSON line); RuntimeFailure/ModelError with the reason."""
         sb = self._take()
+        self.ledger.put(sb.token, role="launching", name=str(spec.get("name")),
+                        version=str(spec.get("version")))
         deadline = time.monotonic() + self.ready_timeout
         state = "wait-standby"
         try:
@@ -215,13 +427,17 @@ class LocalRuntime:
                         log=sb.log,
                         proc=sb.proc,
                         spec=dict(spec),
+                        token=sb.token,
+                        start_time=sb.start_time,
                     )
+                    self.ledger.put(sb.token, role="serving", port=backend.port)
                     threading.Thread(target=self._drain, args=(sb,), daemon=True).start()
                     return backend
                 elif kind == "error":
                     raise errors.ModelError(str(event.get("message", "the model did not load")))
         except BaseException:
             self._kill(sb.proc)
+            self.ledger.drop(sb.token)
             raise
         finally:
             # refill after the launch: a new standby's imports would compete with this one's warmup
@@ -235,7 +451,7 @@ class LocalRuntime:
     def alive(self, backend: Backend) -> bool:
         if backend.proc is not None:
             return backend.proc.poll() is None
-        return pid_alive(backend.pid)
+        return is_process(backend.pid, backend.start_time)
 
     def answers(self, backend: Backend, *, timeout: float = 2.0) -> bool:
         """True when the process serves ``backend``'s model at ``backend``'s version."""
@@ -245,8 +461,22 @@ class LocalRuntime:
         except (httpx.HTTPError, ValueError):
             return False
 
+    def draining(self, backend: Backend) -> None:
+        """Record that ``backend`` was replaced and drains before it stops."""
+        if backend.token:
+            self.ledger.put(backend.token, role="draining")
+
+    def _ours(self, pid: int | None, started: str | None, token: str | None) -> bool:
+        """True when ``pid`` is the recorded process: same start time, and our marker."""
+        if not is_process(pid, started) or pid is None:
+            return False
+        env = _environ(pid)
+        if self._marker not in env:
+            return False
+        return not token or f"{TOKEN_ENV}={token}".encode() in env
+
     def adopt(self, record: Mapping[str, Any]) -> Backend | None:
-        """A server left by an earlier controller, if it still serves what it says."""
+        """A server left by an earlier controller, if it is that very process and still serves."""
         try:
             backend = Backend(
                 name=str(record["name"]),
@@ -257,26 +487,85 @@ class LocalRuntime:
                 log=Path(str(record.get("log", self.logs / "adopted.log"))),
                 started_at=float(record.get("startedAt", time.time())),
                 spec=dict(record.get("spec") or {}),
+                token=str(record.get("token") or ""),
+                start_time=record.get("startTime"),
             )
         except (KeyError, TypeError, ValueError):
             return None
-        if pid_alive(backend.pid) and self.answers(backend):
+        if self._ours(backend.pid, backend.start_time, backend.token) and self.answers(backend):
             return backend
-        if pid_alive(backend.pid):
-            self._signal_group(backend.pid, signal.SIGTERM)
         return None
+
+    def recover(self, serving: Mapping[str, Mapping[str, Any]], *, grace: float = 5.0) -> Recovery:
+        """After a restart: adopt the ``serving`` records that still serve; stop the rest.
+
+        ``serving`` is what the earlier controller routed (model -> `Backend.record`). Every
+        other process of the ledger (standbys, servers launching or draining, servers of
+        models no longer routed) and every unrecorded process carrying this runtime's marker
+        is stopped: SIGTERM, then SIGKILL after ``grace`` seconds.
+        """
+        adopted: dict[str, Backend] = {}
+        lost: dict[str, str] = {}
+        for name, record in serving.items():
+            backend = self.adopt(record)
+            if backend is None:
+                lost[name] = (f"pid {record.get('pid')} is gone or is no longer the server of "
+                              f"{name} at {str(record.get('version'))[:12]}")
+                continue
+            if not backend.token:  # a record written before the ledger existed
+                backend.token = uuid.uuid4().hex
+            adopted[name] = backend
+        keep = {b.token for b in adopted.values()}
+        ledger = self.ledger.records()
+        for b in adopted.values():
+            self.ledger.put(b.token, role="serving", pid=b.pid, startTime=b.start_time
+                            or start_time(b.pid), name=b.name, version=b.version, port=b.port)
+        stopped: dict[str, dict[str, Any]] = {}
+        victims: list[int] = []
+        groups = {b.pid for b in adopted.values()}  # an adopted server's workers share its group
+        for pid, carried in server_tokens(self.state_dir).items():
+            if carried in keep or pid == os.getpid() or _group(pid) in groups:
+                continue
+            key = carried or f"pid-{pid}"
+            record = ledger.get(carried or "") or {"token": carried, "pid": pid,
+                                                   "role": "unrecorded"}
+            stopped.setdefault(key, {**record, "pid": record.get("pid") or _group(pid) or pid})
+            victims.append(pid)
+        self._stop_pids(victims, grace=grace)
+        self.ledger.keep_only(keep)
+        cleared = [r for t, r in ledger.items() if t not in keep and t not in stopped]
+        return Recovery(adopted, lost, list(stopped.values()), cleared)
+
+    def _stop_pids(self, pids: Iterable[int], *, grace: float) -> None:
+        """SIGTERM each (verified) process, SIGKILL those still alive after ``grace``."""
+        left = [p for p in pids if _signal_verified(p, signal.SIGTERM, marker=self._marker)]
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(pid_alive(p) for p in left):
+            time.sleep(0.05)
+        for pid in left:
+            if pid_alive(pid):
+                _signal_verified(pid, signal.SIGKILL, marker=self._marker)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(pid_alive(p) for p in left):
+            time.sleep(0.05)
 
     def stop(self, backend: Backend, *, grace: float = 5.0) -> None:
         """Stop a server: SIGTERM to its process group, SIGKILL after ``grace`` seconds."""
         if backend.proc is not None:
             self._kill(backend.proc, grace=grace)
-            return
-        self._signal_group(backend.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while pid_alive(backend.pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if pid_alive(backend.pid):
-            self._signal_group(backend.pid, signal.SIGKILL)
+        elif self._ours(backend.pid, backend.start_time, backend.token):
+            self._signal_group(backend.pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while is_process(backend.pid, backend.start_time) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if is_process(backend.pid, backend.start_time):
+                self._signal_group(backend.pid, signal.SIGKILL)
+        if backend.token:
+            # forked workers whose leader is gone carry the token too
+            orphans = [p for p, t in server_tokens(self.state_dir).items() if t == backend.token]
+            if orphans:
+                self._stop_pids(orphans, grace=1.0)
+            self.ledger.drop(backend.token)
 
     @staticmethod
     def _signal_group(pid: int, sig: int) -> None:
@@ -308,6 +597,7 @@ class LocalRuntime:
             pool, self._pool = self._pool, []
         for sb in pool:
             self._kill(sb.proc, grace=2.0)
+            self.ledger.drop(sb.token)
 
     def sweep(self, *, grace: float = 5.0) -> set[int]:
         """Stop any process of this runtime still alive (a last line of defence); their pids."""
@@ -320,4 +610,5 @@ class LocalRuntime:
         for pid in left:
             if pid_alive(pid):
                 self._signal_group(pid, signal.SIGKILL)
+        self.ledger.keep_only(())
         return left

@@ -82,19 +82,31 @@ class Reconciler:
         self.retiring: dict[int, Backend] = {}
 
     # live -------------------------------------------------------------------------------
-    def adopt(self) -> None:
-        """Take over servers an earlier controller left running, when they still answer."""
-        for name, record in list(self.store.backends.items()):
-            backend = self.runtime.adopt(record)
-            if backend is None:
-                self.store.backends.pop(name, None)
-                self.store.event("Lost", model=name, commit=record.get("version"),
-                                 message="a server left by the previous controller is gone")
-                continue
+    def adopt(self) -> local_runtime.Recovery:
+        """Take over servers an earlier controller left running, when they still answer.
+
+        Every other process the earlier controller started (warm standbys, a server that was
+        launching, servers draining after a switch) is stopped: after a crash nothing of ours
+        keeps running unowned.
+        """
+        found = self.runtime.recover(dict(self.store.backends))
+        for name, why in found.lost.items():
+            record = self.store.backends.pop(name, {})
+            self.store.event("Lost", model=name, commit=record.get("version"),
+                             message=f"a server left by the previous controller is gone: {why}")
+        for name, backend in found.adopted.items():
             self.router.set(name, backend)
+            self.store.backends[name] = backend.record()
             self.store.event("Adopted", model=name, commit=backend.version,
                              message=f"kept serving pid {backend.pid} on port {backend.port}")
+        for record in found.stopped:
+            role = record.get("role", "unrecorded")
+            self.store.event("OrphanStopped", model=str(record.get("name") or ""),
+                             commit=record.get("version"), pid=record.get("pid"), role=role,
+                             message=f"stopped a {role} server process (pid {record.get('pid')}) "
+                                     "the previous controller left behind")
         self.store.save()
+        return found
 
     def live(self) -> dict[str, plan.Live]:
         return {
@@ -224,6 +236,7 @@ class Reconciler:
             hook(step.name, backend)
         if old is not None and old.pid != backend.pid:
             self.retiring[old.pid] = old
+            self.runtime.draining(old)
             threading.Thread(target=self._retire, args=(old,), daemon=True).start()
 
     def _revive(self, step: plan.Step) -> None:

@@ -27,6 +27,9 @@ from mlgitops.controller import reports as reports_mod
 from mlgitops.controller import source as source_mod
 from mlgitops.controller import state as state_mod
 
+CONTROLLER_FILE = "controller.json"
+LOCK_FILE = "controller.lock"
+
 
 class Controller:
     """Everything ``mlgitops up`` runs, wired from settings; ``run()`` blocks until stopped."""
@@ -80,7 +83,7 @@ class Controller:
     # lifecycle --------------------------------------------------------------------------
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        path = self.state_dir / "controller.lock"
+        path = self.state_dir / LOCK_FILE
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -149,11 +152,17 @@ class Controller:
 
     def run(self, *, on_ready: Callable[[Controller], None] | None = None) -> None:
         with self._lock():
+            # first what an earlier controller left: adopt its servers, stop all else of ours
+            found = self.reconciler.adopt()
+            if found.stopped:
+                ui.console.print(f"[yellow]stopped {len(found.stopped)} server process(es) the "
+                                 "previous controller left behind[/]")
             self.runtime.fill()
             server, thread = self._serve_gateway()
             files.write_json(
-                self.state_dir / "controller.json",
-                {"pid": os.getpid(), "url": self.base_url, "port": self.port},
+                self.state_dir / CONTROLLER_FILE,
+                {"pid": os.getpid(), "url": self.base_url, "port": self.port,
+                 "startTime": local_runtime.start_time(os.getpid())},
             )
             self._register()
             workers = [
@@ -161,7 +170,6 @@ class Controller:
                 for fn in self.background
             ]
             try:
-                self.reconciler.adopt()
                 for w in workers:
                     w.start()
                 if on_ready is not None:
@@ -177,7 +185,7 @@ class Controller:
                     ui.console.print(f"[yellow]stopped {len(leftovers)} stray server process(es)[/]")
                 server.should_exit = True
                 thread.join(timeout=10)
-                (self.state_dir / "controller.json").unlink(missing_ok=True)
+                (self.state_dir / CONTROLLER_FILE).unlink(missing_ok=True)
 
     def _loop(self) -> None:
         next_poll = 0.0
@@ -262,5 +270,26 @@ def running(cfg: settings.ControllerSettings, *, timeout: float = 60.0) -> Itera
 
 
 def read_controller(repo: Path) -> dict[str, Any] | None:
-    info = files.read_json(repo / ".mlgitops" / "controller.json")
+    """What the last controller of ``repo`` recorded about itself (``controller.json``), if any."""
+    info = files.read_json(repo / ".mlgitops" / CONTROLLER_FILE)
     return info if isinstance(info, dict) else None
+
+
+def controller_alive(repo: Path, info: dict[str, Any] | None = None) -> bool:
+    """True when the controller recorded for ``repo`` still runs.
+
+    That is: its pid runs and started when the record says (a reused pid does not count), and,
+    where ``/proc/locks`` can be read, that process holds the repository's controller lock.
+    """
+    info = read_controller(repo) if info is None else info
+    if not info:
+        return False
+    try:
+        pid = int(info["pid"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    started = info.get("startTime")
+    if not local_runtime.is_process(pid, str(started) if started else None):
+        return False
+    holders = local_runtime.flock_holders(repo / ".mlgitops" / LOCK_FILE)
+    return holders is None or pid in holders
