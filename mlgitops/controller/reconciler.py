@@ -208,6 +208,8 @@ class Reconciler:
             backend = self.runtime.launch(self._spec(d, model_dir))
         except errors.Stalled as exc:
             self.store.failures[step.name] = plan.Failure(dep.digest, d.version, str(exc))
+            if isinstance(exc, errors.QuarantinedError):  # matched by content, not bytes
+                d = replace(d, quarantined=True)
             self._hold(st, plan.Step(step.name, plan.Action.HOLD, d, step.live, str(exc)), now)
             self.store.event("DeployFailed", model=step.name, commit=d.version, message=str(exc),
                              digest=dep.digest)
