@@ -282,6 +282,30 @@ def test_the_gateway_closes_a_half_sent_header(up: Up) -> None:
     assert received.startswith(b"HTTP/1.1 408")
 
 
+def test_a_head_sent_a_byte_at_a_time_meets_the_same_deadline(up: Up) -> None:
+    """Slowloris: bytes keep coming, but the head must be complete by the deadline."""
+    head = b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\nX-Slow: " + b"s" * 100
+    started = time.monotonic()
+    with connect(up.port) as sock:
+        try:
+            for byte in head:
+                sock.sendall(bytes([byte]))
+                time.sleep(0.2)
+        except OSError:
+            pass
+        _, received = seconds_until_closed(sock, limit=20)
+    assert time.monotonic() - started < READ_TIMEOUT + 1.5
+    assert received.startswith(b"HTTP/1.1 408")
+    # a head that pauses but completes in time is served, on a connection kept alive
+    with connect(up.port) as sock:
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHo")
+        time.sleep(READ_TIMEOUT / 2)
+        sock.sendall(b"st: t\r\n\r\n")
+        assert read_response(sock)[0] == 200
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(sock)[0] == 200
+
+
 def test_the_gateway_closes_a_stalled_body_and_a_silent_connection(up: Up) -> None:
     with connect(up.port) as sock:
         sock.sendall(b"POST /hooks/git HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789")

@@ -196,10 +196,13 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._discarded = 0
         self._head_size = 0  # request line and headers as parsed
         self._too_large = False
+        self._head_started = 0.0  # when the head's deadline started
+        self._last_data = 0.0  # when bytes last arrived
 
     # asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._head_started = self.loop.time()
         self._head_timer = self.loop.call_later(self.LIMITS.header_timeout, self._head_late)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -213,8 +216,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         if self.transport.is_closing() or self.parser is None:
             return
         before = self._phase
-        if before == _BODY:
-            self._arm_body_timer()
+        self._last_data = self.loop.time()
         if self._lingering:
             self._discarded += len(data)
             if self._discarded > self.LIMITS.linger_bytes:
@@ -225,21 +227,28 @@ class GuardedHttpTools(HttpToolsProtocol):
             return
         if self._too_large:  # a complete head, over the limit
             self._refuse_large_head()
-        elif self._phase == _HEAD and before in (_IDLE, _HEAD):
-            # An incomplete head: httptools keeps it in memory, so count what arrived. A chunk
-            # where a request began after another one's body (pipelining) is not counted:
-            # the count is short by at most one read, never too high.
-            self._head_bytes += len(data)
-            if self._head_bytes > self.LIMITS.max_header_bytes:
-                self._refuse_large_head()
+        elif self._phase == _HEAD:  # a head still incomplete after this read
+            # httptools keeps it in memory, so count what arrived. A chunk where a request
+            # began after another one's body (pipelining) is not counted: the count is short
+            # by at most one read, never too high.
+            if before in (_IDLE, _HEAD):
+                self._head_bytes += len(data)
+                if self._head_bytes > self.LIMITS.max_header_bytes:
+                    self._refuse_large_head()
+                    return
+            if self._head_timer is None:
+                left = self.LIMITS.header_timeout - (self._last_data - self._head_started)
+                self._head_timer = self.loop.call_later(max(left, 0.0), self._head_late)
+        elif self._phase == _BODY and self._body_timer is None:  # a body still incomplete
+            self._body_timer = self.loop.call_later(self.LIMITS.body_timeout, self._body_late)
 
     # httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._phase = _HEAD
         self._head_bytes = self._head_size = 0
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.LIMITS.header_timeout, self._head_late)
+        if self._head_timer is None:  # not the first request: its deadline starts now
+            self._head_started = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
         self._head_size += len(url)
@@ -257,7 +266,6 @@ class GuardedHttpTools(HttpToolsProtocol):
             self._too_large = True  # refused once the parser returns; no application sees it
             return
         self._phase = _BODY
-        self._arm_body_timer()
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -268,7 +276,9 @@ class GuardedHttpTools(HttpToolsProtocol):
         if self._too_large:
             return
         super().on_message_complete()
-        self._cancel_body_timer()
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
         answered = self.cycle is not None and self.cycle.response_complete
         self._phase = _IDLE if answered else _DONE
         if self._lingering:
@@ -299,16 +309,7 @@ class GuardedHttpTools(HttpToolsProtocol):
                 self.LIMITS.linger_seconds, self.transport.close
             )
 
-    # timers ----------------------------------------------------------------------------
-    def _arm_body_timer(self) -> None:
-        self._cancel_body_timer()
-        self._body_timer = self.loop.call_later(self.LIMITS.body_timeout, self._body_late)
-
-    def _cancel_body_timer(self) -> None:
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
-
+    # timers (armed only when a head or body is still incomplete after a read) ------------
     def _head_late(self) -> None:
         self._head_timer = None
         if self.transport.is_closing():
@@ -326,10 +327,16 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._body_timer = None
         if self._phase != _BODY or self.transport.is_closing():
             return
+        idle = self.loop.time() - self._last_data
         if self.flow is not None and self.flow.read_paused:
-            self._arm_body_timer()  # the application is not reading: not the client's delay
+            # the application is not reading: not the client's delay
+            wait = self.LIMITS.body_timeout
+        elif idle < self.LIMITS.body_timeout:
+            wait = self.LIMITS.body_timeout - idle  # bytes came meanwhile
+        else:
+            self.transport.close()
             return
-        self.transport.close()
+        self._body_timer = self.loop.call_later(wait, self._body_late)
 
     def _refuse_large_head(self) -> None:
         self._refuse(

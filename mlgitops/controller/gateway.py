@@ -48,7 +48,14 @@ from mlgitops.controller import reconciler as rec
 from mlgitops.controller import report_files
 from mlgitops.core import manifest
 
-_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "content-encoding"}
+_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "host",
+    "content-encoding",
+}
 _BUFFERED = 1024 * 1024
 _GIT_HOOK_MAX_BYTES = 1024 * 1024
 _SIGNATURE = re.compile(r"sha256=[0-9a-f]{64}")
@@ -145,13 +152,17 @@ def build(
             except httpx.TransportError:
                 # the server went away between lookup and send: a newer one may be routed now
                 if router.get(name) is backend:
-                    return _error(503, f"the server of model {http_server.quote(name)} is restarting; retry")
+                    return _error(
+                        503, f"the server of model {http_server.quote(name)} is restarting; retry"
+                    )
                 continue
             finally:
                 router.inflight[backend.pid] -= 1
             out = {k: v for k, v in r.headers.items() if k.lower() not in _HOP}
             return Response(r.content, status_code=r.status_code, headers=out)
-        return _error(503, f"the server of model {http_server.quote(name)} is being replaced; retry")
+        return _error(
+            503, f"the server of model {http_server.quote(name)} is being replaced; retry"
+        )
 
     async def v2_model(request: Request) -> Response:
         name = request.path_params["name"]
@@ -159,7 +170,9 @@ def build(
         return await forward(request, name, f"/v2/models/{name}" + (f"/{rest}" if rest else ""))
 
     async def model_path(request: Request) -> Response:
-        return await forward(request, request.path_params["name"], "/" + request.path_params["rest"])
+        return await forward(
+            request, request.path_params["name"], "/" + request.path_params["rest"]
+        )
 
     async def live(request: Request) -> Response:
         return JSONResponse({"live": True})
@@ -238,8 +251,13 @@ def build(
             return JSONResponse(
                 {
                     "reports": [
-                        {"name": e.name, "file": e.file, "url": e.url, "bytes": e.size,
-                         "modified": e.modified}
+                        {
+                            "name": e.name,
+                            "file": e.file,
+                            "url": e.url,
+                            "bytes": e.size,
+                            "modified": e.modified,
+                        }
                         for e in entries
                     ]
                 }
@@ -261,7 +279,9 @@ def build(
         headers = {"X-Content-Type-Options": "nosniff"}
         if media_type.startswith("text/html"):
             # the report runs its own scripts, in an origin of its own
-            headers["Content-Security-Policy"] = "sandbox allow-scripts allow-popups allow-downloads"
+            headers["Content-Security-Policy"] = (
+                "sandbox allow-scripts allow-popups allow-downloads"
+            )
         return Response(data, media_type=media_type, headers=headers)
 
     async def report_unknown(request: Request) -> Response:

@@ -122,7 +122,9 @@ def index_html(entries: list[Entry], *, name: str | None = None) -> str:
             if current is not None:
                 rows.append("</ul>")
             current = e.name
-            rows.append(f'<h2><a href="/reports/{html.escape(e.name)}/">{html.escape(e.name)}</a></h2><ul>')
+            rows.append(
+                f'<h2><a href="/reports/{html.escape(e.name)}/">{html.escape(e.name)}</a></h2><ul>'
+            )
         rows.append(
             f'<li><a href="{html.escape(e.url)}">{html.escape(e.file)}</a> '
             f"<small>({e.size} bytes)</small></li>"
@@ -130,7 +132,9 @@ def index_html(entries: list[Entry], *, name: str | None = None) -> str:
     if current is not None:
         rows.append("</ul>")
     if not entries:
-        rows.append("<p>No reports yet: the drift monitor writes one when it alerts or reverts.</p>")
+        rows.append(
+            "<p>No reports yet: the drift monitor writes one when it alerts or reverts.</p>"
+        )
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"</head><body><h1>{html.escape(title)}</h1>{''.join(rows)}</body></html>"
