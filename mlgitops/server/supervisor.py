@@ -4,9 +4,9 @@ The supervisor imports everything and loads and warms the model *before* forking
 worker costs a ``fork()`` (copy-on-write memory), not seconds of imports. Workers share the
 listening socket (the kernel spreads connections), each runs uvicorn (uvloop, httptools with
 the head, body and size limits of `adapters.http_server`) on the app of `app.build`. A worker
-that dies is restarted in its slot (back-off when it keeps dying); SIGTERM or SIGINT stops every worker gracefully (SIGKILL after a grace period) and the
-supervisor exits 0. Workers ask the kernel for SIGTERM when the supervisor dies, so no worker
-outlives it.
+that dies is restarted in its slot (back-off when it keeps dying); SIGTERM or SIGINT stops
+every worker gracefully (SIGKILL after a grace period) and the supervisor exits 0. Workers ask
+the kernel for SIGTERM when the supervisor dies, so no worker outlives it.
 """
 
 from __future__ import annotations
