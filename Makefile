@@ -39,3 +39,14 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+
+# Kubernetes test cluster (tests/k8s): etcd + kube-apiserver + kube-controller-manager built from
+# the Go module proxy into ~/.cache/mlgitops/k8s (override: MLGITOPS_K8S_CACHE); needs Go. The
+# first build takes about 10 minutes on 2 cores; afterwards k8s-bins is a no-op.
+.PHONY: k8s-bins test-k8s
+
+k8s-bins:
+	tools/k8s/build.sh
+
+test-k8s: $(STAMP) k8s-bins
+	$(BIN)/python -m pytest tests/k8s -m k8s

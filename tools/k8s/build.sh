@@ -8,7 +8,9 @@
 # clone; <key> names the kubernetes and etcd versions pinned by kube/go.mod and etcd/go.mod.
 # Needs only Go (>= the go line of the two go.mod files) and the Go module proxy: sources
 # come from the published modules k8s.io/kubernetes and go.etcd.io/etcd/server/v3, checked
-# against the committed go.sum files. A cold build takes tens of minutes on 2 cores.
+# against the committed go.sum files. A cold build (empty module and build caches) took 10 min
+# wall time on 2 cores, peak RSS 1.8 GiB (one link), ~0.8 GB module cache + ~2.9 GB build cache;
+# the three binaries are ~213 MB. With a warm build cache a rebuild only links (~20 s).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
