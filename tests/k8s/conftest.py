@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,8 +25,7 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from cluster import TestCluster
+from .cluster import TestCluster
 
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]
