@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export DO_NOT_TRACK := true
-export MLFLOW_ENABLE_TELEMETRY := false
+export MLFLOW_DISABLE_TELEMETRY := true
 
 .PHONY: demo test lint typecheck bench clean install
 
