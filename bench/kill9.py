@@ -468,6 +468,13 @@ def reports_missing(repo: Path, bare: Path, *, timeout: float = 300.0) -> list[s
             file = link.rsplit("/", 1)[-1]
             if not (state_dir / "reports" / NAME / file).is_file():
                 out.append(f"{e.commit[:12]} links {link}, which does not exist")
+                continue
+            try:  # and the link opens: the gateway serves it
+                code: int | str = httpx.get(link, timeout=5.0).status_code
+            except httpx.HTTPError as exc:
+                code = repr(exc)
+            if code != 200:
+                out.append(f"{e.commit[:12]} links {link}, which answers {code}")
         return out
 
     with contextlib.suppress(TimeoutError):

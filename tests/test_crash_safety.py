@@ -53,7 +53,10 @@ def test_every_server_process_is_recorded_before_it_starts(
         (record,) = files.read_json(state / local_runtime.LEDGER)["servers"].values()
         pid = record["pid"]
         assert local_runtime.is_process(pid, record["startTime"])
-        assert local_runtime.server_tokens(state) == {pid: record["token"]}
+        # the process carries the token: found by it even when its pid is not known
+        wait_until(lambda: local_runtime.server_tokens(state) == {pid: record["token"]},
+                   timeout=10, what=f"pid {pid} found by its token "
+                                    f"(alive: {local_runtime.pid_alive(pid)})")
     finally:
         runtime.close()
     assert files.read_json(state / local_runtime.LEDGER)["servers"] == {}

@@ -149,6 +149,7 @@ class Monitor:
         self._last_error: dict[str, str] = {}
         self._reports: queue.Queue[_ReportJob | None] = queue.Queue(maxsize=16)
         self._report_thread: threading.Thread | None = None
+        self._recovered = False
         self.lock = threading.Lock()
 
     # loop ------------------------------------------------------------------------------------
@@ -156,11 +157,15 @@ class Monitor:
         self.start_reports()
         try:
             self.writer.prepare()  # the first revert should not wait for a clone
-            self.recover()
         except errors.MlgitopsError as exc:
             ui.console.print(f"[yellow]drift monitor:[/] cannot prepare its git clone yet: {exc}")
         try:
             while not stop_event.is_set():
+                if not self._recovered:  # until the remote could be read once
+                    try:
+                        self.recover()
+                    except errors.MlgitopsError as exc:
+                        self._problem("*", "", f"cannot look for reverts left unfinished: {exc}")
                 try:
                     self.tick()
                 except Exception as exc:  # the monitor must outlive any one bad pass
@@ -510,6 +515,7 @@ class Monitor:
             self.start_reports()
             for entry in self.writer.reverts():
                 self._rebuild_if_missing(entry)
+            self._recovered = True
 
     def _rebuild_if_missing(self, entry: git.LogEntry) -> None:
         name = entry.trailers.get(layout.TRAILER_MODEL, "")
