@@ -242,6 +242,19 @@ def valid_name(name: str) -> bool:
     return re.fullmatch(NAME_PATTERN, name) is not None
 
 
+#: What ``kubectl get modeldeployments`` shows (the operator writes these status fields).
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {
+        "name": "Ready",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+    },
+    {"name": "Commit", "type": "string", "jsonPath": ".status.servedCommit"},
+    {"name": "Drift", "type": "string", "jsonPath": ".status.drift.verdict"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
 def crd() -> dict[str, Any]:
     """The CustomResourceDefinition of ModelDeployment, generated from ``SCHEMA``."""
     status_schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
@@ -271,10 +284,7 @@ def crd() -> dict[str, Any]:
                         }
                     },
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        {"name": "Digest", "type": "string", "jsonPath": ".spec.model.digest"},
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                    ],
+                    "additionalPrinterColumns": [dict(c) for c in PRINTER_COLUMNS],
                 }
             ],
         },
