@@ -102,6 +102,25 @@ def crd() -> None:
     click.echo(repository.crd_yaml(), nl=False)
 
 
+@main.command(name="fetch-model")
+@click.option("--repo-url", required=True, help="Git URL of the model repository.")
+@click.option("--commit", required=True, help="The full commit id to fetch.")
+@click.option("--name", required=True, help="Model name (models/NAME, manifests/NAME.yaml).")
+@click.option("--digest", required=True, help="The content digest the pod pins (sha256:…).")
+@click.option("--dest", required=True, type=click.Path(path_type=Path),
+              help="Directory to write the model to (replaced whole, atomically).")
+@click.option("--credentials", type=click.Path(path_type=Path),
+              help="Directory with username+password or ssh-privatekey+known_hosts.")
+def fetch_model_cmd(repo_url: str, commit: str, name: str, digest: str, dest: Path,
+                    credentials: Path | None) -> None:
+    """Fetch models/NAME at exactly COMMIT, check it, write it to DEST (a pod's init container)."""
+    from mlgitops import fetch
+
+    where = fetch.fetch_model(repo_url=repo_url, commit=commit, name=name, digest=digest,
+                              dest=dest, credentials=credentials, policy=settings.trust_policy())
+    click.echo(f"{layout.model_path(name)} at {commit[:12]} ({digest_mod.short(digest)}) -> {where}")
+
+
 @main.command()
 @click.option("--repo", default=".", type=click.Path(exists=True, path_type=Path), show_default=True)
 @click.option("--port", type=int, help="Gateway port (default 8700 or MLGITOPS_PORT).")
