@@ -45,7 +45,8 @@ class Controller:
             self.state_dir, standby=cfg.sync.standby, ready_timeout=cfg.sync.ready_timeout_seconds
         )
         self.source = source_mod.Source(
-            self.state_dir, url=self.remote.url, branch=cfg.sync.branch, local=self.remote.local
+            self.state_dir, url=self.remote.url, branch=cfg.sync.branch, local=self.remote.local,
+            policy=cfg.trust, allowed_signers=cfg.signing.allowed_signers,
         )
         self.reconciler = rec.Reconciler(
             source=self.source,
