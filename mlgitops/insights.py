@@ -67,7 +67,7 @@ def reverts(repo: str | Path, name: str) -> pd.DataFrame:
             "time": pd.Timestamp(dt.datetime.fromtimestamp(e.timestamp, dt.UTC)),
             "reverted": e.trailers[layout.TRAILER_REVERTS],
             "digest": e.trailers.get(layout.TRAILER_DIGEST),
-            "report": str(root / report) if report else None,
+            "report": (report if not report or "://" in report else str(root / report)),
             "subject": e.subject,
         })
     return pd.DataFrame(rows, columns=["commit", "time", "reverted", "digest", "report", "subject"])
