@@ -53,11 +53,11 @@ from mlgitops.adapters import files, git, local_runtime
 from mlgitops.core import layout
 from mlgitops.publishing import publish
 
-console = Console(width=160)
+console = Console(width=170)
 NAME = "credit-risk"
 DRIFT = {"windowRows": 300, "minRows": 200, "consecutiveWindows": 1, "cooldownSeconds": 0,
          "maxReverts": 1000, "revertPeriodSeconds": 3600}
-DEPLOY_KILL_SECONDS = 7.0
+DEPLOY_KILL_SECONDS = 3.0
 """Deploy kills land uniformly within this long after the push (launch, switch, drain, after)."""
 REVERT_KILL_SECONDS = 8.0
 """Revert kills land uniformly within this long after traffic starts (window, push, redeploy,
@@ -90,6 +90,9 @@ class Trial:
     kill_on: str | None = None
     """Kill as soon as this moment comes (see `MOMENTS`) instead of after a random time."""
     phase: str = "-"
+    at_kill: str = "-"
+    """The controller's recorded server processes at the kill (roles), and for a revert trial
+    whether the revert was on the remote already."""
     status_after_kill: bool | None = None
     """What `status --json` said about the killed controller (must be False)."""
     status_after_restart: bool | None = None
@@ -273,6 +276,16 @@ def settle(state_dir: Path, *, timeout: float = 30.0) -> list[str]:
         time.sleep(0.25)
 
 
+def at_kill(state_dir: Path, bare: Path, bad: str | None) -> str:
+    """The ledger's roles (what the killed controller had running) and the revert's progress."""
+    ledger = (files.read_json(state_dir / local_runtime.LEDGER) or {}).get("servers") or {}
+    roles = collections.Counter(str(r.get("role")) for r in ledger.values())
+    text = ", ".join(f"{n}×{role}" if n > 1 else role for role, n in sorted(roles.items())) or "none"
+    if bad is not None:
+        text += " (pushed)" if desired(bare) != bad else " (not yet)"
+    return text
+
+
 def status_running(repo: Path) -> bool:
     from mlgitops import cli
 
@@ -393,10 +406,13 @@ def one_trial(n: int, kind: str, *, ctl: Controller, repo: Path, bare: Path,
                                     what=f"the moment {kill_on!r}", every=0.005)
         ctl.kill9()
         trial.phase = phase_at(state_dir, since, time.time())
+        trial.at_kill = at_kill(state_dir, bare, bad)
         trial.status_after_kill = status_running(repo)
         before = sum(1 for e in files.read_jsonl(state_dir / "events.jsonl")
                      if e.get("type") == "OrphanStopped")
         ctl.start()
+        with contextlib.suppress(TimeoutError):  # controller.json follows the gateway's start
+            wait(lambda: status_running(repo), timeout=15, what="status saying running")
         trial.status_after_restart = status_running(repo)
         reverted = bad
         trial.converged = converge(
@@ -492,13 +508,22 @@ def free_port() -> int:
 
 def table(result: Result) -> Table:
     t = Table(title="kill -9 of `mlgitops up` during deploys and reverts, then a restart")
-    for col in ("trial", "kind", "killed after s", "last event before the kill",
-                "status after kill", "stopped at restart", "converged s", "orphans",
-                "duplicate reverts", "trial s", "ok"):
-        t.add_column(col, justify="right" if col.endswith("s") else "left")
+    right = {"justify": "right"}
+    t.add_column("trial", **right)
+    t.add_column("kind")
+    t.add_column("kill after s", **right)
+    t.add_column("servers at the kill (revert)", min_width=28)
+    t.add_column("status then")
+    t.add_column("stopped on restart", **right)
+    t.add_column("converged s", **right)
+    t.add_column("orphans", **right)
+    t.add_column("dup. reverts", **right)
+    t.add_column("trial s", **right)
+    t.add_column("ok")
     for tr in result.trials:
-        t.add_row(str(tr.n), tr.kind, f"{tr.kill_after:.2f}"
-                  + (f" ({tr.kill_on})" if tr.kill_on else ""), tr.phase,
+        t.add_row(str(tr.n), tr.kind,
+                  f"{tr.kill_after:.2f}" + (f" ({tr.kill_on})" if tr.kill_on else ""),
+                  tr.at_kill,
                   "-" if tr.status_after_kill is None else
                   ("running" if tr.status_after_kill else "not running"),
                   str(tr.stopped_at_restart),
