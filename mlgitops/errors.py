@@ -7,13 +7,16 @@ MlgitopsError                  base; every message is a sentence that says what 
 │   ├── ModelError             a model directory is invalid, its digest differs, or it does not load
 │   ├── BaselineError          baseline.json is missing or inconsistent with the model
 │   ├── QuarantinedError       the digest was auto-reverted and is quarantined
-│   └── ConfigError            settings or command-line input are wrong
+│   ├── ConfigError            settings or command-line input are wrong (also: RBAC refusals)
+│   └── NotFound               a Kubernetes object to write to is gone (or its namespace)
 ├── Waiting                    retry after `delay` seconds (e.g. not enough rows yet)
 └── Transient                  retry with back-off (I/O, a process that died, a push race)
     ├── GitError               a git command failed
     ├── PushRejected           the remote moved on; fetch, re-apply, retry
     ├── RuntimeFailure         a server process failed to start or answer
-    └── ReportError            building an Evidently report failed (never blocks a revert)
+    ├── ReportError            building an Evidently report failed (never blocks a revert)
+    └── ClusterError           the Kubernetes API server is unreachable, throttles or fails
+        └── Conflict           a Kubernetes object changed meanwhile (409): read, re-apply
 ```
 Third-party exceptions are translated at the adapter boundary with ``raise ... from exc``.
 """
@@ -49,6 +52,10 @@ class ConfigError(Stalled):
     """Settings or command-line input are wrong."""
 
 
+class NotFound(Stalled):
+    """A Kubernetes object (or its namespace) that a write needs does not exist."""
+
+
 class Waiting(MlgitopsError):
     """Not an error yet: retry after ``delay`` seconds."""
 
@@ -75,3 +82,11 @@ class RuntimeFailure(Transient):
 
 class ReportError(Transient):
     """Building an Evidently report failed; this never blocks a revert."""
+
+
+class ClusterError(Transient):
+    """The Kubernetes API server could not be reached, throttled (429) or failed (5xx)."""
+
+
+class Conflict(ClusterError):
+    """A Kubernetes object changed since it was read (409): read it again, re-apply, retry."""

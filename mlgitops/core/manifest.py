@@ -242,6 +242,29 @@ def valid_name(name: str) -> bool:
     return re.fullmatch(NAME_PATTERN, name) is not None
 
 
+def openapi_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON Schema (2020-12, what ``parse`` validates with) as a CRD's OpenAPI v3.0 schema.
+
+    Kubernetes reads OpenAPI 3.0: ``exclusiveMinimum``/``exclusiveMaximum`` are booleans beside
+    ``minimum``/``maximum``, and a structural schema may not say ``additionalProperties: false``
+    (the API server prunes unknown fields instead; ``parse`` still refuses them).
+    """
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
+        elif key == "additionalProperties" and value is False:
+            continue
+        elif key == "properties" and isinstance(value, Mapping):
+            out[key] = {k: openapi_schema(v) for k, v in value.items()}
+        elif key == "items" and isinstance(value, Mapping):
+            out[key] = openapi_schema(value)
+        else:
+            out[key] = value
+    return out
+
+
 #: What ``kubectl get modeldeployments`` shows (the operator writes these status fields).
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {
@@ -279,7 +302,10 @@ def crd() -> dict[str, Any]:
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "properties": {"spec": _SPEC_SCHEMA, "status": status_schema},
+                            "properties": {
+                                "spec": openapi_schema(_SPEC_SCHEMA),
+                                "status": status_schema,
+                            },
                             "required": ["spec"],
                         }
                     },

@@ -154,7 +154,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
 
 def crd() -> dict[str, Any]:
     """The CustomResourceDefinition of ModelRepository, generated from ``SCHEMA``."""
-    spec_schema = dict(_SPEC_SCHEMA)
+    spec_schema = manifest.openapi_schema(_SPEC_SCHEMA)
     props = dict(spec_schema["properties"])
     props["branch"] = {**props["branch"], "default": DEFAULT_BRANCH}
     props["interval"] = {**props["interval"], "default": DEFAULT_INTERVAL}
