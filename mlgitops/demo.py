@@ -142,6 +142,16 @@ def run(*, workdir: Path | None = None, port: int = 0) -> None:
     ui.console.print(f"Try: mlgitops history {MODEL} --repo {repo}")
 
 
+def _served(url: str) -> bool:
+    """True when the gateway answers ``url`` (a report page) with 200."""
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def _await_rollback(ctl: Any, base: str, repo: Path, v1: str, v2: str, steps: ui.Steps,
                     rows: list[tuple[str, str]]) -> float | None:
     """Wait for the monitor to revert v2 and v1 to serve again; None when no monitor runs."""
@@ -160,9 +170,10 @@ def _await_rollback(ctl: Any, base: str, repo: Path, v1: str, v2: str, steps: ui
                     report = e.trailers.get(layout.TRAILER_REPORT, "")
                     rows.append(("revert commit", f"{e.commit[:12]} {e.subject}"))
                     if report:
-                        rows.append(("drift report (HTML)", str(repo / report)))
-                        rows.append(("open it", f"a browser at file://{repo / report}, or "
-                                     f"evidently ui --workspace {repo / '.mlgitops/workspace'}"))
+                        rows.append(("drift report (HTML)", report))
+                        rows.append(("open it", f"a browser at {report} (while the controller "
+                                     f"runs), or evidently ui --workspace "
+                                     f"{repo / '.mlgitops/workspace'}"))
                     break
             time.sleep(0.2)
     if revert_sha is None:
@@ -176,12 +187,12 @@ def _await_rollback(ctl: Any, base: str, repo: Path, v1: str, v2: str, steps: ui
         rows.append(("breach-to-rollback (window closed → v1 answers)",
                      f"{answered - float(reverted[-1]['closedAt']):.2f} s"))
     rows.append(("v2 serving → v1 serving again", f"{time.perf_counter() - start:.1f} s"))
-    html = next((r[1] for r in rows if r[0] == "drift report (HTML)"), None)
-    if html:
-        with steps.step("Evidently report of the breach written (after the revert, never before)"):
+    url = next((r[1] for r in rows if r[0] == "drift report (HTML)"), None)
+    if url:
+        with steps.step("Evidently report of the breach served (built after the revert, never before)"):
             deadline = time.monotonic() + 120
-            while not Path(html).exists() and time.monotonic() < deadline:
+            while not _served(url) and time.monotonic() < deadline:
                 time.sleep(0.2)
-        if not Path(html).exists():
-            rows.append(("report status", "not written within 120 s; see mlgitops history"))
+        if not _served(url):
+            rows.append(("report status", "not served within 120 s; see mlgitops history"))
     return time.perf_counter() - start
