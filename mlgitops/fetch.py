@@ -108,9 +108,11 @@ def _fetch_commit(bare: Path, url: str, commit: str, options: list[str]) -> None
         try:
             git.run(bare, *options, "fetch", "-q", "--no-tags", url, "+refs/heads/*:refs/heads/*")
         except errors.GitError as exc:
+            said = str(exc).partition(f"failed in {bare}: ")[2] or str(exc)
+            said = " ".join(said.replace(url, shown).split())
             raise errors.GitError(
-                f"cannot fetch {shown}: {str(exc).replace(url, shown)}; check the URL, the "
-                "network and the credentials Secret"
+                f"cannot fetch {shown}: {said}; check the URL, the network and the credentials "
+                "Secret"
             ) from exc
     if git.rev_parse(bare, commit) != commit:
         raise errors.GitError(

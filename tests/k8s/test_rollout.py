@@ -1,0 +1,194 @@
+"""A real model version served by a rendered Deployment, rolled to the next, on the test cluster.
+
+Everything but the kubelet is real: a model published to a real Git remote, the Deployment and
+Service as `core.k8s_objects` renders them, applied with `adapters.kubernetes`, rolled out by the
+real deployment controller. The harness (`kubelet.py`) runs what each pod says: the real
+`mlgitops fetch-model` as the init container, the real `mlgitops serve` on the pod's loopback
+address, readiness probed, status written back.
+
+The rollout test observes `maxUnavailable: 0` from both sides: through the API (a ready pod at
+every moment, the old one deleted only after the new one is ready) and over HTTP (the old server
+answers until the new one does). Figures printed at the end: apply -> pod Ready -> Deployment
+ready, and the rollout of the next version.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+from mlgitops import validate
+from mlgitops.adapters import git
+from mlgitops.adapters import kubernetes as k8s
+from mlgitops.core import k8s_objects as ko
+
+from .cluster import TestCluster
+from .crds import install_crds
+from .kubelet import Kubelet, http_get
+
+T = TypeVar("T")
+NAME = "credit"
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 120.0, *,
+             kubelet: Kubelet | None = None) -> T:  # fmt: skip
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.05)
+    logs = ""
+    if kubelet is not None:
+        for rec in kubelet.records.values():
+            for c in ("fetch-model", "server"):
+                logs += f"\n--- {rec.name}/{c}:\n{kubelet.logs(rec.name, c)[-3000:]}"
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r}){logs}")
+
+
+@pytest.fixture()
+def cluster(k8s_cluster: TestCluster) -> Iterator[k8s.Cluster]:
+    with k8s.Cluster.from_kubeconfig(k8s_cluster.kubeconfig_path, timeout=20) as c:
+        install_crds(c.api)
+        yield c
+
+
+@pytest.fixture()
+def kubelet(k8s_cluster: TestCluster, k8s_namespace: str, tmp_path: Path) -> Iterator[Kubelet]:
+    with Kubelet(k8s_cluster, k8s_namespace, workdir=tmp_path / "kubelet", backoff=(1.0, 5.0)) as k:
+        yield k
+    assert k.running_processes() == 0
+
+
+def render(cluster: k8s.Cluster, repo: Path, ns: str, commit: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ModelDeployment of ``commit`` applied (as the operator keeps it), and what it owns."""
+    raw = git.show(repo, commit, f"manifests/{NAME}.yaml")
+    assert raw is not None
+    dep = validate.parse_manifest(raw, rel=f"manifests/{NAME}.yaml")
+    cr = cluster.apply({**yaml.safe_load(raw), "metadata": {
+        "name": NAME, "annotations": {"mlgitops.io/source-commit": commit}}}, namespace=ns)  # fmt: skip
+    owner = ko.Owner.of(cr)
+    url = git.remote_url(repo)
+    assert url is not None
+    options = ko.PodOptions(progress_deadline_seconds=180, readiness_period_seconds=1)
+    # A URL, as a pod would get one (a bare path would read as a path inside the container).
+    deployment = ko.deployment(dep, commit, owner=owner, source=ko.Source(f"file://{url}"),
+                               trusted_types=dep.trusted_types, namespace=ns, options=options)
+    return deployment, ko.service(dep, owner=owner, namespace=ns)
+
+
+def served_version(endpoint: str) -> str | None:
+    status, body = http_get(f"{endpoint}/v2/models/{NAME}", timeout=2)
+    if status != 200:
+        return None
+    return str(json.loads(body)["version"])
+
+
+def test_a_published_version_serves_and_the_next_one_rolls_out_with_no_unavailable_pod(
+    cluster: k8s.Cluster,
+    kubelet: Kubelet,
+    k8s_namespace: str,
+    repo: Path,
+    publish_version: Callable[..., str],
+) -> None:
+    ns = k8s_namespace
+    v1 = publish_version(name=NAME, seed=0)
+
+    # -- v1: apply -> the harness binds, fetches, serves -> Ready --------------------------
+    deployment, service = render(cluster, repo, ns, v1)
+    began = time.monotonic()
+    cluster.apply(deployment)
+    cluster.apply(service)
+    state = wait_for("v1 to be ready", lambda: (
+        (s := cluster.rollout(ns, NAME)) and s.phase is ko.Phase.READY and s), kubelet=kubelet)  # fmt: skip
+    v1_ready = time.monotonic() - began
+    assert state.commit == v1 and state.serving_commits == (v1,)
+    deployment_status = cluster.read_deployment(ns, NAME)
+    assert deployment_status is not None
+    assert deployment_status["status"]["readyReplicas"] == 1
+    (pod1,) = cluster.list_pods(ns, NAME)
+    assert pod1.ready and pod1.commit == v1 and pod1.ip and pod1.ip.startswith("127.")
+    assert pod1.endpoint is not None
+    assert served_version(pod1.endpoint) == v1
+    rec1 = kubelet.record(pod1.name)
+    assert rec1 is not None and rec1.ready is not None and rec1.initialized is not None
+    fetch_log = kubelet.logs(pod1.name, "fetch-model")
+    assert f"models/{NAME} at {v1[:12]}" in fetch_log
+
+    # -- v2: the next commit rolls out; the old pod serves until the new one is ready -------
+    v2 = publish_version(name=NAME, seed=1, shift=0.3)
+    assert v2 != v1
+    deployment2, _ = render(cluster, repo, ns, v2)
+    seen: list[tuple[float, tuple[tuple[str, str | None, bool, bool], ...]]] = []
+    answers: list[tuple[float, str | None]] = []
+    done = threading.Event()
+
+    def keep_asking_v1() -> None:  # a client of the old pod, every 50 ms, until the end
+        while not done.is_set():
+            answers.append((time.monotonic(), served_version(pod1.endpoint or "")))
+            time.sleep(0.05)
+
+    asker = threading.Thread(target=keep_asking_v1, daemon=True)
+    asker.start()
+    began2 = time.monotonic()
+    cluster.apply(deployment2)
+
+    def rolled() -> bool:
+        pods = cluster.list_pods(ns, NAME)
+        seen.append((time.monotonic(), tuple((p.name, p.commit, p.ready, p.terminating) for p in pods)))
+        state = cluster.rollout(ns, NAME)
+        return bool(state and state.phase is ko.Phase.READY and state.commit == v2
+                    and [p.commit for p in pods] == [v2])
+
+    try:
+        wait_for("v2 to replace v1", rolled, kubelet=kubelet)
+    finally:
+        done.set()
+        asker.join(timeout=10)
+    rollout_seconds = time.monotonic() - began2
+
+    # never without a ready pod (maxUnavailable 0), as the API saw it
+    for when, pods in seen:
+        assert any(ready for _, _, ready, _ in pods), f"no ready pod at +{when - began2:.2f}s: {pods}"
+    # the new pod became ready before the old one stopped being ready
+    new_ready = min(t for t, pods in seen if any(c == v2 and r for _, c, r, _ in pods))
+    old_gone = min((t for t, pods in seen if not any(c == v1 and r for _, c, r, _ in pods)),
+                   default=float("inf"))  # fmt: skip
+    assert new_ready <= old_gone
+    # the old server answered v1 over HTTP until the new one was ready
+    before = [v for t, v in answers if t < new_ready]
+    assert before and all(v == v1 for v in before), before[-5:]
+    # the old pod is gone for good, and its process with it
+    (pod2,) = cluster.list_pods(ns, NAME)
+    assert pod2.name != pod1.name and pod2.ip != pod1.ip
+    assert pod2.endpoint is not None and served_version(pod2.endpoint) == v2
+    wait_for("the old server to stop", lambda: served_version(pod1.endpoint or "") is None)
+    rec1 = kubelet.record(pod1.name)
+    assert rec1 is not None and rec1.deleted is not None
+    rec2 = kubelet.record(pod2.name)
+    assert rec2 is not None and rec2.ready is not None and rec2.initialized is not None
+    # as the harness saw it: the new server passed its readiness probe before the old pod was
+    # told to stop
+    assert rec1.terminating is not None and rec2.ready < rec1.terminating
+
+    figures = {
+        "v1: apply -> Deployment ready (s)": round(v1_ready, 2),
+        "v1: pod seen -> init done (fetch-model) (s)": round(kubelet_span(rec1, "seen", "initialized"), 2),
+        "v1: init done -> server ready (s)": round(kubelet_span(rec1, "initialized", "ready"), 2),
+        "v2: apply -> rolled out, old pod deleted (s)": round(rollout_seconds, 2),
+        "v2: new server ready -> old pod told to stop (s)": round(rec1.terminating - rec2.ready, 2),
+    }
+    print("\nrollout figures: " + json.dumps(figures))
+
+
+def kubelet_span(rec: Any, start: str, end: str) -> float:
+    a, b = getattr(rec, start), getattr(rec, end)
+    return float(b - a) if a is not None and b is not None else float("nan")
