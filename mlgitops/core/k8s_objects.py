@@ -443,7 +443,8 @@ def _pod_problem(status: Mapping[str, Any]) -> str | None:
             for where in ("state", "lastState"):
                 term = (cs.get(where) or {}).get("terminated")
                 if term and term.get("exitCode", 0) != 0:
-                    said = str(term.get("message") or term.get("reason") or "").strip()
+                    # a terminal's line wrapping and log line breaks are not part of the sentence
+                    said = " ".join(str(term.get("message") or term.get("reason") or "").split())
                     return f"container {name} exited with {term.get('exitCode')}: {said}".rstrip(": ")
             waiting = (cs.get("state") or {}).get("waiting")
             if waiting and waiting.get("reason") not in (None, "PodInitializing", "ContainerCreating"):

@@ -344,6 +344,7 @@ class _Container:
     init: bool
     proc: subprocess.Popen[bytes] | None = None
     log: IO[bytes] | None = None
+    log_offset: int = 0
     restarts: int = 0
     ready: bool = False
     started: bool = False
@@ -543,6 +544,7 @@ class _PodWorker(threading.Thread):
             c.log = open(self.rec.log_dir / f"{c.name}.log", "ab")  # noqa: SIM115 - closed in run()
         c.log.write(f"--- {now_rfc3339()} {' '.join(argv)}\n".encode())
         c.log.flush()
+        c.log_offset = c.log.tell()
         c.proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=c.log, stderr=subprocess.STDOUT, env=env,
             cwd=self.dir / "rootfs", start_new_session=True,
@@ -553,9 +555,8 @@ class _PodWorker(threading.Thread):
     def _tail(self, c: _Container) -> str:
         assert self.rec.log_dir is not None
         path = self.rec.log_dir / f"{c.name}.log"
-        data = path.read_bytes()[-TAIL_BYTES:] if path.exists() else b""
-        lines = [ln for ln in data.decode(errors="replace").splitlines() if not ln.startswith("--- ")]
-        return "\n".join(lines).strip()
+        data = path.read_bytes()[c.log_offset:] if path.exists() else b""  # this run's output only
+        return data[-TAIL_BYTES:].decode(errors="replace").strip()
 
     def _exited(self, c: _Container, code: int) -> None:
         """Record an exit like the kubelet: lastState terminated, back-off before the restart."""

@@ -192,3 +192,43 @@ def test_a_published_version_serves_and_the_next_one_rolls_out_with_no_unavailab
 def kubelet_span(rec: Any, start: str, end: str) -> float:
     a, b = getattr(rec, start), getattr(rec, end)
     return float(b - a) if a is not None and b is not None else float("nan")
+
+
+def test_a_version_whose_pod_refuses_it_never_replaces_the_serving_one(
+    cluster: k8s.Cluster,
+    kubelet: Kubelet,
+    k8s_namespace: str,
+    repo: Path,
+    publish_version: Callable[..., str],
+) -> None:
+    ns = k8s_namespace
+    v1 = publish_version(name=NAME, seed=0)
+    deployment, service = render(cluster, repo, ns, v1)
+    cluster.apply(deployment)
+    cluster.apply(service)
+    wait_for("v1 to be ready", lambda: (
+        (s := cluster.rollout(ns, NAME)) and s.phase is ko.Phase.READY), kubelet=kubelet)  # fmt: skip
+    (pod1,) = cluster.list_pods(ns, NAME)
+
+    # v2's pod pins a digest its commit's manifest does not name: fetch-model refuses it.
+    v2 = publish_version(name=NAME, seed=1, shift=0.3)
+    bad, _ = render(cluster, repo, ns, v2)
+    for c in bad["spec"]["template"]["spec"]["initContainers"]:
+        c["args"][c["args"].index("--digest") + 1] = "sha256:" + "0" * 64
+    bad["spec"]["progressDeadlineSeconds"] = 8
+    cluster.apply(bad)
+
+    state = wait_for("the rollout to fail", lambda: (
+        (s := cluster.rollout(ns, NAME)) and s.phase is ko.Phase.FAILED and s), timeout=90,
+        kubelet=kubelet)  # fmt: skip
+    assert "did not become ready within the progress deadline" in state.message
+    assert state.commit == v2 and state.serving_commits == (v1,)
+    pods = {p.commit: p for p in cluster.list_pods(ns, NAME)}
+    assert pods[v1].name == pod1.name and pods[v1].ready, "the serving pod was never touched"
+    refused = pods[v2]
+    assert not refused.ready and refused.problem is not None
+    assert "container fetch-model exited with 1" in refused.problem
+    assert "the pod spec is stale" in refused.problem
+    assert pod1.endpoint is not None and served_version(pod1.endpoint) == v1
+    rec = kubelet.record(refused.name)
+    assert rec is not None and rec.init_failures >= 2 and rec.started is None, "restarted, never served"
