@@ -52,3 +52,28 @@ def test_models_are_planned_independently_and_sorted() -> None:
     steps = plan.plan({"b": want("b", A), "a": want("a", A)}, {"a": live("a", A), "z": live("z", B)})
     assert [(s.name, s.action) for s in steps] == [
         ("a", plan.Action.KEEP), ("b", plan.Action.DEPLOY), ("z", plan.Action.RETIRE)]
+
+
+def test_status_transitions_are_functions_of_the_previous_status() -> None:
+    from mlgitops.core import status
+    from mlgitops.core.status import ConditionType, Health
+
+    st = status.ModelStatus(name="m")
+    st = status.deploying(st, version="a" * 40, reason="new", serving_now=False, now="t1")
+    assert st.health is Health.MISSING and st.last_attempted_commit == "a" * 40
+    reconciling = st.condition(ConditionType.RECONCILING)
+    assert reconciling is not None and reconciling.status
+    st = status.serving(st, version="a" * 40, digest="sha256:x", endpoint="e", now="t2", applied=True)
+    ready = st.condition(ConditionType.READY)
+    assert ready is not None and ready.status and ready.last_transition == "t2"
+    assert st.last_applied_commit == "a" * 40 and st.health is Health.HEALTHY
+    st, new = status.held(st, version="b" * 40, reason="bad", quarantined=True,
+                          serving_version="a" * 40, now="t3")
+    stalled = st.condition(ConditionType.STALLED)
+    assert new and stalled is not None and stalled.reason == "Quarantined"
+    ready = st.condition(ConditionType.READY)
+    assert ready is not None and ready.status and ready.last_transition == "t2"  # no flip
+    assert st.health is Health.DEGRADED
+    st, again = status.held(st, version="b" * 40, reason="bad", quarantined=True,
+                            serving_version="a" * 40, now="t4")
+    assert not again  # the same hold: no new event

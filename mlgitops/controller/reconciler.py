@@ -19,7 +19,6 @@ from mlgitops.adapters import local_runtime
 from mlgitops.controller import source as source_mod
 from mlgitops.controller import state as state_mod
 from mlgitops.core import plan, status
-from mlgitops.core.status import ConditionType, Health
 
 Backend = local_runtime.Backend
 
@@ -162,44 +161,25 @@ class Reconciler:
         self._deploy(st, step, now)
 
     def _ready(self, st: status.ModelStatus, version: str, digest: str, now: str) -> status.ModelStatus:
-        st = replace(st, served_commit=version, served_digest=digest, health=Health.HEALTHY,
-                     endpoint=self.endpoint(st.name))
-        st = st.with_condition(ConditionType.READY, status=True, reason="Serving",
-                               message=f"serving {version[:12]}", now=now)
-        st = st.with_condition(ConditionType.RECONCILING, status=False, reason="Synced",
-                               message="live matches Git", now=now)
-        return st.with_condition(ConditionType.STALLED, status=False, reason="Synced",
-                                 message="", now=now)
+        return status.serving(st, version=version, digest=digest, endpoint=self.endpoint(st.name),
+                              now=now)
 
     def _hold(self, st: status.ModelStatus, step: plan.Step, now: str) -> None:
         live = self.router.get(step.name)
-        health = Health.DEGRADED if live is not None else Health.MISSING
-        st = replace(st, health=health)
-        quarantined = step.desired is not None and step.desired.quarantined
-        reason = "Quarantined" if quarantined else "InvalidVersion"
-        st = st.with_condition(ConditionType.STALLED, status=True, reason=reason,
-                               message=step.reason, now=now)
-        st = st.with_condition(ConditionType.READY, status=live is not None,
-                               reason="OlderVersionServing" if live else "NothingServing",
-                               message=(f"still serving {live.version[:12]}" if live
-                                        else "no version of this model serves"), now=now)
-        changed = st.last_attempted_commit != (step.desired.version if step.desired else None)
-        if step.desired is not None:
-            st = replace(st, last_attempted_commit=step.desired.version)
+        version = step.desired.version if step.desired else None
+        st, new = status.held(st, version=version, reason=step.reason,
+                              quarantined=step.desired is not None and step.desired.quarantined,
+                              serving_version=live.version if live else None, now=now)
         self.store.set(st)
-        if changed:
-            self.store.event("Held", model=step.name,
-                             commit=step.desired.version if step.desired else None,
-                             message=step.reason)
+        if new:
+            self.store.event("Held", model=step.name, commit=version, message=step.reason)
 
     def _deploy(self, st: status.ModelStatus, step: plan.Step, now: str) -> None:
         d = step.desired
         assert d is not None and d.deployment is not None
         dep = d.deployment
-        st = replace(st, last_attempted_commit=d.version,
-                     health=Health.PROGRESSING if step.live else Health.MISSING)
-        st = st.with_condition(ConditionType.RECONCILING, status=True, reason="Deploying",
-                               message=step.reason, now=now)
+        st = status.deploying(st, version=d.version, reason=step.reason,
+                              serving_now=step.live is not None, now=now)
         self.store.set(st)
         started = time.perf_counter()
         try:
@@ -215,8 +195,8 @@ class Reconciler:
                              digest=dep.digest)
             return
         except errors.Transient as exc:
-            st = st.with_condition(ConditionType.READY, status=step.live is not None,
-                                   reason="RetryPending", message=str(exc), now=now)
+            st = status.retry_pending(st, message=str(exc), serving_now=step.live is not None,
+                                      now=now)
             self.store.set(st)
             self.store.event("DeployRetry", model=step.name, commit=d.version, message=str(exc))
             self.retry_wanted = True
@@ -224,8 +204,8 @@ class Reconciler:
         old = self.router.set(step.name, backend)
         self.store.backends[step.name] = backend.record()
         self.store.failures.pop(step.name, None)
-        st = self._ready(st, d.version, dep.digest, now)
-        st = replace(st, last_applied_commit=d.version)
+        st = status.serving(st, version=d.version, digest=dep.digest,
+                            endpoint=self.endpoint(st.name), now=now, applied=True)
         self.store.set(st)
         self.store.save()
         kind = "Restarted" if step.action is plan.Action.RESTART else "Deployed"

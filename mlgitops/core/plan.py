@@ -77,11 +77,12 @@ def plan(
     steps = []
     for name in sorted(set(desired) | set(live)):
         d, lv = desired.get(name), live.get(name)
-        steps.append(_step(name, d, lv, failures.get(name)))
+        steps.append(step(name, d, lv, failures.get(name)))
     return steps
 
 
-def _step(name: str, d: Desired | None, lv: Live | None, failed: Failure | None) -> Step:
+def step(name: str, d: Desired | None, lv: Live | None, failed: Failure | None = None) -> Step:
+    """The one step for model ``name`` (the Kubernetes operator plans a model at a time)."""
     if d is None:
         assert lv is not None
         return Step(name, Action.RETIRE, None, lv, "no manifest names this model any more")

@@ -114,3 +114,56 @@ class ModelStatus:
             conditions=tuple(Condition.from_dict(c) for c in data.get("conditions", [])),
             drift=data.get("drift"),
         )
+
+
+# Condition transitions: functions of (previous status, outcome of one step), shared by the
+# local reconciler and the Kubernetes operator. Each says what the conditions become.
+
+
+def serving(st: ModelStatus, *, version: str, digest: str, endpoint: str | None, now: str,
+            applied: bool = False) -> ModelStatus:
+    """``version`` answers: Ready, not Reconciling, not Stalled."""
+    st = replace(st, served_commit=version, served_digest=digest, health=Health.HEALTHY,
+                 endpoint=endpoint,
+                 last_applied_commit=version if applied else st.last_applied_commit)
+    st = st.with_condition(ConditionType.READY, status=True, reason="Serving",
+                           message=f"serving {version[:12]}", now=now)
+    st = st.with_condition(ConditionType.RECONCILING, status=False, reason="Synced",
+                           message="live matches Git", now=now)
+    return st.with_condition(ConditionType.STALLED, status=False, reason="Synced", message="",
+                             now=now)
+
+
+def deploying(st: ModelStatus, *, version: str, reason: str, serving_now: bool, now: str) -> ModelStatus:
+    """A rollout of ``version`` started (an older version may still serve)."""
+    st = replace(st, last_attempted_commit=version,
+                 health=Health.PROGRESSING if serving_now else Health.MISSING)
+    return st.with_condition(ConditionType.RECONCILING, status=True, reason="Deploying",
+                             message=reason, now=now)
+
+
+def held(st: ModelStatus, *, version: str | None, reason: str, quarantined: bool,
+         serving_version: str | None, now: str) -> tuple[ModelStatus, bool]:
+    """``version`` cannot deploy (invalid, refused, quarantined): Stalled; the older one serves.
+
+    Returns the new status and whether this is a new hold (an event is due).
+    """
+    st = replace(st, health=Health.DEGRADED if serving_version else Health.MISSING)
+    st = st.with_condition(ConditionType.STALLED, status=True,
+                           reason="Quarantined" if quarantined else "InvalidVersion",
+                           message=reason, now=now)
+    st = st.with_condition(
+        ConditionType.READY, status=serving_version is not None,
+        reason="OlderVersionServing" if serving_version else "NothingServing",
+        message=(f"still serving {serving_version[:12]}" if serving_version
+                 else "no version of this model serves"), now=now)
+    new = st.last_attempted_commit != version
+    if version is not None:
+        st = replace(st, last_attempted_commit=version)
+    return st, new
+
+
+def retry_pending(st: ModelStatus, *, message: str, serving_now: bool, now: str) -> ModelStatus:
+    """A transient failure: the loop retries with back-off."""
+    return st.with_condition(ConditionType.READY, status=serving_now, reason="RetryPending",
+                             message=message, now=now)
