@@ -153,12 +153,15 @@ class PodOptions:
     revision_history_limit: int = 3
 
 
+def model_labels(model: str) -> dict[str, str]:
+    """Labels of everything mlgitops runs for ``model``, whatever the version (the Service's)."""
+    return {LABEL_NAME: model, LABEL_MANAGED_BY: MANAGER, LABEL_MODEL: model}
+
+
 def labels(dep: manifest.ModelDeployment, commit: str) -> dict[str, str]:
-    """Labels of the Deployment, its pods and (without the version) the Service."""
+    """Labels of the Deployment and its pods: the model's, its version and its digest."""
     return {
-        LABEL_NAME: dep.name,
-        LABEL_MANAGED_BY: MANAGER,
-        LABEL_MODEL: dep.name,
+        **model_labels(dep.name),
         LABEL_VERSION: commit,
         LABEL_DIGEST: digest_label(dep.digest),
     }
@@ -372,11 +375,10 @@ def service(
     dep: manifest.ModelDeployment, *, owner: Owner, namespace: str | None = None
 ) -> dict[str, Any]:
     """The ``v1`` Service in front of every ready pod of the model (port 80 -> 8080, ``http``)."""
-    lbls = {k: v for k, v in labels(dep, "0" * 40).items() if k not in (LABEL_VERSION, LABEL_DIGEST)}
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(object_name(dep.name), namespace, owner, lbls, {}),
+        "metadata": _metadata(object_name(dep.name), namespace, owner, model_labels(dep.name), {}),
         "spec": {
             "type": "ClusterIP",
             "selector": selector(dep.name),
@@ -447,7 +449,8 @@ def _pod_problem(status: Mapping[str, Any]) -> str | None:
                     said = " ".join(str(term.get("message") or term.get("reason") or "").split())
                     return f"container {name} exited with {term.get('exitCode')}: {said}".rstrip(": ")
             waiting = (cs.get("state") or {}).get("waiting")
-            if waiting and waiting.get("reason") not in (None, "PodInitializing", "ContainerCreating"):
+            quiet = waiting and waiting.get("reason") in (None, "PodInitializing", "ContainerCreating")
+            if waiting and not (quiet and not waiting.get("message")):
                 return f"container {name} is waiting: {waiting.get('reason')} {waiting.get('message') or ''}".strip()
     for c in (status.get("conditions") or ()):
         if c.get("status") == "False" and c.get("message"):
