@@ -8,16 +8,14 @@ through a real HTTP Git server (`git http-backend`) that demands Basic authentic
 
 from __future__ import annotations
 
-import base64
 import os
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import git_http
 import pytest
 import yaml
 from conftest import make_frame, train
@@ -164,73 +162,11 @@ def test_an_older_copy_in_dest_is_replaced_whole(published: tuple[Path, str, str
 # -- credentials ---------------------------------------------------------------------------
 
 
-class _GitHTTP(BaseHTTPRequestHandler):
-    """Smart HTTP through `git http-backend` (CGI), behind Basic authentication."""
-
-    root: Path
-    token: str
-    seen: list[str]
-
-    def log_message(self, *_: object) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def _serve(self) -> None:
-        auth = self.headers.get("Authorization", "")
-        self.seen.append(auth.split(" ")[0] if auth else "none")
-        if auth != f"Basic {self.token}":
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Basic realm="git"')
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        path, _, query = self.path.partition("?")
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        env = {
-            "PATH": os.environ["PATH"], "GIT_PROJECT_ROOT": str(self.root),
-            "GIT_HTTP_EXPORT_ALL": "1", "PATH_INFO": path, "QUERY_STRING": query,
-            "REQUEST_METHOD": self.command, "CONTENT_TYPE": self.headers.get("Content-Type", ""),
-            "CONTENT_LENGTH": str(len(body)), "REMOTE_USER": "reader", "REMOTE_ADDR": "127.0.0.1",
-            "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
-        }  # fmt: skip
-        out = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True,
-                             timeout=60).stdout
-        head, _, payload = out.partition(b"\r\n\r\n")
-        status, headers = 200, []
-        for line in head.decode().split("\r\n"):
-            key, _, value = line.partition(":")
-            if key.lower() == "status":
-                status = int(value.split()[0])
-            elif key:
-                headers.append((key, value.strip()))
-        self.send_response(status)
-        for key, value in headers:
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-
 @pytest.fixture()
 def http_remote(published: tuple[Path, str, str]) -> Iterator[tuple[str, list[str]]]:
     work, _, _ = published
-    bare = Path(remote_url(work))
-    handler = type("Handler", (_GitHTTP,), {
-        "root": bare.parent, "token": base64.b64encode(b"reader:s3cret pass").decode(), "seen": [],
-    })  # fmt: skip
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/{bare.name}", handler.seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with git_http.serve(Path(remote_url(work)), user="reader", password="s3cret pass") as remote:
+        yield remote
 
 
 def test_basic_auth_credentials_come_from_the_mounted_secret(

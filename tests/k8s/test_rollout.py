@@ -21,8 +21,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import git_http
 import pytest
 import yaml
+from kubernetes import client
 
 from mlgitops import validate
 from mlgitops.adapters import git
@@ -68,7 +70,9 @@ def kubelet(k8s_cluster: TestCluster, k8s_namespace: str, tmp_path: Path) -> Ite
     assert k.running_processes() == 0
 
 
-def render(cluster: k8s.Cluster, repo: Path, ns: str, commit: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def render(
+    cluster: k8s.Cluster, repo: Path, ns: str, commit: str, *, source: ko.Source | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The ModelDeployment of ``commit`` applied (as the operator keeps it), and what it owns."""
     raw = git.show(repo, commit, f"manifests/{NAME}.yaml")
     assert raw is not None
@@ -80,7 +84,7 @@ def render(cluster: k8s.Cluster, repo: Path, ns: str, commit: str) -> tuple[dict
     assert url is not None
     options = ko.PodOptions(progress_deadline_seconds=180, readiness_period_seconds=1)
     # A URL, as a pod would get one (a bare path would read as a path inside the container).
-    deployment = ko.deployment(dep, commit, owner=owner, source=ko.Source(f"file://{url}"),
+    deployment = ko.deployment(dep, commit, owner=owner, source=source or ko.Source(f"file://{url}"),
                                trusted_types=dep.trusted_types, namespace=ns, options=options)
     return deployment, ko.service(dep, owner=owner, namespace=ns)
 
@@ -232,3 +236,34 @@ def test_a_version_whose_pod_refuses_it_never_replaces_the_serving_one(
     assert pod1.endpoint is not None and served_version(pod1.endpoint) == v1
     rec = kubelet.record(refused.name)
     assert rec is not None and rec.init_failures >= 2 and rec.started is None, "restarted, never served"
+
+
+def test_a_private_repository_through_the_credentials_secret(
+    cluster: k8s.Cluster,
+    kubelet: Kubelet,
+    k8s_namespace: str,
+    repo: Path,
+    publish_version: Callable[..., str],
+) -> None:
+    """The Secret a pod names is mounted, and fetch-model authenticates with it over HTTPS-like
+    smart HTTP (Basic authentication); without the Secret the pod cannot start."""
+    ns = k8s_namespace
+    v1 = publish_version(name=NAME, seed=0)
+    url = git.remote_url(repo)
+    assert url is not None
+    with git_http.serve(Path(url), user="reader", password="s3cret pass") as (http_url, seen):
+        deployment, _ = render(cluster, repo, ns, v1, source=ko.Source(http_url, secret_name="git-creds"))
+        cluster.apply(deployment)
+        (pending,) = wait_for("the pod to wait for its Secret", lambda: [
+            p for p in cluster.list_pods(ns, NAME) if p.problem and "git-creds" in p.problem])  # fmt: skip
+        assert "not found" in (pending.problem or "")
+        admin = client.CoreV1Api(cluster.api)
+        admin.create_namespaced_secret(ns, client.V1Secret(
+            metadata=client.V1ObjectMeta(name="git-creds"), type="kubernetes.io/basic-auth",
+            string_data={"username": "reader", "password": "s3cret pass"}))  # fmt: skip
+        wait_for("the private version to be ready", lambda: (
+            (s := cluster.rollout(ns, NAME)) and s.phase is ko.Phase.READY), kubelet=kubelet)  # fmt: skip
+        assert "Basic" in seen
+    (pod,) = cluster.list_pods(ns, NAME)
+    assert pod.endpoint is not None and served_version(pod.endpoint) == v1
+    assert "s3cret" not in kubelet.logs(pod.name, "fetch-model")
