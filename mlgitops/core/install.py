@@ -10,6 +10,9 @@ Services it owns, the pods it reads statistics from, Events, and the Secrets a M
 names. Cluster-wide it only reads CustomResourceDefinitions (kopf resolves its resources by
 scanning them). No peering objects: the operator runs with ``--standalone`` semantics (one
 replica, ``Recreate``).
+
+The repository to deploy is the ConfigMap ``mlgitops-operator`` (``repoUrl``, ``branch``; a
+placeholder URL in the base), turned into ``mlgitops operator`` flags by `OPERATOR_ARGS`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,18 @@ _LABELS = {
     "app.kubernetes.io/component": "operator",
     "app.kubernetes.io/managed-by": "kustomize",
 }
+
+
+#: `mlgitops operator`'s flags; REPO_URL and BRANCH come from the ConfigMap (patch it in an
+#: overlay: kustomize's configMapGenerator with behavior: merge).
+OPERATOR_ARGS = [
+    "operator",
+    "--repo-url", "$(REPO_URL)",
+    "--branch", "$(BRANCH)",
+    "--namespace", "$(POD_NAMESPACE)",
+    "--state-dir", "/var/lib/mlgitops",
+]  # fmt: skip
+PLACEHOLDER_URL = "https://git.example.com/team/models.git"
 
 
 def _rule(groups: list[str], resources: list[str], verbs: list[str]) -> dict[str, Any]:
@@ -97,12 +112,16 @@ def objects(*, image: str = k8s_objects.DEFAULT_IMAGE) -> dict[str, list[dict[st
                             "image": image,
                             "imagePullPolicy": "IfNotPresent",
                             "command": ["mlgitops"],
-                            "args": ["operator", "--namespace", "$(POD_NAMESPACE)"],
+                            "args": OPERATOR_ARGS,
                             "env": [
                                 {
                                     "name": "POD_NAMESPACE",
                                     "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
                                 },
+                                *(
+                                    {"name": env, "valueFrom": {"configMapKeyRef": {"name": NAME, "key": key}}}
+                                    for env, key in (("REPO_URL", "repoUrl"), ("BRANCH", "branch"))
+                                ),
                                 {"name": "HOME", "value": "/tmp"},
                                 {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
                                 {"name": "DO_NOT_TRACK", "value": "true"},
@@ -153,7 +172,11 @@ def objects(*, image: str = k8s_objects.DEFAULT_IMAGE) -> dict[str, list[dict[st
              "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                          "name": NAME}},
         ],
-        "operator.yaml": [operator],
+        "operator.yaml": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(NAME),
+             "data": {"repoUrl": PLACEHOLDER_URL, "branch": "main"}},
+            operator,
+        ],
     }
 
 
