@@ -36,7 +36,8 @@ from typing import IO, Any
 import httpx
 
 from mlgitops import errors
-from mlgitops.adapters import files
+from mlgitops.adapters import files, stats_store
+from mlgitops.core import plan
 
 LEDGER = "servers.json"
 TOKEN_ENV = "MLGITOPS_SERVER"
@@ -64,6 +65,19 @@ class Backend:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def key(self) -> int:
+        """In-flight accounting: the process (a relaunch of the same version is another)."""
+        return self.pid
+
+    @property
+    def where(self) -> str:
+        return f"port {self.port}"
+
+    @property
+    def label(self) -> str:
+        return f"pid {self.pid} on port {self.port}"
 
     def record(self) -> dict[str, Any]:
         return {
@@ -309,6 +323,38 @@ class Recovery:
     cleared: list[dict[str, Any]]
     """Ledger records whose processes had already exited."""
 
+    @property
+    def leftovers(self) -> list[Leftover]:
+        """The stopped processes, as the controller reports them."""
+        return [Leftover.of(record) for record in self.stopped]
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """A process an earlier controller left, which `LocalRuntime.recover` stopped."""
+
+    name: str
+    version: str | None
+    role: str
+    pid: int | None
+
+    @classmethod
+    def of(cls, record: Mapping[str, Any]) -> Leftover:
+        pid = record.get("pid")
+        version = record.get("version")
+        return cls(name=str(record.get("name") or ""),
+                   version=None if version is None else str(version),
+                   role=str(record.get("role", "unrecorded")),
+                   pid=pid if isinstance(pid, int) else None)
+
+    @property
+    def what(self) -> str:
+        return f"server process (pid {self.pid})"
+
+    @property
+    def details(self) -> dict[str, Any]:
+        return {"pid": self.pid}
+
 
 def _tail(path: Path, lines: int = 12) -> str:
     try:
@@ -327,8 +373,11 @@ class LocalRuntime:
         standby: int = 1,
         ready_timeout: float = 120.0,
         env: Mapping[str, str] | None = None,
+        stats_root: Path | None = None,
     ) -> None:
         self.state_dir = state_dir
+        #: servers record live statistics under ``<stats_root>/<name>/<version>/``
+        self.stats_root = stats_root if stats_root is not None else state_dir / "stats"
         self.logs = state_dir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.standby_count = standby
@@ -369,6 +418,10 @@ class LocalRuntime:
         self.ledger.put(token, pid=proc.pid, startTime=started)
         return _Standby(proc, log, token, started)
 
+    def prepare(self) -> None:
+        """Warm the standby pool (`fill`): the first deploy need not wait for imports."""
+        self.fill()
+
     def fill(self) -> None:
         """Top the pool up to ``standby`` warm processes."""
         with self._lock:
@@ -388,6 +441,36 @@ class LocalRuntime:
             return self._pool.pop(0) if self._pool else self._spawn()
 
     # backends ---------------------------------------------------------------------------
+    def spec(self, desired: plan.Desired, *, model_dir: Path) -> dict[str, Any]:
+        """The standby line that serves ``desired`` from ``model_dir`` on a free local port."""
+        dep = desired.deployment
+        if dep is None:
+            raise errors.ManifestError(desired.error or f"the manifest of {desired.name} is invalid")
+        return {
+            "model_dir": str(model_dir),
+            "name": dep.name,
+            "version": desired.version,
+            "digest": dep.digest,
+            "trusted_types": list(dep.trusted_types),
+            "host": "127.0.0.1",
+            "port": 0,
+            "workers": dep.serving.workers,
+            "max_batch_size": dep.serving.batching.max_batch_size,
+            "max_delay_ms": dep.serving.batching.max_delay_ms,
+            "stats_dir": str(self.stats_root / dep.name / desired.version),
+            "record_stats": True,
+        }
+
+    def deploy(self, desired: plan.Desired, *, model_dir: Path) -> Backend:
+        """Serve ``desired`` from ``model_dir`` (see `launch`); returns once it answers."""
+        return self.launch(self.spec(desired, model_dir=model_dir))
+
+    def relaunch(self, backend: Backend) -> Backend | None:
+        """Start ``backend``'s version again from the line it was launched with (None: unknown)."""
+        if not backend.spec:
+            return None
+        return self.launch(backend.spec)
+
     def launch(self, spec: Mapping[str, Any]) -> Backend:
         """Serve ``spec`` (the standby JSON line); RuntimeFailure/ModelError with the reason."""
         sb = self._take()
@@ -612,3 +695,15 @@ class LocalRuntime:
                 self._signal_group(pid, signal.SIGKILL)
         self.ledger.keep_only(())
         return left
+
+
+class StatsFiles(stats_store.Directory):
+    """Live statistics of this machine's servers: the stats store files their workers write.
+
+    A version serves elsewhere while a process that wrote its statistics still runs (this
+    process, which may read and write files in tests, does not count).
+    """
+
+    def serves_elsewhere(self, name: str, version: str) -> bool:
+        snap = self.read(name, version)
+        return any(pid_alive(w.pid) for w in snap.workers.values() if w.pid != os.getpid())

@@ -298,3 +298,29 @@ def window(
             return stats.LiveStats.empty(baseline)
         raise errors.Waiting("no server worker has published live statistics yet", delay=1.0)
     return total
+
+
+class Directory:
+    """The live statistics of every served version under ``root`` (``<root>/<name>/<version>/``).
+
+    A ``LiveStatsSource`` of the controller: `read` and `window` above, per model and version.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, name: str, version: str) -> Path:
+        return self.root / name / version
+
+    def read(self, name: str, version: str, *,
+             baseline: stats.Baseline | None = None) -> Snapshot:
+        return read(self.path(name, version), version=version, baseline=baseline)
+
+    def window(self, current: Snapshot, since: Snapshot | None, *, version: str,
+               baseline: stats.Baseline) -> stats.LiveStats:
+        return window(current, since, version=version, baseline=baseline)
+
+    def serves_elsewhere(self, name: str, version: str) -> bool:
+        """False: the files alone cannot tell whether their writer still runs (a runtime that
+        knows its processes can, e.g. ``local_runtime.StatsFiles``)."""
+        return False

@@ -46,6 +46,7 @@ from starlette.routing import Route
 from mlgitops.adapters import http_server
 from mlgitops.controller import reconciler as rec
 from mlgitops.controller import report_files
+from mlgitops.controller.ports import H
 from mlgitops.core import manifest
 
 _HOP = {
@@ -99,7 +100,7 @@ class _Upload:
 
 def build(
     *,
-    router: rec.Router,
+    router: rec.Router[H],
     trigger: Callable[[str], None],
     statuses: Callable[[], list[dict[str, Any]]],
     webhook_secret: str | None,
@@ -136,7 +137,7 @@ def build(
                 )
             if not upload.replayable:
                 break
-            router.inflight[backend.pid] = router.inflight.get(backend.pid, 0) + 1
+            router.inflight[backend.key] = router.inflight.get(backend.key, 0) + 1
             try:
                 r = await client.request(
                     request.method,
@@ -157,7 +158,7 @@ def build(
                     )
                 continue
             finally:
-                router.inflight[backend.pid] -= 1
+                router.inflight[backend.key] -= 1
             out = {k: v for k, v in r.headers.items() if k.lower() not in _HOP}
             return Response(r.content, status_code=r.status_code, headers=out)
         return _error(

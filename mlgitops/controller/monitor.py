@@ -1,7 +1,8 @@
 """The drift monitor: live statistics -> windows -> policy decisions -> alerts and reverts.
 
 Every ``interval`` seconds, for each model the gateway routes, it reads the servers' cumulative
-statistics (``<state>/stats/<name>/<version>/``), and closes a *window* once ``windowRows``
+statistics through the `ports.LiveStatsSource` port (merged across workers and replicas; the
+embedded runtime's are the files ``<state>/stats/<name>/<version>/``), and closes a *window* once ``windowRows``
 rows arrived since the last one (or ``window_seconds`` passed with fewer rows: that window is
 inconclusive below ``minRows``). A closed window is compared with the version's baseline
 (`core.drift.compare_stats`) and, for attribution, with the previous version's baseline
@@ -35,30 +36,27 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
 import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Generic
 
 import pandas as pd
 import yaml
 
 from mlgitops import errors, ui
-from mlgitops.adapters import git, local_runtime, stats_store
+from mlgitops.adapters import git, stats_store
+from mlgitops.controller import ports, reports
 from mlgitops.controller import reconciler as rec
-from mlgitops.controller import reports
 from mlgitops.controller import revert as revert_mod
 from mlgitops.controller import source as source_mod
 from mlgitops.controller import state as state_mod
+from mlgitops.controller.ports import H
 from mlgitops.core import drift, layout, manifest, policy, quarantine, stats
 from mlgitops.core.status import ConditionType
-
-if TYPE_CHECKING:
-    from mlgitops.controller.run import Controller
 
 PENDING = "pendingReverts"
 """``state.json`` extra: reverts recorded before their push (model -> record)."""
@@ -76,7 +74,6 @@ class _Track:
     digest: str
     deployment: manifest.ModelDeployment
     baseline: stats.Baseline
-    stats_dir: Path
     previous_baseline: stats.Baseline | None
     previous_version: str | None
     blocked: str | None
@@ -98,14 +95,19 @@ def iso(at: float) -> str:
     return dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-class Monitor:
-    """Watches every served model; ``run(stop_event)`` is the controller's background loop."""
+class Monitor(Generic[H]):
+    """Watches every served model; ``run(stop_event)`` is the controller's background loop.
+
+    Live statistics come through the ``live_stats`` port (default: the stats store files under
+    ``<state_dir>/stats``, which cannot tell whether a replaced server still writes; the
+    controller passes its runtime's source).
+    """
 
     def __init__(
         self,
         *,
         store: state_mod.Store,
-        router: rec.Router,
+        router: rec.Router[H],
         source: source_mod.Source,
         state_dir: Path,
         url: str,
@@ -118,12 +120,16 @@ class Monitor:
         build_report: ReportBuilder | None = None,
         clock: Callable[[], float] = time.time,
         report_base: str | None = None,
+        live_stats: ports.LiveStatsSource | None = None,
     ) -> None:
         self.store = store
         self.router = router
         self.source = source
         self.state_dir = state_dir
         self.stats_root = state_dir / "stats"
+        self.live_stats: ports.LiveStatsSource = (
+            live_stats if live_stats is not None else stats_store.Directory(self.stats_root)
+        )
         self.trigger = trigger
         self.interval = interval
         self.window_seconds = window_seconds
@@ -210,7 +216,7 @@ class Monitor:
                          message=f"the drift monitor cannot check {name}: {message}")
 
     # the serving version ---------------------------------------------------------------------
-    def _track(self, name: str, backend: local_runtime.Backend) -> _Track | None:
+    def _track(self, name: str, backend: H) -> _Track | None:
         track = self.tracks.get(name)
         if track is not None and track.version == backend.version:
             return track
@@ -230,7 +236,7 @@ class Monitor:
         self._histories[name] = self._history(name).for_new_version()
         return track
 
-    def _start(self, name: str, backend: local_runtime.Backend) -> _Track:
+    def _start(self, name: str, backend: H) -> _Track:
         clone = self.source.clone
         version = backend.version
         dep = self._deployment(clone, name, version)
@@ -276,7 +282,6 @@ class Monitor:
             digest=dep.digest,
             deployment=dep,
             baseline=baseline,
-            stats_dir=self.stats_root / name / version,
             previous_baseline=prev_baseline,
             previous_version=prev_version,
             blocked=blocked,
@@ -317,12 +322,13 @@ class Monitor:
             self.store.save()
 
     # windows ---------------------------------------------------------------------------------
-    def _check(self, name: str, backend: local_runtime.Backend) -> policy.Decision | None:
+    def _check(self, name: str, backend: H) -> policy.Decision | None:
         track = self._track(name, backend)
         if track is None or track.reverted:
             return None
-        snap = stats_store.read(track.stats_dir, version=track.version, baseline=track.baseline)
-        window = stats_store.window(snap, track.cursor, version=track.version, baseline=track.baseline)
+        snap = self.live_stats.read(name, track.version, baseline=track.baseline)
+        window = self.live_stats.window(snap, track.cursor, version=track.version,
+                                        baseline=track.baseline)
         now = self.clock()
         rules = track.deployment.drift
         if window.rows < rules.window_rows and not (
@@ -548,7 +554,7 @@ class Monitor:
                                       details={"model": job.target.name,
                                                "version": job.target.version, **job.tags})
 
-    def on_deployed(self, name: str, backend: local_runtime.Backend) -> None:
+    def on_deployed(self, name: str, backend: H) -> None:
         """Reconciler hook: the previous content serves again after a revert."""
         pending = self._pending.get(name)
         if pending is None:
@@ -603,7 +609,7 @@ class Monitor:
                 time.sleep(0.1)
             # the retired server writes its final sample on exit: give it a moment
             retire = time.monotonic() + 5.0
-            while time.monotonic() < retire and self._serves_elsewhere(name, version):
+            while time.monotonic() < retire and self.live_stats.serves_elsewhere(name, version):
                 time.sleep(0.1)
         link = self._link(job.target)
         path = job.target.link(self.state_dir.parent)
@@ -626,15 +632,10 @@ class Monitor:
                      + (f" (workspace: {built.workspace_error})" if built.workspace_error else "")),
         )
 
-    def _serves_elsewhere(self, name: str, version: str) -> bool:
-        """True while a server process of ``name`` at ``version`` is still alive."""
-        snap = stats_store.read(self.stats_root / name / version, version=version)
-        return any(local_runtime.pid_alive(w.pid) for w in snap.workers.values() if w.pid != os.getpid())
-
     def _freshest_sample(self, name: str, version: str, known: pd.DataFrame) -> pd.DataFrame:
         """The reservoir sample on disk now, or ``known`` when that one is larger."""
         try:
-            now = reports.live_sample(self.stats_root, name=name, version=version)
+            now = self.live_stats.read(name, version).sample
         except errors.MlgitopsError:
             return known
         return now if len(now) >= len(known) else known
@@ -648,21 +649,3 @@ class Monitor:
             time.sleep(0.05)
         return False
 
-
-def from_controller(ctl: Controller) -> Monitor:
-    """A monitor wired to a `run.Controller` (its store, router, source, trigger, settings)."""
-    monitor = Monitor(
-        store=ctl.store,
-        router=ctl.router,
-        source=ctl.source,
-        state_dir=ctl.state_dir,
-        url=ctl.remote.url,
-        trigger=ctl.trigger,
-        interval=ctl.cfg.monitor.interval_seconds,
-        branch=ctl.cfg.sync.branch,
-        report_base=ctl.base_url,
-        writer=revert_mod.Writer(ctl.state_dir, url=ctl.remote.url, branch=ctl.cfg.sync.branch,
-                                 signing_key=ctl.cfg.signing.key),
-    )
-    ctl.reconciler.on_deployed.append(monitor.on_deployed)
-    return monitor

@@ -3,24 +3,29 @@
 A version that fails validation or loading never replaces the one serving: the model is
 marked Degraded and Stalled with the reason, and the failure is remembered so the same
 commit is not retried until Git changes.
+
+Runtime-neutral: workloads run behind the `ports.Workloads` port (the local runtime's server
+processes, or a fake in tests), conditions and events go to a `ports.StateStore`; condition
+transitions are the pure functions of `core.status`, the steps those of `core.plan`.
+
+May NOT: import a runtime adapter (``adapters.local_runtime``, ``adapters.kubernetes``), nor
+know about processes, pids or ports.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
+from typing import Generic
 
 from mlgitops import errors
-from mlgitops.adapters import local_runtime
+from mlgitops.controller import ports
 from mlgitops.controller import source as source_mod
 from mlgitops.controller import state as state_mod
+from mlgitops.controller.ports import H
 from mlgitops.core import plan, status
-
-Backend = local_runtime.Backend
 
 
 @dataclass(frozen=True)
@@ -30,91 +35,88 @@ class Outcome:
     seconds: float
 
 
-class Router:
-    """The gateway's table: model name -> the backend answering for it. Swaps are atomic."""
+class Router(Generic[H]):
+    """The gateway's table: model name -> the handle answering for it. Swaps are atomic."""
 
     def __init__(self) -> None:
-        self.routes: dict[str, Backend] = {}
-        self.inflight: dict[int, int] = {}
+        self.routes: dict[str, H] = {}
+        self.inflight: dict[Hashable, int] = {}
 
-    def get(self, name: str) -> Backend | None:
+    def get(self, name: str) -> H | None:
         return self.routes.get(name)
 
-    def set(self, name: str, backend: Backend) -> Backend | None:
+    def set(self, name: str, handle: H) -> H | None:
         old = self.routes.get(name)
-        self.routes = {**self.routes, name: backend}
+        self.routes = {**self.routes, name: handle}
         return old
 
-    def drop(self, name: str) -> Backend | None:
+    def drop(self, name: str) -> H | None:
         old = self.routes.get(name)
         self.routes = {k: v for k, v in self.routes.items() if k != name}
         return old
 
-    def busy(self, backend: Backend) -> int:
-        return self.inflight.get(backend.pid, 0)
+    def busy(self, handle: H) -> int:
+        return self.inflight.get(handle.key, 0)
 
 
-class Reconciler:
+class Reconciler(Generic[H]):
     def __init__(
         self,
         *,
         source: source_mod.Source,
-        runtime: local_runtime.LocalRuntime,
-        store: state_mod.Store,
-        router: Router,
+        workloads: ports.Workloads[H],
+        store: ports.StateStore,
+        router: Router[H],
         endpoint: Callable[[str], str],
-        stats_root: Path,
         drain_seconds: float = 1.0,
     ) -> None:
         self.source = source
-        self.runtime = runtime
+        self.workloads = workloads
         self.store = store
         self.router = router
         self.endpoint = endpoint
-        self.stats_root = stats_root
         self.drain_seconds = drain_seconds
         self.lock = threading.Lock()
-        self.on_deployed: list[Callable[[str, Backend], None]] = []
+        self.on_deployed: list[Callable[[str, H], None]] = []
         #: set when a deploy failed for a transient reason: the loop retries with back-off
         self.retry_wanted = False
-        #: servers replaced by a newer version, draining before they stop (pid -> backend)
-        self.retiring: dict[int, Backend] = {}
+        #: workloads replaced by a newer version, draining before they stop (key -> handle)
+        self.retiring: dict[Hashable, H] = {}
 
     # live -------------------------------------------------------------------------------
-    def adopt(self) -> local_runtime.Recovery:
-        """Take over servers an earlier controller left running, when they still answer.
+    def adopt(self) -> ports.Recovered[H]:
+        """Take over workloads an earlier controller left running, when they still answer.
 
-        Every other process the earlier controller started (warm standbys, a server that was
-        launching, servers draining after a switch) is stopped: after a crash nothing of ours
+        Every other workload the earlier controller started (warm standbys, one that was
+        launching, those draining after a switch) is stopped: after a crash nothing of ours
         keeps running unowned.
         """
-        found = self.runtime.recover(dict(self.store.backends))
+        found = self.workloads.recover(dict(self.store.backends))
         for name, why in found.lost.items():
             record = self.store.backends.pop(name, {})
             self.store.event("Lost", model=name, commit=record.get("version"),
                              message=f"a server left by the previous controller is gone: {why}")
-        for name, backend in found.adopted.items():
-            self.router.set(name, backend)
-            self.store.backends[name] = backend.record()
-            self.store.event("Adopted", model=name, commit=backend.version,
-                             message=f"kept serving pid {backend.pid} on port {backend.port}")
-        for record in found.stopped:
-            role = record.get("role", "unrecorded")
-            self.store.event("OrphanStopped", model=str(record.get("name") or ""),
-                             commit=record.get("version"), pid=record.get("pid"), role=role,
-                             message=f"stopped a {role} server process (pid {record.get('pid')}) "
-                                     "the previous controller left behind")
+        for name, handle in found.adopted.items():
+            self.router.set(name, handle)
+            self.store.backends[name] = handle.record()
+            self.store.event("Adopted", model=name, commit=handle.version,
+                             message=f"kept serving {handle.label}")
+        for left in found.leftovers:
+            self.store.event("OrphanStopped", model=left.name, commit=left.version,
+                             role=left.role, **left.details,
+                             message=f"stopped a {left.role} {left.what} the previous "
+                                     "controller left behind")
         self.store.save()
         return found
 
     def live(self) -> dict[str, plan.Live]:
         return {
-            name: plan.Live(name, b.version, b.digest, self.runtime.alive(b))
-            for name, b in self.router.routes.items()
+            name: plan.Live(name, h.version, h.digest, self.workloads.alive(h))
+            for name, h in self.router.routes.items()
         }
 
     def any_dead(self) -> bool:
-        return any(not self.runtime.alive(b) for b in self.router.routes.values())
+        return any(not self.workloads.alive(h) for h in self.router.routes.values())
 
     # the pass ---------------------------------------------------------------------------
     def reconcile(self, *, fetch: bool = True) -> Outcome:
@@ -185,7 +187,7 @@ class Reconciler:
         try:
             model_dir = self.source.materialize(d.version, dep)
             exported = time.perf_counter()
-            backend = self.runtime.launch(self._spec(d, model_dir))
+            handle = self.workloads.deploy(d, model_dir=model_dir)
         except errors.Stalled as exc:
             self.store.failures[step.name] = plan.Failure(dep.digest, d.version, str(exc))
             if isinstance(exc, errors.QuarantinedError):  # matched by content, not bytes
@@ -201,8 +203,8 @@ class Reconciler:
             self.store.event("DeployRetry", model=step.name, commit=d.version, message=str(exc))
             self.retry_wanted = True
             return
-        old = self.router.set(step.name, backend)
-        self.store.backends[step.name] = backend.record()
+        old = self.router.set(step.name, handle)
+        self.store.backends[step.name] = handle.record()
         self.store.failures.pop(step.name, None)
         st = status.serving(st, version=d.version, digest=dep.digest,
                             endpoint=self.endpoint(st.name), now=now, applied=True)
@@ -210,69 +212,53 @@ class Reconciler:
         self.store.save()
         kind = "Restarted" if step.action is plan.Action.RESTART else "Deployed"
         self.store.event(kind, model=step.name, commit=d.version, digest=dep.digest,
-                         message=f"{d.version[:12]} serves on port {backend.port}",
+                         message=f"{d.version[:12]} serves on {handle.where}",
                          previous=old.version if old else None,
                          seconds=round(time.perf_counter() - started, 3),
                          exportSeconds=round(exported - started, 3))
         for hook in self.on_deployed:
-            hook(step.name, backend)
-        if old is not None and old.pid != backend.pid:
-            self.retiring[old.pid] = old
-            self.runtime.draining(old)
+            hook(step.name, handle)
+        if old is not None and old.key != handle.key:
+            self.retiring[old.key] = old
+            self.workloads.draining(old)
             threading.Thread(target=self._retire, args=(old,), daemon=True).start()
 
     def _revive(self, step: plan.Step) -> None:
-        """The older version serves while a newer one is held: if its server died, restart it."""
+        """The older version serves while a newer one is held: if it died, start it again."""
         old = self.router.get(step.name)
-        if old is None or not old.spec:
+        if old is None:
             return
         try:
-            backend = self.runtime.launch(old.spec)
+            handle = self.workloads.relaunch(old)
         except errors.MlgitopsError as exc:
             self.store.event("RestartFailed", model=step.name, commit=old.version, message=str(exc))
             self.retry_wanted = True
             return
-        self.router.set(step.name, backend)
-        self.store.backends[step.name] = backend.record()
+        if handle is None:
+            return
+        self.router.set(step.name, handle)
+        self.store.backends[step.name] = handle.record()
         self.store.event("Restarted", model=step.name, commit=old.version, digest=old.digest,
                          message=f"restarted {old.version[:12]} (its server died) while the "
                                  f"newer version is held: {step.reason}")
 
-    def _spec(self, d: plan.Desired, model_dir: Path) -> dict[str, Any]:
-        dep = d.deployment
-        assert dep is not None
-        return {
-            "model_dir": str(model_dir),
-            "name": dep.name,
-            "version": d.version,
-            "digest": dep.digest,
-            "trusted_types": list(dep.trusted_types),
-            "host": "127.0.0.1",
-            "port": 0,
-            "workers": dep.serving.workers,
-            "max_batch_size": dep.serving.batching.max_batch_size,
-            "max_delay_ms": dep.serving.batching.max_delay_ms,
-            "stats_dir": str(self.stats_root / dep.name / d.version),
-            "record_stats": True,
-        }
-
-    def _retire(self, backend: Backend) -> None:
-        """Stop an old server once requests routed to it have finished (zero failed requests)."""
+    def _retire(self, handle: H) -> None:
+        """Stop an old workload once requests routed to it have finished (zero failed requests)."""
         deadline = time.monotonic() + 30.0
         time.sleep(self.drain_seconds)
-        while self.router.busy(backend) and time.monotonic() < deadline:
+        while self.router.busy(handle) and time.monotonic() < deadline:
             time.sleep(0.05)
-        self.runtime.stop(backend)
-        self.retiring.pop(backend.pid, None)
+        self.workloads.stop(handle)
+        self.retiring.pop(handle.key, None)
 
     def stop_all(self) -> None:
-        """Stop every server: those serving and those still draining after a switch."""
+        """Stop every workload: those serving and those still draining after a switch."""
         for name in list(self.router.routes):
-            backend = self.router.drop(name)
-            if backend is not None:
-                self.runtime.stop(backend, grace=5.0)
-        for backend in list(self.retiring.values()):
-            self.runtime.stop(backend, grace=5.0)
+            handle = self.router.drop(name)
+            if handle is not None:
+                self.workloads.stop(handle, grace=5.0)
+        for handle in list(self.retiring.values()):
+            self.workloads.stop(handle, grace=5.0)
         self.retiring.clear()
         self.store.backends.clear()
         self.store.save()

@@ -24,6 +24,7 @@ from mlgitops.controller import gateway
 from mlgitops.controller import monitor as monitor_mod
 from mlgitops.controller import reconciler as rec
 from mlgitops.controller import reports as reports_mod
+from mlgitops.controller import revert as revert_mod
 from mlgitops.controller import source as source_mod
 from mlgitops.controller import state as state_mod
 
@@ -32,7 +33,11 @@ LOCK_FILE = "controller.lock"
 
 
 class Controller:
-    """Everything ``mlgitops up`` runs, wired from settings; ``run()`` blocks until stopped."""
+    """Everything ``mlgitops up`` runs, wired from settings; ``run()`` blocks until stopped.
+
+    The embedded runtime: `local_runtime.LocalRuntime` is the reconciler's ``Workloads`` and
+    `local_runtime.StatsFiles` the monitor's ``LiveStatsSource``.
+    """
 
     def __init__(self, cfg: settings.ControllerSettings) -> None:
         self.cfg = cfg
@@ -40,9 +45,11 @@ class Controller:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.remote = repository.remote_of(cfg.repo)
         self.store = state_mod.Store(self.state_dir)
-        self.router = rec.Router()
+        self.router: rec.Router[local_runtime.Backend] = rec.Router()
+        self.stats_root = self.state_dir / "stats"
         self.runtime = local_runtime.LocalRuntime(
-            self.state_dir, standby=cfg.sync.standby, ready_timeout=cfg.sync.ready_timeout_seconds
+            self.state_dir, standby=cfg.sync.standby, ready_timeout=cfg.sync.ready_timeout_seconds,
+            stats_root=self.stats_root,
         )
         self.source = source_mod.Source(
             self.state_dir, url=self.remote.url, branch=cfg.sync.branch, local=self.remote.local,
@@ -50,11 +57,10 @@ class Controller:
         )
         self.reconciler = rec.Reconciler(
             source=self.source,
-            runtime=self.runtime,
+            workloads=self.runtime,
             store=self.store,
             router=self.router,
             endpoint=self.endpoint,
-            stats_root=self.state_dir / "stats",
             drain_seconds=cfg.sync.drain_seconds,
         )
         self.stop_event = threading.Event()
@@ -62,10 +68,30 @@ class Controller:
         self.pending_fetch = True
         self.background: list[Callable[[threading.Event], None]] = []
         self.port = cfg.gateway.port
-        self.monitor: monitor_mod.Monitor | None = None
+        self.monitor: monitor_mod.Monitor[local_runtime.Backend] | None = None
         if cfg.monitor.enabled:  # drift monitor: windows -> policy -> alerts and git reverts
-            self.monitor = monitor_mod.from_controller(self)
+            self.monitor = self._monitor()
             self.background.append(self.monitor.run)
+
+    def _monitor(self) -> monitor_mod.Monitor[local_runtime.Backend]:
+        """The drift monitor, wired to this controller's store, router, source and settings."""
+        monitor = monitor_mod.Monitor(
+            store=self.store,
+            router=self.router,
+            source=self.source,
+            state_dir=self.state_dir,
+            url=self.remote.url,
+            trigger=self.trigger,
+            interval=self.cfg.monitor.interval_seconds,
+            branch=self.cfg.sync.branch,
+            report_base=self.base_url,
+            writer=revert_mod.Writer(self.state_dir, url=self.remote.url,
+                                     branch=self.cfg.sync.branch,
+                                     signing_key=self.cfg.signing.key),
+            live_stats=local_runtime.StatsFiles(self.stats_root),
+        )
+        self.reconciler.on_deployed.append(monitor.on_deployed)
+        return monitor
 
     @property
     def base_url(self) -> str:
@@ -155,10 +181,10 @@ class Controller:
         with self._lock():
             # first what an earlier controller left: adopt its servers, stop all else of ours
             found = self.reconciler.adopt()
-            if found.stopped:
-                ui.console.print(f"[yellow]stopped {len(found.stopped)} server process(es) the "
+            if found.leftovers:
+                ui.console.print(f"[yellow]stopped {len(found.leftovers)} server process(es) the "
                                  "previous controller left behind[/]")
-            self.runtime.fill()
+            self.runtime.prepare()
             server, thread = self._serve_gateway()
             files.write_json(
                 self.state_dir / CONTROLLER_FILE,
