@@ -8,9 +8,9 @@ import sys
 
 def main() -> None:
     if sys.argv[1:2] == ["--standby"]:
-        from mlgitops.server import standby
+        from mlgitops.server import supervisor
 
-        code = standby.main()
+        code = supervisor.standby()
         # Skip interpreter teardown (seconds with scikit-learn loaded): the workers are gone.
         sys.stdout.flush()
         sys.stderr.flush()

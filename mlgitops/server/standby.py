@@ -2,7 +2,8 @@
 
 Importing scikit-learn and friends takes seconds; loading and warming a model does not. The
 controller keeps a ``python -m mlgitops.server --standby`` process warm and hands it a model
-when a new version must serve. Protocol, one JSON object per line:
+when a new version must serve. This module is the protocol (the `ServeSpec` line and the
+events); `supervisor.standby` runs it in the process. Protocol, one JSON object per line:
 
 1. The process imports everything, then prints ``{"event": "standby", "pid": <pid>}`` on
    stdout (flushed).
@@ -139,27 +140,3 @@ def emit(event: dict[str, Any], stream: IO[str] | None = None) -> None:
     out.write(json.dumps(event) + "\n")
     out.flush()
 
-
-def main(stdin: IO[str] | None = None) -> int:
-    """Run the standby protocol (``python -m mlgitops.server --standby``)."""
-    import importlib
-
-    supervisor = importlib.import_module("mlgitops.server.supervisor")
-    supervisor.preload()
-    emit({"event": "standby", "pid": os.getpid()})
-    line = (stdin or sys.stdin).readline()
-    if not line.strip():
-        emit(
-            {
-                "event": "error",
-                "message": "stdin closed before a serve spec arrived; nothing to serve",
-            }
-        )
-        return 2
-    try:
-        spec = ServeSpec.from_json(json.loads(line))
-    except ValueError as exc:
-        emit({"event": "error", "message": f"the serve spec is invalid: {exc}; fix the JSON line"})
-        return 2
-    code: int = supervisor.run(spec, announce=True)
-    return code

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import json
 import logging
 import os
 import secrets
@@ -22,7 +23,7 @@ import socket
 import sys
 import time
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from mlgitops import errors
 from mlgitops.server.standby import ServeSpec, emit
@@ -177,6 +178,28 @@ def run(spec: ServeSpec, *, announce: bool = False) -> int:
         spec.worker_count,
     )
     return Supervisor(runtime, sock).loop()
+
+
+def standby(stdin: IO[str] | None = None) -> int:
+    """Run the standby protocol in this process (``python -m mlgitops.server --standby``; the
+    protocol is described in `mlgitops.server.standby`)."""
+    preload()
+    emit({"event": "standby", "pid": os.getpid()})
+    line = (stdin or sys.stdin).readline()
+    if not line.strip():
+        emit(
+            {
+                "event": "error",
+                "message": "stdin closed before a serve spec arrived; nothing to serve",
+            }
+        )
+        return 2
+    try:
+        spec = ServeSpec.from_json(json.loads(line))
+    except ValueError as exc:
+        emit({"event": "error", "message": f"the serve spec is invalid: {exc}; fix the JSON line"})
+        return 2
+    return run(spec, announce=True)
 
 
 class Supervisor:
