@@ -86,7 +86,11 @@ def publish(name: str, model_source: str, reference: Path, repo: Path, target: s
 @click.option("--no-load", is_flag=True, help="Skip loading the models (faster).")
 def validate_cmd(directory: Path, no_load: bool) -> None:
     """Check manifests, digests, signatures, baselines and trusted types."""
-    result = validate.validate_tree(directory.resolve(), load=not no_load)
+    root = directory.resolve()
+    result = validate.validate_tree(root, load=not no_load, policy=settings.trust_policy())
+    if git.is_repo(root):
+        for warning in repository.protection_problems(root):
+            ui.console.print(f"[yellow]![/] {warning}")
     for p in result.problems:
         ui.console.print(f"[red]✗[/] {p}")
     if not result.ok:
@@ -135,6 +139,35 @@ def up(repo: Path, port: int | None, host: str | None, poll_seconds: float | Non
     cfg = settings.controller(repo, port=port, host=host, poll_seconds=poll_seconds,
                               monitor=not no_monitor)
     run.up(cfg)
+
+
+@main.command()
+@click.option("--repo-url", required=True, help="The model repository (any URL git can fetch).")
+@click.option("--namespace", "-n", required=True, help="Where ModelDeployments and models live.")
+@click.option("--branch", default=layout.BRANCH, show_default=True)
+@click.option("--interval", type=float, default=10.0, show_default=True,
+              help="Seconds between fetches of the repository.")
+@click.option("--secret", help="Secret with Git credentials for the pods' init container.")
+@click.option("--image", default="mlgitops:0.1.0", show_default=True, help="Model server image.")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=Path("/tmp/mlgitops-operator"),
+              show_default=True, help="Where the operator keeps its clone of the repository.")
+@click.option("--kubeconfig", type=click.Path(path_type=Path), help="Default: in-cluster, then ~/.kube/config.")
+def operator(repo_url: str, namespace: str, branch: str, interval: float, secret: str | None,
+             image: str, state_dir: Path, kubeconfig: Path | None) -> None:
+    """Run the Kubernetes operator (kopf): the repository's models as Deployments in NAMESPACE."""
+    import os
+
+    from mlgitops.operator import handlers
+
+    os.environ.update({
+        "MLGITOPS_OPERATOR_REPO_URL": repo_url, "MLGITOPS_OPERATOR_NAMESPACE": namespace,
+        "MLGITOPS_OPERATOR_BRANCH": branch, "MLGITOPS_OPERATOR_INTERVAL_SECONDS": str(interval),
+        "MLGITOPS_OPERATOR_SECRET": secret or "", "MLGITOPS_OPERATOR_IMAGE": image,
+        "MLGITOPS_OPERATOR_STATE_DIR": str(state_dir),
+        "MLGITOPS_OPERATOR_KUBECONFIG": str(kubeconfig or ""),
+    })
+    settings.operator()  # a sentence now rather than a traceback inside kopf
+    handlers.run(namespace)
 
 
 def _status_doc(repo: Path) -> dict[str, Any]:

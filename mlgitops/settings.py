@@ -168,3 +168,44 @@ def controller(
     )
     return ControllerSettings(repo=repo.resolve(), gateway=gw, sync=sync, monitor=mon,
                               trust=trust_policy(), signing=signing())
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """``mlgitops operator``: where desired state comes from and how pods run."""
+
+    repo_url: str
+    namespace: str
+    branch: str = layout.BRANCH
+    interval_seconds: float = 10.0
+    secret_name: str | None = None
+    image: str = "mlgitops:0.1.0"
+    state_dir: Path = Path("/tmp/mlgitops-operator")
+    kubeconfig: Path | None = None
+    progress_deadline_seconds: int = 600
+    trust: trust.Policy = field(default_factory=trust.Policy)
+
+
+def operator() -> OperatorSettings:
+    """``MLGITOPS_OPERATOR_*`` environment variables (the ``mlgitops operator`` flags set them)."""
+    telemetry_off()
+    url = os.environ.get("MLGITOPS_OPERATOR_REPO_URL", "")
+    namespace = os.environ.get("MLGITOPS_OPERATOR_NAMESPACE", "")
+    if not url or not namespace:
+        raise errors.ConfigError(
+            "the operator needs a model repository and a namespace: pass --repo-url and "
+            "--namespace (or set MLGITOPS_OPERATOR_REPO_URL and MLGITOPS_OPERATOR_NAMESPACE)"
+        )
+    kubeconfig = os.environ.get("MLGITOPS_OPERATOR_KUBECONFIG") or None
+    return OperatorSettings(
+        repo_url=url,
+        namespace=namespace,
+        branch=os.environ.get("MLGITOPS_OPERATOR_BRANCH") or layout.BRANCH,
+        interval_seconds=_float("MLGITOPS_OPERATOR_INTERVAL_SECONDS", 10.0),
+        secret_name=os.environ.get("MLGITOPS_OPERATOR_SECRET") or None,
+        image=os.environ.get("MLGITOPS_OPERATOR_IMAGE") or "mlgitops:0.1.0",
+        state_dir=Path(os.environ.get("MLGITOPS_OPERATOR_STATE_DIR") or "/tmp/mlgitops-operator"),
+        kubeconfig=Path(kubeconfig) if kubeconfig else None,
+        progress_deadline_seconds=int(_float("MLGITOPS_OPERATOR_PROGRESS_DEADLINE_SECONDS", 600)),
+        trust=trust_policy(),
+    )

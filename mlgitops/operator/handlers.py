@@ -1,0 +1,113 @@
+"""The kopf entry point: ``mlgitops operator`` (or ``kopf run --standalone -n NS <this file>``).
+
+The only module that imports kopf. Handlers are thin: `sync.GitSync` keeps one ModelDeployment
+per manifest (a background thread, every ``interval`` seconds), `deploy.Deployer` reconciles
+each ModelDeployment on create, update, resume and on a timer while a rollout progresses.
+Settings come from `mlgitops.settings.operator` (the ``mlgitops operator`` flags set them).
+No finalizers: the Deployment and Service are owned by the resource and garbage-collected.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from mlgitops import errors
+from mlgitops import settings as mlgitops_settings
+from mlgitops.adapters import kubernetes as k8s
+from mlgitops.controller import source as source_mod
+from mlgitops.core import manifest
+from mlgitops.operator import deploy, sync
+
+_state: dict[str, Any] = {}
+_lock = threading.Lock()
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> Any:
+    """In a pod: its ServiceAccount; elsewhere: the kubeconfig (``$KUBECONFIG``)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.startup()
+def startup(settings: kopf.OperatorSettings, logger: Any, **_: Any) -> None:
+    cfg = mlgitops_settings.operator()
+    settings.posting.enabled = False  # our own Events, one per transition
+    cluster = k8s.Cluster.connect(cfg.kubeconfig)
+    source = source_mod.Source(cfg.state_dir, url=cfg.repo_url, branch=cfg.branch,
+                               policy=cfg.trust)
+    stop = threading.Event()
+    git_sync = sync.GitSync(cluster, source, namespace=cfg.namespace)
+    thread = threading.Thread(target=_sync_loop, args=(git_sync, cfg.interval_seconds, stop, logger),
+                              name="git-sync", daemon=True)
+    _state.update(cfg=cfg, cluster=cluster, deployer=deploy.Deployer(cluster, source, cfg),
+                  stop=stop, thread=thread)
+    thread.start()
+    logger.info(f"mlgitops operator: {cfg.repo_url} ({cfg.branch}) -> namespace {cfg.namespace}")
+
+
+
+def _sync_loop(git_sync: sync.GitSync, interval: float, stop: threading.Event, logger: Any) -> None:
+    backoff = interval
+    while not stop.is_set():
+        with _lock:  # the clone is shared with the deployer
+            outcome, problem = sync.safe_sync(git_sync)
+        if problem is not None:
+            logger.warning(f"git sync failed, retrying in {backoff:.0f}s: {problem}")
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 300.0)
+            continue
+        backoff = interval
+        if outcome is not None and (outcome.deleted or outcome.held):
+            logger.info(f"git sync at {str(outcome.head)[:12]}: held {sorted(outcome.held)}, "
+                        f"deleted {outcome.deleted}")
+        stop.wait(interval)
+
+
+@kopf.on.cleanup()
+def cleanup(**_: Any) -> None:
+    stop = _state.get("stop")
+    if stop is not None:
+        stop.set()
+    thread = _state.get("thread")
+    if thread is not None:
+        thread.join(timeout=10)
+    cluster = _state.get("cluster")
+    if cluster is not None:
+        cluster.close()
+
+
+def _reconcile(body: Mapping[str, Any]) -> None:
+    deployer: deploy.Deployer = _state["deployer"]
+    with _lock:  # one model at a time: the source clone is shared
+        try:
+            result = deployer.reconcile(body)
+        except errors.Transient as exc:
+            raise kopf.TemporaryError(str(exc), delay=10) from exc
+        except errors.Stalled as exc:
+            raise kopf.PermanentError(str(exc)) from exc
+    if result.retry is not None and result.phase == "Waiting":
+        raise kopf.TemporaryError(result.message, delay=result.retry)
+
+
+_RESOURCE = (manifest.GROUP, "v1alpha1", manifest.PLURAL)
+
+
+@kopf.on.resume(*_RESOURCE)
+@kopf.on.create(*_RESOURCE)
+@kopf.on.update(*_RESOURCE)
+def on_change(body: kopf.Body, **_: Any) -> None:
+    _reconcile(body)
+
+
+@kopf.timer(*_RESOURCE, interval=deploy.ROLLOUT_POLL, initial_delay=deploy.ROLLOUT_POLL)
+def on_timer(body: kopf.Body, **_: Any) -> None:
+    _reconcile(body)
+
+
+def run(namespace: str) -> None:
+    """Run the operator in this process until SIGINT/SIGTERM (standalone: no peering)."""
+    kopf.run(standalone=True, namespaces=[namespace], clusterwide=False)

@@ -1,0 +1,191 @@
+"""The kopf operator against the real API server: Git -> ModelDeployments -> Deployments that serve.
+
+The operator runs as a cluster runs it (kopf, standalone, one namespace, its own login), loaded
+from its file; the harness plays only the kubelet. Cases: publish v1 -> a Deployment pinned to
+v1's commit, Ready; publish v2 -> rolled out; an invalid manifest and a quarantined version ->
+Stalled with the sentence while the serving Deployment stays; the operator restarted -> nothing
+redeployed; the custom resource deleted -> what it owns goes. Figures printed: commit -> Ready.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import kopf
+import pytest
+import yaml
+from kopf.testing import KopfRunner
+
+from mlgitops import validate
+from mlgitops.adapters import git
+from mlgitops.adapters import kubernetes as k8s
+from mlgitops.core import k8s_objects as ko
+from mlgitops.core import quarantine
+from mlgitops.operator import handlers
+
+from .cluster import TestCluster
+from .crds import install_crds
+from .kubelet import Kubelet, http_get
+from .test_rollout import wait_for
+
+NAME = "credit"
+HANDLERS = Path(handlers.__file__)
+
+
+@pytest.fixture()
+def cluster(k8s_cluster: TestCluster) -> Iterator[k8s.Cluster]:
+    with k8s.Cluster.from_kubeconfig(k8s_cluster.kubeconfig_path, timeout=20) as c:
+        install_crds(c.api)
+        yield c
+
+
+@contextlib.contextmanager
+def operator(k8s_cluster: TestCluster, ns: str, repo: Path, state: Path) -> Iterator[KopfRunner]:
+    bare = git.remote_url(repo)
+    env = {
+        "MLGITOPS_OPERATOR_REPO_URL": f"file://{bare}",
+        "MLGITOPS_OPERATOR_NAMESPACE": ns,
+        "MLGITOPS_OPERATOR_INTERVAL_SECONDS": "1",
+        "MLGITOPS_OPERATOR_STATE_DIR": str(state),
+        "MLGITOPS_OPERATOR_KUBECONFIG": str(k8s_cluster.kubeconfig_path),
+        "MLGITOPS_OPERATOR_PROGRESS_DEADLINE_SECONDS": "60",
+        "KUBECONFIG": str(k8s_cluster.kubeconfig_path),
+    }
+    args = ["run", "--standalone", "-n", ns, str(HANDLERS)]
+    with KopfRunner(args, registry=kopf.OperatorRegistry(), timeout=60, env=env) as runner:
+        yield runner
+    assert runner.exception is None, runner.output[-3000:]
+    assert runner.exit_code == 0, runner.output[-3000:]
+
+
+def status_of(cluster: k8s.Cluster, ns: str) -> dict[str, Any]:
+    cr = cluster.get_resource(ns, NAME)
+    return dict((cr or {}).get("status") or {})
+
+
+def condition(st: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in st.get("conditions") or () if c["type"] == kind), {})
+
+
+def served(cluster: k8s.Cluster, ns: str, commit: str) -> bool:
+    st = status_of(cluster, ns)
+    return st.get("servedCommit") == commit and condition(st, "Ready").get("status") == "True"
+
+
+def template_commit(cluster: k8s.Cluster, ns: str) -> str | None:
+    d = cluster.read_deployment(ns, NAME) or {}
+    return ((d.get("spec") or {}).get("template", {}).get("metadata", {}).get("labels", {})
+            .get(ko.LABEL_VERSION))
+
+
+def answer(cluster: k8s.Cluster, ns: str) -> str | None:
+    for pod in cluster.list_pods(ns, NAME):
+        if pod.ready and pod.endpoint:
+            status, body = http_get(f"{pod.endpoint}/v2/models/{NAME}")
+            if status == 200:
+                return str(json.loads(body)["version"])
+    return None
+
+
+def push_past_the_hook(repo: Path, change: Callable[[Path], None], message: str) -> str:
+    bare = Path(git.remote_url(repo) or "")
+    (bare / "hooks" / "pre-receive").unlink(missing_ok=True)
+    change(repo)
+    sha = git.commit(repo, message=message, paths=["manifests", "quarantine.yaml"])
+    assert sha is not None
+    git.push(repo)
+    return sha
+
+
+def test_the_operator_deploys_what_git_says_holds_what_it_must_and_survives_a_restart(
+    cluster: k8s.Cluster, k8s_cluster: TestCluster, k8s_namespace: str, repo: Path,
+    publish_version: Callable[..., str], tmp_path: Path,
+) -> None:
+    ns = k8s_namespace
+    figures: dict[str, float] = {}
+    v1 = publish_version(name=NAME, seed=0)
+    with Kubelet(k8s_cluster, ns, workdir=tmp_path / "kubelet", backoff=(1.0, 5.0)) as kubelet:
+        with operator(k8s_cluster, ns, repo, tmp_path / "operator"):
+            began = time.monotonic()
+            wait_for("v1 Ready through the operator", lambda: served(cluster, ns, v1), kubelet=kubelet)
+            figures["commit -> Ready (v1, operator start included)"] = time.monotonic() - began
+            cr = cluster.get_resource(ns, NAME)
+            assert cr is not None
+            assert cr["metadata"]["annotations"][ko.ANNOTATION_COMMIT] == v1
+            assert template_commit(cluster, ns) == v1
+            deployment = cluster.read_deployment(ns, NAME)
+            assert deployment is not None
+            assert deployment["metadata"]["ownerReferences"][0]["uid"] == cr["metadata"]["uid"]
+            assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+            assert cluster.read_service(ns, NAME) is not None
+            assert answer(cluster, ns) == v1
+            st = status_of(cluster, ns)
+            assert st["lastAppliedCommit"] == v1 and st["observedGeneration"] == cr["metadata"]["generation"]
+            assert "Deployed" in {e.get("reason") for e in cluster.events(cr)}
+
+            # -- v2 rolls out -----------------------------------------------------------------
+            began = time.monotonic()
+            v2 = publish_version(name=NAME, seed=1)
+            wait_for("v2 Ready", lambda: served(cluster, ns, v2), kubelet=kubelet)
+            figures["commit -> Ready (v2 rollout)"] = time.monotonic() - began
+            assert answer(cluster, ns) == v2
+
+            # -- an invalid manifest: Stalled, the serving Deployment untouched -----------------
+            def break_manifest(r: Path) -> None:
+                path = r / "manifests" / f"{NAME}.yaml"
+                doc = yaml.safe_load(path.read_text())
+                doc["spec"]["serving"]["replicas"] = "many"
+                path.write_text(yaml.safe_dump(doc))
+
+            bad = push_past_the_hook(repo, break_manifest, "a typo in the manifest")
+
+            def stalled_on(commit: str) -> dict[str, Any] | None:
+                c = condition(status_of(cluster, ns), "Stalled")
+                return c if c.get("status") == "True" and commit[:12] in str(status_of(cluster, ns).get(
+                    "lastAttemptedCommit", ""))[:12] else None
+
+            held = wait_for("the invalid version held", lambda: stalled_on(bad))
+            assert "spec.serving.replicas" in held["message"]
+            assert template_commit(cluster, ns) == v2 and answer(cluster, ns) == v2
+
+            # -- the manifest fixed but the version quarantined: Stalled as Quarantined ---------
+            def fix_and_quarantine(r: Path) -> None:
+                git.run(r, "checkout", "-q", v2, "--", f"manifests/{NAME}.yaml")
+                digest = validate.read_manifest(r, f"manifests/{NAME}.yaml").digest
+                entry = quarantine.Entry(model=NAME, digest=digest, commit="f" * 40,
+                                         reason="reverted by a test", at="2026-11-28T00:00:00Z")
+                (r / "quarantine.yaml").write_text(
+                    quarantine.HEADER + yaml.safe_dump({"entries": [entry.to_dict()]}))
+
+            push_past_the_hook(repo, fix_and_quarantine, "quarantine v2")
+            q = wait_for("the quarantined version held", lambda: (
+                (c := condition(status_of(cluster, ns), "Stalled")).get("reason") == "Quarantined" and c))
+            assert "quarantined" in q["message"]
+            assert template_commit(cluster, ns) == v2 and answer(cluster, ns) == v2
+            before = cluster.read_deployment(ns, NAME)
+            assert before is not None
+            pods_before = {p.name for p in cluster.list_pods(ns, NAME)}
+
+        # -- the operator restarted: it resumes without redeploying -----------------------------
+        with operator(k8s_cluster, ns, repo, tmp_path / "operator"):
+            time.sleep(6)
+            after = cluster.read_deployment(ns, NAME)
+            assert after is not None
+            assert after["metadata"]["generation"] == before["metadata"]["generation"]
+            assert {p.name for p in cluster.list_pods(ns, NAME)} == pods_before
+            assert condition(status_of(cluster, ns), "Stalled").get("reason") == "Quarantined"
+
+            # -- the model removed from Git: its resource goes, and what it owns with it --------
+            git.run(repo, "rm", "-r", "-q", f"models/{NAME}", f"manifests/{NAME}.yaml")
+            assert git.commit(repo, message=f"retire {NAME}", paths=["models", "manifests"])
+            git.push(repo)
+            wait_for("the resource deleted", lambda: cluster.get_resource(ns, NAME) is None)
+            wait_for("the Deployment and Service garbage-collected", lambda: (
+                cluster.read_deployment(ns, NAME) is None and cluster.read_service(ns, NAME) is None),
+                timeout=180)
+    print("\n" + "\n".join(f"{k}: {v:.1f} s" for k, v in figures.items()))
