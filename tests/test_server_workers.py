@@ -359,3 +359,38 @@ def test_spec_line_round_trips() -> None:
         standby.ServeSpec.from_json({**spec.to_json(), "workers": "auto"}).worker_count
         == os.cpu_count()
     )
+
+
+def test_the_stats_route_exports_every_worker_for_a_remote_monitor(tmp_path: Path) -> None:
+    """GET /v2/models/{name}/stats exports both workers' counters; two replicas' exports merge
+    into one snapshot whose window counts each replica's rows (what the operator reads)."""
+    from mlgitops.adapters import stats_store
+
+    two_workers = support.start_standby(
+        support.numeric_model(), workers=2, stats_dir=str(tmp_path), record_stats=True)
+    try:
+        _check_stats_route(two_workers, stats_store)
+    finally:
+        two_workers.stop()
+
+
+def _check_stats_route(two_workers: support.Server, stats_store: Any) -> None:
+    _post_rows(two_workers, support.numeric_frame(40, seed=5))
+
+    def exported() -> dict[str, Any]:
+        with two_workers.client() as c:
+            r = c.get(f"/v2/models/{two_workers.name}/stats")
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    deadline = time.monotonic() + 20
+    doc = exported()
+    while sum(w["worker"]["live"]["rows"] for w in doc["workers"]) < 40 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        doc = exported()
+    version = doc["workers"][0]["worker"]["version"]
+    one = stats_store.window(stats_store.from_exports({"pod-a": doc}, version=version), None)
+    two = stats_store.window(stats_store.from_exports({"pod-a": doc, "pod-b": doc}, version=version), None)
+    assert one.rows >= 40 and two.rows == 2 * one.rows
+    with two_workers.client() as c:
+        assert c.get("/v2/models/nope/stats").status_code == 404

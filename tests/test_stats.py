@@ -192,3 +192,4 @@ def test_update_is_vectorized_enough() -> None:
     pred = rng.normal(size=64)
     per_call = min(timeit.repeat(lambda: live.update(rows, pred), number=200, repeat=3)) / 200
     assert per_call < 2e-3, f"update took {per_call * 1e6:.0f} us per 64-row batch"
+

@@ -214,8 +214,17 @@ def _read_worker(
 ) -> WorkerStats | None:
     try:
         worker_id = str(doc["workerId"])
+    except (KeyError, TypeError):
+        return None
+    return _worker(doc, _read_sample(sample_file(path.parent, worker_id)), baseline=baseline)
+
+
+def _worker(doc: dict[str, Any], sampled: tuple[pd.DataFrame, int | None], *,
+            baseline: stats.Baseline | None, key: str | None = None) -> WorkerStats | None:
+    try:
+        worker_id = key or str(doc["workerId"])
         live = stats.LiveStats.from_dict(doc["live"], baseline=baseline)
-        sample, seen = _read_sample(sample_file(path.parent, worker_id))
+        sample, seen = sampled
         return WorkerStats(
             worker_id=worker_id,
             version=str(doc.get("version", "")),
@@ -232,12 +241,73 @@ def _read_worker(
 
 def _read_sample(path: Path) -> tuple[pd.DataFrame, int | None]:
     try:
-        doc = orjson.loads(path.read_bytes())
+        return _sample(orjson.loads(path.read_bytes()))
+    except (OSError, orjson.JSONDecodeError):
+        return pd.DataFrame(), None
+
+
+def _sample(doc: Any) -> tuple[pd.DataFrame, int | None]:
+    try:
         columns = doc.get("columns") or {}
         frame = pd.DataFrame({str(k): v for k, v in columns.items()})
         return frame, int(doc.get("seen", len(frame)))
-    except (OSError, orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+    except (AttributeError, TypeError, ValueError):
         return pd.DataFrame(), None
+
+
+# over HTTP: a server's stats route exports its directory; a reader merges replicas -------------
+
+def export(stats_dir: Path) -> dict[str, Any]:
+    """Every worker's published document and sample in ``stats_dir``, as one JSON document
+    (what a server's ``GET /v2/models/{name}/stats`` answers)."""
+    workers = []
+    try:
+        entries = sorted(stats_dir.iterdir())
+    except OSError:
+        entries = []
+    for path in entries:
+        if not (path.name.startswith(PREFIX) and path.name.endswith(SUFFIX)):
+            continue
+        doc = _load(path)
+        if doc is None or "workerId" not in doc:
+            continue
+        try:
+            sample = orjson.loads(sample_file(stats_dir, str(doc["workerId"])).read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            sample = None
+        workers.append({"worker": doc, "sample": sample})
+    return {"format": FORMAT, "workers": workers}
+
+
+def from_exports(
+    exports: Mapping[str, Any],
+    *,
+    version: str,
+    baseline: stats.Baseline | None = None,
+    sample_size: int = DEFAULT_SAMPLE_SIZE,
+) -> Snapshot:
+    """One `Snapshot` of several servers' exports (replica name -> `export` document): their
+    workers keyed ``<replica>/<worker id>``, so `window` subtracts each replica's own counters."""
+    workers: dict[str, WorkerStats] = {}
+    versions: set[str] = set()
+    for replica, doc in sorted(exports.items()):
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            continue
+        for item in doc.get("workers") or ():
+            wdoc = item.get("worker") if isinstance(item, dict) else None
+            if not isinstance(wdoc, dict):
+                continue
+            worker_version = str(wdoc.get("version", ""))
+            versions.add(worker_version)
+            if worker_version != version:
+                continue
+            key = f"{replica}/{wdoc.get('workerId')}"
+            sampled = _sample(item["sample"]) if item.get("sample") else (pd.DataFrame(), None)
+            worker = _worker(wdoc, sampled, baseline=baseline, key=key)
+            if worker is not None:
+                workers[key] = worker
+    return Snapshot(workers=workers, sample=_merge_samples(list(workers.values()), sample_size),
+                    versions=frozenset(versions), read_at=time.time())
 
 
 def _merge_samples(workers: list[WorkerStats], sample_size: int) -> pd.DataFrame:

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,7 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from mlgitops.adapters import http_server
+from mlgitops.adapters import http_server, stats_store
 from mlgitops.core import stats
 from mlgitops.server import (
     batching,
@@ -247,6 +248,14 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
             raise problems.NotReady(f"Model {spec.name!r} is not ready (the server is stopping).")
         return _json({"name": spec.name, "ready": True})
 
+    async def live_stats(request: Request) -> Response:
+        """Every worker's live statistics and reservoir sample: what a monitor merges across
+        replicas (the Kubernetes operator reads it from each ready pod)."""
+        check_name(request)
+        if spec.stats_dir is None:
+            raise problems.NotFound(f"Model {spec.name!r} records no live statistics here.")
+        return Response(orjson.dumps(stats_store.export(Path(spec.stats_dir))), media_type=JSON)
+
     async def live(request: Request) -> Response:
         return _json({"live": True})
 
@@ -317,6 +326,7 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
         endpoint("/invocations", ("POST",), invocations),
         endpoint("/v2/models/{name}/infer", ("POST",), infer),
         endpoint("/v2/models/{name}/ready", ("GET",), model_ready),
+        endpoint("/v2/models/{name}/stats", ("GET",), live_stats),
         endpoint("/v2/models/{name}", ("GET",), model_metadata),
         endpoint("/v2/health/live", ("GET",), live),
         endpoint("/v2/health/ready", ("GET",), ready),

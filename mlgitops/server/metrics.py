@@ -26,6 +26,7 @@ ROUTES = (
     "/v2/models/{name}/infer",
     "/v2/models/{name}",
     "/v2/models/{name}/ready",
+    "/v2/models/{name}/stats",
     "/v2/health/live",
     "/v2/health/ready",
     "/v2",

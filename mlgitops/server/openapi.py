@@ -258,6 +258,14 @@ def document(
                     "responses": {**_json_ok(obj), **_errors(404, 503)},
                 }
             },
+            "/v2/models/{name}/stats": {
+                "get": {
+                    "summary": "Live statistics of every worker and their samples (for monitors)",
+                    "operationId": "v2_model_stats",
+                    "parameters": [name_param],
+                    "responses": {**_json_ok(obj), **_errors(404)},
+                }
+            },
             "/v2/health/live": {"get": {"operationId": "v2_live", "responses": _json_ok(obj)}},
             "/v2/health/ready": {
                 "get": {"operationId": "v2_ready", "responses": {**_json_ok(obj), **_errors(503)}}
