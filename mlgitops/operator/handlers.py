@@ -21,6 +21,7 @@ from mlgitops.adapters import kubernetes as k8s
 from mlgitops.controller import source as source_mod
 from mlgitops.core import manifest
 from mlgitops.operator import deploy, sync
+from mlgitops.operator import monitor as monitor_mod
 
 _state: dict[str, Any] = {}
 _lock = threading.Lock()
@@ -39,41 +40,49 @@ def startup(settings: kopf.OperatorSettings, logger: Any, **_: Any) -> None:
     cluster = k8s.Cluster.connect(cfg.kubeconfig)
     source = source_mod.Source(cfg.state_dir, url=cfg.repo_url, branch=cfg.branch,
                                policy=cfg.trust)
-    stop = threading.Event()
+    stop, wake = threading.Event(), threading.Event()
     git_sync = sync.GitSync(cluster, source, namespace=cfg.namespace)
-    thread = threading.Thread(target=_sync_loop, args=(git_sync, cfg.interval_seconds, stop, logger),
-                              name="git-sync", daemon=True)
+    drift = monitor_mod.OperatorMonitor(cluster, cfg, trigger=lambda why: wake.set())
+    threads = [
+        threading.Thread(target=_sync_loop, args=(git_sync, cfg.interval_seconds, stop, wake, logger),
+                         name="git-sync", daemon=True),
+        threading.Thread(target=drift.run, args=(stop,), name="drift-monitor", daemon=True),
+    ]
     _state.update(cfg=cfg, cluster=cluster, deployer=deploy.Deployer(cluster, source, cfg),
-                  stop=stop, thread=thread)
-    thread.start()
+                  stop=stop, wake=wake, threads=threads)
+    for thread in threads:
+        thread.start()
     logger.info(f"mlgitops operator: {cfg.repo_url} ({cfg.branch}) -> namespace {cfg.namespace}")
 
 
 
-def _sync_loop(git_sync: sync.GitSync, interval: float, stop: threading.Event, logger: Any) -> None:
+def _sync_loop(git_sync: sync.GitSync, interval: float, stop: threading.Event,
+               wake: threading.Event, logger: Any) -> None:
     backoff = interval
     while not stop.is_set():
         with _lock:  # the clone is shared with the deployer
             outcome, problem = sync.safe_sync(git_sync)
         if problem is not None:
             logger.warning(f"git sync failed, retrying in {backoff:.0f}s: {problem}")
-            stop.wait(backoff)
+            wake.wait(backoff)
+            wake.clear()
             backoff = min(backoff * 2, 300.0)
             continue
         backoff = interval
         if outcome is not None and (outcome.deleted or outcome.held):
             logger.info(f"git sync at {str(outcome.head)[:12]}: held {sorted(outcome.held)}, "
                         f"deleted {outcome.deleted}")
-        stop.wait(interval)
+        wake.wait(interval)  # a revert wakes it at once
+        wake.clear()
 
 
 @kopf.on.cleanup()
 def cleanup(**_: Any) -> None:
-    stop = _state.get("stop")
-    if stop is not None:
+    stop, wake = _state.get("stop"), _state.get("wake")
+    if stop is not None and wake is not None:
         stop.set()
-    thread = _state.get("thread")
-    if thread is not None:
+        wake.set()
+    for thread in _state.get("threads", ()):
         thread.join(timeout=10)
     cluster = _state.get("cluster")
     if cluster is not None:

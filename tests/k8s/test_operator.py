@@ -189,3 +189,74 @@ def test_the_operator_deploys_what_git_says_holds_what_it_must_and_survives_a_re
                 cluster.read_deployment(ns, NAME) is None and cluster.read_service(ns, NAME) is None),
                 timeout=180)
     print("\n" + "\n".join(f"{k}: {v:.1f} s" for k, v in figures.items()))
+
+
+def test_drift_attributable_to_the_new_version_reverts_it_in_git_and_the_operator_rolls_back(
+    cluster: k8s.Cluster, k8s_cluster: TestCluster, k8s_namespace: str, tmp_path: Path,
+) -> None:
+    """v1 (population A) -> v2 (trained on B) serves -> live traffic is A -> the operator's
+    monitor reads every pod's stats route, reverts v2 in Git (path-scoped, quarantined) and the
+    operator rolls back to v1's content because Git says so. Restarted, it reverts nothing twice."""
+    import httpx
+    from conftest import FEATURES, make_frame, train  # tests/conftest.py (on sys.path)
+
+    import mlgitops
+    from mlgitops import repository
+    from mlgitops.core import layout
+
+    ns = k8s_namespace
+    work = tmp_path / "models-repo"
+    bare = repository.init(work)
+    a, b = make_frame(1500, seed=1), make_frame(1500, shift=1.5, seed=2)
+    mlgitops.publish(train(a, seed=1), a, name=NAME, repo=work, target="label", push=False,
+                     quiet=True, message="credit v1 on population A")
+    path = work / layout.manifest_path(NAME)
+    doc = yaml.safe_load(path.read_text())
+    doc["spec"]["drift"].update({"windowRows": 500, "minRows": 300, "consecutiveWindows": 1,
+                                 "cooldownSeconds": 0, "maxReverts": 1})
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    git.commit(work, message="credit: small drift windows", paths=[layout.MANIFESTS])
+    git.push(work)
+    figures: dict[str, float] = {}
+    with Kubelet(k8s_cluster, ns, workdir=tmp_path / "kubelet", backoff=(1.0, 5.0)) as kubelet:
+        with operator(k8s_cluster, ns, work, tmp_path / "operator"):
+            wait_for("v1 Ready", lambda: (st := status_of(cluster, ns)).get("servedDigest")
+                     and served(cluster, ns, str(st.get("servedCommit"))), kubelet=kubelet)
+            v2 = str(mlgitops.publish(train(b, seed=2), b, name=NAME, repo=work, target="label",
+                                      quiet=True, message="credit v2 on population B"))
+            wait_for("v2 Ready", lambda: served(cluster, ns, v2), kubelet=kubelet)
+            traffic = make_frame(1200, seed=9)[FEATURES]
+            began = time.monotonic()
+
+            def send_and_look() -> str | None:
+                for pod in cluster.list_pods(ns, NAME):
+                    if pod.ready and pod.commit == v2 and pod.endpoint:
+                        rows = traffic.sample(100, random_state=int(time.monotonic() * 1000) % 2**31)
+                        httpx.post(f"{pod.endpoint}/invocations", timeout=10,
+                                   json={"dataframe_records": rows.to_dict(orient="records")})
+                for e in git.log(bare, "refs/heads/main", layout.model_paths(NAME), limit=3):
+                    if e.trailers.get(layout.TRAILER_REVERTS) == v2:
+                        return e.commit
+                time.sleep(0.2)
+                return None
+
+            revert = wait_for("the revert commit of v2 on the remote", send_and_look, timeout=180)
+            figures["first drifted row -> revert commit"] = time.monotonic() - began
+            entries = quarantine.parse(yaml.safe_load(git.show(bare, revert, "quarantine.yaml") or b""),
+                                       source="quarantine.yaml")
+            assert [e.commit for e in entries] == [v2]
+            for p in layout.model_paths(NAME):
+                assert git.tree_id(bare, revert, p) == git.tree_id(bare, f"{v2}^", p)
+            wait_for("v1's content serving again", lambda: served(cluster, ns, revert), kubelet=kubelet)
+            figures["revert commit -> rolled back (Ready)"] = time.monotonic() - began - figures[
+                "first drifted row -> revert commit"]
+            assert answer(cluster, ns) == revert
+            cr = cluster.get_resource(ns, NAME)
+            assert cr is not None and "Reverted" in {e.get("reason") for e in cluster.events(cr)}
+            assert status_of(cluster, ns).get("drift"), "the verdict is on the resource's status"
+        reverts_before = [e.commit for e in git.log(bare, "refs/heads/main") if layout.TRAILER_REVERTS in e.trailers]
+        with operator(k8s_cluster, ns, work, tmp_path / "operator"):
+            time.sleep(8)
+        reverts_after = [e.commit for e in git.log(bare, "refs/heads/main") if layout.TRAILER_REVERTS in e.trailers]
+        assert reverts_after == reverts_before == [revert]
+    print("\n" + "\n".join(f"{k}: {v:.1f} s" for k, v in figures.items()))

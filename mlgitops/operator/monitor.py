@@ -1,0 +1,180 @@
+"""The drift monitor in the operator: the controller's own `controller.monitor.Monitor`, fed by pods.
+
+The same windows, policy, attribution and path-scoped revert commit as the embedded controller;
+only the ports differ:
+
+- live statistics (`PodStats`, a ``LiveStatsSource``): ``GET /v2/models/{name}/stats`` of every
+  ready pod of the serving version, merged (each pod's workers counted from their own cursor);
+- what serves (`PodHandle` in a `Router`): the custom resources' ``status.servedCommit``;
+- status and events (`ResourceStore`, a ``StatusSink``): the verdict goes to the resource's
+  ``status.drift``, and reverts, alerts and rollbacks become Kubernetes Events (the operator's
+  local ``state.json`` keeps drift histories and pending reverts across passes).
+
+No duplicate revert after a restart: the revert writer refuses a version the remote already
+reverts (its ``Mlgitops-Reverts`` trailer), and a revert recorded as pending is resolved from Git.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from mlgitops import errors, settings, ui
+from mlgitops.adapters import kubernetes as k8s
+from mlgitops.adapters import stats_store
+from mlgitops.controller import monitor as monitor_mod
+from mlgitops.controller import reconciler as rec
+from mlgitops.controller import source as source_mod
+from mlgitops.controller import state as state_mod
+from mlgitops.core import k8s_objects, stats
+from mlgitops.core.status import ModelStatus
+
+#: Monitor events that become Kubernetes Events on the model's resource (type by kind).
+K8S_EVENTS = {"Reverted": "Warning", "DriftAlert": "Warning", "RevertFailed": "Warning",
+              "RolledBack": "Normal", "RevertSkipped": "Normal"}
+
+
+@dataclass(frozen=True)
+class PodHandle:
+    """A serving version as the operator sees it: its Service's address, not a process."""
+
+    name: str
+    version: str
+    digest: str
+    url: str
+
+    @property
+    def key(self) -> Hashable:
+        return (self.name, self.version)
+
+    @property
+    def where(self) -> str:
+        return self.url
+
+    @property
+    def label(self) -> str:
+        return f"Deployment {k8s_objects.object_name(self.name)}"
+
+    def record(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "digest": self.digest, "url": self.url}
+
+
+class PodStats:
+    """Live statistics of a version, read from the stats route of each of its ready pods."""
+
+    def __init__(self, cluster: k8s.Cluster, namespace: str, *, timeout: float = 5.0) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.timeout = timeout
+
+    def read(self, name: str, version: str, *,
+             baseline: stats.Baseline | None = None) -> stats_store.Snapshot:
+        exports: dict[str, Any] = {}
+        for pod in self.cluster.list_pods(self.namespace, name):
+            if pod.commit != version or not pod.ready or pod.endpoint is None:
+                continue
+            try:
+                r = httpx.get(f"{pod.endpoint}/v2/models/{name}/stats", timeout=self.timeout)
+            except httpx.HTTPError:
+                continue  # a pod going away: the next read counts it again from its cursor
+            if r.status_code == 200:
+                exports[pod.name] = r.json()
+        return stats_store.from_exports(exports, version=version, baseline=baseline)
+
+    def window(self, current: stats_store.Snapshot, since: stats_store.Snapshot | None, *,
+               version: str, baseline: stats.Baseline) -> stats.LiveStats:
+        return stats_store.window(current, since, version=version, baseline=baseline)
+
+    def serves_elsewhere(self, name: str, version: str) -> bool:
+        return any(p.commit == version for p in self.cluster.list_pods(self.namespace, name))
+
+
+class ResourceStore(state_mod.Store):
+    """`state.Store` on the operator's disk, mirroring drift verdicts and monitor events to the
+    custom resource (``status.drift``) and to Kubernetes Events."""
+
+    def __init__(self, state_dir: Path, cluster: k8s.Cluster, namespace: str) -> None:
+        super().__init__(state_dir)
+        self.cluster = cluster
+        self.namespace = namespace
+
+    def set(self, value: ModelStatus) -> None:
+        super().set(value)
+        if value.drift is not None:
+            try:
+                self.cluster.patch_status(self.namespace, value.name, {"drift": value.drift})
+            except errors.MlgitopsError as exc:
+                ui.console.print(f"[yellow]drift status of {value.name} not written:[/] {exc}")
+
+    def event(self, kind: str, *, model: str, commit: str | None, message: str, **extra: Any) -> None:
+        super().event(kind, model=model, commit=commit, message=message, **extra)
+        if kind not in K8S_EVENTS:
+            return
+        try:
+            cr = self.cluster.get_resource(self.namespace, model)
+            if cr is not None:
+                self.cluster.record_event(cr, reason=kind, message=message, type=K8S_EVENTS[kind])
+        except errors.MlgitopsError as exc:
+            ui.console.print(f"[yellow]event {kind} of {model} not recorded:[/] {exc}")
+
+
+class OperatorMonitor:
+    """Runs `controller.monitor.Monitor` over the namespace's serving ModelDeployments."""
+
+    def __init__(self, cluster: k8s.Cluster, cfg: settings.OperatorSettings, *,
+                 trigger: Callable[[str], None], interval: float = 1.0) -> None:
+        state = cfg.state_dir / "monitor"
+        self.cluster = cluster
+        self.namespace = cfg.namespace
+        self.store = ResourceStore(state, cluster, cfg.namespace)
+        self.source = source_mod.Source(state, url=cfg.repo_url, branch=cfg.branch, policy=cfg.trust)
+        self.router: rec.Router[PodHandle] = rec.Router()
+        self.monitor: monitor_mod.Monitor[PodHandle] = monitor_mod.Monitor(
+            store=self.store, router=self.router, source=self.source, state_dir=state,
+            url=cfg.repo_url, trigger=trigger, interval=interval, branch=cfg.branch,
+            live_stats=PodStats(cluster, cfg.namespace),
+        )
+
+    def refresh(self) -> None:
+        """Git's head, and what serves: every resource whose status says a version is Ready."""
+        self.store.head = self.source.sync()
+        seen = set()
+        for cr in self.cluster.list_resources(self.namespace):
+            name = str(cr["metadata"]["name"])
+            st = cr.get("status") or {}
+            served, digest = st.get("servedCommit"), st.get("servedDigest")
+            if not served or not digest:
+                continue
+            seen.add(name)
+            old = self.router.get(name)
+            if old is not None and old.version == served:
+                continue
+            handle = PodHandle(name, str(served), str(digest),
+                               f"http://{k8s_objects.object_name(name)}.{self.namespace}.svc")
+            self.router.set(name, handle)
+            with self.store._lock:
+                self.store.set(replace(self.store.status(name), served_commit=str(served)))
+            self.monitor.on_deployed(name, handle)
+        for name in set(self.router.routes) - seen:
+            self.router.drop(name)
+
+    def run(self, stop: threading.Event) -> None:
+        self.monitor.start_reports()
+        try:
+            self.monitor.writer.prepare()
+        except errors.MlgitopsError as exc:
+            ui.console.print(f"[yellow]drift monitor:[/] cannot prepare its git clone yet: {exc}")
+        while not stop.is_set():
+            try:
+                self.refresh()
+                if not self.monitor._recovered:
+                    self.monitor.recover()
+                self.monitor.tick()
+            except Exception as exc:  # the monitor outlives any one bad pass
+                ui.console.print(f"[red]drift monitor pass failed:[/] {type(exc).__name__}: {exc}")
+            stop.wait(self.monitor.interval)
