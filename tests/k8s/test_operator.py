@@ -26,11 +26,11 @@ from mlgitops.adapters import git
 from mlgitops.adapters import kubernetes as k8s
 from mlgitops.core import k8s_objects as ko
 from mlgitops.core import quarantine
+from mlgitops.devcluster.cluster import TestCluster
+from mlgitops.devcluster.crds import install_crds
+from mlgitops.devcluster.kubelet import Kubelet, http_get
 from mlgitops.operator import handlers
 
-from .cluster import TestCluster
-from .crds import install_crds
-from .kubelet import Kubelet, http_get
 from .test_rollout import wait_for
 
 NAME = "credit"
@@ -224,7 +224,14 @@ def test_drift_attributable_to_the_new_version_reverts_it_in_git_and_the_operato
                      and served(cluster, ns, str(st.get("servedCommit"))), kubelet=kubelet)
             v2 = str(mlgitops.publish(train(b, seed=2), b, name=NAME, repo=work, target="label",
                                       quiet=True, message="credit v2 on population B"))
+            # the operator is stopped in the middle of v2's rollout ...
+            wait_for("v2's rollout started", lambda: template_commit(cluster, ns) == v2)
+            stopped_at = (cluster.read_deployment(ns, NAME) or {})["metadata"]["generation"]
+        # ... and a new one converges without starting it over (the Deployment is not rewritten)
+        with operator(k8s_cluster, ns, work, tmp_path / "operator"):
             wait_for("v2 Ready", lambda: served(cluster, ns, v2), kubelet=kubelet)
+            deployment = cluster.read_deployment(ns, NAME)
+            assert deployment is not None and deployment["metadata"]["generation"] == stopped_at
             traffic = make_frame(1200, seed=9)[FEATURES]
             began = time.monotonic()
 
