@@ -38,7 +38,7 @@ def install_crds(api: Any, *, timeout: float = 60.0) -> list[str]:
         while True:
             got = ext.read_custom_resource_definition(crd["metadata"]["name"])
             established = any(
-                c.type == "Established" and c.status == "True" for c in got.status.conditions or []
+                c.type == "Established" and c.status == "True" for c in (got.status.conditions if got.status else None) or []
             )
             if established and _served(custom, spec):
                 break

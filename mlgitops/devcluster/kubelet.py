@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .cluster import TestCluster, _die_with_parent
+from mlgitops.devcluster.cluster import TestCluster, _die_with_parent
 
 NODE = "fake-node"
 VENV_BIN = Path(sys.executable).parent
@@ -697,7 +697,7 @@ class _PodWorker(threading.Thread):
         for kind, ok, _ in conditions:
             if self._transitions.get(kind, (None, ""))[0] != ok:
                 self._transitions[kind] = (ok, t)
-        status = {
+        status: dict[str, Any] = {
             "phase": phase,
             "hostIP": "127.0.0.1",
             "hostIPs": [{"ip": "127.0.0.1"}],

@@ -1,4 +1,4 @@
-"""Fixtures for tests against a real Kubernetes control plane (see cluster.py).
+"""Fixtures for tests against a real Kubernetes control plane (see mlgitops/devcluster/cluster.py).
 
 Binaries: tools/k8s/build.sh builds etcd, kube-apiserver and kube-controller-manager into
 ${MLGITOPS_K8S_CACHE:-~/.cache/mlgitops/k8s}/<versions>/bin (about 10 minutes on 2 cores, once).
@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from .cluster import TestCluster
+from mlgitops.devcluster.cluster import TestCluster
 
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]
@@ -110,6 +110,17 @@ def _unavailable(reason: str) -> None:
     if os.environ.get("MLGITOPS_REQUIRE_K8S") == "1":
         pytest.fail(f"MLGITOPS_REQUIRE_K8S=1 but {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def k8s_bin_dir() -> Path:
+    """The directory of the binaries (for tests that start a cluster of their own)."""
+    if _state["error"]:
+        pytest.fail(f"building the k8s test binaries failed: {_state['error']}", pytrace=False)
+    bin_dir = _state["bin_dir"]
+    if bin_dir is None:
+        _unavailable(_state["missing"] or "the k8s test binaries were not looked for")
+    return Path(bin_dir)
 
 
 @pytest.fixture(scope="session")

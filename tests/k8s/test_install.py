@@ -33,9 +33,8 @@ from kubernetes import client
 from mlgitops import errors
 from mlgitops.adapters import kubernetes as k8s
 from mlgitops.core import install, k8s_objects, manifest, source_spec
-
-from .cluster import TestCluster
-from .crds import install_crds
+from mlgitops.devcluster.cluster import TestCluster
+from mlgitops.devcluster.crds import install_crds
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "manifests" / "install"

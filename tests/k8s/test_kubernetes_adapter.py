@@ -22,9 +22,8 @@ from mlgitops import errors
 from mlgitops.adapters import kubernetes as k8s
 from mlgitops.core import k8s_objects as ko
 from mlgitops.core import manifest
-
-from .cluster import TestCluster, free_port
-from .crds import install_crds
+from mlgitops.devcluster.cluster import TestCluster, free_port
+from mlgitops.devcluster.crds import install_crds
 
 T = TypeVar("T")
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

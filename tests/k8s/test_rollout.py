@@ -30,10 +30,9 @@ from mlgitops import validate
 from mlgitops.adapters import git
 from mlgitops.adapters import kubernetes as k8s
 from mlgitops.core import k8s_objects as ko
-
-from .cluster import TestCluster
-from .crds import install_crds
-from .kubelet import Kubelet, http_get
+from mlgitops.devcluster.cluster import TestCluster
+from mlgitops.devcluster.crds import install_crds
+from mlgitops.devcluster.kubelet import Kubelet, http_get
 
 T = TypeVar("T")
 NAME = "credit"

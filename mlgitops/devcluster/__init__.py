@@ -1,0 +1,6 @@
+"""A throw-away local Kubernetes for tests and ``mlgitops demo --kubernetes``.
+
+`cluster.TestCluster` runs etcd + kube-apiserver + kube-controller-manager from binaries built by
+tools/k8s/build.sh; `kubelet.Kubelet` plays the kubelet (and binding) with real local processes;
+`crds.install_crds` installs mlgitops' CustomResourceDefinitions.
+"""
