@@ -269,8 +269,16 @@ def report(name: str, repo: Path) -> None:
 @main.command()
 @click.option("--workdir", type=click.Path(path_type=Path), help="Where to create the demo repo.")
 @click.option("--port", type=int, default=0, help="Gateway port (0 = pick a free one).")
-def demo(workdir: Path | None, port: int) -> None:
+@click.option("--kubernetes", "on_kubernetes", is_flag=True,
+              help="The same story on a local Kubernetes API server, deployed by the operator "
+                   "(needs the binaries of tools/k8s/build.sh, or Go to build them).")
+def demo(workdir: Path | None, port: int, on_kubernetes: bool) -> None:
     """The whole loop on this machine, end to end, with timings."""
+    if on_kubernetes:
+        from mlgitops import demo_k8s
+
+        demo_k8s.run(workdir=workdir)
+        return
     from mlgitops import demo as demo_mod
 
     demo_mod.run(workdir=workdir, port=port)

@@ -9,8 +9,11 @@ No finalizers: the Deployment and Service are owned by the resource and garbage-
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import kopf
@@ -120,3 +123,50 @@ def on_timer(body: kopf.Body, **_: Any) -> None:
 def run(namespace: str) -> None:
     """Run the operator in this process until SIGINT/SIGTERM (standalone: no peering)."""
     kopf.run(standalone=True, namespaces=[namespace], clusterwide=False)
+
+
+@contextlib.contextmanager
+def running(namespace: str, *, timeout: float = 60.0) -> Iterator[None]:
+    """Run the operator in a thread of this process (standalone, one namespace) for a block.
+
+    Settings come from the ``MLGITOPS_OPERATOR_*`` environment as for `run`; the kubeconfig from
+    ``$KUBECONFIG``. Leaving the block stops it (kopf's cleanup handlers run) and joins the thread.
+    """
+    stop, ready = threading.Event(), threading.Event()
+    failure: list[BaseException] = []
+    quiet = _NoSignalsWarning()  # expected in a thread: the stop flag replaces the signals
+    logging.getLogger("kopf._core.reactor.running").addFilter(quiet)
+
+    def main() -> None:
+        try:
+            asyncio.run(kopf.operator(
+                registry=kopf.get_default_registry(), standalone=True, clusterwide=False,
+                namespaces=[namespace], stop_flag=stop, ready_flag=ready,
+            ))  # fmt: skip
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            ready.set()
+
+    thread = threading.Thread(target=main, name="kopf-operator", daemon=True)
+    thread.start()
+    try:
+        if not ready.wait(timeout) or failure:
+            raise errors.RuntimeFailure(
+                f"the operator did not start within {timeout:.0f} s"
+                + (f": {failure[0]!r}" if failure else "")
+            )
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+        logging.getLogger("kopf._core.reactor.running").removeFilter(quiet)
+    if thread.is_alive():
+        raise errors.RuntimeFailure("the operator did not stop within 60 s")
+    if failure:
+        raise errors.RuntimeFailure(f"the operator stopped with {failure[0]!r}")
+
+
+class _NoSignalsWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "OS signals are ignored" not in record.getMessage()
