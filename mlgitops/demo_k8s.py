@@ -142,6 +142,7 @@ def _operator_env(values: dict[str, str]) -> Iterator[None]:
 def run(*, workdir: Path | None = None) -> None:
     settings.telemetry_off()
     base_dir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mlgitops-demo-k8s-"))
+    base_dir.mkdir(parents=True, exist_ok=True)
     repo = base_dir / "models-repo"
     steps = ui.Steps("demo --kubernetes")
     rows: list[tuple[str, str]] = []
