@@ -152,8 +152,12 @@ def up(repo: Path, port: int | None, host: str | None, poll_seconds: float | Non
 @click.option("--state-dir", type=click.Path(path_type=Path), default=Path("/tmp/mlgitops-operator"),
               show_default=True, help="Where the operator keeps its clone of the repository.")
 @click.option("--kubeconfig", type=click.Path(path_type=Path), help="Default: in-cluster, then ~/.kube/config.")
+@click.option("--http-port", type=int, default=8700, show_default=True,
+              help="Port of POST /hooks/github (secret: MLGITOPS_WEBHOOK_SECRET) and /reports/; 0: off.")
+@click.option("--public-url", help="Where people reach that port: revert commits link reports there.")
 def operator(repo_url: str, namespace: str, branch: str, interval: float, secret: str | None,
-             image: str, state_dir: Path, kubeconfig: Path | None) -> None:
+             image: str, state_dir: Path, kubeconfig: Path | None, http_port: int,
+             public_url: str | None) -> None:
     """Run the Kubernetes operator (kopf): the repository's models as Deployments in NAMESPACE."""
     import os
 
@@ -165,6 +169,8 @@ def operator(repo_url: str, namespace: str, branch: str, interval: float, secret
         "MLGITOPS_OPERATOR_SECRET": secret or "", "MLGITOPS_OPERATOR_IMAGE": image,
         "MLGITOPS_OPERATOR_STATE_DIR": str(state_dir),
         "MLGITOPS_OPERATOR_KUBECONFIG": str(kubeconfig or ""),
+        "MLGITOPS_OPERATOR_HTTP_PORT": str(http_port),
+        "MLGITOPS_OPERATOR_PUBLIC_URL": public_url or "",
     })
     settings.operator()  # a sentence now rather than a traceback inside kopf
     handlers.run(namespace)

@@ -184,6 +184,11 @@ class OperatorSettings:
     kubeconfig: Path | None = None
     progress_deadline_seconds: int = 600
     trust: trust.Policy = field(default_factory=trust.Policy)
+    http_port: int = 8700
+    """The operator's own port: ``POST /hooks/github`` (push webhook) and ``GET /reports/``; 0: off."""
+    webhook_secret: str | None = None
+    public_url: str | None = None
+    """Where people reach that port (an Ingress); revert commits link their reports there."""
 
 
 def operator() -> OperatorSettings:
@@ -208,4 +213,7 @@ def operator() -> OperatorSettings:
         kubeconfig=Path(kubeconfig) if kubeconfig else None,
         progress_deadline_seconds=int(_float("MLGITOPS_OPERATOR_PROGRESS_DEADLINE_SECONDS", 600)),
         trust=trust_policy(),
+        http_port=int(os.environ.get("MLGITOPS_OPERATOR_HTTP_PORT") or 8700),
+        webhook_secret=os.environ.get("MLGITOPS_WEBHOOK_SECRET") or None,
+        public_url=(os.environ.get("MLGITOPS_OPERATOR_PUBLIC_URL") or "").rstrip("/") or None,
     )

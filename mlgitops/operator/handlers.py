@@ -13,14 +13,19 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import kopf
+import uvicorn
 
 from mlgitops import errors
 from mlgitops import settings as mlgitops_settings
+from mlgitops.adapters import http_server
 from mlgitops.adapters import kubernetes as k8s
+from mlgitops.controller import gateway
+from mlgitops.controller import reconciler as rec
 from mlgitops.controller import source as source_mod
 from mlgitops.core import manifest
 from mlgitops.operator import deploy, sync
@@ -51,8 +56,9 @@ def startup(settings: kopf.OperatorSettings, logger: Any, **_: Any) -> None:
                          name="git-sync", daemon=True),
         threading.Thread(target=drift.run, args=(stop,), name="drift-monitor", daemon=True),
     ]
+    server = _http(cfg, trigger=lambda why: wake.set(), reports_root=drift.reports_root)
     _state.update(cfg=cfg, cluster=cluster, deployer=deploy.Deployer(cluster, source, cfg),
-                  stop=stop, wake=wake, threads=threads)
+                  stop=stop, wake=wake, threads=threads, server=server)
     for thread in threads:
         thread.start()
     logger.info(f"mlgitops operator: {cfg.repo_url} ({cfg.branch}) -> namespace {cfg.namespace}")
@@ -79,8 +85,27 @@ def _sync_loop(git_sync: sync.GitSync, interval: float, stop: threading.Event,
         wake.clear()
 
 
+def _http(cfg: mlgitops_settings.OperatorSettings, *, trigger: Callable[[str], None],
+          reports_root: Path) -> uvicorn.Server | None:
+    """The operator's port: the GitHub push webhook (HMAC, ``MLGITOPS_WEBHOOK_SECRET``) wakes the
+    Git sync at once; ``/reports/`` serves the drift reports its revert commits link."""
+    if not cfg.http_port:
+        return None
+    app = gateway.build(router=rec.Router(), trigger=trigger, statuses=list,
+                        webhook_secret=cfg.webhook_secret, reports_root=reports_root)
+    config = uvicorn.Config(app, host="0.0.0.0", port=cfg.http_port, log_level="warning",
+                            access_log=False, lifespan="on", ws="none",
+                            http=http_server.protocol(http_server.Limits()))
+    server = uvicorn.Server(config)
+    threading.Thread(target=server.run, name="operator-http", daemon=True).start()
+    return server
+
+
 @kopf.on.cleanup()
 def cleanup(**_: Any) -> None:
+    server = _state.get("server")
+    if server is not None:
+        server.should_exit = True
     stop, wake = _state.get("stop"), _state.get("wake")
     if stop is not None and wake is not None:
         stop.set()

@@ -137,8 +137,9 @@ class OperatorMonitor:
         self.monitor: monitor_mod.Monitor[PodHandle] = monitor_mod.Monitor(
             store=self.store, router=self.router, source=self.source, state_dir=state,
             url=cfg.repo_url, trigger=trigger, interval=interval, branch=cfg.branch,
-            live_stats=PodStats(cluster, cfg.namespace),
+            live_stats=PodStats(cluster, cfg.namespace), report_base=cfg.public_url,
         )
+        self.reports_root = state / "reports"
 
     def refresh(self) -> None:
         """Git's head, and what serves: every resource whose status says a version is Ready."""
