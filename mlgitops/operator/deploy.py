@@ -1,6 +1,8 @@
 """One ModelDeployment -> its Deployment and Service, and the resource's status and Events.
 
-Plan before acting, with the local controller's own pieces: the version is checked as data by
+Plan before acting, with the local controller's own pieces: `core.plan.step` decides for this one
+model (hold, keep, deploy) from what the resource asks, what its status says serves and what
+failed before; a version to deploy is checked as data by
 `controller.source.Source.materialize` (digest over regular files, paths, trust, quarantine by
 content) before anything is applied; `core.status` says what the conditions become. A version
 that is refused, or whose pods never become ready, is ``Stalled`` with the sentence, and the
@@ -24,7 +26,7 @@ from mlgitops.adapters import git
 from mlgitops.adapters import kubernetes as k8s
 from mlgitops.controller import source as source_mod
 from mlgitops.core import k8s_objects as ko
-from mlgitops.core import layout, manifest, status
+from mlgitops.core import layout, manifest, plan, status
 from mlgitops.operator import sync as sync_mod
 
 ANNOTATION_RENDERED = "mlgitops.io/rendered"
@@ -100,30 +102,28 @@ class Deployer:
     ) -> tuple[Result, status.ModelStatus, tuple[Any, Any], tuple[str, str, str] | None]:
         t = now()
         serving = st.served_commit
-        held_commit = notes.get(sync_mod.ANNOTATION_HELD_COMMIT)
-        if held_commit:
-            reason = str(notes.get(sync_mod.ANNOTATION_HELD_REASON) or "the version is invalid")
-            st, new = status.held(st, version=str(held_commit), reason=reason, serving_version=serving,
-                                  quarantined=notes.get(sync_mod.ANNOTATION_QUARANTINED) == "true", now=t)
+        step = self._step(body, name, ns, st, failed, notes)
+        if step.action is plan.Action.HOLD:
+            d = step.desired
+            version = d.version if d is not None and d.version else None
+            quarantined = d is not None and d.quarantined
+            if d is not None and d.deployment is not None:  # failed before: keep how it was held
+                before = st.condition(status.ConditionType.STALLED)
+                quarantined = before is not None and before.reason == "Quarantined"
+            st, new = status.held(st, version=version, reason=step.reason, serving_version=serving,
+                                  quarantined=quarantined, now=t)
             st = self._observe_serving(ns, name, st, t)
-            return (Result("Held", reason), st, failed,
-                    ("Held", f"{str(held_commit)[:12]}: {reason}", "Warning") if new else None)
-        try:
-            version = self._version(body, name)
-            dep = manifest.parse({**body, "metadata": {"name": name}}, source=f"{ns}/{name}")
-        except errors.Stalled as exc:
-            st, new = status.held(st, version=None, reason=str(exc), quarantined=False,
-                                  serving_version=serving, now=t)
-            return Result("Held", str(exc)), st, failed, ("Held", str(exc), "Warning") if new else None
+            return (Result("Held", step.reason), st, failed,
+                    ("Held", f"{(version or '')[:12]}: {step.reason}".lstrip(": "), "Warning") if new
+                    else None)
+        assert step.desired is not None and step.desired.deployment is not None
+        version, dep = step.desired.version, step.desired.deployment
         st = dataclasses.replace(st, desired_commit=version)
-        if failed == (version, dep.digest):
-            reason = (st.condition(status.ConditionType.STALLED) or _no_reason()).message
-            st = self._observe_serving(ns, name, st, t)
-            return Result("Held", reason), st, failed, None
         try:
-            if git.rev_parse(self.source.clone, version) is None:
-                self.source.sync()  # the resource is newer than this clone
-            self.source.materialize(version, dep)
+            if step.action is not plan.Action.KEEP:  # what serves was checked when it deployed
+                if git.rev_parse(self.source.clone, version) is None:
+                    self.source.sync()  # the resource is newer than this clone
+                self.source.materialize(version, dep)
         except errors.Stalled as exc:
             st, _ = status.held(st, version=version, reason=str(exc), serving_version=serving,
                                 quarantined=isinstance(exc, errors.QuarantinedError), now=t)
@@ -160,6 +160,33 @@ class Deployer:
         if new:
             event = ("Deployed", f"{version[:12]} serves ({state.ready_replicas} ready)", "Normal")
         return Result("Serving", f"serving {version[:12]}"), st, (None, None), event
+
+    def _step(self, body: Mapping[str, Any], name: str, ns: str, st: status.ModelStatus,
+              failed: tuple[Any, Any], notes: Mapping[str, Any]) -> plan.Step:
+        """The same plan as the local controller's, for this one model (`core.plan.step`)."""
+        held_commit = notes.get(sync_mod.ANNOTATION_HELD_COMMIT)
+        if held_commit:
+            reason = str(notes.get(sync_mod.ANNOTATION_HELD_REASON) or "the version is invalid")
+            desired = plan.Desired(name, str(held_commit), None, reason,
+                                   quarantined=notes.get(sync_mod.ANNOTATION_QUARANTINED) == "true")
+        else:
+            try:
+                version = self._version(body, name)
+            except errors.Stalled as exc:
+                desired = plan.Desired(name, "", None, str(exc))
+            else:
+                try:
+                    dep = manifest.parse({**body, "metadata": {"name": name}}, source=f"{ns}/{name}")
+                    desired = plan.Desired(name, version, dep)
+                except errors.Stalled as exc:
+                    desired = plan.Desired(name, version, None, str(exc))
+        live = (plan.Live(name, st.served_commit, st.served_digest, alive=True)
+                if st.served_commit and st.served_digest else None)
+        failure = None
+        if failed[0] and failed[1]:
+            reason = (st.condition(status.ConditionType.STALLED) or _no_reason()).message
+            failure = plan.Failure(str(failed[1]), str(failed[0]), reason)
+        return plan.step(name, desired, live, failure)
 
     def _observe_serving(self, ns: str, name: str, st: status.ModelStatus, t: str) -> status.ModelStatus:
         """While a newer version is held, what serves is what the Deployment's ready pods run."""
