@@ -224,15 +224,24 @@ def check_loadable(
     ``reviewed`` (the manifest's trustedTypes; None at publish time), and every tree's node
     arrays must pass the bounds checks. Returns the exact types to hand skops.
     """
-    needed = required_types(info.model_file)
+    needed = check_types(info.model_file, policy=policy, reviewed=reviewed, source=source)
+    return trust.loadable(needed, policy=policy, reviewed=needed if reviewed is None else reviewed)
+
+
+def check_types(
+    model_file: Path, *, policy: trust.Policy, reviewed: Sequence[str] | None, source: str
+) -> list[str]:
+    """The file's untrusted types, after ModelError for any the policy (and ``reviewed``) refuse
+    and the bounds checks of its trees; nothing is constructed from the file."""
+    needed = required_types(model_file)
     refused = trust.refusals(needed, policy=policy, reviewed=reviewed)
     if refused:
         raise errors.ModelError(
             f"{source}: the model may not load: " + "; ".join(r.reason for r in refused)
         )
     if set(needed) & trust.CHECKED_TYPES:
-        skops_files.check_trees(info.model_file)
-    return trust.loadable(needed, policy=policy, reviewed=needed if reviewed is None else reviewed)
+        skops_files.check_trees(model_file)
+    return needed
 
 
 def load(
@@ -394,14 +403,8 @@ def load_estimator_for_publish(source: str, *, trusted_types: Sequence[str] = ()
 
             model_file = _plain_file(local, flavor.get("pickled_model", "model.skops"),
                                      field="flavors.sklearn.pickled_model")
-            needed = required_types(model_file)
-            refused = trust.refusals(needed, policy=settings.trust_policy(), reviewed=None)
-            if refused:
-                raise errors.ModelError(
-                    f"{source}: refusing to load it: " + "; ".join(r.reason for r in refused)
-                )
-            if set(needed) & trust.CHECKED_TYPES:
-                skops_files.check_trees(model_file)
+            needed = check_types(model_file, policy=settings.trust_policy(), reviewed=None,
+                                 source=source)
             types = sorted(set(needed) & (trust.CHECKED_TYPES | set(trusted_types)))
             try:
                 return skops.io.load(model_file, trusted=types)

@@ -16,21 +16,15 @@ import pytest
 from kubernetes import client
 from kubernetes.client import ApiException
 
+from . import waits
+
 T = TypeVar("T")
 
 GROUP, VERSION, PLURAL, KIND = "smoke.mlgitops.io", "v1", "widgets", "Widget"
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
-    """Poll `probe` until it returns something truthy; fail with `what` and its last value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+    return waits.wait_for(what, probe, timeout, every=0.2)
 
 
 def gone(read: Callable[[], object]) -> bool:

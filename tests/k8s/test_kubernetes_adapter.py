@@ -25,20 +25,15 @@ from mlgitops.core import manifest
 from mlgitops.devcluster.cluster import TestCluster, free_port
 from mlgitops.devcluster.crds import install_crds
 
+from . import waits
+
 T = TypeVar("T")
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 DIGEST = "sha256:" + "ab" * 32
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+    return waits.wait_for(what, probe, timeout, every=0.2)
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from mlgitops.devcluster.crds import install_crds
 from mlgitops.devcluster.kubelet import Kubelet, http_get
 from mlgitops.operator import handlers
 
-from .test_rollout import wait_for
+from .waits import wait_for
 
 NAME = "credit"
 HANDLERS = Path(handlers.__file__)

@@ -34,25 +34,10 @@ from mlgitops.devcluster.cluster import TestCluster
 from mlgitops.devcluster.crds import install_crds
 from mlgitops.devcluster.kubelet import Kubelet, http_get
 
+from .waits import wait_for
+
 T = TypeVar("T")
 NAME = "credit"
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 120.0, *,
-             kubelet: Kubelet | None = None) -> T:  # fmt: skip
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.05)
-    logs = ""
-    if kubelet is not None:
-        for rec in kubelet.records.values():
-            for c in ("fetch-model", "server"):
-                logs += f"\n--- {rec.name}/{c}:\n{kubelet.logs(rec.name, c)[-3000:]}"
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r}){logs}")
 
 
 @pytest.fixture()
