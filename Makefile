@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: demo test lint typecheck bench clean install
+.PHONY: demo test lint typecheck bench clean install browser
 
 install: $(STAMP)
 
@@ -28,7 +28,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) browser lint typecheck
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
@@ -37,6 +37,14 @@ bench: $(STAMP)
 	$(BIN)/python bench/drift.py
 	$(BIN)/python bench/rollback.py
 	$(BIN)/python bench/kill9.py --trials 20
+
+# Headless Chromium for the browser tests: Debian's package (no browser downloads needed).
+APT_CHROMIUM := apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then sh -c '$(APT_CHROMIUM)'; \
+	  elif sudo -n true 2>/dev/null; then sudo sh -c '$(APT_CHROMIUM)'; \
+	  else echo "the browser tests need Chromium: sudo apt-get install -y chromium"; exit 1; fi; }
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
