@@ -1,0 +1,288 @@
+"""The decision log and its sinks: every decision appended to a file, then fanned out off the loop.
+
+- `Log`: append-only JSON lines ``<state>/reports/decisions.jsonl`` (one `core.decisions.Decision`
+  per line; a later line with the same id supersedes an earlier one, e.g. a revert once its commit
+  is known). It survives a restart of the controller; past `Log.max_bytes` the file is rotated
+  once (``decisions.1.jsonl``), so it stays bounded. Reading skips lines it cannot parse.
+- `Sink`: anything with ``record(decision)``: the decision pages, outgoing webhooks, Evidently
+  snapshots, MLflow runs.
+- `Dispatcher`: ``submit(decision, sample)`` appends to the log, and returns at once; a background
+  thread writes the window's live sample (parquet, bounded retention per model) and then calls
+  every sink, each with its own retries and back-off. A failing or slow sink is logged and never
+  blocks a deploy, a revert, or another sink's next decision for long (bounded queue).
+
+May NOT: decide anything (the policy does) or act on Git.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import pandas as pd
+
+from mlgitops import ui
+from mlgitops.core import decisions
+
+LOG_FILE = "decisions.jsonl"
+ROTATED_FILE = "decisions.1.jsonl"
+SAMPLES = "samples"
+
+
+class Sink(Protocol):
+    """Where decisions go besides the log; ``record`` may raise (the dispatcher retries)."""
+
+    def record(self, decision: decisions.Decision) -> None: ...
+
+
+def log_path(reports_root: Path) -> Path:
+    return reports_root / LOG_FILE
+
+
+def samples_dir(state_dir: Path, model: str) -> Path:
+    return state_dir / SAMPLES / model
+
+
+class Log:
+    """The append-only decision log of one controller (thread-safe)."""
+
+    def __init__(self, reports_root: Path, *, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.root = reports_root
+        self.path = log_path(reports_root)
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+
+    def append(self, decision: decisions.Decision) -> None:
+        line = (decision.to_json() + "\n").encode()
+        with self._lock:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(OSError):
+                if self.path.stat().st_size + len(line) > self.max_bytes:
+                    os.replace(self.path, self.root / ROTATED_FILE)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+
+    def all(self) -> list[decisions.Decision]:
+        return read(self.root)
+
+    def find(self, model: str, ident: str) -> decisions.Decision | None:
+        return find(self.root, model, ident)
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    try:
+        with path.open("rb") as f:
+            yield from f
+    except OSError:
+        return
+
+
+def read(reports_root: Path, *, model: str | None = None) -> list[decisions.Decision]:
+    """Every decision recorded under ``reports_root`` (of ``model`` only when given), oldest first.
+
+    A record written again (same id) replaces the earlier one in place.
+    """
+    by_id: dict[str, decisions.Decision] = {}
+    for path in (reports_root / ROTATED_FILE, log_path(reports_root)):
+        for raw in _lines(path):
+            raw = raw.strip()
+            if not raw or (model is not None and f'"model":{json.dumps(model)}'.encode() not in raw):
+                continue
+            try:
+                d = decisions.Decision.from_json(raw)
+            except ValueError:
+                continue  # a torn last line after a crash, or a record of a future version
+            if model is None or d.model == model:
+                by_id[d.id] = d
+    return sorted(by_id.values(), key=lambda d: d.at)
+
+
+def find(reports_root: Path, model: str, ident: str) -> decisions.Decision | None:
+    for d in reversed(read(reports_root, model=model)):
+        if d.id == ident:
+            return d
+    return None
+
+
+def window_history(reports_root: Path, decision: decisions.Decision,
+                   *, limit: int = 50) -> list[decisions.Decision]:
+    """The windows of ``decision``'s model and version up to it (itself included), oldest first."""
+    if decision.kind not in (decisions.Kind.PASS, decisions.Kind.ALERT, decisions.Kind.REVERT):
+        return []
+    out = [d for d in read(reports_root, model=decision.model)
+           if d.version == decision.version and d.at <= decision.at and d.features
+           and d.kind in (decisions.Kind.PASS, decisions.Kind.ALERT, decisions.Kind.REVERT)]
+    return out[-limit:]
+
+
+@dataclass(frozen=True)
+class _Job:
+    decision: decisions.Decision
+    sample: pd.DataFrame | None
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Per-sink retries: ``attempts`` in all, waiting ``first``, then doubling up to ``cap``."""
+
+    attempts: int = 4
+    first: float = 0.5
+    cap: float = 8.0
+
+    def delays(self) -> Iterator[float]:
+        delay = self.first
+        for _ in range(self.attempts - 1):
+            yield delay
+            delay = min(delay * 2, self.cap)
+
+
+class Dispatcher:
+    """Log every decision at once; write its sample and call the sinks in a background thread."""
+
+    def __init__(
+        self,
+        *,
+        log: Log,
+        state_dir: Path,
+        sinks: Sequence[Sink] = (),
+        retry: Retry | None = None,
+        keep_samples: int = 200,
+        queue_size: int = 256,
+        on_error: Callable[[str, decisions.Decision, str], None] | None = None,
+    ) -> None:
+        self.log = log
+        self.state_dir = state_dir
+        self.sinks: list[Sink] = list(sinks)
+        self.retry = retry or Retry()
+        self.keep_samples = keep_samples
+        """Live samples kept per model (the oldest go first)."""
+        self.on_error = on_error
+        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self.dropped = 0
+        self.failures: list[tuple[str, str, str]] = []
+        """Recent (sink, decision id, error) of records that failed every attempt (bounded)."""
+
+    def add(self, sink: Sink) -> None:
+        self.sinks.append(sink)
+
+    def sample_path(self, model: str, ident: str) -> Path:
+        return samples_dir(self.state_dir, model) / f"{ident}.parquet"
+
+    def submit(self, decision: decisions.Decision, sample: pd.DataFrame | None = None) -> None:
+        """Append to the log now; the rest later. Never raises, never blocks for long."""
+        try:
+            self.log.append(decision)
+        except OSError as exc:
+            ui.console.print(f"[red]decision log:[/] cannot append {decision.id}: {exc}")
+        self.start()
+        try:
+            self._queue.put_nowait(_Job(decision, None if sample is None else sample.copy()))
+        except queue.Full:
+            self.dropped += 1
+            ui.console.print(f"[yellow]decision sinks are behind:[/] {decision.id} is logged "
+                             "but not sent")
+
+    def start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._stopping.clear()
+            self._thread = threading.Thread(target=self._work, name="decision-sinks", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def wait(self, timeout: float = 60.0) -> bool:
+        """Block until every submitted decision went through its sinks; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._queue.unfinished_tasks == 0:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                self._handle(job)
+            except Exception as exc:  # the worker outlives any one decision
+                ui.console.print(f"[red]decision sinks failed:[/] {type(exc).__name__}: {exc}")
+            finally:
+                self._queue.task_done()
+
+    def _handle(self, job: _Job) -> None:
+        d = job.decision
+        if job.sample is not None and d.sample_path:
+            self._write_sample(Path(d.sample_path), job.sample, model=d.model)
+        for sink in list(self.sinks):
+            self._deliver(sink, d)
+
+    def _deliver(self, sink: Sink, decision: decisions.Decision) -> None:
+        name = type(sink).__name__
+        delays = self.retry.delays()
+        while True:
+            try:
+                sink.record(decision)
+                return
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                delay = next(delays, None)
+                if delay is None or self._stopping.is_set():
+                    self.failures = [*self.failures[-49:], (name, decision.id, error)]
+                    ui.console.print(f"[yellow]{name}[/] could not record {decision.id}: {error}")
+                    if self.on_error is not None:
+                        with contextlib.suppress(Exception):
+                            self.on_error(name, decision, error)
+                    return
+                self._stopping.wait(delay)
+
+    def _write_sample(self, path: Path, sample: pd.DataFrame, *, model: str) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            sample.to_parquet(tmp, index=False)
+            os.replace(tmp, path)
+        except Exception as exc:  # pyarrow raises many types; a sample is never worth a crash
+            ui.console.print(f"[yellow]decision sample[/] {path.name} not written: {exc}")
+            return
+        prune(path.parent, keep=self.keep_samples)
+
+
+def prune(folder: Path, *, keep: int) -> list[Path]:
+    """Remove all but the ``keep`` newest ``*.parquet`` files of ``folder``; the removed ones."""
+    try:
+        files = sorted((p for p in folder.iterdir() if p.suffix == ".parquet" and p.is_file()),
+                       key=lambda p: (p.stat().st_mtime, p.name))
+    except OSError:
+        return []
+    gone = files[: max(len(files) - keep, 0)]
+    for p in gone:
+        with contextlib.suppress(OSError):
+            p.unlink()
+    return gone
+
+
+def replay(sinks: Iterable[Sink], records: Iterable[decisions.Decision]) -> None:
+    """Give recorded decisions to sinks again (e.g. pages rebuilt after the state was lost)."""
+    for d in records:
+        for sink in sinks:
+            sink.record(d)
