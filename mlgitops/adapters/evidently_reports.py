@@ -8,8 +8,11 @@ Evidently's telemetry is switched off (DO_NOT_TRACK) unless the caller decided o
 
 from __future__ import annotations
 
+import datetime as dt
+import fcntl
+import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,13 +50,43 @@ class ReportPaths:
 
 
 @contextmanager
-def _translated(action: str) -> Iterator[None]:
+def translated(action: str) -> Iterator[None]:
     try:
         yield
     except ReportError:
         raise
     except Exception as exc:  # evidently raises many types; all mean "no report"
         raise ReportError(f"{action} failed ({type(exc).__name__}: {exc}); the drift verdict is unaffected.") from exc
+
+
+@contextmanager
+def workspace_lock(workspace_dir: Path) -> Iterator[None]:
+    """Exclusive across processes: the report child and the window-snapshot child both write
+    the workspace, and two of them creating the same project would make two projects."""
+    workspace_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(workspace_dir / ".mlgitops.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def run_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    *,
+    kinds: Mapping[str, ColumnKind] | None,
+    name: str | None = None,
+    tags: Sequence[str] = (),
+    metadata: Mapping[str, str] | None = None,
+    timestamp: dt.datetime | None = None,
+) -> Any:
+    """A DataDriftPreset snapshot of ``current`` against ``reference`` (evidently's Snapshot)."""
+    with translated("Building the Evidently drift snapshot"):
+        return _run(reference, current, kinds=kinds, name=name, tag_list=list(tags),
+                    metadata=dict(metadata or {}), timestamp=timestamp)
 
 
 def _run(
@@ -63,6 +96,9 @@ def _run(
     kinds: Mapping[str, ColumnKind] | None,
     name: str | None = None,
     tags: Mapping[str, str] | None = None,
+    tag_list: list[str] | None = None,
+    metadata: dict[str, str] | None = None,
+    timestamp: dt.datetime | None = None,
 ) -> Any:
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
@@ -81,8 +117,9 @@ def _run(
         dataset(current),
         dataset(reference),
         name=name,
-        tags=[f"{k}={v}" for k, v in (tags or {}).items()],
-        metadata=dict(tags or {}),
+        tags=tag_list if tag_list is not None else [f"{k}={v}" for k, v in (tags or {}).items()],
+        metadata=metadata if metadata is not None else dict(tags or {}),
+        timestamp=timestamp,
     )
 
 
@@ -102,7 +139,7 @@ def write_report(
         snapshot=out_dir / f"{stem}.snapshot.json",
         summary=out_dir / f"{stem}.summary.json",
     )
-    with _translated("Building the Evidently drift report"):
+    with translated("Building the Evidently drift report"):
         out_dir.mkdir(parents=True, exist_ok=True)
         snapshot = _run(reference, current, kinds=kinds, name=title, tags=tags)
         snapshot.save_html(str(paths.html))
@@ -113,21 +150,23 @@ def write_report(
 
 def add_to_workspace(workspace_dir: Path, *, project: str, snapshot_path: Path) -> str:
     """Add a snapshot file to the local Evidently workspace (one project per model); its run id."""
-    with _translated(f"Adding {snapshot_path} to the Evidently workspace {workspace_dir}"):
+    with translated(f"Adding {snapshot_path} to the Evidently workspace {workspace_dir}"):
         from evidently.core.report import Snapshot
         from evidently.ui.workspace import Workspace
 
-        workspace_dir.mkdir(parents=True, exist_ok=True)
-        workspace = Workspace(str(workspace_dir))
-        found = [p for p in workspace.search_project(project) if p.name == project]
-        target = found[0] if found else workspace.create_project(project, description=f"Drift reports of {project}")
-        ref = workspace.add_run(target.id, Snapshot.load(str(snapshot_path)))
+        snapshot = Snapshot.load(str(snapshot_path))
+        with workspace_lock(workspace_dir):
+            workspace = Workspace(str(workspace_dir))
+            found = [p for p in workspace.search_project(project) if p.name == project]
+            target = found[0] if found else workspace.create_project(
+                project, description=f"Drift reports of {project}")
+            ref = workspace.add_run(target.id, snapshot)
         return str(ref.id)
 
 
 def list_runs(workspace_dir: Path, *, project: str) -> list[str]:
     """Run ids stored for `project` in the workspace ([] when the project does not exist)."""
-    with _translated(f"Reading the Evidently workspace {workspace_dir}"):
+    with translated(f"Reading the Evidently workspace {workspace_dir}"):
         from evidently.ui.workspace import Workspace
 
         workspace = Workspace(str(workspace_dir))
@@ -147,7 +186,7 @@ def evidently_verdicts(
     Method names are translated to mlgitops names; `drifted` applies each method's rule (K-S
     p <= t, chi-square/z p < t, distances >= t), exactly as Evidently's stattests decide.
     """
-    with _translated("Computing Evidently drift verdicts"):
+    with translated("Computing Evidently drift verdicts"):
         snapshot = _run(reference, current, kinds=kinds)
         return _verdicts(snapshot.dict(), kinds=kinds, share=share, rows=len(current), reference_rows=len(reference))
 
