@@ -26,6 +26,8 @@ from mlgitops.adapters import http_server, stats_store
 from mlgitops.core import stats
 from mlgitops.server import (
     batching,
+    grpc_service,
+    inference,
     metrics,
     openapi,
     predictor,
@@ -33,12 +35,16 @@ from mlgitops.server import (
     protocols,
     recorder,
     schema,
+    tensors,
 )
 from mlgitops.server.standby import ServeSpec
 
 log = logging.getLogger("mlgitops.server")
 
 JSON = "application/json"
+OCTETS = "application/octet-stream"
+#: Triton's binary tensor data extension: the length of the JSON header at the body's start.
+HEADER_LENGTH = "inference-header-content-length"
 # Routes take every method so that a wrong one gets a 405 through the one status table.
 _ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"]
 Handler = Callable[[Request], Awaitable[Response]]
@@ -54,6 +60,8 @@ class Runtime:
     metrics: metrics.SharedMetrics
     baseline: stats.Baseline | None
     server_version: str
+    #: the gRPC port every worker serves (SO_REUSEPORT; the supervisor reserved it), or None
+    grpc_port: int | None = None
 
 
 def _json(value: Any, status: int = 200) -> Response:
@@ -137,30 +145,21 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
         on_batch=counters.batch,
         thread_init=predictor.configure_sklearn,
     )
-    state = {"ready": False}
+    served = inference.Served(
+        spec=spec,
+        sig=sig,
+        batcher=batcher,
+        output_datatype=runtime.output_datatype,
+        server_version=runtime.server_version,
+    )
     limit = spec.max_body_bytes
     doc = orjson.dumps(
         openapi.document(
             name=spec.name, version=spec.version, sig=sig, output_datatype=runtime.output_datatype
         )
     )
-    model_meta = orjson.dumps(
-        {
-            "name": spec.name,
-            "versions": [spec.version],
-            "platform": "mlflow-sklearn",
-            "inputs": [
-                {"name": c.name, "datatype": protocols.V2_FOR_TYPE[c.type], "shape": [-1]}
-                for c in sig.columns
-            ],
-            "outputs": [{"name": "predict", "datatype": runtime.output_datatype, "shape": [-1]}],
-            "version": spec.version,
-            "digest": spec.digest,
-        }
-    )
-    server_meta = orjson.dumps(
-        {"name": "mlgitops", "version": runtime.server_version, "extensions": []}
-    )
+    model_meta = orjson.dumps(served.model_metadata())
+    server_meta = orjson.dumps(served.server_metadata())
     version_doc = orjson.dumps(
         {
             "name": spec.name,
@@ -192,31 +191,41 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
         return Route(route, handler, methods=_ANY_METHOD)  # 405 comes from `handler`
 
     def check_name(request: Request) -> None:
-        name = request.path_params.get("name")
-        if name != spec.name:
-            raise problems.NotFound(
-                f"No model named {problems.shown(name)}; this server serves {spec.name!r}."
-            )
+        served.check(request.path_params.get("name"), request.path_params.get("version"))
 
     async def infer(request: Request) -> Response:
         check_name(request)
         ctype = media_type(request)
-        if ctype not in ("", JSON):
+        if ctype not in ("", JSON, OCTETS):
             raise problems.UnsupportedMediaType(
-                f"Content type {problems.shown(ctype)} is not supported here; send application/json."
+                f"Content type {problems.shown(ctype)} is not supported here; send "
+                "application/json (or application/octet-stream with the binary tensor data "
+                "extension's Inference-Header-Content-Length)."
             )
-        batcher.begin()
-        try:
+        with served.decoding():
             body = await read_body(request, limit)
-            batch, request_id = protocols.v2_request(protocols.parse_json(body), sig)
-        finally:
-            batcher.end()
-        out = await batcher.submit(batch)
+            header = tensors.header_length(
+                request.headers.get(HEADER_LENGTH), body_size=len(body)
+            )
+            if header is None:
+                decoded = protocols.v2_request(protocols.parse_json(body), sig)
+            else:
+                view = memoryview(body)
+                decoded = protocols.v2_request(
+                    protocols.parse_json(view[:header].tobytes()), sig, binary=view[header:]
+                )
+        out = await served.predict(decoded.batch)
+        content, header_size = protocols.v2_response(
+            out,
+            model_name=spec.name,
+            model_version=spec.version,
+            request_id=decoded.request_id,
+            binary=decoded.binary_output,
+        )
+        if header_size is None:
+            return Response(content, media_type=JSON)
         return Response(
-            protocols.v2_response(
-                out, model_name=spec.name, model_version=spec.version, request_id=request_id
-            ),
-            media_type=JSON,
+            content, media_type=OCTETS, headers={"Inference-Header-Content-Length": str(header_size)}
         )
 
     async def invocations(request: Request) -> Response:
@@ -226,16 +235,13 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
             raise problems.UnsupportedMediaType(
                 f"Content type {shown} is not supported; send application/json or text/csv."
             )
-        batcher.begin()
-        try:
+        with served.decoding():
             body = await read_body(request, limit)
             if ctype == JSON:
                 batch = protocols.mlflow_json(protocols.parse_json(body), sig)
             else:
                 batch = protocols.mlflow_csv(body, sig)
-        finally:
-            batcher.end()
-        out = await batcher.submit(batch)
+        out = await served.predict(batch)
         return Response(protocols.mlflow_response(out), media_type=JSON)
 
     async def model_metadata(request: Request) -> Response:
@@ -244,8 +250,7 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
 
     async def model_ready(request: Request) -> Response:
         check_name(request)
-        if not state["ready"]:
-            raise problems.NotReady(f"Model {spec.name!r} is not ready (the server is stopping).")
+        served.check_ready()
         return _json({"name": spec.name, "ready": True})
 
     async def live_stats(request: Request) -> Response:
@@ -260,7 +265,7 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
         return _json({"live": True})
 
     async def ready(request: Request) -> Response:
-        if not state["ready"]:
+        if not served.ready:
             raise problems.NotReady("The server is not ready (it is stopping).")
         return _json({"ready": True})
 
@@ -313,11 +318,18 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
         batcher.start()
         if publisher is not None:
             publisher.start()
-        state["ready"] = True
+        grpc_server = None
+        if runtime.grpc_port is not None:
+            grpc_server = await grpc_service.start(
+                served, host=spec.host, port=runtime.grpc_port, counters=counters
+            )
+        served.ready = True
         try:
             yield
         finally:
-            state["ready"] = False
+            served.ready = False
+            if grpc_server is not None:
+                await grpc_server.stop(grace=3.0)
             await batcher.close()
             if publisher is not None:
                 await publisher.close()
@@ -325,9 +337,13 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
     routes = [  # matched in order: the scoring routes first
         endpoint("/invocations", ("POST",), invocations),
         endpoint("/v2/models/{name}/infer", ("POST",), infer),
+        endpoint("/v2/models/{name}/versions/{version}/infer", ("POST",), infer),
         endpoint("/v2/models/{name}/ready", ("GET",), model_ready),
+        endpoint("/v2/models/{name}/versions/{version}/ready", ("GET",), model_ready),
         endpoint("/v2/models/{name}/stats", ("GET",), live_stats),
+        endpoint("/v2/models/{name}/versions/{version}/stats", ("GET",), live_stats),
         endpoint("/v2/models/{name}", ("GET",), model_metadata),
+        endpoint("/v2/models/{name}/versions/{version}", ("GET",), model_metadata),
         endpoint("/v2/health/live", ("GET",), live),
         endpoint("/v2/health/ready", ("GET",), ready),
         endpoint("/v2", ("GET",), server_metadata),
@@ -340,4 +356,5 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_found})
     app.state.batcher = batcher
     app.state.recorder = rec
+    app.state.served = served
     return app

@@ -114,6 +114,12 @@ def resolve_trusted(model_dir: Path, trust: tuple[str, ...]) -> tuple[str, ...]:
 @click.command("serve")
 @click.argument("model_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--port", type=int, required=True, help="TCP port (0 picks a free one).")
+@click.option(
+    "--grpc-port",
+    type=int,
+    default=None,
+    help="Also serve the v2 gRPC API (inference.GRPCInferenceService) on this port (0: a free one).",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--name", default=None, help="Model name (default: the directory name).")
 @click.option(
@@ -161,6 +167,7 @@ def resolve_trusted(model_dir: Path, trust: tuple[str, ...]) -> tuple[str, ...]:
 def serve(
     model_dir: Path,
     port: int,
+    grpc_port: int | None,
     host: str,
     name: str | None,
     version: str,
@@ -174,7 +181,8 @@ def serve(
     max_body_bytes: str,
     predict_inline: bool,
 ) -> None:
-    """Serve the MLflow model in MODEL_DIR over HTTP (KServe v2, MLflow /invocations, /metrics)."""
+    """Serve the MLflow model in MODEL_DIR over HTTP (KServe v2 with binary tensors, MLflow
+    /invocations, /metrics) and, with --grpc-port, the v2 gRPC API."""
     try:
         spec = ServeSpec(
             model_dir=model_dir,
@@ -184,6 +192,7 @@ def serve(
             trusted_types=resolve_trusted(model_dir, trust),
             host=host,
             port=port,
+            grpc_port=grpc_port,
             workers=parse_workers(workers),
             max_batch_size=max_batch_size,
             max_delay_ms=max_delay_ms,

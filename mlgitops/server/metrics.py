@@ -9,7 +9,8 @@ Series: ``mlgitops_requests_total{route,code}``, ``mlgitops_request_duration_sec
 (histogram), ``mlgitops_batch_size`` (rows per predict call, histogram),
 ``mlgitops_predict_duration_seconds`` (histogram), ``mlgitops_rows_scored_total``,
 ``mlgitops_worker_restarts_total``, ``mlgitops_workers`` and
-``mlgitops_model_info{name,version,digest} 1``.
+``mlgitops_model_info{name,version,digest} 1``. A gRPC call counts under the route
+``grpc <Method>`` with the HTTP status of the same outcome (the status table of `problems`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,16 @@ ROUTES = (
     "/version",
     "/metrics",
     "/openapi.json",
+    "/v2/models/{name}/versions/{version}/infer",
+    "/v2/models/{name}/versions/{version}",
+    "/v2/models/{name}/versions/{version}/ready",
+    "/v2/models/{name}/versions/{version}/stats",
+    "grpc ModelInfer",
+    "grpc ModelMetadata",
+    "grpc ModelReady",
+    "grpc ServerLive",
+    "grpc ServerReady",
+    "grpc ServerMetadata",
     "other",
 )
 ROUTE_INDEX = {r: i for i, r in enumerate(ROUTES)}

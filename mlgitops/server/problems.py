@@ -70,6 +70,24 @@ STATUS: dict[type[RequestProblem], int] = {
 }
 
 
+#: The gRPC status code (by name) of each HTTP status: a gRPC call that fails the way an
+#: HTTP request would gets this code and the same sentence.
+GRPC_CODE: dict[int, str] = {
+    400: "INVALID_ARGUMENT",
+    404: "NOT_FOUND",
+    405: "UNIMPLEMENTED",
+    413: "RESOURCE_EXHAUSTED",
+    415: "INVALID_ARGUMENT",
+    422: "INVALID_ARGUMENT",
+    503: "UNAVAILABLE",
+}
+
+
+def grpc_code(status: int) -> str:
+    """The gRPC status code name for an HTTP status (INTERNAL for anything unlisted)."""
+    return GRPC_CODE.get(status, "INTERNAL")
+
+
 def status_of(exc: BaseException) -> int:
     """HTTP status for ``exc``: from `STATUS` by class (most specific first), else 500."""
     for cls in type(exc).__mro__:

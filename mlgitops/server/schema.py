@@ -122,6 +122,10 @@ class Signature:
     def coerce(self, name: str, values: Any, *, where: str = "column") -> Array:
         """Typed, validated 1-D array for column ``name`` from a list of JSON values."""
         col = self.by_name[name]
+        if isinstance(values, np.ndarray):
+            if values.size == 0:
+                raise problems.Unprocessable("The request has no rows; send at least one row.")
+            return _coerce_array(col, values, where=where)
         if not isinstance(values, list):
             raise problems.Unprocessable(
                 f"{where} {name!r} must be a list of values, not {_json_kind(values)}."
@@ -159,7 +163,7 @@ class Signature:
         self.check_names(list(data), where=where)
         columns: dict[str, Array] = {}
         for name, values in data.items():
-            seq = values if isinstance(values, list) else [values]
+            seq = values if isinstance(values, (list, np.ndarray)) else [values]
             columns[name] = self.coerce(name, seq, where=f"{where} column")
         return self._finish(columns)
 
@@ -219,16 +223,25 @@ class Signature:
         }
         return self._finish(columns)
 
-    def from_matrix(self, flat: list[Any], *, rows: int, where: str) -> Batch:
-        """A row-major flat list of ``rows x len(columns)`` numbers in signature order."""
+    def from_matrix(
+        self, flat: list[Any] | npt.NDArray[Any], *, rows: int, where: str
+    ) -> Batch:
+        """A row-major flat list (or array, read raw) of ``rows x len(columns)`` numbers in
+        signature order."""
         if not self.all_numeric:
             raise problems.Unprocessable(
                 f"{where}: a single 2-D tensor needs an all-numeric signature; this model has "
                 f"non-numeric columns, so send one named tensor per column."
             )
         width = len(self.names)
-        if self.all_floating:
-            matrix = _float_matrix(flat, where=where, names=self.names)
+        if isinstance(flat, np.ndarray):
+            if self.all_floating and flat.dtype.kind in "fiu":
+                matrix = flat.astype(np.float64)
+                if np.isfinite(matrix).all():
+                    return self._matrix_batch(matrix.reshape(rows, width))
+        if self.all_floating:  # a list, or an array with a bad value: the sentence names it
+            values: list[Any] = flat.tolist() if isinstance(flat, np.ndarray) else flat
+            matrix = _float_matrix(values, where=where, names=self.names)
             return self._matrix_batch(matrix.reshape(rows, width))
         columns = {
             name: self.coerce(name, flat[j::width], where=f"{where} column")
@@ -352,6 +365,20 @@ def _coerce(col: mlflow_models.Column, values: list[Any], *, where: str) -> Arra
     if dk != "U":
         raise _bad_value(col, values, where=where)
     return raw.astype(object)
+
+
+def _coerce_array(col: mlflow_models.Column, values: Array, *, where: str) -> Array:
+    """`_coerce` for an array read raw: numbers into a floating column without a detour
+    through Python objects; anything else through the list path (the same checks)."""
+    if values.ndim != 1:
+        values = values.reshape(-1)
+    if col.type in _FLOATING and values.dtype.kind in "fiu":
+        out = values.astype(np.float64)
+        if np.isfinite(out).all() and (
+            col.type == "double" or not (np.abs(out) > _FLOAT32_MAX).any()
+        ):
+            return out if col.type == "double" else out.astype(np.float32)
+    return _coerce(col, values.tolist(), where=where)
 
 
 def _float_matrix(

@@ -14,10 +14,12 @@ events); `supervisor.standby` runs it in the process. Protocol, one JSON object 
         "host": "127.0.0.1", "port": 0, "workers": 1, "max_batch_size": 64,
         "max_delay_ms": 2, "stats_dir": "/state/stats/credit/<sha>", "record_stats": true}
 
-   Optional keys: ``max_body_bytes`` (default 10 MB), ``predict_in_thread`` (default true).
+   Optional keys: ``max_body_bytes`` (default 10 MB), ``predict_in_thread`` (default true),
+   ``grpc_port`` (default null: no gRPC; 0 picks a free port) for the v2 gRPC API.
    ``port`` 0 picks a free port; ``workers`` 0 means one per core.
 3. It loads the model, warms it up (one predict of a reference row), binds the socket and
-   prints ``{"event": "ready", "port": <bound port>, "pid": <pid>}`` — or
+   prints ``{"event": "ready", "port": <bound port>, "pid": <pid>}`` (plus ``"grpc_port"``
+   when it serves gRPC) — or
    ``{"event": "error", "message": "<sentence>"}`` and exits with status 2 (also when stdin
    closes before a line, or the line is not a valid spec).
 4. From then on it serves exactly like ``mlgitops serve``: SIGTERM or SIGINT to the process
@@ -54,6 +56,7 @@ class ServeSpec:
     record_stats: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     predict_in_thread: bool = True
+    grpc_port: int | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -97,6 +100,7 @@ class ServeSpec:
             "record_stats": bool,
             "max_body_bytes": int,
             "predict_in_thread": bool,
+            "grpc_port": int,
         }
         for key, kind in typed.items():
             value = data.get(key)
@@ -119,6 +123,10 @@ class ServeSpec:
         """ValueError with a sentence for settings that cannot work."""
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, not {self.port}")
+        if self.grpc_port is not None and not 0 <= self.grpc_port <= 65535:
+            raise ValueError(f"grpc_port must be between 0 and 65535, not {self.grpc_port}")
+        if self.grpc_port is not None and self.grpc_port != 0 and self.grpc_port == self.port:
+            raise ValueError("grpc_port must differ from port (HTTP and gRPC need a port each)")
         if self.workers < 0:
             raise ValueError("workers must be a positive number (or 0 / 'auto' for one per core)")
         if self.max_batch_size < 1:

@@ -151,6 +151,33 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def reserve(host: str, port: int) -> socket.socket:
+    """The gRPC port, bound (not listening) with SO_REUSEPORT so that every worker's gRPC
+    server can bind it after the fork; RuntimeFailure when another process uses it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if port:  # refuse a port in use, even by a socket that shares it with SO_REUSEPORT
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise errors.RuntimeFailure(
+                    f"cannot serve gRPC on {host}:{port} ({exc.strerror or exc}); pick another "
+                    "--grpc-port or stop the process using it"
+                ) from exc
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise errors.RuntimeFailure(
+            f"cannot serve gRPC on {host}:{port} ({exc.strerror or exc}); pick another "
+            "--grpc-port or stop the process using it"
+        ) from exc
+    return sock
+
+
 def run(spec: ServeSpec, *, announce: bool = False) -> int:
     """Load, bind, fork and supervise until SIGTERM/SIGINT; the process exit status.
 
@@ -160,6 +187,7 @@ def run(spec: ServeSpec, *, announce: bool = False) -> int:
     try:
         runtime = load_runtime(spec)
         sock = bind(spec.host, spec.port)
+        grpc_sock = None if spec.grpc_port is None else reserve(spec.host, spec.grpc_port)
     except errors.MlgitopsError as exc:
         if announce:
             emit({"event": "error", "message": str(exc)})
@@ -167,8 +195,12 @@ def run(spec: ServeSpec, *, announce: bool = False) -> int:
             log.error("%s", exc)
         return 2
     port = sock.getsockname()[1]
+    ready: dict[str, Any] = {"event": "ready", "port": port, "pid": os.getpid()}
+    if grpc_sock is not None:
+        runtime.grpc_port = ready["grpc_port"] = grpc_sock.getsockname()[1]
+        log.info("serving the v2 gRPC API on %s:%d", spec.host, runtime.grpc_port)
     if announce:
-        emit({"event": "ready", "port": port, "pid": os.getpid()})
+        emit(ready)
     log.info(
         "serving %s version %s on http://%s:%d with %d worker(s)",
         spec.name,

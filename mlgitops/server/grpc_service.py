@@ -1,0 +1,244 @@
+"""The v2 gRPC API (``inference.GRPCInferenceService``) of one worker, beside its HTTP routes.
+
+Six calls: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer.
+They run on the worker's event loop and go through the same `inference.Served` as HTTP (the
+same name and version checks, the same micro-batcher, live statistics and metrics) and the
+same validation (`protocols.v2_batch`; raw tensors through `tensors.decode`). A refused call
+gets the gRPC code of the HTTP status the same problem gets (`problems.GRPC_CODE`) and the
+same sentence. Inputs come as ``raw_input_contents`` (what Triton's client sends) or as typed
+``contents``; the output always comes back as ``raw_output_contents``.
+
+Every worker serves the same port (SO_REUSEPORT: the kernel spreads connections, as it does
+for the shared HTTP socket); the supervisor reserves the port before it forks, and each
+worker creates its gRPC server after the fork (gRPC's threads do not survive a fork).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import numpy as np
+
+from mlgitops.adapters import http_server
+from mlgitops.server import grpc_predict_v2_pb2 as pb
+from mlgitops.server import inference, metrics, problems, protocols, tensors
+
+log = logging.getLogger("mlgitops.server")
+
+SERVICE = "inference.GRPCInferenceService"
+
+# typed contents: the field each datatype's values arrive in, and its numpy dtype
+_CONTENTS: dict[str, tuple[str, Any]] = {
+    "BOOL": ("bool_contents", np.bool_),
+    "INT8": ("int_contents", np.int8),
+    "INT16": ("int_contents", np.int16),
+    "INT32": ("int_contents", np.int32),
+    "INT64": ("int64_contents", np.int64),
+    "UINT8": ("uint_contents", np.uint8),
+    "UINT16": ("uint_contents", np.uint16),
+    "UINT32": ("uint_contents", np.uint32),
+    "UINT64": ("uint64_contents", np.uint64),
+    "FP32": ("fp32_contents", np.float32),
+    "FP64": ("fp64_contents", np.float64),
+    "BYTES": ("bytes_contents", None),
+}
+
+
+def message(exc: BaseException) -> tuple[int, str, str]:
+    """The HTTP status, gRPC code name and sentence for ``exc`` (what HTTP would answer)."""
+    status = problems.status_of(exc)
+    if status >= 500 and status != 503:
+        log.error("gRPC call failed", exc_info=exc)
+        return status, "INTERNAL", (
+            f"The server failed on this call ({type(exc).__name__}); this is a bug of the "
+            "server, not of the request: see the server log."
+        )
+    return status, problems.grpc_code(status), http_server.clip(str(exc) or type(exc).__name__)
+
+
+def infer_tensors(request: pb.ModelInferRequest) -> list[protocols.Tensor]:
+    """The input tensors of a ModelInfer request, sizes checked before any allocation."""
+    if not request.inputs:
+        raise problems.BadRequest("'inputs' must be a non-empty list of tensors.")
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise problems.BadRequest(
+            f"The request has {len(request.inputs)} inputs but {len(raw)} raw_input_contents; "
+            "send one raw content per input, in order (or typed contents in each input)."
+        )
+    protocols.check_outputs([o.name for o in request.outputs])
+    out: list[protocols.Tensor] = []
+    for i, t in enumerate(request.inputs):
+        shape = protocols.check_shape(list(t.shape), where=f"inputs[{i}]")
+        datatype = t.datatype.upper()
+        if raw:
+            if t.HasField("contents"):
+                raise problems.BadRequest(
+                    f"inputs[{i}] has typed contents, but the request carries "
+                    "raw_input_contents; send every input one way."
+                )
+            values: Any = tensors.decode(raw[i], datatype=datatype, shape=shape, name=t.name)
+        else:
+            values = _typed(t, shape=shape, datatype=datatype)
+        out.append(protocols.Tensor(t.name, shape, datatype, values))
+    return out
+
+
+def _typed(t: Any, *, shape: list[int], datatype: str) -> Any:
+    where = f"Tensor {problems.shown(t.name)}"
+    entry = _CONTENTS.get(datatype)
+    if entry is None:
+        raise problems.Unprocessable(
+            f"{where} has datatype {problems.shown(datatype)}, which has no typed contents; "
+            "send it in raw_input_contents (FP16) or use one of "
+            f"{', '.join(_CONTENTS)}."
+        )
+    field, dtype = entry
+    values = getattr(t.contents, field)
+    count = tensors.element_count(shape)
+    if len(values) != count:
+        raise problems.BadRequest(
+            f"{where} has {len(values)} values in contents.{field}, but its shape "
+            f"{problems.shown(shape)} needs {count}."
+        )
+    if dtype is None:
+        try:
+            return [bytes(v).decode("utf-8") for v in values]
+        except UnicodeDecodeError:
+            raise problems.Unprocessable(
+                f"{where}: a BYTES element is not UTF-8 text; the model's string columns take text."
+            ) from None
+    if dtype is not np.bool_ and dtype is not np.float32 and dtype is not np.float64:
+        info = np.iinfo(dtype)
+        arr = np.asarray(values, dtype=np.int64 if info.min < 0 else np.uint64)
+        if arr.size and (arr.min() < info.min or arr.max() > info.max):
+            raise problems.Unprocessable(f"{where} holds values outside the {datatype} range.")
+        return arr.astype(dtype)
+    return np.asarray(values, dtype=dtype)
+
+
+def infer_response(
+    out: Any, *, request: pb.ModelInferRequest, served: inference.Served
+) -> pb.ModelInferResponse:
+    datatype, raw = tensors.encode(np.asarray(out).reshape(-1))
+    response = pb.ModelInferResponse(
+        model_name=served.spec.name, model_version=served.spec.version, id=request.id
+    )
+    response.outputs.add(name="predict", datatype=datatype, shape=list(np.shape(out)))
+    response.raw_output_contents.append(raw)
+    return response
+
+
+def metadata_response(served: inference.Served) -> pb.ModelMetadataResponse:
+    meta = served.model_metadata()
+    response = pb.ModelMetadataResponse(
+        name=meta["name"], versions=meta["versions"], platform=meta["platform"]
+    )
+    for t in meta["inputs"]:
+        response.inputs.add(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+    for t in meta["outputs"]:
+        response.outputs.add(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+    return response
+
+
+Call = Callable[[Any], Awaitable[Any]]
+
+
+def handlers(served: inference.Served, *, counters: metrics.Slot) -> grpc.GenericRpcHandler:
+    """The generic handler of the service, bound to what this worker serves."""
+
+    async def model_infer(request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        served.check(request.model_name, request.model_version)
+        with served.decoding():
+            batch = protocols.v2_batch(infer_tensors(request), served.sig)
+        out = await served.predict(batch)
+        return infer_response(out, request=request, served=served)
+
+    async def model_ready(request: pb.ModelReadyRequest) -> pb.ModelReadyResponse:
+        served.check(request.name, request.version)
+        return pb.ModelReadyResponse(ready=served.ready)
+
+    async def model_metadata(request: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
+        served.check(request.name, request.version)
+        return metadata_response(served)
+
+    async def server_live(request: pb.ServerLiveRequest) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def server_ready(request: pb.ServerReadyRequest) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=served.ready)
+
+    async def server_metadata(request: pb.ServerMetadataRequest) -> pb.ServerMetadataResponse:
+        meta = served.server_metadata()
+        return pb.ServerMetadataResponse(
+            name=meta["name"], version=meta["version"], extensions=meta["extensions"]
+        )
+
+    def method(name: str, fn: Call, request_type: Any, response_type: Any) -> Any:
+        index = metrics.ROUTE_INDEX[f"grpc {name}"]
+
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            try:
+                response = await fn(request)
+            except Exception as exc:
+                status, code, text = message(exc)
+                counters.request(index, status, time.perf_counter() - started)
+                await context.abort(getattr(grpc.StatusCode, code), text)
+            counters.request(index, 200, time.perf_counter() - started)
+            return response
+
+        return grpc.unary_unary_rpc_method_handler(
+            handle,
+            request_deserializer=request_type.FromString,
+            response_serializer=response_type.SerializeToString,
+        )
+
+    return grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "ModelInfer": method(
+                "ModelInfer", model_infer, pb.ModelInferRequest, pb.ModelInferResponse
+            ),
+            "ModelReady": method(
+                "ModelReady", model_ready, pb.ModelReadyRequest, pb.ModelReadyResponse
+            ),
+            "ModelMetadata": method(
+                "ModelMetadata", model_metadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse
+            ),
+            "ServerLive": method(
+                "ServerLive", server_live, pb.ServerLiveRequest, pb.ServerLiveResponse
+            ),
+            "ServerReady": method(
+                "ServerReady", server_ready, pb.ServerReadyRequest, pb.ServerReadyResponse
+            ),
+            "ServerMetadata": method(
+                "ServerMetadata",
+                server_metadata,
+                pb.ServerMetadataRequest,
+                pb.ServerMetadataResponse,
+            ),
+        },
+    )
+
+
+async def start(
+    served: inference.Served, *, host: str, port: int, counters: metrics.Slot
+) -> grpc.aio.Server:
+    """Start this worker's gRPC server on ``host:port`` (shared with the other workers)."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.so_reuseport", 1),
+            ("grpc.max_receive_message_length", served.spec.max_body_bytes),
+            ("grpc.max_send_message_length", -1),
+        ]
+    )
+    server.add_generic_rpc_handlers([handlers(served, counters=counters)])
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    server.add_insecure_port(address)
+    await server.start()
+    return server
