@@ -15,6 +15,8 @@ MlgitopsError                  base; every message is a sentence that says what 
     ├── PushRejected           the remote moved on; fetch, re-apply, retry
     ├── RuntimeFailure         a server process failed to start or answer
     ├── ReportError            building an Evidently report failed (never blocks a revert)
+    ├── TrackingError          MLflow could not record a decision (never blocks a deploy or revert)
+    ├── NotifyError            an outgoing webhook failed (retried off the loop; never blocks)
     └── ClusterError           the Kubernetes API server is unreachable, throttles or fails
         └── Conflict           a Kubernetes object changed meanwhile (409): read, re-apply
 ```
@@ -82,6 +84,14 @@ class RuntimeFailure(Transient):
 
 class ReportError(Transient):
     """Building an Evidently report failed; this never blocks a revert."""
+
+
+class TrackingError(Transient):
+    """MLflow could not record a decision or move an alias; retried, never blocking."""
+
+
+class NotifyError(Transient):
+    """An outgoing webhook could not be delivered (retried with back-off, off the loop)."""
 
 
 class ClusterError(Transient):
