@@ -193,7 +193,7 @@ class Tracker:
         run_id = self.find_run(eid, decision_id)
         created = run_id is None
         with _translated(f"Logging decision {decision_id} to MLflow"):
-            from mlflow.entities import Metric, Param, RunTag
+            from mlflow.entities import Metric, Param
 
             ms = int(at * 1000)
             if run_id is None:
