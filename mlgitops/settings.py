@@ -96,6 +96,10 @@ class SyncSettings:
     drain_seconds: float = 1.0
     ready_timeout_seconds: float = 120.0
     standby: int = 1
+    #: "shared": small models share host processes; "process": one process per model
+    hosting: str = "shared"
+    models_per_host: int = 20
+    dedicated_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,16 @@ def _float(name: str, default: float) -> float:
     return value
 
 
+def _choice(name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = (os.environ.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise errors.ConfigError(f"{name}={raw!r} is not one of {', '.join(choices)}; unset it "
+                                 "or pick one")
+    return raw
+
+
 def _bytes(name: str, default: int) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -161,6 +175,9 @@ def controller(
     sync = SyncSettings(
         poll_seconds=poll_seconds or _float("MLGITOPS_POLL_SECONDS", 10.0),
         drain_seconds=_float("MLGITOPS_DRAIN_SECONDS", 1.0),
+        hosting=_choice("MLGITOPS_HOSTING", ("shared", "process"), "shared"),
+        models_per_host=int(_float("MLGITOPS_MODELS_PER_HOST", 20)),
+        dedicated_bytes=_bytes("MLGITOPS_DEDICATED_BYTES", 64 * 1024 * 1024),
     )
     mon = MonitorSettings(
         enabled=monitor and os.environ.get("MLGITOPS_MONITOR", "1") not in ("0", "false"),

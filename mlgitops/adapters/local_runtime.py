@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -36,7 +36,7 @@ from typing import IO, Any
 import httpx
 
 from mlgitops import errors
-from mlgitops.adapters import files, stats_store
+from mlgitops.adapters import files, local_hosts, stats_store
 from mlgitops.core import plan
 
 LEDGER = "servers.json"
@@ -61,15 +61,17 @@ class Backend:
     #: the ledger token (also in the process's environment) and the process's start time
     token: str = ""
     start_time: str | None = None
+    #: the admin port of the host process serving it; 0 when it has a process of its own
+    admin: int = 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     @property
-    def key(self) -> int:
-        """In-flight accounting: the process (a relaunch of the same version is another)."""
-        return self.pid
+    def key(self) -> Hashable:
+        """In-flight accounting: the process, or the port in a host (a relaunch is another)."""
+        return (self.pid, self.port) if self.admin else self.pid
 
     @property
     def where(self) -> str:
@@ -77,6 +79,8 @@ class Backend:
 
     @property
     def label(self) -> str:
+        if self.admin:
+            return f"port {self.port} of host pid {self.pid}"
         return f"pid {self.pid} on port {self.port}"
 
     def record(self) -> dict[str, Any]:
@@ -91,6 +95,7 @@ class Backend:
             "spec": self.spec,
             "token": self.token,
             "startTime": self.start_time,
+            "admin": self.admin,
         }
 
 
@@ -364,7 +369,11 @@ def _tail(path: Path, lines: int = 12) -> str:
 
 
 class LocalRuntime:
-    """Starts, watches and stops server processes; keeps ``standby`` warm ones ready."""
+    """Starts, watches and stops server processes; keeps ``standby`` warm ones ready.
+
+    With ``hosting`` in shared mode (what ``mlgitops up`` runs), small models share host
+    processes and the warm pool holds idle hosts; see `local_hosts` for who goes where.
+    """
 
     def __init__(
         self,
@@ -374,8 +383,17 @@ class LocalRuntime:
         ready_timeout: float = 120.0,
         env: Mapping[str, str] | None = None,
         stats_root: Path | None = None,
+        hosting: local_hosts.Hosting | None = None,
     ) -> None:
         self.state_dir = state_dir
+        self.hosting = hosting or local_hosts.Hosting(mode=local_hosts.PROCESS)
+        #: serving hosts by token; idle (warm) hosts; the staging host (probes only)
+        self._hosts: dict[str, local_hosts.HostProcess] = {}
+        self._idle: list[local_hosts.HostProcess] = []
+        self._staging: local_hosts.HostProcess | None = None
+        self._place_lock = threading.RLock()
+        self._staging_lock = threading.Lock()
+        self.proven = local_hosts.Proven(state_dir / local_hosts.PROVEN)
         #: servers record live statistics under ``<stats_root>/<name>/<version>/``
         self.stats_root = stats_root if stats_root is not None else state_dir / "stats"
         self.logs = state_dir / "logs"
@@ -422,10 +440,18 @@ class LocalRuntime:
         """Warm the standby pool (`fill`): the first deploy need not wait for imports."""
         self.fill()
 
+    @property
+    def shared(self) -> bool:
+        return self.hosting.mode == local_hosts.HOSTED
+
     def fill(self) -> None:
-        """Top the pool up to ``standby`` warm processes."""
+        """Top the pool up to ``standby`` warm processes (idle hosts in shared mode)."""
         with self._lock:
             self._prune()
+            if self.shared:
+                while not self._closed and len(self._idle) < self.standby_count:
+                    self._idle.append(self._spawn_host())
+                return
             while not self._closed and len(self._pool) < self.standby_count:
                 self._pool.append(self._spawn())
 
@@ -434,6 +460,10 @@ class LocalRuntime:
         if dead:
             self._pool = [s for s in self._pool if s not in dead]
             self.ledger.drop(*(s.token for s in dead))
+        gone = [h for h in self._idle if h.exited()]
+        if gone:
+            self._idle = [h for h in self._idle if h not in gone]
+            self.ledger.drop(*(h.token for h in gone))
 
     def _take(self) -> _Standby:
         with self._lock:
@@ -462,14 +492,141 @@ class LocalRuntime:
         }
 
     def deploy(self, desired: plan.Desired, *, model_dir: Path) -> Backend:
-        """Serve ``desired`` from ``model_dir`` (see `launch`); returns once it answers."""
-        return self.launch(self.spec(desired, model_dir=model_dir))
+        """Serve ``desired`` from ``model_dir`` in the process `local_hosts` places it in
+        (its own: see `launch`; else a shared host); returns once it answers."""
+        spec = self.spec(desired, model_dir=model_dir)
+        why = local_hosts.needs_own_process(self.hosting, spec,
+                                            size=local_hosts.model_bytes(model_dir))
+        return self.launch(spec) if why else self.host(spec)
 
     def relaunch(self, backend: Backend) -> Backend | None:
         """Start ``backend``'s version again from the line it was launched with (None: unknown)."""
         if not backend.spec:
             return None
-        return self.launch(backend.spec)
+        return self.host(backend.spec) if backend.admin else self.launch(backend.spec)
+
+    # shared hosts -----------------------------------------------------------------------
+    def _spawn_host(self) -> local_hosts.HostProcess:
+        self._counter += 1
+        log = self.logs / f"host-{int(time.time())}-{os.getpid()}-{self._counter}.log"
+        token = uuid.uuid4().hex
+        self.ledger.put(token, role="idle", pid=None, startTime=None, log=str(log))
+        try:
+            with log.open("ab") as err:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "mlgitops.server.host"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                    env={**self.env, TOKEN_ENV: token}, start_new_session=True,
+                )
+        except OSError as exc:
+            self.ledger.drop(token)
+            raise errors.RuntimeFailure(
+                f"cannot start a host process ({exc}); check {sys.executable} runs"
+            ) from exc
+        host = local_hosts.HostProcess(proc=proc, pid=proc.pid, token=token,
+                                       start_time=start_time(proc.pid), log=log)
+        self.ledger.put(token, pid=proc.pid, startTime=host.start_time)
+        assert proc.stdin is not None
+        with contextlib.suppress(OSError):
+            proc.stdin.write((json.dumps({"token": token}) + "\n").encode())
+            proc.stdin.flush()
+        threading.Thread(target=host.read_events, args=(proc.stdout,), daemon=True).start()
+        return host
+
+    def _take_host(self, role: str) -> local_hosts.HostProcess:
+        """A warm idle host (or a new one), started, for ``role``; the pool refills after."""
+        with self._lock:
+            self._prune()
+            host = self._idle.pop(0) if self._idle else self._spawn_host()
+        try:
+            host.wait_started(self.ready_timeout)
+        except errors.RuntimeFailure:
+            self._stop_host(host)
+            raise
+        host.role = role
+        self.ledger.put(host.token, **host.record())
+        threading.Thread(target=self.fill, daemon=True).start()
+        return host
+
+    def _host_alive(self, host: local_hosts.HostProcess) -> bool:
+        if host.proc is not None:
+            return host.proc.poll() is None
+        return is_process(host.pid, host.start_time)
+
+    def _stop_host(self, host: local_hosts.HostProcess, *, grace: float = 5.0) -> None:
+        if host.proc is not None:
+            self._kill(host.proc, grace=grace)
+        else:
+            self._stop_pids([host.pid], grace=grace)
+        self._hosts.pop(host.token, None)
+        self.ledger.drop(host.token)
+
+    def probe(self, spec: Mapping[str, Any]) -> None:
+        """Load and warm ``spec`` up in the staging host (never one that serves); ModelError
+        with the reason when it does not load, crashes or hangs there."""
+        with self._staging_lock:
+            staging = self._staging
+            if staging is None or not self._host_alive(staging):
+                staging = self._staging = self._take_host("staging")
+                staging.cap_memory()
+                threading.Thread(target=self._retire_staging, args=(staging,),
+                                 daemon=True).start()
+            try:
+                staging.probe({**spec, "stats_dir": None, "record_stats": False},
+                              timeout=self.ready_timeout)
+            except errors.RuntimeFailure as exc:  # it died or hung on this content
+                self._staging = None
+                self._stop_host(staging, grace=1.0)
+                raise errors.ModelError(
+                    f"{spec['name']} at {str(spec['version'])[:12]} did not load: the staging "
+                    f"process that tried it crashed or hung ({exc}); fix or republish the model"
+                ) from exc
+
+    def _retire_staging(self, staging: local_hosts.HostProcess) -> None:
+        """Stop the staging host once idle for a while (it costs a process)."""
+        while self._staging is staging and not self._closed:
+            time.sleep(1.0)
+            with self._staging_lock:
+                idle = time.monotonic() - staging.used_at
+                if self._staging is staging and idle > local_hosts.STAGING_IDLE_SECONDS:
+                    self._staging = None
+                    self._stop_host(staging, grace=2.0)
+
+    def host(self, spec: Mapping[str, Any]) -> Backend:
+        """Serve ``spec`` in a shared host (probed first unless its digest loaded here before)."""
+        digest = str(spec.get("digest") or "")
+        if digest not in self.proven:
+            self.probe(spec)
+            self.proven.add(digest)
+        with self._place_lock:
+            for token, h in list(self._hosts.items()):
+                if not self._host_alive(h):
+                    self._hosts.pop(token, None)
+                    self.ledger.drop(token)
+            room = [h for h in self._hosts.values()
+                    if len(h.models) < self.hosting.models_per_host]
+            if room:
+                chosen = min(room, key=lambda h: len(h.models))
+            else:
+                chosen = self._take_host("host")
+                self._hosts[chosen.token] = chosen
+            port = chosen.load({**spec, "port": 0}, timeout=self.ready_timeout)
+            self.ledger.put(chosen.token, **chosen.record())
+        return Backend(name=str(spec["name"]), version=str(spec["version"]),
+                       digest=str(spec["digest"]), port=port, pid=chosen.pid, log=chosen.log,
+                       proc=chosen.proc, spec=dict(spec), token=chosen.token,
+                       start_time=chosen.start_time, admin=chosen.admin_port)
+
+    def hosts(self) -> list[local_hosts.HostProcess]:
+        """The serving hosts now."""
+        return list(self._hosts.values())
+
+    def hosted_here(self, pid: int, *, name: str, version: str) -> bool | None:
+        """Whether the host ``pid`` still serves ``name`` at ``version``; None: not a host."""
+        for h in [*self._hosts.values(), *([self._staging] if self._staging else [])]:
+            if h.pid == pid:
+                return (name, version) in h.models.values()
+        return None
 
     def launch(self, spec: Mapping[str, Any]) -> Backend:
         """Serve ``spec`` (the standby JSON line); RuntimeFailure/ModelError with the reason."""
@@ -532,6 +689,9 @@ class LocalRuntime:
             pass
 
     def alive(self, backend: Backend) -> bool:
+        if backend.admin:
+            h = self._hosts.get(backend.token)
+            return h is not None and backend.port in h.models and self._host_alive(h)
         if backend.proc is not None:
             return backend.proc.poll() is None
         return is_process(backend.pid, backend.start_time)
@@ -546,6 +706,8 @@ class LocalRuntime:
 
     def draining(self, backend: Backend) -> None:
         """Record that ``backend`` was replaced and drains before it stops."""
+        if backend.admin:
+            return  # after a crash, recovery unloads every model of a host it did not adopt
         if backend.token:
             self.ledger.put(backend.token, role="draining")
 
@@ -572,6 +734,7 @@ class LocalRuntime:
                 spec=dict(record.get("spec") or {}),
                 token=str(record.get("token") or ""),
                 start_time=record.get("startTime"),
+                admin=int(record.get("admin") or 0),
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -601,8 +764,11 @@ class LocalRuntime:
         keep = {b.token for b in adopted.values()}
         ledger = self.ledger.records()
         for b in adopted.values():
+            if b.admin:
+                continue
             self.ledger.put(b.token, role="serving", pid=b.pid, startTime=b.start_time
                             or start_time(b.pid), name=b.name, version=b.version, port=b.port)
+        self._adopt_hosts([b for b in adopted.values() if b.admin], ledger)
         stopped: dict[str, dict[str, Any]] = {}
         victims: list[int] = []
         groups = {b.pid for b in adopted.values()}  # an adopted server's workers share its group
@@ -619,6 +785,26 @@ class LocalRuntime:
         cleared = [r for t, r in ledger.items() if t not in keep and t not in stopped]
         return Recovery(adopted, lost, list(stopped.values()), cleared)
 
+    def _adopt_hosts(self, backends: list[Backend], ledger: Mapping[str, Mapping[str, Any]]) -> None:
+        """Take over the hosts serving ``backends``; unload every other model they hold
+        (versions that were draining or launching when the earlier controller died)."""
+        for b in backends:
+            h = self._hosts.get(b.token)
+            if h is None:
+                record = ledger.get(b.token) or {}
+                h = self._hosts[b.token] = local_hosts.HostProcess(
+                    proc=None, pid=b.pid, token=b.token, start_time=b.start_time, log=b.log,
+                    admin_port=b.admin, role="host")
+                h.log = Path(str(record.get("log") or b.log))
+            h.models[b.port] = (b.name, b.version)
+        for h in self._hosts.values():
+            with contextlib.suppress(errors.RuntimeFailure):
+                for m in h.listing():
+                    if m.get("port") not in h.models and isinstance(m.get("port"), int):
+                        h.unload(int(m["port"]))
+            self.ledger.put(h.token, pid=h.pid, startTime=h.start_time, log=str(h.log),
+                            **h.record())
+
     def _stop_pids(self, pids: Iterable[int], *, grace: float) -> None:
         """SIGTERM each (verified) process, SIGKILL those still alive after ``grace``."""
         left = [p for p in pids if _signal_verified(p, signal.SIGTERM, marker=self._marker)]
@@ -633,7 +819,24 @@ class LocalRuntime:
             time.sleep(0.05)
 
     def stop(self, backend: Backend, *, grace: float = 5.0) -> None:
-        """Stop a server: SIGTERM to its process group, SIGKILL after ``grace`` seconds."""
+        """Stop a server: SIGTERM to its process group, SIGKILL after ``grace`` seconds.
+
+        A model in a shared host is unloaded (its requests finish); a host left empty stops.
+        """
+        if backend.admin:
+            with self._place_lock:
+                h = self._hosts.get(backend.token)
+                if h is None:
+                    return
+                if self._host_alive(h):
+                    h.unload(backend.port, timeout=grace + 10.0)
+                else:
+                    h.models.pop(backend.port, None)
+                if h.models:
+                    self.ledger.put(h.token, **h.record())
+                else:
+                    self._stop_host(h, grace=grace)
+            return
         if backend.proc is not None:
             self._kill(backend.proc, grace=grace)
         elif self._ours(backend.pid, backend.start_time, backend.token):
@@ -674,13 +877,18 @@ class LocalRuntime:
                     stream.close()
 
     def close(self) -> None:
-        """Stop the standby processes (backends are stopped by their owner)."""
+        """Stop the standby processes, idle hosts and the staging host (backends are
+        stopped by their owner)."""
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, []
+            idle, self._idle = self._idle, []
         for sb in pool:
             self._kill(sb.proc, grace=2.0)
             self.ledger.drop(sb.token)
+        staging, self._staging = self._staging, None
+        for h in [*idle, *([staging] if staging else [])]:
+            self._stop_host(h, grace=2.0)
 
     def sweep(self, *, grace: float = 5.0) -> set[int]:
         """Stop any process of this runtime still alive (a last line of defence); their pids."""
@@ -704,6 +912,18 @@ class StatsFiles(stats_store.Directory):
     process, which may read and write files in tests, does not count).
     """
 
+    def __init__(self, root: Path, *, runtime: LocalRuntime | None = None) -> None:
+        super().__init__(root)
+        #: knows which versions its shared hosts still serve (a host outlives its models)
+        self.runtime = runtime
+
     def serves_elsewhere(self, name: str, version: str) -> bool:
         snap = self.read(name, version)
-        return any(pid_alive(w.pid) for w in snap.workers.values() if w.pid != os.getpid())
+        for w in snap.workers.values():
+            if w.pid == os.getpid() or not pid_alive(w.pid):
+                continue
+            hosted = (None if self.runtime is None
+                      else self.runtime.hosted_here(w.pid, name=name, version=version))
+            if hosted is None or hosted:
+                return True
+        return False

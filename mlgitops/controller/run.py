@@ -19,7 +19,7 @@ from typing import Any
 import uvicorn
 
 from mlgitops import errors, repository, settings, ui
-from mlgitops.adapters import files, http_server, local_runtime
+from mlgitops.adapters import files, http_server, local_hosts, local_runtime
 from mlgitops.controller import gateway
 from mlgitops.controller import monitor as monitor_mod
 from mlgitops.controller import reconciler as rec
@@ -50,6 +50,9 @@ class Controller:
         self.runtime = local_runtime.LocalRuntime(
             self.state_dir, standby=cfg.sync.standby, ready_timeout=cfg.sync.ready_timeout_seconds,
             stats_root=self.stats_root,
+            hosting=local_hosts.Hosting(mode=cfg.sync.hosting,
+                                        models_per_host=cfg.sync.models_per_host,
+                                        dedicated_bytes=cfg.sync.dedicated_bytes),
         )
         self.source = source_mod.Source(
             self.state_dir, url=self.remote.url, branch=cfg.sync.branch, local=self.remote.local,
@@ -88,7 +91,7 @@ class Controller:
             writer=revert_mod.Writer(self.state_dir, url=self.remote.url,
                                      branch=self.cfg.sync.branch,
                                      signing_key=self.cfg.signing.key),
-            live_stats=local_runtime.StatsFiles(self.stats_root),
+            live_stats=local_runtime.StatsFiles(self.stats_root, runtime=self.runtime),
         )
         self.reconciler.on_deployed.append(monitor.on_deployed)
         return monitor

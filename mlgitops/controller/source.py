@@ -5,6 +5,12 @@ loads a model: the export is checked as data (digest over regular files only, th
 names, the manifest's trusted types against the controller's policy, quarantine by content),
 and the server process checks the file's types again before it unpickles anything. Under a
 signing policy, a model version whose commit is not signed by an allowed key is held.
+
+A pass costs a fixed number of git calls, not some per model (100 models: one ``ls-tree``,
+one ``log`` over the commits since the last pass, one ``cat-file --batch`` for manifests
+not seen before): parsed manifests are cached by blob id, model versions are carried
+forward from the previous head for models the new commits do not touch, and the whole
+answer is cached for the head it was computed at.
 """
 
 from __future__ import annotations
@@ -12,10 +18,17 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 from mlgitops import errors, validate
 from mlgitops.adapters import files, git
 from mlgitops.core import layout, manifest, plan, quarantine, trust, yamldoc
+
+
+class _Entry(NamedTuple):
+    rel: str
+    blob: str
+    size: int
 
 
 class Source:
@@ -43,6 +56,10 @@ class Source:
         self.allowed_signers = allowed_signers
         self.clone = local if local is not None else state_dir / "source.git"
         self.versions = state_dir / "versions"
+        #: parsed manifests by (blob id, path); model versions at a commit; the last answer
+        self._parsed: dict[tuple[str, str], manifest.ModelDeployment | errors.ManifestError] = {}
+        self._versions_at: tuple[str, dict[str, str]] | None = None
+        self._answer: tuple[str, dict[str, plan.Desired]] | None = None
 
     def sync(self) -> str | None:
         """Fetch the remote; the commit its branch points to (None for an empty remote)."""
@@ -77,26 +94,104 @@ class Source:
         return (f"{sig.describe(version)}; the signing policy deploys only model commits signed by "
                 f"a key in {self.allowed_signers}: sign the commit (git commit -S) or add the key")
 
+    def _manifests(self, commit: str) -> dict[str, _Entry]:
+        """The manifests at ``commit`` by model name (one ``ls-tree``)."""
+        out = git.run(self.clone, "ls-tree", "-r", "-l", "-z", commit, "--", layout.MANIFESTS)
+        found: dict[str, _Entry] = {}
+        for line in out.decode().split("\0"):
+            meta, _, rel = line.partition("\t")
+            parts = meta.split()
+            if len(parts) != 4 or parts[1] != "blob":
+                continue
+            name = layout.manifest_name(rel)
+            if name is not None:
+                size = int(parts[3]) if parts[3].isdigit() else 0
+                found[name] = _Entry(rel, parts[2], size)
+        return found
+
+    def _parse(self, entries: list[_Entry]) -> None:
+        """Parse the manifests not cached yet (their blobs read in one ``cat-file --batch``)."""
+        todo = [e for e in entries if (e.blob, e.rel) not in self._parsed]
+        small = [e for e in todo if e.size <= yamldoc.MAX_MANIFEST_BYTES]
+        for e in todo:
+            if e.size > yamldoc.MAX_MANIFEST_BYTES:
+                self._parsed[(e.blob, e.rel)] = errors.ManifestError(
+                    f"{e.rel}: is {e.size} bytes, over the {yamldoc.MAX_MANIFEST_BYTES}-byte limit "
+                    "for a manifest; keep data out of it")
+        if not small:
+            return
+        out = git.run(self.clone, "cat-file", "--batch",
+                      input="".join(f"{e.blob}\n" for e in small).encode())
+        at = 0
+        for e in small:
+            header_end = out.index(b"\n", at)
+            size = int(out[at:header_end].split()[2])
+            raw = out[header_end + 1:header_end + 1 + size]
+            at = header_end + 1 + size + 1
+            try:
+                self._parsed[(e.blob, e.rel)] = validate.parse_manifest(raw, rel=e.rel)
+            except errors.ManifestError as exc:
+                self._parsed[(e.blob, e.rel)] = exc
+
+    def _model_versions(self, commit: str, names: list[str]) -> dict[str, str]:
+        """The commit that last changed each model's paths up to ``commit``.
+
+        From the versions at the previous head when ``commit`` descends from it (only the
+        models the commits in between touch are looked up, in one ``git log``), else from one
+        walk of the history; what that cannot tell is asked of git per model.
+        """
+        known: dict[str, str] = {}
+        since = None
+        if self._versions_at is not None:
+            prev, prev_versions = self._versions_at
+            if prev == commit:
+                known = dict(prev_versions)
+            elif git.is_ancestor(self.clone, prev, commit):
+                known, since = dict(prev_versions), prev
+        if since is not None or not known:
+            rng = f"{since}..{commit}" if since else commit
+            out = git.text(self.clone, "log", "--no-renames", "--format=%x00%H", "--name-only", rng, "--",
+                           layout.MODELS, layout.MANIFESTS)
+            fresh: dict[str, str] = {}
+            for chunk in out.split("\0"):
+                lines = [ln for ln in chunk.splitlines() if ln.strip()]
+                if not lines:
+                    continue
+                sha, paths = lines[0].strip(), lines[1:]
+                for path in paths:
+                    top, _, rest = path.partition("/")
+                    if top == layout.MODELS:
+                        name = rest.split("/", 1)[0]
+                    elif top == layout.MANIFESTS:
+                        name = layout.manifest_name(path) or ""
+                    else:
+                        continue
+                    if name and name not in fresh:
+                        fresh[name] = sha
+            known.update(fresh)
+        for name in names:
+            if name not in known:
+                known[name] = git.last_change(self.clone, commit, layout.model_paths(name)) or commit
+        self._versions_at = (commit, known)
+        return {name: known[name] for name in names}
+
     def desired(self, commit: str) -> dict[str, plan.Desired]:
         """Every model the manifests at ``commit`` name, with its version or its error."""
+        if (self._answer is not None and self._answer[0] == commit
+                and self.allowed_signers is None):
+            return dict(self._answer[1])
         out: dict[str, plan.Desired] = {}
         entries = self.quarantined(commit)
-        for rel in git.ls_files(self.clone, commit, layout.MANIFESTS):
-            name = layout.manifest_name(rel)
-            if name is None:
+        found = self._manifests(commit)
+        self._parse(list(found.values()))
+        versions = self._model_versions(commit, sorted(found))
+        for name in sorted(found):
+            version = versions[name]
+            parsed = self._parsed[(found[name].blob, found[name].rel)]
+            if isinstance(parsed, errors.ManifestError):
+                out[name] = plan.Desired(name, version, None, str(parsed))
                 continue
-            version = git.last_change(self.clone, commit, layout.model_paths(name)) or commit
-            try:
-                size = git.blob_size(self.clone, commit, rel)
-                if size > yamldoc.MAX_MANIFEST_BYTES:
-                    raise errors.ManifestError(
-                        f"{rel}: is {size} bytes, over the {yamldoc.MAX_MANIFEST_BYTES}-byte limit "
-                        "for a manifest; keep data out of it"
-                    )
-                dep = validate.parse_manifest(git.show(self.clone, commit, rel) or b"", rel=rel)
-            except errors.ManifestError as exc:
-                out[name] = plan.Desired(name, version, None, str(exc))
-                continue
+            dep = parsed
             unsigned = self._signature_problem(version)
             if unsigned is not None:
                 out[name] = plan.Desired(name, version, None, unsigned)
@@ -106,6 +201,7 @@ class Source:
             if hit is not None:
                 error = quarantine.Match(hit, "the same bytes").sentence(name=name)
             out[name] = plan.Desired(name, version, dep, error, quarantined=hit is not None)
+        self._answer = (commit, dict(out))
         return out
 
     def materialize(self, commit: str, dep: manifest.ModelDeployment) -> Path:
