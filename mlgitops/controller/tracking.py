@@ -137,18 +137,18 @@ class Worker:
             proc.wait(timeout=10)
 
     def close(self) -> None:
-        with self._lock:
-            proc, self._proc = self._proc, None
-            if proc is None:
-                return
-            with contextlib.suppress(OSError):
-                assert proc.stdin is not None
-                proc.stdin.close()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        """Stop the child (without waiting for a call in flight: shutdown must not hang)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            assert proc.stdin is not None
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 class EvidentlySink:
@@ -416,6 +416,8 @@ def describe(state_dir: Path, *, uri: str | None = None) -> dict[str, str]:
 def quiet_close(*sinks: Any) -> None:
     """Stop the sinks' child processes (controller shutdown)."""
     for sink in sinks:
+        if not isinstance(sink, EvidentlySink | MlflowSink):
+            continue
         try:
             sink.close()
         except Exception as exc:

@@ -1,0 +1,129 @@
+"""Evidently as a decision sink: a snapshot per closed window, the dashboard, bounded retention.
+
+Real Evidently workspace, real git commits of real models, the sink's real child process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import FEATURES, make_frame, train
+
+import mlgitops
+from mlgitops import errors, repository
+from mlgitops.adapters import evidently_workspace
+from mlgitops.controller import reports, tracking
+from mlgitops.core import decisions
+
+NAME = "credit"
+
+
+@pytest.fixture(scope="module")
+def versions(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    work = tmp_path_factory.mktemp("evidently-repo") / "models-repo"
+    repository.init(work)
+    a, b = make_frame(800, seed=1), make_frame(800, shift=1.5, seed=2)
+    v1 = str(mlgitops.publish(train(a, seed=1), a, name=NAME, repo=work, target="label",
+                              push=False, quiet=True))
+    v2 = str(mlgitops.publish(train(b, seed=2), b, name=NAME, repo=work, target="label",
+                              push=False, quiet=True))
+    return work, v1, v2
+
+
+def window(state: Path, version: str, kind: decisions.Kind, *, at: float, shift: float,
+           index: int) -> decisions.Decision:
+    """A closed window's record and its live sample (what the dispatcher writes)."""
+    ident = decisions.make_id(model=NAME, kind=kind, at=at, version=version)
+    frame = make_frame(400, shift=shift, seed=index)
+    sample = frame[FEATURES].assign(prediction=frame["label"])
+    path = state / "samples" / NAME / f"{ident}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sample.to_parquet(path, index=False)
+    return decisions.Decision(id=ident, model=NAME, kind=kind, at=at, version=version,
+                              previous_version=None, verdict=f"window {index}", window=index,
+                              share=0.0 if shift == 0 else 0.8, sample_path=str(path),
+                              policy_verdict={"pass": "ok"}.get(kind.value, kind.value))
+
+
+def test_every_closed_window_is_a_tagged_snapshot_with_a_bounded_history(
+        versions: tuple[Path, str, str], tmp_path: Path) -> None:
+    work, v1, v2 = versions
+    state = tmp_path / "state"
+    sink = tracking.EvidentlySink(state, clone=work, keep=3, timeout=180)
+    t0 = 1_800_000_000.0
+    try:
+        sink.record(window(state, v1, decisions.Kind.PASS, at=t0, shift=0.0, index=1))
+        sink.record(window(state, v1, decisions.Kind.PASS, at=t0 + 60, shift=0.0, index=2))
+        sink.record(window(state, v2, decisions.Kind.ALERT, at=t0 + 120, shift=0.0, index=1))
+        sink.record(window(state, v2, decisions.Kind.REVERT, at=t0 + 180, shift=0.0, index=2))
+        # deploys and holds are not windows: no snapshot
+        sink.record(decisions.of_rollout(kind=decisions.Kind.DEPLOY, model=NAME, at=t0 + 200,
+                                         version=v1, previous_version=v2, verdict="v1 serves",
+                                         digest=None, base_url=None))
+        pid = sink.worker.pid
+    finally:
+        sink.close()
+    assert pid is not None and sink.worker.starts == 1
+    assert [r["pruned"] for r in sink.recorded] == [0, 0, 0, 1]
+
+    workspace = reports.workspace_dir(state)
+    kept = evidently_workspace.snapshots(workspace, model=NAME)
+    assert [s.metadata["verdict"] for s in kept] == ["pass", "alert", "revert"]
+    assert [s.timestamp.timestamp() for s in kept] == pytest.approx([t0 + 60, t0 + 120, t0 + 180])
+    assert set(kept[-1].tags) == {"mlgitops:window", f"model={NAME}", f"version={v2[:12]}",
+                                  "verdict=revert"}
+    assert kept[-1].metadata["version"] == v2 and kept[-1].metadata["window"] == "2"
+
+    board = evidently_workspace.dashboard(workspace, model=NAME)
+    assert "Share of drifted features per window" in board["Drift trend"]
+    assert "Drift score per feature" in board["Drift trend"]
+    assert board["Versions"] == [
+        f"Version {v[:12]}: share of drifted features and drift score per feature"
+        for v in (v1, v2)]
+    assert [t.split(":")[0] for t in board["Verdicts"]] == [
+        "Windows with verdict pass", "Windows with verdict alert", "Windows with verdict revert"]
+
+
+def test_the_dashboard_is_written_once_and_keeps_foreign_panels(
+        versions: tuple[Path, str, str], tmp_path: Path) -> None:
+    from evidently.sdk import panels
+    from evidently.ui.workspace import Workspace
+
+    work, v1, _ = versions
+    state = tmp_path / "state"
+    d = window(state, v1, decisions.Kind.PASS, at=1_800_000_000.0, shift=0.0, index=1)
+    tracking.record_window(state, work, d, keep=10)
+    ws = Workspace(str(reports.workspace_dir(state)))
+    (project,) = ws.search_project(NAME)
+    project.dashboard.add_panel(panels.text_panel(title="a person's own panel"), tab="Mine")
+    before = ws.get_dashboard(project.id)
+    assert not evidently_workspace.ensure_dashboard(
+        ws, str(project.id), model=NAME, features=FEATURES, version=v1[:12], verdict="pass",
+        keep=10)
+    # a new verdict adds its panel, the person's panel stays
+    assert evidently_workspace.ensure_dashboard(
+        ws, str(project.id), model=NAME, features=FEATURES, version=v1[:12], verdict="alert",
+        keep=10)
+    after = ws.get_dashboard(project.id)
+    assert len(after.panels) == len(before.panels) + 1
+    assert "a person's own panel" in [p.title for p in after.panels]
+    assert {p.id for p in before.panels} <= {p.id for p in after.panels}
+
+
+def test_a_window_without_a_sample_or_a_readable_one(
+        versions: tuple[Path, str, str], tmp_path: Path) -> None:
+    work, v1, _ = versions
+    state = tmp_path / "state"
+    d = window(state, v1, decisions.Kind.PASS, at=1_800_000_000.0, shift=0.0, index=1)
+    Path(str(d.sample_path)).unlink()
+    assert "was not written or was pruned" in tracking.record_window(state, work, d, keep=5)["skipped"]
+    Path(str(d.sample_path)).write_bytes(b"not parquet")
+    with pytest.raises(errors.ReportError, match="cannot read the live sample"):
+        tracking.record_window(state, work, d, keep=5)
+    pd.DataFrame({"other": [1, 2, 3]}).to_parquet(str(d.sample_path))
+    with pytest.raises(errors.ReportError, match="share no columns"):
+        tracking.record_window(state, work, d, keep=5)
+    with pytest.raises(errors.ConfigError, match="keep at least one"):
+        tracking.EvidentlySink(state, clone=work, keep=0)
