@@ -31,10 +31,11 @@ from mlgitops import errors, repository, settings
 from mlgitops.adapters import evidently_reports, git, local_runtime, stats_store
 from mlgitops.controller import monitor as monitor_mod
 from mlgitops.controller import reconciler as rec
+from mlgitops.controller import decisions as decision_log
 from mlgitops.controller import reports, run
 from mlgitops.controller import source as source_mod
 from mlgitops.controller import state as state_mod
-from mlgitops.core import layout, policy, quarantine, stats
+from mlgitops.core import decisions, layout, policy, quarantine, stats
 from mlgitops.core.status import ConditionType
 
 NAME = "credit"
@@ -196,7 +197,20 @@ def test_breach_caused_by_the_new_version_reverts_then_reports(world: World) -> 
     world.monitor.on_deployed(NAME, world.router.routes[NAME])
     assert world.monitor.wait_reports(30)
     (plan,) = world.built
-    assert plan.link(world.work) == entry.trailers[layout.TRAILER_REPORT]
+    # the commit links the decision's page (and names the decision); Evidently's report is beside it
+    ident = entry.trailers[layout.TRAILER_REPORT_ID]
+    assert entry.trailers[layout.TRAILER_REPORT] == f".mlgitops/reports/{NAME}/{ident}.html"
+    assert plan.html.name == f"{ident}.evidently.html"
+    assert world.monitor.dispatcher.wait(30)
+    (record,) = [r for r in decision_log.read(world.store.dir / "reports") if r.id == ident]
+    assert record.kind is decisions.Kind.REVERT and record.commit == head
+    restored = git.rev_parse(world.bare, f"{world.v2}^")  # v1 with the drift policy edit
+    assert (record.version, record.previous_version) == (world.v2, restored)
+    assert [f.name for f in record.features] == FEATURES
+    assert all(f.drifted and f.restored is not None and not f.restored.drifted
+               for f in record.features)
+    page = (world.store.dir / "reports" / NAME / f"{ident}.html").read_text()
+    assert world.v2[:12] in page and str(restored)[:12] in page and "credit v2 on population B" in page
     (rolled,) = events(world.store, "RolledBack")
     assert rolled["commit"] == head and rolled["breachToRollbackSeconds"] >= 0
     assert [e["type"] for e in events(world.store)][-3:] == ["Reverted", "RolledBack", "ReportWritten"]
@@ -387,11 +401,14 @@ def test_automatic_revert_end_to_end(tmp_path: Path) -> None:
 
         # the report linked from the commit is built in the background
         assert mon.wait_reports(180)
+        ident = entry.trailers[layout.TRAILER_REPORT_ID]
         (written,) = [e for e in events(ctl.store, "ReportWritten")
-                      if e["report"] == entry.trailers[layout.TRAILER_REPORT]]
+                      if e["report"] == f"{base}/reports/{NAME}/{ident}.evidently.html"]
         assert (work / written["reportPath"]).is_file() and written["rows"] >= 100
-        # the commit links the URL where the gateway serves the report
-        assert written["report"] == f"{base}/reports/{NAME}/{Path(written['reportPath']).name}"
+        # the commit links the URL where the gateway serves the decision's page
+        assert entry.trailers[layout.TRAILER_REPORT] == f"{base}/reports/{NAME}/{ident}"
+        page = httpx.get(entry.trailers[layout.TRAILER_REPORT], timeout=10)
+        assert page.status_code == 200 and v2[:12] in page.text and f"{ident}.evidently.html" in page.text
         assert evidently_reports.list_runs(work / ".mlgitops/workspace", project=NAME)
 
         # committing the quarantined digest again: the remote's hook refuses it ...
@@ -533,8 +550,9 @@ def test_the_report_link_is_the_gateway_url_and_a_missing_report_is_rebuilt(worl
     assert d.verdict is policy.Verdict.REVERT
     (entry,) = git.log(world.bare, "main", [], limit=1)
     link = entry.trailers[layout.TRAILER_REPORT]
-    file = link.rsplit("/", 1)[1]
-    assert link == f"{base}/reports/{NAME}/{file}" and file.endswith(".html")
+    ident = entry.trailers[layout.TRAILER_REPORT_ID]
+    assert link == f"{base}/reports/{NAME}/{ident}"
+    file = f"{ident}.evidently.html"
     report = world.store.dir / "reports" / NAME / file
     assert not report.exists() and not built
     again = restarted(world, build_report=fake_report, report_base=base)

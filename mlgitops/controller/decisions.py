@@ -93,19 +93,10 @@ def read(reports_root: Path, *, model: str | None = None) -> list[decisions.Deci
 
     A record written again (same id) replaces the earlier one in place.
     """
-    by_id: dict[str, decisions.Decision] = {}
-    for path in (reports_root / ROTATED_FILE, log_path(reports_root)):
-        for raw in _lines(path):
-            raw = raw.strip()
-            if not raw or (model is not None and f'"model":{json.dumps(model)}'.encode() not in raw):
-                continue
-            try:
-                d = decisions.Decision.from_json(raw)
-            except ValueError:
-                continue  # a torn last line after a crash, or a record of a future version
-            if model is None or d.model == model:
-                by_id[d.id] = d
-    return sorted(by_id.values(), key=lambda d: d.at)
+    needle = f'"model":{json.dumps(model)}'.encode() if model is not None else None
+    lines = (raw for path in (reports_root / ROTATED_FILE, log_path(reports_root))
+             for raw in _lines(path) if raw.strip() and (needle is None or needle in raw))
+    return [d for d in decisions.latest(lines) if model is None or d.model == model]
 
 
 def find(reports_root: Path, model: str, ident: str) -> decisions.Decision | None:
@@ -130,6 +121,8 @@ def window_history(reports_root: Path, decision: decisions.Decision,
 class _Job:
     decision: decisions.Decision
     sample: pd.DataFrame | None
+    replay: bool = False
+    """Only sinks that rebuild (``replays = True``, e.g. the pages) get it; nobody is notified."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +188,23 @@ class Dispatcher:
             ui.console.print(f"[yellow]decision sinks are behind:[/] {decision.id} is logged "
                              "but not sent")
 
+    def resend(self, decision: decisions.Decision, *, log: bool = False) -> None:
+        """Give a recorded decision again to the sinks that rebuild (``replays = True``)."""
+        if log:
+            self.log_only(decision)
+        self.start()
+        try:
+            self._queue.put_nowait(_Job(decision, None, replay=True))
+        except queue.Full:
+            self.dropped += 1
+
+    def log_only(self, decision: decisions.Decision) -> None:
+        """Append to the log without calling sinks (e.g. a revert before its push)."""
+        try:
+            self.log.append(decision)
+        except OSError as exc:
+            ui.console.print(f"[red]decision log:[/] cannot append {decision.id}: {exc}")
+
     def start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._stopping.clear()
@@ -234,6 +244,8 @@ class Dispatcher:
         if job.sample is not None and d.sample_path:
             self._write_sample(Path(d.sample_path), job.sample, model=d.model)
         for sink in list(self.sinks):
+            if job.replay and not getattr(sink, "replays", False):
+                continue
             self._deliver(sink, d)
 
     def _deliver(self, sink: Sink, decision: decisions.Decision) -> None:

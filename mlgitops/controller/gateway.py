@@ -8,8 +8,8 @@ Routes
 - ``POST /hooks/git``             the bare remote's post-receive hook (loopback only)
 - ``POST /hooks/github``          GitHub-compatible push webhook, HMAC-SHA256 verified
 - ``GET /status``                 what ``mlgitops status --json`` prints
-- ``GET /reports/[{name}/]``      the drift reports (HTML index, or JSON with ``?format=json``)
-- ``GET /reports/{name}/{file}``  one report file (``.html`` / ``.json``)
+- ``GET /reports/[{name}/]``      every decision (HTML index, or JSON with ``?format=json``)
+- ``GET /reports/{name}/{id}``    one decision's page; ``{file}`` one report file (.html/.json)
 
 Bounded input (with the limits of `adapters.http_server` on the connection itself):
 - inference bodies: at most ``max_body_bytes`` (default 10 MiB, the servers' own
@@ -249,8 +249,14 @@ def build(
             else []
         )
         if _wants_json(request):
+            rows = (
+                await run_in_threadpool(report_files.decision_rows, reports_root, name)
+                if reports_root is not None
+                else []
+            )
             return JSONResponse(
                 {
+                    "decisions": [d.to_dict() for d in reversed(rows)],
                     "reports": [
                         {
                             "name": e.name,
@@ -263,7 +269,11 @@ def build(
                     ]
                 }
             )
-        return HTMLResponse(report_files.index_html(entries, name=name))
+        if reports_root is None:
+            return HTMLResponse(report_files.index_html(entries, name=name))
+        page = await run_in_threadpool(report_files.index_page, reports_root, name,
+                                       kind=request.query_params.get("kind"))
+        return HTMLResponse(page)
 
     async def report_file(request: Request) -> Response:
         if reports_root is None:

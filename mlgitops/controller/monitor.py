@@ -49,13 +49,14 @@ import yaml
 
 from mlgitops import errors, ui
 from mlgitops.adapters import git, stats_store
-from mlgitops.controller import ports, reports
+from mlgitops.controller import decision_pages, ports, reports
+from mlgitops.controller import decisions as decision_log
 from mlgitops.controller import reconciler as rec
 from mlgitops.controller import revert as revert_mod
 from mlgitops.controller import source as source_mod
 from mlgitops.controller import state as state_mod
 from mlgitops.controller.ports import H
-from mlgitops.core import drift, layout, manifest, policy, quarantine, stats
+from mlgitops.core import decisions, drift, layout, manifest, policy, quarantine, stats
 from mlgitops.core.status import ConditionType
 
 PENDING = "pendingReverts"
@@ -80,6 +81,8 @@ class _Track:
     opened: float
     cursor: stats_store.Snapshot | None = None
     reverted: bool = False
+    windows: int = 0
+    """Windows closed for this version (the decision records number them)."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,7 @@ class Monitor(Generic[H]):
         clock: Callable[[], float] = time.time,
         report_base: str | None = None,
         live_stats: ports.LiveStatsSource | None = None,
+        dispatcher: decision_log.Dispatcher | None = None,
     ) -> None:
         self.store = store
         self.router = router
@@ -143,6 +147,11 @@ class Monitor(Generic[H]):
         self.report_base = report_base
         """The controller's base URL: revert commits link ``{report_base}/reports/…``."""
         self.tracks: dict[str, _Track] = {}
+        self.dispatcher = dispatcher or decision_log.Dispatcher(
+            log=decision_log.Log(state_dir / reports.REPORTS), state_dir=state_dir,
+            sinks=[decision_pages.Pages(state_dir / reports.REPORTS, clone=lambda: self.source.clone)],
+        )
+        """Every closed window and revert becomes a `decisions.Decision` given to this."""
         self.decisions: list[tuple[str, policy.Decision]] = []
         """Recent decisions (name, decision), newest last, bounded (tests and the bench read it)."""
         self._histories: dict[str, policy.History] = {
@@ -360,6 +369,8 @@ class Monitor(Generic[H]):
         evidence = self.evidence(track, window)
         decision = policy.decide(evidence, self._history(track.name), track.deployment.drift, now=now)
         self._remember(track.name, decision.history_until_landed)
+        track.windows += 1
+        record = self.record_of(track, decision, window)
         self.decisions = [*self.decisions[-199:], (track.name, decision)]
         numbers = decision.to_dict()
         numbers.pop("reason", None)
@@ -374,10 +385,44 @@ class Monitor(Generic[H]):
                 # one report (and console line) per version per alert_report_seconds
                 self._alerted[(track.name, track.version)] = now
                 ui.console.print(f"[yellow]{track.name}[/]: drift alert — {decision.reason}")
-                self._queue_report(track, sample, why="alert", now=now, wait_until_not=None)
+                self._queue_report(track, sample, why="alert", now=now, wait_until_not=None,
+                                   title=self._evidently_title(record))
+            else:
+                record = record.with_(evidently_file=None)
+            self._submit(record, sample)
         elif decision.verdict is policy.Verdict.REVERT:
-            self._revert(track, decision, sample)
+            self._revert(track, decision, sample, record)
+        else:
+            self._submit(record, sample)
         return decision
+
+    def record_of(self, track: _Track, decision: policy.Decision,
+                  window: stats.LiveStats) -> decisions.Decision:
+        """The decision record of a closed window (both baselines per feature)."""
+        record = decisions.of_window(
+            decision, model=track.name, version=track.version, digest=track.digest,
+            previous_version=track.previous_version, rules=track.deployment.drift,
+            baseline=track.baseline, previous=track.previous_baseline, window=window,
+            index=track.windows, base_url=self.report_base,
+        )
+        path = self.dispatcher.sample_path(track.name, record.id)
+        return record.with_(sample_path=str(path),
+                            report_url=record.report_url or self._page_link(record))
+
+    def _page_link(self, record: decisions.Decision) -> str:
+        """Without a base URL, the page's path relative to the repository."""
+        page = decision_pages.page_file(self.state_dir / reports.REPORTS, record.model, record.id)
+        try:
+            return page.relative_to(self.state_dir.parent).as_posix()
+        except ValueError:
+            return str(page)
+
+    @staticmethod
+    def _evidently_title(record: decisions.Decision) -> str:
+        return (record.evidently_file or f"{record.id}.evidently.html").removesuffix(".html")
+
+    def _submit(self, record: decisions.Decision, sample: pd.DataFrame | None) -> None:
+        self.dispatcher.submit(record, None if sample is None or sample.empty else sample)
 
     def _status(self, name: str, decision: policy.Decision, *, reason: str | None = None,
                 message: str | None = None) -> None:
@@ -424,13 +469,17 @@ class Monitor(Generic[H]):
         """A revert decided at ``at`` is on the remote: it counts toward the cooldown and cap."""
         self._remember(name, self._history(name).with_revert(at))
 
-    def _revert(self, track: _Track, decision: policy.Decision, sample: pd.DataFrame) -> None:
+    def _revert(self, track: _Track, decision: policy.Decision, sample: pd.DataFrame,
+                record: decisions.Decision) -> None:
         name = track.name
         target = reports.plan(self.state_dir, name=name, version=track.version, now=decision.at,
-                              why="revert")
-        link = self._link(target)
+                              why="revert", title=self._evidently_title(record))
+        link = record.report_url or self._link(target)
         plan = policy.revert_plan(decision, name=name, reverted=track.version, digest=track.digest,
-                                  previous=track.previous_version, report=link, at=iso(decision.at))
+                                  previous=track.previous_version, report=link, at=iso(decision.at),
+                                  report_id=record.id)
+        # logged before the push: a page exists for the link even if the controller stops now
+        self.dispatcher.log_only(record.with_(outcome="the revert is being pushed"))
         self._pending[name] = (track.version, decision.at, None)
         # recorded before the push: a controller killed meanwhile finds out on restart whether
         # it landed (by the commit's Mlgitops-Reverts trailer) instead of guessing
@@ -465,6 +514,9 @@ class Monitor(Generic[H]):
                                  f"{decision.reason}")
             ui.console.print(f"[red]{name}[/]: reverted {track.version[:12]} in "
                              f"{outcome.commit[:12]} — {decision.reason}")
+            record = record.with_(commit=outcome.commit,
+                                  previous_version=outcome.previous or track.previous_version,
+                                  outcome=None)
         else:
             # nothing landed: it counts toward neither the cap nor the cooldown
             self._pending.pop(name, None)
@@ -476,12 +528,18 @@ class Monitor(Generic[H]):
                 self.store.event("RevertSkipped", model=name, commit=track.version,
                                  message=outcome.skipped, **common)
                 self._status(name, decision, reason="RevertSkipped", message=outcome.skipped)
+                record = record.with_(outcome=f"no revert was pushed: {outcome.skipped}")
             else:
                 message = f"could not revert {track.version[:12]}: {outcome.error}"
                 self.store.event("RevertFailed", model=name, commit=track.version,
                                  message=message, **common)
                 self._status(name, decision, reason="RevertFailed", message=message)
                 ui.console.print(f"[red]{name}[/]: {message}")
+                record = record.with_(outcome=message)
+            if outcome.already is not None:
+                record = record.with_(outcome=f"{track.version[:12]} was already reverted on the "
+                                              "remote; nothing was pushed", evidently_file=None)
+        self._submit(record, sample)
         if outcome.already is None:
             self._queue_report(track, sample, why="revert", now=decision.at, target=target,
                                wait_until_not=track.version if outcome.ok else None)
@@ -529,12 +587,13 @@ class Monitor(Generic[H]):
         link = entry.trailers.get(layout.TRAILER_REPORT, "")
         if not (name and reverted and link):
             return
-        target = reports.plan_for_link(self.state_dir, link, name=name, version=reverted)
-        if target is None or target.html.exists():
-            return
         ours = bool(self.report_base) and link.startswith(f"{self.report_base}/")
         if not ours and not (self.stats_root / name / reverted).is_dir():
             return  # a revert this controller neither linked nor has live statistics of
+        self._page_if_missing(entry, name=name, reverted=reverted, link=link)
+        target = reports.plan_for_link(self.state_dir, link, name=name, version=reverted)
+        if target is None or target.html.exists():
+            return
         at = float(entry.timestamp)
         job = _ReportJob(target, pd.DataFrame(), None,
                          {"verdict": "revert", "closedAt": iso(at), "revertCommit": entry.commit,
@@ -547,6 +606,31 @@ class Monitor(Generic[H]):
         except queue.Full:
             self._placeholder(job, "too many drift reports were queued when the controller "
                                    "started")
+
+    def _page_if_missing(self, entry: git.LogEntry, *, name: str, reverted: str,
+                         link: str) -> None:
+        """The decision page of a revert on the remote: from the log, else from the commit."""
+        ident = entry.trailers.get(layout.TRAILER_REPORT_ID, "")
+        if not decisions.valid_id(ident) or not manifest.valid_name(name):
+            return
+        reports_root = self.state_dir / reports.REPORTS
+        record = decision_log.find(reports_root, name, ident)
+        if record is not None and record.commit == entry.commit:
+            if not decision_pages.page_file(reports_root, name, ident).exists():
+                self.dispatcher.resend(record)
+            return
+        if record is not None:  # logged before its push; the push landed: finish the record
+            self.dispatcher.submit(record.with_(commit=entry.commit, outcome=None))
+            return
+        # the state directory was lost: what the commit itself says
+        self.dispatcher.resend(decisions.Decision(
+            id=ident, model=name, kind=decisions.Kind.REVERT, at=float(entry.timestamp),
+            version=reverted, previous_version=None, verdict=entry.subject,
+            digest=entry.trailers.get(layout.TRAILER_DIGEST), commit=entry.commit,
+            report_url=link,
+            outcome=("rebuilt from the revert commit: the window's numbers were recorded by a "
+                     "controller whose state directory is gone; the commit message has them"),
+        ), log=True)
 
     def _placeholder(self, job: _ReportJob, reason: str) -> None:
         with contextlib.suppress(OSError):
@@ -574,9 +658,10 @@ class Monitor(Generic[H]):
 
     # reports ---------------------------------------------------------------------------------
     def _queue_report(self, track: _Track, sample: pd.DataFrame, *, why: str, now: float,
-                      wait_until_not: str | None, target: reports.Plan | None = None) -> None:
+                      wait_until_not: str | None, target: reports.Plan | None = None,
+                      title: str | None = None) -> None:
         target = target or reports.plan(self.state_dir, name=track.name, version=track.version,
-                                        now=now, why=why)
+                                        now=now, why=why, title=title)
         job = _ReportJob(target, sample.copy(), wait_until_not,
                          {"verdict": why, "closedAt": iso(now)})
         try:

@@ -1,9 +1,13 @@
-"""Drift reports over HTTP: which files of ``<state>/reports/<name>/`` may be served, and the index.
+"""Reports over HTTP: which files of ``<state>/reports/<name>/`` may be served, and the indexes.
 
 A request names a model and a file; it is served only when the model name is a valid model
 name, the file name is a plain ``.html`` or ``.json`` name (no path, no leading dot), and the
 model's directory and the file are a real directory and a regular file, not symlinks. Anything
 else is "not found" with a sentence, never a hint of what exists outside the reports.
+
+A file name that is a decision id (``/reports/<model>/<decision id>``) is that decision's page
+(``<id>.html``, written by `decision_pages`); when the file is missing the page is rendered from
+the decision log. `index_page` is ``/reports/``: every decision of every model, newest first.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlgitops.core import manifest
+from mlgitops.controller import decisions as decision_log
+from mlgitops.core import decision_page, decisions, manifest
 
 FILE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.(?:html|json)")
 MAX_FILE_BYTES = 256 * 1024 * 1024
@@ -52,10 +57,12 @@ def read(root: Path, name: str, file: str) -> tuple[bytes, str]:
             "No such report: the model name must be a lowercase DNS label such as credit-risk; "
             "see GET /reports/ for the reports there are."
         )
+    if decisions.valid_id(file):
+        return _decision(root, name, file), MEDIA_TYPES[".html"]
     if not FILE_PATTERN.fullmatch(file) or ".." in file:
         raise NotServed(
-            "No such report: a report is a plain .html or .json file name; "
-            "see GET /reports/ for the reports there are."
+            "No such report: a report is a decision id or a plain .html or .json file name; "
+            "see GET /reports/ for the decisions there are."
         )
     missing = NotServed(
         f"No report {file} for model {name}; see GET /reports/{name}/ for its reports."
@@ -81,6 +88,43 @@ def read(root: Path, name: str, file: str) -> tuple[bytes, str]:
     finally:
         os.close(fd)
     return data, MEDIA_TYPES[Path(file).suffix]
+
+
+def _decision(root: Path, name: str, ident: str) -> bytes:
+    """The page of decision ``ident``: its file, else rendered from the decision log."""
+    try:
+        return read(root, name, f"{ident}.html")[0]
+    except NotServed:
+        pass
+    record = decision_log.find(root, name, ident)
+    if record is None:
+        raise NotServed(
+            f"No decision {ident} of model {name}; see GET /reports/{name}/ for its decisions."
+        )
+    history = decision_log.window_history(root, record)
+    evidently = record.evidently_file is not None and (root / name / record.evidently_file).is_file()
+    page = decision_page.render(record, history=history or [record],
+                                evidently_available=evidently)
+    return page.encode()
+
+
+def decision_rows(root: Path, name: str | None = None) -> list[decisions.Decision]:
+    """Every recorded decision (of ``name`` only when given), oldest first."""
+    if not _is_dir(root):
+        return []
+    return decision_log.read(root, model=name)
+
+
+def index_page(root: Path, name: str | None = None, *, kind: str | None = None,
+               limit: int = 500) -> str:
+    """``/reports/[<name>/]``: the decisions (newest first), filtered by ``kind`` when valid."""
+    kinds: frozenset[decisions.Kind] | None = None
+    if kind:
+        try:
+            kinds = frozenset({decisions.Kind(kind)})
+        except ValueError:
+            kinds = None
+    return decision_page.index(decision_rows(root, name), model=name, limit=limit, kinds=kinds)
 
 
 def index(root: Path, name: str | None = None) -> list[Entry]:

@@ -42,7 +42,7 @@ import pandas as pd
 from mlgitops import errors
 from mlgitops.adapters import evidently_reports, git, stats_store
 from mlgitops.controller import state as state_mod
-from mlgitops.core import layout, manifest, stats
+from mlgitops.core import decisions, layout, manifest, stats
 from mlgitops.core.stats import ColumnKind
 
 REPORTS = "reports"
@@ -99,12 +99,18 @@ def workspace_dir(state_dir: Path) -> Path:
     return state_dir / WORKSPACE
 
 
-def plan(state_dir: Path, *, name: str, version: str, now: float, why: str) -> Plan:
-    """A fresh, unique report location for ``name`` at ``version`` (``why``: revert, alert, …)."""
+def plan(state_dir: Path, *, name: str, version: str, now: float, why: str,
+         title: str | None = None) -> Plan:
+    """A fresh, unique report location for ``name`` at ``version`` (``why``: revert, alert, …).
+
+    ``title``: the file name without ``.html`` (a decision's report is ``<decision id>.evidently``).
+    """
     when = dt.datetime.fromtimestamp(now, dt.UTC)
     stamp = when.strftime("%Y%m%dT%H%M%S") + f"{when.microsecond // 1000:03d}Z"
     safe_why = re.sub(r"[^a-z0-9-]+", "-", why.lower()).strip("-") or "report"
     out = reports_dir(state_dir, name)
+    if title is not None:
+        return Plan(name=name, version=version, out_dir=out, title=title, why=safe_why)
     title = f"{stamp}-{version[:12]}-{safe_why}"
     n = 1
     candidate = title
@@ -118,16 +124,22 @@ _FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.html")
 
 
 def plan_for_link(state_dir: Path, link: str, *, name: str, version: str) -> Plan | None:
-    """The report a revert commit links (URL or repository-relative path), when it is ours.
+    """The Evidently report a revert commit links (URL or repository-relative path), when ours.
 
-    Only ``.../reports/<name>/<file>.html`` of model ``name`` maps to a file of this state
-    directory; anything else (another host's path, a path trick) is None.
+    ``.../reports/<name>/<decision id>`` (a decision page: its Evidently report is
+    ``<id>.evidently.html`` beside it) or ``.../reports/<name>/<file>.html`` of model ``name``
+    map to a file of this state directory; anything else (another host's path, a path trick)
+    is None.
     """
     path = urllib.parse.urlsplit(link).path if "://" in link else link
     parts = [p for p in path.split("/") if p]
     if len(parts) < 3 or parts[-3] != REPORTS or parts[-2] != name:
         return None
     file = parts[-1]
+    page = file.removesuffix(".html")
+    if decisions.valid_id(page) and manifest.valid_name(name):
+        return Plan(name=name, version=version, out_dir=reports_dir(state_dir, name),
+                    title=f"{page}.evidently", why="revert")
     if not manifest.valid_name(name) or not _FILE.fullmatch(file) or ".." in file:
         return None
     title = file[: -len(".html")]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,8 @@ class Store:
             for n, f in (data.get("failures") or {}).items()
         }
         self.extra: dict[str, Any] = dict(data.get("extra") or {})
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        """Called with every event after it is recorded (e.g. decision records of deploys)."""
 
     def save(self) -> None:
         with self._lock:
@@ -80,10 +82,14 @@ class Store:
 
     def event(self, kind: str, *, model: str, commit: str | None, message: str, **extra: Any) -> None:
         """Record one transition (``kind`` like Deployed, DeployFailed, Retired, Reverted)."""
-        files.append_jsonl(
-            self.events_path,
-            {"time": now(), "type": kind, "model": model, "commit": commit, "message": message, **extra},
-        )
+        record = {"time": now(), "type": kind, "model": model, "commit": commit, "message": message,
+                  **extra}
+        files.append_jsonl(self.events_path, record)
+        for listener in list(self.listeners):
+            try:
+                listener(record)
+            except Exception:  # a listener never breaks the transition it hears about
+                continue
 
     def events(self, model: str | None = None) -> Iterator[dict[str, Any]]:
         for e in files.read_jsonl(self.events_path):

@@ -23,7 +23,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -237,6 +237,19 @@ class Decision:
         if not isinstance(data, Mapping):
             raise ValueError("a decision record is a JSON object")
         return cls.from_dict(data)
+
+
+def latest(records: Iterable[Any]) -> list[Decision]:
+    """Parsed records (mappings or JSON lines), a later one with the same id replacing the
+    earlier, oldest first; records that do not parse are skipped."""
+    by_id: dict[str, Decision] = {}
+    for raw in records:
+        try:
+            d = Decision.from_dict(raw) if isinstance(raw, Mapping) else Decision.from_json(raw)
+        except ValueError:
+            continue  # a torn last line after a crash, or a record of a future version
+        by_id[d.id] = d
+    return sorted(by_id.values(), key=lambda d: d.at)
 
 
 def _opt_str(value: Any) -> str | None:

@@ -16,6 +16,7 @@ TRAILER_MODEL = "Mlgitops-Model"
 TRAILER_DIGEST = "Mlgitops-Digest"
 TRAILER_REVERTS = "Mlgitops-Reverts"
 TRAILER_REPORT = "Mlgitops-Report"
+TRAILER_REPORT_ID = "Mlgitops-Report-Id"
 TRAILER_ACTION = "Mlgitops-Action"
 
 

@@ -464,6 +464,7 @@ def revert_plan(
     previous: str | None,
     report: str | None,
     at: str,
+    report_id: str | None = None,
 ) -> RevertPlan:
     """The path-scoped revert of ``reverted`` for model ``name`` (``at``: ISO time of the entry).
 
@@ -502,6 +503,7 @@ def revert_plan(
         layout.TRAILER_REVERTS: reverted,
         layout.TRAILER_DIGEST: digest,
         **({layout.TRAILER_REPORT: report} if report else {}),
+        **({layout.TRAILER_REPORT_ID: report_id} if report_id else {}),
         layout.TRAILER_ACTION: "revert",
     }
     entry = quarantine.Entry(
