@@ -43,6 +43,7 @@ log = logging.getLogger("mlgitops.server")
 
 JSON = "application/json"
 OCTETS = "application/octet-stream"
+PROTOBUF = "application/x-protobuf"
 #: Triton's binary tensor data extension: the length of the JSON header at the body's start.
 HEADER_LENGTH = "inference-header-content-length"
 # Routes take every method so that a wrong one gets a 405 through the one status table.
@@ -244,6 +245,35 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
         out = await served.predict(batch)
         return Response(protocols.mlflow_response(out), media_type=JSON)
 
+    relays = grpc_service.methods(served)
+
+    async def grpc_relay(request: Request) -> Response:
+        """A gRPC call relayed over HTTP by the controller's gRPC gateway: the serialized
+        request in, the serialized response out; a refused call is the usual error body
+        with the gRPC code in ``Grpc-Code``."""
+        started = time.perf_counter()
+        method = relays.get(request.path_params["method"])
+        index = metrics.ROUTE_INDEX[f"grpc {method.name}" if method else "other"]
+        try:
+            if method is None:
+                raise problems.NotFound(
+                    f"No gRPC method {problems.shown(request.path_params['method'])}; the "
+                    f"service has {', '.join(relays)}."
+                )
+            if request.method != "POST":
+                raise problems.MethodNotAllowed(
+                    f"{request.method} is not allowed on {request.url.path}; use POST.",
+                    allow="POST",
+                )
+            response = Response(
+                await method.relay(await read_body(request, limit)), media_type=PROTOBUF
+            )
+        except Exception as exc:
+            response = error_response(exc)
+            response.headers["Grpc-Code"] = grpc_service.message(exc)[1]
+        counters.request(index, response.status_code, time.perf_counter() - started)
+        return response
+
     async def model_metadata(request: Request) -> Response:
         check_name(request)
         return Response(model_meta, media_type=JSON)
@@ -344,6 +374,7 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
         endpoint("/v2/models/{name}/versions/{version}/stats", ("GET",), live_stats),
         endpoint("/v2/models/{name}", ("GET",), model_metadata),
         endpoint("/v2/models/{name}/versions/{version}", ("GET",), model_metadata),
+        Route(grpc_service.RELAY + "/{method}", grpc_relay, methods=_ANY_METHOD),
         endpoint("/v2/health/live", ("GET",), live),
         endpoint("/v2/health/ready", ("GET",), ready),
         endpoint("/v2", ("GET",), server_metadata),

@@ -8,6 +8,11 @@ gets the gRPC code of the HTTP status the same problem gets (`problems.GRPC_CODE
 same sentence. Inputs come as ``raw_input_contents`` (what Triton's client sends) or as typed
 ``contents``; the output always comes back as ``raw_output_contents``.
 
+The controller's gRPC gateway reaches a model's server over HTTP: it relays each call's
+serialized request to ``POST /v2/grpc/inference.GRPCInferenceService/<Method>`` (`RELAY`),
+which runs the same `methods` and answers the serialized response (or the error body, with
+the gRPC code in the ``Grpc-Code`` header).
+
 Every worker serves the same port (SO_REUSEPORT: the kernel spreads connections, as it does
 for the shared HTTP socket); the supervisor reserves the port before it forks, and each
 worker creates its gRPC server after the fork (gRPC's threads do not survive a fork).
@@ -18,10 +23,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from mlgitops.adapters import http_server
 from mlgitops.server import grpc_predict_v2_pb2 as pb
@@ -30,6 +37,8 @@ from mlgitops.server import inference, metrics, problems, protocols, tensors
 log = logging.getLogger("mlgitops.server")
 
 SERVICE = "inference.GRPCInferenceService"
+#: The HTTP path prefix of the relay route: ``POST {RELAY}/{method}`` (see `Method.relay`).
+RELAY = "/v2/grpc/" + SERVICE
 
 # typed contents: the field each datatype's values arrive in, and its numpy dtype
 _CONTENTS: dict[str, tuple[str, Any]] = {
@@ -148,8 +157,31 @@ def metadata_response(served: inference.Served) -> pb.ModelMetadataResponse:
 Call = Callable[[Any], Awaitable[Any]]
 
 
-def handlers(served: inference.Served, *, counters: metrics.Slot) -> grpc.GenericRpcHandler:
-    """The generic handler of the service, bound to what this worker serves."""
+@dataclass(frozen=True)
+class Method:
+    """One call of the service: its handler and message types."""
+
+    name: str
+    call: Call
+    request: Any
+    response: Any
+
+    async def relay(self, body: bytes) -> bytes:
+        """The call on serialized messages (the controller's gRPC gateway relays them over
+        HTTP); raises the `problems` exception a refused call gets."""
+        try:
+            request = self.request.FromString(body)
+        except DecodeError:
+            raise problems.BadRequest(
+                f"The body is not a serialized inference.{self.request.__name__} message."
+            ) from None
+        response = await self.call(request)
+        data: bytes = response.SerializeToString()
+        return data
+
+
+def methods(served: inference.Served) -> dict[str, Method]:
+    """The six calls, bound to what this worker serves, by method name."""
 
     async def model_infer(request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         served.check(request.model_name, request.model_version)
@@ -178,13 +210,31 @@ def handlers(served: inference.Served, *, counters: metrics.Slot) -> grpc.Generi
             name=meta["name"], version=meta["version"], extensions=meta["extensions"]
         )
 
-    def method(name: str, fn: Call, request_type: Any, response_type: Any) -> Any:
-        index = metrics.ROUTE_INDEX[f"grpc {name}"]
+    table = [
+        Method("ModelInfer", model_infer, pb.ModelInferRequest, pb.ModelInferResponse),
+        Method("ModelReady", model_ready, pb.ModelReadyRequest, pb.ModelReadyResponse),
+        Method(
+            "ModelMetadata", model_metadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse
+        ),
+        Method("ServerLive", server_live, pb.ServerLiveRequest, pb.ServerLiveResponse),
+        Method("ServerReady", server_ready, pb.ServerReadyRequest, pb.ServerReadyResponse),
+        Method(
+            "ServerMetadata", server_metadata, pb.ServerMetadataRequest, pb.ServerMetadataResponse
+        ),
+    ]
+    return {m.name: m for m in table}
+
+
+def handlers(served: inference.Served, *, counters: metrics.Slot) -> grpc.GenericRpcHandler:
+    """The generic handler of the service, bound to what this worker serves."""
+
+    def handler(method: Method) -> Any:
+        index = metrics.ROUTE_INDEX[f"grpc {method.name}"]
 
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             try:
-                response = await fn(request)
+                response = await method.call(request)
             except Exception as exc:
                 status, code, text = message(exc)
                 counters.request(index, status, time.perf_counter() - started)
@@ -194,35 +244,12 @@ def handlers(served: inference.Served, *, counters: metrics.Slot) -> grpc.Generi
 
         return grpc.unary_unary_rpc_method_handler(
             handle,
-            request_deserializer=request_type.FromString,
-            response_serializer=response_type.SerializeToString,
+            request_deserializer=method.request.FromString,
+            response_serializer=method.response.SerializeToString,
         )
 
     return grpc.method_handlers_generic_handler(
-        SERVICE,
-        {
-            "ModelInfer": method(
-                "ModelInfer", model_infer, pb.ModelInferRequest, pb.ModelInferResponse
-            ),
-            "ModelReady": method(
-                "ModelReady", model_ready, pb.ModelReadyRequest, pb.ModelReadyResponse
-            ),
-            "ModelMetadata": method(
-                "ModelMetadata", model_metadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse
-            ),
-            "ServerLive": method(
-                "ServerLive", server_live, pb.ServerLiveRequest, pb.ServerLiveResponse
-            ),
-            "ServerReady": method(
-                "ServerReady", server_ready, pb.ServerReadyRequest, pb.ServerReadyResponse
-            ),
-            "ServerMetadata": method(
-                "ServerMetadata",
-                server_metadata,
-                pb.ServerMetadataRequest,
-                pb.ServerMetadataResponse,
-            ),
-        },
+        SERVICE, {name: handler(m) for name, m in methods(served).items()}
     )
 
 

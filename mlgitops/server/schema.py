@@ -234,11 +234,10 @@ class Signature:
                 f"non-numeric columns, so send one named tensor per column."
             )
         width = len(self.names)
-        if isinstance(flat, np.ndarray):
-            if self.all_floating and flat.dtype.kind in "fiu":
-                matrix = flat.astype(np.float64)
-                if np.isfinite(matrix).all():
-                    return self._matrix_batch(matrix.reshape(rows, width))
+        if isinstance(flat, np.ndarray) and self.all_floating and flat.dtype.kind in "fiu":
+            matrix = flat.astype(np.float64)
+            if np.isfinite(matrix).all():
+                return self._matrix_batch(matrix.reshape(rows, width))
         if self.all_floating:  # a list, or an array with a bad value: the sentence names it
             values: list[Any] = flat.tolist() if isinstance(flat, np.ndarray) else flat
             matrix = _float_matrix(values, where=where, names=self.names)
