@@ -17,7 +17,6 @@ MlgitopsError                  base; every message is a sentence that says what 
     ├── ReportError            building an Evidently report failed (never blocks a revert)
     ├── TrackingError          MLflow could not record a decision (never blocks a deploy or revert)
     ├── NotifyError            an outgoing webhook failed (retried off the loop; never blocks)
-    ├── NotifyError            an outgoing webhook failed (retried off the loop; never blocks)
     └── ClusterError           the Kubernetes API server is unreachable, throttles or fails
         └── Conflict           a Kubernetes object changed meanwhile (409): read, re-apply
 ```
@@ -89,10 +88,6 @@ class ReportError(Transient):
 
 class TrackingError(Transient):
     """MLflow could not record a decision or move an alias; retried, never blocking."""
-
-
-class NotifyError(Transient):
-    """An outgoing webhook could not be delivered (retried with back-off, off the loop)."""
 
 
 class NotifyError(Transient):
