@@ -152,6 +152,26 @@ def test_service_follows_every_version_of_the_model() -> None:
     assert s["metadata"]["ownerReferences"] == render()["metadata"]["ownerReferences"]
 
 
+def test_grpc_port_is_served_by_the_container_and_exposed_by_the_service() -> None:
+    opts = ko.PodOptions(grpc_port=8081)
+    server = render(options=opts)["spec"]["template"]["spec"]["containers"][0]
+    assert server["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
+    ]
+    serve = cli.main.commands["serve"].make_context("serve", server["args"][1:])
+    assert serve.params["grpc_port"] == 8081 and serve.params["port"] == 8080
+    s = ko.service(example(), owner=owner(), namespace="models", options=opts)
+    assert s["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+        {"name": "grpc", "port": 8081, "targetPort": "grpc", "protocol": "TCP"},
+    ]
+    # without the option: HTTP only, as before
+    plain = render()["spec"]["template"]["spec"]["containers"][0]
+    assert "--grpc-port" not in plain["args"] and len(plain["ports"]) == 1
+    assert [p["name"] for p in ko.service(example(), owner=owner())["spec"]["ports"]] == ["http"]
+
+
 def test_names_fit_kubernetes_limits() -> None:
     long = "m" + "-x" * 31  # 63 characters, the longest model name
     assert manifest.valid_name(long)

@@ -54,6 +54,7 @@ ANNOTATION_SOURCE = "mlgitops.io/source"
 HTTP_PORT = 8080
 SERVICE_PORT = 80
 PORT_NAME = "http"
+GRPC_PORT_NAME = "grpc"
 MODELS_MOUNT = "/models"
 STATS_MOUNT = "/var/lib/mlgitops/stats"
 TMP_MOUNT = "/tmp"
@@ -151,6 +152,9 @@ class PodOptions:
     trust_allow: tuple[str, ...] = ()
     """The operator's own trust policy (``MLGITOPS_TRUST_ALLOW``), given to both containers."""
     revision_history_limit: int = 3
+    grpc_port: int | None = None
+    """The container also serves the v2 gRPC API on this port (``--grpc-port``), and the Service
+    exposes it as port ``grpc``; None: HTTP only."""
 
 
 def model_labels(model: str) -> dict[str, str]:
@@ -207,7 +211,11 @@ def fetch_args(dep: manifest.ModelDeployment, commit: str, source: Source) -> li
 
 
 def serve_args(
-    dep: manifest.ModelDeployment, commit: str, trusted_types: Sequence[str]
+    dep: manifest.ModelDeployment,
+    commit: str,
+    trusted_types: Sequence[str],
+    *,
+    grpc_port: int | None = None,
 ) -> list[str]:
     """The server container's arguments (after the ``mlgitops`` command)."""
     batching = dep.serving.batching
@@ -223,6 +231,8 @@ def serve_args(
         "--max-delay-ms", f"{batching.max_delay_ms:g}",
         "--stats-dir", STATS_MOUNT,
     ]  # fmt: skip
+    if grpc_port is not None:
+        args += ["--grpc-port", str(grpc_port)]
     for t in trusted_types:
         args += ["--trust", t]
     return args
@@ -319,9 +329,14 @@ def deployment(
         "image": opts.image,
         "imagePullPolicy": opts.image_pull_policy,
         "command": ["mlgitops"],
-        "args": serve_args(dep, commit, trusted_types),
+        "args": serve_args(dep, commit, trusted_types, grpc_port=opts.grpc_port),
         "env": _env(opts),
-        "ports": [{"name": PORT_NAME, "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "ports": [{"name": PORT_NAME, "containerPort": HTTP_PORT, "protocol": "TCP"}]
+        + (
+            [{"name": GRPC_PORT_NAME, "containerPort": opts.grpc_port, "protocol": "TCP"}]
+            if opts.grpc_port is not None
+            else []
+        ),
         "startupProbe": _probe(
             LIVE_PATH, period=opts.startup_period_seconds, failures=opts.startup_failure_threshold
         ),
@@ -372,9 +387,20 @@ def deployment(
 
 
 def service(
-    dep: manifest.ModelDeployment, *, owner: Owner, namespace: str | None = None
+    dep: manifest.ModelDeployment,
+    *,
+    owner: Owner,
+    namespace: str | None = None,
+    options: PodOptions | None = None,
 ) -> dict[str, Any]:
-    """The ``v1`` Service in front of every ready pod of the model (port 80 -> 8080, ``http``)."""
+    """The ``v1`` Service in front of every ready pod of the model (port 80 -> 8080, ``http``;
+    and ``grpc`` when the pods serve gRPC: the same options as the Deployment's)."""
+    grpc_port = (options or PodOptions()).grpc_port
+    ports = [{"name": PORT_NAME, "port": SERVICE_PORT, "targetPort": PORT_NAME, "protocol": "TCP"}]
+    if grpc_port is not None:
+        ports.append(
+            {"name": GRPC_PORT_NAME, "port": grpc_port, "targetPort": GRPC_PORT_NAME, "protocol": "TCP"}
+        )
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -382,9 +408,7 @@ def service(
         "spec": {
             "type": "ClusterIP",
             "selector": selector(dep.name),
-            "ports": [
-                {"name": PORT_NAME, "port": SERVICE_PORT, "targetPort": PORT_NAME, "protocol": "TCP"}
-            ],
+            "ports": ports,
         },
     }
 
