@@ -13,8 +13,8 @@ from rich.table import Table
 
 from mlgitops import errors, repository, settings, ui, validate
 from mlgitops.adapters import git
+from mlgitops.core import decisions, layout, manifest
 from mlgitops.core import digest as digest_mod
-from mlgitops.core import layout
 
 
 def _fail(exc: BaseException) -> None:
@@ -131,13 +131,21 @@ def fetch_model_cmd(repo_url: str, commit: str, name: str, digest: str, dest: Pa
 @click.option("--host", help="Gateway address (default 127.0.0.1).")
 @click.option("--poll", "poll_seconds", type=float, help="Poll interval in seconds (default 10).")
 @click.option("--no-monitor", is_flag=True, help="Do not watch drift.")
+@click.option("--public-url", help="Where people reach the gateway (e.g. behind an ingress): "
+              "revert commits and notifications link decision pages there (MLGITOPS_PUBLIC_URL).")
+@click.option("--notify-url", help="POST every deploy, hold, alert and revert to this webhook; "
+              "signed with MLGITOPS_NOTIFY_SECRET (MLGITOPS_NOTIFY_URL).")
+@click.option("--notify-format", type=click.Choice(["json", "slack"]),
+              help="Webhook body: json (default) or slack ({text, blocks}).")
 def up(repo: Path, port: int | None, host: str | None, poll_seconds: float | None,
-       no_monitor: bool) -> None:
+       no_monitor: bool, public_url: str | None, notify_url: str | None,
+       notify_format: str | None) -> None:
     """Run the controller, the model servers and the drift monitor (foreground)."""
     from mlgitops.controller import run
 
     cfg = settings.controller(repo, port=port, host=host, poll_seconds=poll_seconds,
-                              monitor=not no_monitor)
+                              monitor=not no_monitor, public=public_url, notify_url=notify_url,
+                              notify_format=notify_format)
     run.up(cfg)
 
 
@@ -261,15 +269,56 @@ def history(name: str, repo: Path, as_json: bool) -> None:
 @main.command()
 @click.argument("name")
 @click.option("--repo", default=".", type=click.Path(exists=True, path_type=Path), show_default=True)
-def report(name: str, repo: Path) -> None:
-    """Write an Evidently drift report of NAME's live data against its reference sample."""
+@click.option("--open", "open_latest", is_flag=True, help="Open the latest decision in a browser.")
+@click.option("--json", "as_json", is_flag=True, help="Print the decisions as JSON.")
+@click.option("--build", is_flag=True,
+              help="Instead: write an Evidently report of NAME's live data now.")
+def report(name: str, repo: Path, open_latest: bool, as_json: bool, build: bool) -> None:
+    """List NAME's decisions (deploys, holds, alerts, reverts) with the URLs of their pages."""
     from mlgitops.controller import reports
 
+    if not build:
+        _decisions(name, repo, open_latest=open_latest, as_json=as_json)
+        return
     with ui.console.status(f"building the Evidently report for {name}…"):
         html = reports.build_report(repo, name)
     ui.console.print(f"Report: {html}")
     ui.console.print(f"Open it in a browser, or run: evidently ui --workspace "
                      f"{reports.workspace_dir(repo.resolve() / layout.STATE_DIR)}")
+
+
+def _decisions(name: str, repo: Path, *, open_latest: bool, as_json: bool) -> None:
+    """``mlgitops report NAME``: the recorded decisions of NAME, newest last."""
+    import webbrowser
+
+    from mlgitops import insights
+    from mlgitops.controller import run
+
+    if not manifest.valid_name(name):
+        raise click.ClickException(f"{name!r} is not a model name (a lowercase DNS label such as "
+                                   "credit-risk)")
+    info = run.read_controller(repo)
+    live = str(info["url"]) if info and run.controller_alive(repo, info) else None
+    rows = [(d, insights.decision_url(repo, d, gateway=live))
+            for d in insights.decision_records(repo, name)]
+    if as_json:
+        click.echo(json.dumps([{**d.to_dict(), "url": url} for d, url in rows], indent=2))
+    elif not rows:
+        ui.console.print(f"No decisions of {name} are recorded under "
+                         f"{repo.resolve() / layout.STATE_DIR}; run `mlgitops up --repo {repo}` "
+                         "and publish it first.")
+    else:
+        table = Table("time (UTC)", "kind", "version", "previous", "verdict", "url")
+        for d, url in rows:
+            table.add_row(decisions.iso(d.at), d.kind.value, (d.version or "-")[:12],
+                          (d.previous_version or "-")[:12], d.verdict, url)
+        ui.console.print(table)
+    if open_latest:
+        if not rows:
+            raise click.ClickException(f"there is no decision of {name} to open")
+        url = rows[-1][1]
+        if not webbrowser.open(url):
+            ui.console.print(f"No browser could be started here; open {url}")
 
 
 @main.command()

@@ -1,6 +1,9 @@
 """Read a model's history into pandas, for notebooks: decisions, drift per feature, reverts.
 
 Everything here reads what the controller and Git already recorded; nothing is recomputed.
+`decision_records` / `decisions` read the controller's decision log, `decision_url` says where a
+decision's page is (the URL it was recorded with, the running gateway's, or the page file), and
+`decision_page` is that page's HTML (for ``IPython.display.HTML``).
 """
 
 from __future__ import annotations
@@ -12,7 +15,12 @@ from typing import Any
 import pandas as pd
 
 from mlgitops.adapters import files, git
+from mlgitops.core import decision_page as page_mod
+from mlgitops.core import decisions as decisions_mod
 from mlgitops.core import layout
+
+REPORTS = "reports"
+LOG_FILES = ("decisions.1.jsonl", "decisions.jsonl")
 
 
 def _state(repo: str | Path) -> Path:
@@ -76,3 +84,55 @@ def reverts(repo: str | Path, name: str) -> pd.DataFrame:
 def commit_message(repo: str | Path, commit: str) -> str:
     """The full message of ``commit`` (evidence and trailers of a revert)."""
     return git.text(Path(repo).expanduser().resolve(), "log", "-1", "--format=%B", commit)
+
+
+def decision_records(repo: str | Path, name: str | None = None) -> list[decisions_mod.Decision]:
+    """Every recorded decision (of ``name`` only when given), oldest first."""
+    folder = _state(repo) / REPORTS
+    rows = [r for f in LOG_FILES for r in files.read_jsonl(folder / f)
+            if isinstance(r, dict) and (name is None or r.get("model") == name)]
+    return decisions_mod.latest(rows)
+
+
+def decisions(repo: str | Path, name: str | None = None) -> pd.DataFrame:
+    """One row per decision: time, kind, model, version, previous, commit, verdict, url."""
+    rows = [{"time": pd.Timestamp(dt.datetime.fromtimestamp(d.at, dt.UTC)), "kind": d.kind.value,
+             "model": d.model, "version": d.version, "previous": d.previous_version,
+             "commit": d.commit, "verdict": d.verdict, "id": d.id,
+             "url": decision_url(repo, d)}
+            for d in decision_records(repo, name)]
+    return pd.DataFrame(rows, columns=["time", "kind", "model", "version", "previous", "commit",
+                                       "verdict", "id", "url"])
+
+
+def page_path(repo: str | Path, d: decisions_mod.Decision) -> Path:
+    return _state(repo) / REPORTS / d.model / f"{d.id}.html"
+
+
+def decision_url(repo: str | Path, d: decisions_mod.Decision, *, gateway: str | None = None) -> str:
+    """Where to open ``d``: its recorded URL, else the running ``gateway``'s, else its page file."""
+    if d.report_url and d.report_url.startswith(("http://", "https://")):
+        return d.report_url
+    if gateway:
+        return f"{gateway.rstrip('/')}{d.page_path}"
+    return page_path(repo, d).as_uri()
+
+
+def decision_page(repo: str | Path, name: str, ident: str | None = None, *,
+                  kind: str | None = "revert") -> str:
+    """The HTML page of decision ``ident`` of ``name`` (default: its latest of ``kind``).
+
+    The page the controller wrote, else one rendered from the log. ValueError when there is none.
+    """
+    records = [d for d in decision_records(repo, name)
+               if (ident is None or d.id == ident) and (ident or kind is None or d.kind.value == kind)]
+    if not records:
+        what = f"decision {ident}" if ident else f"{kind or 'decision'} of {name}"
+        raise ValueError(f"no {what} is recorded under {_state(repo) / REPORTS}")
+    d = records[-1]
+    path = page_path(repo, d)
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    history = [h for h in decision_records(repo, name) if h.version == d.version and h.at <= d.at
+               and h.features]
+    return page_mod.render(d, history=history or [d])

@@ -86,6 +86,8 @@ class GatewaySettings:
     """Largest ``/hooks/github`` body (a push event's is a few KB; GitHub's cap is 25 MB)."""
     read_timeout_seconds: float = 5.0
     """Time a client may take to send a request's head, or pause while sending its body."""
+    public_url: str | None = None
+    """Where people reach the gateway (behind an ingress); decision links are built on it."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,43 @@ class MonitorSettings:
 
 
 @dataclass(frozen=True)
+class NotifySettings:
+    """The outgoing webhook on deploy, hold, alert and revert (off when ``url`` is None)."""
+
+    url: str | None = None
+    secret: str | None = None
+    """Signs each body: ``X-Mlgitops-Signature: sha256=<HMAC-SHA256 hex>``."""
+    format: str = "json"
+    """``json`` or ``slack`` (``{"text": …, "blocks": …}``)."""
+    timeout_seconds: float = 5.0
+
+
+def notify(*, url: str | None = None, format: str | None = None) -> NotifySettings:
+    """``MLGITOPS_NOTIFY_URL``, ``MLGITOPS_NOTIFY_SECRET``, ``MLGITOPS_NOTIFY_FORMAT`` (flags win)."""
+    target = url or os.environ.get("MLGITOPS_NOTIFY_URL") or None
+    if target is not None and not target.startswith(("http://", "https://")):
+        raise errors.ConfigError(f"the notification URL {target!r} must start with http:// or "
+                                 "https://; pass --notify-url http://host/path")
+    fmt = (format or os.environ.get("MLGITOPS_NOTIFY_FORMAT") or "json").strip().lower()
+    if fmt not in ("json", "slack"):
+        raise errors.ConfigError(f"the notification format {fmt!r} is not json or slack; pass "
+                                 "--notify-format json or --notify-format slack")
+    return NotifySettings(url=target, secret=os.environ.get("MLGITOPS_NOTIFY_SECRET") or None,
+                          format=fmt, timeout_seconds=_float("MLGITOPS_NOTIFY_TIMEOUT_SECONDS", 5.0))
+
+
+def public_url(value: str | None) -> str | None:
+    """``--public-url`` or ``MLGITOPS_PUBLIC_URL``, without a trailing slash; checked."""
+    raw = (value or os.environ.get("MLGITOPS_PUBLIC_URL") or "").strip().rstrip("/")
+    if not raw:
+        return None
+    if not raw.startswith(("http://", "https://")):
+        raise errors.ConfigError(f"the public URL {raw!r} must start with http:// or https://; "
+                                 "pass e.g. --public-url https://mlgitops.example.com")
+    return raw
+
+
+@dataclass(frozen=True)
 class ControllerSettings:
     repo: Path
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
@@ -116,6 +155,7 @@ class ControllerSettings:
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
     trust: trust.Policy = field(default_factory=trust.Policy)
     signing: SigningSettings = field(default_factory=SigningSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
     @property
     def state_dir(self) -> Path:
@@ -161,6 +201,9 @@ def controller(
     host: str | None = None,
     poll_seconds: float | None = None,
     monitor: bool = True,
+    public: str | None = None,
+    notify_url: str | None = None,
+    notify_format: str | None = None,
 ) -> ControllerSettings:
     """Controller settings from flags, then ``MLGITOPS_*`` environment variables, then defaults."""
     telemetry_off()
@@ -171,6 +214,7 @@ def controller(
         max_body_bytes=_bytes("MLGITOPS_MAX_BODY_BYTES", GatewaySettings.max_body_bytes),
         webhook_max_bytes=_bytes("MLGITOPS_WEBHOOK_MAX_BYTES", GatewaySettings.webhook_max_bytes),
         read_timeout_seconds=_float("MLGITOPS_READ_TIMEOUT_SECONDS", 5.0),
+        public_url=public_url(public),
     )
     sync = SyncSettings(
         poll_seconds=poll_seconds or _float("MLGITOPS_POLL_SECONDS", 10.0),
@@ -184,7 +228,8 @@ def controller(
         interval_seconds=_float("MLGITOPS_MONITOR_SECONDS", 1.0),
     )
     return ControllerSettings(repo=repo.resolve(), gateway=gw, sync=sync, monitor=mon,
-                              trust=trust_policy(), signing=signing())
+                              trust=trust_policy(), signing=signing(),
+                              notify=notify(url=notify_url, format=notify_format))
 
 
 @dataclass(frozen=True)

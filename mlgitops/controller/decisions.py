@@ -67,8 +67,11 @@ class Log:
             with contextlib.suppress(OSError):
                 if self.path.stat().st_size + len(line) > self.max_bytes:
                     os.replace(self.path, self.root / ROTATED_FILE)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = b"\n" + line  # a torn last line (a crash mid-write) stays alone
                 os.write(fd, line)
             finally:
                 os.close(fd)

@@ -19,14 +19,16 @@ from typing import Any
 import uvicorn
 
 from mlgitops import errors, repository, settings, ui
-from mlgitops.adapters import files, http_server, local_hosts, local_runtime
-from mlgitops.controller import gateway
+from mlgitops.adapters import files, http_server, local_hosts, local_runtime, webhooks
+from mlgitops.controller import decision_pages, gateway
+from mlgitops.controller import decisions as decision_log
 from mlgitops.controller import monitor as monitor_mod
 from mlgitops.controller import reconciler as rec
 from mlgitops.controller import reports as reports_mod
 from mlgitops.controller import revert as revert_mod
 from mlgitops.controller import source as source_mod
 from mlgitops.controller import state as state_mod
+from mlgitops.core import decisions
 
 CONTROLLER_FILE = "controller.json"
 LOCK_FILE = "controller.lock"
@@ -71,10 +73,43 @@ class Controller:
         self.pending_fetch = True
         self.background: list[Callable[[threading.Event], None]] = []
         self.port = cfg.gateway.port
+        self.decisions = self._decisions()
+        self.store.listeners.append(self._rollout_decision)
         self.monitor: monitor_mod.Monitor[local_runtime.Backend] | None = None
         if cfg.monitor.enabled:  # drift monitor: windows -> policy -> alerts and git reverts
             self.monitor = self._monitor()
             self.background.append(self.monitor.run)
+
+    def _decisions(self) -> decision_log.Dispatcher:
+        """The decision log and its sinks: the pages, and the outgoing webhook when set."""
+        reports_root = self.state_dir / reports_mod.REPORTS
+        sinks: list[decision_log.Sink] = [
+            decision_pages.Pages(reports_root, clone=lambda: self.source.clone)]
+        notify = self.cfg.notify
+        if notify.url:
+            sinks.append(webhooks.Notifier(webhooks.Target(
+                url=notify.url, secret=notify.secret,
+                format="slack" if notify.format == "slack" else "json",
+                timeout_seconds=notify.timeout_seconds)))
+        return decision_log.Dispatcher(log=decision_log.Log(reports_root),
+                                       state_dir=self.state_dir, sinks=sinks)
+
+    def _rollout_decision(self, event: dict[str, Any]) -> None:
+        """A ``Deployed`` or ``Held`` event becomes a deploy or hold decision record."""
+        kind = {"Deployed": decisions.Kind.DEPLOY, "Held": decisions.Kind.HOLD}.get(
+            str(event.get("type")))
+        name = str(event.get("model") or "")
+        if kind is None or not name:
+            return
+        previous = event.get("previous")
+        if kind is decisions.Kind.HOLD:
+            backend = self.router.get(name)
+            previous = backend.version if backend is not None else None
+        self.decisions.submit(decisions.of_rollout(
+            kind=kind, model=name, at=time.time(), version=event.get("commit"),
+            previous_version=str(previous) if previous else None,
+            verdict=str(event.get("message") or ""), digest=event.get("digest"),
+            base_url=self.public_url))
 
     def _monitor(self) -> monitor_mod.Monitor[local_runtime.Backend]:
         """The drift monitor, wired to this controller's store, router, source and settings."""
@@ -87,7 +122,8 @@ class Controller:
             trigger=self.trigger,
             interval=self.cfg.monitor.interval_seconds,
             branch=self.cfg.sync.branch,
-            report_base=self.base_url,
+            report_base=self.public_url,
+            dispatcher=self.decisions,
             writer=revert_mod.Writer(self.state_dir, url=self.remote.url,
                                      branch=self.cfg.sync.branch,
                                      signing_key=self.cfg.signing.key),
@@ -99,6 +135,11 @@ class Controller:
     @property
     def base_url(self) -> str:
         return f"http://{self.cfg.gateway.host}:{self.port}"
+
+    @property
+    def public_url(self) -> str:
+        """Where people reach the gateway: ``--public-url``, else its own address."""
+        return self.cfg.gateway.public_url or self.base_url
 
     def endpoint(self, name: str) -> str:
         return f"{self.base_url}/v2/models/{name}"
@@ -195,6 +236,9 @@ class Controller:
                  "startTime": local_runtime.start_time(os.getpid())},
             )
             self._register()
+            self.decisions.start()
+            for missing in decision_pages.missing(self.state_dir / reports_mod.REPORTS):
+                self.decisions.resend(missing)  # pages lost with the reports directory
             workers = [
                 threading.Thread(target=fn, args=(self.stop_event,), daemon=True)
                 for fn in self.background
@@ -208,6 +252,7 @@ class Controller:
             finally:
                 self._unregister()
                 self.stop_event.set()
+                self.decisions.stop()
                 self.reconciler.stop_all()
                 self.runtime.close()
                 leftovers = self.runtime.sweep()

@@ -1,0 +1,301 @@
+"""Decision records: built from real windows, logged, fanned out to sinks, served, and sent.
+
+- records of a real window against two real baselines (both sides per feature, the prediction
+  distributions, the reason an alert did not revert);
+- the append-only log survives a new reader, supersedes by id, and skips a torn line;
+- the dispatcher retries a failing sink with back-off and never blocks the caller;
+- the outgoing webhook against a real HTTP receiver on loopback: signed JSON, Slack format,
+  retried after 503s;
+- the gateway's ``/reports/`` index and ``/reports/<model>/<id>`` pages over real HTTP, and
+  404 sentences for what is not there.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import uvicorn
+from conftest import free_port, wait_until
+from webhook_receiver import Receiver
+
+from mlgitops import errors
+from mlgitops.adapters import webhooks
+from mlgitops.controller import decision_pages, gateway, report_files
+from mlgitops.controller import decisions as decision_log
+from mlgitops.controller import reconciler as rec
+from mlgitops.core import decision_page, decisions, policy, stats
+from mlgitops.core.manifest import DriftPolicy
+
+FEATURES = ["age", "income", "plan"]
+
+
+def frame(n: int, *, shift: float = 0.0, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "age": rng.normal(40 + 10 * shift, 8, n),
+        "income": rng.lognormal(10 + shift, 0.4, n),
+        "plan": rng.choice(["basic", "plus", "pro"], n,
+                           p=[0.6, 0.3, 0.1] if shift == 0 else [0.1, 0.3, 0.6]),
+    })
+
+
+def baseline_of(f: pd.DataFrame) -> stats.Baseline:
+    preds = (f["age"] > 40).astype(int).to_numpy()
+    return stats.build_baseline({c: f[c].to_numpy() for c in FEATURES}, predictions=preds,
+                                kinds={"plan": "categorical", "prediction": "categorical"})
+
+
+def window_of(baseline: stats.Baseline, f: pd.DataFrame) -> stats.LiveStats:
+    live = stats.LiveStats.empty(baseline)
+    live.update({c: f[c].to_numpy() for c in FEATURES}, (f["age"] > 40).astype(int).to_numpy())
+    return live
+
+
+RULES = DriftPolicy(window_rows=500, min_rows=300, consecutive_windows=1, cooldown_seconds=0)
+
+
+def window_decision(*, live_shift: float, action: str = "revert",
+                    blocked: str | None = None) -> decisions.Decision:
+    """A closed window of the serving version (trained on shift 1) vs the previous (shift 0)."""
+    previous, serving = baseline_of(frame(2000, seed=1)), baseline_of(frame(2000, shift=1, seed=2))
+    window = window_of(serving, frame(800, shift=live_shift, seed=3))
+    report = __import__("mlgitops.core.drift", fromlist=["compare_stats"]).compare_stats(
+        serving, window, share=RULES.dataset_share)
+    rules = DriftPolicy(**{**RULES.__dict__, "action": action})
+    evidence = policy.Evidence.from_reports(
+        report, fit_current=policy.fit_share(serving, serving, window),
+        fit_previous=policy.fit_share(previous, serving, window), revert_blocked=blocked)
+    d = policy.decide(evidence, policy.History(), rules, now=1_780_000_000.25)
+    return decisions.of_window(d, model="credit-risk", version="b" * 40, digest="sha256:" + "2" * 64,
+                               previous_version="a" * 40, rules=rules, baseline=serving,
+                               previous=previous, window=window, index=3,
+                               base_url="https://ml.example.com/")
+
+
+def test_a_revert_window_records_both_baselines_per_feature_and_round_trips() -> None:
+    d = window_decision(live_shift=0.0)  # live data is the previous version's population
+    assert d.kind is decisions.Kind.REVERT and d.policy_verdict == "revert"
+    assert decisions.valid_id(d.id) and d.id.startswith("credit-risk-20260528T")
+    assert d.id.split("-")[-2] == "revert" and len(d.id.split("-")[-1]) == 6
+    assert d.report_url == f"https://ml.example.com/reports/credit-risk/{d.id}"
+    assert [f.name for f in d.features] == FEATURES
+    for f in d.features:  # drifts from the reverted baseline, fits the restored one
+        assert f.drifted and f.restored is not None and not f.restored.drifted, f
+    methods = {f.name: (f.method, f.restored.method if f.restored else None) for f in d.features}
+    # 2000 reference rows: distances, as Evidently picks them (core.drift)
+    assert methods == {"age": ("wasserstein",) * 2, "income": ("wasserstein",) * 2,
+                       "plan": ("jensenshannon",) * 2}
+    assert d.prediction is not None and d.prediction.name == "prediction"
+    labels = [dist.label for dist in d.distributions]
+    assert labels == ["reverted baseline", "restored baseline", "live"]
+    assert all(abs(sum(dist.shares) - 1) < 1e-6 for dist in d.distributions)
+    assert d.thresholds["datasetShare"] == 0.5 and d.thresholds["consecutiveWindows"] == 1
+    assert d.why_not_reverted is None and d.window == 3 and d.rows == 800
+    again = decisions.Decision.from_json(d.to_json())
+    assert again == d
+    # the id is a function of what was decided: the same inputs give the same id
+    assert window_decision(live_shift=0.0).id == d.id
+
+
+def test_an_alert_says_why_no_revert_was_made() -> None:
+    inputs = window_decision(live_shift=3.0)  # away from both versions
+    assert inputs.kind is decisions.Kind.ALERT
+    assert inputs.why_not_reverted is not None and "both versions" in inputs.why_not_reverted
+    alert_only = window_decision(live_shift=0.0, action="alert")
+    assert alert_only.why_not_reverted is not None and "action is alert" in alert_only.why_not_reverted
+    blocked = window_decision(live_shift=0.0, blocked="there is no previous version to return to")
+    assert blocked.why_not_reverted == "there is no previous version to return to"
+    page = decision_page.render(inputs, history=[inputs])
+    assert "Why no revert was made" in page and "both versions" in page
+
+
+def test_the_log_survives_a_new_reader_supersedes_by_id_and_skips_a_torn_line(tmp_path: Path) -> None:
+    log = decision_log.Log(tmp_path)
+    d = window_decision(live_shift=0.0)
+    log.append(d.with_(outcome="the revert is being pushed"))
+    log.append(d.with_(commit="c" * 40))
+    with log.path.open("ab") as f:
+        f.write(b'{"id": "torn')
+    other = decisions.of_rollout(kind=decisions.Kind.DEPLOY, model="fraud", at=1.0,
+                                 version="d" * 40, previous_version=None, verdict="serves",
+                                 digest=None, base_url=None)
+    decision_log.Log(tmp_path).append(other)
+    (again,) = decision_log.read(tmp_path, model="credit-risk")
+    assert again.commit == "c" * 40 and again.outcome is None
+    assert [r.model for r in decision_log.read(tmp_path)] == ["fraud", "credit-risk"]
+    small = decision_log.Log(tmp_path / "small", max_bytes=len(d.to_json()) + 10)
+    small.append(d)
+    small.append(other)  # rotated once: both still readable
+    assert {r.id for r in decision_log.read(tmp_path / "small")} == {d.id, other.id}
+
+
+class Flaky:
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls: list[float] = []
+        self.got: list[str] = []
+
+    def record(self, decision: decisions.Decision) -> None:
+        self.calls.append(time.monotonic())
+        if len(self.calls) <= self.failures:
+            raise errors.NotifyError("receiver is down")
+        self.got.append(decision.id)
+
+
+class Slow:
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def record(self, decision: decisions.Decision) -> None:
+        self.release.wait(10)
+
+
+def test_the_dispatcher_retries_with_backoff_off_the_callers_thread(tmp_path: Path) -> None:
+    flaky, slow, never = Flaky(2), Slow(), Flaky(99)
+    dispatcher = decision_log.Dispatcher(
+        log=decision_log.Log(tmp_path / "reports"), state_dir=tmp_path, sinks=[slow, flaky, never],
+        retry=decision_log.Retry(attempts=3, first=0.05, cap=0.2))
+    d = window_decision(live_shift=0.0)
+    started = time.monotonic()
+    dispatcher.submit(d.with_(sample_path=str(dispatcher.sample_path(d.model, d.id))),
+                      frame(50))
+    assert time.monotonic() - started < 0.5  # the slow sink does not hold the caller
+    assert decision_log.find(tmp_path / "reports", d.model, d.id) is not None  # logged at once
+    slow.release.set()
+    assert dispatcher.wait(10)
+    assert flaky.got == [d.id] and len(flaky.calls) == 3
+    assert flaky.calls[2] - flaky.calls[1] >= flaky.calls[1] - flaky.calls[0] >= 0.04
+    assert dispatcher.failures == [("Flaky", d.id, "NotifyError: receiver is down")]
+    assert len(pd.read_parquet(dispatcher.sample_path(d.model, d.id))) == 50
+    dispatcher.stop()
+
+
+def test_samples_are_kept_with_bounded_retention(tmp_path: Path) -> None:
+    dispatcher = decision_log.Dispatcher(log=decision_log.Log(tmp_path / "reports"),
+                                         state_dir=tmp_path, keep_samples=3)
+    base = window_decision(live_shift=0.0)
+    ids = []
+    for i in range(5):
+        d = base.with_(id=f"credit-risk-20260528T00000{i}-pass-00000{i}")
+        dispatcher.submit(d.with_(sample_path=str(dispatcher.sample_path(d.model, d.id))), frame(5))
+        ids.append(d.id)
+        assert dispatcher.wait(10)
+        time.sleep(0.01)
+    kept = sorted(p.stem for p in decision_log.samples_dir(tmp_path, "credit-risk").iterdir())
+    assert kept == ids[2:]
+
+
+def test_webhook_posts_a_signed_decision_and_is_retried_after_503(tmp_path: Path) -> None:
+    d = window_decision(live_shift=0.0).with_(commit="c" * 40)
+    with Receiver(fail_first=2) as receiver:
+        sink = webhooks.Notifier(webhooks.Target(url=receiver.url, secret="s3cret"))
+        dispatcher = decision_log.Dispatcher(
+            log=decision_log.Log(tmp_path), state_dir=tmp_path, sinks=[sink],
+            retry=decision_log.Retry(attempts=4, first=0.05))
+        dispatcher.submit(d)
+        assert dispatcher.wait(20)
+        (got,) = receiver.deliveries
+        assert receiver.refused == 2
+    assert got.headers["x-mlgitops-event"] == "revert"
+    assert got.headers["x-mlgitops-delivery"] == d.id
+    assert webhooks.verify("s3cret", got.body, got.headers["x-mlgitops-signature"])
+    assert not webhooks.verify("other", got.body, got.headers["x-mlgitops-signature"])
+    body = json.loads(got.body)
+    assert body["model"] == "credit-risk" and body["event"] == "revert"
+    assert (body["version"], body["previousVersion"], body["commit"]) == ("b" * 40, "a" * 40, "c" * 40)
+    assert body["reportUrl"] == d.report_url and body["verdict"] == d.verdict
+    assert body["driftedFeatures"] == FEATURES
+
+
+def test_webhook_slack_format_and_quiet_windows_are_not_sent() -> None:
+    d = window_decision(live_shift=3.0)  # an alert
+    with Receiver() as receiver:
+        sink = webhooks.Notifier(webhooks.Target(url=receiver.url, format="slack"))
+        sink.record(d)
+        sink.record(d.with_(kind=decisions.Kind.PASS))
+    (got,) = receiver.deliveries
+    assert "x-mlgitops-signature" not in got.headers  # no secret, no signature
+    body = json.loads(got.body)
+    assert set(body) == {"text", "blocks"} and "drift alert" in body["text"]
+    assert any(b["type"] == "actions" and b["elements"][0]["url"] == d.report_url
+               for b in body["blocks"])
+
+
+def test_a_webhook_that_cannot_be_reached_is_a_sentence() -> None:
+    sink = webhooks.Notifier(webhooks.Target(url=f"http://127.0.0.1:{free_port()}/x",
+                                             timeout_seconds=1))
+    with pytest.raises(errors.NotifyError, match="could not be reached"):
+        sink.record(window_decision(live_shift=0.0))
+
+
+@pytest.fixture()
+def gateway_url(tmp_path: Path) -> Iterator[str]:
+    app = gateway.build(router=rec.Router(), trigger=lambda why: None, statuses=lambda: [],
+                        webhook_secret=None, reports_root=tmp_path / "reports")
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, timeout=15, what="gateway")
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_the_gateway_serves_the_index_and_every_decisions_page(tmp_path: Path,
+                                                                gateway_url: str) -> None:
+    root = tmp_path / "reports"
+    revert = window_decision(live_shift=0.0).with_(commit="c" * 40)
+    alert = window_decision(live_shift=3.0)
+    deploy = decisions.of_rollout(kind=decisions.Kind.DEPLOY, model="fraud", at=1_780_000_100.0,
+                                  version="e" * 40, previous_version="f" * 40,
+                                  verdict="eeeeeeeeeeee serves on 127.0.0.1:9000", digest=None,
+                                  base_url=gateway_url)
+    log = decision_log.Log(root)
+    for d in (revert, alert, deploy):
+        log.append(d)
+    pages = decision_pages.Pages(root, clone=lambda: None)
+    pages.record(revert)  # the alert's and the deploy's pages are rendered from the log
+    index = httpx.get(f"{gateway_url}/reports/")
+    assert index.status_code == 200
+    for d in (revert, alert, deploy):
+        assert f"/reports/{d.model}/{d.id}" in index.text
+    assert "bbbbbbbbbbbb" in index.text and "aaaaaaaaaaaa" in index.text
+    only = httpx.get(f"{gateway_url}/reports/?kind=revert").text
+    assert revert.id in only and alert.id not in only and deploy.id not in only
+    data = httpx.get(f"{gateway_url}/reports/credit-risk/?format=json").json()
+    assert [r["id"] for r in data["decisions"]] == [alert.id, revert.id]  # newest first
+    for d in (revert, alert, deploy):
+        page = httpx.get(f"{gateway_url}/reports/{d.model}/{d.id}")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert d.verdict[:40].replace("'", "&#x27;") in page.text
+    assert "@media print" in httpx.get(f"{gateway_url}/reports/credit-risk/{revert.id}").text
+    missing = httpx.get(f"{gateway_url}/reports/credit-risk/credit-risk-20260101T000000-revert-abcdef")
+    assert missing.status_code == 404 and "No decision" in missing.json()["error"]
+    bad = httpx.get(f"{gateway_url}/reports/Credit/{revert.id}")
+    assert bad.status_code == 404 and "lowercase DNS label" in bad.json()["error"]
+
+
+def test_a_page_shows_the_trend_of_the_windows_that_led_to_the_decision(tmp_path: Path) -> None:
+    root = tmp_path / "reports"
+    log = decision_log.Log(root)
+    base = window_decision(live_shift=0.0)
+    windows = []
+    for i, kind in enumerate([decisions.Kind.PASS, decisions.Kind.PASS, decisions.Kind.REVERT]):
+        d = base.with_(id=f"credit-risk-2026052{i}T000000-{kind.value}-00000{i}", kind=kind,
+                       at=base.at + i, window=i + 1)
+        log.append(d)
+        windows.append(d)
+    page = decision_pages.render(root, windows[-1], clone=None)
+    assert page.count("aria-label='drift score of") == len(FEATURES) + 1  # features + prediction
+    assert "window 3" in page and "<svg" in page and "<script" not in page
+    assert "aria-label='prediction distributions'" in page
