@@ -24,7 +24,7 @@ import pandas as pd
 import yaml
 
 from mlgitops import errors, settings, ui, validate
-from mlgitops.adapters import files, git, mlflow_models
+from mlgitops.adapters import files, git, mlflow_models, validator
 from mlgitops.core import layout, manifest, quarantine, stats
 from mlgitops.core.manifest import ModelDeployment
 
@@ -150,6 +150,9 @@ def publish(
     if target is not None and target not in reference_frame.columns:
         raise errors.ConfigError(f"target {target!r} is not a column of reference_frame")
     steps = ui.Steps(f"publish {name}", quiet=quiet)
+    url = git.remote_url(root) if push else None
+    if url is not None:
+        validator.warm_remote(root / url)  # the remote's validator imports while this saves the model
     features = reference_frame.drop(columns=[target]) if target else reference_frame
     key = fingerprint(estimator, features, trusted_types=trusted_types, target=target)
     model_dir = root / layout.model_path(name)

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from mlgitops import errors
-from mlgitops.adapters import git
+from mlgitops.adapters import git, validator
 from mlgitops.core import layout, manifest, quarantine
 
 NOTIFY_FILE = "mlgitops-controllers"
@@ -68,11 +68,137 @@ for url in urls:
         pass
 '''
 
-PRE_RECEIVE = """\
-#!/bin/sh
-# mlgitops pre-receive: refuse a push whose models or manifests do not validate.
-exec "{python}" -m mlgitops.hooks pre-receive
+PRE_RECEIVE = '''\
+#!{python} -S
+"""mlgitops pre-receive: refuse a push whose models or manifests do not validate.
+
+Asks this remote's warm validator (`python -m mlgitops.hooks serve`) and exits with its
+verdict. When none runs, one is started: the push waits for it when it brings models to load
+(an interpreter start and a scikit-learn import once, instead of per push), else it is
+checked cold (`python -m mlgitops.hooks pre-receive`) while the validator starts for the next
+push. MLGITOPS_VALIDATOR=cold always checks cold. `--warm` only starts the validator.
+Stdlib only: this script starts in milliseconds.
 """
+import fcntl, hashlib, json, os, socket, stat, subprocess, sys, time
+PYTHON = {python!r}
+ZERO = "0" * 40
+GITDIR = os.path.abspath(os.environ.get("GIT_DIR", "."))
+KEYS = ("GIT_QUARANTINE_PATH", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES")
+RUN = os.path.join(os.environ.get("TMPDIR") or "/tmp", "mlgitops-%d" % os.getuid())
+BASE = os.path.join(RUN, hashlib.sha256(os.path.realpath(GITDIR).encode()).hexdigest()[:24])
+SOCK = BASE + ".sock"  # the same as mlgitops.adapters.validator.socket_path
+
+def private():
+    try:
+        os.mkdir(RUN, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return False
+    try:
+        st = os.lstat(RUN)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+def ask(request, timeout):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(2.0)
+        conn.connect(SOCK)
+        conn.settimeout(timeout)
+        conn.sendall(json.dumps(request).encode() + b"\\n")
+        conn.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    answer = json.loads(b"".join(chunks))
+    if not isinstance(answer, dict):
+        raise ValueError("not an answer")
+    return answer
+
+def starting():
+    """True while a validator holds its lock (it runs, or imports before it listens)."""
+    try:
+        fd = os.open(BASE + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+def start():
+    env = {{k: v for k, v in os.environ.items() if not k.startswith("GIT_")}}
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONDONTWRITEBYTECODE="1")
+    with open(os.path.join(GITDIR, "{log}"), "ab") as log:
+        return subprocess.Popen([PYTHON, "-I", "-m", "mlgitops.hooks", "serve", GITDIR],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
+                                env=env, start_new_session=True)
+
+def git(*args):
+    return subprocess.run(["git", *args], capture_output=True).stdout
+
+def brings_models(lines):
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 3 or parts[2] != "refs/heads/{branch}" or parts[1] == ZERO:
+            continue
+        if parts[0] == ZERO:
+            names = git("ls-tree", "-r", "--name-only", parts[1], "--", "{models}").split()
+            if [n for n in names if n != b"{models}/.gitkeep"]:
+                return True
+        elif git("diff", "--name-only", parts[0], parts[1], "--", "{models}").strip():
+            return True
+    return False
+
+def warm(request, timeout, lines=None):
+    for _ in range(2):
+        try:
+            answer = ask(request, timeout)
+            if not answer.get("restart"):
+                return answer
+        except (OSError, ValueError):
+            pass
+        if lines is not None and not starting() and not brings_models(lines):
+            start()  # for the next push; this one has nothing to load
+            return None
+        proc = start()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if ask({{"ping": True}}, 5.0).get("pong"):
+                    break
+            except (OSError, ValueError):
+                pass
+            if proc.poll() not in (None, 0):
+                return None  # it cannot start: check cold
+            time.sleep(0.05)
+    return None
+
+if sys.argv[1:] == ["--warm"]:
+    if private() and not starting():
+        try:
+            ask({{"ping": True}}, 5.0)
+        except (OSError, ValueError):
+            start()
+    sys.exit(0)
+lines = sys.stdin.read().splitlines()
+if os.environ.get("MLGITOPS_VALIDATOR", "").lower() != "cold" and private():
+    env = {{k: os.environ[k] for k in KEYS if k in os.environ}}
+    answer = warm({{"lines": lines, "env": env}}, 900.0, lines)
+    if answer is not None and isinstance(answer.get("status"), int):
+        sys.stderr.write(str(answer.get("stderr", "")))
+        sys.exit(answer["status"])
+sys.exit(subprocess.run([PYTHON, "-m", "mlgitops.hooks", "pre-receive"],
+                        input="\\n".join(lines).encode()).returncode)
+'''
 
 
 def crd_yaml() -> str:
@@ -95,7 +221,9 @@ def install_hooks(bare: Path) -> None:
     hooks.mkdir(parents=True, exist_ok=True)
     for name, template in (("pre-receive", PRE_RECEIVE), ("post-receive", POST_RECEIVE)):
         path = hooks / name
-        path.write_text(template.format(python=sys.executable, notify=NOTIFY_FILE))
+        path.write_text(template.format(python=sys.executable, notify=NOTIFY_FILE,
+                                        log=validator.LOG, branch=layout.BRANCH,
+                                        models=layout.MODELS))
         path.chmod(0o755)
 
 

@@ -15,6 +15,8 @@ import pytest
 
 os.environ["DO_NOT_TRACK"] = "true"
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+# the remotes' warm validators of short-lived test repositories exit soon after their last push
+os.environ.setdefault("MLGITOPS_VALIDATOR_IDLE", "30")
 
 FEATURES = [f"f{i}" for i in range(5)]
 
