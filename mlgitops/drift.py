@@ -43,23 +43,66 @@ def compare(
     share: float = 0.5,
     columns: Sequence[str] | None = None,
 ) -> DriftReport:
-    """Per-column and dataset drift of `current_frame` against `reference_frame`."""
+    """Per-column and dataset drift of `current_frame` against `reference_frame`.
+
+    All columns are compared together (`core.drift.compare_matrices`): numeric columns as one
+    float matrix per frame, categories as the rank of their label among both frames' labels.
+    """
     names = _shared_columns(reference_frame, current_frame, columns)
     kinds = column_kinds(reference_frame[names])
     if not kinds:
         raise ValueError("No numeric or categorical columns to compare; pass columns= to choose some.")
-    reference = {name: column_values(reference_frame[name], kinds[name]) for name in kinds}
-    current = {name: column_values(current_frame[name], kinds[name]) for name in kinds}
-    report = core_drift.compare_arrays(reference, current, kinds=kinds, share=share)
-    return DriftReport(
-        columns=report.columns,
-        prediction=None,
-        share=report.share,
-        share_threshold=report.share_threshold,
-        drifted=report.drifted,
-        rows=len(current_frame),
-        reference_rows=len(reference_frame),
+    order = list(kinds)
+    ref_rows, cur_rows = [], []
+    numeric = [n for n in order if kinds[n] == "numeric"]
+    if numeric:
+        ref_rows.append(_float_rows(reference_frame, numeric))
+        cur_rows.append(_float_rows(current_frame, numeric))
+    categorical = [n for n in order if kinds[n] == "categorical"]
+    if categorical:
+        codes = [_category_codes(reference_frame[n], current_frame[n]) for n in categorical]
+        ref_rows.append(np.array([r for r, _ in codes], dtype=np.float64).reshape(len(codes), -1))
+        cur_rows.append(np.array([c for _, c in codes], dtype=np.float64).reshape(len(codes), -1))
+    by_name = dict(
+        zip(
+            numeric + categorical,
+            core_drift.compare_matrices(
+                numeric + categorical,
+                [kinds[n] for n in numeric + categorical],
+                np.concatenate(ref_rows) if len(ref_rows) > 1 else ref_rows[0],
+                np.concatenate(cur_rows) if len(cur_rows) > 1 else cur_rows[0],
+            ),
+            strict=True,
+        )
     )
+    columns_drift = tuple(by_name[n] for n in order)
+    report = core_drift.dataset_verdict(
+        columns_drift, prediction=None, share=share, rows=len(current_frame), reference_rows=len(reference_frame)
+    )
+    return report
+
+
+def _float_rows(frame: pd.DataFrame, names: list[str]) -> np.ndarray[Any, Any]:
+    """Numeric columns as rows of one float matrix (NaN for missing)."""
+    block = frame[names].to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.ascontiguousarray(block.T)
+
+
+def _category_codes(reference: pd.Series[Any], current: pd.Series[Any]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Both sides of a categorical column as the rank of each value's label (`stats.to_labels`)
+    among all labels, NaN where missing: equal exactly where the labels are equal."""
+    ref_values = column_values(reference, "categorical")
+    cur_values = column_values(current, "categorical")
+    both = np.concatenate([ref_values, cur_values])
+    if pd.api.types.infer_dtype(both, skipna=True) != "string":
+        return core_drift.encode(str(reference.name), ref_values, cur_values, kind="categorical")
+    codes, uniques = pd.factorize(both, use_na_sentinel=True)
+    labels, present = stats.to_labels(np.asarray(uniques, dtype=object))
+    _, rank = np.unique(labels[present], return_inverse=True)
+    lookup = np.full(len(uniques) + 1, np.nan)
+    lookup[np.flatnonzero(present)] = rank
+    encoded = lookup[codes]  # code -1 (missing) reads the last entry, NaN
+    return encoded[: len(ref_values)], encoded[len(ref_values) :]
 
 
 def build_baseline(

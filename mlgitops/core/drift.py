@@ -25,7 +25,7 @@ worth the risk of disagreeing with Evidently).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -34,7 +34,7 @@ import numpy.typing as npt
 from scipy import special as sp_special
 from scipy import stats as sp_stats
 
-from mlgitops.core import stats
+from mlgitops.core import counts, ecdf, stats
 from mlgitops.core.stats import ColumnKind
 
 SMALL_REFERENCE = 1000
@@ -268,7 +268,12 @@ def compare_arrays(
     share: float = 0.5,
     method_overrides: Mapping[str, str] | None = None,
 ) -> DriftReport:
-    """Drift of every reference column, computed on raw values exactly as Evidently does."""
+    """Drift of every reference column, computed on raw values exactly as Evidently does.
+
+    Columns with a method override go through `column_drift_exact` one by one; all others are
+    encoded as numbers (categories as their rank among the labels) and compared together by
+    `compare_matrices`.
+    """
     if not reference:
         raise ValueError("The reference has no columns to compare.")
     missing = [name for name in reference if name not in current]
@@ -277,14 +282,175 @@ def compare_arrays(
     kinds = kinds or {}
     overrides = method_overrides or {}
     _check_methods(overrides)
-    results = []
-    ref_rows = cur_rows = 0
-    for name, ref_values in reference.items():
-        ref_arr, cur_arr = np.asarray(ref_values), np.asarray(current[name])
-        ref_rows, cur_rows = len(ref_arr), len(cur_arr)
-        kind = kinds.get(name) or stats.infer_kind(ref_arr)
-        results.append(column_drift_exact(name, ref_arr, cur_arr, kind=kind, method=overrides.get(name)))
-    return dataset_verdict(tuple(results), prediction=None, share=share, rows=cur_rows, reference_rows=ref_rows)
+    ref_arrays = {name: np.asarray(values) for name, values in reference.items()}
+    cur_arrays = {name: np.asarray(current[name]) for name in reference}
+    resolved = {name: kinds.get(name) or stats.infer_kind(arr) for name, arr in ref_arrays.items()}
+    together = [name for name in ref_arrays if name not in overrides]
+    encoded = [encode(name, ref_arrays[name], cur_arrays[name], kind=resolved[name]) for name in together]
+    by_name = dict(
+        zip(
+            together,
+            compare_matrices(
+                together,
+                [resolved[name] for name in together],
+                _stack([r for r, _ in encoded]),
+                _stack([c for _, c in encoded]),
+            ),
+            strict=True,
+        )
+    )
+    for name, method in overrides.items():
+        if name in ref_arrays:
+            by_name[name] = column_drift_exact(
+                name, ref_arrays[name], cur_arrays[name], kind=resolved[name], method=method
+            )
+    last = next(reversed(ref_arrays))
+    return dataset_verdict(
+        tuple(by_name[name] for name in ref_arrays),
+        prediction=None,
+        share=share,
+        rows=len(cur_arrays[last]),
+        reference_rows=len(ref_arrays[last]),
+    )
+
+
+def encode(
+    name: str, reference: npt.NDArray[Any], current: npt.NDArray[Any], *, kind: ColumnKind
+) -> tuple[FloatArray, FloatArray]:
+    """One column as floats for `compare_matrices`: numbers as they are, categories as the rank
+    of their label among all labels (what `stats.to_labels` writes); NaN for missing values."""
+    if kind == "numeric":
+        return _as_float(reference, name), _as_float(current, name)
+    if reference.dtype.kind in "iufb" and current.dtype.kind in "iufb":
+        ref, cur = reference.astype(np.float64), current.astype(np.float64)
+        # numbers label injectively (1.0 and 1 both read "1"), so values stand for labels
+        if np.all(np.abs(np.nan_to_num(ref)) < 2**53) and np.all(np.abs(np.nan_to_num(cur)) < 2**53):
+            return ref, cur
+    ref_labels, ref_present = stats.to_labels(reference)
+    cur_labels, cur_present = stats.to_labels(current)
+    labels = np.concatenate([ref_labels[ref_present], cur_labels[cur_present]])
+    _, rank = np.unique(labels, return_inverse=True)
+    ref_codes = np.full(len(ref_labels), np.nan)
+    cur_codes = np.full(len(cur_labels), np.nan)
+    split = int(ref_present.sum())
+    ref_codes[ref_present] = rank[:split]
+    cur_codes[cur_present] = rank[split:]
+    return ref_codes, cur_codes
+
+
+def _as_float(values: npt.NDArray[Any], name: str) -> FloatArray:
+    try:
+        return values.astype(np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"Column {name!r} is numeric in the reference but not in the current data.") from exc
+
+
+def _stack(columns: list[FloatArray]) -> FloatArray:
+    """Columns as rows of one matrix, shorter ones padded with NaN (missing)."""
+    width = max((len(c) for c in columns), default=0)
+    if all(len(c) == width for c in columns):
+        return np.array(columns, dtype=np.float64).reshape(len(columns), width)
+    out = np.full((len(columns), width), np.nan)
+    for i, col in enumerate(columns):
+        out[i, : len(col)] = col
+    return out
+
+
+def compare_matrices(
+    names: Sequence[str], kinds: Sequence[ColumnKind], reference: FloatArray, current: FloatArray
+) -> list[ColumnDrift]:
+    """Drift of many columns at once with Evidently's default methods.
+
+    Row i of `reference` (columns x reference rows) and `current` holds column `names[i]`:
+    numbers, or for a categorical column any numbers that are equal exactly where the labels
+    are (see `encode`); NaN and +-inf are missing. Both matrices are sorted once along their
+    rows. Numeric columns with more than five distinct reference values get K-S or Wasserstein
+    from the sorted rows directly (`ecdf.ks_sorted`, `ecdf.wasserstein_sorted`); the others
+    (categories, few values) are merged (`ecdf.merge`) for their distinct values and counts.
+    """
+    if reference.shape[0] != len(names) or current.shape[0] != len(names) or len(kinds) != len(names):
+        raise ValueError("compare_matrices needs one name, kind, reference row and current row per column.")
+    ref_sorted, ref_count = ecdf.sort_rows(reference)
+    cur_sorted, cur_count = ecdf.sort_rows(current)
+    empty = np.flatnonzero(ref_count == 0)
+    if len(empty):
+        raise ValueError(
+            f"Column {names[int(empty[0])]!r} has no values in the reference; drop it or fix the reference."
+        )
+    methods = np.full(len(names), "missing", dtype=object)
+    scores = np.full(len(names), np.nan)
+    numeric = np.array([kind == "numeric" for kind in kinds], dtype=bool)
+    smooth = numeric & (ecdf.distinct_sorted(ref_sorted, ref_count) > FEW_VALUES) & (cur_count > 0)
+    small = ref_count <= SMALL_REFERENCE
+    for rows, method in ((np.flatnonzero(smooth & small), "ks"), (np.flatnonzero(smooth & ~small), "wasserstein")):
+        for part in ecdf.chunks(len(rows), cur_sorted.shape[1]):
+            sel = rows[part]
+            r, n, c, m = _rows(ref_sorted, sel), ref_count[sel], _rows(cur_sorted, sel), cur_count[sel]
+            if method == "ks":
+                scores[sel] = ks_pvalues(ecdf.ks_sorted(r, n, c, m), n, m)
+            else:
+                scores[sel] = ecdf.wasserstein_sorted(r, n, c, m) / np.maximum(ecdf.row_std(r, n), 0.001)
+            methods[sel] = method
+    rest = np.flatnonzero(~smooth & (cur_count > 0))
+    for part in ecdf.chunks(len(rest), ref_sorted.shape[1] + cur_sorted.shape[1]):
+        sel = rest[part]
+        n, m = ref_count[sel], cur_count[sel]
+        merged = ecdf.merge(_rows(ref_sorted, sel), n, _rows(cur_sorted, sel), m)
+        chosen = np.array(
+            [
+                choose_method(kind=kinds[i], reference_count=int(c), distinct=int(d))
+                for i, c, d in zip(sel.tolist(), n, ecdf.distinct(merged), strict=True)
+            ],
+            dtype=object,
+        )
+        methods[sel] = chosen
+        ks = np.flatnonzero(chosen == "ks")
+        scores[sel[ks]] = ks_pvalues(ecdf.ks_statistic(merged)[ks], n[ks], m[ks])
+        wd = np.flatnonzero(chosen == "wasserstein")
+        ref_std = ecdf.row_std(_rows(ref_sorted, sel[wd]), n[wd])
+        scores[sel[wd]] = ecdf.wasserstein(merged)[wd] / np.maximum(ref_std, 0.001)
+        on_counts = np.flatnonzero(np.isin(chosen, ("chisquare", "z", "jensenshannon")))
+        ref_values, cur_values = ecdf.value_counts(merged, on_counts)
+        for method, test in (
+            ("chisquare", counts.chisquare_pvalues),
+            ("z", counts.z_pvalues),
+            ("jensenshannon", counts.jensenshannon),
+        ):
+            which = chosen[on_counts] == method
+            if which.any():
+                scores[sel[on_counts[which]]] = test(ref_values[which], cur_values[which])
+    return [
+        _all_missing(name, kind)
+        if method == "missing"
+        else ColumnDrift(
+            column=name,
+            method=method,
+            score=score,
+            threshold=THRESHOLDS[method],
+            drifted=verdict(method, score, THRESHOLDS[method]),
+            kind=kind,
+        )
+        for name, kind, method, score in zip(names, kinds, methods.tolist(), scores.tolist(), strict=True)
+    ]
+
+
+def _rows(matrix: FloatArray, rows: npt.NDArray[np.intp]) -> FloatArray:
+    """`matrix[rows]`, as a view when the rows are consecutive."""
+    if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and (np.diff(rows) == 1).all():
+        return matrix[int(rows[0]) : int(rows[-1]) + 1]
+    return matrix[rows]
+
+
+def ks_pvalues(d: FloatArray, n: npt.NDArray[np.int64], m: npt.NDArray[np.int64]) -> FloatArray:
+    """`ks_pvalue` of many columns: Smirnov's distribution at once where scipy uses it."""
+    out = np.empty(len(d))
+    large = np.maximum(n, m) > KS_EXACT_MAX_N
+    if large.any():
+        en = np.round(n[large] * m[large] / (n[large] + m[large]))
+        out[large] = np.clip(sp_stats.kstwo.sf(d[large], en), 0.0, 1.0)
+    for i in np.flatnonzero(~large).tolist():  # exact lattice paths: small samples only
+        out[i] = ks_pvalue(float(d[i]), int(n[i]), int(m[i]))
+    return out
 
 
 def column_drift_exact(

@@ -1,0 +1,339 @@
+"""Two-sample statistics of many columns at once, from one sort per matrix.
+
+Rows of a (columns x values) matrix are columns of a data set; missing values are NaN (rows
+may hold different numbers of values: NaN pads the end). `merge` sorts the reference and the
+current matrix along their rows, finds where each reference value falls among the current
+values with one vectorized binary search over all columns, and lays both out as one merged,
+sorted row per column with a flag saying which side each value came from. From that layout:
+
+- `ks_statistic`: the two-sample Kolmogorov-Smirnov statistic (scipy's ``ks_2samp``);
+- `wasserstein`: the first Wasserstein distance (scipy's ``wasserstein_distance``), summing
+  the same terms in the same order;
+- `distinct`: distinct values of reference ∪ current;
+- `value_counts`: per-value counts of both sides (for columns with few values).
+
+The empirical CDFs are only read at the last value of each run of equal values; inside a run
+the gap to the next value is zero, so ties need no special care.
+
+Pure: numpy only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+CHUNK_VALUES = 2_500_000
+"""Merged values processed at once (bounds memory: ~50 bytes per merged value)."""
+
+
+@dataclass(frozen=True)
+class Merged:
+    """Reference and current values of k columns, merged and sorted per row."""
+
+    values: FloatArray
+    """(k, L) sorted values; each row's padding repeats its largest value (zero gaps)."""
+    is_reference: BoolArray
+    """(k, L) True where the value came from the reference."""
+    ref_count: IntArray
+    """(k,) non-missing reference values per column."""
+    cur_count: IntArray
+    """(k,) non-missing current values per column."""
+    ref_seen: npt.NDArray[np.signedinteger[Any]]
+    """(k, L) reference values at or before each merged position."""
+    ref_cdf: FloatArray
+    """(k, L) reference ECDF at each merged value (right-continuous where a run of ties ends)."""
+    cur_cdf: FloatArray
+    """(k, L) current ECDF likewise."""
+    run_end: BoolArray
+    """(k, L) True at the last value of each run of equal values (padding excluded)."""
+
+
+def sort_rows(values: FloatArray) -> tuple[FloatArray, IntArray]:
+    """Rows sorted ascending with missing values (NaN, +-inf) moved to the end as NaN; counts.
+
+    -0.0 becomes 0.0 (they compare equal; `count_below` shifts values along one line).
+    """
+    finite = np.isfinite(values)
+    counts = np.count_nonzero(finite, axis=1).astype(np.int64)
+    x = values + 0.0  # a copy to sort in place
+    if (counts < values.shape[1]).any():
+        x[~finite] = np.nan
+    x.sort(axis=1)
+    return x, counts
+
+
+def count_below(sorted_rows: FloatArray, counts: IntArray, queries: FloatArray) -> IntArray:
+    """For each query (finite, or NaN for padding), how many of its row's values are smaller.
+
+    One `np.searchsorted` over all rows at once: row j is shifted by j * D (D at least twice
+    the span of all values), which lays the rows one after the other on one sorted line.
+    Rounding of ``x + shift`` is monotone, so every value found below a query really is
+    below it; values the shift rounded onto a query's own shifted value are then resolved by
+    an exact binary search over just those (rare) queries.
+    """
+    k, width = sorted_rows.shape
+    pos = np.zeros(queries.shape, dtype=np.int64)
+    if k == 0 or width == 0 or queries.size == 0 or not counts.any():
+        return pos
+    flat = sorted_rows.ravel()
+    lowest = float(sorted_rows[:, 0][counts > 0].min())
+    highest = float(np.max(np.take_along_axis(sorted_rows, np.maximum(counts - 1, 0)[:, None], axis=1)))
+    finite_q = queries[np.isfinite(queries)]
+    if finite_q.size:
+        lowest, highest = min(lowest, float(finite_q.min())), max(highest, float(finite_q.max()))
+    span = highest - lowest
+    step = 2.0 ** (math.frexp(span)[1] + 1) if span > 0 else 1.0
+    shift = (np.arange(k) * step - lowest)[:, None]
+    if not np.isfinite(shift).all() or not math.isfinite(highest + float(shift[-1, 0])):
+        return _count_below_rows(sorted_rows, counts, queries)
+    line = sorted_rows + shift
+    if (counts < width).any():  # NaN padding: put it at the end of its row's stretch
+        line = np.where(np.arange(width)[None, :] < counts[:, None], line, highest + shift)
+    base = (np.arange(k, dtype=np.int64) * width)[:, None]
+    found = np.searchsorted(line.ravel(), (queries + shift).ravel(), side="left").reshape(queries.shape)
+    pos = np.minimum(found - base, counts[:, None])
+    unsure = np.nonzero((pos < counts[:, None]) & (flat[base + np.minimum(pos, width - 1)] < queries))
+    if len(unsure[0]):
+        rows = unsure[0]
+        lo = pos[unsure]
+        hi = counts[rows].copy()
+        q = queries[unsure]
+        while (lo < hi).any():
+            active = lo < hi
+            mid = (lo + hi) >> 1
+            smaller = active & (flat[rows * width + np.minimum(mid, width - 1)] < q)
+            lo = np.where(smaller, mid + 1, lo)
+            hi = np.where(active & ~smaller, mid, hi)
+        pos[unsure] = lo
+    out: IntArray = pos
+    return out
+
+
+def _count_below_rows(sorted_rows: FloatArray, counts: IntArray, queries: FloatArray) -> IntArray:
+    """`count_below` one row at a time (values spanning most of the float range)."""
+    out = np.zeros(queries.shape, dtype=np.int64)
+    for j in range(sorted_rows.shape[0]):
+        out[j] = np.searchsorted(sorted_rows[j, : counts[j]], queries[j], side="left")
+    return out
+
+
+def merge(ref_sorted: FloatArray, ref_count: IntArray, cur_sorted: FloatArray, cur_count: IntArray) -> Merged:
+    """Merge per-row sorted reference and current values (as `sort_rows` returns them)."""
+    k, n_width = ref_sorted.shape
+    m_width = cur_sorted.shape[1]
+    width = n_width + m_width
+    i = np.arange(n_width, dtype=np.int64)[None, :]
+    below = count_below(cur_sorted, cur_count, ref_sorted)
+    valid_ref = i < ref_count[:, None]
+    # reference value i sits after the current values below it; padding goes after all values
+    pos = np.where(valid_ref, i + below, i + cur_count[:, None])
+    is_ref = np.zeros((k, width), dtype=bool)
+    np.put_along_axis(is_ref, pos, True, axis=1)
+    merged = np.empty((k, width), dtype=np.float64)
+    merged[is_ref] = ref_sorted.ravel()
+    merged[~is_ref] = cur_sorted.ravel()
+    total = ref_count + cur_count
+    j = np.arange(width, dtype=np.int64)[None, :]
+    full = bool((total == width).all())
+    inside = np.ones((1, 1), dtype=bool) if full else j < total[:, None]
+    if not full:
+        last = np.take_along_axis(merged, np.maximum(total - 1, 0)[:, None], axis=1)
+        merged = np.where(inside, merged, last)
+    cum_ref: npt.NDArray[np.signedinteger[Any]] = np.cumsum(
+        is_ref, axis=1, dtype=np.int32 if width < 2**31 else np.int64
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):  # empty rows: NaN
+        ref_cdf = cum_ref / ref_count[:, None]
+        cur_cdf = (j + 1 - cum_ref) / cur_count[:, None]
+    run_end = np.zeros((k, width), dtype=bool)
+    run_end[:, :-1] = merged[:, 1:] != merged[:, :-1]
+    run_end[np.arange(k), np.maximum(total - 1, 0)] = total > 0
+    if not full:
+        run_end &= inside
+    return Merged(
+        values=merged,
+        is_reference=is_ref,
+        ref_count=ref_count,
+        cur_count=cur_count,
+        ref_seen=cum_ref,
+        ref_cdf=ref_cdf,
+        cur_cdf=cur_cdf,
+        run_end=run_end,
+    )
+
+
+def distinct_sorted(sorted_rows: FloatArray, counts: IntArray) -> IntArray:
+    """(k,) distinct values among each sorted row's `counts` leading values."""
+    changes = (sorted_rows[:, 1:] != sorted_rows[:, :-1]) & (np.arange(1, sorted_rows.shape[1]) < counts[:, None])
+    return np.where(counts > 0, 1 + np.count_nonzero(changes, axis=1), 0).astype(np.int64)
+
+
+def distinct(merged: Merged) -> IntArray:
+    """(k,) distinct values of reference ∪ current per column."""
+    return np.asarray(np.count_nonzero(merged.run_end, axis=1), dtype=np.int64)
+
+
+def ks_statistic(merged: Merged) -> FloatArray:
+    """(k,) two-sample K-S statistic: the largest CDF gap, read where runs of ties end."""
+    diff = np.where(merged.run_end, merged.ref_cdf - merged.cur_cdf, 0.0)
+    return np.asarray(np.maximum(np.clip(-diff.min(axis=1), 0.0, 1.0), diff.max(axis=1)), dtype=np.float64)
+
+
+def wasserstein(merged: Merged) -> FloatArray:
+    """(k,) first Wasserstein distance: sum of |F_ref - F_cur| times the gap to the next value."""
+    gaps = np.diff(merged.values, axis=1)
+    with np.errstate(invalid="ignore"):  # rows without values give NaN
+        terms = np.abs(merged.ref_cdf[:, :-1] - merged.cur_cdf[:, :-1]) * gaps
+    return np.asarray(terms.sum(axis=1), dtype=np.float64)
+
+
+def value_counts(merged: Merged, rows: IntArray) -> tuple[FloatArray, FloatArray]:
+    """(len(rows), G) reference and current counts of each distinct value of the given rows, in
+    ascending order of value (G: the most distinct values of those rows; shorter rows are
+    padded with zero counts on both sides)."""
+    ends = merged.run_end[rows]
+    groups = int(np.count_nonzero(ends, axis=1).max()) if len(rows) else 0
+    ref = np.zeros((len(rows), groups), dtype=np.float64)
+    cur = np.zeros((len(rows), groups), dtype=np.float64)
+    if groups == 0:
+        return ref, cur
+    r, c = np.nonzero(ends)
+    at_ref = merged.ref_seen[rows][r, c].astype(np.float64)
+    at_cur = c + 1 - at_ref
+    slot = np.cumsum(ends, axis=1)[r, c] - 1
+    first = slot == 0
+    ref[r, slot] = at_ref - np.where(first, 0.0, np.roll(at_ref, 1))
+    cur[r, slot] = at_cur - np.where(first, 0.0, np.roll(at_cur, 1))
+    return ref, cur
+
+
+def _segment_sums(flat: FloatArray, starts: IntArray) -> FloatArray:
+    """Sums of ``flat[starts[i]:starts[i+1]]`` (the last to the end), 0.0 for empty segments."""
+    inside = starts < len(flat)  # starts at the very end begin empty segments
+    sums = np.zeros(len(starts))
+    if inside.any():
+        sums[inside] = np.add.reduceat(flat, starts[inside])
+    ends = np.append(starts[1:], len(flat))
+    return np.where(ends > starts, sums, 0.0)
+
+
+def wasserstein_sorted(
+    ref_sorted: FloatArray, ref_count: IntArray, cur_sorted: FloatArray, cur_count: IntArray
+) -> FloatArray:
+    """(k,) first Wasserstein distance of each row pair without merging the rows.
+
+    The reference values cut the line into intervals on which the reference CDF is constant
+    (f); there the current CDF rises through the sorted current values, and crosses f at the
+    current value with index ceil(f*m) - 1, found by arithmetic. Splitting each interval there,
+    |F_ref - F_cur| has one sign per piece, and each piece's integral follows from the count
+    and the sum of the current values in it (one `np.add.reduceat` over the current matrix).
+    Only the reference positions are searched in the current rows (`count_below`).
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):  # rows without values give NaN
+        return _wasserstein_sorted(ref_sorted, ref_count, cur_sorted, cur_count)
+
+
+def _wasserstein_sorted(
+    ref_sorted: FloatArray, ref_count: IntArray, cur_sorted: FloatArray, cur_count: IntArray
+) -> FloatArray:
+    k, width = ref_sorted.shape
+    m_width = cur_sorted.shape[1]
+    n = ref_count[:, None].astype(np.float64)
+    m = cur_count[:, None].astype(np.float64)
+    i = np.arange(width, dtype=np.int64)[None, :]
+    valid = i < ref_count[:, None]
+    below = np.where(valid, count_below(cur_sorted, cur_count, ref_sorted), cur_count[:, None])
+    a = ref_sorted
+    last = np.take_along_axis(ref_sorted, np.maximum(ref_count - 1, 0)[:, None], axis=1)
+    b = np.empty_like(a)
+    b[:, :-1] = a[:, 1:]
+    b[:, -1:] = last
+    b = np.where(i + 1 < ref_count[:, None], b, a)  # last value and padding: empty interval
+    ka = below
+    kb = np.empty_like(ka)
+    kb[:, :-1] = ka[:, 1:]
+    kb[:, -1] = cur_count
+    kb = np.where(i + 1 < ref_count[:, None], kb, np.where(valid, cur_count[:, None], ka))
+    # interval [a, b) at positions where a < b; the reference CDF there is (i + 1) / n
+    f = (i + 1) / n
+    cross = ((i + 1) * cur_count[:, None] + ref_count[:, None] - 1) // ref_count[:, None] - 1
+    split = np.clip(cross, ka, kb)
+    flat = cur_sorted.ravel()
+    base = (np.arange(k, dtype=np.int64) * m_width)[:, None]
+    at_split = flat[np.minimum(base + np.minimum(split, cur_count[:, None] - 1), flat.size - 1)]
+    x = np.where(cross < ka, a, np.where(cross >= kb, b, at_split))
+    x = np.where(valid & (i + 1 < ref_count[:, None]), x, a)
+    # segments per row: [0, ka_0), then per position [ka, split) and [split, kb), then the
+    # padding; the upper tail is the second segment of the last value (split = ka, kb = m)
+    split = np.where(i + 1 < ref_count[:, None], split, ka)
+    starts = np.empty((k, 2 * width + 2), dtype=np.int64)
+    starts[:, 0] = 0
+    starts[:, 1:-1:2] = ka
+    starts[:, 2:-1:2] = split
+    starts[:, -1] = cur_count  # the row's padding: a segment of its own
+    starts = (starts + base).ravel()
+    seg = _segment_sums(flat, starts).reshape(k, 2 * width + 2)
+    low_tail = seg[:, 0]
+    first_sum, second_sum = seg[:, 1:-1:2], seg[:, 2:-1:2]
+    inner = i + 1 < ref_count[:, None]
+    lower = (f - ka / m) * (x - a) - ((split - ka) * x - first_sum) / m
+    upper = (split / m - f) * (b - x) + ((kb - split) * b - second_sum) / m
+    pieces = np.where(inner, lower + upper, 0.0)
+    top = np.where(valid & ~inner, (second_sum - (cur_count[:, None] - ka) * a) / m, 0.0)
+    bottom = (below[:, 0] * ref_sorted[:, 0] - low_tail) / cur_count
+    return np.asarray(bottom + pieces.sum(axis=1) + top.sum(axis=1), dtype=np.float64)
+
+
+def ks_sorted(
+    ref_sorted: FloatArray, ref_count: IntArray, cur_sorted: FloatArray, cur_count: IntArray
+) -> FloatArray:
+    """(k,) two-sample K-S statistic of each row pair without merging the rows.
+
+    Between two reference values the reference CDF is flat and the current one rises, so the
+    largest gap sits at a reference value (right limit) or just below the next one (left
+    limit): two searches of the reference values in the current rows give both.
+    """
+    width = ref_sorted.shape[1]
+    i = np.arange(width, dtype=np.int64)[None, :]
+    valid = i < ref_count[:, None]
+    queries = np.where(valid, ref_sorted, np.nan)
+    below = count_below(cur_sorted, cur_count, queries)
+    at_or_below = count_below(cur_sorted, cur_count, np.nextafter(queries, np.inf))
+    n = ref_count[:, None]
+    m = cur_count[:, None]
+    run_end = valid & ~(np.append(ref_sorted[:, 1:], ref_sorted[:, -1:], axis=1) == ref_sorted) | (i + 1 == n)
+    run_end &= valid
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ref_cdf = (i + 1) / n
+        cur_at = at_or_below / m
+        cur_before = np.append(below[:, 1:], below[:, -1:], axis=1) / m
+        first = below[:, 0] / cur_count
+    plus = np.where(run_end, ref_cdf - cur_at, -np.inf).max(axis=1)
+    minus_inner = np.where(run_end & (i + 1 < n), cur_before - ref_cdf, -np.inf).max(axis=1)
+    minus = np.maximum(first, minus_inner)
+    return np.asarray(np.maximum(np.clip(minus, 0.0, 1.0), plus), dtype=np.float64)
+
+
+def row_std(sorted_rows: FloatArray, counts: IntArray) -> FloatArray:
+    """(k,) population standard deviation (ddof=0) of each row's non-missing values."""
+    valid = np.arange(sorted_rows.shape[1])[None, :] < counts[:, None]
+    x = np.where(valid, sorted_rows, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = x.sum(axis=1) / counts
+        dev = np.where(valid, sorted_rows - mean[:, None], 0.0)
+        return np.asarray(np.sqrt((dev * dev).sum(axis=1) / counts), dtype=np.float64)
+
+
+def chunks(n_columns: int, width: int) -> list[slice]:
+    """Column ranges whose merged layout stays within `CHUNK_VALUES` values."""
+    per = max(1, CHUNK_VALUES // max(width, 1))
+    return [slice(s, min(s + per, n_columns)) for s in range(0, n_columns, per)]
