@@ -5,6 +5,7 @@ Routes
 - ``/models/{name}/invocations``  proxied to that server's MLflow ``/invocations``
 - ``/models/{name}/{path}``       any other path of that server (metrics, openapi.json)
 - ``/v2/health/live|ready``       the gateway's own health (ready: every model serves)
+- ``GET /v2``                     server metadata (a serving model's server's, extensions too)
 - ``POST /hooks/git``             the bare remote's post-receive hook (loopback only)
 - ``POST /hooks/github``          GitHub-compatible push webhook, HMAC-SHA256 verified
 - ``GET /status``                 what ``mlgitops status --json`` prints
@@ -178,6 +179,19 @@ def build(
     async def live(request: Request) -> Response:
         return JSONResponse({"live": True})
 
+    async def server_metadata(request: Request) -> Response:
+        """``GET /v2``: a serving model's server answers (its extensions are what every model
+        here offers); the gateway's own name when no model serves."""
+        for status in statuses():
+            backend = router.get(status["name"])
+            if backend is None:
+                continue
+            with contextlib.suppress(httpx.HTTPError):
+                r = await client.get(f"{backend.url}/v2", timeout=5.0)
+                if r.status_code == 200:
+                    return Response(r.content, media_type="application/json")
+        return JSONResponse({"name": "mlgitops", "version": "", "extensions": []})
+
     async def ready(request: Request) -> Response:
         names = [s["name"] for s in statuses()]
         missing = [n for n in names if router.get(n) is None]
@@ -314,6 +328,7 @@ def build(
         Route("/v2/models/{name}", v2_model, methods=["GET", "POST"]),
         Route("/v2/models/{name}/{rest:path}", v2_model, methods=["GET", "POST"]),
         Route("/models/{name}/{rest:path}", model_path, methods=["GET", "POST"]),
+        Route("/v2", server_metadata),
         Route("/v2/health/live", live),
         Route("/v2/health/ready", ready),
         Route("/hooks/git", hook_git, methods=["POST"]),
