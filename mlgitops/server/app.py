@@ -215,6 +215,12 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
                 decoded = protocols.v2_request(
                     protocols.parse_json(view[:header].tobytes()), sig, binary=view[header:]
                 )
+        if decoded.model_name not in (None, spec.name):
+            raise problems.BadRequest(
+                f"The body names model {problems.shown(decoded.model_name)}, the path "
+                f"{spec.name!r}; leave 'model_name' out or make them agree."
+            )
+        served.check(spec.name, decoded.model_version)
         out = await served.predict(decoded.batch)
         content, header_size = protocols.v2_response(
             out,

@@ -261,6 +261,7 @@ def mlflow_response(predictions: npt.NDArray[Any]) -> bytes:
 #: Request parameters the v2 decoder understands (others are accepted and ignored, as the
 #: protocol allows): Triton's binary output switch and MLServer's content type.
 BINARY_OUTPUT = "binary_data_output"
+_V2_KEYS = ("id", "inputs", "outputs", "parameters", "model_name", "model_version")
 
 
 @dataclass(frozen=True)
@@ -281,6 +282,9 @@ class V2Request:
     request_id: str | None
     #: answer with the binary tensor data extension (Triton's ``binary_data`` parameters)
     binary_output: bool = False
+    #: the body's ``model_name`` / ``model_version`` (the kserve SDK sends them), if any
+    model_name: str | None = None
+    model_version: str | None = None
 
 
 def v2_request(
@@ -292,15 +296,16 @@ def v2_request(
         raise problems.BadRequest(
             f"The v2 request must be a JSON object with 'inputs', not {schema._json_kind(payload)}."
         )
-    unknown = sorted(k for k in payload if k not in ("id", "inputs", "outputs", "parameters"))
+    unknown = sorted(k for k in payload if k not in _V2_KEYS)
     if unknown:
         raise problems.BadRequest(
             f"The v2 request has unknown key(s) {schema._names(unknown, limit=8)}; it takes "
-            "'id', 'inputs', 'outputs' and 'parameters'."
+            "'id', 'inputs', 'outputs' and 'parameters' (and 'model_name', 'model_version')."
         )
+    for key in ("id", "model_name", "model_version"):
+        if payload.get(key) is not None and not isinstance(payload[key], str):
+            raise problems.BadRequest(f"{key!r} must be a string.")
     request_id = payload.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise problems.BadRequest("'id' must be a string.")
     params = payload.get("parameters")
     if params is not None and not isinstance(params, dict):
         raise problems.BadRequest("'parameters' must be an object.")
@@ -333,7 +338,13 @@ def v2_request(
     cursor = _Cursor(binary)
     tensors = [_tensor(t, i, cursor) for i, t in enumerate(inputs)]
     cursor.finish()
-    return V2Request(v2_batch(tensors, sig), request_id, binary_output)
+    return V2Request(
+        v2_batch(tensors, sig),
+        request_id,
+        binary_output,
+        model_name=payload.get("model_name"),
+        model_version=payload.get("model_version"),
+    )
 
 
 def check_outputs(names: list[str]) -> None:
