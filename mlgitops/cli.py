@@ -129,6 +129,8 @@ def fetch_model_cmd(repo_url: str, commit: str, name: str, digest: str, dest: Pa
 @click.option("--repo", default=".", type=click.Path(exists=True, path_type=Path), show_default=True)
 @click.option("--port", type=int, help="Gateway port (default 8700 or MLGITOPS_PORT).")
 @click.option("--host", help="Gateway address (default 127.0.0.1).")
+@click.option("--grpc-port", type=int, help="Also serve the v2 gRPC API of every model on this "
+              "port (0: a free one; default off, or MLGITOPS_GRPC_PORT).")
 @click.option("--poll", "poll_seconds", type=float, help="Poll interval in seconds (default 10).")
 @click.option("--no-monitor", is_flag=True, help="Do not watch drift.")
 @click.option("--public-url", help="Where people reach the gateway (e.g. behind an ingress): "
@@ -137,13 +139,14 @@ def fetch_model_cmd(repo_url: str, commit: str, name: str, digest: str, dest: Pa
               "signed with MLGITOPS_NOTIFY_SECRET (MLGITOPS_NOTIFY_URL).")
 @click.option("--notify-format", type=click.Choice(["json", "slack"]),
               help="Webhook body: json (default) or slack ({text, blocks}).")
-def up(repo: Path, port: int | None, host: str | None, poll_seconds: float | None,
-       no_monitor: bool, public_url: str | None, notify_url: str | None,
-       notify_format: str | None) -> None:
+def up(repo: Path, port: int | None, host: str | None, grpc_port: int | None,
+       poll_seconds: float | None, no_monitor: bool, public_url: str | None,
+       notify_url: str | None, notify_format: str | None) -> None:
     """Run the controller, the model servers and the drift monitor (foreground)."""
     from mlgitops.controller import run
 
-    cfg = settings.controller(repo, port=port, host=host, poll_seconds=poll_seconds,
+    cfg = settings.controller(repo, port=port, host=host, grpc_port=grpc_port,
+                              poll_seconds=poll_seconds,
                               monitor=not no_monitor, public=public_url, notify_url=notify_url,
                               notify_format=notify_format)
     run.up(cfg)

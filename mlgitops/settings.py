@@ -88,6 +88,8 @@ class GatewaySettings:
     """Time a client may take to send a request's head, or pause while sending its body."""
     public_url: str | None = None
     """Where people reach the gateway (behind an ingress); decision links are built on it."""
+    grpc_port: int | None = None
+    """The v2 gRPC API for every model on this port (0: a free one); None: no gRPC port."""
 
 
 @dataclass(frozen=True)
@@ -194,11 +196,23 @@ def _bytes(name: str, default: int) -> int:
     return int(raw)
 
 
+def _grpc_port() -> int | None:
+    raw = os.environ.get("MLGITOPS_GRPC_PORT", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) > 65535:
+        raise errors.ConfigError(
+            f"MLGITOPS_GRPC_PORT={raw!r} is not a port; unset it or give e.g. 8701"
+        )
+    return int(raw)
+
+
 def controller(
     repo: Path,
     *,
     port: int | None = None,
     host: str | None = None,
+    grpc_port: int | None = None,
     poll_seconds: float | None = None,
     monitor: bool = True,
     public: str | None = None,
@@ -215,6 +229,7 @@ def controller(
         webhook_max_bytes=_bytes("MLGITOPS_WEBHOOK_MAX_BYTES", GatewaySettings.webhook_max_bytes),
         read_timeout_seconds=_float("MLGITOPS_READ_TIMEOUT_SECONDS", 5.0),
         public_url=public_url(public),
+        grpc_port=grpc_port if grpc_port is not None else _grpc_port(),
     )
     sync = SyncSettings(
         poll_seconds=poll_seconds or _float("MLGITOPS_POLL_SECONDS", 10.0),

@@ -20,7 +20,7 @@ import uvicorn
 
 from mlgitops import errors, repository, settings, ui
 from mlgitops.adapters import files, http_server, local_hosts, local_runtime, webhooks
-from mlgitops.controller import decision_pages, gateway
+from mlgitops.controller import decision_pages, gateway, grpc_gateway
 from mlgitops.controller import decisions as decision_log
 from mlgitops.controller import monitor as monitor_mod
 from mlgitops.controller import reconciler as rec
@@ -73,6 +73,7 @@ class Controller:
         self.pending_fetch = True
         self.background: list[Callable[[threading.Event], None]] = []
         self.port = cfg.gateway.port
+        self.grpc_port: int | None = None  # bound by `_serve_grpc` when asked for
         self.decisions = self._decisions()
         self.store.listeners.append(self._rollout_decision)
         self.monitor: monitor_mod.Monitor[local_runtime.Backend] | None = None
@@ -221,6 +222,16 @@ class Controller:
             time.sleep(0.02)
         return server, thread
 
+    def _serve_grpc(self) -> grpc_gateway.Gateway | None:
+        """The v2 gRPC API of every model on ``gateway.grpc_port`` (None: not asked for)."""
+        if self.cfg.gateway.grpc_port is None:
+            return None
+        gw = grpc_gateway.Gateway(router=self.router, statuses=self.statuses,
+                                  max_body_bytes=self.cfg.gateway.max_body_bytes)
+        self.grpc_port = gw.start(self.cfg.gateway.host, self.cfg.gateway.grpc_port)
+        ui.console.print(f"v2 gRPC API of every model on {self.cfg.gateway.host}:{self.grpc_port}")
+        return gw
+
     def run(self, *, on_ready: Callable[[Controller], None] | None = None) -> None:
         with self._lock():
             # first what an earlier controller left: adopt its servers, stop all else of ours
@@ -230,9 +241,11 @@ class Controller:
                                  "previous controller left behind[/]")
             self.runtime.prepare()
             server, thread = self._serve_gateway()
+            grpc_gw = self._serve_grpc()
             files.write_json(
                 self.state_dir / CONTROLLER_FILE,
                 {"pid": os.getpid(), "url": self.base_url, "port": self.port,
+                 "grpcPort": self.grpc_port,
                  "startTime": local_runtime.start_time(os.getpid())},
             )
             self._register()
@@ -258,6 +271,8 @@ class Controller:
                 leftovers = self.runtime.sweep()
                 if leftovers:
                     ui.console.print(f"[yellow]stopped {len(leftovers)} stray server process(es)[/]")
+                if grpc_gw is not None:
+                    grpc_gw.stop()
                 server.should_exit = True
                 thread.join(timeout=10)
                 (self.state_dir / CONTROLLER_FILE).unlink(missing_ok=True)
