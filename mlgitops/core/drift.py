@@ -389,7 +389,7 @@ def compare_matrices(
             if method == "ks":
                 scores[sel] = ks_pvalues(ecdf.ks_sorted(r, n, c, m), n, m)
             else:
-                scores[sel] = ecdf.wasserstein_sorted(r, n, c, m) / np.maximum(ecdf.row_std(r, n), 0.001)
+                scores[sel] = ecdf.wasserstein_sorted(r, n, c, m) / np.maximum(ecdf.row_std(_rows(reference, sel)), 0.001)
             methods[sel] = method
     rest = np.flatnonzero(~smooth & (cur_count > 0))
     for part in ecdf.chunks(len(rest), ref_sorted.shape[1] + cur_sorted.shape[1]):
@@ -407,7 +407,7 @@ def compare_matrices(
         ks = np.flatnonzero(chosen == "ks")
         scores[sel[ks]] = ks_pvalues(ecdf.ks_statistic(merged)[ks], n[ks], m[ks])
         wd = np.flatnonzero(chosen == "wasserstein")
-        ref_std = ecdf.row_std(_rows(ref_sorted, sel[wd]), n[wd])
+        ref_std = ecdf.row_std(_rows(reference, sel[wd]))
         scores[sel[wd]] = ecdf.wasserstein(merged)[wd] / np.maximum(ref_std, 0.001)
         on_counts = np.flatnonzero(np.isin(chosen, ("chisquare", "z", "jensenshannon")))
         ref_values, cur_values = ecdf.value_counts(merged, on_counts)

@@ -267,7 +267,12 @@ def _wasserstein_sorted(
     f = (i + 1) / n
     cross = ((i + 1) * cur_count[:, None] + ref_count[:, None] - 1) // ref_count[:, None] - 1
     split = np.clip(cross, ka, kb)
-    flat = cur_sorted.ravel()
+    # sums are taken around a value of each row (its reference median): the distance does not
+    # move with the data, and cancellation then stays at the scale of the spread, not the level
+    center = np.take_along_axis(ref_sorted, (ref_count // 2)[:, None], axis=1)
+    a = ref_sorted - center
+    b = b - center
+    flat = (cur_sorted - center).ravel()
     base = (np.arange(k, dtype=np.int64) * m_width)[:, None]
     at_split = flat[np.minimum(base + np.minimum(split, cur_count[:, None] - 1), flat.size - 1)]
     x = np.where(cross < ka, a, np.where(cross >= kb, b, at_split))
@@ -289,7 +294,7 @@ def _wasserstein_sorted(
     upper = (split / m - f) * (b - x) + ((kb - split) * b - second_sum) / m
     pieces = np.where(inner, lower + upper, 0.0)
     top = np.where(valid & ~inner, (second_sum - (cur_count[:, None] - ka) * a) / m, 0.0)
-    bottom = (below[:, 0] * ref_sorted[:, 0] - low_tail) / cur_count
+    bottom = (below[:, 0] * a[:, 0] - low_tail) / cur_count
     return np.asarray(bottom + pieces.sum(axis=1) + top.sum(axis=1), dtype=np.float64)
 
 
@@ -323,14 +328,18 @@ def ks_sorted(
     return np.asarray(np.maximum(np.clip(minus, 0.0, 1.0), plus), dtype=np.float64)
 
 
-def row_std(sorted_rows: FloatArray, counts: IntArray) -> FloatArray:
-    """(k,) population standard deviation (ddof=0) of each row's non-missing values."""
-    valid = np.arange(sorted_rows.shape[1])[None, :] < counts[:, None]
-    x = np.where(valid, sorted_rows, 0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean = x.sum(axis=1) / counts
-        dev = np.where(valid, sorted_rows - mean[:, None], 0.0)
-        return np.asarray(np.sqrt((dev * dev).sum(axis=1) / counts), dtype=np.float64)
+def row_std(values: FloatArray) -> FloatArray:
+    """(k,) population standard deviation (ddof=0) of each row's finite values, bit for bit as
+    ``np.std`` of those values (which matters for values far from 0, where summation order
+    moves the result): rows without missing values in one call, the others one by one."""
+    finite = np.isfinite(values)
+    full = finite.all(axis=1)
+    out = np.full(values.shape[0], np.nan)
+    if full.any():
+        out[full] = np.std(values[full], axis=1)
+    for j in np.flatnonzero(~full & finite.any(axis=1)).tolist():
+        out[j] = np.std(values[j][finite[j]])
+    return out
 
 
 def chunks(n_columns: int, width: int) -> list[slice]:
