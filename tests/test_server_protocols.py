@@ -192,10 +192,14 @@ def test_openapi_document_loads_in_schemathesis(numeric_server: support.Server) 
     with numeric_server.client() as c:
         doc = c.get("/openapi.json").json()
     schema = schemathesis.openapi.from_dict(doc)
-    assert len(list(schema.get_all_operations())) == 13
+    assert len(list(schema.get_all_operations())) == 17
     paths = set(doc["paths"])
     assert {
         "/v2/models/{name}/infer",
+        "/v2/models/{name}/versions/{version}/infer",
+        "/v2/models/{name}/versions/{version}",
+        "/v2/models/{name}/versions/{version}/ready",
+        "/v2/models/{name}/versions/{version}/stats",
         "/v2/models/{name}",
         "/v2/models/{name}/ready",
         "/v2/models/{name}/stats",

@@ -2,7 +2,12 @@
 
 Column values are typed as the signature types them (``double`` -> number, ``long`` ->
 64-bit integer, ...), the model name is the only value the ``{name}`` path parameter takes
-(others answer 404), and every documented error has the body ``{"error": "<sentence>"}``.
+(others answer 404), the serving commit the only value of ``{version}`` (a prefix of at least
+7 characters works too; others answer 404), and every documented error has the body
+``{"error": "<sentence>"}``. The binary tensor data extension is documented as the
+``application/octet-stream`` body of infer (its JSON header's length in
+``Inference-Header-Content-Length``). The relay route of the controller's gRPC gateway
+(``POST /v2/grpc/…``, protobuf in and out) is internal and not documented here.
 """
 
 from __future__ import annotations
@@ -130,6 +135,8 @@ def document(
     tensor = {
         "type": "object",
         "required": ["name", "shape", "datatype", "data"],
+        "description": "With the binary tensor data extension, 'data' is replaced by "
+        "parameters.binary_data_size (the tensor's bytes follow the JSON header).",
         "properties": {
             "name": {
                 "type": "string",
@@ -143,7 +150,11 @@ def document(
             },
             "datatype": {"type": "string", "enum": datatypes},
             "data": {"type": "array"},
-            "parameters": {"type": "object"},
+            "parameters": {
+                "type": "object",
+                "description": "binary_data_size (binary extension); content_type 'pd', 'np' "
+                "or 'str' (MLServer's codecs).",
+            },
         },
         "additionalProperties": False,
     }
@@ -152,7 +163,14 @@ def document(
         "required": ["inputs"],
         "properties": {
             "id": {"type": "string", "nullable": True},
-            "parameters": {"type": "object", "nullable": True},
+            "model_name": {"type": "string", "enum": [name], "nullable": True},
+            "model_version": {"type": "string", "enum": [version], "nullable": True},
+            "parameters": {
+                "type": "object",
+                "nullable": True,
+                "description": "binary_data_output: true answers with the binary extension; "
+                "content_type 'pd' (one tensor per column), 'np' or 'str'.",
+            },
             "inputs": {"type": "array", "minItems": 1, "items": tensor},
             "outputs": {
                 "type": "array",
@@ -171,12 +189,13 @@ def document(
     }
     out_tensor = {
         "type": "object",
-        "required": ["name", "datatype", "shape", "data"],
+        "required": ["name", "datatype", "shape"],
         "properties": {
             "name": {"type": "string"},
             "datatype": {"type": "string"},
             "shape": {"type": "array", "items": {"type": "integer"}},
-            "data": {"type": "array"},
+            "data": {"type": "array", "description": "Absent when the output is binary."},
+            "parameters": {"type": "object", "description": "binary_data_size when binary."},
         },
     }
     infer_response = {
@@ -219,6 +238,73 @@ def document(
         "description": "The model's name (the only one this server serves).",
     }
     obj = {"type": "object"}
+    version_param = {
+        "name": "version",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": [version]},
+        "description": "The serving commit (or a prefix of at least 7 characters); another "
+        "version answers 404 naming the one that serves.",
+    }
+    header_length = {
+        "name": "Inference-Header-Content-Length",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1},
+        "description": "Binary tensor data extension: the byte length of the JSON header at "
+        "the start of the body; the tensors' raw bytes follow it.",
+    }
+    infer_op = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": infer_request},
+                "application/octet-stream": {
+                    "schema": {"type": "string", "format": "binary"},
+                },
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "The predictions; binary (octet-stream, the JSON header's length "
+                "in Inference-Header-Content-Length) when the request asks for it.",
+                "content": {
+                    "application/json": {"schema": infer_response},
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                },
+            },
+            **_errors(400, 404, 413, 415, 422, 503),
+        },
+    }
+
+    def versioned(operation: dict[str, Any], op_id: str) -> dict[str, Any]:
+        params = [*operation.get("parameters", [name_param]), version_param]
+        return {**operation, "operationId": op_id, "parameters": params}
+
+    metadata_op = {
+        "summary": "Model metadata (version = the served commit)",
+        "operationId": "v2_model_metadata",
+        "parameters": [name_param],
+        "responses": {**_json_ok(model_meta), **_errors(404)},
+    }
+    ready_op = {
+        "summary": "Model readiness",
+        "operationId": "v2_model_ready",
+        "parameters": [name_param],
+        "responses": {**_json_ok(obj), **_errors(404, 503)},
+    }
+    stats_op = {
+        "summary": "Live statistics of every worker and their samples (for monitors)",
+        "operationId": "v2_model_stats",
+        "parameters": [name_param],
+        "responses": {**_json_ok(obj), **_errors(404)},
+    }
+    infer_post = {
+        "summary": "Open Inference Protocol v2: infer (JSON or binary tensors)",
+        "operationId": "v2_infer",
+        "parameters": [name_param, header_length],
+        **infer_op,
+    }
     return {
         "openapi": "3.0.3",
         "info": {
@@ -227,44 +313,21 @@ def document(
             "description": f"Serves model {name!r} at version {version}. Output datatype {output_datatype}.",
         },
         "paths": {
-            "/v2/models/{name}/infer": {
-                "post": {
-                    "summary": "Open Inference Protocol v2: infer",
-                    "operationId": "v2_infer",
-                    "parameters": [name_param],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": infer_request}},
-                    },
-                    "responses": {
-                        **_json_ok(infer_response),
-                        **_errors(400, 404, 413, 415, 422, 503),
-                    },
-                }
+            "/v2/models/{name}/infer": {"post": infer_post},
+            "/v2/models/{name}": {"get": metadata_op},
+            "/v2/models/{name}/ready": {"get": ready_op},
+            "/v2/models/{name}/stats": {"get": stats_op},
+            "/v2/models/{name}/versions/{version}/infer": {
+                "post": versioned(infer_post, "v2_versioned_infer")
             },
-            "/v2/models/{name}": {
-                "get": {
-                    "summary": "Model metadata (version = the served commit)",
-                    "operationId": "v2_model_metadata",
-                    "parameters": [name_param],
-                    "responses": {**_json_ok(model_meta), **_errors(404)},
-                }
+            "/v2/models/{name}/versions/{version}": {
+                "get": versioned(metadata_op, "v2_versioned_model_metadata")
             },
-            "/v2/models/{name}/ready": {
-                "get": {
-                    "summary": "Model readiness",
-                    "operationId": "v2_model_ready",
-                    "parameters": [name_param],
-                    "responses": {**_json_ok(obj), **_errors(404, 503)},
-                }
+            "/v2/models/{name}/versions/{version}/ready": {
+                "get": versioned(ready_op, "v2_versioned_model_ready")
             },
-            "/v2/models/{name}/stats": {
-                "get": {
-                    "summary": "Live statistics of every worker and their samples (for monitors)",
-                    "operationId": "v2_model_stats",
-                    "parameters": [name_param],
-                    "responses": {**_json_ok(obj), **_errors(404)},
-                }
+            "/v2/models/{name}/versions/{version}/stats": {
+                "get": versioned(stats_op, "v2_versioned_model_stats")
             },
             "/v2/health/live": {"get": {"operationId": "v2_live", "responses": _json_ok(obj)}},
             "/v2/health/ready": {
