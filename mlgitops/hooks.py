@@ -38,7 +38,7 @@ VALIDATED_PATHS = (layout.MODELS, layout.MANIFESTS, layout.QUARANTINE)
 
 
 #: Digests this remote validated (load included), one ``<digest> <key>`` line each.
-VALIDATED_FILE = "mlgitops-validated"
+VALIDATED_FILE = validator.VALIDATED
 #: Lines kept in `VALIDATED_FILE` (the newest).
 VALIDATED_KEEP = 5000
 #: The environment git gives a pre-receive hook to read the pushed, not yet accepted, objects.
@@ -249,14 +249,23 @@ def answer(gitdir: Path, request: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def serve(gitdir: Path, *, idle: float | None = None) -> int:
-    """Run ``gitdir``'s warm validator: import once, then answer hooks (`adapters.validator`)."""
+    """Run ``gitdir``'s warm validator: import once, then answer hooks (`adapters.validator`).
+
+    When mlgitops' sources change it executes itself again, so the new code checks.
+    """
     from mlgitops.adapters import sandbox
 
     for key in (*QUARANTINE_ENV, "GIT_DIR"):
         os.environ.pop(key, None)
-    sandbox.warm()
-    return validator.serve(gitdir, handle=lambda request: answer(gitdir, request),
-                           idle=validator.idle_seconds() if idle is None else idle)
+    status = validator.serve(gitdir, handle=lambda request: answer(gitdir, request),
+                             idle=validator.idle_seconds() if idle is None else idle,
+                             warm=sandbox.warm)
+    if status == validator.RESTART:
+        args = [sys.executable, "-I", "-m", "mlgitops.hooks", "serve", str(gitdir)]
+        if idle is not None:
+            args.append(str(idle))
+        os.execv(sys.executable, args)
+    return status
 
 
 USAGE = "usage: python -m mlgitops.hooks pre-receive | serve GITDIR [IDLE_SECONDS]"

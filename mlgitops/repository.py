@@ -73,13 +73,13 @@ PRE_RECEIVE = '''\
 """mlgitops pre-receive: refuse a push whose models or manifests do not validate.
 
 Asks this remote's warm validator (`python -m mlgitops.hooks serve`) and exits with its
-verdict. When none runs, one is started: the push waits for it when it brings models to load
-(an interpreter start and a scikit-learn import once, instead of per push), else it is
-checked cold (`python -m mlgitops.hooks pre-receive`) while the validator starts for the next
+verdict. When none runs, one is started: the push waits for it when it brings model content
+this remote never validated (an interpreter start and a scikit-learn import once, instead of
+per push), else (a manifest change, a revert to validated content) it is checked cold (`python -m mlgitops.hooks pre-receive`) while the validator starts for the next
 push. MLGITOPS_VALIDATOR=cold always checks cold. `--warm` only starts the validator.
 Stdlib only: this script starts in milliseconds.
 """
-import fcntl, hashlib, json, os, socket, stat, subprocess, sys, time
+import fcntl, hashlib, json, os, re, socket, stat, subprocess, sys, time
 PYTHON = {python!r}
 ZERO = "0" * 40
 GITDIR = os.path.abspath(os.environ.get("GIT_DIR", "."))
@@ -145,17 +145,35 @@ def start():
 def git(*args):
     return subprocess.run(["git", *args], capture_output=True).stdout
 
+DIGEST = re.compile(rb"digest:\\s*['\\"]?(sha256:[0-9a-f]{{64}})")
+
 def brings_models(lines):
+    """True when the push names model content this remote has not validated before."""
+    try:
+        with open(os.path.join(GITDIR, "{validated}")) as f:
+            done = {{line.split()[0] for line in f if line.startswith("sha256:")}}
+    except OSError:
+        done = set()
     for line in lines:
         parts = line.split()
         if len(parts) != 3 or parts[2] != "refs/heads/{branch}" or parts[1] == ZERO:
             continue
         if parts[0] == ZERO:
-            names = git("ls-tree", "-r", "--name-only", parts[1], "--", "{models}").split()
-            if [n for n in names if n != b"{models}/.gitkeep"]:
+            paths = git("ls-tree", "-r", "--name-only", parts[1], "--", "{models}").split()
+        else:
+            paths = git("diff", "--name-only", parts[0], parts[1], "--", "{models}",
+                        "{manifests}").split()
+        names = set()
+        for path in paths:
+            bits = path.decode(errors="replace").split("/")
+            if bits[0] == "{models}" and len(bits) > 2:
+                names.add(bits[1])
+            elif bits[0] == "{manifests}" and len(bits) == 2 and bits[1].endswith(".yaml"):
+                names.add(bits[1][:-5])
+        for name in names:
+            found = DIGEST.search(git("cat-file", "blob", "%s:{manifests}/%s.yaml" % (parts[1], name)))
+            if found and found.group(1).decode() not in done:
                 return True
-        elif git("diff", "--name-only", parts[0], parts[1], "--", "{models}").strip():
-            return True
     return False
 
 def warm(request, timeout, lines=None):
@@ -223,7 +241,8 @@ def install_hooks(bare: Path) -> None:
         path = hooks / name
         path.write_text(template.format(python=sys.executable, notify=NOTIFY_FILE,
                                         log=validator.LOG, branch=layout.BRANCH,
-                                        models=layout.MODELS))
+                                        models=layout.MODELS, manifests=layout.MANIFESTS,
+                                        validated=validator.VALIDATED))
         path.chmod(0o755)
 
 

@@ -176,6 +176,45 @@ def test_the_transport_answers_one_at_a_time_keeps_one_process_and_idles_out(
     assert seen == [{"n": 1}]
 
 
+def test_a_validator_whose_sources_change_asks_to_be_started_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gitdir = tmp_path / "r.git"
+    gitdir.mkdir()
+    source = tmp_path / "module.py"
+    source.write_text("x = 1\n")
+    monkeypatch.setattr(validator, "sources", lambda: [source])
+    status: list[int] = []
+    thread = threading.Thread(target=lambda: status.append(
+        validator.serve(gitdir, handle=lambda r: {"status": 0}, idle=60.0)))
+    thread.start()
+    wait_running(gitdir, timeout=10)
+    source.write_text("x = 22\n")  # an upgrade: another size and time
+    thread.join(timeout=15)
+    assert status == [validator.RESTART] and not validator.running(gitdir)
+
+
+def test_without_a_validator_a_push_of_validated_content_is_checked_cold_at_once(
+    repo: Path, publish_version: Callable[..., str], stop_validators: list[Path],
+) -> None:
+    remote = remote_of(repo)
+    stop_validators.append(remote)
+    publish_version(seed=1)
+    pid = int(validator.ask(remote, {"ping": True})["pid"])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while validator.running(remote) or Path(f"/proc/{pid}").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    path = repo / layout.manifest_path("credit")
+    doc = yaml.safe_load(path.read_text())
+    doc["spec"]["serving"]["workers"] = 2
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    git.commit(repo, message="two workers", paths=[layout.MANIFESTS])
+    assert push_output(repo).returncode == 0  # the model's digest was validated: cold, no wait
+    wait_running(remote)  # and a validator started for the next push
+
+
 def test_the_runtime_directory_must_be_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     run = tmp_path / f"mlgitops-{os.getuid()}"

@@ -6,7 +6,7 @@ repository's private runtime directory (`socket_path`): the process imported eve
 (`sandbox.warm`) and loads each model in a fresh child forked from it under the sandbox's
 limits. It is started on demand by the hook itself (or warmed ahead by ``publish`` and the
 drift monitor), serves one request at a time, and exits after ``IDLE_SECONDS`` without one,
-or as soon as mlgitops' own source files change (the next push starts the new code).
+and starts itself again as soon as mlgitops' own source files change (an upgrade).
 
 Protocol: the client connects, sends one JSON object and shuts its writing side; the
 process answers one JSON object and closes. ``{"ping": true}`` -> ``{"pong": true}``; any
@@ -32,10 +32,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import mlgitops
 from mlgitops import errors
 
 LOG = "mlgitops-validator.log"
+#: In the bare repository: digests validated in full, one ``<digest> <key>`` line each.
+VALIDATED = "mlgitops-validated"
 #: A validator that answered nothing for this long exits (the next push starts one again);
 #: ``MLGITOPS_VALIDATOR_IDLE`` (seconds) in its environment overrides it.
 IDLE_SECONDS = 1800.0
@@ -74,7 +75,7 @@ def socket_path(gitdir: Path) -> Path:
 
 def sources() -> list[Path]:
     """The source files of the mlgitops modules this process imported."""
-    root = Path(mlgitops.__file__).parent
+    root = Path(__file__).resolve().parents[1]  # the mlgitops package
     found = {Path(f) for m in list(sys.modules.values())
              if (f := getattr(m, "__file__", None)) and Path(f).is_relative_to(root)}
     return sorted(found)
@@ -178,11 +179,18 @@ def idle_seconds() -> float:
     return value if value > 0 else IDLE_SECONDS
 
 
-def serve(gitdir: Path, *, handle: Handler, idle: float = IDLE_SECONDS) -> int:
+#: `serve`'s status when mlgitops' sources changed: the caller starts the new code in its place.
+RESTART = 75
+
+
+def serve(gitdir: Path, *, handle: Handler, idle: float = IDLE_SECONDS,
+          warm: Callable[[], None] | None = None) -> int:
     """Answer requests on ``gitdir``'s socket until idle for ``idle`` seconds; exit status.
 
-    Only one validator per repository runs (an exclusive lock); a second one exits 0 at once.
-    It also exits when ``gitdir`` is removed.
+    Only one validator per repository runs (an exclusive lock, taken before ``warm`` imports,
+    so a hook sees that one is starting); a second one exits 0 at once. It exits when
+    ``gitdir`` is removed, and returns `RESTART` when a source file of mlgitops it imported
+    changed (checked every `TICK_SECONDS` and before each request).
     """
     path = socket_path(gitdir)
     lock = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
@@ -191,6 +199,12 @@ def serve(gitdir: Path, *, handle: Handler, idle: float = IDLE_SECONDS) -> int:
     except BlockingIOError:
         os.close(lock)
         return 0
+    try:
+        if warm is not None:
+            warm()
+    except BaseException:
+        os.close(lock)
+        raise
     watched = sources()
     stamp = source_stamp(watched)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -213,6 +227,8 @@ def serve(gitdir: Path, *, handle: Handler, idle: float = IDLE_SECONDS) -> int:
             except TimeoutError:
                 if time.monotonic() - last >= idle or not _same_dir(gitdir, home):
                     return 0
+                if source_stamp(watched) != stamp:
+                    return RESTART
                 continue
             last = time.monotonic()
             with conn:
@@ -228,7 +244,7 @@ def serve(gitdir: Path, *, handle: Handler, idle: float = IDLE_SECONDS) -> int:
                     continue
                 if source_stamp(watched) != stamp:  # mlgitops was upgraded: the new code must check
                     _reply(conn, {"restart": True})
-                    return 0
+                    return RESTART
                 conn.settimeout(None)
                 _reply(conn, handle(request))
     finally:

@@ -69,6 +69,7 @@ class Reconciler(Generic[H]):
         router: Router[H],
         endpoint: Callable[[str], str],
         drain_seconds: float = 1.0,
+        keep_previous_seconds: float = 0.0,
     ) -> None:
         self.source = source
         self.workloads = workloads
@@ -82,6 +83,11 @@ class Reconciler(Generic[H]):
         self.retry_wanted = False
         #: workloads replaced by a newer version, draining before they stop (key -> handle)
         self.retiring: dict[Hashable, H] = {}
+        #: how long the version a switch replaced stays warm (0: it stops after draining); a
+        #: rollback to its content then routes to it at once instead of loading it again
+        self.keep_previous_seconds = keep_previous_seconds
+        #: model -> (the replaced version's workload kept warm, when it stops)
+        self.parked: dict[str, tuple[H, float]] = {}
 
     # live -------------------------------------------------------------------------------
     def adopt(self) -> ports.Recovered[H]:
@@ -151,6 +157,9 @@ class Reconciler(Generic[H]):
             old = self.router.drop(name)
             if old is not None:
                 self._retire(old)
+            parked = self.parked.pop(name, None)
+            if parked is not None:
+                self._retire(parked[0])
             self.store.forget(name)
             self.store.event("Retired", model=name, commit=head, message=step.reason)
             return
@@ -185,9 +194,12 @@ class Reconciler(Generic[H]):
         self.store.set(st)
         started = time.perf_counter()
         try:
-            model_dir = self.source.materialize(d.version, dep)
+            handle = warm = self._unpark(step.name, dep.digest)
             exported = time.perf_counter()
-            handle = self.workloads.deploy(d, model_dir=model_dir)
+            if handle is None:
+                model_dir = self.source.materialize(d.version, dep)
+                exported = time.perf_counter()
+                handle = self.workloads.deploy(d, model_dir=model_dir)
         except errors.Stalled as exc:
             self.store.failures[step.name] = plan.Failure(dep.digest, d.version, str(exc))
             if isinstance(exc, errors.QuarantinedError):  # matched by content, not bytes
@@ -212,16 +224,52 @@ class Reconciler(Generic[H]):
         self.store.save()
         kind = "Restarted" if step.action is plan.Action.RESTART else "Deployed"
         self.store.event(kind, model=step.name, commit=d.version, digest=dep.digest,
-                         message=f"{d.version[:12]} serves on {handle.where}",
+                         message=f"{d.version[:12]} serves on {handle.where}" + (
+                             "" if warm is None else f" (kept warm since {handle.version[:12]} "
+                             "served this content)"),
                          previous=old.version if old else None,
                          seconds=round(time.perf_counter() - started, 3),
                          exportSeconds=round(exported - started, 3))
         for hook in self.on_deployed:
             hook(step.name, handle)
         if old is not None and old.key != handle.key:
-            self.retiring[old.key] = old
             self.workloads.draining(old)
-            threading.Thread(target=self._retire, args=(old,), daemon=True).start()
+            if self.keep_previous_seconds > 0 and old.digest != handle.digest and warm is None:
+                self._park(step.name, old)
+            else:
+                self.retiring[old.key] = old
+                threading.Thread(target=self._retire, args=(old,), daemon=True).start()
+
+    def _park(self, name: str, handle: H) -> None:
+        """Keep ``handle`` (just replaced) warm for `keep_previous_seconds`, then retire it."""
+        until = time.monotonic() + self.keep_previous_seconds
+        earlier = self.parked.get(name)
+        self.parked[name] = (handle, until)
+        if earlier is not None:
+            self.retiring[earlier[0].key] = earlier[0]
+            threading.Thread(target=self._retire, args=(earlier[0],), daemon=True).start()
+
+        def expire() -> None:
+            time.sleep(self.keep_previous_seconds)
+            with self.lock:
+                if self.parked.get(name, (None, 0.0))[0] is not handle:
+                    return  # routed again, or replaced by a newer parked version
+                del self.parked[name]
+                self.retiring[handle.key] = handle
+            self._retire(handle)
+
+        threading.Thread(target=expire, daemon=True).start()
+
+    def _unpark(self, name: str, digest: str) -> H | None:
+        """The warm workload of ``name``'s replaced version when it holds ``digest`` (a rollback)."""
+        found = self.parked.pop(name, None)
+        if found is None:
+            return None
+        handle = found[0]
+        if handle.digest == digest and self.workloads.alive(handle):
+            return handle
+        self.parked[name] = found  # another content: it stays parked until it expires
+        return None
 
     def _revive(self, step: plan.Step) -> None:
         """The older version serves while a newer one is held: if it died, start it again."""
@@ -257,6 +305,9 @@ class Reconciler(Generic[H]):
             handle = self.router.drop(name)
             if handle is not None:
                 self.workloads.stop(handle, grace=5.0)
+        for handle, _ in list(self.parked.values()):
+            self.workloads.stop(handle, grace=5.0)
+        self.parked.clear()
         for handle in list(self.retiring.values()):
             self.workloads.stop(handle, grace=5.0)
         self.retiring.clear()

@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from mlgitops import errors, validate
-from mlgitops.adapters import files, git
+from mlgitops.adapters import files, git, validator
 from mlgitops.core import layout, quarantine
 from mlgitops.core.policy import RevertPlan
 
@@ -82,8 +82,15 @@ class Writer:
 
     def prepare(self) -> None:
         """Clone the remote now (the monitor does at start, so a revert never waits for it)."""
+        self.warm()
         with self._lock:
             self._ready()
+
+    def warm(self) -> bool:
+        """Start the remote's warm validator unless it runs (a local bare remote with the
+        mlgitops hook): a revert's push then waits for no interpreter start and no imports.
+        Returns at once; False when the remote has no validator to warm."""
+        return validator.warm_remote(self.url)
 
     def _ready(self) -> None:
         if (self.dir / ".git").is_dir() and git.remote_url(self.dir) == self.url:
@@ -96,8 +103,10 @@ class Writer:
     def find_revert(self, reverted: str) -> git.LogEntry | None:
         """The commit on the remote that reverts ``reverted`` (its ``Mlgitops-Reverts`` trailer).
 
-        Fetches first; GitError when the remote cannot be read.
+        Fetches first; GitError when the remote cannot be read. The monitor asks when a new
+        version starts serving, so the remote's validator is warmed (`warm`) for its watch.
         """
+        self.warm()
         with self._lock:
             self._ready()
             git.fetch(self.dir)
