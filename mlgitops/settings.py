@@ -98,6 +98,9 @@ class SyncSettings:
     branch: str = layout.BRANCH
     remote: str = "origin"
     drain_seconds: float = 1.0
+    #: the version a switch replaced stays warm this long (with the drift monitor on), so a
+    #: rollback to it routes at once; 0: it stops after draining
+    keep_previous_seconds: float = 600.0
     ready_timeout_seconds: float = 120.0
     standby: int = 1
     #: "shared": small models share host processes; "process": one process per model
@@ -234,6 +237,7 @@ def controller(
     sync = SyncSettings(
         poll_seconds=poll_seconds or _float("MLGITOPS_POLL_SECONDS", 10.0),
         drain_seconds=_float("MLGITOPS_DRAIN_SECONDS", 1.0),
+        keep_previous_seconds=_float("MLGITOPS_KEEP_PREVIOUS_SECONDS", 600.0),
         hosting=_choice("MLGITOPS_HOSTING", ("shared", "process"), "shared"),
         models_per_host=int(_float("MLGITOPS_MODELS_PER_HOST", 20)),
         dedicated_bytes=_bytes("MLGITOPS_DEDICATED_BYTES", 64 * 1024 * 1024),

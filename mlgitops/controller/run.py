@@ -67,6 +67,7 @@ class Controller:
             router=self.router,
             endpoint=self.endpoint,
             drain_seconds=cfg.sync.drain_seconds,
+            keep_previous_seconds=cfg.sync.keep_previous_seconds if cfg.monitor.enabled else 0.0,
         )
         self.stop_event = threading.Event()
         self.wake = threading.Event()
