@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/commit_to_serving.py
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/drift.py
+	$(BIN)/python bench/publish.py
 	$(BIN)/python bench/rollback.py
 	$(BIN)/python bench/kill9.py --trials 20
 
