@@ -28,10 +28,10 @@ from webhook_receiver import Receiver
 
 from mlgitops import errors
 from mlgitops.adapters import webhooks
-from mlgitops.controller import decision_pages, gateway, report_files
+from mlgitops.controller import decision_pages, gateway
 from mlgitops.controller import decisions as decision_log
 from mlgitops.controller import reconciler as rec
-from mlgitops.core import decision_page, decisions, policy, stats
+from mlgitops.core import decision_page, decisions, drift, policy, stats
 from mlgitops.core.manifest import DriftPolicy
 
 FEATURES = ["age", "income", "plan"]
@@ -67,8 +67,7 @@ def window_decision(*, live_shift: float, action: str = "revert",
     """A closed window of the serving version (trained on shift 1) vs the previous (shift 0)."""
     previous, serving = baseline_of(frame(2000, seed=1)), baseline_of(frame(2000, shift=1, seed=2))
     window = window_of(serving, frame(800, shift=live_shift, seed=3))
-    report = __import__("mlgitops.core.drift", fromlist=["compare_stats"]).compare_stats(
-        serving, window, share=RULES.dataset_share)
+    report = drift.compare_stats(serving, window, share=RULES.dataset_share)
     rules = DriftPolicy(**{**RULES.__dict__, "action": action})
     evidence = policy.Evidence.from_reports(
         report, fit_current=policy.fit_share(serving, serving, window),
@@ -270,10 +269,15 @@ def test_the_gateway_serves_the_index_and_every_decisions_page(tmp_path: Path,
     for d in (revert, alert, deploy):
         assert f"/reports/{d.model}/{d.id}" in index.text
     assert "bbbbbbbbbbbb" in index.text and "aaaaaaaaaaaa" in index.text
+    quiet = revert.with_(id="credit-risk-20260528T000000-pass-0a0b0c", kind=decisions.Kind.PASS,
+                         at=revert.at - 5)
+    log.append(quiet)
+    assert quiet.id not in httpx.get(f"{gateway_url}/reports/").text  # quiet windows: on asking
+    assert quiet.id in httpx.get(f"{gateway_url}/reports/?kind=all").text
     only = httpx.get(f"{gateway_url}/reports/?kind=revert").text
     assert revert.id in only and alert.id not in only and deploy.id not in only
     data = httpx.get(f"{gateway_url}/reports/credit-risk/?format=json").json()
-    assert [r["id"] for r in data["decisions"]] == [alert.id, revert.id]  # newest first
+    assert [r["id"] for r in data["decisions"]] == [alert.id, revert.id, quiet.id]  # newest first
     for d in (revert, alert, deploy):
         page = httpx.get(f"{gateway_url}/reports/{d.model}/{d.id}")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")

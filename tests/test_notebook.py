@@ -21,3 +21,4 @@ def test_drift_walkthrough_notebook_runs(tmp_path: Path) -> None:
     assert "v1's content serves again at" in outputs
     assert "exists: True" in outputs
     assert "Mlgitops-Reverts:" in outputs
+    assert "the decision page names the reverted commit: True" in outputs

@@ -708,7 +708,9 @@ class Monitor(Generic[H]):
             self.store.event("ReportFailed", model=name, commit=version, report=link,
                              reportPath=path,
                              message=f"the drift report {link} could not be built: {exc}")
+            self._page_again(job.target)
             return
+        self._page_again(job.target)
         self.store.event(
             "ReportWritten", model=name, commit=version, report=link, reportPath=path,
             snapshot=str(built.paths.snapshot), runId=built.run_id, rows=built.rows,
@@ -716,6 +718,15 @@ class Monitor(Generic[H]):
             message=(f"drift report {link}"
                      + (f" (workspace: {built.workspace_error})" if built.workspace_error else "")),
         )
+
+    def _page_again(self, target: reports.Plan) -> None:
+        """The decision page of a report just written: again, now linking it."""
+        ident = target.title.removesuffix(".evidently")
+        if ident == target.title or not decisions.valid_id(ident):
+            return
+        record = decision_log.find(self.state_dir / reports.REPORTS, target.name, ident)
+        if record is not None:
+            self.dispatcher.resend(record)
 
     def _freshest_sample(self, name: str, version: str, known: pd.DataFrame) -> pd.DataFrame:
         """The reservoir sample on disk now, or ``known`` when that one is larger."""

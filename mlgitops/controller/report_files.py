@@ -117,13 +117,15 @@ def decision_rows(root: Path, name: str | None = None) -> list[decisions.Decisio
 
 def index_page(root: Path, name: str | None = None, *, kind: str | None = None,
                limit: int = 500) -> str:
-    """``/reports/[<name>/]``: the decisions (newest first), filtered by ``kind`` when valid."""
-    kinds: frozenset[decisions.Kind] | None = None
-    if kind:
-        try:
-            kinds = frozenset({decisions.Kind(kind)})
-        except ValueError:
-            kinds = None
+    """``/reports/[<name>/]``: the decisions (newest first), filtered by ``kind`` when valid.
+
+    By default quiet windows (``pass``) are left out; ``kind=all`` shows them too.
+    """
+    kinds: frozenset[decisions.Kind] | None = frozenset(decisions.Kind) - {decisions.Kind.PASS}
+    if kind == "all":
+        kinds = None
+    elif kind in {k.value for k in decisions.Kind}:
+        kinds = frozenset({decisions.Kind(kind)})
     return decision_page.index(decision_rows(root, name), model=name, limit=limit, kinds=kinds)
 
 

@@ -58,7 +58,7 @@ margin:.8rem 0}
 color:var(--muted);letter-spacing:.04em}
 table{border-collapse:collapse;width:100%;font-size:.92rem}
 th,td{border-bottom:1px solid var(--line);padding:.3rem .5rem;text-align:left;vertical-align:top}
-th{background:var(--soft);font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:var(--soft);font-weight:600}td.when{white-space:nowrap}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.drifted td.flag,.drift{color:var(--bad);font-weight:600}.fit{color:var(--ok)}
 .charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:10px}
 .chart{border:1px solid var(--line);border-radius:6px;padding:.3rem .5rem}
@@ -275,8 +275,9 @@ def _sparkline(name: str, method: str, points: list[tuple[int, float, bool, str]
              "stroke='#d0d5dd'/>",
              f"<text x='{pad_l - 3}' y='{pad_t + 8}' text-anchor='end'>{_num(top)}</text>",
              f"<text x='{pad_l - 3}' y='{pad_t + plot_h}' text-anchor='end'>0</text>",
-             f"<text x='{pad_l}' y='{height - 3}'>window 1</text>",
-             f"<text x='{width - pad_r}' y='{height - 3}' text-anchor='end'>window {n}</text>"]
+             f"<text x='{pad_l}' y='{height - 3}'>window 1</text>"]
+    if n > 1:
+        parts.append(f"<text x='{width - pad_r}' y='{height - 3}' text-anchor='end'>window {n}</text>")
     if threshold is not None:
         ty = y(threshold)
         parts.append(f"<line x1='{pad_l}' x2='{width - pad_r}' y1='{ty:.1f}' y2='{ty:.1f}' "
@@ -377,7 +378,7 @@ def index(records: Sequence[Decision], *, model: str | None = None, limit: int =
     for d in shown:
         href = f"/reports/{d.model}/{d.id}"
         rows.append(
-            f"<tr class='{d.kind.value}'><td>{_e(decisions.iso(d.at))}</td>"
+            f"<tr class='{d.kind.value}'><td class='when'>{_e(decisions.iso(d.at))}</td>"
             f"<td><span class='badge {d.kind.value}'>{_e(d.kind.value)}</span></td>"
             f"<td><a href='/reports/{_e(d.model)}/'>{_e(d.model)}</a></td>"
             f"<td class='sha'>{_e(_short(d.version))}</td>"
@@ -385,6 +386,7 @@ def index(records: Sequence[Decision], *, model: str | None = None, limit: int =
             f"<td>{_e(d.verdict)}</td><td><a href='{_e(href)}'>page</a></td></tr>"
         )
     filters = " · ".join(f"<a href='?kind={k.value}'>{k.value}</a>" for k in Kind)
+    filters += " · <a href='?kind=all'>everything, quiet windows included</a>"
     more = (f"<p class='muted'>Showing the newest {limit} of {total}.</p>" if total > limit else "")
     empty = ("<p>No decisions yet: the controller records one for every deploy, hold, drift window "
              "and revert.</p>" if not shown else "")
@@ -393,7 +395,8 @@ def index(records: Sequence[Decision], *, model: str | None = None, limit: int =
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width,initial-scale=1'>"
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body>{nav}<h1>{_e(title)}</h1>"
-        f"<p class='noprint'>Show only: {filters} · <a href='?'>everything</a></p>{more}{empty}"
+        f"<p class='noprint'>Show only: {filters} · <a href='?'>decisions that acted</a></p>"
+        f"{more}{empty}"
         + ("<table class='decisions'><thead><tr><th>time (UTC)</th><th>kind</th><th>model</th>"
            "<th>version</th><th>previous / restored</th><th>verdict</th><th></th></tr></thead>"
            f"<tbody>{''.join(rows)}</tbody></table>" if shown else "")
