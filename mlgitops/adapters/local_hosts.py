@@ -125,6 +125,20 @@ class HostProcess:
                         self.lines.put(value)
         self.lines.put(None)
 
+    def started(self) -> bool:
+        """True once the host announced its admin port (never blocks)."""
+        while not self.admin_port:
+            try:
+                event = self.lines.get_nowait()
+            except queue.Empty:
+                return False
+            if event is None:
+                self.lines.put(None)  # keep the end for `wait_started` to report
+                return False
+            if event.get("event") == "host":
+                self.admin_port = int(event["admin_port"])
+        return True
+
     def wait_started(self, timeout: float) -> None:
         """Block until the host announced its admin port; RuntimeFailure when it did not."""
         deadline = time.monotonic() + timeout

@@ -617,6 +617,14 @@ class LocalRuntime:
                        proc=chosen.proc, spec=dict(spec), token=chosen.token,
                        start_time=chosen.start_time, admin=chosen.admin_port)
 
+    def warm(self) -> bool:
+        """True when the pool holds a process that finished its imports (shared mode: a host)."""
+        with self._lock:
+            self._prune()
+            if self.shared:
+                return any(h.started() for h in self._idle)
+            return bool(self._pool)
+
     def hosts(self) -> list[local_hosts.HostProcess]:
         """The serving hosts now."""
         return list(self._hosts.values())
