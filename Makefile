@@ -34,6 +34,7 @@ test: $(STAMP) browser lint typecheck
 bench: $(STAMP)
 	$(BIN)/python bench/commit_to_serving.py
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/protocols.py
 	$(BIN)/python bench/drift.py
 	$(BIN)/python bench/publish.py
 	$(BIN)/python bench/rollback.py
