@@ -570,3 +570,35 @@ def test_the_report_link_is_the_gateway_url_and_a_missing_report_is_rebuilt(worl
     third.recover()
     assert third.wait_reports(30)
     assert "no live rows were recorded" in report.read_text()
+
+
+def test_a_lost_decision_page_is_rebuilt_from_the_log_or_from_the_revert_commit(
+    world: World,
+) -> None:
+    base = "http://ml.example.com"
+    world.monitor = restarted(world, report_base=base)
+    world.send(population(600))
+    (d,) = world.tick()
+    assert d.verdict is policy.Verdict.REVERT
+    assert world.monitor.dispatcher.wait(30)
+    (entry,) = git.log(world.bare, "main", [], limit=1)
+    ident = entry.trailers[layout.TRAILER_REPORT_ID]
+    reports_root = world.store.dir / "reports"
+    page = reports_root / NAME / f"{ident}.html"
+    assert page.is_file() and entry.trailers[layout.TRAILER_REPORT] == f"{base}/reports/{NAME}/{ident}"
+    # the page file is lost: the next controller rewrites it from the decision log
+    page.unlink()
+    again = restarted(world, report_base=base)
+    again.recover()
+    assert again.dispatcher.wait(30) and page.is_file()
+    assert "f0" in page.read_text() and "rebuilt from the revert commit" not in page.read_text()
+    # the whole reports directory is lost: the page is rebuilt from what the commit says
+    shutil.rmtree(reports_root)
+    third = restarted(world, report_base=base)
+    third.recover()
+    assert third.dispatcher.wait(30) and page.is_file()
+    text = page.read_text()
+    assert world.v2[:12] in text and entry.commit[:12] in text
+    assert "rebuilt from the revert commit" in text
+    (record,) = decision_log.read(reports_root, model=NAME)
+    assert record.id == ident and record.commit == entry.commit
