@@ -117,8 +117,8 @@ def test_a_window_without_a_sample_or_a_readable_one(
     work, v1, _ = versions
     state = tmp_path / "state"
     d = window(state, v1, decisions.Kind.PASS, at=1_800_000_000.0, shift=0.0, index=1)
-    Path(str(d.sample_path)).unlink()
-    assert "was not written or was pruned" in tracking.record_window(state, work, d, keep=5)["skipped"]
+    Path(str(d.sample_path)).unlink()  # and no reservoir sample recorded for the version
+    assert "no live sample of credit" in tracking.record_window(state, work, d, keep=5)["skipped"]
     Path(str(d.sample_path)).write_bytes(b"not parquet")
     with pytest.raises(errors.ReportError, match="cannot read the live sample"):
         tracking.record_window(state, work, d, keep=5)

@@ -69,6 +69,14 @@ class StoredSnapshot:
     metadata: Mapping[str, str]
 
 
+def warm_up() -> None:
+    """Import what `add_window` needs (seconds), e.g. in a worker before its first window."""
+    with evidently_reports.translated("Importing Evidently"):
+        import evidently.presets
+        import evidently.sdk.panels
+        import evidently.ui.workspace  # noqa: F401
+
+
 def _panel_id(project_id: str, key: str) -> uuid.UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"mlgitops:{project_id}:{key}")
 
@@ -94,14 +102,6 @@ def _panels(model: str, project_id: str, *, features: Sequence[str], versions: S
             description=(f"One snapshot per closed window of the mlgitops drift monitor (pass, "
                          f"alert, revert); the newest {keep} are kept. Snapshot tags: "
                          "version=<commit>, verdict=<pass|alert|revert>."))),
-        (TREND_TAB, "last-share", panels.counter_panel(
-            title="Share of drifted features (last window)", values=[share(window)],
-            size="half", aggregation="last")),
-        (TREND_TAB, "last-count", panels.counter_panel(
-            title="Drifted features (last window)",
-            values=[PanelMetric(legend="drifted features", metric=SHARE,
-                                metric_labels={"value_type": "count"}, tags=window)],
-            size="half", aggregation="last")),
         (TREND_TAB, "share", panels.line_plot_panel(
             title="Share of drifted features per window", values=[share(window)])),
         (TREND_TAB, "scores", panels.line_plot_panel(

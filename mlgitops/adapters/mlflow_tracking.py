@@ -52,6 +52,35 @@ def metric_key(name: str) -> str:
     return _KEY.sub("_", name)[:250] or "_"
 
 
+def _create_sqlite_aside(uri: str) -> None:
+    """A new SQLite store gets its schema in a file aside, then renamed into place.
+
+    MLflow's first open runs a dozen migrations (seconds, more under load); a process killed
+    in the middle would leave a database that no MLflow can open again.
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    if str(path) in ("", ":memory:") or path.exists():
+        return
+    import os
+    import tempfile
+
+    from mlflow.tracking import MlflowClient
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, aside = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".init", dir=path.parent)
+    os.close(fd)
+    try:
+        fresh = MlflowClient(tracking_uri=f"sqlite:///{aside}", registry_uri=f"sqlite:///{aside}")
+        fresh.search_experiments(max_results=1)  # runs the migrations
+        fresh.search_registered_models(max_results=1)
+        if not path.exists():
+            os.replace(aside, path)
+    finally:
+        Path(aside).unlink(missing_ok=True)
+
+
 @contextmanager
 def _translated(action: str) -> Iterator[None]:
     try:
@@ -94,6 +123,7 @@ class Tracker:
             with _translated(f"Opening the MLflow store {self.uri}"):
                 from mlflow.tracking import MlflowClient
 
+                _create_sqlite_aside(self.uri)
                 self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         return self._client
 

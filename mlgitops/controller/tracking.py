@@ -95,16 +95,24 @@ class Worker:
             out.put(line)
         out.put(None)
 
+    def start(self) -> None:
+        """Start the child now (it imports and opens its store while nothing waits for it)."""
+        with self._lock:
+            self._ensure()
+
+    def _ensure(self) -> subprocess.Popen[bytes]:
+        if self._proc is None or self._proc.poll() is not None:
+            try:
+                self._proc = self._start()
+            except OSError as exc:
+                raise errors.RuntimeFailure(f"the {self.sink} process could not start "
+                                            f"({exc})") from exc
+        return self._proc
+
     def call(self, decision: decisions.Decision) -> dict[str, Any]:
         """The child's answer for ``decision``; Transient when it failed, died or timed out."""
         with self._lock:
-            if self._proc is None or self._proc.poll() is not None:
-                try:
-                    self._proc = self._start()
-                except OSError as exc:
-                    raise errors.RuntimeFailure(f"the {self.sink} process could not start "
-                                                f"({exc})") from exc
-            proc = self._proc
+            proc = self._ensure()
             try:
                 assert proc.stdin is not None
                 proc.stdin.write(decision.to_json().encode() + b"\n")
@@ -145,7 +153,7 @@ class Worker:
             assert proc.stdin is not None
             proc.stdin.close()
         try:
-            proc.wait(timeout=5)
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
@@ -163,8 +171,11 @@ class EvidentlySink:
         self.recorded: list[dict[str, Any]] = []
         """Recent replies (bounded): run ids, pruned counts (tests, the demo)."""
 
+    def start(self) -> None:
+        self.worker.start()
+
     def record(self, decision: decisions.Decision) -> None:
-        if decision.kind not in WINDOWS or not decision.sample_path or decision.version is None:
+        if decision.kind not in WINDOWS or decision.version is None:
             return
         reply = self.worker.call(decision)
         self.recorded = [*self.recorded[-49:], reply]
@@ -186,6 +197,9 @@ class MlflowSink:
         self.pending_seconds = pending_seconds
         self._pending: dict[str, tuple[decisions.Decision, float]] = {}
         self.recorded: list[dict[str, Any]] = []
+
+    def start(self) -> None:
+        self.worker.start()
 
     def record(self, decision: decisions.Decision) -> None:
         self._send(decision)
@@ -223,21 +237,31 @@ def record_window(state_dir: Path, clone: Path, decision: decisions.Decision, *,
     import pandas as pd
 
     name, version = decision.model, decision.version
-    if decision.kind not in WINDOWS or version is None or not decision.sample_path:
-        return {"skipped": f"{decision.kind.value} is not a closed window with a sample"}
-    sample = Path(decision.sample_path)
-    if not sample.is_file():
-        return {"skipped": f"the live sample {sample} was not written or was pruned"}
-    try:
-        current = pd.read_parquet(sample)
-    except Exception as exc:  # pyarrow raises many types
-        raise errors.ReportError(f"cannot read the live sample {sample} ({exc})") from exc
+    if decision.kind not in WINDOWS or version is None:
+        return {"skipped": f"a {decision.kind.value} is not a closed window"}
+    sample = Path(decision.sample_path) if decision.sample_path else None
+    source = "window"
+    if sample is not None and sample.is_file():
+        try:
+            current = pd.read_parquet(sample)
+        except Exception as exc:  # pyarrow raises many types
+            raise errors.ReportError(f"cannot read the live sample {sample} ({exc})") from exc
+    else:
+        # no sample of this window (none recorded yet, or pruned): the version's reservoir
+        source = "version"
+        try:
+            current = reports.live_sample(state_dir / "stats", name=name, version=version)
+        except errors.MlgitopsError:
+            current = pd.DataFrame()
+        if current.empty:
+            return {"skipped": f"no live sample of {name} at {version[:12]} was recorded for "
+                               f"window {decision.window}"}
     baseline = reports.baseline_at(clone, name=name, version=version)
     metadata = {"decisionId": decision.id, "kind": decision.kind.value,
                 "policyVerdict": decision.policy_verdict or "",
                 "window": str(decision.window or ""), "rows": str(decision.rows or ""),
                 "mlgitopsShare": "" if decision.share is None else f"{decision.share:.4f}",
-                "previousVersion": decision.previous_version or "",
+                "previousVersion": decision.previous_version or "", "sample": source,
                 "reportUrl": decision.report_url or ""}
     added = evidently_workspace.add_window(
         reports.workspace_dir(state_dir),
@@ -379,8 +403,15 @@ def _child() -> int:
     config = json.loads(sys.stdin.readline())
     state_dir, clone = Path(config["stateDir"]), Path(config["clone"])
     tracker = None
-    if config["sink"] == MLFLOW:
-        tracker = mlflow_tracking.Tracker(str(config["uri"]), artifact_root=artifact_root(state_dir))
+    try:  # warm up before the first decision: imports, and the store's schema on first use
+        if config["sink"] == MLFLOW:
+            tracker = mlflow_tracking.Tracker(str(config["uri"]),
+                                              artifact_root=artifact_root(state_dir))
+            tracker.client.search_experiments(max_results=1)
+        else:
+            evidently_workspace.warm_up()
+    except Exception as exc:  # reported again, as the answer, by the first decision
+        print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} warm-up: {exc}", file=sys.stderr)
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -391,6 +422,9 @@ def _child() -> int:
             else:
                 out = record_window(state_dir, clone, decision, keep=int(config["keep"]))
             reply = {"ok": True, "id": decision.id, **out}
+            if "skipped" in out:
+                print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {decision.id}: {out['skipped']}",
+                      file=sys.stderr)
         except errors.MlgitopsError as exc:
             reply = {"ok": False, "error": str(exc)}
         except Exception as exc:  # the child answers every line, whatever went wrong
@@ -411,6 +445,14 @@ def describe(state_dir: Path, *, uri: str | None = None) -> dict[str, str]:
         "evidentlyWorkspace": str(workspace),
         "evidentlyUi": f"evidently ui --workspace {workspace} --port 8000",
     }
+
+
+def start_all(*sinks: Any) -> None:
+    """Start the sinks' child processes (controller start: warm before the first decision)."""
+    for sink in sinks:
+        if isinstance(sink, EvidentlySink | MlflowSink):
+            with contextlib.suppress(errors.MlgitopsError):
+                sink.start()
 
 
 def quiet_close(*sinks: Any) -> None:
