@@ -303,3 +303,58 @@ def test_a_page_shows_the_trend_of_the_windows_that_led_to_the_decision(tmp_path
     assert page.count("aria-label='drift score of") == len(FEATURES) + 1  # features + prediction
     assert "window 3" in page and "<svg" in page and "<script" not in page
     assert "aria-label='prediction distributions'" in page
+
+
+def test_mlgitops_report_lists_decisions_with_urls_and_opens_the_latest(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from mlgitops import cli
+
+    root = repo / ".mlgitops" / "reports"
+    revert = window_decision(live_shift=0.0).with_(commit="c" * 40)
+    local = decisions.of_rollout(kind=decisions.Kind.DEPLOY, model="credit-risk",
+                                 at=revert.at + 60, version="c" * 40, previous_version="b" * 40,
+                                 verdict="cccccccccccc serves", digest=None, base_url=None)
+    log = decision_log.Log(root)
+    log.append(revert)
+    log.append(local)
+    opened: list[str] = []
+    monkeypatch.setattr("webbrowser.open", lambda url: opened.append(url) or True)
+    runner = CliRunner()
+    out = runner.invoke(cli.main, ["report", "credit-risk", "--repo", str(repo), "--json"])
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.output)
+    assert [r["kind"] for r in rows] == ["revert", "deploy"]
+    assert rows[0]["url"] == revert.report_url  # recorded with the public URL
+    # no controller runs and none was recorded: the page file
+    page = root / "credit-risk" / f"{local.id}.html"
+    assert rows[1]["url"] == page.as_uri()
+    out = runner.invoke(cli.main, ["report", "credit-risk", "--repo", str(repo), "--open"],
+                        env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert "revert" in out.output and "bbbbbbbbbbbb" in out.output
+    assert opened == [page.as_uri()]
+    empty = runner.invoke(cli.main, ["report", "fraud", "--repo", str(repo), "--open"])
+    assert empty.exit_code == 1 and "there is no decision of fraud to open" in empty.output
+    bad = runner.invoke(cli.main, ["report", "Fraud!", "--repo", str(repo)])
+    assert bad.exit_code == 1 and "lowercase DNS label" in bad.output
+
+
+def test_public_url_and_notification_settings_are_checked(monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path: Path) -> None:
+    from mlgitops import settings
+
+    cfg = settings.controller(tmp_path, public="https://ml.example.com/", notify_url="http://h/x",
+                              notify_format="slack")
+    assert cfg.gateway.public_url == "https://ml.example.com"
+    assert (cfg.notify.url, cfg.notify.format, cfg.notify.secret) == ("http://h/x", "slack", None)
+    monkeypatch.setenv("MLGITOPS_NOTIFY_SECRET", "s")
+    assert settings.controller(tmp_path).notify.secret == "s"
+    with pytest.raises(errors.ConfigError, match="must start with http"):
+        settings.controller(tmp_path, public="ml.example.com")
+    with pytest.raises(errors.ConfigError, match="not json or slack"):
+        settings.controller(tmp_path, notify_format="teams")
+    with pytest.raises(errors.ConfigError, match="--notify-url"):
+        settings.controller(tmp_path, notify_url="ftp://x")

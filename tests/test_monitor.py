@@ -29,9 +29,9 @@ from conftest import FEATURES, free_port, make_frame, train, wait_until
 import mlgitops
 from mlgitops import errors, repository, settings
 from mlgitops.adapters import evidently_reports, git, local_runtime, stats_store
+from mlgitops.controller import decisions as decision_log
 from mlgitops.controller import monitor as monitor_mod
 from mlgitops.controller import reconciler as rec
-from mlgitops.controller import decisions as decision_log
 from mlgitops.controller import reports, run
 from mlgitops.controller import source as source_mod
 from mlgitops.controller import state as state_mod
