@@ -133,6 +133,8 @@ def fetch_model_cmd(repo_url: str, commit: str, name: str, digest: str, dest: Pa
               "port (0: a free one; default off, or MLGITOPS_GRPC_PORT).")
 @click.option("--poll", "poll_seconds", type=float, help="Poll interval in seconds (default 10).")
 @click.option("--no-monitor", is_flag=True, help="Do not watch drift.")
+@click.option("--tracking-uri", help="MLflow tracking URI for decisions, versions and the "
+              "production alias (default sqlite:///<repo>/.mlgitops/mlflow.db; MLGITOPS_TRACKING_URI).")
 @click.option("--public-url", help="Where people reach the gateway (e.g. behind an ingress): "
               "revert commits and notifications link decision pages there (MLGITOPS_PUBLIC_URL).")
 @click.option("--notify-url", help="POST every deploy, hold, alert and revert to this webhook; "
@@ -140,14 +142,15 @@ def fetch_model_cmd(repo_url: str, commit: str, name: str, digest: str, dest: Pa
 @click.option("--notify-format", type=click.Choice(["json", "slack"]),
               help="Webhook body: json (default) or slack ({text, blocks}).")
 def up(repo: Path, port: int | None, host: str | None, grpc_port: int | None,
-       poll_seconds: float | None, no_monitor: bool, public_url: str | None,
-       notify_url: str | None, notify_format: str | None) -> None:
+       poll_seconds: float | None, no_monitor: bool, tracking_uri: str | None,
+       public_url: str | None, notify_url: str | None, notify_format: str | None) -> None:
     """Run the controller, the model servers and the drift monitor (foreground)."""
     from mlgitops.controller import run
 
     cfg = settings.controller(repo, port=port, host=host, grpc_port=grpc_port,
                               poll_seconds=poll_seconds,
-                              monitor=not no_monitor, public=public_url, notify_url=notify_url,
+                              monitor=not no_monitor, tracking_uri=tracking_uri,
+                              public=public_url, notify_url=notify_url,
                               notify_format=notify_format)
     run.up(cfg)
 

@@ -153,6 +153,35 @@ def public_url(value: str | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class TrackingSettings:
+    """Where decisions are recorded besides the log: MLflow and the Evidently workspace."""
+
+    mlflow: bool = True
+    mlflow_uri: str | None = None
+    """Any MLflow tracking URI; None: ``sqlite:///<state>/mlflow.db`` (``mlflow ui`` opens it)."""
+    evidently: bool = True
+    evidently_keep: int = 200
+    """Window snapshots kept per model in the Evidently workspace (the oldest go first)."""
+
+
+def tracking(*, uri: str | None = None) -> TrackingSettings:
+    """``--tracking-uri`` or ``MLGITOPS_TRACKING_URI``; ``MLGITOPS_MLFLOW=0`` and
+    ``MLGITOPS_EVIDENTLY=0`` switch a sink off; ``MLGITOPS_EVIDENTLY_KEEP`` (snapshots per model)."""
+    target = (uri or os.environ.get("MLGITOPS_TRACKING_URI") or "").strip() or None
+    if target is not None and "://" not in target and not target.startswith(("/", "file:")):
+        raise errors.ConfigError(
+            f"the tracking URI {target!r} is not a URI; pass e.g. --tracking-uri "
+            "sqlite:////abs/path/mlflow.db or http://mlflow.example.com:5000")
+    keep = _float("MLGITOPS_EVIDENTLY_KEEP", 200)
+    if keep != int(keep):
+        raise errors.ConfigError(f"MLGITOPS_EVIDENTLY_KEEP={keep} is not a whole number of snapshots")
+    return TrackingSettings(
+        mlflow=os.environ.get("MLGITOPS_MLFLOW", "1") not in ("0", "false"), mlflow_uri=target,
+        evidently=os.environ.get("MLGITOPS_EVIDENTLY", "1") not in ("0", "false"),
+        evidently_keep=int(keep))
+
+
+@dataclass(frozen=True)
 class ControllerSettings:
     repo: Path
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
@@ -161,6 +190,7 @@ class ControllerSettings:
     trust: trust.Policy = field(default_factory=trust.Policy)
     signing: SigningSettings = field(default_factory=SigningSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
 
     @property
     def state_dir(self) -> Path:
@@ -221,6 +251,7 @@ def controller(
     public: str | None = None,
     notify_url: str | None = None,
     notify_format: str | None = None,
+    tracking_uri: str | None = None,
 ) -> ControllerSettings:
     """Controller settings from flags, then ``MLGITOPS_*`` environment variables, then defaults."""
     telemetry_off()
@@ -248,7 +279,8 @@ def controller(
     )
     return ControllerSettings(repo=repo.resolve(), gateway=gw, sync=sync, monitor=mon,
                               trust=trust_policy(), signing=signing(),
-                              notify=notify(url=notify_url, format=notify_format))
+                              notify=notify(url=notify_url, format=notify_format),
+                              tracking=tracking(uri=tracking_uri))
 
 
 @dataclass(frozen=True)

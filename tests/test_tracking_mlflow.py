@@ -168,3 +168,46 @@ def test_an_unusable_store_is_a_transient_sentence(
             sink.record(deploy(v1, digest_at(work, v1), at=1_800_002_000.0))
     finally:
         sink.close()
+
+
+def test_a_store_killed_while_it_is_created_stays_usable(tmp_path: Path) -> None:
+    """MLflow creates its schema in a dozen migrations; a kill in between must not brick the store."""
+    import subprocess
+    import sys
+
+    uri = mlflow_tracking.default_uri(tmp_path)
+    code = ("from pathlib import Path; from mlgitops.adapters import mlflow_tracking as m; "
+            f"m.Tracker({uri!r}, artifact_root=Path({str(tmp_path)!r})).ensure_model('x')")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    db = tmp_path / mlflow_tracking.DB_FILE
+    aside = list(tmp_path.glob(".mlflow.db.*.init"))
+    deadline = time.monotonic() + 120
+    while not aside and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        aside = list(tmp_path.glob(".mlflow.db.*.init"))
+    proc.kill()
+    proc.wait()
+    assert aside or db.exists(), "the schema was never being created"
+    if aside:  # killed during the migrations: no half-made database in place
+        assert not db.exists() or db.stat().st_size > 0
+    tracker = mlflow_tracking.Tracker(uri, artifact_root=tmp_path / "a")
+    tracker.ensure_model(NAME)
+    assert tracker.versions(NAME) == []
+
+
+def test_the_tracking_uri_setting_and_flag(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from mlgitops import settings
+
+    assert settings.tracking(uri="http://mlflow.example.com:5000").mlflow_uri == \
+        "http://mlflow.example.com:5000"
+    assert settings.tracking().mlflow_uri is None and settings.tracking().evidently_keep == 200
+    with pytest.raises(errors.ConfigError, match="is not a URI; pass e.g. --tracking-uri"):
+        settings.tracking(uri="mlflow.db")
+    out = subprocess.run([sys.executable, "-m", "mlgitops.cli", "up", "--repo", str(tmp_path),
+                          "--tracking-uri", "mlflow.db"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode != 0 and "is not a URI" in out.stdout + out.stderr
+    assert "Traceback" not in out.stderr

@@ -20,7 +20,7 @@ import uvicorn
 
 from mlgitops import errors, repository, settings, ui
 from mlgitops.adapters import files, http_server, local_hosts, local_runtime, webhooks
-from mlgitops.controller import decision_pages, gateway, grpc_gateway
+from mlgitops.controller import decision_pages, gateway, grpc_gateway, tracking
 from mlgitops.controller import decisions as decision_log
 from mlgitops.controller import monitor as monitor_mod
 from mlgitops.controller import reconciler as rec
@@ -93,6 +93,13 @@ class Controller:
                 url=notify.url, secret=notify.secret,
                 format="slack" if notify.format == "slack" else "json",
                 timeout_seconds=notify.timeout_seconds)))
+        track = self.cfg.tracking  # each in its own niced child process (controller/tracking.py)
+        if track.evidently:
+            sinks.append(tracking.EvidentlySink(self.state_dir, clone=self.source.clone,
+                                                keep=track.evidently_keep))
+        if track.mlflow:
+            sinks.append(tracking.MlflowSink(self.state_dir, clone=self.source.clone,
+                                             uri=track.mlflow_uri))
         return decision_log.Dispatcher(log=decision_log.Log(reports_root),
                                        state_dir=self.state_dir, sinks=sinks)
 
@@ -251,6 +258,7 @@ class Controller:
             )
             self._register()
             self.decisions.start()
+            tracking.start_all(*self.decisions.sinks)
             for missing in decision_pages.missing(self.state_dir / reports_mod.REPORTS):
                 self.decisions.resend(missing)  # pages lost with the reports directory
             workers = [
@@ -267,6 +275,7 @@ class Controller:
                 self._unregister()
                 self.stop_event.set()
                 self.decisions.stop()
+                tracking.quiet_close(*self.decisions.sinks)
                 self.reconciler.stop_all()
                 self.runtime.close()
                 leftovers = self.runtime.sweep()
