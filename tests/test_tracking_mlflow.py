@@ -204,7 +204,7 @@ def test_the_tracking_uri_setting_and_flag(tmp_path: Path) -> None:
     assert settings.tracking(uri="http://mlflow.example.com:5000").mlflow_uri == \
         "http://mlflow.example.com:5000"
     assert settings.tracking().mlflow_uri is None and settings.tracking().evidently_keep == 200
-    with pytest.raises(errors.ConfigError, match="is not a URI; pass e.g. --tracking-uri"):
+    with pytest.raises(errors.ConfigError, match="is not a URI; pass e\\.g\\. --tracking-uri"):
         settings.tracking(uri="mlflow.db")
     out = subprocess.run([sys.executable, "-m", "mlgitops.cli", "up", "--repo", str(tmp_path),
                           "--tracking-uri", "mlflow.db"], capture_output=True, text=True,
