@@ -129,6 +129,9 @@ def run(*, workdir: Path | None = None, port: int = 0) -> None:
         if traffic.errors_seen:
             rows.append(("first failure", traffic.errors_seen[0][:120]))
         del rollback
+        with steps.step("decisions recorded in MLflow and the Evidently workspace (off the loop)"):
+            recorded = ctl.decisions.wait(timeout=300)
+        rows.extend(_tracking_rows(ctl, recorded=recorded))
     table = Table(title="mlgitops demo", show_lines=False)
     table.add_column("what", no_wrap=True)
     table.add_column("value", overflow="fold")
@@ -140,6 +143,26 @@ def run(*, workdir: Path | None = None, port: int = 0) -> None:
     ui.console.print(log, highlight=False)
     ui.console.print(f"Repository: {repo}   remote: {remote}")
     ui.console.print(f"Try: mlgitops history {MODEL} --repo {repo}")
+
+
+def _tracking_rows(ctl: Any, *, recorded: bool) -> list[tuple[str, str]]:
+    """Where the MLflow store and the Evidently workspace are, and how to open them."""
+    from mlgitops.controller import tracking
+
+    where = tracking.describe(ctl.state_dir, uri=ctl.cfg.tracking.mlflow_uri)
+    out = [("MLflow tracking store", where["mlflowUri"]),
+           ("open it", where["mlflowUi"] + "  (then Models -> " + MODEL + ")"),
+           ("Evidently workspace", where["evidentlyWorkspace"]),
+           ("open it", where["evidentlyUi"] + "  (project " + MODEL + ": drift trend)")]
+    for sink in ctl.decisions.sinks:
+        if isinstance(sink, tracking.MlflowSink):
+            moved = [r for r in sink.recorded if r.get("modelVersion") and "-revert-" in r["id"]]
+            if moved:
+                out.append(("MLflow alias production", f"version {moved[-1]['modelVersion']} "
+                                                       "(the restored content)"))
+    if not recorded:
+        out.append(("tracking status", "still recording after 300 s; see .mlgitops/tracking/"))
+    return out
 
 
 def _served(url: str) -> bool:
@@ -170,10 +193,10 @@ def _await_rollback(ctl: Any, base: str, repo: Path, v1: str, v2: str, steps: ui
                     report = e.trailers.get(layout.TRAILER_REPORT, "")
                     rows.append(("revert commit", f"{e.commit[:12]} {e.subject}"))
                     if report:
-                        rows.append(("drift report (HTML)", report))
+                        rows.append(("decision page (why v2 was reverted)", report))
                         rows.append(("open it", f"a browser at {report} (while the controller "
-                                     f"runs), or evidently ui --workspace "
-                                     f"{repo / '.mlgitops/workspace'}"))
+                                     f"runs; every decision: {base}/reports/), or evidently ui "
+                                     f"--workspace {repo / '.mlgitops/workspace'}"))
                     break
             time.sleep(0.2)
     if revert_sha is None:
@@ -187,7 +210,8 @@ def _await_rollback(ctl: Any, base: str, repo: Path, v1: str, v2: str, steps: ui
         rows.append(("breach-to-rollback (window closed → v1 answers)",
                      f"{answered - float(reverted[-1]['closedAt']):.2f} s"))
     rows.append(("v2 serving → v1 serving again", f"{time.perf_counter() - start:.1f} s"))
-    url = next((r[1] for r in rows if r[0] == "drift report (HTML)"), None)
+    page = next((r[1] for r in rows if r[0] == "decision page (why v2 was reverted)"), None)
+    url = f"{page}.evidently.html" if page else None  # the full report beside the page
     if url:
         with steps.step("Evidently report of the breach served (built after the revert, never before)"):
             deadline = time.monotonic() + 120
