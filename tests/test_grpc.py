@@ -206,3 +206,27 @@ def test_a_grpc_port_in_use_is_refused_with_a_sentence(tmp_path: Path) -> None:
             support.start_cli(args, name="grpc-taken")
     assert f"cannot serve gRPC on 127.0.0.1:{port}" in str(err.value)
     assert "--grpc-port" in str(err.value)
+
+
+def test_the_gateway_reads_the_model_name_and_nothing_else() -> None:
+    """`grpc_gateway.model_name` against messages serialized by protobuf itself, fields in
+    any order, and bytes that are no message."""
+    from mlgitops.controller import grpc_gateway
+    from mlgitops.server import grpc_predict_v2_pb2 as pb
+
+    req = pb.ModelInferRequest(model_name="crédit-risk", model_version=COMMIT, id="x" * 300,
+                               raw_input_contents=[b"\x00" * 70000])
+    req.inputs.add(name="input", datatype="FP64", shape=[1, 6])
+    req.parameters["priority"].int64_param = 3
+    data = req.SerializeToString()
+    assert grpc_gateway.model_name(data) == "crédit-risk"
+    # field 1 after the others (a valid encoding protobuf parsers accept)
+    tail_first = data[data.index(b"\x12"):] + data[: data.index(b"\x12")]
+    assert pb.ModelInferRequest.FromString(tail_first).model_name == "crédit-risk"
+    assert grpc_gateway.model_name(tail_first) == "crédit-risk"
+    assert grpc_gateway.model_name(pb.ModelReadyRequest(name="m", version="v").SerializeToString()) == "m"
+    assert grpc_gateway.model_name(b"") == ""
+    for garbage in (b"\x0a\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", b"\x0a\x05ab", b"\x0f",
+                    b"\x0a\x02\xff\xfe"):
+        with pytest.raises((ValueError, UnicodeDecodeError)):
+            grpc_gateway.model_name(garbage)
