@@ -2,6 +2,8 @@
 
 What it is: an ASGI app (Starlette on uvicorn with uvloop/httptools, orjson for JSON) that
 speaks the KServe Open Inference Protocol v2 and the MLflow scoring protocol, validates
+(JSON and Triton's binary tensor data extension; versioned routes where a version is the
+serving commit) and, with ``--grpc-port``, the v2 gRPC API on the same code path, validates
 every request against the model's MLflow signature, coalesces concurrent requests into one
 ``predict`` call, exposes Prometheus metrics and records live feature statistics for the
 drift monitor (through ``mlgitops.adapters.stats_store``). A supervisor loads the model once
