@@ -21,7 +21,7 @@ Content that has not loaded on this machine yet never shares a process with serv
 before its first load into a shared host, the version is *probed* (loaded, warmed up with a
 row of its baseline, dropped) in a separate **staging** host, with the sandbox's memory cap.
 A crash, a hang or a memory bomb there costs no serving model anything, and the version is
-held with the reason. A staging host never serves; it stops after a minute idle. Digests that
+held with the reason. A staging host never serves; it stops after 20 s idle. Digests that
 passed are remembered in ``<state>/proven.json``, so a rollback or a restart after a crash
 loads directly.
 
@@ -53,7 +53,7 @@ PROCESS = "process"
 MODES = (HOSTED, PROCESS)
 DEDICATED_BYTES = 64 * 1024 * 1024
 MODELS_PER_HOST = 20
-STAGING_IDLE_SECONDS = 60.0
+STAGING_IDLE_SECONDS = 20.0
 PROVEN = "proven.json"
 
 
