@@ -27,10 +27,11 @@ from webhook_receiver import Receiver
 
 from mlgitops import cli, settings
 from mlgitops.adapters import git, webhooks
-from mlgitops.controller import run
+from mlgitops.controller import decision_pages, run
 from mlgitops.core import layout
 
 
+@pytest.mark.timeout(900)
 def test_a_revert_is_read_in_a_browser_from_the_link_in_its_commit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -56,7 +57,8 @@ def test_a_revert_is_read_in_a_browser_from_the_link_in_its_commit(
             link = entry.trailers[layout.TRAILER_REPORT]
             assert link == f"{public}/reports/{NAME}/{ident}"
             assert ctl.monitor is not None and ctl.monitor.wait_reports(180)
-            assert ctl.decisions.wait(60)
+            # pages and webhook (the MLflow and Evidently sinks have lanes of their own)
+            assert ctl.decisions.wait(120, only=(decision_pages.Pages, webhooks.Notifier))
             wait_until(lambda: any(d.headers["x-mlgitops-event"] == "revert"
                                    for d in receiver.deliveries), timeout=30, what="webhook")
 

@@ -168,6 +168,10 @@ def test_the_dispatcher_retries_with_backoff_off_the_callers_thread(tmp_path: Pa
                       frame(50))
     assert time.monotonic() - started < 0.5  # the slow sink does not hold the caller
     assert decision_log.find(tmp_path / "reports", d.model, d.id) is not None  # logged at once
+    # the slow sink holds only its own lane: the others get the decision meanwhile
+    wait_until(lambda: flaky.got == [d.id] and len(never.calls) == 3, timeout=10,
+               what="the other sinks")
+    assert not dispatcher.wait(0.2)  # the slow one still holds it
     slow.release.set()
     assert dispatcher.wait(10)
     assert flaky.got == [d.id] and len(flaky.calls) == 3

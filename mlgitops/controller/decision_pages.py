@@ -1,5 +1,8 @@
 """Decision pages on disk: the sink that writes ``<state>/reports/<model>/<decision id>.html``.
 
+Pages are written for decisions that acted (deploy, hold, alert, revert); a quiet window's page
+is rendered from the log when someone asks for it.
+
 For each decision it reads from the controller's clone what Git says of the versions involved
 (sha, author, date, subject, the manifest's digest), the earlier windows of the same version from
 the decision log (the trend charts), renders `core.decision_page` and writes the page atomically.
@@ -76,6 +79,8 @@ class Pages:
         self.clone = clone
 
     def record(self, decision: decisions.Decision) -> None:
+        if decision.kind is decisions.Kind.PASS:
+            return  # quiet windows are many: their pages are rendered when asked for
         if not manifest.valid_name(decision.model) or not decisions.valid_id(decision.id):
             raise errors.ReportError(f"{decision.id!r} is not a decision id of a valid model name")
         page = render(self.root, decision, clone=self.clone())
@@ -86,5 +91,6 @@ def missing(reports_root: Path,
             records: Iterable[decisions.Decision] | None = None) -> list[decisions.Decision]:
     """Recorded decisions whose page file is not there (e.g. the reports were deleted)."""
     return [d for d in (records if records is not None else decision_log.read(reports_root))
-            if manifest.valid_name(d.model) and decisions.valid_id(d.id)
+            if d.kind is not decisions.Kind.PASS
+            and manifest.valid_name(d.model) and decisions.valid_id(d.id)
             and not page_file(reports_root, d.model, d.id).exists()]

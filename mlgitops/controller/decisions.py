@@ -7,9 +7,10 @@
 - `Sink`: anything with ``record(decision)``: the decision pages, outgoing webhooks, Evidently
   snapshots, MLflow runs.
 - `Dispatcher`: ``submit(decision, sample)`` appends to the log, and returns at once; a background
-  thread writes the window's live sample (parquet, bounded retention per model) and then calls
-  every sink, each with its own retries and back-off. A failing or slow sink is logged and never
-  blocks a deploy, a revert, or another sink's next decision for long (bounded queue).
+  thread writes the window's live sample (parquet, bounded retention per model) and hands the
+  decision to every sink, each in its own lane (queue and thread) with its own retries and
+  back-off. A failing or slow sink is logged and never blocks a deploy, a revert, or another
+  sink (bounded queues: a sink that falls too far behind misses decisions, which stay logged).
 
 May NOT: decide anything (the policy does) or act on Git.
 """
@@ -143,8 +144,44 @@ class Retry:
             delay = min(delay * 2, self.cap)
 
 
+class _Lane:
+    """One sink's own queue and thread: a slow or failing sink never delays another."""
+
+    def __init__(self, sink: Sink, owner: Dispatcher, size: int) -> None:
+        self.sink = sink
+        self.owner = owner
+        self.name = type(sink).__name__
+        self.replays = bool(getattr(sink, "replays", False))
+        self.queue: queue.Queue[decisions.Decision | None] = queue.Queue(maxsize=size)
+        self.thread: threading.Thread | None = None
+
+    def put(self, decision: decisions.Decision) -> None:
+        if self.thread is None or not self.thread.is_alive():
+            self.thread = threading.Thread(target=self._work, name=f"decisions-{self.name}",
+                                           daemon=True)
+            self.thread.start()
+        try:
+            self.queue.put_nowait(decision)
+        except queue.Full:
+            self.owner.dropped += 1
+            ui.console.print(f"[yellow]{self.name} is behind:[/] {decision.id} is logged but "
+                             "not given to it")
+
+    def _work(self) -> None:
+        while True:
+            decision = self.queue.get()
+            try:
+                if decision is None:
+                    return
+                self.owner._deliver(self, decision)
+            except Exception as exc:  # the lane outlives any one decision
+                ui.console.print(f"[red]{self.name} failed:[/] {type(exc).__name__}: {exc}")
+            finally:
+                self.queue.task_done()
+
+
 class Dispatcher:
-    """Log every decision at once; write its sample and call the sinks in a background thread."""
+    """Log every decision at once; write its sample, then give it to each sink in its own lane."""
 
     def __init__(
         self,
@@ -159,11 +196,12 @@ class Dispatcher:
     ) -> None:
         self.log = log
         self.state_dir = state_dir
-        self.sinks: list[Sink] = list(sinks)
         self.retry = retry or Retry()
         self.keep_samples = keep_samples
         """Live samples kept per model (the oldest go first)."""
         self.on_error = on_error
+        self._size = queue_size
+        self._lanes: list[_Lane] = [_Lane(s, self, queue_size) for s in sinks]
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -171,35 +209,26 @@ class Dispatcher:
         self.failures: list[tuple[str, str, str]] = []
         """Recent (sink, decision id, error) of records that failed every attempt (bounded)."""
 
+    @property
+    def sinks(self) -> list[Sink]:
+        return [lane.sink for lane in self._lanes]
+
     def add(self, sink: Sink) -> None:
-        self.sinks.append(sink)
+        self._lanes.append(_Lane(sink, self, self._size))
 
     def sample_path(self, model: str, ident: str) -> Path:
         return samples_dir(self.state_dir, model) / f"{ident}.parquet"
 
     def submit(self, decision: decisions.Decision, sample: pd.DataFrame | None = None) -> None:
         """Append to the log now; the rest later. Never raises, never blocks for long."""
-        try:
-            self.log.append(decision)
-        except OSError as exc:
-            ui.console.print(f"[red]decision log:[/] cannot append {decision.id}: {exc}")
-        self.start()
-        try:
-            self._queue.put_nowait(_Job(decision, None if sample is None else sample.copy()))
-        except queue.Full:
-            self.dropped += 1
-            ui.console.print(f"[yellow]decision sinks are behind:[/] {decision.id} is logged "
-                             "but not sent")
+        self.log_only(decision)
+        self._put(_Job(decision, None if sample is None else sample.copy()))
 
     def resend(self, decision: decisions.Decision, *, log: bool = False) -> None:
         """Give a recorded decision again to the sinks that rebuild (``replays = True``)."""
         if log:
             self.log_only(decision)
-        self.start()
-        try:
-            self._queue.put_nowait(_Job(decision, None, replay=True))
-        except queue.Full:
-            self.dropped += 1
+        self._put(_Job(decision, None, replay=True))
 
     def log_only(self, decision: decisions.Decision) -> None:
         """Append to the log without calling sinks (e.g. a revert before its push)."""
@@ -208,6 +237,15 @@ class Dispatcher:
         except OSError as exc:
             ui.console.print(f"[red]decision log:[/] cannot append {decision.id}: {exc}")
 
+    def _put(self, job: _Job) -> None:
+        self.start()
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            self.dropped += 1
+            ui.console.print(f"[yellow]decision sinks are behind:[/] {job.decision.id} is "
+                             "logged but not sent")
+
     def start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._stopping.clear()
@@ -215,17 +253,26 @@ class Dispatcher:
             self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop taking decisions; sinks finish what they hold (retries end at once)."""
         self._stopping.set()
         with contextlib.suppress(queue.Full):
             self._queue.put_nowait(None)
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def wait(self, timeout: float = 60.0) -> bool:
-        """Block until every submitted decision went through its sinks; False on timeout."""
+        for lane in self._lanes:
+            with contextlib.suppress(queue.Full):
+                lane.queue.put_nowait(None)
         deadline = time.monotonic() + timeout
+        for thread in [self._thread, *(lane.thread for lane in self._lanes)]:
+            if thread is not None:
+                thread.join(max(deadline - time.monotonic(), 0.0))
+
+    def wait(self, timeout: float = 60.0, *, only: tuple[type, ...] | None = None) -> bool:
+        """Block until submitted decisions went through the sinks (of types ``only``, when
+        given); False on timeout."""
+        deadline = time.monotonic() + timeout
+        lanes = [lane for lane in self._lanes if only is None or isinstance(lane.sink, only)]
         while time.monotonic() < deadline:
-            if self._queue.unfinished_tasks == 0:
+            if self._queue.unfinished_tasks == 0 and all(
+                    lane.queue.unfinished_tasks == 0 for lane in lanes):
                 return True
             time.sleep(0.05)
         return False
@@ -246,27 +293,27 @@ class Dispatcher:
         d = job.decision
         if job.sample is not None and d.sample_path:
             self._write_sample(Path(d.sample_path), job.sample, model=d.model)
-        for sink in list(self.sinks):
-            if job.replay and not getattr(sink, "replays", False):
+        for lane in list(self._lanes):
+            if job.replay and not lane.replays:
                 continue
-            self._deliver(sink, d)
+            lane.put(d)
 
-    def _deliver(self, sink: Sink, decision: decisions.Decision) -> None:
-        name = type(sink).__name__
+    def _deliver(self, lane: _Lane, decision: decisions.Decision) -> None:
         delays = self.retry.delays()
         while True:
             try:
-                sink.record(decision)
+                lane.sink.record(decision)
                 return
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 delay = next(delays, None)
                 if delay is None or self._stopping.is_set():
-                    self.failures = [*self.failures[-49:], (name, decision.id, error)]
-                    ui.console.print(f"[yellow]{name}[/] could not record {decision.id}: {error}")
+                    self.failures = [*self.failures[-49:], (lane.name, decision.id, error)]
+                    ui.console.print(f"[yellow]{lane.name}[/] could not record {decision.id}: "
+                                     f"{error}")
                     if self.on_error is not None:
                         with contextlib.suppress(Exception):
-                            self.on_error(name, decision, error)
+                            self.on_error(lane.name, decision, error)
                     return
                 self._stopping.wait(delay)
 

@@ -422,7 +422,10 @@ class Monitor(Generic[H]):
         return (record.evidently_file or f"{record.id}.evidently.html").removesuffix(".html")
 
     def _submit(self, record: decisions.Decision, sample: pd.DataFrame | None) -> None:
-        self.dispatcher.submit(record, None if sample is None or sample.empty else sample)
+        if sample is None or sample.empty:
+            self.dispatcher.submit(record.with_(sample_path=None))
+        else:
+            self.dispatcher.submit(record, sample)
 
     def _status(self, name: str, decision: policy.Decision, *, reason: str | None = None,
                 message: str | None = None) -> None:
