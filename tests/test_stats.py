@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlgitops.core import stats
 
@@ -193,3 +195,63 @@ def test_update_is_vectorized_enough() -> None:
     per_call = min(timeit.repeat(lambda: live.update(rows, pred), number=200, repeat=3)) / 200
     assert per_call < 2e-3, f"update took {per_call * 1e6:.0f} us per 64-row batch"
 
+
+
+def _reference_counts(edges: np.ndarray[Any, Any], values: np.ndarray[Any, Any]) -> tuple[Any, Any, float, int]:
+    """One numeric column counted the plain way: a search per value (fine counts, bin sums)."""
+    x = values[np.isfinite(values)]
+    left = np.searchsorted(edges, x, side="left")
+    at_edge = (left < len(edges)) & (edges[np.minimum(left, len(edges) - 1)] == x)
+    fine = np.bincount(2 * left + at_edge, minlength=2 * len(edges) + 1)
+    sums = np.bincount(np.searchsorted(edges, x, side="right"), weights=x, minlength=len(edges) + 1)
+    return fine, sums, float(np.dot(x, x)), len(values) - len(x)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    reference_rows=st.sampled_from([5, 40, 900, 3000]),
+    batch_rows=st.sampled_from([1, 7, 64, 5000]),
+    batches=st.integers(1, 3),
+)
+def test_numeric_counting_equals_a_search_per_value(seed: int, reference_rows: int, batch_rows: int, batches: int) -> None:
+    """The sort-based counting of `LiveStats.update` gives the counters a per-value search gives:
+    ties on edges, values between and beyond the edges, missing values of every sort, -0.0."""
+    rng = np.random.default_rng(seed)
+    ref = {
+        "smooth": rng.normal(size=reference_rows),
+        "ties": np.round(rng.normal(size=reference_rows), 1),
+        "few": rng.choice([-0.0, 1.0, 2.5], reference_rows),
+        "far": 1e12 + rng.integers(0, 30, reference_rows) * 0.5,
+    }
+    base = stats.build_baseline(ref, predictions=None)
+    live = stats.LiveStats.empty(base)
+    seen: dict[str, list[np.ndarray[Any, Any]]] = {k: [] for k in ref}
+    for _ in range(batches):
+        batch = {
+            "smooth": rng.normal(0.2, 1.3, batch_rows),
+            "ties": np.round(rng.normal(size=batch_rows), 1),
+            "few": rng.choice([0.0, -0.0, 1.0, 2.5, 3.0], batch_rows),
+            "far": 1e12 + rng.integers(-5, 35, batch_rows) * 0.5,
+        }
+        for values in batch.values():
+            values[rng.random(batch_rows) < 0.1] = rng.choice([np.nan, np.inf, -np.inf])
+        live.update(batch, None)
+        for k, v in batch.items():
+            seen[k].append(v)
+    for name in ref:
+        col = live.column(name)
+        fine, sums, sumsq, missing = _reference_counts(np.asarray(base.column(name).edges), np.concatenate(seen[name]))
+        assert col.counts.tolist() == fine.tolist(), name
+        assert col.missing == missing
+        assert col.sums == pytest.approx(sums, rel=1e-12, abs=1e-9)
+        assert col.sumsq == pytest.approx(sumsq, rel=1e-12)
+    assert live.rows == batches * batch_rows
+
+
+def test_a_bad_batch_changes_nothing() -> None:
+    base = stats.build_baseline({"x": np.arange(50.0), "c": np.array(["a", "b"] * 25)}, predictions=None)
+    live = stats.LiveStats.empty(base)
+    with pytest.raises(ValueError, match="lacks feature 'c'"):
+        live.update({"x": np.arange(10.0)}, None)
+    assert live.rows == 0 and live.to_dict()["counts"] == stats.LiveStats.empty(base).to_dict()["counts"]

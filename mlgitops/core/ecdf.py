@@ -216,7 +216,7 @@ def value_counts(merged: Merged, rows: IntArray) -> tuple[FloatArray, FloatArray
     return ref, cur
 
 
-def _segment_sums(flat: FloatArray, starts: IntArray) -> FloatArray:
+def segment_sums(flat: FloatArray, starts: IntArray) -> FloatArray:
     """Sums of ``flat[starts[i]:starts[i+1]]`` (the last to the end), 0.0 for empty segments."""
     inside = starts < len(flat)  # starts at the very end begin empty segments
     sums = np.zeros(len(starts))
@@ -235,7 +235,7 @@ def wasserstein_sorted(
     (f); there the current CDF rises through the sorted current values, and crosses f at the
     current value with index ceil(f*m) - 1, found by arithmetic. Splitting each interval there,
     |F_ref - F_cur| has one sign per piece, and each piece's integral follows from the count
-    and the sum of the current values in it (one `np.add.reduceat` over the current matrix).
+    and the sum of the current values in it (differences of running sums of the current rows).
     Only the reference positions are searched in the current rows (`count_below`).
     """
     with np.errstate(divide="ignore", invalid="ignore"):  # rows without values give NaN
@@ -274,21 +274,22 @@ def _wasserstein_sorted(
     b = b - center
     flat = (cur_sorted - center).ravel()
     base = (np.arange(k, dtype=np.int64) * m_width)[:, None]
-    at_split = flat[np.minimum(base + np.minimum(split, cur_count[:, None] - 1), flat.size - 1)]
-    x = np.where(cross < ka, a, np.where(cross >= kb, b, at_split))
+    crossing = flat[np.minimum(base + np.minimum(split, cur_count[:, None] - 1), flat.size - 1)]
+    x = np.where(cross < ka, a, np.where(cross >= kb, b, crossing))
     x = np.where(valid & (i + 1 < ref_count[:, None]), x, a)
-    # segments per row: [0, ka_0), then per position [ka, split) and [split, kb), then the
-    # padding; the upper tail is the second segment of the last value (split = ka, kb = m)
+    # per position: [ka, split) below the crossing, [split, kb) above; the upper tail is the
+    # second stretch of the last value (split = ka, kb = m); [0, ka_0) is the lower tail
     split = np.where(i + 1 < ref_count[:, None], split, ka)
-    starts = np.empty((k, 2 * width + 2), dtype=np.int64)
-    starts[:, 0] = 0
-    starts[:, 1:-1:2] = ka
-    starts[:, 2:-1:2] = split
-    starts[:, -1] = cur_count  # the row's padding: a segment of its own
-    starts = (starts + base).ravel()
-    seg = _segment_sums(flat, starts).reshape(k, 2 * width + 2)
-    low_tail = seg[:, 0]
-    first_sum, second_sum = seg[:, 1:-1:2], seg[:, 2:-1:2]
+    # sums of stretches of each current row: differences of its running sum (centred values,
+    # so the running sum stays at the scale of the spread)
+    running = np.cumsum(flat.reshape(k, m_width), axis=1).ravel()
+
+    def upto(t: IntArray) -> FloatArray:  # sum of the first t values of each row
+        return np.where(t > 0, running[base + np.maximum(t, 1) - 1], 0.0)
+
+    at_ka, at_split, at_kb = upto(ka), upto(split), upto(kb)
+    first_sum, second_sum = at_split - at_ka, at_kb - at_split
+    low_tail = at_ka[:, 0]
     inner = i + 1 < ref_count[:, None]
     lower = (f - ka / m) * (x - a) - ((split - ka) * x - first_sum) / m
     upper = (split / m - f) * (b - x) + ((kb - split) * b - second_sum) / m

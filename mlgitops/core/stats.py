@@ -27,6 +27,8 @@ from typing import Any, Literal, cast
 import numpy as np
 import numpy.typing as npt
 
+from mlgitops.core import ecdf
+
 ColumnKind = Literal["numeric", "categorical"]
 
 SCHEMA_VERSION = 1
@@ -375,6 +377,13 @@ def _numeric_categories(categories: tuple[str, ...]) -> tuple[FloatArray, IntArr
 # Live statistics
 
 
+class _Codes(dict[str, int]):
+    """Category label -> index; any other key reads -1 (so lookups can use ``__getitem__``)."""
+
+    def __missing__(self, key: object) -> int:
+        return -1
+
+
 @dataclass(frozen=True)
 class _Slot:
     """Where one column lives in the flat counter arrays."""
@@ -392,7 +401,7 @@ class _Slot:
     cat_values: FloatArray
     """categorical with numeric labels: sorted values (numeric inputs skip the string conversion)."""
     cat_index: IntArray
-    lookup: Mapping[str, int]
+    lookup: _Codes
     """categorical: label -> category index."""
 
 
@@ -430,60 +439,46 @@ PREDICTION = "prediction"
 
 @dataclass(frozen=True)
 class _Plan:
-    """Precomputed index arithmetic that lets `LiveStats.update` vectorize across numeric columns."""
+    """Precomputed layout that lets `LiveStats.update` count all numeric features at once."""
 
     num_slots: npt.NDArray[np.intp]
     num_names: tuple[str, ...]
-    merged_edges: FloatArray
-    """All numeric features' edges, sorted together."""
-    prefix: IntArray | None
-    """prefix[j, p]: how many of the first p merged edges belong to numeric feature j (None when
-    that table would be too large, and columns are searched one by one)."""
-    row_index: IntArray
-    num_edges: tuple[FloatArray, ...]
-    all_edges: FloatArray
-    """Edges of all numeric features, each followed by a NaN sentinel (never equal to a value)."""
-    edge_offsets: IntArray
-    count_offsets: IntArray
-    sum_offsets: IntArray
+    edges: FloatArray
+    """(numeric features, most edges) each feature's edges, NaN-padded."""
+    edges_up: FloatArray
+    """The next float above each edge: values below it are at or below the edge."""
+    fine_mask: npt.NDArray[np.bool_]
+    """(numeric features, 2 * most edges + 1) which fine counts exist."""
+    fine_targets: IntArray
+    """Where the existing fine counts go in the flat counter array (row-major order)."""
+    sum_mask: npt.NDArray[np.bool_]
+    sum_targets: IntArray
     missing_codes: IntArray
     other_slots: tuple[int, ...]
-
-
-_MAX_PREFIX_ENTRIES = 4_000_000  # 32 MB of int64 at most, e.g. 40 small-reference columns
 
 
 def _make_plan(slots: tuple[_Slot, ...], *, has_prediction: bool) -> _Plan:
     features = slots[:-1] if has_prediction else slots
     num = [i for i, s in enumerate(features) if s.kind == "numeric"]
-    edge_offsets = np.cumsum([0] + [len(slots[i].edges) + 1 for i in num])[:-1]
-    nan = np.full(1, np.nan)
-    all_edges = np.concatenate([np.concatenate([slots[i].edges, nan]) for i in num]) if num else nan
-
-    def column(values: list[int]) -> IntArray:
-        return np.asarray(values, dtype=np.int64).reshape(-1, 1)
-
-    owners = np.concatenate([np.full(len(slots[i].edges), j) for j, i in enumerate(num)]) if num else np.zeros(0)
-    merged = np.concatenate([slots[i].edges for i in num]) if num else np.zeros(0)
-    order = np.argsort(merged, kind="stable")
-    prefix = None
-    if len(num) * (len(merged) + 1) <= _MAX_PREFIX_ENTRIES:
-        onehot = owners[order][None, :] == np.arange(len(num))[:, None]
-        prefix = np.zeros((len(num), len(merged) + 1), dtype=np.int64)
-        np.cumsum(onehot, axis=1, out=prefix[:, 1:])
-
+    widest = max((len(slots[i].edges) for i in num), default=0)
+    edges = np.full((len(num), widest), np.nan)
+    for j, i in enumerate(num):
+        edges[j, : len(slots[i].edges)] = slots[i].edges
+    sizes = np.array([len(slots[i].edges) for i in num], dtype=np.int64).reshape(-1, 1)
+    fine_mask = np.arange(2 * widest + 1)[None, :] < 2 * sizes + 1
+    sum_mask = np.arange(widest + 1)[None, :] < sizes + 1
+    count_offsets = np.array([slots[i].count_offset for i in num], dtype=np.int64).reshape(-1, 1)
+    sum_offsets = np.array([slots[i].sum_offset for i in num], dtype=np.int64).reshape(-1, 1)
     return _Plan(
         num_slots=np.asarray(num, dtype=np.intp),
         num_names=tuple(slots[i].name for i in num),
-        merged_edges=merged[order],
-        prefix=prefix,
-        row_index=column(list(range(len(num)))),
-        num_edges=tuple(slots[i].edges for i in num),
-        all_edges=all_edges,
-        edge_offsets=column(list(edge_offsets)),
-        count_offsets=column([slots[i].count_offset for i in num]),
-        sum_offsets=column([slots[i].sum_offset for i in num]),
-        missing_codes=column([slots[i].count_offset + slots[i].count_size - 1 for i in num]),
+        edges=edges,
+        edges_up=np.nextafter(edges, np.inf),
+        fine_mask=fine_mask,
+        fine_targets=(count_offsets + np.arange(2 * widest + 1)[None, :])[fine_mask],
+        sum_mask=sum_mask,
+        sum_targets=(sum_offsets + np.arange(widest + 1)[None, :])[sum_mask],
+        missing_codes=np.array([slots[i].count_offset + slots[i].count_size - 1 for i in num], dtype=np.int64),
         other_slots=tuple(i for i, s in enumerate(features) if s.kind != "numeric"),
     )
 
@@ -544,8 +539,9 @@ class LiveStats:
     def update(self, columns: Mapping[str, npt.ArrayLike], predictions: npt.ArrayLike | None) -> None:
         """Count one batch of rows (features by name, and the model's predictions, if given).
 
-        Numeric features are counted together on a (columns x rows) matrix: one searchsorted per
-        column, everything else vectorized across columns, then one bincount per counter array.
+        Numeric features are counted together on a (columns x rows) matrix (`_numeric_counts`);
+        categories and the prediction by a code per value and one bincount. Nothing changes
+        unless the whole batch is valid.
         """
         plan = self._plan
         if plan is None:
@@ -567,26 +563,7 @@ class LiveStats:
                 raise ValueError(f"Every feature must hold one number per row ({rows}): {exc}") from None
             if m.shape != (len(plan.num_names), rows):
                 raise ValueError(f"Every feature must hold one value per row ({rows}).")
-            if plan.prefix is not None:
-                # one search over all columns' edges, then count this column's edges below
-                pos = plan.merged_edges.searchsorted(m)
-                left = plan.prefix[plan.row_index, pos]
-            else:
-                left = np.empty(m.shape, dtype=np.int64)
-                for j, edges in enumerate(plan.num_edges):
-                    left[j] = edges.searchsorted(m[j])
-            finite = np.isfinite(m)
-            all_finite = bool(finite.all())
-            if not all_finite:
-                m = np.where(finite, m, 0.0)
-            at_edge = plan.all_edges[left + plan.edge_offsets] == m
-            fine = 2 * left + at_edge + plan.count_offsets
-            if not all_finite:
-                fine = np.where(finite, fine, plan.missing_codes)
-            codes.append(fine.ravel())
-            sum_codes.append((left + at_edge + plan.sum_offsets).ravel())
-            sum_weights.append(m.ravel())
-            self._sumsq[plan.num_slots] += np.einsum("ij,ij->i", m, m)
+            numeric = self._numeric_counts(m)
         for slot_index in plan.other_slots:
             codes.append(self._slot_codes(slot_index, self._column(columns, slot_index, rows), sum_codes, sum_weights))
         if self._has_pred and predictions is not None:
@@ -594,12 +571,47 @@ class LiveStats:
             if pred.shape != (rows,):
                 raise ValueError(f"predictions must hold one value per row ({rows}), not shape {pred.shape}.")
             codes.append(self._slot_codes(len(self._slots) - 1, pred, sum_codes, sum_weights))
-        self._counts += np.bincount(np.concatenate(codes), minlength=len(self._counts))
+        if len(plan.num_slots):
+            fine, missing, sums, sumsq = numeric
+            self._counts[plan.fine_targets] += fine
+            self._counts[plan.missing_codes] += missing
+            self._sums[plan.sum_targets] += sums
+            self._sumsq[plan.num_slots] += sumsq
+        if codes:
+            self._counts += np.bincount(np.concatenate(codes), minlength=len(self._counts))
         if sum_codes:
             self._sums += np.bincount(
                 np.concatenate(sum_codes), weights=np.concatenate(sum_weights), minlength=len(self._sums)
             )
         self._rows += rows
+
+    def _numeric_counts(self, m: FloatArray) -> tuple[IntArray, IntArray, FloatArray, FloatArray]:
+        """Counters of a (numeric features x rows) block, in the plan's target order.
+
+        Each row is sorted once; every edge is then found among the sorted values
+        (`ecdf.count_below`, all rows at once): the values below an edge and at or below it
+        give the counts between and at the edges, and each bin's sum is the sum of a stretch
+        of sorted values (`ecdf.segment_sums`). Returns fine counts, missing counts, bin sums
+        and sums of squares.
+        """
+        plan = self._plan
+        assert plan is not None
+        ordered, present = ecdf.sort_rows(m)
+        below = ecdf.count_below(ordered, present, plan.edges)
+        at_or_below = ecdf.count_below(ordered, present, plan.edges_up)
+        k, widest = plan.edges.shape
+        upto = np.concatenate([below, present[:, None]], axis=1)  # padding edges count all values
+        before = np.concatenate([np.zeros((k, 1), dtype=np.int64), at_or_below], axis=1)
+        fine = np.empty((k, 2 * widest + 1), dtype=np.int64)
+        fine[:, 0::2] = upto - before
+        fine[:, 1::2] = at_or_below - below
+        width = ordered.shape[1]
+        starts = np.concatenate([np.zeros((k, 1), dtype=np.int64), below, present[:, None]], axis=1)
+        starts += (np.arange(k, dtype=np.int64) * width)[:, None]
+        sums = ecdf.segment_sums(ordered.ravel(), starts.ravel()).reshape(k, widest + 2)[:, :-1]
+        finite = np.where(np.isnan(ordered), 0.0, ordered) if (present < width).any() else ordered
+        sumsq = np.einsum("ij,ij->i", finite, finite)
+        return fine[plan.fine_mask], width - present, sums[plan.sum_mask], sumsq
 
     def _column(self, columns: Mapping[str, npt.ArrayLike], slot_index: int, rows: int) -> np.ndarray[Any, Any]:
         name = self._slots[slot_index].name
@@ -636,9 +648,10 @@ class LiveStats:
             code = np.where(slot.cat_values[pos] == x, slot.cat_index[pos], ncat)
             return np.where(np.isfinite(x), code + slot.count_offset, missing_code)
         if values.dtype.kind in "OU":
-            # strings: a dict lookup per value beats numpy's string machinery on small batches
+            # strings: a dict lookup per value (C-level map, no Python frame per value) beats
+            # numpy's string machinery and sorting
             lookup = slot.lookup
-            code = np.fromiter((lookup.get(v, -1) for v in values), dtype=np.int64, count=len(values))
+            code = np.fromiter(map(lookup.__getitem__, values), dtype=np.int64, count=len(values))
             unmatched = code < 0
             if not unmatched.any():
                 return code + slot.count_offset
@@ -816,7 +829,7 @@ def _layout(baseline: Baseline) -> tuple[_Slot, ...]:
                 sum_size=s_size,
                 cat_values=cat_values,
                 cat_index=cat_index,
-                lookup={label: i for i, label in enumerate(col.categories)},
+                lookup=_Codes({label: i for i, label in enumerate(col.categories)}),
             )
         )
         c_off += c_size
@@ -846,7 +859,7 @@ def _layout_from_sizes(names: list[str], kinds: list[str], sizes: list[int], n_s
                 sum_size=s_size,
                 cat_values=np.zeros(0),
                 cat_index=np.zeros(0, dtype=np.int64),
-                lookup={},
+                lookup=_Codes(),
             )
         )
         c_off += size

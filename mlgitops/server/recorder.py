@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from mlgitops.adapters import stats_store
 from mlgitops.core import stats
-from mlgitops.server import predictor, schema
+from mlgitops.server import schema
 
 Array = npt.NDArray[Any]
 log = logging.getLogger("mlgitops.server")
@@ -35,10 +35,12 @@ PREDICTION = "prediction"
 class Recorder:
     """Thread-safe live statistics and reservoir sample of the rows one worker scored.
 
-    `record` only queues the scored batch (microseconds); `flush` folds the queue into the
-    counters and the reservoir in one vectorized step, so the cost per row stays tiny
-    whatever the batch sizes. The publisher flushes before each write; `record` flushes
-    itself when ``flush_rows`` rows are queued, which bounds the memory.
+    `record` only queues the scored batch (about a microsecond, whatever its size): counting
+    happens off the request path, when the publisher's thread calls `flush` before each
+    write (every ~0.5 s while traffic flows), in one vectorized step over all queued rows
+    (about half a microsecond of CPU per row for 20 numeric features). Only when
+    ``flush_rows`` rows wait (no publisher, or it fell behind) does `record` fold in the
+    caller's thread, which bounds the queue's memory.
     """
 
     def __init__(
@@ -47,13 +49,14 @@ class Recorder:
         *,
         capacity: int = stats_store.DEFAULT_SAMPLE_SIZE,
         seed: int | None = None,
-        flush_rows: int = 8192,
+        flush_rows: int = 32768,
     ) -> None:
         self.live = stats.LiveStats.empty(baseline)
         self.capacity = capacity
         self.flush_rows = flush_rows
         self.changes = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the queue
+        self._fold_lock = threading.Lock()  # guards the counters and the reservoir
         self._rng = np.random.default_rng(seed)
         self._seen = 0
         self._store: dict[str, Array] = {}
@@ -78,18 +81,19 @@ class Recorder:
 
     def flush(self) -> None:
         """Fold the queued batches into the counters and the reservoir."""
-        with self._lock:
-            queue, self._queue = self._queue, []
-            self._queued_rows = 0
+        with self._fold_lock:
+            with self._lock:
+                queue, self._queue = self._queue, []
+                self._queued_rows = 0
             if not queue:
                 return
-            merged = predictor.merge([b for b, _ in queue])
+            columns, rows = _merge([b for b, _ in queue])
             parts = [p for _, p in queue]
             preds = None
             if all(p is not None for p in parts):
                 preds = np.concatenate([p for p in parts if p is not None])
-            self.live.update(merged.columns, preds)
-            self._offer(merged.columns, preds, merged.rows)
+            self.live.update(columns, preds)
+            self._offer(columns, preds, rows)
 
     def _offer(self, columns: Mapping[str, Array], preds: Array | None, rows: int) -> None:
         cap = self.capacity
@@ -125,10 +129,21 @@ class Recorder:
     ) -> tuple[stats.LiveStats, dict[str, Array], int]:
         """A consistent copy (after a flush): cumulative stats, the filled sample, rows seen."""
         self.flush()
-        with self._lock:
+        with self._fold_lock:
             filled = min(self._seen, self.capacity)
             sample = {k: v[:filled].copy() for k, v in self._store.items()} if with_sample else {}
             return self.live.copy(), sample, self._seen
+
+
+def _merge(batches: Sequence[schema.Batch]) -> tuple[dict[str, Array], int]:
+    """The columns of the rows of ``batches`` in order, and their number."""
+    rows = sum([b.rows for b in batches])
+    matrices = [b.matrix for b in batches]
+    if not any(m is None for m in matrices):
+        matrix = np.concatenate(matrices) if len(matrices) > 1 else matrices[0]
+        assert matrix is not None
+        return {n: matrix[:, j] for j, n in enumerate(batches[0].names)}, rows
+    return {n: np.concatenate([b.columns[n] for b in batches]) for n in batches[0].names}, rows
 
 
 class Publisher:

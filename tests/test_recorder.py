@@ -1,0 +1,61 @@
+"""The server's recorder: queue on the request path, fold later, same counters as one update."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mlgitops.core import stats
+from mlgitops.server import recorder, schema
+
+NAMES = [f"f{i}" for i in range(6)]
+
+
+def _baseline() -> stats.Baseline:
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(3000, len(NAMES)))
+    return stats.build_baseline({n: ref[:, j] for j, n in enumerate(NAMES)}, predictions=(ref[:, 0] > 0).astype(int))
+
+
+def test_record_only_queues_and_the_fold_equals_one_update() -> None:
+    base = _baseline()
+    rec = recorder.Recorder(base, seed=0)
+    rng = np.random.default_rng(1)
+    data = rng.normal(0.1, 1.2, size=(500, len(NAMES)))
+    data[rng.random(data.shape) < 0.05] = np.nan
+    preds = (data[:, 1] > 0).astype(np.int64)
+    sizes = [1, 1, 3, 64, 31, 400]
+    start = 0
+    for size in sizes:
+        rows = data[start : start + size]
+        rec.record(schema.Batch(rows=len(rows), matrix=rows, names=NAMES), preds[start : start + size])
+        start += size
+    assert rec.live.rows == 0 and rec.seen == 0  # nothing counted on the request path
+    live, sample, seen = rec.snapshot()
+    assert live.rows == seen == 500
+    assert len(sample["f0"]) == min(500, rec.capacity)
+    one = stats.LiveStats.empty(base)
+    one.update({n: data[:, j] for j, n in enumerate(NAMES)}, preds)
+    assert live.to_dict()["counts"] == one.to_dict()["counts"]
+    assert np.allclose(live.to_dict()["sums"], one.to_dict()["sums"], rtol=1e-12)
+
+
+def test_a_full_queue_is_folded_by_the_caller() -> None:
+    rec = recorder.Recorder(_baseline(), flush_rows=100)
+    rows = np.zeros((40, len(NAMES)))
+    for _ in range(3):
+        rec.record(schema.Batch(rows=40, matrix=rows, names=NAMES), np.zeros(40, dtype=np.int64))
+    assert rec.live.rows == 120  # the third batch reached 100 queued rows
+    rec.record(schema.Batch(rows=40, matrix=rows, names=NAMES), np.zeros(40, dtype=np.int64))
+    assert rec.live.rows == 120 and rec.snapshot()[0].rows == 160
+
+
+def test_batches_of_mixed_kinds_are_merged_by_column() -> None:
+    base = stats.build_baseline(
+        {"x": np.arange(100.0), "c": np.array(["a", "b", "c", "d"] * 25, dtype=object)}, predictions=None
+    )
+    rec = recorder.Recorder(base, seed=0)
+    rec.record(schema.Batch(rows=2, columns={"x": np.array([1.0, 2.0]), "c": np.array(["a", "z"], dtype=object)}), None)
+    rec.record(schema.Batch(rows=1, columns={"x": np.array([np.nan]), "c": np.array([None], dtype=object)}), None)
+    live = rec.snapshot()[0]
+    assert live.column("c").other == 1 and live.column("c").missing == 1
+    assert live.column("x").missing == 1 and live.column("x").count == 2
