@@ -138,10 +138,9 @@ class Recorder:
 def _merge(batches: Sequence[schema.Batch]) -> tuple[dict[str, Array], int]:
     """The columns of the rows of ``batches`` in order, and their number."""
     rows = sum([b.rows for b in batches])
-    matrices = [b.matrix for b in batches]
-    if not any(m is None for m in matrices):
+    matrices = [b.matrix for b in batches if b.matrix is not None]
+    if len(matrices) == len(batches):
         matrix = np.concatenate(matrices) if len(matrices) > 1 else matrices[0]
-        assert matrix is not None
         return {n: matrix[:, j] for j, n in enumerate(batches[0].names)}, rows
     return {n: np.concatenate([b.columns[n] for b in batches]) for n in batches[0].names}, rows
 
