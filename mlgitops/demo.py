@@ -129,8 +129,10 @@ def run(*, workdir: Path | None = None, port: int = 0) -> None:
         if traffic.errors_seen:
             rows.append(("first failure", traffic.errors_seen[0][:120]))
         del rollback
-        with steps.step("decisions recorded in MLflow and the Evidently workspace (off the loop)"):
-            recorded = ctl.decisions.wait(timeout=300)
+        with steps.step("the revert recorded in MLflow and the Evidently workspace (off the loop)"):
+            deadline = time.monotonic() + 300
+            while not (recorded := _revert_recorded(ctl)) and time.monotonic() < deadline:
+                time.sleep(0.5)
         rows.extend(_tracking_rows(ctl, recorded=recorded))
     table = Table(title="mlgitops demo", show_lines=False)
     table.add_column("what", no_wrap=True)
@@ -143,6 +145,15 @@ def run(*, workdir: Path | None = None, port: int = 0) -> None:
     ui.console.print(log, highlight=False)
     ui.console.print(f"Repository: {repo}   remote: {remote}")
     ui.console.print(f"Try: mlgitops history {MODEL} --repo {repo}")
+
+
+def _revert_recorded(ctl: Any) -> bool:
+    """True once every tracking sink recorded a revert decision (their replies name it)."""
+    from mlgitops.controller import tracking
+
+    sinks = [s for s in ctl.decisions.sinks
+             if isinstance(s, tracking.MlflowSink | tracking.EvidentlySink)]
+    return all(any("-revert-" in str(r.get("id")) for r in s.recorded) for s in sinks)
 
 
 def _tracking_rows(ctl: Any, *, recorded: bool) -> list[tuple[str, str]]:
@@ -161,7 +172,8 @@ def _tracking_rows(ctl: Any, *, recorded: bool) -> list[tuple[str, str]]:
                 out.append(("MLflow alias production", f"version {moved[-1]['modelVersion']} "
                                                        "(the restored content)"))
     if not recorded:
-        out.append(("tracking status", "still recording after 300 s; see .mlgitops/tracking/"))
+        out.append(("tracking status", "the revert was not recorded within 300 s; see "
+                                       ".mlgitops/tracking/*.log"))
     return out
 
 
