@@ -57,14 +57,19 @@ class Merged:
     """(k, L) True at the last value of each run of equal values (padding excluded)."""
 
 
-def sort_rows(values: FloatArray) -> tuple[FloatArray, IntArray]:
+def sort_rows(values: FloatArray, *, in_place: bool = False) -> tuple[FloatArray, IntArray]:
     """Rows sorted ascending with missing values (NaN, +-inf) moved to the end as NaN; counts.
 
     -0.0 becomes 0.0 (they compare equal; `count_below` shifts values along one line).
+    ``in_place`` sorts `values` itself (a float64 array the caller owns) instead of a copy.
     """
     finite = np.isfinite(values)
     counts = np.count_nonzero(finite, axis=1).astype(np.int64)
-    x = values + 0.0  # a copy to sort in place
+    if in_place:
+        x = values
+        x += 0.0
+    else:
+        x = values + 0.0
     if (counts < values.shape[1]).any():
         x[~finite] = np.nan
     x.sort(axis=1)

@@ -445,8 +445,9 @@ class _Plan:
     num_names: tuple[str, ...]
     edges: FloatArray
     """(numeric features, most edges) each feature's edges, NaN-padded."""
-    edges_up: FloatArray
-    """The next float above each edge: values below it are at or below the edge."""
+    edge_queries: FloatArray
+    """Each row's edges, then the next float above each edge (values below that are at or
+    below the edge): what `_numeric_counts` searches among a batch's sorted values."""
     fine_mask: npt.NDArray[np.bool_]
     """(numeric features, 2 * most edges + 1) which fine counts exist."""
     fine_targets: IntArray
@@ -473,7 +474,7 @@ def _make_plan(slots: tuple[_Slot, ...], *, has_prediction: bool) -> _Plan:
         num_slots=np.asarray(num, dtype=np.intp),
         num_names=tuple(slots[i].name for i in num),
         edges=edges,
-        edges_up=np.nextafter(edges, np.inf),
+        edge_queries=np.concatenate([edges, np.nextafter(edges, np.inf)], axis=1),
         fine_mask=fine_mask,
         fine_targets=(count_offsets + np.arange(2 * widest + 1)[None, :])[fine_mask],
         sum_mask=sum_mask,
@@ -596,10 +597,10 @@ class LiveStats:
         """
         plan = self._plan
         assert plan is not None
-        ordered, present = ecdf.sort_rows(m)
-        below = ecdf.count_below(ordered, present, plan.edges)
-        at_or_below = ecdf.count_below(ordered, present, plan.edges_up)
+        ordered, present = ecdf.sort_rows(m, in_place=True)
         k, widest = plan.edges.shape
+        found = ecdf.count_below(ordered, present, plan.edge_queries)
+        below, at_or_below = found[:, :widest], found[:, widest:]
         upto = np.concatenate([below, present[:, None]], axis=1)  # padding edges count all values
         before = np.concatenate([np.zeros((k, 1), dtype=np.int64), at_or_below], axis=1)
         fine = np.empty((k, 2 * widest + 1), dtype=np.int64)

@@ -1,0 +1,129 @@
+"""Cost of recording live statistics: server CPU with recording on vs off, same run.
+
+    .venv/bin/python bench/recording.py [--rounds 6] [--seconds 5] [--concurrency 32]
+
+Serves one LogisticRegression MLflow model (20 numeric features, the cheapest model to score,
+so recording weighs most) twice at once: ``mlgitops.server`` with live statistics recorded
+into a stats directory (the default), and with ``--no-stats``. Both are driven alike (single-
+row requests, and 64-row requests, in MLflow's ``dataframe_split`` format, at a fixed
+concurrency), in interleaved rounds so background load hits both alike. Per round it takes
+the CPU time (user + system) of each server's whole process group per request and per row;
+it prints the medians over rounds and the share of the recording server's CPU spent on
+recording, ``1 - CPU(off) / CPU(on)``. Target (issue 11): <= 5% for single-row requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _load
+import serving
+
+TARGET = 0.05
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds (medians over them)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="load per server and round")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--tool", choices=["auto", "wrk", "python"], default="auto")
+    args = parser.parse_args()
+
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    tool = "wrk" if args.tool == "wrk" or (args.tool == "auto" and _load.have_wrk()) else "python"
+    env = {**os.environ, "DO_NOT_TRACK": "true", "MLFLOW_ENABLE_TELEMETRY": "false"}
+    with tempfile.TemporaryDirectory(prefix="mlgitops-recording-") as tmp_s:
+        tmp = Path(tmp_s)
+        with console.status("building a LogisticRegression model (20 features)"):
+            (model,) = serving.build_models(tmp / "models", ["lr"])
+        rows64 = np.random.default_rng(1).normal(size=(64, len(serving.FEATURES))).tolist()
+        bodies = {
+            1: model.body,
+            64: json.dumps({"dataframe_split": {"columns": serving.FEATURES, "data": rows64}}).encode(),
+        }
+        base = [sys.executable, "-m", "mlgitops.server", str(model.path), "--workers", "auto", "--version", "bench"]
+        for t in model.trusted:
+            base += ["--trust", t]
+        servers = {
+            "recording on": [*base, "--stats-dir", str(tmp / "stats")],
+            "recording off": [*base, "--no-stats"],
+        }
+        cpu: dict[tuple[str, int], list[float]] = {}
+        rps: dict[tuple[str, int], list[float]] = {}
+        failures = 0
+        with contextlib.ExitStack() as stack:
+            urls: dict[str, str] = {}
+            groups: dict[str, int] = {}
+            for label, cmd in servers.items():
+                port = serving.free_port()
+                with console.status(f"starting {label}"):
+                    urls[label], groups[label] = stack.enter_context(
+                        serving.serving([*cmd, "--port", str(port)], port, env, tmp / f"{label}.log".replace(" ", "-"))
+                    )
+                    serving.warm(urls[label], model.body)
+            for r in range(args.rounds):
+                for size, body in bodies.items():
+                    order = list(servers) if r % 2 == 0 else list(reversed(servers))
+                    for label in order:
+                        before = serving.cpu_seconds(groups[label])
+                        with console.status(f"round {r + 1}/{args.rounds}: {label}, {size}-row requests"):
+                            res = _load.run(
+                                f"{urls[label]}/invocations",
+                                body,
+                                concurrency=args.concurrency,
+                                duration=args.seconds,
+                                tool=tool,
+                            )
+                        serving.settle(groups[label])
+                        used = serving.cpu_seconds(groups[label]) - before
+                        failures += res.failures
+                        cpu.setdefault((label, size), []).append(used / max(res.requests, 1) * 1e6)
+                        rps.setdefault((label, size), []).append(res.requests / res.seconds)
+    table = Table(
+        title=(
+            f"Recording live statistics, LogisticRegression, concurrency {args.concurrency}, load by {tool}: "
+            f"medians of {args.rounds} interleaved rounds of {args.seconds:.0f}s"
+        )
+    )
+    for col in ("rows/request", "server", "req/s", "server CPU µs/request", "µs/row", "CPU share of recording"):
+        table.add_column(col, justify="right")
+    ok = failures == 0
+    for size in bodies:
+        on = statistics.median(cpu[("recording on", size)])
+        off = statistics.median(cpu[("recording off", size)])
+        share = 1 - off / on
+        if size == 1:
+            ok &= share <= TARGET
+        for label, value in (("recording off", off), ("recording on", on)):
+            table.add_row(
+                str(size),
+                label,
+                f"{statistics.median(rps[(label, size)]):,.0f}",
+                f"{value:,.0f}",
+                f"{value / size:,.1f}",
+                "baseline" if label == "recording off" else f"{share * 100:+.1f}% ({on / off:.3f}x off)",
+            )
+    console.print(table)
+    console.print(f"failed requests: {failures}")
+    console.print(
+        f"Target: recording <= {TARGET:.0%} of server CPU for single-row requests -> "
+        + ("[green]met[/green]" if ok else "[red]not met[/red]")
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
