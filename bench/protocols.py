@@ -16,13 +16,19 @@ with three clients, each in a process of its own, at concurrency 1 and 32, with 
 * gRPC: ``inference.GRPCInferenceService/ModelInfer`` with ``raw_input_contents``, the
   request message built and serialized per request, the response parsed.
 
+Each of the ``concurrency`` simulated clients has a connection of its own (HTTP keep-alive, a
+gRPC channel with its own subchannel), so the kernel spreads them over the workers alike.
+
 Every client encodes each request from the numpy rows and decodes each response, as a real
 client does (the protocols differ exactly there); HTTP uses aiohttp (the lightest asyncio HTTP
 client), gRPC uses grpc.aio. Before measuring, the three answers of the same rows are checked
 to be equal. The measurements are interleaved (each cell's duration split into ``--rounds``),
 so background load hits the protocols alike; req/s is over all rounds, p50/p99 the medians of
 the rounds'. Clients share the machine's cores with the server: these are what this machine
-does.
+does. "CPU ms/req" is the CPU time (user + system) per request of the server's process group
+(including the work a run left queued) and of the client process while it sends: unlike req/s it does not
+move with other load on the machine; "CPU vs JSON" is how many requests of that protocol cost
+the CPU of one JSON request (client and server together). The verdicts use req/s.
 
 Targets (issue 10): gRPC and binary single-row throughput at least JSON's; 1,000-row batches
 at least 3x faster with binary or gRPC than with JSON.
@@ -31,6 +37,7 @@ at least 3x faster with binary or gRPC than with JSON.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -109,22 +116,25 @@ async def main():
     import aiohttp, grpc
     from mlgitops.server import grpc_predict_v2_pb2
     deadline = time.perf_counter() + duration
-    started = time.perf_counter()
-    if protocol == "grpc":
-        async with grpc.aio.insecure_channel(grpc_addr, options=[
-                ("grpc.max_receive_message_length", -1)]) as channel:
-            call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
-            await asyncio.gather(*(grpc_loop(call, deadline) for _ in range(concurrency)))
+    started, cpu = time.perf_counter(), time.process_time()
+    if protocol == "grpc":  # one connection per concurrent client, as HTTP has
+        options = [("grpc.max_receive_message_length", -1), ("grpc.use_local_subchannel_pool", 1)]
+        channels = [grpc.aio.insecure_channel(grpc_addr, options=options)
+                    for _ in range(concurrency)]
+        calls = [ch.unary_unary("/inference.GRPCInferenceService/ModelInfer") for ch in channels]
+        await asyncio.gather(*(grpc_loop(call, deadline) for call in calls))
+        for ch in channels:
+            await ch.close()
     else:
         connector = aiohttp.TCPConnector(limit=concurrency)
         async with aiohttp.ClientSession(connector=connector) as session:
             url = http_url + "/v2/models/rf/infer"
             await asyncio.gather(*(http_loop(session, deadline, url) for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     latencies.sort()
     pct = lambda p: latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else 0.0
     print(json.dumps({"requests": len(latencies), "seconds": elapsed, "p50_ms": pct(0.5),
-                      "p99_ms": pct(0.99), "failures": failures}))
+                      "p99_ms": pct(0.99), "failures": failures, "client_cpu": cpu}))
 
 asyncio.run(main())
 '''
@@ -137,6 +147,8 @@ class Run:
     p50_ms: float
     p99_ms: float
     failures: int
+    client_cpu: float = 0.0
+    server_cpu: float = 0.0
 
 
 def drive(protocol: str, *, http_url: str, grpc_addr: str, rows_file: Path, concurrency: int,
@@ -201,7 +213,7 @@ def main() -> int:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=150)
     sizes = [int(v) for v in args.rows.split(",")]
     levels = [int(v) for v in args.concurrency.split(",")]
     load = os.getloadavg()
@@ -239,11 +251,14 @@ def main() -> int:
                 for c in levels:
                     for _ in range(args.rounds):
                         for protocol in PROTOCOLS:
+                            server_before = serving.cpu_seconds(pgid)
                             run = drive(protocol, http_url=url, grpc_addr=grpc_addr,
                                         rows_file=files[n], concurrency=c,
                                         duration=args.duration / args.rounds)
+                            serving.settle(pgid)  # the work the run left queued counts too
+                            run = dataclasses.replace(
+                                run, server_cpu=serving.cpu_seconds(pgid) - server_before)
                             cells.setdefault((n, c, protocol), []).append(run)
-                            serving.settle(pgid)
     results = []
     for (n, c, protocol), runs in cells.items():
         requests = sum(r.requests for r in runs)
@@ -255,24 +270,30 @@ def main() -> int:
             "p50_ms": statistics.median(r.p50_ms for r in runs),
             "p99_ms": statistics.median(r.p99_ms for r in runs),
             "failures": sum(r.failures for r in runs),
+            "server_cpu_ms": 1000 * sum(r.server_cpu for r in runs) / max(requests, 1),
+            "client_cpu_ms": 1000 * sum(r.client_cpu for r in runs) / max(requests, 1),
         })
     by = {(r["rows"], r["concurrency"], r["protocol"]): r for r in results}
     table = Table(title=f"HTTP JSON vs HTTP binary vs gRPC (RandomForest, 20 features; load "
                   f"{load[0]:.1f} at start)")
-    for col in ("rows/request", "concurrency", "protocol", "req/s", "rows/s", "p50 ms",
-                "p99 ms", "failures", "vs JSON"):
+    for col in ("rows", "conc.", "protocol", "req/s", "p50 ms", "p99 ms", "fail",
+                "req/s vs JSON", "server CPU ms/req", "client CPU ms/req", "CPU vs JSON"):
         table.add_column(col, justify="right" if col != "protocol" else "left")
     verdicts = []
     for n in sizes:
         for c in levels:
-            base = by[(n, c, "http-json")]["rps"]
+            base = by[(n, c, "http-json")]
             for protocol in PROTOCOLS:
                 r = by[(n, c, protocol)]
-                ratio = r["rps"] / base if base else float("nan")
+                ratio = r["rps"] / base["rps"] if base["rps"] else float("nan")
+                cpu = r["server_cpu_ms"] + r["client_cpu_ms"]
+                base_cpu = base["server_cpu_ms"] + base["client_cpu_ms"]
                 r["vs_json"] = ratio
+                r["cpu_vs_json"] = base_cpu / cpu if cpu else float("nan")
                 table.add_row(str(n), str(c), protocol, f"{r['rps']:,.0f}",
-                              f"{r['rows_per_s']:,.0f}", f"{r['p50_ms']:.2f}",
-                              f"{r['p99_ms']:.2f}", str(r["failures"]), f"{ratio:.2f}x")
+                              f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", str(r["failures"]),
+                              f"{ratio:.2f}x", f"{r['server_cpu_ms']:.2f}",
+                              f"{r['client_cpu_ms']:.2f}", f"{r['cpu_vs_json']:.2f}x")
             best = max(by[(n, c, p)]["vs_json"] for p in ("http-binary", "grpc"))
             if n == 1:
                 ok = all(by[(n, c, p)]["vs_json"] >= 1.0 for p in ("http-binary", "grpc"))
