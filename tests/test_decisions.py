@@ -362,3 +362,25 @@ def test_public_url_and_notification_settings_are_checked(monkeypatch: pytest.Mo
         settings.controller(tmp_path, notify_format="teams")
     with pytest.raises(errors.ConfigError, match="--notify-url"):
         settings.controller(tmp_path, notify_url="ftp://x")
+
+
+def test_notebook_helpers_read_the_decisions_and_the_page(repo: Path) -> None:
+    from mlgitops import insights
+
+    root = repo / ".mlgitops" / "reports"
+    revert = window_decision(live_shift=0.0).with_(commit="c" * 40)
+    alert = window_decision(live_shift=3.0)
+    log = decision_log.Log(root)
+    log.append(revert)
+    log.append(alert)
+    frame_ = insights.decisions(repo, "credit-risk")
+    assert list(frame_["kind"]) == ["revert", "alert"]
+    assert frame_["url"].iloc[0] == revert.report_url
+    page = insights.decision_page(repo, "credit-risk")  # no file: rendered from the log
+    assert "Reverted: credit-risk bbbbbbbbbbbb" in page and "age" in page
+    decision_pages.Pages(root, clone=lambda: None).record(alert)
+    written = insights.decision_page(repo, "credit-risk", kind="alert")
+    assert written == (root / "credit-risk" / f"{alert.id}.html").read_text()
+    assert "Why no revert was made" in written
+    with pytest.raises(ValueError, match="no hold of credit-risk is recorded"):
+        insights.decision_page(repo, "credit-risk", kind="hold")
