@@ -15,6 +15,9 @@ use (it takes seconds), so this module is cheap to import.
   artifact. Runs are found again by their ``mlgitops.decisionId`` tag, so recording the same
   decision twice (a retry) makes one run.
 
+With a tracking server (an ``http(s)://`` URI) runs' artifacts go where the server keeps them;
+a registered version's ``source`` still names the exported copy on the controller's disk.
+
 MLflow errors become `mlgitops.errors.TrackingError` (transient: retried, never blocking).
 """
 
@@ -127,6 +130,11 @@ class Tracker:
                 self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         return self._client
 
+    @property
+    def local(self) -> bool:
+        """A store on this machine (SQLite, files): its artifacts go under ``artifact_root``."""
+        return not self.uri.startswith(("http://", "https://", "databricks"))
+
     # registry -----------------------------------------------------------------------------
     def ensure_model(self, model: str) -> None:
         with _translated(f"Creating the registered model {model}"):
@@ -193,10 +201,13 @@ class Tracker:
             found = self.client.get_experiment_by_name(name)
             if found is not None:
                 return str(found.experiment_id)
-            location = (self.artifact_root / "experiments" / model).resolve()
-            location.mkdir(parents=True, exist_ok=True)
+            uri: str | None = None  # a tracking server decides where its artifacts go
+            if self.local:
+                location = (self.artifact_root / "experiments" / model).resolve()
+                location.mkdir(parents=True, exist_ok=True)
+                uri = location.as_uri()
             return str(self.client.create_experiment(
-                name, artifact_location=location.as_uri(), tags={f"{TAG}model": model}))
+                name, artifact_location=uri, tags={f"{TAG}model": model}))
 
     def find_run(self, experiment_id: str, decision_id: str) -> str | None:
         with _translated(f"Looking up the run of decision {decision_id}"):
