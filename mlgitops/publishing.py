@@ -232,7 +232,7 @@ def _push(root: Path, steps: ui.Steps, *, attempts: int = 3) -> None:
         raise errors.ConfigError(
             f"{root} has no 'origin' remote to push to; add one or pass push=False"
         )
-    with steps.step("push"):
+    with steps.step("push (the remote validates: digest, types, a sandboxed load and predict)"):
         for attempt in range(attempts):
             try:
                 git.push(root)

@@ -205,7 +205,8 @@ def _forked(request: dict[str, object], *, empty: str, timeout: float,
             for fd in (0, 1, 2):  # nothing inherited to write to (a log file, a socket)
                 os.dup2(null, fd)
             os.closerange(3, write_end)
-            os.closerange(write_end + 1, 4096)
+            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            os.closerange(write_end + 1, limit if limit > write_end else 65536)
             _limits()
             os.chdir(empty)
             os.environ.clear()

@@ -10,7 +10,8 @@ and starts itself again as soon as mlgitops' own source files change (an upgrade
 
 Protocol: the client connects, sends one JSON object and shuts its writing side; the
 process answers one JSON object and closes. ``{"ping": true}`` -> ``{"pong": true}``; any
-other request goes to the handler (the hook's `hooks.answer`). Whoever can reach the
+other request goes to the handler (the hook's `hooks.answer`); an answer without a
+``status`` (the handler failed, or ``{"restart": true}``) makes the hook check cold. Whoever can reach the
 socket can only ask for a verdict: the ref update stays the hook's (git's) decision.
 
 This module is the transport and the lifecycle; what is checked is `mlgitops.hooks`'.
@@ -246,7 +247,11 @@ def serve(gitdir: Path, *, handle: Handler, idle: float = IDLE_SECONDS,
                     _reply(conn, {"restart": True})
                     return RESTART
                 conn.settimeout(None)
-                _reply(conn, handle(request))
+                try:
+                    answer = handle(request)
+                except Exception as exc:  # no verdict: the hook then checks cold
+                    answer = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+                _reply(conn, answer)
     finally:
         with contextlib.suppress(OSError):
             path.unlink()
