@@ -207,6 +207,14 @@ def test_bad_bytes_tensors(mixed_server: support.Server, data: bytes, words: str
     assert words in r.json()["error"]
 
 
+def test_a_compressed_body_is_refused_with_a_sentence(numeric_server: support.Server) -> None:
+    import gzip
+
+    body, headers = matrix_request(np.zeros((2, 6)))
+    r = post(numeric_server, gzip.compress(body), {**headers, "Content-Encoding": "gzip"})
+    assert r.status_code == 415 and "send the body uncompressed" in r.json()["error"]
+
+
 def test_random_binary_garbage_is_never_a_server_error(numeric_server: support.Server) -> None:
     rng = np.random.default_rng(7)
     with numeric_server.client() as c:

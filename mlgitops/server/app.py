@@ -203,6 +203,12 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
                 "application/json (or application/octet-stream with the binary tensor data "
                 "extension's Inference-Header-Content-Length)."
             )
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise problems.UnsupportedMediaType(
+                f"Content-Encoding {problems.shown(encoding)} is not supported; send the body "
+                "uncompressed (tritonclient: leave request_compression_algorithm unset)."
+            )
         with served.decoding():
             body = await read_body(request, limit)
             header = tensors.header_length(
