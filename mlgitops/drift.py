@@ -53,28 +53,28 @@ def compare(
     if not kinds:
         raise ValueError("No numeric or categorical columns to compare; pass columns= to choose some.")
     order = list(kinds)
-    ref_rows, cur_rows = [], []
+    by_name: dict[str, ColumnDrift] = {}
     numeric = [n for n in order if kinds[n] == "numeric"]
-    if numeric:
-        ref_rows.append(_float_rows(reference_frame, numeric))
-        cur_rows.append(_float_rows(current_frame, numeric))
-    categorical = [n for n in order if kinds[n] == "categorical"]
-    if categorical:
-        codes = [_category_codes(reference_frame[n], current_frame[n]) for n in categorical]
-        ref_rows.append(np.array([r for r, _ in codes], dtype=np.float64).reshape(len(codes), -1))
-        cur_rows.append(np.array([c for _, c in codes], dtype=np.float64).reshape(len(codes), -1))
-    by_name = dict(
-        zip(
-            numeric + categorical,
-            core_drift.compare_matrices(
-                numeric + categorical,
-                [kinds[n] for n in numeric + categorical],
-                np.concatenate(ref_rows) if len(ref_rows) > 1 else ref_rows[0],
-                np.concatenate(cur_rows) if len(cur_rows) > 1 else cur_rows[0],
-            ),
-            strict=True,
+    if numeric:  # one float matrix per frame, columns as rows
+        found = core_drift.compare_matrices(
+            numeric,
+            ["numeric"] * len(numeric),
+            _float_rows(reference_frame, numeric),
+            _float_rows(current_frame, numeric),
+            overwrite_current=True,
         )
-    )
+        by_name.update(zip(numeric, found, strict=True))
+    categorical = [n for n in order if kinds[n] == "categorical"]
+    if categorical:  # label ranks, one row per column
+        codes = [_category_codes(reference_frame[n], current_frame[n]) for n in categorical]
+        found = core_drift.compare_matrices(
+            categorical,
+            ["categorical"] * len(categorical),
+            np.array([r for r, _ in codes], dtype=np.float64).reshape(len(codes), -1),
+            np.array([c for _, c in codes], dtype=np.float64).reshape(len(codes), -1),
+            overwrite_current=True,
+        )
+        by_name.update(zip(categorical, found, strict=True))
     columns_drift = tuple(by_name[n] for n in order)
     report = core_drift.dataset_verdict(
         columns_drift, prediction=None, share=share, rows=len(current_frame), reference_rows=len(reference_frame)
@@ -83,9 +83,11 @@ def compare(
 
 
 def _float_rows(frame: pd.DataFrame, names: list[str]) -> np.ndarray[Any, Any]:
-    """Numeric columns as rows of one float matrix (NaN for missing)."""
-    block = frame[names].to_numpy(dtype=np.float64, na_value=np.nan)
-    return np.ascontiguousarray(block.T)
+    """Numeric columns as rows of a new float matrix (NaN for missing): one copy, which the
+    comparison may then sort in place."""
+    return np.array([column_values(frame[name], "numeric") for name in names], dtype=np.float64).reshape(
+        len(names), len(frame)
+    )
 
 
 def _category_codes(reference: pd.Series[Any], current: pd.Series[Any]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:

@@ -148,3 +148,13 @@ def test_count_below_equals_searchsorted_where_the_shift_rounds_values_together(
     assert (ecdf.count_below(rows, counts, queries) == expected).all()
     spanning = np.array([[-1e308, 0.0, 1e308]])  # a span no shift can hold: searched row by row
     assert ecdf.count_below(spanning, np.array([3]), np.array([[0.0, 1e308, 2.0]])).tolist() == [[1, 2, 2]]
+
+
+def test_compare_leaves_the_frames_as_they_were() -> None:
+    rng = np.random.default_rng(8)
+    reference = pd.DataFrame({"x": rng.normal(size=400), "c": rng.choice(["a", "b"], 400)})
+    current = pd.DataFrame({"x": rng.normal(size=300)[::-1], "c": rng.choice(["a", "b", None], 300)})
+    ref_copy, cur_copy = reference.copy(), current.copy()
+    mlgitops.drift.compare(reference, current)
+    pd.testing.assert_frame_equal(reference, ref_copy)
+    pd.testing.assert_frame_equal(current, cur_copy)

@@ -360,7 +360,12 @@ def _stack(columns: list[FloatArray]) -> FloatArray:
 
 
 def compare_matrices(
-    names: Sequence[str], kinds: Sequence[ColumnKind], reference: FloatArray, current: FloatArray
+    names: Sequence[str],
+    kinds: Sequence[ColumnKind],
+    reference: FloatArray,
+    current: FloatArray,
+    *,
+    overwrite_current: bool = False,
 ) -> list[ColumnDrift]:
     """Drift of many columns at once with Evidently's default methods.
 
@@ -370,11 +375,12 @@ def compare_matrices(
     rows. Numeric columns with more than five distinct reference values get K-S or Wasserstein
     from the sorted rows directly (`ecdf.ks_sorted`, `ecdf.wasserstein_sorted`); the others
     (categories, few values) are merged (`ecdf.merge`) for their distinct values and counts.
+    ``overwrite_current`` lets the sort reuse `current` (a float64 array the caller gives up).
     """
     if reference.shape[0] != len(names) or current.shape[0] != len(names) or len(kinds) != len(names):
         raise ValueError("compare_matrices needs one name, kind, reference row and current row per column.")
     ref_sorted, ref_count = ecdf.sort_rows(reference)
-    cur_sorted, cur_count = ecdf.sort_rows(current)
+    cur_sorted, cur_count = ecdf.sort_rows(current, in_place=overwrite_current and current.dtype == np.float64)
     empty = np.flatnonzero(ref_count == 0)
     if len(empty):
         raise ValueError(
@@ -389,10 +395,12 @@ def compare_matrices(
         for part in ecdf.chunks(len(rows), cur_sorted.shape[1]):
             sel = rows[part]
             r, n, c, m = _rows(ref_sorted, sel), ref_count[sel], _rows(cur_sorted, sel), cur_count[sel]
+            # both statistics are symmetric: lay the intervals on the smaller side (less work)
+            grid = (c, m, r, n) if c.shape[1] < r.shape[1] else (r, n, c, m)
             if method == "ks":
-                scores[sel] = ks_pvalues(ecdf.ks_sorted(r, n, c, m), n, m)
+                scores[sel] = ks_pvalues(ecdf.ks_sorted(*grid), n, m)
             else:
-                scores[sel] = ecdf.wasserstein_sorted(r, n, c, m) / np.maximum(ecdf.row_std(_rows(reference, sel)), 0.001)
+                scores[sel] = ecdf.wasserstein_sorted(*grid) / np.maximum(ecdf.row_std(_rows(reference, sel)), 0.001)
             methods[sel] = method
     rest = np.flatnonzero(~smooth & (cur_count > 0))
     for part in ecdf.chunks(len(rest), ref_sorted.shape[1] + cur_sorted.shape[1]):
