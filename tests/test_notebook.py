@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "drift-walkthrough.ipynb"
 
 
+@pytest.mark.timeout(1200)  # a real loop, then the MLflow cell waits for the sinks
 def test_drift_walkthrough_notebook_runs(tmp_path: Path) -> None:
     nb = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3",
@@ -22,3 +24,4 @@ def test_drift_walkthrough_notebook_runs(tmp_path: Path) -> None:
     assert "exists: True" in outputs
     assert "Mlgitops-Reverts:" in outputs
     assert "the decision page names the reverted commit: True" in outputs
+    assert "production is v1's content: True" in outputs
