@@ -42,8 +42,10 @@ hook removed, to show how much of the total is the hook's model validation.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -62,7 +64,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mlgitops import examples, repository, settings
-from mlgitops.adapters import git
+from mlgitops.adapters import git, validator
 from mlgitops.controller import run
 from mlgitops.core import layout
 from mlgitops.demo import free_port, wait_for_version
@@ -273,6 +275,8 @@ def main() -> None:
             samples.append(one_run(ctl, repo, seed=seed, hook=False, settle=args.settle,
                                    rate=args.rate, path="warm", loaded=False))
             progress.advance(task)
+    with contextlib.suppress(OSError, ValueError, KeyError):  # this bench's remote's validator
+        os.kill(int(validator.ask(remote, {"ping": True}, timeout=5.0)["pid"]), signal.SIGTERM)
     table = Table(title="rollback: breaching window closes → previous version answers at the gateway")
     for col in ("run", "load", "path", "remote hook", "window→pushed s", "revert s",
                 "of which git push s", "pushed→answering s", "window→answering s",

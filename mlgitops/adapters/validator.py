@@ -40,7 +40,7 @@ LOG = "mlgitops-validator.log"
 VALIDATED = "mlgitops-validated"
 #: A validator that answered nothing for this long exits (the next push starts one again);
 #: ``MLGITOPS_VALIDATOR_IDLE`` (seconds) in its environment overrides it.
-IDLE_SECONDS = 1800.0
+IDLE_SECONDS = 600.0
 IDLE_ENV = "MLGITOPS_VALIDATOR_IDLE"
 #: How often a waiting validator checks that its repository still exists.
 TICK_SECONDS = 2.0
