@@ -76,6 +76,8 @@ class Result:
     pass_ms: float = 0.0
     idle_cpu: float = 0.0
     servers_idle_cpu: float = 0.0
+    crash_models: int = 0
+    crash_back_s: float = float("nan")
 
     @property
     def per_model_mb(self) -> float:
@@ -267,6 +269,8 @@ def measure(mode: str, size: int, *, built: list[Built], variants: list[Built], 
         traffic.stop.set()
         client.join(timeout=10)
         res.failed, res.answered = traffic.failed, traffic.ok
+        progress.update(task, description=f"{mode} x{size}: kill -9 a server process")
+        res.crash_models, res.crash_back_s = crash(base, state_dir, names[0])
     finally:
         os.killpg(ctl.pid, signal.SIGINT)
         try:
@@ -278,6 +282,21 @@ def measure(mode: str, size: int, *, built: list[Built], variants: list[Built], 
         local_runtime.LocalRuntime(state_dir, standby=0).sweep(grace=2.0)
         progress.remove_task(task)
     return res
+
+
+def crash(base: str, state_dir: Path, name: str) -> tuple[int, float]:
+    """SIGKILL the process serving ``name`` (a host: all its models); the models it served
+    and the seconds until every one of them answers again at the gateway."""
+    doc = files.read_json(state_dir / "state.json") or {}
+    backends = doc.get("backends") or {}
+    pid = int(backends[name]["pid"])
+    victims = {n: str(b["version"]) for n, b in backends.items() if b.get("pid") == pid}
+    time.sleep(3.0)  # a warm spare is back after the switches
+    os.killpg(pid, signal.SIGKILL)
+    killed = time.perf_counter()
+    for n, version in victims.items():
+        wait_for_version(base, n, version, timeout=300)
+    return len(victims), time.perf_counter() - killed
 
 
 def growth(results: list[Result], attr: str) -> str:
@@ -333,7 +352,8 @@ def main() -> None:
     table = Table(title="mlgitops up at fleet size (PSS: shared pages counted once)")
     for col in ("mode", "models", "processes", "publish s", "all serve s", "PSS MB",
                 "MB/model", "controller MB", "PSS MB after deploys (processes)", "commit->serving p50 s", "max s", "failed/answered",
-                "pass no change ms", "controller idle CPU %", "servers idle CPU %"):
+                "pass no change ms", "controller idle CPU %", "servers idle CPU %",
+                "kill -9: models back in s"):
         table.add_column(col, justify="right")
     for r in results:
         table.add_row(r.mode, str(r.size), str(r.processes), f"{r.publish_s:.2f}",
@@ -342,7 +362,7 @@ def main() -> None:
                       f"{r.p50:.3f}",
                       f"{max(r.commit_to_serving, default=float('nan')):.3f}",
                       f"{r.failed}/{r.answered}", f"{r.pass_ms:.1f}", f"{r.idle_cpu:.1f}",
-                      f"{r.servers_idle_cpu:.1f}")
+                      f"{r.servers_idle_cpu:.1f}", f"{r.crash_models} in {r.crash_back_s:.1f}")
     console.print(table)
     grow = Table(title="how each grows with the number of models (shared hosts)")
     grow.add_column("measure")

@@ -102,7 +102,13 @@ class HostProcess:
     admin_port: int = 0
     role: str = "idle"  # idle (in the pool) | host (serves) | staging (probes only)
     models: dict[int, tuple[str, str]] = field(default_factory=dict)
+    #: ports of models replaced by a newer version, finishing their requests
+    draining: set[int] = field(default_factory=set)
+    #: the model being loaded now (name, version), if any
+    pending: tuple[str, str] | None = None
     used_at: float = field(default_factory=time.monotonic)
+    #: the owning runtime's identity, sent with every load (see `adopt`)
+    epoch: str = ""
     lines: queue.Queue[dict[str, Any] | None] = field(default_factory=queue.Queue, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -142,16 +148,17 @@ class HostProcess:
     def wait_started(self, timeout: float) -> None:
         """Block until the host announced its admin port; RuntimeFailure when it did not."""
         deadline = time.monotonic() + timeout
-        while not self.admin_port:
+        while not self.admin_port:  # another thread may read the event: look again often
             left = deadline - time.monotonic()
             if left <= 0:
                 raise errors.RuntimeFailure(f"a host process did not start within {timeout:.0f}s;"
                                             f" see {self.log}")
             try:
-                event = self.lines.get(timeout=min(left, 1.0))
+                event = self.lines.get(timeout=min(left, 0.1))
             except queue.Empty:
                 continue
             if event is None or event.get("event") == "error":
+                self.lines.put(event)  # for any other waiter
                 why = event.get("message") if event else "it exited"
                 raise errors.RuntimeFailure(f"a host process did not start ({why}); see {self.log}")
             if event.get("event") == "host":
@@ -182,12 +189,14 @@ class HostProcess:
         return data
 
     def load(self, spec: Mapping[str, Any], *, timeout: float) -> int:
-        port = int(self.call("load", {"spec": dict(spec)}, timeout=timeout)["port"])
+        port = int(self.call("load", {"spec": dict(spec), "epoch": self.epoch},
+                             timeout=timeout)["port"])
         self.models[port] = (str(spec["name"]), str(spec["version"]))
         return port
 
     def unload(self, port: int, *, timeout: float = 15.0) -> None:
         self.models.pop(port, None)
+        self.draining.discard(port)
         with contextlib.suppress(errors.RuntimeFailure):
             self.call("unload", {"port": port}, timeout=timeout)
 
@@ -198,6 +207,13 @@ class HostProcess:
         models = self.call("models", timeout=5.0).get("models")
         return [m for m in models or [] if isinstance(m, dict)]
 
+    def adopt(self, epoch: str, *, timeout: float = 120.0) -> list[dict[str, Any]]:
+        """Own this host as ``epoch`` (loads of any other controller are refused from now
+        on); the models it holds once a load under way finished."""
+        self.epoch = epoch
+        models = self.call("adopt", {"epoch": epoch}, timeout=timeout).get("models")
+        return [m for m in models or [] if isinstance(m, dict)]
+
     def cap_memory(self) -> None:
         """The sandbox's memory cap (a staging host loads content nobody ran here yet)."""
         with contextlib.suppress(OSError, AttributeError, ValueError):
@@ -205,8 +221,14 @@ class HostProcess:
                              (sandbox.MEMORY_BYTES, sandbox.MEMORY_BYTES))
 
     def record(self) -> dict[str, Any]:
-        return {"role": self.role, "adminPort": self.admin_port,
-                "models": {str(p): list(m) for p, m in self.models.items()}}
+        """Its ledger fields: models by port as ``[name, version, serving|draining]`` (and
+        ``"loading": [name, version, "launching"]`` while a load is under way)."""
+        models: dict[str, list[str]] = {
+            str(p): [*m, "draining" if p in self.draining else "serving"]
+            for p, m in self.models.items()}
+        if self.pending is not None:
+            models["loading"] = [*self.pending, "launching"]
+        return {"role": self.role, "adminPort": self.admin_port, "models": models}
 
 
 class Proven:

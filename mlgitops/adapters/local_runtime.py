@@ -342,23 +342,29 @@ class Leftover:
     version: str | None
     role: str
     pid: int | None
+    #: a model unloaded from a host process that keeps serving others (None: a process)
+    port: int | None = None
 
     @classmethod
     def of(cls, record: Mapping[str, Any]) -> Leftover:
         pid = record.get("pid")
         version = record.get("version")
+        port = record.get("port") if record.get("unloaded") else None
         return cls(name=str(record.get("name") or ""),
                    version=None if version is None else str(version),
                    role=str(record.get("role", "unrecorded")),
-                   pid=pid if isinstance(pid, int) else None)
+                   pid=pid if isinstance(pid, int) else None,
+                   port=port if isinstance(port, int) else None)
 
     @property
     def what(self) -> str:
+        if self.port is not None:
+            return f"model (port {self.port} of host pid {self.pid})"
         return f"server process (pid {self.pid})"
 
     @property
     def details(self) -> dict[str, Any]:
-        return {"pid": self.pid}
+        return {"pid": self.pid} if self.port is None else {"pid": self.pid, "port": self.port}
 
 
 def _tail(path: Path, lines: int = 12) -> str:
@@ -394,6 +400,8 @@ class LocalRuntime:
         self._place_lock = threading.RLock()
         self._staging_lock = threading.Lock()
         self.proven = local_hosts.Proven(state_dir / local_hosts.PROVEN)
+        #: this runtime's identity towards its hosts (a successor's takes over)
+        self.epoch = uuid.uuid4().hex
         #: servers record live statistics under ``<stats_root>/<name>/<version>/``
         self.stats_root = stats_root if stats_root is not None else state_dir / "stats"
         self.logs = state_dir / "logs"
@@ -531,7 +539,15 @@ class LocalRuntime:
             proc.stdin.write((json.dumps({"token": token}) + "\n").encode())
             proc.stdin.flush()
         threading.Thread(target=host.read_events, args=(proc.stdout,), daemon=True).start()
+        threading.Thread(target=self._record_started, args=(host,), daemon=True).start()
         return host
+
+    def _record_started(self, host: local_hosts.HostProcess) -> None:
+        """Write a spare host's control port to the ledger once it listens."""
+        with contextlib.suppress(errors.RuntimeFailure):
+            host.wait_started(self.ready_timeout)
+            if host.role == "idle" and not host.exited():
+                self.ledger.put(host.token, adminPort=host.admin_port)
 
     def _take_host(self, role: str) -> local_hosts.HostProcess:
         """A warm idle host (or a new one), started, for ``role``; the pool refills after."""
@@ -544,6 +560,11 @@ class LocalRuntime:
             self._stop_host(host)
             raise
         host.role = role
+        try:
+            host.adopt(self.epoch, timeout=10.0)
+        except errors.RuntimeFailure:
+            self._stop_host(host)
+            raise
         self.ledger.put(host.token, **host.record())
         threading.Thread(target=self.fill, daemon=True).start()
         return host
@@ -610,8 +631,13 @@ class LocalRuntime:
             else:
                 chosen = self._take_host("host")
                 self._hosts[chosen.token] = chosen
-            port = chosen.load({**spec, "port": 0}, timeout=self.ready_timeout)
+            chosen.pending = (str(spec["name"]), str(spec["version"]))
             self.ledger.put(chosen.token, **chosen.record())
+            try:
+                port = chosen.load({**spec, "port": 0}, timeout=self.ready_timeout)
+            finally:
+                chosen.pending = None
+                self.ledger.put(chosen.token, **chosen.record())
         return Backend(name=str(spec["name"]), version=str(spec["version"]),
                        digest=str(spec["digest"]), port=port, pid=chosen.pid, log=chosen.log,
                        proc=chosen.proc, spec=dict(spec), token=chosen.token,
@@ -714,8 +740,12 @@ class LocalRuntime:
 
     def draining(self, backend: Backend) -> None:
         """Record that ``backend`` was replaced and drains before it stops."""
-        if backend.admin:
-            return  # after a crash, recovery unloads every model of a host it did not adopt
+        if backend.admin:  # after a crash, recovery unloads it with every model not adopted
+            h = self._hosts.get(backend.token)
+            if h is not None and backend.port in h.models:
+                h.draining.add(backend.port)
+                self.ledger.put(h.token, **h.record())
+            return
         if backend.token:
             self.ledger.put(backend.token, role="draining")
 
@@ -776,7 +806,7 @@ class LocalRuntime:
                 continue
             self.ledger.put(b.token, role="serving", pid=b.pid, startTime=b.start_time
                             or start_time(b.pid), name=b.name, version=b.version, port=b.port)
-        self._adopt_hosts([b for b in adopted.values() if b.admin], ledger)
+        unloaded = self._adopt_hosts([b for b in adopted.values() if b.admin], ledger)
         stopped: dict[str, dict[str, Any]] = {}
         victims: list[int] = []
         groups = {b.pid for b in adopted.values()}  # an adopted server's workers share its group
@@ -791,11 +821,14 @@ class LocalRuntime:
         self._stop_pids(victims, grace=grace)
         self.ledger.keep_only(keep)
         cleared = [r for t, r in ledger.items() if t not in keep and t not in stopped]
-        return Recovery(adopted, lost, list(stopped.values()), cleared)
+        return Recovery(adopted, lost, [*stopped.values(), *unloaded], cleared)
 
-    def _adopt_hosts(self, backends: list[Backend], ledger: Mapping[str, Mapping[str, Any]]) -> None:
+    def _adopt_hosts(self, backends: list[Backend],
+                     ledger: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Take over the hosts serving ``backends``; unload every other model they hold
-        (versions that were draining or launching when the earlier controller died)."""
+        (versions that were draining or launching when the earlier controller died): their
+        ledger-like records, as `Recovery.stopped` lists them."""
+        unloaded: list[dict[str, Any]] = []
         for b in backends:
             h = self._hosts.get(b.token)
             if h is None:
@@ -806,12 +839,21 @@ class LocalRuntime:
                 h.log = Path(str(record.get("log") or b.log))
             h.models[b.port] = (b.name, b.version)
         for h in self._hosts.values():
+            known = (ledger.get(h.token) or {}).get("models") or {}
             with contextlib.suppress(errors.RuntimeFailure):
-                for m in h.listing():
-                    if m.get("port") not in h.models and isinstance(m.get("port"), int):
-                        h.unload(int(m["port"]))
+                for m in h.adopt(self.epoch, timeout=self.ready_timeout):
+                    port = m.get("port")
+                    if port in h.models or not isinstance(port, int):
+                        continue
+                    h.unload(port)
+                    was = known.get(str(port)) or known.get("loading") or []
+                    role = was[2] if len(was) > 2 and was[1] == m.get("version") else "unrecorded"
+                    unloaded.append({"token": h.token, "role": role, "pid": h.pid, "port": port,
+                                     "name": m.get("name"), "version": m.get("version"),
+                                     "unloaded": True})
             self.ledger.put(h.token, pid=h.pid, startTime=h.start_time, log=str(h.log),
                             **h.record())
+        return unloaded
 
     def _stop_pids(self, pids: Iterable[int], *, grace: float) -> None:
         """SIGTERM each (verified) process, SIGKILL those still alive after ``grace``."""

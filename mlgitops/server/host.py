@@ -19,6 +19,10 @@ Protocol
    - ``POST /unload {"port": p}``: graceful stop of that model (requests in flight finish).
    - ``POST /probe {"spec": …}``: load and warm up, then discard: proves content loads.
    - ``GET /models``: ``{"models": [{"name", "version", "digest", "port"}, …]}``.
+   - ``POST /adopt {"epoch": e}``: the controller ``e`` owns this host from now on: loads
+     that carry another epoch are refused (409); answers the models once a load under way
+     finished, so that a controller taking over after a crash sees every model there is.
+     ``load`` and ``probe`` bodies carry ``"epoch"``.
 4. SIGTERM/SIGINT stops every model gracefully and exits 0. A closed stdin changes nothing:
    a host outlives a controller killed with SIGKILL, for its successor to adopt.
 
@@ -58,6 +62,10 @@ from mlgitops.server.standby import ServeSpec, emit
 log = logging.getLogger("mlgitops.server")
 
 _STOP_GRACE = 10.0
+
+
+class Superseded(Exception):
+    """A request of a controller that no longer owns this host."""
 
 
 @dataclass
@@ -104,14 +112,19 @@ class Host:
     def __init__(self) -> None:
         self.models: dict[int, Hosted] = {}
         self._lock = asyncio.Lock()  # one load at a time: loads compete for the same core
+        #: the controller that owns this host ("" until one adopts it)
+        self.epoch = ""
 
-    async def load(self, spec: ServeSpec) -> int:
-        """Serve ``spec``; its port once it answers. ModelError: it does not load."""
+    async def load(self, spec: ServeSpec, *, epoch: str = "") -> int:
+        """Serve ``spec``; its port once it answers. ModelError: it does not load;
+        Superseded: the host belongs to another controller now."""
         from mlgitops.server import app
 
         if spec.worker_count != 1:
             raise ValueError("a hosted model has one worker; serve it in its own process")
         async with self._lock:
+            if self.epoch and epoch != self.epoch:
+                raise Superseded("another controller owns this host now; load refused")
             runtime = await asyncio.to_thread(supervisor.load_runtime, spec)
             sock = supervisor.bind(spec.host, spec.port)
             port = int(sock.getsockname()[1])
@@ -150,6 +163,10 @@ class Host:
             del runtime
             _trim()
 
+    def idle(self) -> asyncio.Lock:
+        """Held while a model loads or is probed (``async with`` waits for it to finish)."""
+        return self._lock
+
     def listing(self) -> list[dict[str, Any]]:
         return [{"name": h.spec.name, "version": h.spec.version, "digest": h.spec.digest,
                  "port": port} for port, h in sorted(self.models.items())]
@@ -171,12 +188,22 @@ def admin_app(host: Host, token: str) -> Starlette:
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             return _answer({"error": "missing or wrong bearer token; this port is the host's "
                                      "control channel"}, 401)
-        if op == "models":
-            return _answer({"models": host.listing(), "pid": os.getpid()})
+        if op == "models":  # after the load under way, if any: a listing says what stays
+            async with host.idle():
+                return _answer({"models": host.listing(), "pid": os.getpid()})
         try:
             body = json.loads(await request.body() or b"{}")
             if not isinstance(body, dict):
                 raise ValueError("the body must be a JSON object")
+            epoch = body.get("epoch") or ""
+            if not isinstance(epoch, str):
+                raise ValueError("'epoch' must be a string")
+            if op == "adopt":
+                if not epoch:
+                    raise ValueError("'epoch' names the controller that adopts this host")
+                async with host.idle():
+                    host.epoch = epoch
+                    return _answer({"models": host.listing(), "pid": os.getpid()})
             if op == "unload":
                 port = body.get("port")
                 if not isinstance(port, int):
@@ -190,7 +217,9 @@ def admin_app(host: Host, token: str) -> Starlette:
             if op == "probe":
                 await host.probe(spec)
                 return _answer({"probed": True, "seconds": time.perf_counter() - started})
-            port = await host.load(spec)
+            port = await host.load(spec, epoch=epoch)
+        except Superseded as exc:
+            return _answer({"error": str(exc)}, 409)
         except (errors.MlgitopsError, ValueError, MemoryError) as exc:
             return _answer({"error": str(exc) or type(exc).__name__}, 422)
         except Exception as exc:  # unexpected content: say so, never take the host down
@@ -206,7 +235,8 @@ def admin_app(host: Host, token: str) -> Starlette:
         return Route(path, handler, methods=[method])
 
     return Starlette(routes=[route("/load", "load", "POST"), route("/unload", "unload", "POST"),
-                             route("/probe", "probe", "POST"), route("/models", "models", "GET")])
+                             route("/probe", "probe", "POST"), route("/models", "models", "GET"),
+                             route("/adopt", "adopt", "POST")])
 
 
 async def serve(token: str) -> int:
