@@ -60,36 +60,36 @@ class Merged:
 def sort_rows(values: FloatArray, *, in_place: bool = False) -> tuple[FloatArray, IntArray]:
     """Rows sorted ascending with missing values (NaN, +-inf) moved to the end as NaN; counts.
 
-    -0.0 becomes 0.0 (they compare equal; `count_below` shifts values along one line).
     ``in_place`` sorts `values` itself (a float64 array the caller owns) instead of a copy.
     """
     finite = np.isfinite(values)
-    counts = np.count_nonzero(finite, axis=1).astype(np.int64)
-    if in_place:
-        x = values
-        x += 0.0
+    x = values if in_place else values.copy()
+    if finite.all():
+        counts = np.full(values.shape[0], values.shape[1], dtype=np.int64)
     else:
-        x = values + 0.0
-    if (counts < values.shape[1]).any():
+        counts = np.count_nonzero(finite, axis=1).astype(np.int64)
         x[~finite] = np.nan
     x.sort(axis=1)
     return x, counts
 
 
-def count_below(sorted_rows: FloatArray, counts: IntArray, queries: FloatArray) -> IntArray:
-    """For each query (finite, or NaN for padding), how many of its row's values are smaller.
+BLOCK = 16
+"""`count_below` first finds a query's block of this many sorted values, then its place."""
 
-    One `np.searchsorted` over all rows at once: row j is shifted by j * D (D at least twice
-    the span of all values), which lays the rows one after the other on one sorted line.
-    Rounding of ``x + shift`` is monotone, so every value found below a query really is
-    below it; values the shift rounded onto a query's own shifted value are then resolved by
-    an exact binary search over just those (rare) queries.
+
+def count_below(sorted_rows: FloatArray, counts: IntArray, queries: FloatArray) -> IntArray:
+    """For each query, how many of its row's values are smaller (a NaN query: all of them).
+
+    Two levels, all rows at once. First every `BLOCK`-th value of every row goes on one
+    sorted line (row j shifted by j * D, D at least twice the span of all values) and one
+    `np.searchsorted` finds each query's stretch of blocks; rounding of ``x + shift`` is
+    monotone, so the stretch brackets the answer even where the shift rounds values together.
+    Then an exact binary search on the original values, for all queries at once, narrows
+    the stretch to the answer (about log2(BLOCK) steps). Only the coarse line is shifted.
     """
     k, width = sorted_rows.shape
-    pos = np.zeros(queries.shape, dtype=np.int64)
     if k == 0 or width == 0 or queries.size == 0 or not counts.any():
-        return pos
-    flat = sorted_rows.ravel()
+        return np.zeros(queries.shape, dtype=np.int64)
     lowest = float(sorted_rows[:, 0][counts > 0].min())
     highest = float(np.max(np.take_along_axis(sorted_rows, np.maximum(counts - 1, 0)[:, None], axis=1)))
     finite_q = queries[np.isfinite(queries)]
@@ -100,27 +100,38 @@ def count_below(sorted_rows: FloatArray, counts: IntArray, queries: FloatArray) 
     shift = (np.arange(k) * step - lowest)[:, None]
     if not np.isfinite(shift).all() or not math.isfinite(highest + float(shift[-1, 0])):
         return _count_below_rows(sorted_rows, counts, queries)
-    line = sorted_rows + shift
-    if (counts < width).any():  # NaN padding: put it at the end of its row's stretch
-        line = np.where(np.arange(width)[None, :] < counts[:, None], line, highest + shift)
-    base = (np.arange(k, dtype=np.int64) * width)[:, None]
-    found = np.searchsorted(line.ravel(), (queries + shift).ravel(), side="left").reshape(queries.shape)
-    pos = np.minimum(found - base, counts[:, None])
-    unsure = np.nonzero((pos < counts[:, None]) & (flat[base + np.minimum(pos, width - 1)] < queries))
-    if len(unsure[0]):
-        rows = unsure[0]
-        lo = pos[unsure]
-        hi = counts[rows].copy()
-        q = queries[unsure]
-        while (lo < hi).any():
-            active = lo < hi
-            mid = (lo + hi) >> 1
-            smaller = active & (flat[rows * width + np.minimum(mid, width - 1)] < q)
-            lo = np.where(smaller, mid + 1, lo)
-            hi = np.where(active & ~smaller, mid, hi)
-        pos[unsure] = lo
-    out: IntArray = pos
-    return out
+    coarse = sorted_rows[:, ::BLOCK]
+    blocks = coarse.shape[1]
+    line = coarse + shift
+    filled = (np.arange(blocks) * BLOCK)[None, :] < counts[:, None]
+    if not filled.all():  # NaN padding: to the end of its row's stretch
+        line = np.where(filled, line, highest + shift)
+    flat_line = line.ravel()
+    shifted = (queries + shift).ravel()
+    base = (np.arange(k, dtype=np.int64) * blocks)[:, None]
+    first = np.searchsorted(flat_line, shifted, side="left").reshape(queries.shape) - base
+    # blocks before `first` start below the query; the block at `first` starts at or above it
+    # unless the shift rounded it onto the query: then search up to the first block above
+    cap = counts[:, None]
+    flat = sorted_rows.ravel()
+    row_base = (np.arange(k, dtype=np.int64) * width)[:, None]
+    lo = np.minimum(np.maximum(first - 1, 0) * BLOCK, cap)
+    hi = np.minimum(first * BLOCK, cap)
+    tied = (hi < cap) & (flat[row_base + np.minimum(hi, width - 1)] < queries)
+    if tied.any():
+        last = np.searchsorted(flat_line, shifted[tied.ravel()], side="right") - base[np.nonzero(tied)[0], 0]
+        hi[tied] = np.minimum(last * BLOCK, cap[np.nonzero(tied)[0], 0])
+    padding = np.isnan(queries)
+    lo = np.where(padding, cap, lo)  # NaN sorts after every value
+    hi = np.where(padding, cap, hi)
+    while True:
+        active = lo < hi
+        if not active.any():
+            return lo
+        mid = (lo + hi) >> 1
+        smaller = flat[row_base + np.minimum(mid, width - 1)] < queries
+        lo = np.where(active & smaller, mid + 1, lo)
+        hi = np.where(active & ~smaller, mid, hi)
 
 
 def _count_below_rows(sorted_rows: FloatArray, counts: IntArray, queries: FloatArray) -> IntArray:
@@ -272,12 +283,18 @@ def _wasserstein_sorted(
     f = (i + 1) / n
     cross = ((i + 1) * cur_count[:, None] + ref_count[:, None] - 1) // ref_count[:, None] - 1
     split = np.clip(cross, ka, kb)
-    # sums are taken around a value of each row (its reference median): the distance does not
-    # move with the data, and cancellation then stays at the scale of the spread, not the level
+    # sums are taken around a value of each row (its reference median) when the data sit far
+    # from 0 for their spread: the distance does not move with the data, and cancellation then
+    # stays at the scale of the spread, not the level (near 0 that costs a pass for nothing)
     center = np.take_along_axis(ref_sorted, (ref_count // 2)[:, None], axis=1)
+    spread = np.take_along_axis(ref_sorted, np.maximum(ref_count - 1, 0)[:, None], axis=1) - ref_sorted[:, :1]
+    if (np.abs(center) <= spread).all():
+        center = np.zeros_like(center)
+        flat = cur_sorted.ravel()
+    else:
+        flat = (cur_sorted - center).ravel()
     a = ref_sorted - center
     b = b - center
-    flat = (cur_sorted - center).ravel()
     base = (np.arange(k, dtype=np.int64) * m_width)[:, None]
     crossing = flat[np.minimum(base + np.minimum(split, cur_count[:, None] - 1), flat.size - 1)]
     x = np.where(cross < ka, a, np.where(cross >= kb, b, crossing))
