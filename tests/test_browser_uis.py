@@ -152,7 +152,8 @@ def test_mlflow_ui_and_evidently_ui_show_a_real_revert(tmp_path: Path) -> None:
         page.wait_for_timeout(2000)  # the charts draw after their data arrives
         browser.shot(page, tmp_path / "evidently-dashboard.png")
         page.get_by_text("Reports", exact=True).first.click()
-        page.get_by_text(f"version={v2[:12]}").first.wait_for()
+        page.get_by_text(f"{NAME} {v2[:12]} revert").first.wait_for()  # the window's snapshot
+        page.get_by_text(f"version={v2[:12]}").first.wait_for()  # its first tag
         browser.shot(page, tmp_path / "evidently-snapshots.png")
     for shot in ("mlflow-registered-model", "mlflow-revert-run", "evidently-dashboard",
                  "evidently-snapshots"):

@@ -49,8 +49,9 @@ class Window:
 
     @property
     def tags(self) -> list[str]:
-        return [WINDOW_TAG, f"model={self.model}", f"version={self.version[:12]}",
-                f"verdict={self.verdict}"]
+        # the UI's list shows the first two tags: the ones a person scans for come first
+        return [f"version={self.version[:12]}", f"verdict={self.verdict}", f"model={self.model}",
+                WINDOW_TAG]
 
 
 @dataclass(frozen=True)
