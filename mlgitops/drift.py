@@ -45,8 +45,9 @@ def compare(
 ) -> DriftReport:
     """Per-column and dataset drift of `current_frame` against `reference_frame`.
 
-    All columns are compared together (`core.drift.compare_matrices`): numeric columns as one
-    float matrix per frame, categories as the rank of their label among both frames' labels.
+    Numeric columns are compared together (`core.drift.compare_matrices`) as one float matrix
+    per frame; string columns from their label counts (`core.drift.compare_counts`); other
+    categories as the rank of their label among both frames' labels.
     """
     names = _shared_columns(reference_frame, current_frame, columns)
     kinds = column_kinds(reference_frame[names])
@@ -65,16 +66,26 @@ def compare(
         )
         by_name.update(zip(numeric, found, strict=True))
     categorical = [n for n in order if kinds[n] == "categorical"]
-    if categorical:  # label ranks, one row per column
-        codes = [_category_codes(reference_frame[n], current_frame[n]) for n in categorical]
+    counted = {n: _label_counts(reference_frame[n], current_frame[n]) for n in categorical}
+    strings = {n: pair for n, pair in counted.items() if pair is not None}
+    if strings:  # counts per label (string columns), one row per column, zero padded
+        width = max(len(r) for r, _ in strings.values())
+        ref_counts, cur_counts = np.zeros((len(strings), width)), np.zeros((len(strings), width))
+        for i, (ref_row, cur_row) in enumerate(strings.values()):
+            ref_counts[i, : len(ref_row)], cur_counts[i, : len(cur_row)] = ref_row, cur_row
+        found = core_drift.compare_counts(list(strings), ["categorical"] * len(strings), ref_counts, cur_counts)
+        by_name.update(zip(strings, found, strict=True))
+    others = [n for n in categorical if counted[n] is None]
+    if others:  # label ranks, one row per column
+        codes = [_category_codes(reference_frame[n], current_frame[n]) for n in others]
         found = core_drift.compare_matrices(
-            categorical,
-            ["categorical"] * len(categorical),
+            others,
+            ["categorical"] * len(others),
             np.array([r for r, _ in codes], dtype=np.float64).reshape(len(codes), -1),
             np.array([c for _, c in codes], dtype=np.float64).reshape(len(codes), -1),
             overwrite_current=True,
         )
-        by_name.update(zip(categorical, found, strict=True))
+        by_name.update(zip(others, found, strict=True))
     columns_drift = tuple(by_name[n] for n in order)
     report = core_drift.dataset_verdict(
         columns_drift, prediction=None, share=share, rows=len(current_frame), reference_rows=len(reference_frame)
@@ -90,21 +101,51 @@ def _float_rows(frame: pd.DataFrame, names: list[str]) -> np.ndarray[Any, Any]:
     )
 
 
-def _category_codes(reference: pd.Series[Any], current: pd.Series[Any]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """Both sides of a categorical column as the rank of each value's label (`stats.to_labels`)
-    among all labels, NaN where missing: equal exactly where the labels are equal."""
+def _label_counts(
+    reference: pd.Series[Any], current: pd.Series[Any]
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]] | None:
+    """Reference and current counts of each label of a string column, labels in ascending
+    order (`stats.to_labels`, missing values left out); None for other columns.
+
+    One `pd.factorize` over both sides and a bincount of its codes: exact counts, no sort of
+    the values (strings are equal exactly where their labels are). Columns holding anything
+    but strings and missing values (None, NaN, pandas.NA) go the way of `_category_codes`."""
     ref_values = column_values(reference, "categorical")
     cur_values = column_values(current, "categorical")
     both = np.concatenate([ref_values, cur_values])
-    if pd.api.types.infer_dtype(both, skipna=True) != "string":
-        return core_drift.encode(str(reference.name), ref_values, cur_values, kind="categorical")
+    if both.dtype != object:
+        return None
     codes, uniques = pd.factorize(both, use_na_sentinel=True)
+    if not all(isinstance(u, str) for u in uniques):
+        return None
+    dropped = codes < 0  # factorize's missing values must be missing labels too (not NaT)
+    if dropped.any() and stats.to_labels(both[dropped])[1].any():
+        return None
     labels, present = stats.to_labels(np.asarray(uniques, dtype=object))
     _, rank = np.unique(labels[present], return_inverse=True)
-    lookup = np.full(len(uniques) + 1, np.nan)
-    lookup[np.flatnonzero(present)] = rank
-    encoded = lookup[codes]  # code -1 (missing) reads the last entry, NaN
-    return encoded[: len(ref_values)], encoded[len(ref_values) :]
+    keys = int(rank.max()) + 1 if len(rank) else 0
+    split = len(ref_values)
+    slots = len(uniques) + 1  # slot 0: missing (code -1)
+    per_value = (
+        np.bincount(codes[:split] + 1, minlength=slots)[1:],
+        np.bincount(codes[split:] + 1, minlength=slots)[1:],
+    )
+    key = np.asarray(rank, dtype=np.int64).reshape(-1)
+    ref_counts, cur_counts = (
+        np.bincount(key, weights=side[present].astype(np.float64), minlength=keys) for side in per_value
+    )
+    return ref_counts, cur_counts
+
+
+def _category_codes(reference: pd.Series[Any], current: pd.Series[Any]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Both sides of a non-string categorical column as the rank of each value's label
+    (`stats.to_labels`) among all labels, NaN where missing (`core.drift.encode`)."""
+    return core_drift.encode(
+        str(reference.name),
+        column_values(reference, "categorical"),
+        column_values(current, "categorical"),
+        kind="categorical",
+    )
 
 
 def build_baseline(

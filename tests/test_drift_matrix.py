@@ -146,8 +146,22 @@ def test_count_below_equals_searchsorted_where_the_shift_rounds_values_together(
     counts = np.array([300, 300])
     expected = np.stack([np.searchsorted(rows[j], queries[j]) for j in range(2)])
     assert (ecdf.count_below(rows, counts, queries) == expected).all()
+    assert (ecdf.count_below_shifted(rows, counts, queries) == expected).all()
+    assert (ecdf.count_below(rows, counts, queries[:, :5]) == expected[:, :5]).all()  # all rows at once
     spanning = np.array([[-1e308, 0.0, 1e308]])  # a span no shift can hold: searched row by row
     assert ecdf.count_below(spanning, np.array([3]), np.array([[0.0, 1e308, 2.0]])).tolist() == [[1, 2, 2]]
+
+
+@pytest.mark.parametrize("width", [1, 7, ecdf.ROW_SEARCH_QUERIES, 200])
+def test_count_below_row_by_row_and_all_at_once_agree(width: int) -> None:
+    rng = np.random.default_rng(width)
+    rows, counts = ecdf.sort_rows(_ragged(rng, 5, 300, ties=True))
+    queries = np.round(rng.normal(size=(5, width)), 1)
+    queries[rng.random((5, width)) < 0.2] = np.nan  # padding: counts every value
+    queries[0, 0] = -0.0
+    expected = np.stack([np.searchsorted(rows[j, : counts[j]], queries[j]) for j in range(5)])
+    assert (ecdf.count_below(rows, counts, queries) == expected).all()
+    assert (ecdf.count_below_shifted(rows, counts, queries) == expected).all()
 
 
 def test_compare_leaves_the_frames_as_they_were() -> None:
@@ -158,3 +172,32 @@ def test_compare_leaves_the_frames_as_they_were() -> None:
     mlgitops.drift.compare(reference, current)
     pd.testing.assert_frame_equal(reference, ref_copy)
     pd.testing.assert_frame_equal(current, cur_copy)
+
+
+def test_counts_give_what_the_values_give() -> None:
+    rng = np.random.default_rng(9)
+    names, kinds = ["two", "three", "large", "gone"], ["categorical"] * 4
+    ref_values = np.stack([rng.integers(0, 2, 1500), rng.integers(0, 3, 1500), rng.integers(0, 4, 1500), np.zeros(1500)])
+    cur_values = np.stack([rng.integers(0, 2, 300), rng.integers(1, 3, 300), rng.integers(0, 5, 300), np.full(300, np.nan)])
+    ref_values[:, :700] = ref_values[:, :700] % 2  # a reference of 700 values: p-value tests
+    small = ref_values.copy()
+    small[:, 700:] = np.nan
+    for reference in (ref_values, small):
+        expected = drift.compare_matrices(names, kinds, reference, cur_values)
+        keys = np.arange(5.0)[None, :, None]
+        counted = drift.compare_counts(
+            names,
+            kinds,
+            (reference[:, None, :] == keys).sum(axis=2).astype(np.float64),
+            (cur_values[:, None, :] == keys).sum(axis=2).astype(np.float64),
+        )
+        assert [c.method for c in counted] == [c.method for c in expected]
+        assert {c.method for c in counted} >= ({"z", "chisquare", "missing"} if reference is small else {"jensenshannon"})
+        assert counted == expected
+
+
+def test_counts_refuse_what_they_cannot_test() -> None:
+    with pytest.raises(ValueError, match="has no values in the reference"):
+        drift.compare_counts(["c"], ["categorical"], np.zeros((1, 2)), np.ones((1, 2)))
+    with pytest.raises(ValueError, match="by compare_matrices"):
+        drift.compare_counts(["x"], ["numeric"], np.ones((1, 9)), np.ones((1, 9)))

@@ -422,14 +422,62 @@ def compare_matrices(
         scores[sel[wd]] = ecdf.wasserstein(merged)[wd] / np.maximum(ref_std, 0.001)
         on_counts = np.flatnonzero(np.isin(chosen, ("chisquare", "z", "jensenshannon")))
         ref_values, cur_values = ecdf.value_counts(merged, on_counts)
-        for method, test in (
-            ("chisquare", counts.chisquare_pvalues),
-            ("z", counts.z_pvalues),
-            ("jensenshannon", counts.jensenshannon),
-        ):
-            which = chosen[on_counts] == method
-            if which.any():
-                scores[sel[on_counts[which]]] = test(ref_values[which], cur_values[which])
+        scores[sel[on_counts]] = _count_scores(chosen[on_counts], ref_values, cur_values)
+    return _verdicts(names, kinds, methods, scores)
+
+
+def compare_counts(
+    names: Sequence[str], kinds: Sequence[ColumnKind], reference: FloatArray, current: FloatArray
+) -> list[ColumnDrift]:
+    """Drift of many columns from their value counts, as `compare_matrices` gives on the values.
+
+    Row i of `reference` and `current` (columns x keys) counts the non-missing values of column
+    `names[i]` per key, keys in ascending order of value (label rank for categories: the z-test
+    sets the first key against the rest), zero for keys neither side has. Columns are tested
+    with Evidently's count methods (chi-square, z, Jensen-Shannon), which is what
+    `choose_method` picks for categories and for numbers with at most five distinct values.
+    """
+    if reference.shape != current.shape or reference.shape[0] != len(names) or len(kinds) != len(names):
+        raise ValueError("compare_counts needs one name, kind, reference row and current row per column.")
+    n = reference.sum(axis=1)
+    m = current.sum(axis=1)
+    empty = np.flatnonzero(n == 0)
+    if len(empty):
+        raise ValueError(
+            f"Column {names[int(empty[0])]!r} has no values in the reference; drop it or fix the reference."
+        )
+    seen = np.count_nonzero((reference > 0) | (current > 0), axis=1)
+    methods = np.full(len(names), "missing", dtype=object)
+    scores = np.full(len(names), np.nan)
+    present = np.flatnonzero(m > 0)
+    chosen = np.array(
+        [choose_method(kind=kinds[i], reference_count=int(n[i]), distinct=int(seen[i])) for i in present.tolist()],
+        dtype=object,
+    )
+    if np.isin(chosen, ("ks", "wasserstein")).any():
+        raise ValueError("compare_counts tests counts only; compare numbers with many values by compare_matrices.")
+    methods[present] = chosen
+    scores[present] = _count_scores(chosen, reference[present], current[present])
+    return _verdicts(names, kinds, methods, scores)
+
+
+def _count_scores(chosen: npt.NDArray[Any], reference: FloatArray, current: FloatArray) -> FloatArray:
+    """Scores of rows of aligned counts, each by its method (chi-square, z or Jensen-Shannon)."""
+    out = np.full(len(chosen), np.nan)
+    for method, test in (
+        ("chisquare", counts.chisquare_pvalues),
+        ("z", counts.z_pvalues),
+        ("jensenshannon", counts.jensenshannon),
+    ):
+        which = chosen == method
+        if which.any():
+            out[which] = test(reference[which], current[which])
+    return out
+
+
+def _verdicts(
+    names: Sequence[str], kinds: Sequence[ColumnKind], methods: npt.NDArray[Any], scores: FloatArray
+) -> list[ColumnDrift]:
     return [
         _all_missing(name, kind)
         if method == "missing"
