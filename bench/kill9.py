@@ -251,7 +251,10 @@ def audit(state_dir: Path) -> list[str]:
     backends = (files.read_json(state_dir / "state.json") or {}).get("backends") or {}
     serving = {str(b.get("token")): name for name, b in backends.items()}
     ports = {int(b.get("port", -1)) for b in backends.values()}
-    standby = {t for t, r in ledger.items() if r.get("role") == "standby"}
+    # warm spares: a standby, an idle host; a staging host only probes new content
+    standby = {t for t, r in ledger.items() if r.get("role") in ("standby", "idle", "staging")}
+    admin = {int(r["adminPort"]) for r in ledger.values() if r.get("adminPort")}
+    ports |= admin
     procs = local_runtime.server_tokens(state_dir)
     problems = []
     for pid, token in sorted(procs.items(), key=lambda kv: kv[0]):
@@ -261,7 +264,8 @@ def audit(state_dir: Path) -> list[str]:
             problems.append(f"pid {pid} ({ledger[token].get('role')} "
                             f"{str(ledger[token].get('version'))[:12]}) serves no model")
     for pid, held in listening(set(procs)).items():
-        if procs.get(pid) not in serving or not held <= ports:
+        spare = procs.get(pid) in standby and held <= admin  # a host's control port only
+        if not spare and (procs.get(pid) not in serving or not held <= ports):
             problems.append(f"pid {pid} listens on {sorted(held)} but is not a serving server")
     return problems
 
@@ -349,7 +353,10 @@ def publish_bad(repo: Path, seed: int) -> str:
 
 def _ledger_role(state_dir: Path, role: str) -> bool:
     ledger = (files.read_json(state_dir / local_runtime.LEDGER) or {}).get("servers") or {}
-    return any(r.get("role") == role and r.get("pid") for r in ledger.values())
+    return any((r.get("role") == role and r.get("pid"))  # a process, or a model in a host
+               or any(isinstance(m, list) and m[2:3] == [role]
+                      for m in (r.get("models") or {}).values())
+               for r in ledger.values())
 
 
 def _event(state_dir: Path, kind: str, **match: str) -> bool:
