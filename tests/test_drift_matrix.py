@@ -201,3 +201,14 @@ def test_counts_refuse_what_they_cannot_test() -> None:
         drift.compare_counts(["c"], ["categorical"], np.zeros((1, 2)), np.ones((1, 2)))
     with pytest.raises(ValueError, match="by compare_matrices"):
         drift.compare_counts(["x"], ["numeric"], np.ones((1, 9)), np.ones((1, 9)))
+
+
+@pytest.mark.parametrize("width", [1, 50, ecdf.ROW_RUNNING_SUM, 3000])
+def test_leading_sums_row_by_row_and_all_at_once_equal_the_running_sum(width: int) -> None:
+    rng = np.random.default_rng(width)
+    rows = rng.normal(size=(3, width)) * 1e3
+    lengths = np.sort(rng.integers(0, width + 1, (3, 40)), axis=1)
+    running = np.concatenate([np.zeros((3, 1)), np.cumsum(rows, axis=1)], axis=1)
+    expected = np.take_along_axis(running, lengths, axis=1)
+    assert np.array_equal(ecdf.leading_sums(rows, lengths), expected)
+    assert ecdf.leading_sums(rows, np.zeros((3, 2), dtype=np.int64)).tolist() == [[0.0, 0.0]] * 3

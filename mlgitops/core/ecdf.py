@@ -320,12 +320,8 @@ def _wasserstein_sorted(
     split = np.where(i + 1 < ref_count[:, None], split, ka)
     # sums of stretches of each current row: differences of its running sum (centred values,
     # so the running sum stays at the scale of the spread)
-    running = np.cumsum(flat.reshape(k, m_width), axis=1).ravel()
-
-    def upto(t: IntArray) -> FloatArray:  # sum of the first t values of each row
-        return np.where(t > 0, running[base + np.maximum(t, 1) - 1], 0.0)
-
-    at_ka, at_split, at_kb = upto(ka), upto(split), upto(kb)
+    stretch_ends = np.concatenate([ka, split, kb], axis=1)
+    at_ka, at_split, at_kb = np.split(leading_sums(flat.reshape(k, m_width), stretch_ends), 3, axis=1)
     first_sum, second_sum = at_split - at_ka, at_kb - at_split
     low_tail = at_ka[:, 0]
     inner = i + 1 < ref_count[:, None]
@@ -335,6 +331,27 @@ def _wasserstein_sorted(
     top = np.where(valid & ~inner, (second_sum - (cur_count[:, None] - ka) * a) / m, 0.0)
     bottom = (below[:, 0] * a[:, 0] - low_tail) / cur_count
     return np.asarray(bottom + pieces.sum(axis=1) + top.sum(axis=1), dtype=np.float64)
+
+
+ROW_RUNNING_SUM = 1024
+"""From rows this long on, `leading_sums` runs one row at a time (its running sum stays in cache)."""
+
+
+def leading_sums(rows: FloatArray, lengths: IntArray) -> FloatArray:
+    """Sums of the first ``lengths[j, i]`` values of row j (0.0 for none), from the running sum
+    of each row: row by row for long rows, where reading the running sum back while it is still
+    in cache beats one pass over the whole matrix; all rows at once for short ones."""
+    k, width = rows.shape
+    if width >= ROW_RUNNING_SUM:
+        out = np.empty(lengths.shape)
+        running = np.zeros(width + 1)
+        for j in range(k):
+            np.cumsum(rows[j], out=running[1:])
+            out[j] = running[lengths[j]]
+        return out
+    running_rows = np.zeros((k, width + 1))
+    np.cumsum(rows, axis=1, out=running_rows[:, 1:])
+    return np.asarray(np.take_along_axis(running_rows, lengths, axis=1), dtype=np.float64)
 
 
 def ks_sorted(
