@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -449,11 +450,11 @@ def test_reports_are_served_and_nothing_else(up: Up) -> None:
     status, headers, body = get(up.port, "/reports/")
     assert status == 200 and headers["content-type"].startswith("text/html")
     page = body.decode()
-    assert "/reports/credit/20260101T000000000Z-abc-revert.html" in page
+    # the index lists decisions (here: credit's deploy), never the files planted beside them
+    assert re.search(r"href='/reports/credit/credit-\d{8}T\d{6}-deploy-[0-9a-f]{6}'", page), page
     assert "link.html" not in page and "hidden" not in page and "other" not in page
     listing = httpx.get(f"{up.base}/reports/credit/?format=json").json()["reports"]
-    assert [e["file"] for e in listing] == [
-        "20260101T000000000Z-abc-revert.summary.json",
-        "20260101T000000000Z-abc-revert.html",
-    ]
-    assert listing[1]["url"] == "/reports/credit/20260101T000000000Z-abc-revert.html"
+    urls = {e["file"]: e["url"] for e in listing}
+    assert urls["20260101T000000000Z-abc-revert.html"] == (
+        "/reports/credit/20260101T000000000Z-abc-revert.html")
+    assert not {"link.html", ".hidden.html", "notes.txt"} & set(urls), urls
