@@ -8,8 +8,8 @@ Takes ~8 minutes on 2 cores, most of it Evidently at 1M rows (run once there);
 
 For each window size, on 20 numeric + 3 categorical columns (half of them shifted):
 - Evidently: `Report([DataDriftPreset()]).run(current, reference)` (what a report costs);
-- mlgitops compare: `mlgitops.drift.compare(reference, current)`, all columns at once from
-  one sort per frame; next to it, the per-column computation it replaced
+- mlgitops compare: `mlgitops.drift.compare(reference, current)`, numeric columns at once from
+  one sort per frame, string columns from label counts; next to it, the per-column computation it replaced
   (`core.drift.column_drift_exact` column by column on the same arrays: "before");
 - mlgitops monitor, end to end: ingest, what the inference server does while it scores
   (`Recorder.record` of every 64-row batch, then the fold of the queued rows into the live

@@ -212,3 +212,12 @@ def test_leading_sums_row_by_row_and_all_at_once_equal_the_running_sum(width: in
     expected = np.take_along_axis(running, lengths, axis=1)
     assert np.array_equal(ecdf.leading_sums(rows, lengths), expected)
     assert ecdf.leading_sums(rows, np.zeros((3, 2), dtype=np.int64)).tolist() == [[0.0, 0.0]] * 3
+
+
+def test_sort_rows_counts_values_whose_sum_overflows() -> None:
+    values = np.array([[1e308, 1e308, -2.0], [np.inf, 3.0, np.nan]])
+    x, counts = ecdf.sort_rows(values)
+    assert counts.tolist() == [3, 1]
+    assert x[0].tolist() == [-2.0, 1e308, 1e308]
+    assert x[1, 0] == 3.0 and np.isnan(x[1, 1:]).all()
+    assert np.isinf(values[1, 0])  # the input is left alone

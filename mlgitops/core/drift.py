@@ -12,9 +12,9 @@ A dataset drifts when the share of drifted features is >= `share` (0.5). Missing
 None, +-inf) are dropped first, as Evidently does.
 
 Two paths compute the same verdicts:
-- `compare_arrays` (and `compare_matrices`, which `mlgitops.drift.compare` calls) works on raw
-  values and reproduces Evidently's numbers (scipy's to ~1e-12): all columns at once, from one
-  sort per matrix (`ecdf`, `counts`). `column_drift_exact` is the same computation one column
+- `compare_arrays` (and `compare_matrices`, which `mlgitops.drift.compare` calls, with
+  `compare_counts` for string columns) works on raw values and reproduces Evidently's numbers
+  (scipy's to ~1e-12): all columns at once, from one sort per matrix (`ecdf`, `counts`). `column_drift_exact` is the same computation one column
   at a time, kept as the plain reference (and for method overrides).
 - `compare_stats` works on a `Baseline` and `LiveStats` only (cost independent of rows): K-S,
   chi-square, z and Jensen-Shannon on category/value counts are exact; the Wasserstein distance

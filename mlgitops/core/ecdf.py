@@ -62,11 +62,14 @@ def sort_rows(values: FloatArray, *, in_place: bool = False) -> tuple[FloatArray
 
     ``in_place`` sorts `values` itself (a float64 array the caller owns) instead of a copy.
     """
-    finite = np.isfinite(values)
     x = values if in_place else values.copy()
-    if finite.all():
+    # a finite sum means no NaN or infinity (one pass, no mask); an overflow takes the long way
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = float(np.sum(values))
+    if math.isfinite(total):
         counts = np.full(values.shape[0], values.shape[1], dtype=np.int64)
     else:
+        finite = np.isfinite(values)
         counts = np.count_nonzero(finite, axis=1).astype(np.int64)
         x[~finite] = np.nan
     x.sort(axis=1)
