@@ -18,7 +18,7 @@ import httpx
 from rich.table import Table
 
 from mlgitops import errors, examples, repository, settings, ui
-from mlgitops.adapters import git
+from mlgitops.adapters import git, validator
 from mlgitops.core import layout
 from mlgitops.publishing import publish
 
@@ -134,6 +134,7 @@ def run(*, workdir: Path | None = None, port: int = 0) -> None:
             while not (recorded := _revert_recorded(ctl)) and time.monotonic() < deadline:
                 time.sleep(0.5)
         rows.extend(_tracking_rows(ctl, recorded=recorded))
+    validator.stop(remote)  # the demo leaves nothing running behind it
     table = Table(title="mlgitops demo", show_lines=False)
     table.add_column("what", no_wrap=True)
     table.add_column("value", overflow="fold")

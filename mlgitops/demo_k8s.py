@@ -28,7 +28,7 @@ from rich.table import Table
 
 import mlgitops
 from mlgitops import errors, examples, repository, settings, ui
-from mlgitops.adapters import git
+from mlgitops.adapters import git, validator
 from mlgitops.adapters import kubernetes as k8s
 from mlgitops.core import layout
 from mlgitops.devcluster.cluster import TestCluster
@@ -163,6 +163,7 @@ def run(*, workdir: Path | None = None) -> None:
                     "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
             blocks = _story(dev, cluster, repo, base_dir, steps, rows)
     finally:
+        validator.stop(Path(str(repo) + ".git"))  # the remote's warm validator, if publish started one
         with steps.step("stop the local API server (etcd, kube-apiserver, kube-controller-manager)"):
             dev.stop()
     rows.append(("whole demo", f"{time.monotonic() - began:.1f} s"))

@@ -122,6 +122,14 @@ def running(gitdir: Path) -> bool:
         return False
 
 
+def stop(gitdir: Path) -> bool:
+    """Ask ``gitdir``'s validator to exit now (what a demo does when it ends); True if one did."""
+    try:
+        return bool(ask(gitdir, {"stop": True}, timeout=5.0).get("stopped"))
+    except (OSError, ValueError):
+        return False
+
+
 def warm_remote(url: str | Path) -> bool:
     """Start the validator of the bare repository at ``url`` in the background unless it runs.
 
@@ -243,6 +251,9 @@ def serve(gitdir: Path, *, handle: Handler, idle: float = IDLE_SECONDS,
                 if request.get("ping"):
                     _reply(conn, {"pong": True, "pid": os.getpid()})
                     continue
+                if request.get("stop"):
+                    _reply(conn, {"stopped": True, "pid": os.getpid()})
+                    return 0
                 if source_stamp(watched) != stamp:  # mlgitops was upgraded: the new code must check
                     _reply(conn, {"restart": True})
                     return RESTART
