@@ -302,6 +302,8 @@ class OperatorSettings:
     webhook_secret: str | None = None
     public_url: str | None = None
     """Where people reach that port (an Ingress); revert commits link their reports there."""
+    grpc_port: int | None = None
+    """When set, model pods also serve the v2 gRPC API on it and their Service exposes it."""
 
 
 def operator() -> OperatorSettings:
@@ -329,4 +331,14 @@ def operator() -> OperatorSettings:
         http_port=int(os.environ.get("MLGITOPS_OPERATOR_HTTP_PORT") or 8700),
         webhook_secret=os.environ.get("MLGITOPS_WEBHOOK_SECRET") or None,
         public_url=(os.environ.get("MLGITOPS_OPERATOR_PUBLIC_URL") or "").rstrip("/") or None,
+        grpc_port=_port_or_none("MLGITOPS_OPERATOR_GRPC_PORT"),
     )
+
+
+def _port_or_none(name: str) -> int | None:
+    raw = (os.environ.get(name) or "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise errors.ConfigError(f"{name}={raw!r} is not a TCP port: use a number from 1 to 65535")
+    return int(raw)

@@ -198,12 +198,13 @@ class Deployer:
     def _render(self, dep: manifest.ModelDeployment, version: str, owner: ko.Owner,
                 ns: str) -> list[dict[str, Any]]:
         options = ko.PodOptions(image=self.cfg.image, trust_allow=tuple(sorted(self.cfg.trust.allow)),
-                                progress_deadline_seconds=self.cfg.progress_deadline_seconds)
+                                progress_deadline_seconds=self.cfg.progress_deadline_seconds,
+                                grpc_port=self.cfg.grpc_port)
         loadable = [t for t in dep.trusted_types if self.cfg.trust.admits(t)]
         src = ko.Source(self.cfg.repo_url, secret_name=self.cfg.secret_name)
         deployment = ko.deployment(dep, version, owner=owner, source=src, trusted_types=loadable,
                                    namespace=ns, options=options)
-        service = ko.service(dep, owner=owner, namespace=ns)
+        service = ko.service(dep, owner=owner, namespace=ns, options=options)
         stamp = _fingerprint({"d": deployment, "s": service})
         deployment["metadata"].setdefault("annotations", {})[ANNOTATION_RENDERED] = stamp
         return [deployment, service]

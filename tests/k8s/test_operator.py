@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,7 @@ from mlgitops.operator import handlers
 from .waits import wait_for
 
 NAME = "credit"
+GRPC_PORT = 9081
 HANDLERS = Path(handlers.__file__)
 
 
@@ -46,9 +50,11 @@ def cluster(k8s_cluster: TestCluster) -> Iterator[k8s.Cluster]:
 
 @contextlib.contextmanager
 def operator(k8s_cluster: TestCluster, ns: str, repo: Path, state: Path, *,
-             interval: float = 1.0, http_port: int = 0, secret: str = "") -> Iterator[KopfRunner]:
+             interval: float = 1.0, http_port: int = 0, secret: str = "",
+             grpc_port: int | None = None) -> Iterator[KopfRunner]:
     bare = git.remote_url(repo)
     env = {
+        "MLGITOPS_OPERATOR_GRPC_PORT": "" if grpc_port is None else str(grpc_port),
         "MLGITOPS_OPERATOR_HTTP_PORT": str(http_port),
         "MLGITOPS_WEBHOOK_SECRET": secret,
         "MLGITOPS_OPERATOR_REPO_URL": f"file://{bare}",
@@ -95,6 +101,21 @@ def answer(cluster: k8s.Cluster, ns: str) -> str | None:
     return None
 
 
+def grpc_version(cluster: k8s.Cluster, ns: str) -> str | None:
+    """The serving version as a ready pod's v2 gRPC API says (tritonclient, in a child: its
+    protobuf module and ours must not share an interpreter)."""
+    for pod in cluster.list_pods(ns, NAME):
+        if pod.ready and pod.endpoint:
+            host = urllib.parse.urlsplit(pod.endpoint).hostname
+            code = ("import sys, tritonclient.grpc as g; c = g.InferenceServerClient(sys.argv[1]); "
+                    "print(c.get_model_metadata(sys.argv[2]).versions[0])")
+            done = subprocess.run([sys.executable, "-c", code, f"{host}:{GRPC_PORT}", NAME],
+                                  capture_output=True, text=True, timeout=60, check=False)
+            assert done.returncode == 0, done.stderr[-2000:]
+            return done.stdout.strip()
+    return None
+
+
 def push_past_the_hook(repo: Path, change: Callable[[Path], None], message: str) -> str:
     bare = Path(git.remote_url(repo) or "")
     (bare / "hooks" / "pre-receive").unlink(missing_ok=True)
@@ -113,7 +134,7 @@ def test_the_operator_deploys_what_git_says_holds_what_it_must_and_survives_a_re
     figures: dict[str, float] = {}
     v1 = publish_version(name=NAME, seed=0)
     with Kubelet(k8s_cluster, ns, workdir=tmp_path / "kubelet", backoff=(1.0, 5.0)) as kubelet:
-        with operator(k8s_cluster, ns, repo, tmp_path / "operator"):
+        with operator(k8s_cluster, ns, repo, tmp_path / "operator", grpc_port=GRPC_PORT):
             began = time.monotonic()
             wait_for("v1 Ready through the operator", lambda: served(cluster, ns, v1), kubelet=kubelet)
             figures["commit -> Ready (v1, operator start included)"] = time.monotonic() - began
@@ -125,8 +146,12 @@ def test_the_operator_deploys_what_git_says_holds_what_it_must_and_survives_a_re
             assert deployment is not None
             assert deployment["metadata"]["ownerReferences"][0]["uid"] == cr["metadata"]["uid"]
             assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
-            assert cluster.read_service(ns, NAME) is not None
+            service = cluster.read_service(ns, NAME)
+            assert service is not None
+            assert {"name": "grpc", "port": GRPC_PORT} in [
+                {"name": p["name"], "port": p["port"]} for p in service["spec"]["ports"]]
             assert answer(cluster, ns) == v1
+            assert grpc_version(cluster, ns) == v1  # the pod serves the v2 gRPC API too
             st = status_of(cluster, ns)
             assert st["lastAppliedCommit"] == v1 and st["observedGeneration"] == cr["metadata"]["generation"]
             assert "Deployed" in {e.get("reason") for e in cluster.events(cr)}
