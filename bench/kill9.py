@@ -17,10 +17,14 @@ in a subprocess. Trials alternate:
 After each kill: ``mlgitops status --json`` must say ``running: false``; the controller is
 started again and must converge (the version Git names at the remote's head serves at the
 gateway; in a revert trial, the bad version is reverted), with no orphan server process (every
-process carrying this controller's marker is in its ledger and is either the serving server of
-a model or a warm standby; nothing listens that serves no model) and no duplicate revert commit
-(each ``Mlgitops-Reverts`` value at most once). At the end every revert commit's report exists,
-and Ctrl-C leaves no process behind. Exit status 1 on any failure.
+process carrying this controller's marker is in its ledger and is the serving server of a model,
+a warm standby, or the previous version the running controller itself replaced and keeps warm
+for a fast rollback (``keep_previous_seconds``, not yet run out); one a killed controller
+parked must have been stopped by recovery; nothing listens that serves no model) and no
+duplicate revert commit (each ``Mlgitops-Reverts`` value at most once). At the end every revert
+commit's report opens: the decision page its ``Mlgitops-Report`` trailer links exists (with its
+Evidently report beside it) and answers 200 at the gateway; Ctrl-C leaves no process behind.
+Exit status 1 on any failure.
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mlgitops import examples, repository, settings
 from mlgitops.adapters import files, git, local_runtime
-from mlgitops.core import layout
+from mlgitops.controller import decision_pages, reports
+from mlgitops.core import decisions, layout
 from mlgitops.publishing import publish
 
 console = Console(width=170)
@@ -135,10 +140,13 @@ class Controller:
         self.base = f"http://127.0.0.1:{port}"
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
+        self.started: float | None = None
+        """When the running controller process was started (wall clock)."""
         self.env = {**os.environ, "MLGITOPS_POLL_SECONDS": "2", "MLGITOPS_MONITOR_SECONDS": "0.5",
                     "DO_NOT_TRACK": "true"}
 
     def start(self, *, timeout: float = 120.0) -> None:
+        self.started = time.time()
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "mlgitops.cli", "up", "--repo", str(self.repo),
@@ -154,6 +162,12 @@ class Controller:
             return httpx.get(f"{self.base}/v2/health/live", timeout=1.0).status_code == 200
         except httpx.HTTPError:
             return False
+
+    @property
+    def keep_previous_seconds(self) -> float:
+        """How long the controller keeps a replaced version warm (its drift monitor is on)."""
+        raw = self.env.get("MLGITOPS_KEEP_PREVIOUS_SECONDS")
+        return float(raw) if raw else settings.SyncSettings().keep_previous_seconds
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -245,12 +259,57 @@ def listening(pids: set[int]) -> dict[int, set[int]]:
     return out
 
 
-def audit(state_dir: Path) -> list[str]:
-    """Orphans: processes of this controller outside its ledger, or neither serving nor standby."""
+def parked(state_dir: Path, ledger: dict[str, dict[str, object]], *, since: float | None,
+           keep_seconds: float) -> dict[str, set[int | None]]:
+    """Previous versions the running controller keeps warm on purpose: ledger token -> ports.
+
+    A switch parks the version it replaced (marked draining in the ledger) for
+    ``keep_seconds`` so a rollback routes at once. Such a server is not an orphan when the
+    controller started at ``since`` (the one running now) replaced that very version, the
+    replacement did not itself come from a warm server (then the replaced one retires), and
+    the time it is kept has not run out. One left by a killed controller is not: recovery
+    must have stopped it (and dropped it from the ledger). Per model only the version replaced
+    last counts; other draining servers must stop within the drain time.
+    """
+    if since is None or keep_seconds <= 0:
+        return {}
+    now = time.time()
+    last: dict[str, tuple[float, str]] = {}  # model -> (when, the version it replaced then)
+    for e in files.read_jsonl(state_dir / "events.jsonl"):
+        if e.get("type") not in ("Deployed", "Restarted") or not e.get("previous"):
+            continue
+        try:
+            when = dt.datetime.fromisoformat(str(e["time"]).replace("Z", "+00:00")).timestamp()
+        except (KeyError, ValueError):
+            continue
+        if when >= since - 0.5:  # the event's time has a resolution; the start is ours
+            warm = "kept warm" in str(e.get("message") or "")
+            last[str(e.get("model"))] = (when, "" if warm else str(e["previous"]))
+    keep = {(name, version) for name, (when, version) in last.items()
+            if version and now < when + keep_seconds}
+    out: dict[str, set[int | None]] = {}
+    for token, r in ledger.items():
+        port = r.get("port")
+        if (r.get("role") == "draining" and r.get("pid")
+                and (str(r.get("name")), str(r.get("version"))) in keep):
+            out.setdefault(token, set()).add(port if isinstance(port, int) else None)
+        models = r.get("models")
+        for at, m in (models.items() if isinstance(models, dict) else ()):
+            if (isinstance(m, list) and m[2:3] == ["draining"]
+                    and (str(m[0]), str(m[1])) in keep):
+                out.setdefault(token, set()).add(int(at))
+    return out
+
+
+def audit(state_dir: Path, *, since: float | None = None, keep_seconds: float = 0.0) -> list[str]:
+    """Orphans: processes of this controller outside its ledger, or neither serving, standby,
+    nor the previous version the controller started at ``since`` keeps warm (`parked`)."""
     ledger = (files.read_json(state_dir / local_runtime.LEDGER) or {}).get("servers") or {}
     backends = (files.read_json(state_dir / "state.json") or {}).get("backends") or {}
     serving = {str(b.get("token")): name for name, b in backends.items()}
     ports = {int(b.get("port", -1)) for b in backends.values()}
+    kept = parked(state_dir, ledger, since=since, keep_seconds=keep_seconds)
+    ports |= {p for held in kept.values() for p in held if p is not None}
     # warm spares: a standby, an idle host; a staging host only probes new content
     standby = {t for t, r in ledger.items() if r.get("role") in ("standby", "idle", "staging")}
     admin = {int(r["adminPort"]) for r in ledger.values() if r.get("adminPort")}
@@ -260,21 +319,23 @@ def audit(state_dir: Path) -> list[str]:
     for pid, token in sorted(procs.items(), key=lambda kv: kv[0]):
         if token is None or token not in ledger:
             problems.append(f"pid {pid} is not in the controller's ledger")
-        elif token not in serving and token not in standby:
+        elif token not in serving and token not in standby and token not in kept:
             problems.append(f"pid {pid} ({ledger[token].get('role')} "
                             f"{str(ledger[token].get('version'))[:12]}) serves no model")
     for pid, held in listening(set(procs)).items():
-        spare = procs.get(pid) in standby and held <= admin  # a host's control port only
-        if not spare and (procs.get(pid) not in serving or not held <= ports):
+        token = procs.get(pid)
+        spare = token in standby and held <= admin  # a host's control port only
+        if not spare and ((token not in serving and token not in kept) or not held <= ports):
             problems.append(f"pid {pid} listens on {sorted(held)} but is not a serving server")
     return problems
 
 
-def settle(state_dir: Path, *, timeout: float = 30.0) -> list[str]:
+def settle(state_dir: Path, *, since: float | None = None, keep_seconds: float = 0.0,
+           timeout: float = 30.0) -> list[str]:
     """The orphans left once draining servers had time to stop (empty: none)."""
     deadline = time.monotonic() + timeout
     while True:
-        problems = audit(state_dir)
+        problems = audit(state_dir, since=since, keep_seconds=keep_seconds)
         if not problems or time.monotonic() > deadline:
             return problems
         time.sleep(0.25)
@@ -431,7 +492,8 @@ def one_trial(n: int, kind: str, *, ctl: Controller, repo: Path, bare: Path,
         if client is not None:
             client.stop()
             client = None
-        trial.orphans = settle(state_dir)
+        trial.orphans = settle(state_dir, since=ctl.started,
+                               keep_seconds=ctl.keep_previous_seconds)
         trial.duplicates = duplicate_reverts(bare)
     except Exception as exc:
         trial.error = f"{type(exc).__name__}: {exc}"
@@ -481,23 +543,45 @@ def run_trials(trials: int, *, seed: int, workdir: Path,
 
 
 def reports_missing(repo: Path, bare: Path, *, timeout: float = 300.0) -> list[str]:
-    """Revert commits whose linked report is not there (once the controller had time to build)."""
-    state_dir = repo / layout.STATE_DIR
+    """Revert commits whose linked report a person could not open (once the controller had
+    time to build it and its recovery to rebuild missing pages).
+
+    The ``Mlgitops-Report`` trailer links the decision page ``{base}/reports/<model>/<id>``
+    (``<id>`` also in ``Mlgitops-Report-Id``): its page file is under the state directory, the
+    Evidently report ``<id>.evidently.html`` beside it, and the link answers 200 with the page.
+    """
+    reports_root = repo / layout.STATE_DIR / reports.REPORTS
 
     def missing() -> list[str]:
         out = []
         for e in revert_commits(bare):
             link = e.trailers.get(layout.TRAILER_REPORT, "")
-            file = link.rsplit("/", 1)[-1]
-            if not (state_dir / "reports" / NAME / file).is_file():
-                out.append(f"{e.commit[:12]} links {link}, which does not exist")
+            ident = e.trailers.get(layout.TRAILER_REPORT_ID, "")
+            name = e.trailers.get(layout.TRAILER_MODEL, "")
+            what = f"{e.commit[:12]} links {link or 'no report'}"
+            if not (decisions.valid_id(ident) and name == NAME
+                    and link.endswith(f"/{reports.REPORTS}/{NAME}/{ident}")):
+                out.append(f"{what} with report id {ident!r} of model {name!r}: not its "
+                           "decision page")
                 continue
-            try:  # and the link opens: the gateway serves it
-                code: int | str = httpx.get(link, timeout=5.0).status_code
+            if not decision_pages.page_file(reports_root, NAME, ident).is_file():
+                out.append(f"{what}, whose page {ident}.html does not exist")
+                continue
+            target = reports.plan_for_link(reports_root.parent, link, name=NAME,
+                                           version=e.trailers[layout.TRAILER_REVERTS])
+            if target is None or not target.html.is_file():
+                out.append(f"{what}, whose Evidently report {ident}.evidently.html does not "
+                           "exist")
+                continue
+            try:  # and the link opens: the gateway serves the page
+                r = httpx.get(link, timeout=5.0)
+                code: int | str = r.status_code
+                if code == 200 and ident not in r.text:
+                    code = "200 without the decision's id"
             except httpx.HTTPError as exc:
                 code = repr(exc)
             if code != 200:
-                out.append(f"{e.commit[:12]} links {link}, which answers {code}")
+                out.append(f"{what}, which answers {code}")
         return out
 
     with contextlib.suppress(TimeoutError):

@@ -7,14 +7,18 @@
 - a real ``mlgitops up`` killed with SIGKILL at the moments the issue names (while the old
   server drains, while a new one launches, right after a revert was pushed, while a revert is
   under way) converges after a restart with no orphan and no duplicate revert (the same trials
-  as ``bench/kill9.py``, fewer of them).
+  as ``bench/kill9.py``, fewer of them), and every revert's decision page opens;
+- the audit's orphans: a previous version the running controller parked on purpose is not one,
+  a draining server a killed controller left (or one kept past its time) is.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -130,6 +134,36 @@ def test_status_says_not_running_once_the_recorded_controller_is_gone(repo: Path
         assert _status_doc(repo)["controller"]["running"] is True
     finally:
         os.close(fd)
+
+
+def test_audit_counts_only_what_the_running_controller_parked(tmp_path: Path) -> None:
+    state = tmp_path / ".mlgitops"
+    state.mkdir()
+    started = time.time() - 100  # the running controller started 100 s ago
+    ledger = {
+        # a host serving v2, and v1 parked in it by the running controller
+        "host": {"token": "host", "role": "host", "pid": 1, "adminPort": 9000,
+                 "models": {"9001": ["m", "v2", "serving"], "9002": ["m", "v1", "draining"]}},
+        # a process of another model, draining since before the restart (a killed controller's)
+        "old": {"token": "old", "role": "draining", "pid": 2, "name": "n", "version": "w1",
+                "port": 9003},
+    }
+
+    def event(kind: str, model: str, previous: str, at: float, message: str = "") -> None:
+        stamp = dt.datetime.fromtimestamp(at, dt.UTC).isoformat()
+        files.append_jsonl(state / "events.jsonl", {"time": stamp, "type": kind, "model": model,
+                                                    "previous": previous, "message": message})
+
+    event("Deployed", "n", "w1", started - 60)
+    event("Deployed", "m", "v1", started + 1)
+    assert kill9.parked(state, ledger, since=started, keep_seconds=600) == {"host": {9002}}
+    # run out: it should have stopped
+    assert kill9.parked(state, ledger, since=started, keep_seconds=50) == {}
+    # no controller running (or no parking configured): nothing is parked
+    assert kill9.parked(state, ledger, since=None, keep_seconds=600) == {}
+    # v2 rolled back to a warm v1: the replaced v2 retires, v1 serves; nothing parked remains
+    event("Deployed", "m", "v2", started + 2, message="v1 serves on x (kept warm since v1 ...)")
+    assert kill9.parked(state, ledger, since=started, keep_seconds=600) == {}
 
 
 @pytest.mark.timeout(900)
