@@ -165,6 +165,28 @@ def protocol(limits: Limits) -> type[asyncio.Protocol]:
     return Protocol
 
 
+def uvicorn_config(application: Any, *, loop: str) -> uvicorn.Config:
+    """How every mlgitops server runs uvicorn: httptools with `Limits`, no access log, quiet."""
+    return uvicorn.Config(
+        application,
+        loop=loop,
+        # httptools with a deadline for the head, an idle limit for the body and a cap on
+        # the head's size (uvicorn itself has none of them)
+        http=protocol(Limits()),
+        ws="none",
+        lifespan="on",
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        date_header=False,
+        timeout_graceful_shutdown=5,
+        timeout_keep_alive=30,
+        backlog=2048,
+    )
+
+
 def _refusal(status: int, message: str) -> bytes:
     body = orjson.dumps({"error": message})
     phrase = http.HTTPStatus(status).phrase

@@ -81,22 +81,7 @@ class Hosted:
 def _config(application: Any) -> uvicorn.Config:
     from mlgitops.adapters import http_server
 
-    return uvicorn.Config(
-        application,
-        loop="none",
-        http=http_server.protocol(http_server.Limits()),
-        ws="none",
-        lifespan="on",
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        proxy_headers=False,
-        date_header=False,
-        timeout_graceful_shutdown=5,
-        timeout_keep_alive=30,
-        backlog=2048,
-    )
+    return http_server.uvicorn_config(application, loop="none")
 
 
 def _trim() -> None:

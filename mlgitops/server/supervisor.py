@@ -364,24 +364,7 @@ def _worker(runtime: app.Runtime, sock: socket.socket, slot: int) -> int:
         threadpoolctl.threadpool_limits(1)
     worker_id = f"{slot}-{os.getpid()}-{secrets.token_hex(3)}"
     application = app.build(runtime, slot=slot, worker_id=worker_id)
-    config = uvicorn.Config(
-        application,
-        loop="uvloop",
-        # httptools with a deadline for the head, an idle limit for the body and a cap on
-        # the head's size (uvicorn itself has none of them)
-        http=http_server.protocol(http_server.Limits()),
-        ws="none",
-        lifespan="on",
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        proxy_headers=False,
-        date_header=False,
-        timeout_graceful_shutdown=5,
-        timeout_keep_alive=30,
-        backlog=2048,
-    )
+    config = http_server.uvicorn_config(application, loop="uvloop")
     server = uvicorn.Server(config)
     # uvicorn re-raises a captured signal after a graceful stop; make that a no-op.
     signal.signal(signal.SIGTERM, lambda *_: None)
