@@ -40,28 +40,6 @@ def connect(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=10)
 
 
-def read_response(sock: socket.socket, *, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
-    """One response (status, headers, body) read off ``sock`` within ``timeout`` seconds."""
-    sock.settimeout(timeout)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise AssertionError(f"the connection closed before a response: {data!r}")
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
-    length = int(headers.get("content-length", "0"))
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    return status, headers, body[:length]
-
-
 def seconds_until_closed(sock: socket.socket, *, limit: float) -> tuple[float, bytes]:
     """How long until the peer closes ``sock`` (reading what it sends); fails after ``limit``."""
     started = time.monotonic()
@@ -84,7 +62,7 @@ def get(port: int, path: str, **headers: str) -> tuple[int, dict[str, str], byte
     extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     with connect(port) as sock:
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n".encode())
-        return read_response(sock)
+        return support.read_response(sock)
 
 
 def memory_mb(pid: int) -> tuple[float, float]:
@@ -176,7 +154,7 @@ def test_a_300_mb_webhook_is_refused_before_its_body_and_memory_stays_flat(up: U
             b"X-Hub-Signature-256: sha256=" + b"0" * 64 + b"\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n{\"ref\": \"refs/heads/main\"" % claimed
         )
-        status, _, body = read_response(sock, timeout=3)  # the 413 comes first
+        status, _, body = support.read_response(sock, timeout=3)  # the 413 comes first
         assert status == 413, body
         assert "MLGITOPS_WEBHOOK_MAX_BYTES" in json.loads(body)["error"]
         # then send the 300 MB anyway: the gateway reads a bounded amount and hangs up
@@ -222,7 +200,7 @@ def test_the_git_hook_body_is_bounded(up: Up) -> None:
     with connect(up.port) as sock:
         sock.sendall(b"POST /hooks/git HTTP/1.0\r\nHost: t\r\nContent-Length: %d\r\n\r\n"
                      % (50 * MiB))
-        status, _, body = read_response(sock, timeout=3)
+        status, _, body = support.read_response(sock, timeout=3)
     assert status == 413, body
     ok = httpx.post(f"{up.base}/hooks/git", content=b"0" * 40 + b" " + b"1" * 40 + b" refs/heads/main\n")
     assert ok.status_code == 202, ok.text
@@ -239,7 +217,7 @@ def test_an_oversized_inference_body_is_413_at_the_gateway_and_never_reaches_the
             b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
             b'{"dataframe_records": [' % (200 * MiB)
         )
-        status, _, body = read_response(sock, timeout=3)
+        status, _, body = support.read_response(sock, timeout=3)
     assert status == 413, body
     error = json.loads(body)["error"]
     assert "209715200 bytes" in error and "MLGITOPS_MAX_BODY_BYTES" in error
@@ -302,9 +280,9 @@ def test_a_head_sent_a_byte_at_a_time_meets_the_same_deadline(up: Up) -> None:
         sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHo")
         time.sleep(READ_TIMEOUT / 2)
         sock.sendall(b"st: t\r\n\r\n")
-        assert read_response(sock)[0] == 200
+        assert support.read_response(sock)[0] == 200
         sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n")
-        assert read_response(sock)[0] == 200
+        assert support.read_response(sock)[0] == 200
 
 
 def test_the_gateway_closes_a_stalled_body_and_a_silent_connection(up: Up) -> None:
@@ -323,7 +301,7 @@ def test_the_gateway_refuses_an_oversized_header(up: Up) -> None:
                  b"".join(b"X-%d: %s\r\n" % (i, b"b" * 100) for i in range(400)) + b"\r\n"):
         with connect(up.port) as sock:
             sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n" + head)
-            status, _, body = read_response(sock)
+            status, _, body = support.read_response(sock)
         assert status == 431, body
 
 
@@ -351,12 +329,12 @@ def test_the_server_refuses_an_oversized_header_and_a_declared_oversized_body(
 ) -> None:
     with connect(numeric_server.port) as sock:
         sock.sendall(b"GET /ping HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 40000)
-        status, _, _ = read_response(sock)
+        status, _, _ = support.read_response(sock)
     assert status == 431
     with connect(numeric_server.port) as sock:
         sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
                      b"Content-Length: %d\r\n\r\n{" % (300 * MiB))
-        status, _, body = read_response(sock, timeout=3)
+        status, _, body = support.read_response(sock, timeout=3)
     assert status == 413 and "--max-body-bytes" in json.loads(body)["error"]
 
 
