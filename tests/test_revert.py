@@ -117,6 +117,36 @@ def test_path_scoped_revert_restores_only_the_model_and_quarantines(remote: Repo
     assert git.last_change(bare, head, layout.model_paths("credit")) == head
 
 
+def test_quarantine_keys_read_ahead_equal_the_ones_read_at_revert_time(
+    remote: Repo, template: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Writer.expect` (the monitor calls it when a version starts serving) reads the keys the
+    revert would read itself, so the revert skips the read; a stale entry is not used."""
+    plan = plan_for(remote)
+    ahead = revert.Writer(tmp_path / "ahead", url=str(remote.bare))
+    assert ahead.expect("credit", remote.credit_v2, plan.entry.digest)
+    assert ahead.expect("credit", remote.credit_v1, plan.entry.digest)  # another version: unused
+    assert not ahead.expect("credit", "0" * 40, plan.entry.digest)  # unknown here: read later
+    with monkeypatch.context() as m:  # the revert itself reads nothing of the model now
+        m.setattr(revert.validate, "identity", lambda *a: pytest.fail("read at revert time"))
+        assert ahead.revert(plan).ok
+    read_ahead = _quarantined(remote.bare)
+
+    other = tmp_path / "again"
+    shutil.copytree(template.bare, other, symlinks=True)
+    assert revert.Writer(tmp_path / "at-revert", url=str(other)).revert(plan).ok
+    at_revert = _quarantined(other)
+    assert read_ahead.fitted.startswith("sha256:") and read_ahead.recipe.startswith("sha256:")
+    assert (read_ahead.fitted, read_ahead.recipe) == (at_revert.fitted, at_revert.recipe)
+
+
+def _quarantined(bare: Path) -> quarantine.Entry:
+    head = git.text(bare, "rev-parse", "refs/heads/main")
+    (entry,) = quarantine.parse(yaml.safe_load(git.show(bare, head, layout.QUARANTINE) or b""),
+                                source=layout.QUARANTINE)
+    return entry
+
+
 def test_concurrent_human_push_during_the_revert_loses_nothing(remote: Repo, tmp_path: Path) -> None:
     colleague = tmp_path / "colleague"
     git.clone(str(remote.bare), colleague)

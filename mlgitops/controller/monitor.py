@@ -285,6 +285,9 @@ class Monitor(Generic[H]):
             already = self.writer.find_revert(version)
         except errors.GitError:
             already = None
+        if already is None and blocked is None:
+            with contextlib.suppress(errors.MlgitopsError):  # else the revert reads them then
+                self.writer.expect(name, version, dep.digest)
         return _Track(
             name=name,
             version=version,

@@ -161,21 +161,22 @@ def reserve(host: str, port: int) -> socket.socket:
             try:
                 probe.bind((host, port))
             except OSError as exc:
-                raise errors.RuntimeFailure(
-                    f"cannot serve gRPC on {host}:{port} ({exc.strerror or exc}); pick another "
-                    "--grpc-port or stop the process using it"
-                ) from exc
+                raise _port_in_use(host, port, exc) from exc
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise errors.RuntimeFailure(
-            f"cannot serve gRPC on {host}:{port} ({exc.strerror or exc}); pick another "
-            "--grpc-port or stop the process using it"
-        ) from exc
+        raise _port_in_use(host, port, exc) from exc
     return sock
+
+
+def _port_in_use(host: str, port: int, exc: OSError) -> errors.RuntimeFailure:
+    return errors.RuntimeFailure(
+        f"cannot serve gRPC on {host}:{port} ({exc.strerror or exc}); pick another "
+        "--grpc-port or stop the process using it"
+    )
 
 
 def run(spec: ServeSpec, *, announce: bool = False) -> int:
