@@ -57,10 +57,20 @@ def _check_loopback(url: str) -> None:
         raise ValueError(f"{url}: the benchmark only sends traffic to loopback addresses")
 
 
+def pinned(cpus: str | None) -> list[str]:
+    """The command prefix that runs a process on ``cpus`` only (``taskset -c``; none: as is)."""
+    if cpus is None:
+        return []
+    if shutil.which("taskset") is None:
+        raise RuntimeError("pinning to CPUs needs taskset (util-linux)")
+    return ["taskset", "-c", cpus]
+
+
 def run_wrk(
-    url: str, body: bytes, *, concurrency: int, duration: float, threads: int = 1
+    url: str, body: bytes, *, concurrency: int, duration: float, threads: int = 1,
+    cpus: str | None = None,
 ) -> LoadResult:
-    """Drive ``url`` with wrk; returns its measurements."""
+    """Drive ``url`` with wrk (on ``cpus`` when given); returns its measurements."""
     _check_loopback(url)
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "post.lua"
@@ -68,6 +78,7 @@ def run_wrk(
         body_file = Path(tmp) / "body.json"
         body_file.write_bytes(body)
         cmd = [
+            *pinned(cpus),
             "wrk",
             f"-t{min(threads, concurrency)}",
             f"-c{concurrency}",
@@ -136,8 +147,10 @@ async def _client(url: str, body: bytes, *, concurrency: int, duration: float) -
     return LoadResult(len(latencies), elapsed, pct(0.50), pct(0.99), failures)
 
 
-def run_python(url: str, body: bytes, *, concurrency: int, duration: float) -> LoadResult:
-    """Drive ``url`` with an httpx async client in a separate process."""
+def run_python(
+    url: str, body: bytes, *, concurrency: int, duration: float, cpus: str | None = None
+) -> LoadResult:
+    """Drive ``url`` with an httpx async client in a separate process (on ``cpus`` when given)."""
     _check_loopback(url)
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         f.write(body)
@@ -150,7 +163,7 @@ def run_python(url: str, body: bytes, *, concurrency: int, duration: float) -> L
             "print(json.dumps(r.__dict__))"
         )
         proc = subprocess.run(
-            [sys.executable, "-c", code],
+            [*pinned(cpus), sys.executable, "-c", code],
             capture_output=True,
             text=True,
             timeout=duration + 120,
@@ -162,9 +175,10 @@ def run_python(url: str, body: bytes, *, concurrency: int, duration: float) -> L
 
 
 def run(
-    url: str, body: bytes, *, concurrency: int, duration: float, tool: str = "auto"
+    url: str, body: bytes, *, concurrency: int, duration: float, tool: str = "auto",
+    cpus: str | None = None,
 ) -> LoadResult:
-    """wrk when installed (or ``tool='wrk'``), else the Python client."""
+    """wrk when installed (or ``tool='wrk'``), else the Python client; on ``cpus`` if given."""
     if tool == "wrk" or (tool == "auto" and have_wrk()):
-        return run_wrk(url, body, concurrency=concurrency, duration=duration)
-    return run_python(url, body, concurrency=concurrency, duration=duration)
+        return run_wrk(url, body, concurrency=concurrency, duration=duration, cpus=cpus)
+    return run_python(url, body, concurrency=concurrency, duration=duration, cpus=cpus)

@@ -1,6 +1,6 @@
 """Cost of recording live statistics: server CPU with recording on vs off, same run.
 
-    .venv/bin/python bench/recording.py [--rounds 6] [--seconds 5] [--concurrency 32]
+    .venv/bin/python bench/recording.py [--rounds 10] [--seconds 5] [--concurrency 32] [--no-pin]
 
 Serves one LogisticRegression MLflow model (20 numeric features, the cheapest model to score,
 so recording weighs most) twice at once: ``mlgitops.server`` with live statistics recorded
@@ -9,7 +9,24 @@ row requests, and 64-row requests, in MLflow's ``dataframe_split`` format, at a 
 concurrency), in interleaved rounds so background load hits both alike. Per round it takes
 the CPU time (user + system) of each server's whole process group per request and per row;
 it prints the medians over rounds and the share of the recording server's CPU spent on
-recording, ``1 - CPU(off) / CPU(on)``. Target (issue 11): <= 5% for single-row requests.
+recording two ways:
+
+- **accounted**: the recording server's own count of the CPU it spent recording (thread CPU
+  time of queueing, folding, sampling and writing, ``mlgitops_stats_cpu_seconds_total`` on
+  /metrics) over its whole CPU time in the same round: both numbers come from the same
+  process and seconds, so a noisy machine moves them together;
+- **A/B**: ``1 - CPU(off) / CPU(on)`` between the two servers, the median of each round's pair
+  (the two runs of a round are seconds apart). It includes what the accounting cannot see
+  (cache effects, the allocator), but on a shared VM one round's pair differs by +-15%, so it
+  is the cross-check, printed with every round's value.
+
+Target (issue 11): <= 5% for single-row and for 64-row requests, on the accounted share.
+
+On a machine with two or more CPUs the servers run one worker each pinned to CPU 0 and the
+load generator is pinned to CPU 1 (``taskset``), so that neither competes with the other for
+a core: on 2 cores, two workers plus wrk make the CPU per request swing by +-10% from round
+to round, more than the effect measured. ``--no-pin`` measures the default two workers
+unpinned.
 """
 
 from __future__ import annotations
@@ -21,6 +38,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -32,11 +50,15 @@ TARGET = 0.05
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds (medians over them)")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds (medians over them)")
     parser.add_argument("--seconds", type=float, default=5.0, help="load per server and round")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--tool", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="two workers per server, nothing pinned to a CPU")
     args = parser.parse_args()
+    pin = not args.no_pin and (os.cpu_count() or 1) >= 2
+    server_cpus, load_cpus = ("0", "1") if pin else (None, None)
 
     import numpy as np
     from rich.console import Console
@@ -54,7 +76,8 @@ def main() -> int:
             1: model.body,
             64: json.dumps({"dataframe_split": {"columns": serving.FEATURES, "data": rows64}}).encode(),
         }
-        base = [sys.executable, "-m", "mlgitops.server", str(model.path), "--workers", "auto", "--version", "bench"]
+        base = [*_load.pinned(server_cpus), sys.executable, "-m", "mlgitops.server", str(model.path),
+                "--workers", "1" if pin else "auto", "--version", "bench"]
         for t in model.trusted:
             base += ["--trust", t]
         servers = {
@@ -62,6 +85,7 @@ def main() -> int:
             "recording off": [*base, "--no-stats"],
         }
         cpu: dict[tuple[str, int], list[float]] = {}
+        accounted: dict[int, list[float]] = {}
         rps: dict[tuple[str, int], list[float]] = {}
         failures = 0
         with contextlib.ExitStack() as stack:
@@ -79,6 +103,7 @@ def main() -> int:
                     order = list(servers) if r % 2 == 0 else list(reversed(servers))
                     for label in order:
                         before = serving.cpu_seconds(groups[label])
+                        spent_before = _stats_cpu(urls[label])
                         with console.status(f"round {r + 1}/{args.rounds}: {label}, {size}-row requests"):
                             res = _load.run(
                                 f"{urls[label]}/invocations",
@@ -86,27 +111,35 @@ def main() -> int:
                                 concurrency=args.concurrency,
                                 duration=args.seconds,
                                 tool=tool,
+                                cpus=load_cpus,
                             )
                         serving.settle(groups[label])
+                        time.sleep(0.7)  # the publisher tells its CPU every 0.5 s
                         used = serving.cpu_seconds(groups[label]) - before
+                        if label == "recording on":
+                            accounted.setdefault(size, []).append((_stats_cpu(urls[label]) - spent_before) / used)
                         failures += res.failures
                         cpu.setdefault((label, size), []).append(used / max(res.requests, 1) * 1e6)
                         rps.setdefault((label, size), []).append(res.requests / res.seconds)
     table = Table(
         title=(
-            f"Recording live statistics, LogisticRegression, concurrency {args.concurrency}, load by {tool}: "
-            f"medians of {args.rounds} interleaved rounds of {args.seconds:.0f}s"
+            f"Recording live statistics, LogisticRegression, concurrency {args.concurrency}, load by {tool}, "
+            + ("server (1 worker) on CPU 0 and load on CPU 1" if pin else "2 workers, unpinned")
+            + f": medians of {args.rounds} interleaved rounds of {args.seconds:.0f}s"
         )
     )
-    for col in ("rows/request", "server", "req/s", "server CPU µs/request", "µs/row", "CPU share of recording"):
+    for col in ("rows/request", "server", "req/s", "server CPU µs/request", "µs/row",
+                "recording, accounted", "recording, A/B"):
         table.add_column(col, justify="right")
     ok = failures == 0
     for size in bodies:
         on = statistics.median(cpu[("recording on", size)])
         off = statistics.median(cpu[("recording off", size)])
-        share = 1 - off / on
-        if size == 1:
-            ok &= share <= TARGET
+        share = statistics.median(
+            1 - b / a for a, b in zip(cpu[("recording on", size)], cpu[("recording off", size)], strict=True)
+        )
+        own = statistics.median(accounted[size])
+        ok &= own <= TARGET
         for label, value in (("recording off", off), ("recording on", on)):
             table.add_row(
                 str(size),
@@ -114,15 +147,31 @@ def main() -> int:
                 f"{statistics.median(rps[(label, size)]):,.0f}",
                 f"{value:,.0f}",
                 f"{value / size:,.1f}",
-                "baseline" if label == "recording off" else f"{share * 100:+.1f}% ({on / off:.3f}x off)",
+                "" if label == "recording off" else f"{own * 100:.1f}%",
+                "baseline" if label == "recording off" else f"{share * 100:+.1f}%",
             )
     console.print(table)
+    for size in bodies:
+        pairs = zip(cpu[("recording on", size)], cpu[("recording off", size)], strict=True)
+        console.print(f"{size}-row requests, each round: accounted "
+                      + " ".join(f"{a * 100:.1f}%" for a in accounted[size])
+                      + "; A/B " + " ".join(f"{(1 - off / on) * 100:+.1f}%" for on, off in pairs))
     console.print(f"failed requests: {failures}")
     console.print(
-        f"Target: recording <= {TARGET:.0%} of server CPU for single-row requests -> "
+        f"Target: recording <= {TARGET:.0%} of server CPU (accounted), single-row and 64-row requests -> "
         + ("[green]met[/green]" if ok else "[red]not met[/red]")
     )
     return 0 if ok else 1
+
+
+def _stats_cpu(url: str) -> float:
+    """``mlgitops_stats_cpu_seconds_total`` of the server at ``url`` (0 when it records nothing)."""
+    import httpx
+
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("mlgitops_stats_cpu_seconds_total "):
+            return float(line.split()[1])
+    return 0.0
 
 
 if __name__ == "__main__":

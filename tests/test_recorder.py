@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from mlgitops.core import stats
@@ -59,3 +61,23 @@ def test_batches_of_mixed_kinds_are_merged_by_column() -> None:
     live = rec.snapshot()[0]
     assert live.column("c").other == 1 and live.column("c").missing == 1
     assert live.column("x").missing == 1 and live.column("x").count == 2
+
+
+def test_the_cpu_spent_recording_is_counted_and_told_once(tmp_path: Path) -> None:
+    """`cpu_seconds` grows with queueing, folding and writing; the publisher tells each second
+    to its counter once (the sum of what it told equals the recorder's total)."""
+    rec = recorder.Recorder(_baseline(), seed=0)
+    told: list[float] = []
+    pub = recorder.Publisher(rec, tmp_path, worker_id="w", name="m", version="v",
+                             digest="sha256:" + "0" * 64, on_cpu=told.append)
+    assert rec.cpu_seconds == 0.0
+    rows = np.random.default_rng(2).normal(size=(64, len(NAMES)))
+    for _ in range(200):
+        rec.record(schema.Batch(rows=64, matrix=rows, names=NAMES), np.zeros(64, dtype=np.int64))
+    queued = rec.cpu_seconds
+    assert queued > 0.0  # queueing alone is counted
+    pub.publish(with_sample=True)
+    assert rec.cpu_seconds > queued  # the fold of 12,800 rows and the writes
+    pub.publish(with_sample=True)
+    assert len(told) == 2 and all(t >= 0 for t in told)
+    assert sum(told) == rec.cpu_seconds

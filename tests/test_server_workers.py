@@ -179,6 +179,18 @@ def test_workers_record_live_statistics(two_workers: support.Server, stats_dir: 
     assert window.column("x0").count == 150
     prediction = window.prediction()
     assert prediction is not None and prediction.count == 150
+    # what recording cost is on /metrics: positive, a small part of the workers' CPU
+    with two_workers.client() as c:
+        line = next(x for x in c.get("/metrics").text.splitlines()
+                    if x.startswith("mlgitops_stats_cpu_seconds_total "))
+    spent = float(line.split()[1])
+    used = sum(_cpu_seconds(pid) for pid in two_workers.worker_pids())
+    assert 0.0 < spent < used, (spent, used)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_a_dead_worker_is_restarted(two_workers: support.Server) -> None:

@@ -131,6 +131,7 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
                 name=spec.name,
                 version=spec.version,
                 digest=spec.digest,
+                on_cpu=counters.stats_cpu,
             )
 
     def after_predict(batch: schema.Batch, out: Any) -> None:

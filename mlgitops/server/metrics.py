@@ -8,7 +8,8 @@ worker takes over its predecessor's row, so counters stay monotonic.
 Series: ``mlgitops_requests_total{route,code}``, ``mlgitops_request_duration_seconds{route}``
 (histogram), ``mlgitops_batch_size`` (rows per predict call, histogram),
 ``mlgitops_predict_duration_seconds`` (histogram), ``mlgitops_rows_scored_total``,
-``mlgitops_worker_restarts_total``, ``mlgitops_workers`` and
+``mlgitops_worker_restarts_total``, ``mlgitops_stats_cpu_seconds_total`` (what recording
+live statistics costs), ``mlgitops_workers`` and
 ``mlgitops_model_info{name,version,digest} 1``. A gRPC call counts under the route
 ``grpc <Method>`` with the HTTP status of the same outcome (the status table of `problems`).
 """
@@ -82,7 +83,8 @@ _BATCH = _LAT + len(ROUTES) * _NL
 _PRED = _BATCH + _NB
 _ROWS = _PRED + _NL
 _RESTARTS = _ROWS + 1
-ROW = _RESTARTS + 1
+_STATS_CPU = _RESTARTS + 1
+ROW = _STATS_CPU + 1
 
 
 class SharedMetrics:
@@ -146,6 +148,10 @@ class SharedMetrics:
         add("# HELP mlgitops_worker_restarts_total Worker processes restarted after dying.")
         add("# TYPE mlgitops_worker_restarts_total counter")
         add(f"mlgitops_worker_restarts_total {t[_RESTARTS]:.0f}")
+        add("# HELP mlgitops_stats_cpu_seconds_total CPU time spent recording live statistics "
+            "(queueing scored rows, counting, sampling, writing them for the monitor).")
+        add("# TYPE mlgitops_stats_cpu_seconds_total counter")
+        add(f"mlgitops_stats_cpu_seconds_total {float(t[_STATS_CPU])!r}")
         add("# HELP mlgitops_workers Worker processes this server runs.")
         add("# TYPE mlgitops_workers gauge")
         add(f"mlgitops_workers {self.workers}")
@@ -184,6 +190,9 @@ class Slot:
 
     def restarted(self) -> None:
         self._m[_RESTARTS] += 1
+
+    def stats_cpu(self, seconds: float) -> None:
+        self._m[_STATS_CPU] += seconds
 
 
 def _histogram(

@@ -4,7 +4,9 @@ Every scored batch updates a `stats.LiveStats` (feature columns and predictions,
 and a reservoir sample of at most ``capacity`` rows (Algorithm R, vectorized per batch), so
 memory does not grow with traffic. `Publisher` writes the cumulative state through
 `adapters.stats_store` at most every ``interval`` seconds when it changed (the sample, which
-is larger, at most every ``sample_interval`` seconds), and both on exit.
+is larger, at most every ``sample_interval`` seconds), and both on exit. The CPU time all of
+this takes (thread CPU time of `Recorder.record`, `Recorder.flush` and the writes) is counted
+and reported as ``mlgitops_stats_cpu_seconds_total``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,38 +64,57 @@ class Recorder:
         self._store: dict[str, Array] = {}
         self._queue: list[tuple[schema.Batch, Array | None]] = []
         self._queued_rows = 0
+        self._queue_cpu = 0.0  # thread CPU seconds of `record` (under _lock)
+        self._fold_cpu = 0.0  # ... of folding and publishing (under _fold_lock)
 
     @property
     def seen(self) -> int:
         """Rows folded into the statistics so far."""
         return self._seen
 
+    @property
+    def cpu_seconds(self) -> float:
+        """Thread CPU time spent recording so far (queueing, folding, `spent` by writers)."""
+        return self._queue_cpu + self._fold_cpu
+
+    def spent(self, seconds: float) -> None:
+        """Count ``seconds`` of CPU spent on these statistics elsewhere (writing them)."""
+        with self._fold_lock:
+            self._fold_cpu += seconds
+
     def record(self, batch: schema.Batch, predictions: Array | None) -> None:
         """Queue one scored batch (folded in by the next `flush`)."""
+        started = time.thread_time()
         preds = predictions if predictions is not None and predictions.ndim == 1 else None
         with self._lock:
             self._queue.append((batch, preds))
             self._queued_rows += batch.rows
             self.changes += 1
             full = self._queued_rows >= self.flush_rows
+            self._queue_cpu += time.thread_time() - started
         if full:
             self.flush()
 
     def flush(self) -> None:
         """Fold the queued batches into the counters and the reservoir."""
         with self._fold_lock:
-            with self._lock:
-                queue, self._queue = self._queue, []
-                self._queued_rows = 0
-            if not queue:
-                return
-            columns, rows = _merge([b for b, _ in queue])
-            parts = [p for _, p in queue]
-            preds = None
-            if all(p is not None for p in parts):
-                preds = np.concatenate([p for p in parts if p is not None])
-            self.live.update(columns, preds)
-            self._offer(columns, preds, rows)
+            started = time.thread_time()
+            self._fold()
+            self._fold_cpu += time.thread_time() - started
+
+    def _fold(self) -> None:
+        with self._lock:
+            queue, self._queue = self._queue, []
+            self._queued_rows = 0
+        if not queue:
+            return
+        columns, rows = _merge([b for b, _ in queue])
+        parts = [p for _, p in queue]
+        preds = None
+        if all(p is not None for p in parts):
+            preds = np.concatenate([p for p in parts if p is not None])
+        self.live.update(columns, preds)
+        self._offer(columns, preds, rows)
 
     def _offer(self, columns: Mapping[str, Array], preds: Array | None, rows: int) -> None:
         cap = self.capacity
@@ -159,8 +180,12 @@ class Publisher:
         digest: str,
         interval: float = 0.5,
         sample_interval: float = 5.0,
+        on_cpu: Callable[[float], None] | None = None,
     ) -> None:
         self.recorder = recorder
+        self.on_cpu = on_cpu
+        """Told the recorder's CPU seconds since the last write (after each write)."""
+        self._cpu_told = 0.0
         self.stats_dir = stats_dir
         self.worker_id = worker_id
         self.name = name
@@ -196,6 +221,8 @@ class Publisher:
         The statistics file every time; the sample (larger) at most every ``sample_interval``
         seconds unless ``with_sample`` forces it.
         """
+        self.recorder.flush()  # counts its own CPU time
+        started = time.thread_time()
         changes = self.recorder.changes
         now = time.monotonic()
         if with_sample is None:
@@ -222,6 +249,11 @@ class Publisher:
         if with_sample:
             self._sample_published = changes
             self._sample_at = now
+        self.recorder.spent(time.thread_time() - started)
+        if self.on_cpu is not None:
+            total = self.recorder.cpu_seconds
+            self.on_cpu(total - self._cpu_told)
+            self._cpu_told = total
 
     async def close(self) -> None:
         """Stop the periodic task and write the final state."""
