@@ -7,11 +7,18 @@ dataset-level ``drifted`` and ``share``.
 Column kinds follow Evidently's inference, applied to the reference frame: floats are numeric,
 integers are numeric above 10 distinct values, booleans, strings and categoricals are
 categorical. Datetime and other columns are skipped (Evidently's preset skips them too).
+
+Large windows use the machine's cores: from `PARALLEL_VALUES` rows on, the numeric columns are
+split into groups compared in threads (NumPy's sorts and scans release the interpreter lock),
+while the categorical columns are counted; the result is the same, column for column.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -35,6 +42,10 @@ __all__ = [
 DriftResult = DriftReport
 """The result of `compare` (an alias of `mlgitops.core.drift.DriftReport`)."""
 
+PARALLEL_VALUES = 20_000
+"""Current rows from which `compare` splits the numeric columns over threads."""
+MAX_THREADS = 4
+
 
 def compare(
     reference_frame: pd.DataFrame,
@@ -56,16 +67,36 @@ def compare(
     order = list(kinds)
     by_name: dict[str, ColumnDrift] = {}
     numeric = [n for n in order if kinds[n] == "numeric"]
-    if numeric:  # one float matrix per frame, columns as rows
-        found = core_drift.compare_matrices(
-            numeric,
-            ["numeric"] * len(numeric),
-            _float_rows(reference_frame, numeric),
-            _float_rows(current_frame, numeric),
-            overwrite_current=True,
-        )
-        by_name.update(zip(numeric, found, strict=True))
-    categorical = [n for n in order if kinds[n] == "categorical"]
+    groups = _groups(len(numeric), len(current_frame))
+    pool = ThreadPoolExecutor(len(groups) - 1) if len(groups) > 1 else None
+    try:
+        pending: list[Future[list[ColumnDrift]]] = []
+        first: list[ColumnDrift] = []
+        if numeric:  # one float matrix per frame, columns as rows; groups after the first in threads
+            ref, cur = _float_rows(reference_frame, numeric), _float_rows(current_frame, numeric)
+            if pool is not None:
+                pending = [pool.submit(_compare_rows, numeric[a:b], ref[a:b], cur[a:b]) for a, b in groups[1:]]
+            end = groups[0][1]
+            first = _compare_rows(numeric[:end], ref[:end], cur[:end])
+        categorical = [n for n in order if kinds[n] == "categorical"]
+        by_name.update(_compare_categorical(reference_frame, current_frame, categorical))
+        by_name.update(zip(numeric, [*first, *(d for f in pending for d in f.result())], strict=True))
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+    columns_drift = tuple(by_name[n] for n in order)
+    report = core_drift.dataset_verdict(
+        columns_drift, prediction=None, share=share, rows=len(current_frame), reference_rows=len(reference_frame)
+    )
+    return report
+
+
+def _compare_categorical(
+    reference_frame: pd.DataFrame, current_frame: pd.DataFrame, categorical: list[str]
+) -> dict[str, ColumnDrift]:
+    """Drift of the categorical columns: string columns from their label counts, others from
+    the rank of their label among both frames' labels."""
+    by_name: dict[str, ColumnDrift] = {}
     counted = {n: _label_counts(reference_frame[n], current_frame[n]) for n in categorical}
     strings = {n: pair for n, pair in counted.items() if pair is not None}
     if strings:  # counts per label (string columns), one row per column, zero padded
@@ -86,11 +117,22 @@ def compare(
             overwrite_current=True,
         )
         by_name.update(zip(others, found, strict=True))
-    columns_drift = tuple(by_name[n] for n in order)
-    report = core_drift.dataset_verdict(
-        columns_drift, prediction=None, share=share, rows=len(current_frame), reference_rows=len(reference_frame)
-    )
-    return report
+    return by_name
+
+
+def _groups(columns: int, rows: int) -> list[tuple[int, int]]:
+    """Column ranges compared in parallel: one per usable core for a large window, else one."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    count = max(1, min(cores, MAX_THREADS, columns)) if rows >= PARALLEL_VALUES else 1
+    bounds = np.linspace(0, columns, count + 1).round().astype(int).tolist()
+    return list(itertools.pairwise(bounds))
+
+
+def _compare_rows(names: list[str], ref: np.ndarray[Any, Any], cur: np.ndarray[Any, Any]) -> list[ColumnDrift]:
+    return core_drift.compare_matrices(names, ["numeric"] * len(names), ref, cur, overwrite_current=True)
 
 
 def _float_rows(frame: pd.DataFrame, names: list[str]) -> np.ndarray[Any, Any]:

@@ -184,3 +184,23 @@ def test_frames_with_missing_values_and_pandas_dtypes() -> None:
     assert not result.drifted
     base = mlgitops.drift.build_baseline(reference)
     assert base.column("x").missing == int(reference.x.isna().sum())
+
+
+def test_a_large_window_compared_in_threads_equals_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From `PARALLEL_VALUES` rows on, numeric columns are split over threads: the same report,
+    column for column and bit for bit, as the single-threaded comparison."""
+    rng = np.random.default_rng(7)
+    names = [f"n{i}" for i in range(7)]
+    ref = pd.DataFrame(rng.normal(size=(2000, 7)), columns=names)
+    cur = pd.DataFrame(rng.normal(0.05, 1.1, size=(3000, 7)), columns=names)
+    cur.iloc[::97, 2] = np.nan  # missing values in one group
+    ref["few"], cur["few"] = rng.integers(0, 4, 2000).astype(float), rng.integers(0, 5, 3000).astype(float)
+    ref["c"], cur["c"] = rng.choice(["a", "b"], 2000), rng.choice(["a", "b", "z"], 3000)
+    monkeypatch.setattr(mlgitops.drift, "PARALLEL_VALUES", 10**9)
+    one = mlgitops.drift.compare(ref, cur)
+    monkeypatch.setattr(mlgitops.drift, "PARALLEL_VALUES", 0)
+    monkeypatch.setattr(mlgitops.drift.os, "sched_getaffinity", lambda _pid: {0, 1, 2})
+    assert len(mlgitops.drift._groups(8, 3000)) == 3
+    threaded = mlgitops.drift.compare(ref, cur)
+    assert threaded == one
+    assert [c.column for c in threaded.columns] == [*names, "few", "c"]

@@ -157,12 +157,22 @@ class Recorder:
 
 
 def _merge(batches: Sequence[schema.Batch]) -> tuple[dict[str, Array], int]:
-    """The columns of the rows of ``batches`` in order, and their number."""
+    """The columns of the rows of ``batches`` in order, and their number.
+
+    Batches with a matrix are copied into one (columns x rows) matrix, each column then one
+    contiguous row: the statistics read column by column, which from the (rows x columns)
+    matrices would be strided reads (twice as slow for 20 columns).
+    """
     rows = sum([b.rows for b in batches])
     matrices = [b.matrix for b in batches if b.matrix is not None]
     if len(matrices) == len(batches):
-        matrix = np.concatenate(matrices) if len(matrices) > 1 else matrices[0]
-        return {n: matrix[:, j] for j, n in enumerate(batches[0].names)}, rows
+        names = batches[0].names
+        merged = np.empty((len(names), rows))
+        at = 0
+        for m in matrices:
+            merged[:, at : at + len(m)] = m.T
+            at += len(m)
+        return {n: merged[j] for j, n in enumerate(names)}, rows
     return {n: np.concatenate([b.columns[n] for b in batches]) for n in batches[0].names}, rows
 
 
