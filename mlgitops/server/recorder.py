@@ -173,7 +173,8 @@ def _merge(batches: Sequence[schema.Batch]) -> tuple[dict[str, Array], int]:
             merged[:, at : at + len(m)] = m.T
             at += len(m)
         return {n: merged[j] for j, n in enumerate(names)}, rows
-    return {n: np.concatenate([b.columns[n] for b in batches]) for n in batches[0].names}, rows
+    parts = [b.columns for b in batches]
+    return {n: np.concatenate([c[n] for c in parts]) for n in batches[0].names}, rows
 
 
 class Publisher:
