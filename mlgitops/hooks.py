@@ -154,7 +154,8 @@ def check_update(gitdir: Path, old: str, new: str) -> list[str]:
             keys[name] = validated_key(dep, policy)
             if keys[name] in done or accepted_before(gitdir, old, dep):
                 known.add(name)
-        result = validate.validate_tree(root, only=only, known_content=known, policy=policy)
+        result = validate.validate_tree(root, only=only, known_content=known, policy=policy,
+                                        remember=True)
         if only is None:
             keys = {d.name: validated_key(d, policy) for d in result.deployments}
     record_validated(gitdir, [keys[n] for n in result.checked_models

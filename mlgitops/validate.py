@@ -122,6 +122,29 @@ def check_digest(model_dir: Path, dep: manifest.ModelDeployment) -> None:
         )
 
 
+#: What quarantine matches of content whose digest was verified, by digest (`remember_identity`).
+_IDENTITIES: dict[str, quarantine.Identity] = {}
+_IDENTITIES_KEPT = 256
+
+
+def remember_identity(model_dir: Path, digest: str) -> quarantine.Identity:
+    """`identity` of ``model_dir``, read once per process per digest.
+
+    Only for a directory whose content was just checked to have ``digest`` (`check_digest`,
+    or `files.dir_digest` equal to it): the keys are a function of the content alone, so the
+    digest names them. A revert's push and redeploy then match quarantine without reading
+    the model again.
+    """
+    known = _IDENTITIES.get(digest)
+    if known is not None:
+        return known
+    found = identity(model_dir, digest)
+    if len(_IDENTITIES) >= _IDENTITIES_KEPT:
+        _IDENTITIES.pop(next(iter(_IDENTITIES)))
+    _IDENTITIES[digest] = found
+    return found
+
+
 def identity(model_dir: Path, digest: str) -> quarantine.Identity:
     """The keys quarantine matches on (see `core.quarantine`), read as data: nothing loads."""
     from mlgitops.adapters import mlflow_models, skops_files
@@ -151,12 +174,21 @@ def _reference_digest(path: Path) -> str:
 
 
 def check_quarantine(
-    model_dir: Path, dep: manifest.ModelDeployment, entries: Sequence[quarantine.Entry]
+    model_dir: Path,
+    dep: manifest.ModelDeployment,
+    entries: Sequence[quarantine.Entry],
+    *,
+    verified: bool = False,
 ) -> None:
-    """QuarantinedError when this version matches an entry of its model (bytes or content)."""
+    """QuarantinedError when this version matches an entry of its model (bytes or content).
+
+    ``verified``: ``model_dir``'s digest was checked to be ``dep.digest`` just before, so its
+    keys may come from `remember_identity`.
+    """
     ident = quarantine.Identity(dep.digest)
     if quarantine.needs_identity(entries, model=dep.name, digest=dep.digest):
-        ident = identity(model_dir, dep.digest)
+        read = remember_identity if verified else identity
+        ident = read(model_dir, dep.digest)
     hit = quarantine.match(entries, model=dep.name, identity=ident)
     if hit is not None:
         raise errors.QuarantinedError(hit.sentence(name=dep.name))
@@ -234,12 +266,14 @@ def validate_tree(
     only: Iterable[str] | None = None,
     known_content: Iterable[str] = (),
     policy: trust.Policy = trust.DEFAULT,
+    remember: bool = False,
 ) -> Result:
     """Check every manifest under ``root`` (a working tree or an exported commit).
 
     ``only`` limits the expensive model checks to those names (the rest get schema checks);
     models in ``known_content`` hold content that was fully checked before (same digest and
-    trusted types): only their digest and quarantine are verified.
+    trusted types): only their digest and quarantine are verified. ``remember`` (a long-lived
+    validator) keeps what quarantine matches of each model checked in full (`remember_identity`).
     """
     known = set(known_content)
     wanted = set(only) if only is not None else None
@@ -261,7 +295,7 @@ def validate_tree(
         try:
             if wanted is None or dep.name in wanted:
                 check_digest(root / dep.model_path, dep)
-                check_quarantine(root / dep.model_path, dep, quarantined)
+                check_quarantine(root / dep.model_path, dep, quarantined, verified=True)
             elif (hit := quarantine.find(quarantined, model=dep.name, digest=dep.digest)) is not None:
                 raise errors.QuarantinedError(quarantine.Match(hit, "the same bytes").sentence(name=dep.name))
         except errors.QuarantinedError as exc:
@@ -275,6 +309,8 @@ def validate_tree(
         try:
             if dep.name not in known:
                 check_model(root / dep.model_path, dep, load=load, policy=policy)
+                if remember:  # a revert to this content matches quarantine without reading it
+                    remember_identity(root / dep.model_path, dep.digest)
             checked.append(dep.name)
         except errors.MlgitopsError as exc:
             problems.append(Problem(dep.model_path, str(exc)))

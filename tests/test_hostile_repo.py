@@ -7,6 +7,7 @@ plain Git host) and assert the controller holds the commit while the old version
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -301,6 +302,27 @@ def test_the_hook_refuses_a_quarantined_estimator_saved_again(repo: Path, tmp_pa
 
     err = attack(repo, mutate)
     assert "is quarantined" in err and "the same fitted estimator" in err
+
+
+def test_remembered_quarantine_keys_serve_only_content_whose_digest_was_checked(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A revert's push and redeploy match quarantine from keys remembered by digest; a caller
+    that did not check the digest (a manifest may lie) reads the content itself."""
+    publish_and_revert_v2(repo)
+    entries = validate.read_quarantine(repo)
+    again = tmp_path / "again"  # v2's estimator saved again: other bytes, the same content
+    mlgitops.publishing.write_version(train(V2, seed=2), V2, dest=again, target="label",
+                                      trusted_types=(), key="k")
+    digest = files.dir_digest(again)
+    dep = dataclasses.replace(validate.read_manifest(repo, MANIFEST), digest=digest)
+    assert validate.remember_identity(again, digest) == validate.identity(again, digest)
+    with pytest.raises(errors.QuarantinedError, match="the same fitted estimator"):
+        validate.check_quarantine(again, dep, entries, verified=True)
+    # keys remembered wrongly for that digest: an unverified check does not use them
+    monkeypatch.setitem(validate._IDENTITIES, digest, quarantine.Identity(digest))
+    with pytest.raises(errors.QuarantinedError, match="the same fitted estimator"):
+        validate.check_quarantine(again, dep, entries)
 
 
 def test_the_digest_is_stable_across_publishes(repo: Path, tmp_path: Path) -> None:

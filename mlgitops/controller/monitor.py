@@ -259,6 +259,7 @@ class Monitor(Generic[H]):
         parent = f"{version}^"
         prev_baseline: stats.Baseline | None = None
         prev_version: str | None = None
+        prev_dep: manifest.ModelDeployment | None = None
         blocked: str | None = None
         if git.rev_parse(clone, parent) is None:
             blocked = "there is no previous version to return to"
@@ -285,9 +286,13 @@ class Monitor(Generic[H]):
             already = self.writer.find_revert(version)
         except errors.GitError:
             already = None
-        if already is None and blocked is None:
-            with contextlib.suppress(errors.MlgitopsError):  # else the revert reads them then
+        if already is None and blocked is None and prev_dep is not None:
+            # what quarantine will match, read ahead: of this version (the revert commit's
+            # entry) and of the previous one (checked against that entry on the way back);
+            # else the revert and the redeploy read them then
+            with contextlib.suppress(errors.MlgitopsError):
                 self.writer.expect(name, version, dep.digest)
+                self.source.expect_return(prev_dep)
         return _Track(
             name=name,
             version=version,

@@ -204,6 +204,15 @@ class Source:
         self._answer = (commit, dict(out))
         return out
 
+    def expect_return(self, dep: manifest.ModelDeployment) -> bool:
+        """Read ahead what quarantine matches of ``dep``'s content, when it is on disk here
+        (a version a revert may return to): its redeploy then does not read the model."""
+        dest = self.versions / dep.digest.removeprefix("sha256:")
+        if not dest.is_dir() or files.dir_digest(dest) != dep.digest:
+            return False
+        validate.remember_identity(dest, dep.digest)
+        return True
+
     def materialize(self, commit: str, dep: manifest.ModelDeployment) -> Path:
         """The model directory of ``dep`` at ``commit``, checked as data (see the docstring).
 
@@ -213,14 +222,14 @@ class Source:
         entries = self.quarantined(commit)
         if dest.is_dir() and files.dir_digest(dest) == dep.digest:
             validate.check_model(dest, dep, load=False, policy=self.policy)
-            validate.check_quarantine(dest, dep, entries)
+            validate.check_quarantine(dest, dep, entries, verified=True)
             return dest
         self.versions.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=self.versions, prefix=".export-"))
         try:
             git.export(self.clone, commit, dep.model_path, tmp)
-            validate.check_model(tmp, dep, load=False, policy=self.policy)
-            validate.check_quarantine(tmp, dep, entries)
+            validate.check_model(tmp, dep, load=False, policy=self.policy)  # digest included
+            validate.check_quarantine(tmp, dep, entries, verified=True)
             if dest.exists():
                 shutil.rmtree(dest)
             tmp.rename(dest)
