@@ -145,6 +145,11 @@ def remember_identity(model_dir: Path, digest: str) -> quarantine.Identity:
     return found
 
 
+def remembered(digest: str) -> quarantine.Identity | None:
+    """The keys `remember_identity` kept for content with ``digest`` in this process, if any."""
+    return _IDENTITIES.get(digest)
+
+
 def identity(model_dir: Path, digest: str) -> quarantine.Identity:
     """The keys quarantine matches on (see `core.quarantine`), read as data: nothing loads."""
     from mlgitops.adapters import mlflow_models, skops_files

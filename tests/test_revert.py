@@ -15,8 +15,8 @@ import yaml
 from conftest import make_frame, train
 
 import mlgitops
-from mlgitops import repository
-from mlgitops.adapters import git
+from mlgitops import repository, validate
+from mlgitops.adapters import files, git
 from mlgitops.controller import revert
 from mlgitops.controller import source as source_mod
 from mlgitops.core import layout, policy, quarantine
@@ -117,27 +117,24 @@ def test_path_scoped_revert_restores_only_the_model_and_quarantines(remote: Repo
     assert git.last_change(bare, head, layout.model_paths("credit")) == head
 
 
-def test_quarantine_keys_read_ahead_equal_the_ones_read_at_revert_time(
-    remote: Repo, template: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_quarantine_keys_read_ahead_are_the_ones_the_revert_writes(
+    remote: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`Writer.expect` (the monitor calls it when a version starts serving) reads the keys the
-    revert would read itself, so the revert skips the read; a stale entry is not used."""
+    """Keys remembered for the serving version's verified content (the monitor does it when
+    the version starts serving) are what the revert commit's quarantine entry gets, and the
+    revert reads nothing of the model itself."""
     plan = plan_for(remote)
-    ahead = revert.Writer(tmp_path / "ahead", url=str(remote.bare))
-    assert ahead.expect("credit", remote.credit_v2, plan.entry.digest)
-    assert ahead.expect("credit", remote.credit_v1, plan.entry.digest)  # another version: unused
-    assert not ahead.expect("credit", "0" * 40, plan.entry.digest)  # unknown here: read later
-    with monkeypatch.context() as m:  # the revert itself reads nothing of the model now
+    served = tmp_path / "served"  # the serving version's content, as the controller holds it
+    git.export(remote.bare, remote.credit_v2, layout.model_path("credit"), served)
+    assert files.dir_digest(served) == plan.entry.digest
+    validate.remember_identity(served, plan.entry.digest)
+    with monkeypatch.context() as m:
         m.setattr(revert.validate, "identity", lambda *a: pytest.fail("read at revert time"))
-        assert ahead.revert(plan).ok
-    read_ahead = _quarantined(remote.bare)
-
-    other = tmp_path / "again"
-    shutil.copytree(template.bare, other, symlinks=True)
-    assert revert.Writer(tmp_path / "at-revert", url=str(other)).revert(plan).ok
-    at_revert = _quarantined(other)
-    assert read_ahead.fitted.startswith("sha256:") and read_ahead.recipe.startswith("sha256:")
-    assert (read_ahead.fitted, read_ahead.recipe) == (at_revert.fitted, at_revert.recipe)
+        assert revert.Writer(tmp_path / "state", url=str(remote.bare)).revert(plan).ok
+    entry = _quarantined(remote.bare)
+    fresh = validate.identity(served, plan.entry.digest)  # read again, nothing remembered
+    assert entry.fitted.startswith("sha256:") and entry.recipe.startswith("sha256:")
+    assert (entry.fitted, entry.recipe) == (fresh.fitted, fresh.recipe)
 
 
 def _quarantined(bare: Path) -> quarantine.Entry:

@@ -291,8 +291,8 @@ class Monitor(Generic[H]):
             # entry) and of the previous one (checked against that entry on the way back);
             # else the revert and the redeploy read them then
             with contextlib.suppress(errors.MlgitopsError):
-                self.writer.expect(name, version, dep.digest)
-                self.source.expect_return(prev_dep)
+                self.source.remember_quarantine_keys(dep)
+                self.source.remember_quarantine_keys(prev_dep)
         return _Track(
             name=name,
             version=version,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -81,8 +80,6 @@ class Writer:
         self._lock = threading.Lock()
         self._dirty = True
         self._cloned = False  # the clone exists and points at `url` (checked once)
-        self._identities: dict[tuple[str, str, str], quarantine.Identity] = {}
-        """What quarantine will match of a version, by (model, commit, digest): read ahead."""
 
     def prepare(self) -> None:
         """Clone the remote now (the monitor does at start, so a revert never waits for it)."""
@@ -107,32 +104,6 @@ class Writer:
         self.dir.parent.mkdir(parents=True, exist_ok=True)
         git.clone(self.url, self.dir)
         self._cloned = True
-
-    def expect(self, name: str, version: str, digest: str) -> bool:
-        """Read ahead what a revert of ``name`` at ``version`` will put in quarantine.
-
-        The monitor calls this when a version starts serving, so a revert does not read the
-        model (skops schema, reference sample) while the previous version waits. Nothing is
-        remembered (False) when the version cannot be read here; the revert reads it then.
-        """
-        key = (name, version, digest)
-        if key in self._identities:
-            return True
-        with self._lock:
-            self._ready()
-            if git.rev_parse(self.dir, version) is None:
-                return False
-            with tempfile.TemporaryDirectory(prefix="mlgitops-expect-") as tmp:
-                model_dir = Path(tmp) / "model"
-                try:
-                    git.export(self.dir, version, layout.model_path(name), model_dir)
-                except errors.MlgitopsError:
-                    return False
-                ident = validate.identity(model_dir, digest)
-            if len(self._identities) >= 64:
-                self._identities.pop(next(iter(self._identities)))
-            self._identities[key] = ident
-            return True
 
     def find_revert(self, reverted: str) -> git.LogEntry | None:
         """The commit on the remote that reverts ``reverted`` (its ``Mlgitops-Reverts`` trailer).
@@ -232,11 +203,11 @@ class Writer:
             raise errors.GitError(
                 f"{plan.name} did not exist before {plan.reverted[:12]}; there is nothing to return to"
             )
-        # what quarantine will match besides the bytes: read before the content goes (HEAD
-        # holds the reverted version's content: `revert` checked that the model did not move)
-        ident = self._identities.get((plan.name, plan.reverted, plan.entry.digest))
-        if ident is None:
-            ident = validate.identity(self.dir / layout.model_path(plan.name), plan.entry.digest)
+        # what quarantine will match besides the bytes, read before the content goes: HEAD
+        # holds the reverted version's content (`revert` checked that the model did not move),
+        # which served, so its digest was verified and its keys may be remembered already
+        ident = validate.remembered(plan.entry.digest) or validate.identity(
+            self.dir / layout.model_path(plan.name), plan.entry.digest)
         entry = dataclasses.replace(
             plan.entry, fitted=ident.fitted, recipe=ident.recipe,
             report=plan.trailers.get(layout.TRAILER_REPORT, plan.entry.report),

@@ -204,9 +204,10 @@ class Source:
         self._answer = (commit, dict(out))
         return out
 
-    def expect_return(self, dep: manifest.ModelDeployment) -> bool:
-        """Read ahead what quarantine matches of ``dep``'s content, when it is on disk here
-        (a version a revert may return to): its redeploy then does not read the model."""
+    def remember_quarantine_keys(self, dep: manifest.ModelDeployment) -> bool:
+        """Read ahead what quarantine matches of ``dep``'s content when it is on disk here
+        (`validate.remember_identity`): a revert of it, or a redeploy of it after one, then
+        does not read the model. False when it is not here."""
         dest = self.versions / dep.digest.removeprefix("sha256:")
         if not dest.is_dir() or files.dir_digest(dest) != dep.digest:
             return False
