@@ -290,7 +290,7 @@ class Monitor(Generic[H]):
             # what quarantine will match, read ahead: of this version (the revert commit's
             # entry) and of the previous one (checked against that entry on the way back);
             # else the revert and the redeploy read them then
-            with contextlib.suppress(errors.MlgitopsError):
+            with contextlib.suppress(errors.MlgitopsError, OSError):  # never stops the watch
                 self.source.remember_quarantine_keys(dep)
                 self.source.remember_quarantine_keys(prev_dep)
         return _Track(
