@@ -100,8 +100,14 @@ def test_mlflow_ui_and_evidently_ui_show_a_real_revert(tmp_path: Path) -> None:
         poll(production_restored, timeout=600, what="production on the restored version")
 
         def revert_snapshot() -> bool:
-            kept = evidently_workspace.snapshots(reports.workspace_dir(state), model=NAME)
-            return any("verdict=revert" in s.tags for s in kept)
+            # the on-demand report path stores snapshots too: wait for the sink's dashboard
+            # (written before its snapshot), which is what the UI shows
+            ws = reports.workspace_dir(state)
+            kept = evidently_workspace.snapshots(ws, model=NAME)
+            panels = [t for titles in evidently_workspace.dashboard(ws, model=NAME).values()
+                      for t in titles]
+            return (any("verdict=revert" in s.tags for s in kept)
+                    and "Windows with verdict revert: share of drifted features" in panels)
 
         poll(revert_snapshot, timeout=600, what="the revert window's Evidently snapshot")
     finally:
