@@ -44,6 +44,22 @@ def poll(check: Callable[[], bool], *, timeout: float, what: str, every: float =
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def diagnosis(tmp_path: Path, state: Path) -> str:
+    """What the controller and its sinks said, for a failure message."""
+    parts = []
+    for log in [tmp_path / "up.log", *sorted((state / tracking.TRACKING_DIR).glob("*.log"))]:
+        if log.is_file():
+            parts.append(f"--- {log.name}\n{log.read_text(errors='replace')[-6000:]}")
+    decisions_log = state / reports.REPORTS / "decisions.jsonl"
+    if decisions_log.is_file():
+        parts.append(f"--- {decisions_log.name}\n{decisions_log.read_text()[-6000:]}")
+    ws = reports.workspace_dir(state)
+    with contextlib.suppress(Exception):
+        parts.append(f"--- snapshots\n{[s.tags for s in evidently_workspace.snapshots(ws, model=NAME)]}")
+        parts.append(f"--- dashboard\n{evidently_workspace.dashboard(ws, model=NAME)}")
+    return "\n".join(parts)
+
+
 @contextlib.contextmanager
 def process(args: list[str], *, ready: str, log: Path, timeout: float = 300) -> Iterator[str]:
     """A server process in its own session, until ``ready`` (a URL) answers 200; then stopped."""
@@ -109,7 +125,10 @@ def test_mlflow_ui_and_evidently_ui_show_a_real_revert(tmp_path: Path) -> None:
             return (any("verdict=revert" in s.tags for s in kept)
                     and "Windows with verdict revert: share of drifted features" in panels)
 
-        poll(revert_snapshot, timeout=600, what="the revert window's Evidently snapshot")
+        try:
+            poll(revert_snapshot, timeout=600, what="the revert window's Evidently snapshot")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{diagnosis(tmp_path, state)}") from None
     finally:
         ctl.send_signal(signal.SIGINT)
         ctl.wait(timeout=120)
