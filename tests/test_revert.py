@@ -137,6 +137,32 @@ def test_quarantine_keys_read_ahead_are_the_ones_the_revert_writes(
     assert (entry.fitted, entry.recipe) == (fresh.fitted, fresh.recipe)
 
 
+def test_revert_lookups_share_one_recent_fetch_and_the_revert_itself_always_fetches(
+    remote: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Versions starting at once (a controller coming up on a fleet) ask whether each one is
+    already reverted: one fetch answers them all within ``fresh_seconds``. A revert never
+    trusts that fetch: it sees the other controller's revert and pushes nothing."""
+    fetches: list[Path] = []
+    real_fetch = git.fetch
+    monkeypatch.setattr(revert.git, "fetch", lambda d, *a, **k: (fetches.append(d),
+                                                                    real_fetch(d, *a, **k))[1])
+    ours = revert.Writer(tmp_path / "ours", url=str(remote.bare), fresh_seconds=3600)
+    assert ours.find_revert(remote.credit_v2) is None
+    theirs = revert.Writer(tmp_path / "theirs", url=str(remote.bare)).revert(plan_for(remote))
+    assert theirs.ok and theirs.commit is not None
+    fetches.clear()
+    for _ in range(5):  # still the earlier fetch's answer, without asking the remote
+        assert ours.find_revert(remote.credit_v2) is None
+    assert fetches == []
+    out = ours.revert(plan_for(remote))
+    assert not out.ok and out.already == theirs.commit and remote.remote_head() == theirs.commit
+    assert fetches  # the revert fetched
+    ours.fresh_seconds = 0.0
+    found = ours.find_revert(remote.credit_v2)
+    assert found is not None and found.commit == theirs.commit
+
+
 def _quarantined(bare: Path) -> quarantine.Entry:
     head = git.text(bare, "rev-parse", "refs/heads/main")
     (entry,) = quarantine.parse(yaml.safe_load(git.show(bare, head, layout.QUARANTINE) or b""),

@@ -68,6 +68,7 @@ class Writer:
         attempts: int = 5,
         before_push: Callable[[int], None] | None = None,
         signing_key: Path | None = None,
+        fresh_seconds: float = 2.0,
     ) -> None:
         self.signing_key = signing_key
         """The controller's SSH key: revert commits are signed with it (when set)."""
@@ -80,6 +81,9 @@ class Writer:
         self._lock = threading.Lock()
         self._dirty = True
         self._cloned = False  # the clone exists and points at `url` (checked once)
+        self.fresh_seconds = fresh_seconds
+        """`find_revert` reuses a fetch this recent (many versions starting at once fetch once)."""
+        self._fetched_at: float | None = None
 
     def prepare(self) -> None:
         """Clone the remote now (the monitor does at start, so a revert never waits for it)."""
@@ -114,19 +118,27 @@ class Writer:
         self.warm()
         with self._lock:
             self._ready()
-            git.fetch(self.dir)
+            self._fetch(max_age=self.fresh_seconds)
             return self._revert_of(reverted)
 
     def reverts(self, *, limit: int = 200) -> list[git.LogEntry]:
         """The automatic revert commits on the remote's branch, newest first (fetches first)."""
         with self._lock:
             self._ready()
-            git.fetch(self.dir)
+            self._fetch()
             ref = f"origin/{self.branch}"
             if git.rev_parse(self.dir, ref) is None:
                 return []
             return [e for e in git.log(self.dir, ref, [], limit=limit)
                     if e.trailers.get(layout.TRAILER_REVERTS)]
+
+    def _fetch(self, *, max_age: float = 0.0) -> None:
+        """Fetch the remote unless the last fetch is younger than ``max_age`` seconds."""
+        now = time.monotonic()
+        if max_age > 0 and self._fetched_at is not None and now - self._fetched_at < max_age:
+            return
+        git.fetch(self.dir)
+        self._fetched_at = now
 
     def _revert_of(self, reverted: str) -> git.LogEntry | None:
         ref = f"origin/{self.branch}"
@@ -141,7 +153,7 @@ class Writer:
 
     def _sync(self) -> None:
         """Make the clone's branch, index and files exactly the remote's branch."""
-        git.fetch(self.dir)
+        self._fetch()
         git.run(self.dir, "checkout", "-q", "-f", "-B", self.branch, f"origin/{self.branch}")
         if self._dirty:  # an earlier attempt stopped half way: drop what it left
             git.run(self.dir, "clean", "-q", "-fdx")
