@@ -81,3 +81,25 @@ def test_the_cpu_spent_recording_is_counted_and_told_once(tmp_path: Path) -> Non
     pub.publish(with_sample=True)
     assert len(told) == 2 and all(t >= 0 for t in told)
     assert sum(told) == rec.cpu_seconds
+
+
+def test_the_first_rows_reach_the_sample_file_without_waiting_out_an_empty_write(
+        tmp_path: Path) -> None:
+    """The publisher's first write (before any request) must not start the sample interval:
+    else a window closing within ``sample_interval`` of the first rows had no sample at all."""
+    from mlgitops.adapters import stats_store
+
+    base = _baseline()
+    rec = recorder.Recorder(base, seed=0)
+    pub = recorder.Publisher(rec, tmp_path, worker_id="w", name="m", version="v",
+                             digest="sha256:" + "0" * 64, sample_interval=3600)
+    pub.publish()  # the server has started: nothing recorded yet
+    assert stats_store.read(tmp_path, version="v", baseline=base).sample.empty
+    rows = np.random.default_rng(3).normal(size=(50, len(NAMES)))
+    rec.record(schema.Batch(rows=50, matrix=rows, names=NAMES), np.zeros(50, dtype=np.int64))
+    pub.publish()
+    assert len(stats_store.read(tmp_path, version="v", baseline=base).sample) == 50
+    rec.record(schema.Batch(rows=50, matrix=rows, names=NAMES), np.zeros(50, dtype=np.int64))
+    pub.publish()  # now the interval runs: the counts are written, the sample waits
+    snap = stats_store.read(tmp_path, version="v", baseline=base)
+    assert snap.workers["w"].live.rows == 100 and len(snap.sample) == 50

@@ -259,7 +259,8 @@ class Publisher:
         self._published = changes
         if with_sample:
             self._sample_published = changes
-            self._sample_at = now
+            if seen:  # an empty reservoir starts no interval: the first rows are written at once
+                self._sample_at = now
         self.recorder.spent(time.thread_time() - started)
         if self.on_cpu is not None:
             total = self.recorder.cpu_seconds
