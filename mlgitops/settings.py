@@ -304,6 +304,10 @@ class OperatorSettings:
     """Where people reach that port (an Ingress); revert commits link their reports there."""
     grpc_port: int | None = None
     """When set, model pods also serve the v2 gRPC API on it and their Service exposes it."""
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    """The outgoing webhook (``MLGITOPS_NOTIFY_*``, as for ``mlgitops up``)."""
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    """MLflow and Evidently (``MLGITOPS_TRACKING_URI``, ``MLGITOPS_MLFLOW``, ``MLGITOPS_EVIDENTLY``)."""
 
 
 def operator() -> OperatorSettings:
@@ -332,6 +336,8 @@ def operator() -> OperatorSettings:
         webhook_secret=os.environ.get("MLGITOPS_WEBHOOK_SECRET") or None,
         public_url=(os.environ.get("MLGITOPS_OPERATOR_PUBLIC_URL") or "").rstrip("/") or None,
         grpc_port=_port_or_none("MLGITOPS_OPERATOR_GRPC_PORT"),
+        notify=notify(),
+        tracking=tracking(),
     )
 
 

@@ -19,9 +19,9 @@ from typing import Any
 import uvicorn
 
 from mlgitops import errors, repository, settings, ui
-from mlgitops.adapters import files, http_server, local_hosts, local_runtime, webhooks
-from mlgitops.controller import decision_pages, gateway, grpc_gateway, tracking
+from mlgitops.adapters import files, http_server, local_hosts, local_runtime
 from mlgitops.controller import decisions as decision_log
+from mlgitops.controller import gateway, grpc_gateway, sinks
 from mlgitops.controller import monitor as monitor_mod
 from mlgitops.controller import reconciler as rec
 from mlgitops.controller import reports as reports_mod
@@ -83,25 +83,9 @@ class Controller:
             self.background.append(self.monitor.run)
 
     def _decisions(self) -> decision_log.Dispatcher:
-        """The decision log and its sinks: the pages, and the outgoing webhook when set."""
-        reports_root = self.state_dir / reports_mod.REPORTS
-        sinks: list[decision_log.Sink] = [
-            decision_pages.Pages(reports_root, clone=lambda: self.source.clone)]
-        notify = self.cfg.notify
-        if notify.url:
-            sinks.append(webhooks.Notifier(webhooks.Target(
-                url=notify.url, secret=notify.secret,
-                format="slack" if notify.format == "slack" else "json",
-                timeout_seconds=notify.timeout_seconds)))
-        track = self.cfg.tracking  # each in its own niced child process (controller/tracking.py)
-        if track.evidently:
-            sinks.append(tracking.EvidentlySink(self.state_dir, clone=self.source.clone,
-                                                keep=track.evidently_keep))
-        if track.mlflow:
-            sinks.append(tracking.MlflowSink(self.state_dir, clone=self.source.clone,
-                                             uri=track.mlflow_uri))
-        return decision_log.Dispatcher(log=decision_log.Log(reports_root),
-                                       state_dir=self.state_dir, sinks=sinks)
+        """The decision log and its sinks (`sinks.dispatcher`)."""
+        return sinks.dispatcher(self.state_dir, clone=lambda: self.source.clone,
+                                notify=self.cfg.notify, track=self.cfg.tracking)
 
     def _rollout_decision(self, event: dict[str, Any]) -> None:
         """A ``Deployed`` or ``Held`` event becomes a deploy or hold decision record."""
@@ -257,10 +241,7 @@ class Controller:
                  "startTime": local_runtime.start_time(os.getpid())},
             )
             self._register()
-            self.decisions.start()
-            tracking.start_all(*self.decisions.sinks)
-            for missing in decision_pages.missing(self.state_dir / reports_mod.REPORTS):
-                self.decisions.resend(missing)  # pages lost with the reports directory
+            sinks.start(self.decisions)
             workers = [
                 threading.Thread(target=fn, args=(self.stop_event,), daemon=True)
                 for fn in self.background
@@ -274,8 +255,7 @@ class Controller:
             finally:
                 self._unregister()
                 self.stop_event.set()
-                self.decisions.stop()
-                tracking.quiet_close(*self.decisions.sinks)
+                sinks.stop(self.decisions)
                 self.reconciler.stop_all()
                 self.runtime.close()
                 leftovers = self.runtime.sweep()

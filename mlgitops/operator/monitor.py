@@ -8,7 +8,11 @@ only the ports differ:
 - what serves (`PodHandle` in a `Router`): the custom resources' ``status.servedCommit``;
 - status and events (`ResourceStore`, a ``StatusSink``): the verdict goes to the resource's
   ``status.drift``, and reverts, alerts and rollbacks become Kubernetes Events (the operator's
-  local ``state.json`` keeps drift histories and pending reverts across passes).
+  local ``state.json`` keeps drift histories and pending reverts across passes);
+- decisions (`controller.sinks`): the same records as the embedded controller's — every window,
+  revert, deploy (a new ``status.servedCommit``) and hold (a resource annotated with a held
+  commit) — go to the decision pages the operator's port serves, the outgoing webhook, the
+  Evidently workspace and the MLflow store under its state directory.
 
 No duplicate revert after a restart: the revert writer refuses a version the remote already
 reverts (its ``Mlgitops-Reverts`` trailer), and a revert recorded as pending is resolved from Git.
@@ -17,6 +21,7 @@ reverts (its ``Mlgitops-Reverts`` trailer), and a revert recorded as pending is 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,12 +32,15 @@ import httpx
 from mlgitops import errors, settings, ui
 from mlgitops.adapters import kubernetes as k8s
 from mlgitops.adapters import stats_store
+from mlgitops.controller import decisions as decision_log
 from mlgitops.controller import monitor as monitor_mod
 from mlgitops.controller import reconciler as rec
+from mlgitops.controller import reports, sinks
 from mlgitops.controller import source as source_mod
 from mlgitops.controller import state as state_mod
-from mlgitops.core import k8s_objects, stats
+from mlgitops.core import decisions, k8s_objects, stats
 from mlgitops.core.status import ModelStatus
+from mlgitops.operator import sync
 
 #: Monitor events that become Kubernetes Events on the model's resource (type by kind).
 K8S_EVENTS = {"Reverted": "Warning", "DriftAlert": "Warning", "RevertFailed": "Warning",
@@ -134,12 +142,19 @@ class OperatorMonitor:
         self.store = ResourceStore(state, cluster, cfg.namespace)
         self.source = source_mod.Source(state, url=cfg.repo_url, branch=cfg.branch, policy=cfg.trust)
         self.router: rec.Router[PodHandle] = rec.Router()
+        self.public_url = cfg.public_url
+        self.decisions = sinks.dispatcher(state, clone=lambda: self.source.clone,
+                                          notify=cfg.notify, track=cfg.tracking)
         self.monitor: monitor_mod.Monitor[PodHandle] = monitor_mod.Monitor(
             store=self.store, router=self.router, source=self.source, state_dir=state,
             url=cfg.repo_url, trigger=trigger, interval=interval, branch=cfg.branch,
             live_stats=PodStats(cluster, cfg.namespace), report_base=cfg.public_url,
+            dispatcher=self.decisions,
         )
-        self.reports_root = state / "reports"
+        self.reports_root = state / reports.REPORTS
+        self._rollouts: set[tuple[decisions.Kind, str, str]] | None = None
+        """(kind, model, version) of the deploys and holds already recorded (read from the log
+        once: a restarted operator records none twice)."""
 
     def refresh(self) -> None:
         """Git's head, and what serves: every resource whose status says a version is Ready."""
@@ -147,6 +162,7 @@ class OperatorMonitor:
         seen = set()
         for cr in self.cluster.list_resources(self.namespace):
             name = str(cr["metadata"]["name"])
+            self._held(name, cr)
             st = cr.get("status") or {}
             served, digest = st.get("servedCommit"), st.get("servedDigest")
             if not served or not digest:
@@ -160,22 +176,54 @@ class OperatorMonitor:
             self.router.set(name, handle)
             with self.store._lock:
                 self.store.set(replace(self.store.status(name), served_commit=str(served)))
+            self._rollout(decisions.Kind.DEPLOY, name, str(served), digest=str(digest),
+                          previous=old.version if old is not None else None,
+                          verdict=(f"{handle.label} serves {str(served)[:12]}: every pod of the "
+                                   "version is Ready"))
             self.monitor.on_deployed(name, handle)
         for name in set(self.router.routes) - seen:
             self.router.drop(name)
 
+    def _held(self, name: str, cr: dict[str, Any]) -> None:
+        """A resource Git sync held at its last good version: one hold record per held commit."""
+        notes = cr["metadata"].get("annotations") or {}
+        held = notes.get(sync.ANNOTATION_HELD_COMMIT)
+        if held:
+            serving = self.router.get(name)
+            self._rollout(decisions.Kind.HOLD, name, str(held), digest=None,
+                          previous=serving.version if serving is not None else None,
+                          verdict=str(notes.get(sync.ANNOTATION_HELD_REASON) or "the manifest is invalid"))
+
+    def _rollout(self, kind: decisions.Kind, name: str, version: str, *, digest: str | None,
+                 previous: str | None, verdict: str) -> None:
+        if self._rollouts is None:
+            self._rollouts = {(d.kind, d.model, str(d.version))
+                              for d in decision_log.read(self.reports_root)
+                              if d.kind in (decisions.Kind.DEPLOY, decisions.Kind.HOLD)}
+        if (kind, name, version) in self._rollouts:
+            return
+        self._rollouts.add((kind, name, version))
+        self.decisions.submit(decisions.of_rollout(
+            kind=kind, model=name, at=time.time(), version=version, previous_version=previous,
+            verdict=verdict, digest=digest, base_url=self.public_url))
+
     def run(self, stop: threading.Event) -> None:
+        sinks.start(self.decisions)
         self.monitor.start_reports()
         try:
             self.monitor.writer.prepare()
         except errors.MlgitopsError as exc:
             ui.console.print(f"[yellow]drift monitor:[/] cannot prepare its git clone yet: {exc}")
-        while not stop.is_set():
-            try:
-                self.refresh()
-                if not self.monitor._recovered:
-                    self.monitor.recover()
-                self.monitor.tick()
-            except Exception as exc:  # the monitor outlives any one bad pass
-                ui.console.print(f"[red]drift monitor pass failed:[/] {type(exc).__name__}: {exc}")
-            stop.wait(self.monitor.interval)
+        try:
+            while not stop.is_set():
+                try:
+                    self.refresh()
+                    if not self.monitor._recovered:
+                        self.monitor.recover()
+                    self.monitor.tick()
+                except Exception as exc:  # the monitor outlives any one bad pass
+                    ui.console.print(f"[red]drift monitor pass failed:[/] "
+                                     f"{type(exc).__name__}: {exc}")
+                stop.wait(self.monitor.interval)
+        finally:
+            sinks.stop(self.decisions)

@@ -24,9 +24,10 @@ import pytest
 import yaml
 from kopf.testing import KopfRunner
 
-from mlgitops import validate
+from mlgitops import errors, validate
 from mlgitops.adapters import git
 from mlgitops.adapters import kubernetes as k8s
+from mlgitops.controller import decisions as decision_log
 from mlgitops.core import k8s_objects as ko
 from mlgitops.core import quarantine
 from mlgitops.devcluster.cluster import TestCluster
@@ -51,9 +52,12 @@ def cluster(k8s_cluster: TestCluster) -> Iterator[k8s.Cluster]:
 @contextlib.contextmanager
 def operator(k8s_cluster: TestCluster, ns: str, repo: Path, state: Path, *,
              interval: float = 1.0, http_port: int = 0, secret: str = "",
-             grpc_port: int | None = None) -> Iterator[KopfRunner]:
+             grpc_port: int | None = None, tracking: bool = False) -> Iterator[KopfRunner]:
     bare = git.remote_url(repo)
     env = {
+        # MLflow and Evidently each import in a child of their own: only where a test looks
+        "MLGITOPS_MLFLOW": "1" if tracking else "0",
+        "MLGITOPS_EVIDENTLY": "1" if tracking else "0",
         "MLGITOPS_OPERATOR_GRPC_PORT": "" if grpc_port is None else str(grpc_port),
         "MLGITOPS_OPERATOR_HTTP_PORT": str(http_port),
         "MLGITOPS_WEBHOOK_SECRET": secret,
@@ -207,6 +211,14 @@ def test_the_operator_deploys_what_git_says_holds_what_it_must_and_survives_a_re
             assert after["metadata"]["generation"] == before["metadata"]["generation"]
             assert {p.name for p in cluster.list_pods(ns, NAME)} == pods_before
             assert condition(status_of(cluster, ns), "Stalled").get("reason") == "Quarantined"
+            # the decision log: each deploy and each hold once, across the restart
+            log = [(d.kind.value, d.version, d.verdict or "") for d in decision_log.read(
+                tmp_path / "operator" / "monitor" / "reports", model=NAME)]
+            assert [v for k, v, _ in log if k == "deploy"] == [v1, v2]
+            holds = [(v, why) for k, v, why in log if k == "hold"]
+            assert len(holds) == 2 and len({v for v, _ in holds}) == 2
+            assert holds[0][0] == bad and "spec.serving.replicas" in holds[0][1]
+            assert "quarantined" in holds[1][1]
 
             # -- the model removed from Git: its resource goes, and what it owns with it --------
             git.run(repo, "rm", "-r", "-q", f"models/{NAME}", f"manifests/{NAME}.yaml")
@@ -219,6 +231,7 @@ def test_the_operator_deploys_what_git_says_holds_what_it_must_and_survives_a_re
     print("\n" + "\n".join(f"{k}: {v:.1f} s" for k, v in figures.items()))
 
 
+@pytest.mark.timeout(900)  # MLflow and Evidently start in their own processes here
 def test_drift_attributable_to_the_new_version_reverts_it_in_git_and_the_operator_rolls_back(
     cluster: k8s.Cluster, k8s_cluster: TestCluster, k8s_namespace: str, tmp_path: Path,
 ) -> None:
@@ -256,7 +269,7 @@ def test_drift_attributable_to_the_new_version_reverts_it_in_git_and_the_operato
             wait_for("v2's rollout started", lambda: template_commit(cluster, ns) == v2)
             stopped_at = (cluster.read_deployment(ns, NAME) or {})["metadata"]["generation"]
         # ... and a new one converges without starting it over (the Deployment is not rewritten)
-        with operator(k8s_cluster, ns, work, tmp_path / "operator"):
+        with operator(k8s_cluster, ns, work, tmp_path / "operator", tracking=True):
             wait_for("v2 Ready", lambda: served(cluster, ns, v2), kubelet=kubelet)
             deployment = cluster.read_deployment(ns, NAME)
             assert deployment is not None and deployment["metadata"]["generation"] == stopped_at
@@ -289,12 +302,60 @@ def test_drift_attributable_to_the_new_version_reverts_it_in_git_and_the_operato
             cr = cluster.get_resource(ns, NAME)
             assert cr is not None and "Reverted" in {e.get("reason") for e in cluster.events(cr)}
             assert status_of(cluster, ns).get("drift"), "the verdict is on the resource's status"
+            the_decisions_are_recorded_as_the_embedded_controller_records_them(
+                tmp_path / "operator" / "monitor", bare, v2=v2, revert=revert)
         reverts_before = [e.commit for e in git.log(bare, "refs/heads/main") if layout.TRAILER_REVERTS in e.trailers]
         with operator(k8s_cluster, ns, work, tmp_path / "operator"):
             time.sleep(8)
         reverts_after = [e.commit for e in git.log(bare, "refs/heads/main") if layout.TRAILER_REVERTS in e.trailers]
         assert reverts_after == reverts_before == [revert]
     print("\n" + "\n".join(f"{k}: {v:.1f} s" for k, v in figures.items()))
+
+
+def the_decisions_are_recorded_as_the_embedded_controller_records_them(
+        state: Path, bare: Path, *, v2: str, revert: str) -> None:
+    """Every deploy (v1, v2, the revert commit) and the revert in the operator's decision log,
+    each with its page; in MLflow, ``production`` on v1's content and v2 quarantined; in the
+    Evidently workspace, the revert window's snapshot."""
+    from mlgitops.adapters import evidently_workspace, mlflow_tracking
+    from mlgitops.controller import decision_pages, reports, tracking
+    from mlgitops.core import decisions, layout
+
+    root = state / reports.REPORTS
+
+    def recorded() -> list[tuple[str, str | None]] | None:
+        seen = [(d.kind.value, d.version) for d in decision_log.read(root, model=NAME)
+                if d.kind.value in ("deploy", "revert")]
+        return seen if ("deploy", revert) in seen else None
+
+    seen = wait_for("the deploy of the revert commit in the decision log", recorded, timeout=60)
+    assert ("deploy", v2) in seen and ("revert", v2) in seen
+    assert len([v for k, v in seen if k == "deploy"]) == len({v for k, v in seen if k == "deploy"})
+    for d in decision_log.read(root, model=NAME):
+        if d.kind in (decisions.Kind.DEPLOY, decisions.Kind.REVERT):
+            wait_for(f"the page of {d.id}", lambda d=d: decision_pages.page_file(
+                root, NAME, d.id).is_file() or None, timeout=60)
+    v1_digest = yaml.safe_load(git.show(bare, revert, layout.manifest_path(NAME)) or b"")[
+        "spec"]["model"]["digest"]
+    tracker = mlflow_tracking.Tracker(mlflow_tracking.default_uri(state),
+                                      artifact_root=tracking.artifact_root(state))
+
+    def production() -> str | None:
+        if not (state / mlflow_tracking.DB_FILE).exists():
+            return None
+        with contextlib.suppress(errors.MlgitopsError):  # the model is not registered yet
+            prod = tracker.alias(NAME)
+            return prod.tags.get("mlgitops.digest") if prod is not None else None
+        return None
+
+    wait_for("MLflow's production alias on v1's content", lambda: production() == v1_digest or None,
+             timeout=300, every=1.0)
+    quarantined = [v for v in tracker.versions(NAME) if v["tags"].get("mlgitops.commit") == v2]
+    assert quarantined and quarantined[0]["tags"].get("mlgitops.quarantined") == "true"
+    wait_for("the revert window's Evidently snapshot", lambda: any(
+        "verdict=revert" in s.tags and "mlgitops:window" in s.tags
+        for s in evidently_workspace.snapshots(reports.workspace_dir(state), model=NAME)) or None,
+        timeout=300, every=1.0)
 
 
 def test_a_signed_push_webhook_syncs_at_once(
