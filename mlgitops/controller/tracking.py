@@ -352,12 +352,12 @@ def record_mlflow(state_dir: Path, clone: Path, tracker: mlflow_tracking.Tracker
         registered = _register(tracker, clone, model=model, commit=d.previous_version,
                                digest=d.previous_digest)
         tracker.tag_version(model, registered.version, {"restoredBy": d.commit})
-        tracker.set_alias(model, registered.version)
-        if d.digest:
+        if d.digest:  # tagged before the alias moves: whoever sees it moved sees why
             reverted = tracker.version_of(model, d.digest)
             if reverted is not None:
                 tracker.tag_version(model, reverted.version,
-                                    {"revertedBy": d.commit, "quarantined": "true"})
+                                    {"quarantined": "true", "revertedBy": d.commit})
+        tracker.set_alias(model, registered.version)
     tags = {f"{mlflow_tracking.TAG}{k}": v for k, v in {
         "model": model, "kind": d.kind.value, "verdict": d.policy_verdict or d.kind.value,
         "version": d.version or "", "previousVersion": d.previous_version or "",

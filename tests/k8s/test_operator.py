@@ -350,8 +350,10 @@ def the_decisions_are_recorded_as_the_embedded_controller_records_them(
 
     wait_for("MLflow's production alias on v1's content", lambda: production() == v1_digest or None,
              timeout=300, every=1.0)
+    # the reverted version is tagged before the alias moves
     quarantined = [v for v in tracker.versions(NAME) if v["tags"].get("mlgitops.commit") == v2]
     assert quarantined and quarantined[0]["tags"].get("mlgitops.quarantined") == "true"
+    assert quarantined[0]["tags"].get("mlgitops.revertedBy") == revert
     wait_for("the revert window's Evidently snapshot", lambda: any(
         "verdict=revert" in s.tags and "mlgitops:window" in s.tags
         for s in evidently_workspace.snapshots(reports.workspace_dir(state), model=NAME)) or None,
