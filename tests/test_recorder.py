@@ -103,3 +103,32 @@ def test_the_first_rows_reach_the_sample_file_without_waiting_out_an_empty_write
     pub.publish()  # now the interval runs: the counts are written, the sample waits
     snap = stats_store.read(tmp_path, version="v", baseline=base)
     assert snap.workers["w"].live.rows == 100 and len(snap.sample) == 50
+
+
+def test_an_idle_version_is_not_parsed_again_and_a_new_write_is_read(tmp_path: Path) -> None:
+    """The monitor's `Directory` reuses the parsed snapshot of files that did not change (same
+    inode, size and mtime: writers replace files atomically), and reads them again after a
+    write or for another baseline."""
+    from mlgitops.adapters import stats_store
+
+    base = _baseline()
+    version_dir = tmp_path / "m" / "v"
+    rec = recorder.Recorder(base, seed=0)
+    pub = recorder.Publisher(rec, version_dir, worker_id="w", name="m", version="v",
+                             digest="sha256:" + "0" * 64)
+    rows = np.random.default_rng(4).normal(size=(40, len(NAMES)))
+    rec.record(schema.Batch(rows=40, matrix=rows, names=NAMES), np.zeros(40, dtype=np.int64))
+    pub.publish(with_sample=True)
+    directory = stats_store.Directory(tmp_path)
+    first = directory.read("m", "v", baseline=base)
+    assert first.rows == 40 and len(first.sample) == 40
+    assert directory.read("m", "v", baseline=base) is first  # nothing changed: not parsed again
+    other = _baseline()
+    assert directory.read("m", "v", baseline=other) is not first  # another baseline: read again
+    rec.record(schema.Batch(rows=40, matrix=rows, names=NAMES), np.zeros(40, dtype=np.int64))
+    pub.publish(with_sample=True)
+    again = directory.read("m", "v", baseline=base)
+    assert again is not first and again.rows == 80 and len(again.sample) == 80
+    assert directory.read("m", "v", baseline=base) is again
+    # a directory that does not exist (yet) is empty and never cached
+    assert directory.read("m", "gone", baseline=base).rows == 0

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -370,21 +372,58 @@ def window(
     return total
 
 
+def signature(stats_dir: Path) -> tuple[tuple[str, int, int, int], ...] | None:
+    """Name, inode, size and mtime of every file in ``stats_dir`` (None when it cannot be listed).
+
+    Writers replace files atomically (a new inode each time) and at most every half second
+    (a new mtime), so an equal signature means the same contents.
+    """
+    try:
+        with os.scandir(stats_dir) as it:
+            found = []
+            for entry in it:
+                st = entry.stat(follow_symlinks=False)
+                found.append((entry.name, st.st_ino, st.st_size, st.st_mtime_ns))
+    except OSError:
+        return None
+    return tuple(sorted(found))
+
+
 class Directory:
     """The live statistics of every served version under ``root`` (``<root>/<name>/<version>/``).
 
     A ``LiveStatsSource`` of the controller: `read` and `window` above, per model and version.
+    A version whose files did not change since the last read (an idle model) is not parsed
+    again: the monitor looks at every model every second, and most of a fleet is idle.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, cache_size: int = 4096) -> None:
         self.root = root
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, str], tuple[Any, stats.Baseline | None, Snapshot]] = (
+            OrderedDict())
+        self._lock = threading.Lock()  # the monitor's loop and its report thread both read
 
     def path(self, name: str, version: str) -> Path:
         return self.root / name / version
 
     def read(self, name: str, version: str, *,
              baseline: stats.Baseline | None = None) -> Snapshot:
-        return read(self.path(name, version), version=version, baseline=baseline)
+        path, key = self.path(name, version), (name, version)
+        sig = signature(path)
+        with self._lock:
+            hit = self._cache.get(key)
+            if sig is not None and hit is not None and hit[0] == sig and hit[1] is baseline:
+                self._cache.move_to_end(key)
+                return hit[2]
+        snap = read(path, version=version, baseline=baseline)
+        if sig is not None:
+            with self._lock:
+                self._cache[key] = (sig, baseline, snap)
+                self._cache.move_to_end(key)
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return snap
 
     def window(self, current: Snapshot, since: Snapshot | None, *, version: str,
                baseline: stats.Baseline) -> stats.LiveStats:
