@@ -404,5 +404,20 @@ def _check_stats_route(two_workers: support.Server, stats_store: Any) -> None:
     one = stats_store.window(stats_store.from_exports({"pod-a": doc}, version=version), None)
     two = stats_store.window(stats_store.from_exports({"pod-a": doc, "pod-b": doc}, version=version), None)
     assert one.rows >= 40 and two.rows == 2 * one.rows
+    # an unchanged directory answers its ETag with 304 and no body; a new write changes it
+    with two_workers.client() as c:
+        first = c.get(f"/v2/models/{two_workers.name}/stats")
+        tag = first.headers["etag"]
+        again = c.get(f"/v2/models/{two_workers.name}/stats", headers={"If-None-Match": tag})
+        assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == tag
+    _post_rows(two_workers, support.numeric_frame(10, seed=6))
+    deadline = time.monotonic() + 20
+    with two_workers.client() as c:
+        changed = c.get(f"/v2/models/{two_workers.name}/stats", headers={"If-None-Match": tag})
+        while changed.status_code == 304 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            changed = c.get(f"/v2/models/{two_workers.name}/stats", headers={"If-None-Match": tag})
+    assert changed.status_code == 200 and changed.headers["etag"] != tag
+    assert sum(w["worker"]["live"]["rows"] for w in changed.json()["workers"]) >= 50
     with two_workers.client() as c:
         assert c.get("/v2/models/nope/stats").status_code == 404

@@ -389,6 +389,17 @@ def signature(stats_dir: Path) -> tuple[tuple[str, int, int, int], ...] | None:
     return tuple(sorted(found))
 
 
+def etag(stats_dir: Path) -> str | None:
+    """An HTTP entity tag of what `export` would answer for ``stats_dir`` (from its `signature`:
+    a remote monitor asks with ``If-None-Match`` and an idle server answers 304)."""
+    import hashlib
+
+    sig = signature(stats_dir)
+    if sig is None:
+        return None
+    return '"' + hashlib.sha256(repr(sig).encode()).hexdigest()[:24] + '"'
+
+
 class Directory:
     """The live statistics of every served version under ``root`` (``<root>/<name>/<version>/``).
 

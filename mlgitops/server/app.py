@@ -298,11 +298,17 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
 
     async def live_stats(request: Request) -> Response:
         """Every worker's live statistics and reservoir sample: what a monitor merges across
-        replicas (the Kubernetes operator reads it from each ready pod)."""
+        replicas (the Kubernetes operator reads it from each ready pod). With an ``ETag``: an
+        unchanged directory answers ``If-None-Match`` with 304 and no body."""
         check_name(request)
         if spec.stats_dir is None:
             raise problems.NotFound(f"Model {spec.name!r} records no live statistics here.")
-        return Response(orjson.dumps(stats_store.export(Path(spec.stats_dir))), media_type=JSON)
+        tag = stats_store.etag(Path(spec.stats_dir))  # before the export: never newer than it
+        headers = {"ETag": tag, "Cache-Control": "no-cache"} if tag else None
+        if tag and request.headers.get("if-none-match") == tag:
+            return Response(status_code=304, headers=headers)
+        return Response(orjson.dumps(stats_store.export(Path(spec.stats_dir))), media_type=JSON,
+                        headers=headers)
 
     async def live(request: Request) -> Response:
         return _json({"live": True})

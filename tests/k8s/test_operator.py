@@ -34,6 +34,7 @@ from mlgitops.devcluster.cluster import TestCluster
 from mlgitops.devcluster.crds import install_crds
 from mlgitops.devcluster.kubelet import Kubelet, http_get
 from mlgitops.operator import handlers
+from mlgitops.operator.monitor import PodStats
 
 from .waits import wait_for
 
@@ -166,6 +167,16 @@ def test_the_operator_deploys_what_git_says_holds_what_it_must_and_survives_a_re
             wait_for("v2 Ready", lambda: served(cluster, ns, v2), kubelet=kubelet)
             figures["commit -> Ready (v2 rollout)"] = time.monotonic() - began
             assert answer(cluster, ns) == v2
+
+            # -- the monitor's reads of idle pods: 304 answers, the merged snapshot reused ------
+            pod_stats = PodStats(cluster, ns)
+
+            def read_twice_without_a_body() -> bool:
+                snap, fetched = pod_stats.read(NAME, v2), pod_stats.fetched
+                return pod_stats.read(NAME, v2) is snap and pod_stats.fetched == fetched > 0
+
+            wait_for("idle pods answering the monitor with 304", read_twice_without_a_body,
+                     timeout=30, every=0.5)
 
             # -- an invalid manifest: Stalled, the serving Deployment untouched -----------------
             def break_manifest(r: Path) -> None:
