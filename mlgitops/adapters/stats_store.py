@@ -24,11 +24,12 @@ May NOT: import the server or the controller; a reader never writes.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -392,48 +393,67 @@ def signature(stats_dir: Path) -> tuple[tuple[str, int, int, int], ...] | None:
 def etag(stats_dir: Path) -> str | None:
     """An HTTP entity tag of what `export` would answer for ``stats_dir`` (from its `signature`:
     a remote monitor asks with ``If-None-Match`` and an idle server answers 304)."""
-    import hashlib
-
     sig = signature(stats_dir)
     if sig is None:
         return None
     return '"' + hashlib.sha256(repr(sig).encode()).hexdigest()[:24] + '"'
 
 
+class SnapshotCache:
+    """Parsed snapshots by (model, version), reused while what they were read from is unchanged
+    (an equal ``source`` key) and for the same baseline object; the least recently used go
+    first. The monitor reads every model every second, and most of a fleet is idle.
+    Thread-safe: the monitor's loop and its report thread both read."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[str, str], tuple[Hashable, stats.Baseline | None,
+                                                        Snapshot]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, name: str, version: str, *, source: Hashable,
+            baseline: stats.Baseline | None) -> Snapshot | None:
+        with self._lock:
+            hit = self._items.get((name, version))
+            if hit is None or hit[0] != source or hit[1] is not baseline:
+                return None
+            self._items.move_to_end((name, version))
+            return hit[2]
+
+    def put(self, name: str, version: str, snap: Snapshot, *, source: Hashable,
+            baseline: stats.Baseline | None) -> None:
+        with self._lock:
+            self._items[(name, version)] = (source, baseline, snap)
+            self._items.move_to_end((name, version))
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
 class Directory:
     """The live statistics of every served version under ``root`` (``<root>/<name>/<version>/``).
 
     A ``LiveStatsSource`` of the controller: `read` and `window` above, per model and version.
-    A version whose files did not change since the last read (an idle model) is not parsed
-    again: the monitor looks at every model every second, and most of a fleet is idle.
+    A version whose files did not change since the last read (same `signature`) is not parsed
+    again (`SnapshotCache`).
     """
 
-    def __init__(self, root: Path, *, cache_size: int = 4096) -> None:
+    def __init__(self, root: Path) -> None:
         self.root = root
-        self.cache_size = cache_size
-        self._cache: OrderedDict[tuple[str, str], tuple[Any, stats.Baseline | None, Snapshot]] = (
-            OrderedDict())
-        self._lock = threading.Lock()  # the monitor's loop and its report thread both read
+        self._cache = SnapshotCache()
 
     def path(self, name: str, version: str) -> Path:
         return self.root / name / version
 
     def read(self, name: str, version: str, *,
              baseline: stats.Baseline | None = None) -> Snapshot:
-        path, key = self.path(name, version), (name, version)
-        sig = signature(path)
-        with self._lock:
-            hit = self._cache.get(key)
-            if sig is not None and hit is not None and hit[0] == sig and hit[1] is baseline:
-                self._cache.move_to_end(key)
-                return hit[2]
-        snap = read(path, version=version, baseline=baseline)
-        if sig is not None:
-            with self._lock:
-                self._cache[key] = (sig, baseline, snap)
-                self._cache.move_to_end(key)
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
+        path = self.path(name, version)
+        sig = signature(path)  # before the read: a write meanwhile only costs a parse later
+        if sig is None:
+            return read(path, version=version, baseline=baseline)
+        snap = self._cache.get(name, version, source=sig, baseline=baseline)
+        if snap is None:
+            snap = read(path, version=version, baseline=baseline)
+            self._cache.put(name, version, snap, source=sig, baseline=baseline)
         return snap
 
     def window(self, current: Snapshot, since: Snapshot | None, *, version: str,

@@ -86,55 +86,51 @@ class PodStats:
         self.timeout = timeout
         self._answers: dict[str, tuple[str, str, str, Any]] = {}
         """pod name -> (model, version, ETag, export document) of its last 200 answer."""
-        self._merged: dict[tuple[str, str], tuple[Any, stats.Baseline | None,
-                                                  stats_store.Snapshot]] = {}
         self._lock = threading.Lock()  # the monitor's loop and its report thread both read
+        self._merged = stats_store.SnapshotCache()
         self.fetched = 0
         """Stats bodies received (200 answers); 304 answers are not counted (tests read it)."""
 
     def read(self, name: str, version: str, *,
              baseline: stats.Baseline | None = None) -> stats_store.Snapshot:
         exports: dict[str, Any] = {}
-        tags: list[tuple[str, str]] = []
+        tags: list[tuple[str, str | None]] = []
         pods = [p for p in self.cluster.list_pods(self.namespace, name)
                 if p.commit == version and p.ready and p.endpoint is not None]
         for pod in pods:
             with self._lock:
                 known = self._answers.get(pod.name)
-            same = known is not None and known[:2] == (name, version)
-            headers = {"If-None-Match": known[2]} if known is not None and same else {}
+            if known is not None and known[:2] != (name, version):
+                known = None
             try:
                 r = httpx.get(f"{pod.endpoint}/v2/models/{name}/stats", timeout=self.timeout,
-                              headers=headers)
+                              headers={"If-None-Match": known[2]} if known else {})
             except httpx.HTTPError:
                 continue  # a pod going away: the next read counts it again from its cursor
-            if r.status_code == 304 and known is not None and same:
+            if r.status_code == 304 and known is not None:
                 exports[pod.name] = known[3]
                 tags.append((pod.name, known[2]))
             elif r.status_code == 200:
-                doc = r.json()
+                doc, tag = r.json(), r.headers.get("etag")
                 exports[pod.name] = doc
-                tag = r.headers.get("etag")
-                self.fetched += 1
+                tags.append((pod.name, tag))
                 with self._lock:
+                    self.fetched += 1
                     if tag:
                         self._answers[pod.name] = (name, version, tag, doc)
                     else:
                         self._answers.pop(pod.name, None)
-                tags.append((pod.name, tag or f"untagged-{self.fetched}"))
-        key = tuple(sorted(tags))
         with self._lock:
             live = {p.name for p in pods}
             for gone in [n for n, a in self._answers.items() if a[0] == name and n not in live]:
                 self._answers.pop(gone, None)  # a pod of this model gone (or of another version)
-            hit = self._merged.get((name, version))
-            if hit is not None and hit[0] == key and hit[1] is baseline:
-                return hit[2]
-        snap = stats_store.from_exports(exports, version=version, baseline=baseline)
-        with self._lock:
-            self._merged[(name, version)] = (key, baseline, snap)
-            for k in [k for k in self._merged if k[0] == name and k[1] != version]:
-                self._merged.pop(k, None)  # one version per model is watched at a time
+        source = tuple(sorted(tags, key=lambda t: t[0]))
+        if any(tag is None for _, tag in source):  # an answer without a tag: nothing to compare
+            return stats_store.from_exports(exports, version=version, baseline=baseline)
+        snap = self._merged.get(name, version, source=source, baseline=baseline)
+        if snap is None:
+            snap = stats_store.from_exports(exports, version=version, baseline=baseline)
+            self._merged.put(name, version, snap, source=source, baseline=baseline)
         return snap
 
     def window(self, current: stats_store.Snapshot, since: stats_store.Snapshot | None, *,
