@@ -373,7 +373,7 @@ def trust_allow(types: tuple[str, ...], repo: Path, reason: str) -> None:
             raise errors.ConfigError(f"{t!r} is not a type name; give the exact dotted name a "
                                      "refusal printed, e.g. sklearn.preprocessing.MyScaler")
         if trust_mod.never_loadable(t):
-            raise errors.ConfigError(f"{t} cannot be admitted: {t}, {trust_mod.never_reason(t)}")
+            raise errors.ConfigError(f"{t}, {trust_mod.never_reason(t)}")
     entries = settings.read_trust_file(where.path) if where.path.is_file() else {}
     for t in types:
         if trust_mod.by_default(t):

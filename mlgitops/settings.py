@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,21 +42,30 @@ def _bare(path: Path) -> bool:
 def trust_file(repo: Path) -> TrustFile | None:
     """The trust policy file of ``repo``: in the bare remote when ``repo`` is one or its origin
     is a path on this machine, else in ``repo``'s own ``.git`` (None: not a git repository)."""
-    from mlgitops.adapters import git
-
     repo = repo.resolve()
     if _bare(repo):
         return TrustFile(repo / REMOTE_TRUST_FILE)
     if not (repo / ".git").exists():
         return None
-    url = git.remote_url(repo)
+    url = _git(repo, "config", "--get", "remote.origin.url") or None
     if url is not None:
         local = Path(url.removeprefix("file://"))
         local = local if local.is_absolute() else repo / local
         if "://" not in url.removeprefix("file://") and _bare(local):
             return TrustFile(local.resolve() / REMOTE_TRUST_FILE)
-    gitdir = git.run(repo, "rev-parse", "--absolute-git-dir", check=False).decode().strip()
-    return TrustFile(Path(gitdir or repo / ".git") / REMOTE_TRUST_FILE, hosted=url)
+    gitdir = _git(repo, "rev-parse", "--absolute-git-dir")
+    return TrustFile((Path(gitdir) if gitdir else repo / ".git") / REMOTE_TRUST_FILE, hosted=url)
+
+
+def _git(repo: Path, *args: str) -> str:
+    """One line of git's answer about ``repo`` ('' when git says nothing)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    try:
+        proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                              env=env, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return proc.stdout.strip() if proc.returncode == 0 else ""
 
 
 def read_trust_file(path: Path) -> dict[str, str]:
