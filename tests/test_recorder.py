@@ -105,6 +105,31 @@ def test_the_first_rows_reach_the_sample_file_without_waiting_out_an_empty_write
     assert snap.workers["w"].live.rows == 100 and len(snap.sample) == 50
 
 
+def test_a_host_booted_seconds_ago_writes_its_first_sample_at_once(tmp_path: Path) -> None:
+    """``time.monotonic`` counts from boot: 3 s after boot, with a 5 s sample interval, the
+    first rows' sample is still written at once ("never written" is -inf, not 0.0), and the
+    next one waits out the interval on the same injected clock."""
+    from mlgitops.adapters import stats_store
+
+    now = [3.0]  # seconds since boot
+    base = _baseline()
+    rec = recorder.Recorder(base, seed=0)
+    pub = recorder.Publisher(rec, tmp_path, worker_id="w", name="m", version="v",
+                             digest="sha256:" + "0" * 64, sample_interval=5.0,
+                             clock=lambda: now[0])
+    rows = np.random.default_rng(5).normal(size=(30, len(NAMES)))
+    rec.record(schema.Batch(rows=30, matrix=rows, names=NAMES), np.zeros(30, dtype=np.int64))
+    pub.publish()
+    assert len(stats_store.read(tmp_path, version="v", baseline=base).sample) == 30
+    rec.record(schema.Batch(rows=30, matrix=rows, names=NAMES), np.zeros(30, dtype=np.int64))
+    now[0] = 7.9  # 4.9 s later: within the interval, the sample waits
+    pub.publish()
+    assert len(stats_store.read(tmp_path, version="v", baseline=base).sample) == 30
+    now[0] = 8.0  # the interval has run out
+    pub.publish()
+    assert len(stats_store.read(tmp_path, version="v", baseline=base).sample) == 60
+
+
 def test_an_idle_version_is_not_parsed_again_and_a_new_write_is_read(tmp_path: Path) -> None:
     """The monitor's `Directory` reuses the parsed snapshot of files that did not change (same
     inode, size and mtime: writers replace files atomically), and reads them again after a

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -192,8 +193,11 @@ class Publisher:
         interval: float = 0.5,
         sample_interval: float = 5.0,
         on_cpu: Callable[[float], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.recorder = recorder
+        self.clock = clock
+        """Seconds on a monotonic clock (``time.monotonic`` counts from boot: it may be small)."""
         self.on_cpu = on_cpu
         """Told the recorder's CPU seconds since the last write (after each write)."""
         self._cpu_told = 0.0
@@ -206,7 +210,7 @@ class Publisher:
         self.sample_interval = sample_interval
         self._published = -1
         self._sample_published = -1
-        self._sample_at = 0.0
+        self._sample_at = -math.inf  # never written: the first sample is due at once
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -218,7 +222,7 @@ class Publisher:
             changes = self.recorder.changes
             sample_due = (
                 changes != self._sample_published
-                and time.monotonic() - self._sample_at >= self.sample_interval
+                and self.clock() - self._sample_at >= self.sample_interval
             )
             if changes != self._published or sample_due:
                 try:
@@ -235,7 +239,7 @@ class Publisher:
         self.recorder.flush()  # counts its own CPU time
         started = time.thread_time()
         changes = self.recorder.changes
-        now = time.monotonic()
+        now = self.clock()
         if with_sample is None:
             with_sample = now - self._sample_at >= self.sample_interval
         with_sample = with_sample and changes != self._sample_published
