@@ -113,12 +113,37 @@ def find(reports_root: Path, model: str, ident: str) -> decisions.Decision | Non
 def window_history(reports_root: Path, decision: decisions.Decision,
                    *, limit: int = 50) -> list[decisions.Decision]:
     """The windows of ``decision``'s model and version up to it (itself included), oldest first."""
-    if decision.kind not in (decisions.Kind.PASS, decisions.Kind.ALERT, decisions.Kind.REVERT):
+    if not decision.kind.window:
         return []
     out = [d for d in read(reports_root, model=decision.model)
            if d.version == decision.version and d.at <= decision.at and d.features
-           and d.kind in (decisions.Kind.PASS, decisions.Kind.ALERT, decisions.Kind.REVERT)]
+           and d.kind.window]
     return out[-limit:]
+
+
+class Rollouts:
+    """Which deploy records are new: one per model and version while no other version deployed.
+
+    A controller restart (or a server restarted after it died) starts the same commit again;
+    that is not another decision, so `/reports/` lists one deploy per commit. Seeded once from
+    the log (the last deploy of each model), then kept in memory.
+    """
+
+    def __init__(self, reports_root: Path) -> None:
+        self.root = reports_root
+        self._lock = threading.Lock()
+        self._last: dict[str, str | None] | None = None
+
+    def new_deploy(self, model: str, version: str | None) -> bool:
+        """Whether a deploy of ``version`` is a new record (and remember it as the last)."""
+        with self._lock:
+            if self._last is None:
+                self._last = {d.model: d.version for d in read(self.root)
+                              if d.kind is decisions.Kind.DEPLOY}
+            if model in self._last and self._last[model] == version:
+                return False
+            self._last[model] = version
+            return True
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ from mlgitops.controller import source as source_mod
 from mlgitops.controller import state as state_mod
 from mlgitops.controller.ports import H
 from mlgitops.core import decisions, drift, layout, manifest, policy, quarantine, stats
-from mlgitops.core.status import ConditionType
+from mlgitops.core import status as status_mod
 
 PENDING = "pendingReverts"
 """``state.json`` extra: reverts recorded before their push (model -> record)."""
@@ -437,23 +437,10 @@ class Monitor(Generic[H]):
 
     def _status(self, name: str, decision: policy.Decision, *, reason: str | None = None,
                 message: str | None = None) -> None:
-        verdict = decision.verdict
         with self.store._lock:
-            st = self.store.status(name)
-            old = st.condition(ConditionType.DRIFT)
-            if verdict is policy.Verdict.INCONCLUSIVE:
-                flag = old.status if old is not None else False
-            else:
-                flag = verdict.breached
-            default_reason = {
-                policy.Verdict.INCONCLUSIVE: "Inconclusive",
-                policy.Verdict.OK: "NoDrift",
-                policy.Verdict.BREACH: "Breached",
-                policy.Verdict.ALERT: "DriftAlert",
-                policy.Verdict.REVERT: "Reverting",
-            }[verdict]
-            st = st.with_condition(ConditionType.DRIFT, status=flag, reason=reason or default_reason,
-                                   message=message or decision.reason, now=state_mod.now())
+            st = status_mod.drift_window(self.store.status(name), verdict=decision.verdict.value,
+                                         message=message or decision.reason, reason=reason,
+                                         now=state_mod.now())
             self.store.set(replace(st, drift=decision.to_dict()))
         self.store.save()
 

@@ -76,6 +76,7 @@ class Controller:
         self.port = cfg.gateway.port
         self.grpc_port: int | None = None  # bound by `_serve_grpc` when asked for
         self.decisions = self._decisions()
+        self.rollouts = decision_log.Rollouts(self.state_dir / reports_mod.REPORTS)
         self.store.listeners.append(self._rollout_decision)
         self.monitor: monitor_mod.Monitor[local_runtime.Backend] | None = None
         if cfg.monitor.enabled:  # drift monitor: windows -> policy -> alerts and git reverts
@@ -94,12 +95,15 @@ class Controller:
         name = str(event.get("model") or "")
         if kind is None or not name:
             return
+        version = event.get("commit")
+        if kind is decisions.Kind.DEPLOY and not self.rollouts.new_deploy(name, version):
+            return  # the same commit started again (a restart): not another decision
         previous = event.get("previous")
         if kind is decisions.Kind.HOLD:
             backend = self.router.get(name)
             previous = backend.version if backend is not None else None
         self.decisions.submit(decisions.of_rollout(
-            kind=kind, model=name, at=time.time(), version=event.get("commit"),
+            kind=kind, model=name, at=time.time(), version=version,
             previous_version=str(previous) if previous else None,
             verdict=str(event.get("message") or ""), digest=event.get("digest"),
             base_url=self.public_url))

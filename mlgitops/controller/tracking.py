@@ -44,7 +44,7 @@ from mlgitops.core import decisions, layout, manifest
 EVIDENTLY = "evidently"
 MLFLOW = "mlflow"
 TRACKING_DIR = "tracking"
-WINDOWS = frozenset({decisions.Kind.PASS, decisions.Kind.ALERT, decisions.Kind.REVERT})
+WINDOWS = frozenset(k for k in decisions.Kind if k.window)
 
 
 def artifact_root(state_dir: Path) -> Path:
