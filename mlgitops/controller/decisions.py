@@ -146,10 +146,14 @@ class Rollouts:
             return True
 
 
+Sample = pd.DataFrame | Callable[[], pd.DataFrame]
+"""A decision's live rows: a frame, or a call that reads them (on the dispatcher's thread)."""
+
+
 @dataclass(frozen=True)
 class _Job:
     decision: decisions.Decision
-    sample: pd.DataFrame | None
+    sample: Sample | None
     replay: bool = False
     """Only sinks that rebuild (``replays = True``, e.g. the pages) get it; nobody is notified."""
 
@@ -244,10 +248,13 @@ class Dispatcher:
     def sample_path(self, model: str, ident: str) -> Path:
         return samples_dir(self.state_dir, model) / f"{ident}.parquet"
 
-    def submit(self, decision: decisions.Decision, sample: pd.DataFrame | None = None) -> None:
-        """Append to the log now; the rest later. Never raises, never blocks for long."""
+    def submit(self, decision: decisions.Decision, sample: Sample | None = None) -> None:
+        """Append to the log now; the rest later. Never raises, never blocks for long.
+
+        ``sample`` may be a call that reads the rows: it runs on the dispatcher's thread."""
         self.log_only(decision)
-        self._put(_Job(decision, None if sample is None else sample.copy()))
+        self._put(_Job(decision, None if sample is None
+                       else sample if callable(sample) else sample.copy()))
 
     def resend(self, decision: decisions.Decision, *, log: bool = False) -> None:
         """Give a recorded decision again to the sinks that rebuild (``replays = True``)."""
@@ -317,7 +324,13 @@ class Dispatcher:
     def _handle(self, job: _Job) -> None:
         d = job.decision
         if job.sample is not None and d.sample_path:
-            self._write_sample(Path(d.sample_path), job.sample, model=d.model)
+            try:
+                frame = job.sample() if callable(job.sample) else job.sample
+            except Exception as exc:  # reading the rows is never worth losing the decision
+                ui.console.print(f"[yellow]decision sample[/] of {d.id} not read: {exc}")
+                frame = None
+            if frame is not None and not frame.empty:
+                self._write_sample(Path(d.sample_path), frame, model=d.model)
         for lane in list(self._lanes):
             if job.replay and not lane.replays:
                 continue

@@ -161,7 +161,9 @@ def attribution_table(d: Decision) -> str:
         "<th>method</th><th>score</th><th>threshold</th><th></th></tr></thead>"
         f"<tbody>{''.join(body)}</tbody></table>"
         "<p class='muted'>p-value methods (ks, chisquare, z) drift below their threshold; "
-        "distances (wasserstein, jensenshannon, psi) at or above it.</p>"
+        "distances (wasserstein, jensenshannon, psi) at or above it. The share of drifted "
+        "features counts the features only; the prediction is shown apart (the Evidently "
+        "snapshot and report count the same way).</p>"
     )
 
 
@@ -185,7 +187,8 @@ def policy_table(d: Decision) -> str:
 def numbers_table(d: Decision) -> str:
     items = [
         ("window", d.window), ("live rows", d.rows),
-        ("share of drifted features (vs this version)", _pct(d.share)),
+        ("share of drifted features (vs this version; features only, the prediction is not "
+         "counted, as in the Evidently snapshot)", _pct(d.share)),
         ("share drifting vs this version's reference (attribution)", _pct(d.fit_current)),
         ("share drifting vs the previous version's reference", _pct(d.fit_previous)),
         ("breached windows in a row", None if d.streak is None else f"{d.streak} of {d.needed}"),
