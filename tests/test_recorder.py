@@ -157,3 +157,45 @@ def test_an_idle_version_is_not_parsed_again_and_a_new_write_is_read(tmp_path: P
     assert directory.read("m", "v", baseline=base) is again
     # a directory that does not exist (yet) is empty and never cached
     assert directory.read("m", "gone", baseline=base).rows == 0
+
+
+def test_a_window_sample_is_the_rows_of_that_window_and_waits_for_unwritten_ones(
+        tmp_path: Path) -> None:
+    """The monitor's window sample is exactly the rows scored between two reads (not the
+    version's reservoir): rows before the window are left out; rows the sample file does not
+    hold yet are ``pending`` until a later read (``rows_from``) has them; more rows than
+    ``size`` are a uniform sample of the window's rows."""
+    from mlgitops.adapters import stats_store
+
+    base = _baseline()
+    now = [100.0]
+    rec = recorder.Recorder(base, seed=0, recent=500)
+    pub = recorder.Publisher(rec, tmp_path, worker_id="w", name="m", version="v",
+                             digest="sha256:" + "0" * 64, sample_interval=5.0,
+                             clock=lambda: now[0])
+
+    def send(first: int, n: int) -> None:  # rows numbered first..first+n-1 in column f0
+        rows = np.zeros((n, len(NAMES)))
+        rows[:, 0] = np.arange(first, first + n)
+        rec.record(schema.Batch(rows=n, matrix=rows, names=NAMES), np.zeros(n, dtype=np.int64))
+
+    send(0, 120)
+    pub.publish()
+    cursor = stats_store.read(tmp_path, version="v", baseline=base)  # a window closed here
+    send(120, 80)
+    pub.publish()  # within the sample interval: the counts are written, the rows are not
+    current = stats_store.read(tmp_path, version="v", baseline=base)
+    got = stats_store.window_sample(current, cursor, version="v")
+    assert (got.rows, got.available, got.pending) == (80, 0, 80)
+    send(200, 30)  # the next window's rows
+    now[0] += 5.0
+    pub.publish()
+    later = stats_store.read(tmp_path, version="v", baseline=base)
+    got = stats_store.window_sample(current, cursor, version="v", rows_from=later)
+    assert (got.rows, got.available, got.pending) == (80, 80, 0)
+    assert got.frame["f0"].tolist() == list(range(120, 200))
+    assert "prediction" in got.frame.columns
+    first = stats_store.window_sample(cursor, None, version="v", rows_from=later)
+    assert first.frame["f0"].tolist() == list(range(120))
+    small = stats_store.window_sample(current, cursor, version="v", rows_from=later, size=20)
+    assert len(small.frame) == 20 and set(small.frame["f0"]) <= set(range(120, 200))
