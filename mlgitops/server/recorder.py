@@ -3,9 +3,11 @@
 Every scored batch updates a `stats.LiveStats` (feature columns and predictions, vectorized),
 a reservoir sample of at most ``capacity`` rows (Algorithm R, vectorized per batch) and the
 most recent ``recent`` rows in order (a ring: the drift monitor cuts a closed window's own rows
-out of it, `stats_store.window_sample`), so memory does not grow with traffic. `Publisher` writes the cumulative state through
-`adapters.stats_store` at most every ``interval`` seconds when it changed (the sample, which
-is larger, at most every ``sample_interval`` seconds), and both on exit. The CPU time all of
+out of it, `stats_store.window_sample`), so memory does not grow with traffic. `Publisher`
+writes the cumulative state through `adapters.stats_store` at most every ``interval`` seconds
+when it changed (the sample and the recent rows, which are larger, every ``sample_interval``
+seconds, or sooner once half the recent rows are unwritten, so none is skipped), and both on
+exit. The CPU time all of
 this takes (thread CPU time of `Recorder.record`, `Recorder.flush` and the writes) is counted
 and reported as ``mlgitops_stats_cpu_seconds_total``.
 """
