@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import os
 import signal
 import threading
@@ -272,9 +273,9 @@ class Controller:
                 (self.state_dir / CONTROLLER_FILE).unlink(missing_ok=True)
 
     def _loop(self) -> None:
-        next_poll = 0.0
+        next_poll = -math.inf  # never polled: due at once
         backoff = 1.0
-        retry_at = 0.0
+        retry_at = -math.inf
         while not self.stop_event.is_set():
             now = time.monotonic()
             fetch = self.pending_fetch or now >= next_poll
