@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mlgitops import errors, telemetry
 from mlgitops.core import layout, trust, yamldoc
+from mlgitops.core import trust as trust_mod
 
 
 def telemetry_off() -> None:
@@ -198,6 +199,19 @@ class ControllerSettings:
     """Where the controller keeps its state; None: ``<git dir>/mlgitops`` (`git_state_dir`)."""
     max_workers: int = field(default_factory=lambda: default_max_workers())
     """Server worker processes all models together may run on this machine (`LocalRuntime`)."""
+    trust_file: Path | None = None
+    """``MLGITOPS_TRUST_POLICY``: read again on every pass (`current_trust`), so a fixed policy
+    takes effect without a restart."""
+
+    def current_trust(self) -> trust_mod.Policy:
+        """The trust policy now: `trust`, or, with a `trust_file`, that file read again (with
+        ``MLGITOPS_TRUST_ALLOW``); a file that cannot be read keeps the policy it started with."""
+        if self.trust_file is None:
+            return self.trust
+        try:
+            return trust_policy(file=self.trust_file)
+        except errors.ConfigError:
+            return self.trust
 
     @property
     def state_dir(self) -> Path:
@@ -213,15 +227,15 @@ class ControllerSettings:
                 signers_text = signers.read_text(errors="replace")
             except OSError:
                 signers_text = "?"
-        doc = json.dumps({"trust": sorted(self.trust.allow), "signers": str(signers),
+        doc = json.dumps({"trust": sorted(self.current_trust().allow), "signers": str(signers),
                           "signersText": signers_text, "maxWorkers": self.max_workers},
                          sort_keys=True)
         return hashlib.sha256(doc.encode()).hexdigest()[:16]
 
 
 def default_max_workers() -> int:
-    """Twice the cores, at least 4 and at most 64."""
-    return max(4, min(64, 2 * (os.cpu_count() or 2)))
+    """Twice the cores, and at least 16 (a fleet's shared hosts count too)."""
+    return max(16, 2 * (os.cpu_count() or 2))
 
 
 def git_state_dir(repo: Path) -> Path:
@@ -337,7 +351,9 @@ def controller(
                               trust=trust_policy(), signing=signing(),
                               notify=notify(url=notify_url, format=notify_format),
                               tracking=tracking(uri=tracking_uri), state=state_dir(repo),
-                              max_workers=int(max_workers))
+                              max_workers=int(max_workers),
+                              trust_file=Path(os.environ["MLGITOPS_TRUST_POLICY"])
+                              if os.environ.get("MLGITOPS_TRUST_POLICY") else None)
 
 
 @dataclass(frozen=True)

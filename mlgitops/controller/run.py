@@ -79,7 +79,7 @@ class Controller:
             endpoint=self.endpoint,
             drain_seconds=cfg.sync.drain_seconds,
             keep_previous_seconds=cfg.sync.keep_previous_seconds if cfg.monitor.enabled else 0.0,
-            inputs=lambda: f"{cfg.inputs()}:{self.run_id}",
+            inputs=self._inputs,
         )
         self.stop_event = threading.Event()
         self.wake = threading.Event()
@@ -93,6 +93,14 @@ class Controller:
         if cfg.monitor.enabled:  # drift monitor: windows -> policy -> alerts and git reverts
             self.monitor = self._monitor()
             self.background.append(self.monitor.run)
+
+    def _inputs(self) -> str:
+        """What, besides a version, decides whether it deploys: the trust policy (its file read
+        again, so a fix applies at once), signing, the worker cap, and this run."""
+        policy = self.cfg.current_trust()
+        if policy != self.source.policy:
+            self.source.policy = policy
+        return f"{self.cfg.inputs()}:{self.run_id}"
 
     def _decisions(self) -> decision_log.Dispatcher:
         """The decision log and its sinks (`sinks.dispatcher`)."""
