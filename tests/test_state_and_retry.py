@@ -287,3 +287,23 @@ def test_the_worker_cap_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         settings.controller(repo)
     monkeypatch.delenv("MLGITOPS_MAX_WORKERS")
     assert settings.controller(repo).max_workers == settings.default_max_workers() >= 16
+
+
+def test_an_old_mlgitops_dir_is_left_unread_and_said_so(
+        repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """State left in the working tree by an older version may have come from a pull: not
+    carried over, and the controller says where its state is now."""
+    from mlgitops.controller import run
+
+    legacy = repo / layout.LEGACY_STATE_DIR
+    (legacy / "reports").mkdir(parents=True)
+    (legacy / "state.json").write_text(json.dumps({"head": "f" * 40, "failures": {
+        NAME: {"digest": "sha256:" + "a" * 64, "version": "f" * 40, "reason": "old"}}}))
+    ctl = run.Controller(settings.controller(repo, port=free_port(), monitor=False))
+    try:
+        said = "".join(capsys.readouterr().err.split())  # rich wraps, even inside a path
+        assert f"{legacy}isnolongerread" in said and str(settings.state_dir(repo)) in said
+        assert ctl.state_dir == settings.state_dir(repo) and ctl.store.head is None
+        assert ctl.store.failures == {}
+    finally:
+        ctl.runtime.close()
