@@ -63,6 +63,8 @@ class Controller:
         self.runtime = local_runtime.LocalRuntime(
             self.state_dir, standby=cfg.sync.standby, ready_timeout=cfg.sync.ready_timeout_seconds,
             stats_root=self.stats_root, max_workers=cfg.max_workers,
+            # servers check a model's types again under the same policy (the repository's file)
+            env={"MLGITOPS_TRUST_ALLOW": ",".join(sorted(cfg.trust.allow))},
             hosting=local_hosts.Hosting(mode=cfg.sync.hosting,
                                         models_per_host=cfg.sync.models_per_host,
                                         dedicated_bytes=cfg.sync.dedicated_bytes),
