@@ -517,7 +517,7 @@ def test_one_commit_yields_one_deploy_row_across_a_controller_restart(
     monkeypatch.setenv("MLGITOPS_EVIDENTLY", "0")
     from mlgitops.controller import report_files, run
 
-    root = repo / ".mlgitops" / "reports"
+    root = settings.state_dir(repo) / "reports"
     v1 = publish_version(name="credit")
 
     def serve_until(version: str) -> None:
