@@ -211,6 +211,19 @@ def test_a_version_held_for_trust_serves_after_the_fix_on_restart_and_on_retry(
                    timeout=120)
         kinds = [e["type"] for e in files.read_jsonl(settings.state_dir(repo) / "events.jsonl")]
         assert "RetryRequested" in kinds
+    # 4. held under the team's file; fixed with `mlgitops trust allow`; retry: the servers load
+    #    under the policy read now (not the one `up` started with)
+    policy.write_text(yaml.safe_dump({"allow": []}))
+    with up(repo, port, env={"MLGITOPS_TRUST_POLICY": str(policy)}, log=log):
+        wait_until(lambda: "numpy.round" in (stalled_message(repo) or ""),
+                   what="v2 held under the team file", timeout=180)
+        allowed = cli("trust", "allow", "numpy.round", "--repo", str(repo), "--reason", "reviewed")
+        assert allowed.returncode == 0, allowed.stderr
+        asked = cli("retry", NAME, "--repo", str(repo))
+        assert asked.returncode == 0, asked.stderr
+        wait_until(lambda: version_at(port) == v2, what="v2 serving after trust allow + retry",
+                   timeout=120)
+    (bare / settings.REMOTE_TRUST_FILE).write_text(yaml.safe_dump({"allow": []}))
     # retry of a model that does not exist: a sentence, non-zero
     wrong = cli("retry", "nope", "--repo", str(repo))
     assert wrong.returncode != 0 and "has no model named 'nope'" in " ".join(wrong.stderr.split())

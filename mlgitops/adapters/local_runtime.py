@@ -417,6 +417,9 @@ class LocalRuntime:
         # MLGITOPS_OWNER marks every process of this runtime (tests and operators can find them)
         self.env = {**os.environ, "DO_NOT_TRACK": "true", OWNER_ENV: str(state_dir),
                     **(env or {})}
+        #: the trust policy's additions servers load under (None: the environment's); the
+        #: controller sets it, and again when the policy changes
+        self.trust_allow: frozenset[str] | None = None
         self.ledger = Ledger(state_dir / LEDGER)
         self._marker = f"{OWNER_ENV}={state_dir}".encode()
         self._pool: list[_Standby] = []
@@ -496,6 +499,7 @@ class LocalRuntime:
             "version": desired.version,
             "digest": dep.digest,
             "trusted_types": list(dep.trusted_types),
+            "trust_allow": None if self.trust_allow is None else sorted(self.trust_allow),
             "host": "127.0.0.1",
             "port": 0,
             "workers": dep.serving.workers,

@@ -70,6 +70,7 @@ class Controller:
                                         models_per_host=cfg.sync.models_per_host,
                                         dedicated_bytes=cfg.sync.dedicated_bytes),
         )
+        self.runtime.trust_allow = cfg.trust.allow
         self.source = source_mod.Source(
             self.state_dir, url=self.remote.url, branch=cfg.sync.branch, local=self.remote.local,
             policy=cfg.trust, allowed_signers=cfg.signing.allowed_signers,
@@ -104,6 +105,7 @@ class Controller:
         policy = self.cfg.current_trust()
         if policy != self.source.policy:
             self.source.policy = policy
+            self.runtime.trust_allow = policy.allow  # servers started from now load under it
         return f"{self.cfg.inputs()}:{self.run_id}"
 
     def _decisions(self) -> decision_log.Dispatcher:
