@@ -33,9 +33,13 @@ def configure_sklearn() -> None:
 class Predictor:
     """A loaded model with its signature; ``predict`` returns one prediction per row."""
 
-    def __init__(self, model: mlflow_models.LoadedModel) -> None:
+    def __init__(
+        self, model: mlflow_models.LoadedModel, *, missing_ok: Sequence[str] = ()
+    ) -> None:
+        """``missing_ok``: columns whose reference data had missing values (they take null
+        and NaN, as the columns the signature marks optional do)."""
         self.model = model
-        self.signature = schema.Signature(model.columns)
+        self.signature = schema.Signature(model.columns, missing_ok=missing_ok)
         fitted = getattr(model.estimator, "feature_names_in_", None)
         self.matrix_path = self.signature.all_floating and (
             fitted is None or [str(n) for n in fitted] == list(self.signature.names)
