@@ -17,6 +17,7 @@ would hold every thread, and the port would stop answering (``ServerLive`` inclu
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import threading
@@ -105,7 +106,5 @@ class Watchdog:
                 if key in self._disarmed:
                     self._disarmed.discard(key)
                     continue
-            try:
+            with contextlib.suppress(Exception):  # a call that ended meanwhile
                 action()
-            except Exception:  # noqa: BLE001 - a call that ended meanwhile: nothing to cancel
-                pass
