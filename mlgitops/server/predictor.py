@@ -24,7 +24,8 @@ _NAMES_WARNING = "X does not have valid feature names"
 
 
 def configure_sklearn() -> None:
-    """Per-thread scikit-learn settings for serving: inputs are validated (finite) already."""
+    """Per-thread scikit-learn settings for serving: inputs are validated already (finite, or
+    NaN where a column takes missing values: imputers and NaN-aware estimators see them)."""
     import sklearn
 
     sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
