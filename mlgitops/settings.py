@@ -334,6 +334,10 @@ class OperatorSettings:
     access: AccessSettings = field(default_factory=AccessSettings)
     """The bearer token of its ``/status`` (and of ``/reports/`` when private), also sent to the
     model pods' statistics routes."""
+    api_token_secret: str | None = None
+    """A Secret (key ``token``, the same value as ``MLGITOPS_API_TOKEN``) the model pods take as
+    their token (``MLGITOPS_OPERATOR_API_TOKEN_SECRET``); None: their stats route is open to the
+    cluster network (the operator's port never forwards it)."""
     webhook_secret: str | None = None
     public_url: str | None = None
     """Where people reach that port (an Ingress); revert commits link their reports there."""
@@ -356,6 +360,13 @@ def operator() -> OperatorSettings:
             "--namespace (or set MLGITOPS_OPERATOR_REPO_URL and MLGITOPS_OPERATOR_NAMESPACE)"
         )
     kubeconfig = os.environ.get("MLGITOPS_OPERATOR_KUBECONFIG") or None
+    token_secret = (os.environ.get("MLGITOPS_OPERATOR_API_TOKEN_SECRET") or "").strip() or None
+    access_settings = access()
+    if token_secret and access_settings.api_token is None:
+        raise errors.ConfigError(
+            "MLGITOPS_OPERATOR_API_TOKEN_SECRET is set but MLGITOPS_API_TOKEN is not: the "
+            "operator sends that token to the pods' statistics route; set it to the Secret's value"
+        )
     return OperatorSettings(
         repo_url=url,
         namespace=namespace,
@@ -369,7 +380,8 @@ def operator() -> OperatorSettings:
         trust=trust_policy(),
         http_port=int(os.environ.get("MLGITOPS_OPERATOR_HTTP_PORT") or 8700),
         http_host=(os.environ.get("MLGITOPS_OPERATOR_HTTP_HOST") or "").strip() or "127.0.0.1",
-        access=access(),
+        access=access_settings,
+        api_token_secret=token_secret,
         webhook_secret=os.environ.get("MLGITOPS_WEBHOOK_SECRET") or None,
         public_url=(os.environ.get("MLGITOPS_OPERATOR_PUBLIC_URL") or "").rstrip("/") or None,
         grpc_port=_port_or_none("MLGITOPS_OPERATOR_GRPC_PORT"),

@@ -328,3 +328,12 @@ def test_model_repository_crd_defaults_what_parse_defaults() -> None:
     assert props["branch"]["default"] == source_spec.DEFAULT_BRANCH
     assert source_spec.interval_seconds(props["interval"]["default"]) == 60.0
     assert "default" not in source_spec.SCHEMA["properties"]["spec"]["properties"]["branch"]
+
+
+def test_the_api_token_reaches_the_model_server_from_a_secret_never_as_a_value() -> None:
+    server = render(options=ko.PodOptions(api_token_secret="mlgitops-api-token"))
+    env = server["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "MLGITOPS_API_TOKEN", "valueFrom": {"secretKeyRef": {
+        "name": "mlgitops-api-token", "key": "token"}}} in env
+    plain = render()["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert all(e["name"] != "MLGITOPS_API_TOKEN" for e in plain)

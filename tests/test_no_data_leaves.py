@@ -174,3 +174,9 @@ def test_access_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.operator().http_host == "127.0.0.1"
     monkeypatch.setenv("MLGITOPS_OPERATOR_HTTP_HOST", "0.0.0.0")
     assert settings.operator().http_host == "0.0.0.0"
+    monkeypatch.setenv("MLGITOPS_OPERATOR_API_TOKEN_SECRET", "mlgitops-api-token")
+    assert settings.operator().api_token_secret == "mlgitops-api-token"
+    monkeypatch.delenv("MLGITOPS_API_TOKEN")
+    monkeypatch.delenv("MLGITOPS_REPORTS_PRIVATE")
+    with pytest.raises(errors.ConfigError, match="MLGITOPS_API_TOKEN is not"):
+        settings.operator()

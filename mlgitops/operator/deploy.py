@@ -199,7 +199,8 @@ class Deployer:
                 ns: str) -> list[dict[str, Any]]:
         options = ko.PodOptions(image=self.cfg.image, trust_allow=tuple(sorted(self.cfg.trust.allow)),
                                 progress_deadline_seconds=self.cfg.progress_deadline_seconds,
-                                grpc_port=self.cfg.grpc_port)
+                                grpc_port=self.cfg.grpc_port,
+                                api_token_secret=self.cfg.api_token_secret)
         loadable = [t for t in dep.trusted_types if self.cfg.trust.admits(t)]
         src = ko.Source(self.cfg.repo_url, secret_name=self.cfg.secret_name)
         deployment = ko.deployment(dep, version, owner=owner, source=src, trusted_types=loadable,
