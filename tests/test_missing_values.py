@@ -357,3 +357,33 @@ def test_the_signature_decoders_give_scikit_learn_nan_and_none() -> None:
         dbl.from_rows([[1.0, None], [None, 2.0]], where="instances")
     with pytest.raises(problems.Unprocessable, match="column 'x' row 0 is NaN"):
         dbl.from_matrix(np.array([np.nan, 1.0]), rows=1, where="Tensor")
+
+
+def test_the_gateway_passes_missing_values_through(housing: Any, tmp_path: Path) -> None:
+    """The controller's gateway (the app `mlgitops up` serves) in front of the server."""
+    from test_no_data_leaves import Backend, start_gateway
+
+    from mlgitops.controller import gateway
+    from mlgitops.controller import reconciler as rec
+
+    server, _, est, _, _ = housing
+    router: rec.Router[Any] = rec.Router()
+    router.set("house", Backend(server.url, name="house", version=COMMIT))
+    app = gateway.build(router=router, trigger=lambda why: None,
+                        statuses=lambda: [{"name": "house"}], webhook_secret=None,
+                        reports_root=tmp_path / "reports")
+    url, srv, thread = start_gateway(app)
+    try:
+        frame = rows()
+        want = expected(est, frame)
+        r = httpx.post(f"{url}/v2/models/house/infer", json={"inputs": v2_tensors(frame)},
+                       timeout=20)
+        assert r.status_code == 200, r.text
+        same(r.json()["outputs"][0]["data"], want)
+        r = httpx.post(f"{url}/models/house/invocations", content=frame.to_csv(index=False),
+                       headers={"content-type": "text/csv"}, timeout=20)
+        assert r.status_code == 200, r.text
+        same(r.json()["predictions"], want)
+    finally:
+        srv.should_exit = True
+        thread.join(10)
