@@ -86,6 +86,19 @@ def test_a_model_servers_grpc_port_keeps_answering_while_calls_stall(
         time.sleep(0.5)
         for _ in range(3):
             assert live(port)
+        # real calls still work, directly and relayed by the controller's gateway
+        from test_no_data_leaves import Backend
+
+        router: rec.Router[Any] = rec.Router()
+        router.set("numeric", Backend(server.url, version="c" * 40))
+        gateway = grpc_gateway.Gateway(router=router, statuses=lambda: [{"name": "numeric"}],
+                                       max_body_bytes=1 << 20)
+        gateway_port = gateway.start("127.0.0.1", 0)
+        try:
+            for p in (port, gateway_port):
+                assert infer(p, model) == model.expected(model.frame.iloc[:4])
+        finally:
+            gateway.stop(grace=0.5)
         first = stalled.futures[0]
         assert _code(first, timeout=grpc_limits.RECEIVE_SECONDS + 20) == (
             grpc.StatusCode.DEADLINE_EXCEEDED), first
@@ -93,6 +106,17 @@ def test_a_model_servers_grpc_port_keeps_answering_while_calls_stall(
     finally:
         stalled.release()
         assert server.stop() == 0, server.log_text()
+
+
+def infer(port: int, model: Any) -> list[Any]:
+    import tritonclient.grpc as tg
+
+    frame = model.frame.iloc[:4]
+    x = tg.InferInput("input", list(frame.shape), "FP64")
+    x.set_data_from_numpy(frame.to_numpy())
+    out: list[Any] = tg.InferenceServerClient(f"127.0.0.1:{port}").infer(
+        "numeric", [x]).as_numpy("predict").tolist()
+    return out
 
 
 def _code(future: Any, timeout: float = 20.0) -> Any:
