@@ -84,8 +84,9 @@ def housing(
     est = housing_pipeline(frame)
     tracking = f"sqlite:///{tmp / 'mlflow.db'}"
     mlflow.set_tracking_uri(tracking)
-    try:
-        with mlflow.start_run() as run:
+    try:  # the artifacts in the test's directory, not the default ./mlruns
+        experiment = mlflow.create_experiment("housing", artifact_location=(tmp / "art").as_uri())
+        with mlflow.start_run(experiment_id=experiment) as run:
             mlflow.sklearn.log_model(
                 est, name="model", serialization_format="skops",
                 skops_trusted_types=["numpy.dtype"],
