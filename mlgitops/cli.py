@@ -170,12 +170,14 @@ def up(repo: Path, port: int | None, host: str | None, grpc_port: int | None,
 @click.option("--kubeconfig", type=click.Path(path_type=Path), help="Default: in-cluster, then ~/.kube/config.")
 @click.option("--http-port", type=int, default=8700, show_default=True,
               help="Port of POST /hooks/github (secret: MLGITOPS_WEBHOOK_SECRET) and /reports/; 0: off.")
+@click.option("--http-host", help="Where that port binds. Default: 127.0.0.1 "
+              "(MLGITOPS_OPERATOR_HTTP_HOST; the installed operator's pod sets 0.0.0.0).")
 @click.option("--public-url", help="Where people reach that port: revert commits link reports there.")
 @click.option("--grpc-port", type=int, help="Model pods also serve the v2 gRPC API on this port "
               "(their Service gets a port named grpc). Default: HTTP only.")
 def operator(repo_url: str, namespace: str, branch: str, interval: float, secret: str | None,
              image: str, state_dir: Path, kubeconfig: Path | None, http_port: int,
-             public_url: str | None, grpc_port: int | None) -> None:
+             http_host: str | None, public_url: str | None, grpc_port: int | None) -> None:
     """Run the Kubernetes operator (kopf): the repository's models as Deployments in NAMESPACE."""
     import os
 
@@ -188,6 +190,7 @@ def operator(repo_url: str, namespace: str, branch: str, interval: float, secret
         "MLGITOPS_OPERATOR_STATE_DIR": str(state_dir),
         "MLGITOPS_OPERATOR_KUBECONFIG": str(kubeconfig or ""),
         "MLGITOPS_OPERATOR_HTTP_PORT": str(http_port),
+        **({"MLGITOPS_OPERATOR_HTTP_HOST": http_host} if http_host else {}),
         "MLGITOPS_OPERATOR_PUBLIC_URL": public_url or "",
         "MLGITOPS_OPERATOR_GRPC_PORT": "" if grpc_port is None else str(grpc_port),
     })

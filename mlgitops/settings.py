@@ -148,6 +148,32 @@ def signing() -> SigningSettings:
 
 
 @dataclass(frozen=True)
+class AccessSettings:
+    """Who may read the non-public routes: a model server's live statistics, ``/status``,
+    and (``MLGITOPS_REPORTS_PRIVATE=1``) ``/reports/``. With no token they answer anyone who
+    reaches the port (the gateway never forwards a server's statistics route)."""
+
+    api_token: str | None = None
+    reports_private: bool = False
+
+
+def access() -> AccessSettings:
+    """``MLGITOPS_API_TOKEN`` and ``MLGITOPS_REPORTS_PRIVATE``."""
+    token = (os.environ.get("MLGITOPS_API_TOKEN") or "").strip() or None
+    private = (os.environ.get("MLGITOPS_REPORTS_PRIVATE") or "").strip().lower()
+    if private and private not in ("0", "1", "true", "false", "yes", "no"):
+        raise errors.ConfigError(
+            f"MLGITOPS_REPORTS_PRIVATE={private!r} is not a yes/no value: use 1 or 0"
+        )
+    if private in ("1", "true", "yes") and token is None:
+        raise errors.ConfigError(
+            "MLGITOPS_REPORTS_PRIVATE is set but MLGITOPS_API_TOKEN is not: set the token that "
+            "readers of /reports/ send (Authorization: Bearer <token>)"
+        )
+    return AccessSettings(api_token=token, reports_private=private in ("1", "true", "yes"))
+
+
+@dataclass(frozen=True)
 class GatewaySettings:
     host: str = "127.0.0.1"
     port: int = 8700
@@ -162,6 +188,8 @@ class GatewaySettings:
     """Where people reach the gateway (behind an ingress); decision links are built on it."""
     grpc_port: int | None = None
     """The v2 gRPC API for every model on this port (0: a free one); None: no gRPC port."""
+    access: AccessSettings = field(default_factory=AccessSettings)
+    """The bearer token of the non-public routes (``MLGITOPS_API_TOKEN``)."""
 
 
 @dataclass(frozen=True)
@@ -398,6 +426,7 @@ def controller(
         read_timeout_seconds=_float("MLGITOPS_READ_TIMEOUT_SECONDS", 5.0),
         public_url=public_url(public),
         grpc_port=grpc_port if grpc_port is not None else _grpc_port(),
+        access=access(),
     )
     sync = SyncSettings(
         poll_seconds=poll_seconds or _float("MLGITOPS_POLL_SECONDS", 10.0),
@@ -438,6 +467,16 @@ class OperatorSettings:
     trust: trust.Policy = field(default_factory=trust.Policy)
     http_port: int = 8700
     """The operator's own port: ``POST /hooks/github`` (push webhook) and ``GET /reports/``; 0: off."""
+    http_host: str = "127.0.0.1"
+    """Where that port binds (``MLGITOPS_OPERATOR_HTTP_HOST``; the installed operator's pod sets
+    0.0.0.0 so that its Service reaches it)."""
+    access: AccessSettings = field(default_factory=AccessSettings)
+    """The bearer token of its ``/status`` (and of ``/reports/`` when private), also sent to the
+    model pods' statistics routes."""
+    api_token_secret: str | None = None
+    """A Secret (key ``token``, the same value as ``MLGITOPS_API_TOKEN``) the model pods take as
+    their token (``MLGITOPS_OPERATOR_API_TOKEN_SECRET``); None: their stats route is open to the
+    cluster network (the operator's port never forwards it)."""
     webhook_secret: str | None = None
     public_url: str | None = None
     """Where people reach that port (an Ingress); revert commits link their reports there."""
@@ -464,6 +503,13 @@ def operator() -> OperatorSettings:
             "--namespace (or set MLGITOPS_OPERATOR_REPO_URL and MLGITOPS_OPERATOR_NAMESPACE)"
         )
     kubeconfig = os.environ.get("MLGITOPS_OPERATOR_KUBECONFIG") or None
+    token_secret = (os.environ.get("MLGITOPS_OPERATOR_API_TOKEN_SECRET") or "").strip() or None
+    access_settings = access()
+    if token_secret and access_settings.api_token is None:
+        raise errors.ConfigError(
+            "MLGITOPS_OPERATOR_API_TOKEN_SECRET is set but MLGITOPS_API_TOKEN is not: the "
+            "operator sends that token to the pods' statistics route; set it to the Secret's value"
+        )
     return OperatorSettings(
         repo_url=url,
         namespace=namespace,
@@ -476,6 +522,9 @@ def operator() -> OperatorSettings:
         progress_deadline_seconds=int(_float("MLGITOPS_OPERATOR_PROGRESS_DEADLINE_SECONDS", 600)),
         trust=trust_policy(),
         http_port=int(os.environ.get("MLGITOPS_OPERATOR_HTTP_PORT") or 8700),
+        http_host=(os.environ.get("MLGITOPS_OPERATOR_HTTP_HOST") or "").strip() or "127.0.0.1",
+        access=access_settings,
+        api_token_secret=token_secret,
         webhook_secret=os.environ.get("MLGITOPS_WEBHOOK_SECRET") or None,
         public_url=(os.environ.get("MLGITOPS_OPERATOR_PUBLIC_URL") or "").rstrip("/") or None,
         grpc_port=_port_or_none("MLGITOPS_OPERATOR_GRPC_PORT"),

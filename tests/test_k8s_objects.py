@@ -361,3 +361,12 @@ def test_pod_resources_come_from_the_operators_settings(monkeypatch: pytest.Monk
     with pytest.raises(errors.ConfigError, match="MLGITOPS_OPERATOR_CPU_LIMIT='lots' is not a "
                                                  "Kubernetes quantity"):
         settings.operator()
+
+
+def test_the_api_token_reaches_the_model_server_from_a_secret_never_as_a_value() -> None:
+    server = render(options=ko.PodOptions(api_token_secret="mlgitops-api-token"))
+    env = server["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "MLGITOPS_API_TOKEN", "valueFrom": {"secretKeyRef": {
+        "name": "mlgitops-api-token", "key": "token"}}} in env
+    plain = render()["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert all(e["name"] != "MLGITOPS_API_TOKEN" for e in plain)

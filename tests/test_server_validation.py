@@ -191,11 +191,11 @@ CASES: list[tuple[str, str, str, dict[str, str], Any, int, tuple[str, ...]]] = [
         "POST",
         INV,
         {"content-type": "text/plain"},
-        b"{}",
+        b"x0=1&x1=2",
         415,
-        ("text/plain",),
+        ("text/plain", "not JSON"),
     ),
-    ("no content type", "POST", INV, {}, b"{}", 415, ("missing",)),
+    ("no content type", "POST", INV, {}, b"x0=1", 415, ("missing",)),
     (
         "v2 wrong content type",
         "POST",
@@ -203,7 +203,7 @@ CASES: list[tuple[str, str, str, dict[str, str], Any, int, tuple[str, ...]]] = [
         {"content-type": "application/xml"},
         b"<a/>",
         415,
-        ("application/xml",),
+        ("application/xml", "not JSON"),
     ),
     (
         "v2 unknown model",

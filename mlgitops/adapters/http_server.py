@@ -30,6 +30,7 @@ May NOT import the controller, the server or the CLI.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import http
 import reprlib
 from collections.abc import AsyncIterator, Mapping
@@ -150,6 +151,23 @@ def clip(message: str, limit: int = MAX_MESSAGE) -> str:
     if len(message) <= limit:
         return message
     return message[: limit - 20] + " … (message cut)"
+
+
+def bearer_ok(authorization: str | None, token: str | None) -> bool:
+    """``Authorization: Bearer <token>`` names ``token`` (compared in constant time); every
+    request passes when no token is set."""
+    if token is None:
+        return True
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+UNAUTHORIZED = (
+    "This route needs the API token: send Authorization: Bearer <token> with the value of "
+    "MLGITOPS_API_TOKEN."
+)
 
 
 # ------------------------------------------------------------------------------- protocol

@@ -1,16 +1,24 @@
 """The controller's one HTTP port: a stable endpoint per model, Git hooks, and status.
 
 Routes
-- ``/v2/models/{name}[/…]``       proxied to the server of ``name`` (KServe v2)
+- ``/v2/models/{name}[/…]``       proxied to the server of ``name`` (KServe v2: metadata,
+                                  ``infer``, ``ready``, under ``versions/{v}`` too)
 - ``/models/{name}/invocations``  proxied to that server's MLflow ``/invocations``
-- ``/models/{name}/{path}``       any other path of that server (metrics, openapi.json)
+- ``/models/{name}/{path}``       the server's other public paths (``v2/…`` as above, metrics,
+                                  openapi.json, ping, health, version)
 - ``/v2/health/live|ready``       the gateway's own health (ready: every model serves)
 - ``GET /v2``                     server metadata (a serving model's server's, extensions too)
 - ``POST /hooks/git``             the bare remote's post-receive hook (loopback only)
 - ``POST /hooks/github``          GitHub-compatible push webhook, HMAC-SHA256 verified
-- ``GET /status``                 what ``mlgitops status --json`` prints
+- ``GET /status``                 what ``mlgitops status --json`` prints (bearer token)
 - ``GET /reports/[{name}/]``      every decision (HTML index, or JSON with ``?format=json``)
 - ``GET /reports/{name}/{id}``    one decision's page; ``{file}`` one report file (.html/.json)
+
+No data leaves through this port: only the server paths `public_path` lists are forwarded
+(an allow-list, matched on the normalized path), so a server's live statistics and sample
+(``/v2/models/{name}/stats``) are a 404 here whatever the spelling; the monitor reads them
+from the stats files. With ``MLGITOPS_API_TOKEN`` set, ``/status`` (and ``/reports/`` with
+``MLGITOPS_REPORTS_PRIVATE=1``) answer only ``Authorization: Bearer <token>``.
 
 Bounded input (with the limits of `adapters.http_server` on the connection itself):
 - inference bodies: at most ``max_body_bytes`` (default 10 MiB, the servers' own
@@ -33,6 +41,7 @@ import contextlib
 import hashlib
 import hmac
 import re
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -99,6 +108,33 @@ class _Upload:
             yield chunk
 
 
+_SEGMENT = r"[^/]+"
+_PUBLIC = re.compile(
+    rf"/invocations|/v2|/v2/health/(?:live|ready)|/ping|/health|/version|/metrics|/openapi\.json"
+    rf"|/v2/models/{_SEGMENT}(?:/versions/{_SEGMENT})?(?:/infer|/ready)?"
+)
+
+
+def public_path(path: str) -> str | None:
+    """``path`` of a model server (decoded) normalized (no empty or dot segments) and
+    re-encoded, when it is one of the server's public routes (inference, metadata, health,
+    metrics); None for anything else, its live statistics and sample above all."""
+    parts: list[str] = []
+    for segment in path.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(segment)
+    normal = "/" + "/".join(parts)
+    if not _PUBLIC.fullmatch(normal):
+        return None
+    # each segment re-encoded: the server sees exactly the segments checked here
+    return "/" + "/".join(urllib.parse.quote(p, safe="!$&'()*+,;=:@-._~") for p in parts)
+
+
 def build(
     *,
     router: rec.Router[H],
@@ -108,13 +144,25 @@ def build(
     max_body_bytes: int = 10 * 1024 * 1024,
     webhook_max_bytes: int = 1024 * 1024,
     reports_root: Path | None = None,
+    api_token: str | None = None,
+    reports_private: bool = False,
 ) -> Starlette:
+    """The gateway app; ``api_token`` guards ``/status`` (and ``/reports/`` when
+    ``reports_private``)."""
     client = httpx.AsyncClient(
         timeout=httpx.Timeout(60.0, connect=2.0),
         limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
     )
 
     async def forward(request: Request, name: str, path: str) -> Response:
+        public = public_path(path)
+        if public is None:
+            return _error(
+                404,
+                f"no route {http_server.quote(request.url.path)} here: the gateway forwards a "
+                "model's inference, metadata, health and metrics routes only",
+            )
+        path = public
         try:
             head, rest = await http_server.prefetch(request, limit=max_body_bytes, keep=_BUFFERED)
         except http_server.BadLength as exc:
@@ -316,6 +364,23 @@ def build(
             "see GET /reports/ for the reports there are.",
         )
 
+    def refused(request: Request) -> Response | None:
+        """401 unless the request carries the API token (None: it may pass)."""
+        if http_server.bearer_ok(request.headers.get("authorization"), api_token):
+            return None
+        return JSONResponse({"error": http_server.UNAUTHORIZED}, status_code=401,
+                            headers={"WWW-Authenticate": "Bearer"})
+
+    def private(route: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        async def guarded(request: Request) -> Response:
+            denied = refused(request)
+            if denied is not None:
+                return denied
+            response: Response = await route(request)
+            return response
+
+        return guarded
+
     async def status_route(request: Request) -> Response:
         return JSONResponse({"models": statuses()})
 
@@ -333,11 +398,16 @@ def build(
         Route("/v2/health/ready", ready),
         Route("/hooks/git", hook_git, methods=["POST"]),
         Route("/hooks/github", hook_github, methods=["POST"]),
-        Route("/status", status_route),
+        Route("/status", private(status_route)),
+    ]
+    reports = [
         Route("/reports", reports_index),
         Route("/reports/", reports_index),
         Route("/reports/{name}/", reports_index),
         Route("/reports/{name}/{file}", report_file),
         Route("/reports/{rest:path}", report_unknown),
     ]
+    if reports_private:
+        reports = [Route(r.path, private(r.endpoint)) for r in reports]
+    routes += reports
     return Starlette(routes=routes, lifespan=lifespan)

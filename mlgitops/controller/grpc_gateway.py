@@ -11,8 +11,11 @@ gRPC code in ``Grpc-Code``, which the gateway answers with. The server-level cal
 gateway's own: ServerLive (true), ServerReady (true when every model serves), ServerMetadata
 (relayed to a serving model's server; the gateway's name alone when none serves).
 
-Bounded: a message over ``max_body_bytes`` is RESOURCE_EXHAUSTED (gRPC's receive limit) and
-at most `_THREADS` calls run at once (more wait in gRPC's queue).
+Bounded (`adapters.grpc_limits`): a message over ``max_body_bytes`` is RESOURCE_EXHAUSTED
+(gRPC's receive limit); a call that sends no request message within
+`grpc_limits.RECEIVE_SECONDS` is cancelled, so calls that stall cannot hold the threads; at most
+`grpc_limits.MAX_CONCURRENT_RPCS` calls run at once, each on its own thread (more are
+RESOURCE_EXHAUSTED at once); keepalive, idle and age limits end abandoned connections.
 """
 
 from __future__ import annotations
@@ -27,14 +30,14 @@ import grpc
 import httpx
 
 from mlgitops import errors
-from mlgitops.adapters import http_server
+from mlgitops.adapters import grpc_limits, http_server
 from mlgitops.controller import reconciler as rec
 from mlgitops.controller.ports import H
 
 SERVICE = "inference.GRPCInferenceService"
 RELAY = "/v2/grpc/" + SERVICE
 _MODEL_CALLS = ("ModelInfer", "ModelReady", "ModelMetadata")
-_THREADS = 32
+_THREADS = grpc_limits.MAX_CONCURRENT_RPCS
 
 
 # ------------------------------------------------------------------------ protobuf wire
@@ -113,16 +116,14 @@ class Gateway:
         )
         self.server: grpc.Server | None = None
         self.port = 0
+        self.watchdog = grpc_limits.Watchdog()
 
     def start(self, host: str, port: int) -> int:
         """Listen on ``host:port`` (0: a free port); the port. ConfigError when it is taken."""
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="grpc-gateway"),
-            options=[
-                ("grpc.so_reuseport", 0),
-                ("grpc.max_receive_message_length", self.max_body_bytes),
-                ("grpc.max_send_message_length", -1),
-            ],
+            options=grpc_limits.options(max_receive_bytes=self.max_body_bytes, reuse_port=False),
+            maximum_concurrent_rpcs=grpc_limits.MAX_CONCURRENT_RPCS,
         )
         server.add_generic_rpc_handlers([self._handlers()])
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -146,22 +147,40 @@ class Gateway:
         if self.server is not None:
             self.server.stop(grace).wait()
             self.server = None
+        self.watchdog.stop()
         self.client.close()
 
     def _handlers(self) -> grpc.GenericRpcHandler:
-        def model_call(method: str) -> Any:
-            def handle(request: bytes, context: grpc.ServicerContext) -> bytes:
-                return self._relay(method, request, context)
+        Call = Callable[[bytes, grpc.ServicerContext], bytes]
 
-            return grpc.unary_unary_rpc_method_handler(handle)
+        def unary(fn: Call) -> Any:
+            """A unary call served as stream-unary: its message is read within the receive
+            deadline (the thread is not held by a call that never sends one)."""
+
+            def handle(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+                key = self.watchdog.arm(grpc_limits.RECEIVE_SECONDS, context.cancel)
+                try:
+                    request = next(requests, None)
+                finally:
+                    self.watchdog.disarm(key)
+                if request is None:
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                  "The call sent no request message; send one.")
+                assert request is not None
+                return fn(request, context)
+
+            return grpc.stream_unary_rpc_method_handler(handle)
+
+        def model_call(method: str) -> Any:
+            return unary(lambda request, context: self._relay(method, request, context))
 
         def own(fn: Callable[[], bytes]) -> Any:
-            return grpc.unary_unary_rpc_method_handler(lambda request, context: fn())
+            return unary(lambda request, context: fn())
 
         table = {m: model_call(m) for m in _MODEL_CALLS}
         table["ServerLive"] = own(lambda: _bool_message(True))
         table["ServerReady"] = own(lambda: _bool_message(self._all_serving()))
-        table["ServerMetadata"] = grpc.unary_unary_rpc_method_handler(self._server_metadata)
+        table["ServerMetadata"] = unary(self._server_metadata)
         return grpc.method_handlers_generic_handler(SERVICE, table)
 
     def _all_serving(self) -> bool:

@@ -217,6 +217,8 @@ class Controller:
             max_body_bytes=self.cfg.gateway.max_body_bytes,
             webhook_max_bytes=self.cfg.gateway.webhook_max_bytes,
             reports_root=self.state_dir / reports_mod.REPORTS,
+            api_token=self.cfg.gateway.access.api_token,
+            reports_private=self.cfg.gateway.access.reports_private,
         )
         timeout = self.cfg.gateway.read_timeout_seconds
         config = uvicorn.Config(

@@ -122,6 +122,8 @@ def objects(*, image: str = k8s_objects.DEFAULT_IMAGE) -> dict[str, list[dict[st
                                     {"name": env, "valueFrom": {"configMapKeyRef": {"name": NAME, "key": key}}}
                                     for env, key in (("REPO_URL", "repoUrl"), ("BRANCH", "branch"))
                                 ),
+                                # its Service reaches the webhook port (it binds loopback by default)
+                                {"name": "MLGITOPS_OPERATOR_HTTP_HOST", "value": "0.0.0.0"},
                                 {"name": "HOME", "value": "/tmp"},
                                 {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
                                 {"name": "DO_NOT_TRACK", "value": "true"},

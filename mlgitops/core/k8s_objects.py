@@ -162,6 +162,9 @@ class PodOptions:
     grpc_port: int | None = None
     """The container also serves the v2 gRPC API on this port (``--grpc-port``), and the Service
     exposes it as port ``grpc``; None: HTTP only."""
+    api_token_secret: str | None = None
+    """A Secret whose key ``token`` the model server takes as ``MLGITOPS_API_TOKEN``: its live
+    statistics route then answers only that bearer token (the operator's monitor sends it)."""
 
 
 def model_labels(model: str) -> dict[str, str]:
@@ -246,13 +249,16 @@ def serve_args(
 
 
 def _env(options: PodOptions) -> list[dict[str, Any]]:
-    env = [
+    env: list[dict[str, Any]] = [
         {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
         {"name": "DO_NOT_TRACK", "value": "true"},
         {"name": "HOME", "value": TMP_MOUNT},
     ]
     if options.trust_allow:
         env.append({"name": "MLGITOPS_TRUST_ALLOW", "value": ",".join(options.trust_allow)})
+    if options.api_token_secret:
+        env.append({"name": "MLGITOPS_API_TOKEN", "valueFrom": {"secretKeyRef": {
+            "name": options.api_token_secret, "key": "token"}}})
     return env
 
 

@@ -216,7 +216,8 @@ class Deployer:
                                 progress_deadline_seconds=self.cfg.progress_deadline_seconds,
                                 grpc_port=self.cfg.grpc_port,
                                 requests=dict(self.cfg.pod_requests),
-                                limits=dict(self.cfg.pod_limits))
+                                limits=dict(self.cfg.pod_limits),
+                                api_token_secret=self.cfg.api_token_secret)
         loadable = [t for t in dep.trusted_types if self.cfg.trust.admits(t)]
         src = ko.Source(self.cfg.repo_url, secret_name=self.cfg.secret_name)
         deployment = ko.deployment(dep, version, owner=owner, source=src, trusted_types=loadable,

@@ -31,6 +31,8 @@ from mlgitops.core import manifest
 from mlgitops.operator import deploy, sync
 from mlgitops.operator import monitor as monitor_mod
 
+log = logging.getLogger("mlgitops.operator")
+
 _state: dict[str, Any] = {}
 _lock = threading.Lock()
 
@@ -87,13 +89,21 @@ def _sync_loop(git_sync: sync.GitSync, interval: float, stop: threading.Event,
 
 def _http(cfg: mlgitops_settings.OperatorSettings, *, trigger: Callable[[str], None],
           reports_root: Path) -> uvicorn.Server | None:
-    """The operator's port: the GitHub push webhook (HMAC, ``MLGITOPS_WEBHOOK_SECRET``) wakes the
-    Git sync at once; ``/reports/`` serves the drift reports its revert commits link."""
+    """The operator's port, bound on ``cfg.http_host`` (loopback unless told otherwise; the
+    installed operator's pod binds 0.0.0.0 for its Service): the GitHub push webhook (HMAC,
+    ``MLGITOPS_WEBHOOK_SECRET``) wakes the Git sync at once; ``/reports/`` serves the drift
+    reports its revert commits link (private with ``MLGITOPS_REPORTS_PRIVATE``). It forwards
+    nothing to the model pods: the monitor reads their statistics over the cluster network."""
     if not cfg.http_port:
         return None
     app = gateway.build(router=rec.Router(), trigger=trigger, statuses=list,
-                        webhook_secret=cfg.webhook_secret, reports_root=reports_root)
-    config = uvicorn.Config(app, host="0.0.0.0", port=cfg.http_port, log_level="warning",
+                        webhook_secret=cfg.webhook_secret, reports_root=reports_root,
+                        api_token=cfg.access.api_token,
+                        reports_private=cfg.access.reports_private)
+    log.info("operator HTTP port on %s:%d (webhook, reports%s)", cfg.http_host, cfg.http_port,
+             "; /status and /reports/ need the API token" if cfg.access.reports_private
+             else "; /status needs the API token" if cfg.access.api_token else "")
+    config = uvicorn.Config(app, host=cfg.http_host, port=cfg.http_port, log_level="warning",
                             access_log=False, lifespan="on", ws="none",
                             http=http_server.protocol(http_server.Limits()))
     server = uvicorn.Server(config)

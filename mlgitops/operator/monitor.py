@@ -80,10 +80,13 @@ class PodStats:
     reads every model every second; most of a fleet is idle).
     """
 
-    def __init__(self, cluster: k8s.Cluster, namespace: str, *, timeout: float = 5.0) -> None:
+    def __init__(self, cluster: k8s.Cluster, namespace: str, *, timeout: float = 5.0,
+                 token: str | None = None) -> None:
         self.cluster = cluster
         self.namespace = namespace
         self.timeout = timeout
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
+        """The API token, for pods that guard their stats route with it."""
         self._answers: dict[str, tuple[str, str, str, Any]] = {}
         """pod name -> (model, version, ETag, export document) of its last 200 answer."""
         self._lock = threading.Lock()  # the monitor's loop and its report thread both read
@@ -104,7 +107,7 @@ class PodStats:
                 known = None
             try:
                 r = httpx.get(f"{pod.endpoint}/v2/models/{name}/stats", timeout=self.timeout,
-                              headers={"If-None-Match": known[2]} if known else {})
+                              headers={**self._auth, **({"If-None-Match": known[2]} if known else {})})
             except httpx.HTTPError:
                 continue  # a pod going away: the next read counts it again from its cursor
             if r.status_code == 304 and known is not None:
@@ -187,7 +190,8 @@ class OperatorMonitor:
         self.monitor: monitor_mod.Monitor[PodHandle] = monitor_mod.Monitor(
             store=self.store, router=self.router, source=self.source, state_dir=state,
             url=cfg.repo_url, trigger=trigger, interval=interval, branch=cfg.branch,
-            live_stats=PodStats(cluster, cfg.namespace), report_base=cfg.public_url,
+            live_stats=PodStats(cluster, cfg.namespace, token=cfg.access.api_token),
+            report_base=cfg.public_url,
             dispatcher=self.decisions,
         )
         self.reports_root = state / reports.REPORTS

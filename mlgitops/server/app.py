@@ -22,6 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mlgitops import settings
 from mlgitops.adapters import http_server, stats_store
 from mlgitops.core import stats
 from mlgitops.server import (
@@ -83,6 +84,8 @@ def error_response(exc: BaseException) -> Response:
     headers = None
     if isinstance(exc, problems.MethodNotAllowed) and exc.allow:
         headers = {"Allow": exc.allow}
+    elif isinstance(exc, problems.Unauthorized):
+        headers = {"WWW-Authenticate": "Bearer"}
     return Response(
         protocols.error_body(message), status_code=status, media_type=JSON, headers=headers
     )
@@ -90,6 +93,12 @@ def error_response(exc: BaseException) -> Response:
 
 def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def looks_like_json(body: bytes) -> bool:
+    """The body starts like a JSON object or array (what a JSON body sent with another
+    content type, such as curl's default form type, is parsed as)."""
+    return body.lstrip()[:1] in (b"{", b"[")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -119,6 +128,7 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
     pred = runtime.predictor
     sig = pred.signature
     counters = runtime.metrics.slot(slot)
+    api_token = settings.access().api_token
     rec: recorder.Recorder | None = None
     publisher: recorder.Publisher | None = None
     if spec.record_stats and runtime.baseline is not None:
@@ -198,12 +208,6 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
     async def infer(request: Request) -> Response:
         check_name(request)
         ctype = media_type(request)
-        if ctype not in ("", JSON, OCTETS):
-            raise problems.UnsupportedMediaType(
-                f"Content type {problems.shown(ctype)} is not supported here; send "
-                "application/json (or application/octet-stream with the binary tensor data "
-                "extension's Inference-Header-Content-Length)."
-            )
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
             raise problems.UnsupportedMediaType(
@@ -215,6 +219,14 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
             header = tensors.header_length(
                 request.headers.get(HEADER_LENGTH), body_size=len(body)
             )
+            # another content type (curl -d sends application/x-www-form-urlencoded) is read
+            # as JSON when the body is JSON, as Triton and KServe do
+            if ctype not in ("", JSON, OCTETS) and header is None and not looks_like_json(body):
+                raise problems.UnsupportedMediaType(
+                    f"Content type {problems.shown(ctype)} is not supported here and the body "
+                    "is not JSON; send application/json (or application/octet-stream with the "
+                    "binary tensor data extension's Inference-Header-Content-Length)."
+                )
             if header is None:
                 decoded = protocols.v2_request(protocols.parse_json(body), sig)
             else:
@@ -244,17 +256,18 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
 
     async def invocations(request: Request) -> Response:
         ctype = media_type(request)
-        if ctype not in (JSON, "text/csv"):
-            shown = problems.shown(ctype) if ctype else "missing"
-            raise problems.UnsupportedMediaType(
-                f"Content type {shown} is not supported; send application/json or text/csv."
-            )
         with served.decoding():
             body = await read_body(request, limit)
-            if ctype == JSON:
+            if ctype == "text/csv":
+                batch = protocols.mlflow_csv(body, sig)
+            elif ctype == JSON or looks_like_json(body):
                 batch = protocols.mlflow_json(protocols.parse_json(body), sig)
             else:
-                batch = protocols.mlflow_csv(body, sig)
+                shown = problems.shown(ctype) if ctype else "missing"
+                raise problems.UnsupportedMediaType(
+                    f"Content type {shown} is not supported and the body is not JSON; send "
+                    "application/json or text/csv."
+                )
         out = await served.predict(batch)
         return Response(protocols.mlflow_response(out), media_type=JSON)
 
@@ -298,8 +311,11 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
 
     async def live_stats(request: Request) -> Response:
         """Every worker's live statistics and reservoir sample: what a monitor merges across
-        replicas (the Kubernetes operator reads it from each ready pod). With an ``ETag``: an
-        unchanged directory answers ``If-None-Match`` with 304 and no body."""
+        replicas (the Kubernetes operator reads it from each ready pod; the gateway never
+        forwards it). With ``MLGITOPS_API_TOKEN`` set, only a request bearing it is answered.
+        With an ``ETag``: an unchanged directory answers ``If-None-Match`` with 304."""
+        if not http_server.bearer_ok(request.headers.get("authorization"), api_token):
+            raise problems.Unauthorized(http_server.UNAUTHORIZED)
         check_name(request)
         if spec.stats_dir is None:
             raise problems.NotFound(f"Model {spec.name!r} records no live statistics here.")

@@ -3,7 +3,8 @@
 Six calls: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer.
 They run on the worker's event loop and go through the same `inference.Served` as HTTP (the
 same name and version checks, the same micro-batcher, live statistics and metrics) and the
-same validation (`protocols.v2_batch`; raw tensors through `tensors.decode`). A refused call
+same validation (`protocols.v2_batch`; raw tensors through `tensors.decode`), and the bounds
+of `adapters.grpc_limits` (receive deadline, concurrent calls, connection limits). A refused call
 gets the gRPC code of the HTTP status the same problem gets (`problems.GRPC_CODE`) and the
 same sentence. Inputs come as ``raw_input_contents`` (what Triton's client sends) or as typed
 ``contents``; the output always comes back as ``raw_output_contents``.
@@ -20,6 +21,7 @@ worker creates its gRPC server after the fork (gRPC's threads do not survive a f
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -30,7 +32,7 @@ import grpc
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from mlgitops.adapters import http_server
+from mlgitops.adapters import grpc_limits, http_server
 from mlgitops.server import grpc_predict_v2_pb2 as pb
 from mlgitops.server import inference, metrics, problems, protocols, tensors
 
@@ -231,7 +233,21 @@ def handlers(served: inference.Served, *, counters: metrics.Slot) -> grpc.Generi
     def handler(method: Method) -> Any:
         index = metrics.ROUTE_INDEX[f"grpc {method.name}"]
 
-        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def handle(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            # served as stream-unary (the same wire as unary): the message must arrive within
+            # the receive deadline, so calls that never send one are ended
+            try:
+                request = await asyncio.wait_for(context.read(), grpc_limits.RECEIVE_SECONDS)
+            except TimeoutError:
+                await context.abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"No request message within {grpc_limits.RECEIVE_SECONDS:g} s of the "
+                    "call's start; send the message with the call.",
+                )
+            if request is grpc.aio.EOF:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, "The call sent no request message; send one."
+                )
             started = time.perf_counter()
             try:
                 response = await method.call(request)
@@ -242,7 +258,7 @@ def handlers(served: inference.Served, *, counters: metrics.Slot) -> grpc.Generi
             counters.request(index, 200, time.perf_counter() - started)
             return response
 
-        return grpc.unary_unary_rpc_method_handler(
+        return grpc.stream_unary_rpc_method_handler(
             handle,
             request_deserializer=method.request.FromString,
             response_serializer=method.response.SerializeToString,
@@ -258,11 +274,8 @@ async def start(
 ) -> grpc.aio.Server:
     """Start this worker's gRPC server on ``host:port`` (shared with the other workers)."""
     server = grpc.aio.server(
-        options=[
-            ("grpc.so_reuseport", 1),
-            ("grpc.max_receive_message_length", served.spec.max_body_bytes),
-            ("grpc.max_send_message_length", -1),
-        ]
+        options=grpc_limits.options(max_receive_bytes=served.spec.max_body_bytes, reuse_port=True),
+        maximum_concurrent_rpcs=grpc_limits.MAX_CONCURRENT_RPCS,
     )
     server.add_generic_rpc_handlers([handlers(served, counters=counters)])
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

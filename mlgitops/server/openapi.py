@@ -37,6 +37,7 @@ def _value_schema(kind: str) -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "The body is not parseable or not shaped like the protocol.",
+        401: "The route needs the API token (Authorization: Bearer).",
         404: "No such model.",
         405: "Method not allowed.",
         413: "The body exceeds the server's limit.",
@@ -61,7 +62,10 @@ def document(
 ) -> dict[str, Any]:
     """The OpenAPI 3.0 document for a server of model ``name``."""
     cols = sig.columns
-    props = {c.name: _value_schema(c.type) for c in cols}
+    props = {
+        c.name: {**_value_schema(c.type), **({"nullable": True} if c.name in sig.nullable else {})}
+        for c in cols
+    }
     required = [c.name for c in cols if c.required]
     record = {
         "type": "object",
@@ -294,10 +298,11 @@ def document(
         "responses": {**_json_ok(obj), **_errors(404, 503)},
     }
     stats_op = {
-        "summary": "Live statistics of every worker and their samples (for monitors)",
+        "summary": "Live statistics of every worker and their samples (for monitors; "
+        "Authorization: Bearer <MLGITOPS_API_TOKEN> when set; never through the gateway)",
         "operationId": "v2_model_stats",
         "parameters": [name_param],
-        "responses": {**_json_ok(obj), **_errors(404)},
+        "responses": {**_json_ok(obj), **_errors(401, 404)},
     }
     infer_post = {
         "summary": "Open Inference Protocol v2: infer (JSON or binary tensors)",

@@ -24,7 +24,8 @@ _NAMES_WARNING = "X does not have valid feature names"
 
 
 def configure_sklearn() -> None:
-    """Per-thread scikit-learn settings for serving: inputs are validated (finite) already."""
+    """Per-thread scikit-learn settings for serving: inputs are validated already (finite, or
+    NaN where a column takes missing values: imputers and NaN-aware estimators see them)."""
     import sklearn
 
     sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
@@ -33,9 +34,13 @@ def configure_sklearn() -> None:
 class Predictor:
     """A loaded model with its signature; ``predict`` returns one prediction per row."""
 
-    def __init__(self, model: mlflow_models.LoadedModel) -> None:
+    def __init__(
+        self, model: mlflow_models.LoadedModel, *, missing_ok: Sequence[str] = ()
+    ) -> None:
+        """``missing_ok``: columns whose reference data had missing values (they take null
+        and NaN, as the columns the signature marks optional do)."""
         self.model = model
-        self.signature = schema.Signature(model.columns)
+        self.signature = schema.Signature(model.columns, missing_ok=missing_ok)
         fitted = getattr(model.estimator, "feature_names_in_", None)
         self.matrix_path = self.signature.all_floating and (
             fitted is None or [str(n) for n in fitted] == list(self.signature.names)

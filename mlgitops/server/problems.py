@@ -25,6 +25,10 @@ class BadRequest(RequestProblem):
     """The body is not parseable (not JSON, not CSV) or not shaped like the protocol."""
 
 
+class Unauthorized(RequestProblem):
+    """A non-public route (live statistics) without the API token."""
+
+
 class NotFound(RequestProblem):
     """Unknown path or model name."""
 
@@ -60,6 +64,7 @@ class NotReady(RequestProblem):
 #: The one exception -> HTTP status table of the server.
 STATUS: dict[type[RequestProblem], int] = {
     BadRequest: 400,
+    Unauthorized: 401,
     NotFound: 404,
     MethodNotAllowed: 405,
     PayloadTooLarge: 413,
@@ -74,6 +79,7 @@ STATUS: dict[type[RequestProblem], int] = {
 #: HTTP request would gets this code and the same sentence.
 GRPC_CODE: dict[int, str] = {
     400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
     404: "NOT_FOUND",
     405: "UNIMPLEMENTED",
     413: "RESOURCE_EXHAUSTED",

@@ -89,7 +89,8 @@ _MAX_RANK = 8
 
 # ----------------------------------------------------------------------------------- JSON
 def parse_json(body: bytes) -> Any:
-    """Parse a JSON body; NaN/Infinity literals parse (validation then rejects them by column)."""
+    """Parse a JSON body; NaN/Infinity literals parse (validation then takes NaN as a
+    missing value where the column allows one, and refuses the rest by column)."""
     if not body.strip():
         raise problems.BadRequest("The request body is empty; send a JSON object.")
     try:
@@ -221,12 +222,25 @@ def mlflow_csv(body: bytes, sig: schema.Signature) -> schema.Batch:
     columns: dict[str, Any] = {}
     for j, name in enumerate(header):
         kind = sig.by_name[name].type
-        columns[name] = [_csv_value(r[j], kind, name=name, row=i) for i, r in enumerate(body_rows)]
+        nullable = name in sig.nullable
+        columns[name] = [
+            _csv_value(r[j], kind, name=name, row=i, nullable=nullable)
+            for i, r in enumerate(body_rows)
+        ]
     return sig.from_columnar(columns, where="CSV")
 
 
-def _csv_value(text: str, kind: str, *, name: str, row: int) -> Any:
+def _csv_value(text: str, kind: str, *, name: str, row: int, nullable: bool = False) -> Any:
+    """One CSV cell as ``kind``; an empty cell is a missing value (None) where the column
+    takes them (as pandas reads it), a sentence in any other typed column."""
     s = text.strip()
+    if not s and (nullable or kind not in ("string", "datetime", "binary")):
+        if nullable:
+            return None
+        raise problems.Unprocessable(
+            f"CSV column {name!r} row {row} is empty (a missing value), but the column is "
+            f"required (the signature does not mark it optional); send {kind} there."
+        )
     if kind in ("double", "float"):
         try:
             return float(s)

@@ -3,8 +3,14 @@
 Every decoder returns a `Batch` of numpy columns in the signature's types, or raises
 `problems.Unprocessable` naming the column (and row) that is wrong: a missing or extra
 column, a value of the wrong type (a string where a double is expected, ``true`` in a
-numeric column), NaN or infinity (MLflow signatures do not allow them), a number out of the
-column type's range, rows of different lengths, or no rows at all.
+numeric column), infinity, a number out of the column type's range, rows of different
+lengths, or no rows at all.
+
+Missing values: a *nullable* column (the signature marks it ``"required": false``, or the
+reference data had missing values there) takes ``null`` and ``NaN`` (and an empty CSV cell):
+a floating-point or integer column gets NaN (an integer column then becomes float64, as
+pandas makes it), a string or boolean column ``None``, as scikit-learn's imputers expect.
+Any other column's ``null`` or ``NaN`` is refused with a sentence.
 
 When every column is a floating-point one, a batch also carries the rows as one float64
 matrix in signature order, so the predictor and the batcher never rebuild it.
@@ -14,7 +20,7 @@ from __future__ import annotations
 
 import collections
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -90,7 +96,11 @@ class Batch:
 class Signature:
     """Column names and MLflow types of a model, with decoders for every request format."""
 
-    def __init__(self, columns: Sequence[mlflow_models.Column]) -> None:
+    def __init__(
+        self, columns: Sequence[mlflow_models.Column], *, missing_ok: Iterable[str] = ()
+    ) -> None:
+        """``missing_ok``: columns that take missing values besides the signature's optional
+        ones (those the reference data had missing values in)."""
         self.columns = tuple(columns)
         self.names = tuple(c.name for c in columns)
         self.by_name = {c.name: c for c in columns}
@@ -99,6 +109,12 @@ class Signature:
         self.all_floating = bool(columns) and all(c.type == "double" for c in columns)
         self.all_numeric = all(c.numeric for c in columns)
         self._required = frozenset(c.name for c in columns if c.required)
+        extra = set(missing_ok)
+        #: Columns that take missing values (null, NaN, an empty CSV cell).
+        self.nullable = frozenset(
+            c.name for c in columns if not c.required or c.name in extra
+        )
+        self._null_mask = np.array([n in self.nullable for n in self.names], dtype=bool)
 
     # ---------------------------------------------------------------- column-level checks
     def check_names(self, names: Sequence[str], *, where: str) -> None:
@@ -122,16 +138,19 @@ class Signature:
     def coerce(self, name: str, values: Any, *, where: str = "column") -> Array:
         """Typed, validated 1-D array for column ``name`` from a list of JSON values."""
         col = self.by_name[name]
+        nullable = name in self.nullable
         if isinstance(values, np.ndarray):
             if values.size == 0:
                 raise problems.Unprocessable("The request has no rows; send at least one row.")
-            return _coerce_array(col, values, where=where)
+            return _coerce_array(col, values, where=where, nullable=nullable)
         if not isinstance(values, list):
             raise problems.Unprocessable(
                 f"{where} {name!r} must be a list of values, not {_json_kind(values)}."
             )
         if not values:
             raise problems.Unprocessable("The request has no rows; send at least one row.")
+        if nullable:
+            return _coerce_nullable(col, values, where=where)
         return _coerce(col, values, where=where)
 
     def _fill_optional(self, columns: dict[str, Array], rows: int) -> None:
@@ -235,12 +254,12 @@ class Signature:
             )
         width = len(self.names)
         if isinstance(flat, np.ndarray) and self.all_floating and flat.dtype.kind in "fiu":
-            matrix = flat.astype(np.float64)
-            if np.isfinite(matrix).all():
-                return self._matrix_batch(matrix.reshape(rows, width))
+            matrix = flat.astype(np.float64).reshape(rows, width)
+            if _finite_enough(matrix, self._null_mask):
+                return self._matrix_batch(matrix)
         if self.all_floating:  # a list, or an array with a bad value: the sentence names it
             values: list[Any] = flat.tolist() if isinstance(flat, np.ndarray) else flat
-            matrix = _float_matrix(values, where=where, names=self.names)
+            matrix = _float_matrix(values, where=where, names=self.names, nullable=self._null_mask)
             return self._matrix_batch(matrix.reshape(rows, width))
         columns = {
             name: self.coerce(name, flat[j::width], where=f"{where} column")
@@ -250,7 +269,7 @@ class Signature:
 
     def _from_matrix_rows(self, rows: list[list[Any]], *, where: str) -> Batch:
         flat = [v for row in rows for v in row]
-        matrix = _float_matrix(flat, where=where, names=self.names)
+        matrix = _float_matrix(flat, where=where, names=self.names, nullable=self._null_mask)
         return self._matrix_batch(matrix.reshape(len(rows), len(self.names)))
 
     def _matrix_batch(self, matrix: npt.NDArray[np.float64]) -> Batch:
@@ -282,11 +301,11 @@ def _json_kind(value: Any) -> str:
 
 
 def _bad_value(
-    col: mlflow_models.Column, values: list[Any], *, where: str
+    col: mlflow_models.Column, values: list[Any], *, where: str, nullable: bool = False
 ) -> problems.Unprocessable:
     """The sentence for the first value of ``values`` that does not fit ``col``."""
     for i, v in enumerate(values):
-        problem = _value_problem(col.type, v)
+        problem = _value_problem(col.type, v, nullable=nullable)
         if problem:
             return problems.Unprocessable(
                 f"{where} {col.name!r} row {i} is {problem}; the signature says {col.type}, "
@@ -297,15 +316,23 @@ def _bad_value(
     )
 
 
-def _value_problem(kind: str, v: Any) -> str | None:
-    if v is None:
-        return "null (a missing value)"
+_REQUIRED = (
+    "{what} (a missing value), but the column is required (the signature does not mark it "
+    "optional and the reference data had no missing values there)"
+)
+
+
+def _value_problem(kind: str, v: Any, *, nullable: bool = False) -> str | None:
+    if _is_missing(v):
+        if nullable:
+            return None
+        return _REQUIRED.format(what="null" if v is None else "NaN")
     if kind in _FLOATING:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             return _json_kind(v)
         f = float(v) if not isinstance(v, int) or abs(v) < 2**1023 else math.inf
         if not math.isfinite(f):
-            return "NaN or infinite (the signature allows only finite numbers)"
+            return "infinite (the signature allows only finite numbers, or NaN for a missing value)"
         if kind == "float" and abs(f) > _FLOAT32_MAX:
             return f"{v!r}, beyond the float32 range"
         return None
@@ -366,40 +393,98 @@ def _coerce(col: mlflow_models.Column, values: list[Any], *, where: str) -> Arra
     return raw.astype(object)
 
 
-def _coerce_array(col: mlflow_models.Column, values: Array, *, where: str) -> Array:
+def _coerce_array(
+    col: mlflow_models.Column, values: Array, *, where: str, nullable: bool = False
+) -> Array:
     """`_coerce` for an array read raw: numbers into a floating column without a detour
     through Python objects; anything else through the list path (the same checks)."""
     if values.ndim != 1:
         values = values.reshape(-1)
     if col.type in _FLOATING and values.dtype.kind in "fiu":
         out = values.astype(np.float64)
-        if np.isfinite(out).all() and (
+        if _finite_enough(out, nullable) and (
             col.type == "double" or not (np.abs(out) > _FLOAT32_MAX).any()
         ):
             return out if col.type == "double" else out.astype(np.float32)
+    if nullable:
+        return _coerce_nullable(col, values.tolist(), where=where)
     return _coerce(col, values.tolist(), where=where)
 
 
+def _is_missing(v: Any) -> bool:
+    """A JSON null, or a NaN (a float that is not equal to itself)."""
+    return v is None or (isinstance(v, float) and v != v)
+
+
+def _finite_enough(values: Array, nullable: bool | npt.NDArray[np.bool_]) -> bool:
+    """Every value finite, or NaN where missing values are allowed (``nullable``: one flag,
+    or one per column of a 2-D ``values``)."""
+    finite = np.isfinite(values)
+    if finite.all():
+        return True
+    if not np.any(nullable):
+        return False
+    return bool((finite | (np.isnan(values) & nullable)).all())
+
+
+def _coerce_nullable(col: mlflow_models.Column, values: list[Any], *, where: str) -> Array:
+    """`_coerce` for a column that takes missing values: NaN for numbers (an integer column
+    with missing values becomes float64, as in pandas), None for strings and booleans."""
+    missing = [_is_missing(v) for v in values]
+    if not any(missing):
+        return _coerce(col, values, where=where)
+    present = [v for v, m in zip(values, missing, strict=True) if not m]
+    try:
+        typed = _coerce(col, present, where=where) if present else None
+    except problems.Unprocessable:  # the sentence names the row of the whole column
+        raise _bad_value(col, values, where=where, nullable=True) from None
+    mask = np.asarray(missing)
+    if col.type in _FLOATING or col.type in _INT_RANGE:
+        dtype = np.float32 if col.type == "float" else np.float64
+        out: Array = np.full(len(values), np.nan, dtype=dtype)
+    else:
+        out = np.full(len(values), None, dtype=object)
+    if typed is not None:
+        out[~mask] = typed
+    return out
+
+
 def _float_matrix(
-    flat: list[Any], *, where: str, names: Sequence[str] | None = None
+    flat: list[Any],
+    *,
+    where: str,
+    names: Sequence[str] | None = None,
+    nullable: npt.NDArray[np.bool_] | None = None,
 ) -> npt.NDArray[np.float64]:
-    """float64 array from a flat list of JSON numbers; Unprocessable names the bad value."""
+    """float64 array from a flat list of JSON numbers (row-major over ``names``; ``nullable``
+    marks the columns where null and NaN are missing values); Unprocessable names the bad
+    value."""
+    width = len(names) if names else 1
+    some_nullable = nullable is not None and bool(nullable.any())
     try:
         raw = np.asarray(flat)
+        if some_nullable and raw.dtype.kind == "O":  # nulls: NaN (checked by column below)
+            raw = np.asarray([math.nan if v is None else v for v in flat])
     except (ValueError, TypeError, OverflowError):
         raw = np.asarray([None])
     ok = raw.ndim == 1 and raw.dtype.kind in "fi" and not _has_bool(flat)
     if ok:
         out = raw.astype(np.float64)
-        ok = bool(np.isfinite(out).all())
+        if some_nullable and out.size % width == 0:
+            assert nullable is not None
+            ok = _finite_enough(out.reshape(-1, width), nullable)
+        else:
+            ok = bool(np.isfinite(out).all())
         if ok:
             result: npt.NDArray[np.float64] = out
             return result
-    width = len(names) if names else 1
     for i, v in enumerate(flat):
-        problem = _value_problem("double", v)
+        j = i % width
+        problem = _value_problem(
+            "double", v, nullable=bool(nullable is not None and nullable[j])
+        )
         if problem:
-            row, j = divmod(i, width)
+            row = i // width
             label = f"column {names[j]!r} row {row}" if names else f"value {i}"
             raise problems.Unprocessable(
                 f"{where} {label} is {problem}; the signature takes numbers there."

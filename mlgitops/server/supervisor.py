@@ -90,8 +90,10 @@ def load_runtime(spec: ServeSpec) -> app.Runtime:
     # the policy the controller deployed under (read again on each pass), else the environment's
     policy = None if spec.trust_allow is None else trust.Policy(allow=frozenset(spec.trust_allow))
     model = mlflow_models.load(spec.model_dir, trusted_types=spec.trusted_types, policy=policy)
-    pred = predictor.Predictor(model)
-    baseline = recorder.load_baseline(spec.model_dir, pred.signature.names)
+    baseline = recorder.load_baseline(spec.model_dir, [c.name for c in model.columns])
+    # a column whose reference data had missing values takes them at serving time too
+    missing_ok = [c.name for c in baseline.columns if c.missing > 0] if baseline else []
+    pred = predictor.Predictor(model, missing_ok=missing_ok)
     predictor.configure_sklearn()
     reference = recorder.reference_row(baseline)
     out = None
