@@ -206,6 +206,7 @@ def required_types(model_file: Path) -> list[str]:
     """Types in a skops file that skops does not trust by default (read as data, nothing built)."""
     import skops.io
 
+    skops_files.check_bounds(model_file)  # sizes first: skops reads members whole
     try:
         return sorted(skops.io.get_untrusted_types(file=model_file))
     except Exception as exc:  # skops raises many kinds for a corrupt file
