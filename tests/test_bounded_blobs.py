@@ -124,13 +124,16 @@ def sparse(path: Path, size: int) -> None:
 # the sparse gigabyte --------------------------------------------------------------------------
 
 
-def test_a_sparse_gigabyte_is_refused_by_its_size_and_the_validator_stays_small(repo: Path) -> None:
+def test_a_sparse_gigabyte_is_refused_by_its_size_and_the_validator_stays_small(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bare = repository.remote_of(repo).local
     assert bare is not None
+    commit(repo, lambda r: sparse(r / MODEL / "weights.bin", GiB))
+    monkeypatch.setenv("MLGITOPS_VALIDATOR_IDLE", "600")  # it lives through the test (stopped after)
     pid = warm_validator(bare)
     assert address_space_limit(pid) == str(sandbox.MEMORY_BYTES)  # the sandbox's cap, on itself
     before = status_kib(pid, "VmHWM")
-    commit(repo, lambda r: sparse(r / MODEL / "weights.bin", GiB))
 
     err = refused_push(repo)
     assert "models/credit/weights.bin: is 1073741824 bytes (1.0 GiB) at commit" in err
@@ -140,16 +143,23 @@ def test_a_sparse_gigabyte_is_refused_by_its_size_and_the_validator_stays_small(
     grew = (status_kib(pid, "VmHWM") - before) * 1024
     assert grew < 64 * MiB, f"the validator's peak memory grew by {grew // MiB} MiB"
 
-    # the pusher's environment raises nothing, warm or cold: the remote's own file does
-    err = refused_push(repo, MLGITOPS_MAX_FILE_BYTES=str(4 * GiB), MLGITOPS_VALIDATOR="cold")
-    assert "cap for one file" in err
-    (bare / "mlgitops-trust.yaml").write_text(f"maxFileBytes: {2 * GiB}\n")
-    err = refused_push(repo)
-    assert "models/credit: holds 1073" in err and "(the largest file, models/credit/weights.bin" in err
-    assert "over the 536870912 bytes (512.0 MiB) cap for a model directory" in err
+
+def test_the_remote_takes_its_caps_from_its_own_file_never_from_the_pusher(repo: Path) -> None:
+    bare = repository.remote_of(repo).local
+    assert bare is not None
+    commit(repo, lambda r: sparse(r / MODEL / "weights.bin", 2 * MiB))
+    (bare / "mlgitops-trust.yaml").write_text(f"maxFileBytes: {MiB}\n")
+    for env in ({}, {"MLGITOPS_VALIDATOR": "cold"}):  # warm and cold alike
+        err = refused_push(repo, MLGITOPS_MAX_FILE_BYTES=str(GiB), **env)
+        assert "models/credit/weights.bin: is 2097152 bytes (2.0 MiB)" in err
+        assert "cap for one file; commit smaller files" in err
+        assert f"raise maxFileBytes in {bare}/mlgitops-trust.yaml" in err
+    (bare / "mlgitops-trust.yaml").write_text(f"maxFileBytes: {4 * MiB}\nmaxModelBytes: {MiB}\n")
+    err = refused_push(repo, MLGITOPS_MAX_MODEL_BYTES=str(GiB))
+    assert "models/credit: holds 2" in err
+    assert "(the largest file, models/credit/weights.bin, is 2097152 bytes (2.0 MiB))" in err
+    assert "over the 1048576 bytes (1.0 MiB) cap for a model directory" in err
     assert f"raise maxModelBytes in {bare}/mlgitops-trust.yaml" in err
-    grew = (status_kib(pid, "VmHWM") - before) * 1024
-    assert grew < 64 * MiB, f"the validator's peak memory grew by {grew // MiB} MiB"
 
 
 @pytest.mark.parametrize(("setting", "sentence"), [
