@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,33 +20,100 @@ def telemetry_off() -> None:
     telemetry.off()
 
 
-#: The trust policy file a bare remote may hold (its administrator's, not the repository's).
+#: The team's trust policy file, in the bare remote (its administrator's, not the repository's:
+#: nothing a push brings widens it). ``mlgitops trust allow`` writes it.
 REMOTE_TRUST_FILE = "mlgitops-trust.yaml"
 
 
-def trust_policy(*, file: Path | None = None, environment: bool = True) -> trust.Policy:
-    """The operator's trust policy: ``MLGITOPS_TRUST_ALLOW`` (comma-separated type names) and the
-    YAML file ``MLGITOPS_TRUST_POLICY`` (``allow: [type, …]``), or ``file`` when given.
+@dataclass(frozen=True)
+class TrustFile:
+    """Where the team trust policy of a repository is read (and written) on this machine."""
+
+    path: Path
+    hosted: str | None = None
+    """The origin URL when the remote is not on this machine: ``path`` is then a local copy,
+    and the same file belongs in the bare repository on the Git host."""
+
+
+def _bare(path: Path) -> bool:
+    return (path / "HEAD").is_file() and (path / "objects").is_dir() and not (path / ".git").exists()
+
+
+def trust_file(repo: Path) -> TrustFile | None:
+    """The trust policy file of ``repo``: in the bare remote when ``repo`` is one or its origin
+    is a path on this machine, else in ``repo``'s own ``.git`` (None: not a git repository)."""
+    repo = repo.resolve()
+    if _bare(repo):
+        return TrustFile(repo / REMOTE_TRUST_FILE)
+    if not (repo / ".git").exists():
+        return None
+    url = _git(repo, "config", "--get", "remote.origin.url") or None
+    if url is not None:
+        local = Path(url.removeprefix("file://"))
+        local = local if local.is_absolute() else repo / local
+        if "://" not in url.removeprefix("file://") and _bare(local):
+            return TrustFile(local.resolve() / REMOTE_TRUST_FILE)
+    gitdir = _git(repo, "rev-parse", "--absolute-git-dir")
+    return TrustFile((Path(gitdir) if gitdir else repo / ".git") / REMOTE_TRUST_FILE, hosted=url)
+
+
+def _git(repo: Path, *args: str) -> str:
+    """One line of git's answer about ``repo`` ('' when git says nothing)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    try:
+        proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                              env=env, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
+def read_trust_file(path: Path) -> dict[str, str]:
+    """The types a trust policy file admits (``allow: [type, …]``), each with its reason."""
+    try:
+        doc = yamldoc.load(path.read_bytes(), source=str(path))
+    except OSError as exc:
+        raise errors.ConfigError(f"{path}: the trust policy file cannot be read ({exc.strerror})") from exc
+    items = doc.get("allow") if isinstance(doc, dict) else None
+    if items is not None and (not isinstance(items, list) or not all(isinstance(t, str) for t in items)):
+        raise errors.ConfigError(f"{path}: field allow: must be a list of type names")
+    reasons = doc.get("reasons") if isinstance(doc, dict) else None
+    reasons = reasons if isinstance(reasons, dict) else {}
+    return {t: str(reasons.get(t) or "") for t in items or ()}
+
+
+def trust_sources(*, repo: Path | None = None, file: Path | None = None,
+                  environment: bool = True) -> dict[str, tuple[str, str]]:
+    """Each type admitted beyond the defaults, with where it is admitted and why."""
+    out: dict[str, tuple[str, str]] = {}
+    if environment:
+        for t in os.environ.get("MLGITOPS_TRUST_ALLOW", "").split(","):
+            if t.strip():
+                out[t.strip()] = ("MLGITOPS_TRUST_ALLOW", "")
+        if os.environ.get("MLGITOPS_TRUST_POLICY"):
+            env_file = Path(os.environ["MLGITOPS_TRUST_POLICY"])
+            for t, why in read_trust_file(env_file).items():
+                out[t] = (f"MLGITOPS_TRUST_POLICY={env_file}", why)
+    if file is None and repo is not None:
+        found = trust_file(repo)
+        file = found.path if found is not None and found.path.is_file() else None
+    if file is not None:
+        for t, why in read_trust_file(file).items():
+            out[t] = (str(file), why)
+    return out
+
+
+def trust_policy(*, file: Path | None = None, environment: bool = True,
+                 repo: Path | None = None) -> trust.Policy:
+    """The trust policy: the defaults (`core.trust`), the team's file of ``repo``
+    (`trust_file`, or ``file``), ``MLGITOPS_TRUST_ALLOW`` (comma-separated type names) and the
+    YAML file ``MLGITOPS_TRUST_POLICY`` (``allow: [type, …]``).
 
     ``environment=False`` ignores the environment (the remote's hook: a pusher sets that).
     """
-    allow: set[str] = set()
-    path = file
-    if environment:
-        allow |= {t.strip() for t in os.environ.get("MLGITOPS_TRUST_ALLOW", "").split(",") if t.strip()}
-        if path is None and os.environ.get("MLGITOPS_TRUST_POLICY"):
-            path = Path(os.environ["MLGITOPS_TRUST_POLICY"])
-    if path is not None:
-        try:
-            doc = yamldoc.load(path.read_bytes(), source=str(path))
-        except OSError as exc:
-            raise errors.ConfigError(f"{path}: the trust policy file cannot be read ({exc.strerror})") from exc
-        items = doc.get("allow") if isinstance(doc, dict) else None
-        if items is not None and (not isinstance(items, list) or not all(isinstance(t, str) for t in items)):
-            raise errors.ConfigError(f"{path}: field allow: must be a list of type names")
-        allow |= set(items or ())
+    allow = trust_sources(repo=repo, file=file, environment=environment)
     try:
-        return trust.Policy(allow=frozenset(allow))
+        return trust.Policy(allow=frozenset(allow), repo=str(repo.resolve()) if repo else None)
     except ValueError as exc:
         raise errors.ConfigError(str(exc)) from exc
 
@@ -318,7 +386,7 @@ def controller(
         interval_seconds=_float("MLGITOPS_MONITOR_SECONDS", 1.0),
     )
     return ControllerSettings(repo=repo.resolve(), gateway=gw, sync=sync, monitor=mon,
-                              trust=trust_policy(), signing=signing(),
+                              trust=trust_policy(repo=repo), signing=signing(),
                               notify=notify(url=notify_url, format=notify_format),
                               tracking=tracking(uri=tracking_uri))
 

@@ -245,6 +245,28 @@ def test_too_few_rows_is_inconclusive_and_never_reverts(world: World) -> None:
     assert not events(world.store, "Reverted", "DriftAlert")
 
 
+def test_the_drift_condition_reason_reads_with_its_value(world: World) -> None:
+    """An inconclusive window after an alert leaves ``Drift=True DriftAlert`` (never ``True
+    Inconclusive``); before any conclusive window it reads ``False Inconclusive``."""
+    assert world.tick() == []
+    world.send(population(40))
+    world.now[0] += 60.0
+    (d,) = world.tick()
+    assert d.verdict is policy.Verdict.INCONCLUSIVE
+    cond = world.store.status(NAME).condition(ConditionType.DRIFT)
+    assert cond is not None and (cond.status, cond.reason) == (False, "Inconclusive")
+    world.send(population(600, shift=4.0))  # fits neither version: an alert
+    (d,) = world.tick()
+    assert d.verdict is policy.Verdict.ALERT
+    world.send(population(40))
+    world.now[0] += 60.0
+    (d,) = world.tick()
+    assert d.verdict is policy.Verdict.INCONCLUSIVE
+    cond = world.store.status(NAME).condition(ConditionType.DRIFT)
+    assert cond is not None and (cond.status, cond.reason) == (True, "DriftAlert"), cond
+    assert world.store.status(NAME).drift["verdict"] == "inconclusive"  # the latest window
+
+
 def test_the_revert_cap_holds(world: World) -> None:
     world.send(population(600))
     (d,) = world.tick()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import os
 import signal
 import threading
@@ -52,6 +53,8 @@ class Controller:
         self.runtime = local_runtime.LocalRuntime(
             self.state_dir, standby=cfg.sync.standby, ready_timeout=cfg.sync.ready_timeout_seconds,
             stats_root=self.stats_root,
+            # servers check a model's types again under the same policy (the repository's file)
+            env={"MLGITOPS_TRUST_ALLOW": ",".join(sorted(cfg.trust.allow))},
             hosting=local_hosts.Hosting(mode=cfg.sync.hosting,
                                         models_per_host=cfg.sync.models_per_host,
                                         dedicated_bytes=cfg.sync.dedicated_bytes),
@@ -76,6 +79,7 @@ class Controller:
         self.port = cfg.gateway.port
         self.grpc_port: int | None = None  # bound by `_serve_grpc` when asked for
         self.decisions = self._decisions()
+        self.rollouts = decision_log.Rollouts(self.state_dir / reports_mod.REPORTS)
         self.store.listeners.append(self._rollout_decision)
         self.monitor: monitor_mod.Monitor[local_runtime.Backend] | None = None
         if cfg.monitor.enabled:  # drift monitor: windows -> policy -> alerts and git reverts
@@ -94,12 +98,15 @@ class Controller:
         name = str(event.get("model") or "")
         if kind is None or not name:
             return
+        version = event.get("commit")
+        if kind is decisions.Kind.DEPLOY and not self.rollouts.new_deploy(name, version):
+            return  # the same commit started again (a restart): not another decision
         previous = event.get("previous")
         if kind is decisions.Kind.HOLD:
             backend = self.router.get(name)
             previous = backend.version if backend is not None else None
         self.decisions.submit(decisions.of_rollout(
-            kind=kind, model=name, at=time.time(), version=event.get("commit"),
+            kind=kind, model=name, at=time.time(), version=version,
             previous_version=str(previous) if previous else None,
             verdict=str(event.get("message") or ""), digest=event.get("digest"),
             base_url=self.public_url))
@@ -268,9 +275,9 @@ class Controller:
                 (self.state_dir / CONTROLLER_FILE).unlink(missing_ok=True)
 
     def _loop(self) -> None:
-        next_poll = 0.0
+        next_poll = -math.inf  # never polled: due at once
         backoff = 1.0
-        retry_at = 0.0
+        retry_at = -math.inf
         while not self.stop_event.is_set():
             now = time.monotonic()
             fetch = self.pending_fetch or now >= next_poll
