@@ -136,7 +136,7 @@ def fetch_model_cmd(repo_url: str, commit: str, name: str, digest: str, dest: Pa
 @click.option("--poll", "poll_seconds", type=float, help="Poll interval in seconds (default 10).")
 @click.option("--no-monitor", is_flag=True, help="Do not watch drift.")
 @click.option("--tracking-uri", help="MLflow tracking URI for decisions, versions and the "
-              "production alias (default sqlite:///<repo>/.mlgitops/mlflow.db; MLGITOPS_TRACKING_URI).")
+              "production alias (default sqlite:///<repo>/.git/mlgitops/mlflow.db; MLGITOPS_TRACKING_URI).")
 @click.option("--public-url", help="Where people reach the gateway (e.g. behind an ingress): "
               "revert commits and notifications link decision pages there (MLGITOPS_PUBLIC_URL).")
 @click.option("--notify-url", help="POST every deploy, hold, alert and revert to this webhook; "
@@ -199,7 +199,7 @@ def _status_doc(repo: Path) -> dict[str, Any]:
     from mlgitops.controller import run, state
 
     root = repo.resolve()
-    store = state.Store(root / layout.STATE_DIR)
+    store = state.Store(settings.state_dir(root))
     ctl = run.read_controller(root) or {}
     alive = run.controller_alive(root, ctl)
     return {
@@ -262,7 +262,7 @@ def history(name: str, repo: Path, as_json: bool) -> None:
             "kind": kind, "commit": e.commit, "digest": e.trailers.get(layout.TRAILER_DIGEST),
             "message": e.subject, "source": "git",
         })
-    for ev in state.Store(root / layout.STATE_DIR).events(name):
+    for ev in state.Store(settings.state_dir(root)).events(name):
         rows.append({"time": ev["time"], "kind": ev["type"], "commit": ev.get("commit"),
                      "digest": ev.get("digest"), "message": ev.get("message", ""),
                      "source": "controller"})
@@ -295,7 +295,31 @@ def report(name: str, repo: Path, open_latest: bool, as_json: bool, build: bool)
         html = reports.build_report(repo, name)
     ui.console.print(f"Report: {html}")
     ui.console.print(f"Open it in a browser, or run: evidently ui --workspace "
-                     f"{reports.workspace_dir(repo.resolve() / layout.STATE_DIR)}")
+                     f"{reports.workspace_dir(settings.state_dir(repo))}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--repo", default=".", type=click.Path(exists=True, path_type=Path), show_default=True)
+def retry(name: str, repo: Path) -> None:
+    """Try NAME's held version again now (after fixing what held it)."""
+    from mlgitops.controller import run, state
+
+    root = repo.resolve()
+    store = state.Store(settings.state_dir(root))
+    if not manifest.valid_name(name) or (
+            name not in store.models and not (root / layout.manifest_path(name)).is_file()):
+        raise click.ClickException(f"{root} has no model named {name!r} (no "
+                                   f"{layout.manifest_path(name)} and no status of it); check "
+                                   "the name with `mlgitops status`")
+    store.request_retry(name)
+    info = run.read_controller(root)
+    if info and run.controller_alive(root, info):
+        ui.console.print(f"asked the controller (pid {info['pid']}) to try {name} again; "
+                         f"`mlgitops status --repo {repo}` shows the outcome", highlight=False)
+    else:
+        ui.console.print(f"no controller runs for {root}; `mlgitops up --repo {repo}` tries "
+                         f"{name} again when it starts", highlight=False)
 
 
 def _decisions(name: str, repo: Path, *, open_latest: bool, as_json: bool) -> None:
@@ -316,7 +340,7 @@ def _decisions(name: str, repo: Path, *, open_latest: bool, as_json: bool) -> No
         click.echo(json.dumps([{**d.to_dict(), "url": url} for d, url in rows], indent=2))
     elif not rows:
         ui.console.print(f"No decisions of {name} are recorded under "
-                         f"{repo.resolve() / layout.STATE_DIR}; run `mlgitops up --repo {repo}` "
+                         f"{settings.state_dir(repo)}; run `mlgitops up --repo {repo}` "
                          "and publish it first.")
     else:
         table = Table("time (UTC)", "kind", "version", "previous", "verdict", "url")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlgitops import errors, telemetry
 from mlgitops.core import layout, trust, yamldoc
+from mlgitops.core import trust as trust_mod
 
 
 def telemetry_off() -> None:
@@ -299,10 +303,72 @@ class ControllerSettings:
     signing: SigningSettings = field(default_factory=SigningSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    state: Path | None = None
+    """Where the controller keeps its state; None: ``<git dir>/mlgitops`` (`git_state_dir`)."""
+    max_workers: int = field(default_factory=lambda: default_max_workers())
+    """Server worker processes all models together may run on this machine (`LocalRuntime`)."""
+    reload_trust: bool = False
+    """Read the trust policy again on every pass (`current_trust`: the team's file,
+    ``MLGITOPS_TRUST_POLICY``), so a fixed policy takes effect without a restart."""
+
+    def current_trust(self) -> trust_mod.Policy:
+        """The trust policy now: `trust`, or with `reload_trust` the same sources read again; a
+        file that cannot be read keeps the policy the controller started with."""
+        if not self.reload_trust:
+            return self.trust
+        try:
+            return trust_policy(repo=self.repo)
+        except errors.ConfigError:
+            return self.trust
 
     @property
     def state_dir(self) -> Path:
-        return self.repo / layout.STATE_DIR
+        return self.state if self.state is not None else git_state_dir(self.repo)
+
+    def inputs(self) -> str:
+        """A fingerprint of the settings that decide whether a version may deploy (trust and
+        signing policy, the worker cap): a failure remembered under other inputs is tried again."""
+        signers = self.signing.allowed_signers
+        signers_text = ""
+        if signers is not None:
+            try:
+                signers_text = signers.read_text(errors="replace")
+            except OSError:
+                signers_text = "?"
+        doc = json.dumps({"trust": sorted(self.current_trust().allow), "signers": str(signers),
+                          "signersText": signers_text, "maxWorkers": self.max_workers},
+                         sort_keys=True)
+        return hashlib.sha256(doc.encode()).hexdigest()[:16]
+
+
+def default_max_workers() -> int:
+    """Twice the cores, and at least 16 (a fleet's shared hosts count too)."""
+    return max(16, 2 * (os.cpu_count() or 2))
+
+
+def git_state_dir(repo: Path) -> Path:
+    """``<git dir>/mlgitops`` of the clone at ``repo`` (its common git directory for a linked
+    worktree): git never writes there on a push, pull, rebase or checkout, and it cannot be
+    tracked, so nothing a pusher commits lands where the controller reads its own state."""
+    dot_git = repo / ".git"
+    if dot_git.is_file():  # a linked worktree or a submodule: "gitdir: <path>"
+        text = dot_git.read_text(errors="replace").strip()
+        if text.startswith("gitdir:"):
+            git_dir = (repo / text[len("gitdir:"):].strip()).resolve()
+            common = git_dir / "commondir"
+            if common.is_file():
+                git_dir = (git_dir / common.read_text().strip()).resolve()
+            return git_dir / layout.STATE_DIR_IN_GIT
+    return dot_git / layout.STATE_DIR_IN_GIT
+
+
+def state_dir(repo: Path) -> Path:
+    """The controller state of the model repository at ``repo``: ``MLGITOPS_STATE_DIR`` when set,
+    else `git_state_dir` (what ``mlgitops up`` writes and status, history and report read)."""
+    override = (os.environ.get("MLGITOPS_STATE_DIR") or "").strip()
+    if override:
+        return Path(override).expanduser().resolve()
+    return git_state_dir(repo.expanduser().resolve())
 
 
 def _float(name: str, default: float) -> float:
@@ -385,10 +451,15 @@ def controller(
         enabled=monitor and os.environ.get("MLGITOPS_MONITOR", "1") not in ("0", "false"),
         interval_seconds=_float("MLGITOPS_MONITOR_SECONDS", 1.0),
     )
+    max_workers = _float("MLGITOPS_MAX_WORKERS", default_max_workers())
+    if max_workers != int(max_workers):
+        raise errors.ConfigError(f"MLGITOPS_MAX_WORKERS={max_workers} is not a whole number of "
+                                 "worker processes")
     return ControllerSettings(repo=repo.resolve(), gateway=gw, sync=sync, monitor=mon,
                               trust=trust_policy(repo=repo), signing=signing(),
                               notify=notify(url=notify_url, format=notify_format),
-                              tracking=tracking(uri=tracking_uri))
+                              tracking=tracking(uri=tracking_uri), state=state_dir(repo),
+                              max_workers=int(max_workers), reload_trust=True)
 
 
 @dataclass(frozen=True)
@@ -416,6 +487,10 @@ class OperatorSettings:
     """The outgoing webhook (``MLGITOPS_NOTIFY_*``, as for ``mlgitops up``)."""
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     """MLflow and Evidently (``MLGITOPS_TRACKING_URI``, ``MLGITOPS_MLFLOW``, ``MLGITOPS_EVIDENTLY``)."""
+    pod_requests: tuple[tuple[str, str], ...] = (("cpu", "100m"), ("memory", "256Mi"))
+    pod_limits: tuple[tuple[str, str], ...] = (("cpu", "2"), ("memory", "2Gi"))
+    """CPU and memory requests and limits of every model pod (``MLGITOPS_OPERATOR_CPU_REQUEST``,
+    ``…_MEMORY_REQUEST``, ``…_CPU_LIMIT``, ``…_MEMORY_LIMIT``); never the manifest's to set."""
 
 
 def operator() -> OperatorSettings:
@@ -446,7 +521,22 @@ def operator() -> OperatorSettings:
         grpc_port=_port_or_none("MLGITOPS_OPERATOR_GRPC_PORT"),
         notify=notify(),
         tracking=tracking(),
+        pod_requests=(("cpu", _quantity("MLGITOPS_OPERATOR_CPU_REQUEST", "100m")),
+                      ("memory", _quantity("MLGITOPS_OPERATOR_MEMORY_REQUEST", "256Mi"))),
+        pod_limits=(("cpu", _quantity("MLGITOPS_OPERATOR_CPU_LIMIT", "2")),
+                    ("memory", _quantity("MLGITOPS_OPERATOR_MEMORY_LIMIT", "2Gi"))),
     )
+
+
+def _quantity(name: str, default: str) -> str:
+    """A Kubernetes quantity (``500m``, ``2``, ``1Gi``) from ``name``."""
+    raw = (os.environ.get(name) or "").strip()
+    if not raw:
+        return default
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?", raw):
+        raise errors.ConfigError(f"{name}={raw!r} is not a Kubernetes quantity; give e.g. 500m, "
+                                 "2 or 1Gi")
+    return raw
 
 
 def _port_or_none(name: str) -> int | None:

@@ -27,7 +27,7 @@ import uvicorn
 from conftest import free_port, wait_until
 from webhook_receiver import Receiver
 
-from mlgitops import errors
+from mlgitops import errors, settings
 from mlgitops.adapters import webhooks
 from mlgitops.controller import decision_pages, gateway
 from mlgitops.controller import decisions as decision_log
@@ -317,7 +317,7 @@ def test_mlgitops_report_lists_decisions_with_urls_and_opens_the_latest(
 
     from mlgitops import cli
 
-    root = repo / ".mlgitops" / "reports"
+    root = settings.state_dir(repo) / "reports"
     revert = window_decision(live_shift=0.0).with_(commit="c" * 40)
     local = decisions.of_rollout(kind=decisions.Kind.DEPLOY, model="credit-risk",
                                  at=revert.at + 60, version="c" * 40, previous_version="b" * 40,
@@ -368,7 +368,7 @@ def test_public_url_and_notification_settings_are_checked(monkeypatch: pytest.Mo
 def test_notebook_helpers_read_the_decisions_and_the_page(repo: Path) -> None:
     from mlgitops import insights
 
-    root = repo / ".mlgitops" / "reports"
+    root = settings.state_dir(repo) / "reports"
     revert = window_decision(live_shift=0.0).with_(commit="c" * 40)
     alert = window_decision(live_shift=3.0)
     log = decision_log.Log(root)
@@ -517,7 +517,7 @@ def test_one_commit_yields_one_deploy_row_across_a_controller_restart(
     monkeypatch.setenv("MLGITOPS_EVIDENTLY", "0")
     from mlgitops.controller import report_files, run
 
-    root = repo / ".mlgitops" / "reports"
+    root = settings.state_dir(repo) / "reports"
     v1 = publish_version(name="credit")
 
     def serve_until(version: str) -> None:

@@ -130,6 +130,7 @@ class Monitor(Generic[H]):
         live_stats: ports.LiveStatsSource | None = None,
         dispatcher: decision_log.Dispatcher | None = None,
         sample_wait: float = 10.0,
+        root: Path | None = None,
     ) -> None:
         self.store = store
         self.sample_wait = sample_wait
@@ -137,6 +138,8 @@ class Monitor(Generic[H]):
         self.router = router
         self.source = source
         self.state_dir = state_dir
+        #: report links without a base URL are paths relative to this (the model repository)
+        self.root = root if root is not None else state_dir.parent
         self.stats_root = state_dir / "stats"
         self.live_stats: ports.LiveStatsSource = (
             live_stats if live_stats is not None else stats_store.Directory(self.stats_root)
@@ -449,7 +452,7 @@ class Monitor(Generic[H]):
         """Without a base URL, the page's path relative to the repository."""
         page = decision_pages.page_file(self.state_dir / reports.REPORTS, record.model, record.id)
         try:
-            return page.relative_to(self.state_dir.parent).as_posix()
+            return page.relative_to(self.root).as_posix()
         except ValueError:
             return str(page)
 
@@ -477,7 +480,7 @@ class Monitor(Generic[H]):
         """What a commit and events name for a report: its URL, or its path in the repository."""
         if self.report_base:
             return target.url(self.report_base)
-        return target.link(self.state_dir.parent)
+        return target.link(self.root)
 
     def _pending_reverts(self) -> dict[str, dict[str, object]]:
         raw = self.store.extra.get(PENDING)
@@ -723,7 +726,7 @@ class Monitor(Generic[H]):
             while time.monotonic() < retire and self.live_stats.serves_elsewhere(name, version):
                 time.sleep(0.1)
         link = self._link(job.target)
-        path = job.target.link(self.state_dir.parent)
+        path = job.target.link(self.root)
         try:
             sample = (job.sample() if callable(job.sample)  # the window's own rows
                       else self._freshest_sample(name, version, job.sample))
