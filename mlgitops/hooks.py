@@ -51,8 +51,9 @@ def _export(gitdir: Path, commit: str, dest: Path, *, models: set[str] | None) -
     Other model directories get an empty placeholder (they were checked when they landed);
     an entry of models/ that is not a directory is exported so validation refuses it.
     """
+    limits = remote_limits(gitdir)
     if models is None:
-        git.export_paths(gitdir, commit, VALIDATED_PATHS, dest)
+        git.export_paths(gitdir, commit, VALIDATED_PATHS, dest, limits=limits)
         return
     listing = git.run(gitdir, "ls-tree", "-z", commit, f"{layout.MODELS}/", keep_env=True).decode()
     paths = [layout.MANIFESTS, layout.QUARANTINE]
@@ -65,7 +66,7 @@ def _export(gitdir: Path, commit: str, dest: Path, *, models: set[str] | None) -
             paths.append(rel)
         else:
             (dest / layout.MODELS / sub).mkdir(parents=True, exist_ok=True)
-    git.export_paths(gitdir, commit, paths, dest)
+    git.export_paths(gitdir, commit, paths, dest, limits=limits)
 
 
 def validated_key(dep: manifest.ModelDeployment, policy: trust.Policy) -> str:
@@ -101,6 +102,11 @@ def remote_policy(gitdir: Path) -> trust.Policy:
     TYPE --repo GITDIR`` writes it, as publish, validate and ``up`` read it), never the
     pusher's environment. Refusals name that command."""
     return settings.trust_policy(repo=gitdir, environment=False)
+
+
+def remote_limits(gitdir: Path) -> settings.BlobLimits:
+    """This remote's size caps: its own file, never the pusher's environment."""
+    return settings.blob_limits(file=gitdir / settings.REMOTE_TRUST_FILE, environment=False)
 
 
 def accepted_before(gitdir: Path, old: str, dep: manifest.ModelDeployment) -> bool:

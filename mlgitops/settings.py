@@ -123,6 +123,46 @@ def trust_policy(*, file: Path | None = None, environment: bool = True,
 
 
 @dataclass(frozen=True)
+class BlobLimits:
+    """What one model may weigh in Git, checked from object sizes before any blob is read."""
+
+    model_bytes: int = 512 * 1024**2
+    """All files of one model directory (``models/<name>/``) together."""
+    file_bytes: int = 256 * 1024**2
+    """Any one file a model directory holds (or that is read from Git whole)."""
+    model_setting: str = "MLGITOPS_MAX_MODEL_BYTES"
+    """Where ``model_bytes`` is raised (named in a refusal)."""
+    file_setting: str = "MLGITOPS_MAX_FILE_BYTES"
+
+
+def blob_limits(*, file: Path | None = None, environment: bool = True) -> BlobLimits:
+    """``MLGITOPS_MAX_MODEL_BYTES`` and ``MLGITOPS_MAX_FILE_BYTES``; with ``environment=False``
+    the keys ``maxModelBytes`` and ``maxFileBytes`` of ``file`` (a remote's `REMOTE_TRUST_FILE`,
+    defaults when it does not exist): a remote's hook takes its limits from its administrator,
+    never from the pusher."""
+    if environment:
+        return BlobLimits(model_bytes=_bytes("MLGITOPS_MAX_MODEL_BYTES", BlobLimits.model_bytes),
+                          file_bytes=_bytes("MLGITOPS_MAX_FILE_BYTES", BlobLimits.file_bytes))
+    where = str(file) if file is not None else f"the remote's {REMOTE_TRUST_FILE}"
+    doc: object = {}
+    if file is not None and file.is_file():
+        try:
+            doc = yamldoc.load(file.read_bytes(), source=str(file))
+        except OSError as exc:
+            raise errors.ConfigError(f"{file}: cannot be read ({exc.strerror})") from exc
+    table = doc if isinstance(doc, dict) else {}
+    values = []
+    for key, default in (("maxModelBytes", BlobLimits.model_bytes),
+                         ("maxFileBytes", BlobLimits.file_bytes)):
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise errors.ConfigError(f"{where}: field {key}: must be a positive number of bytes")
+        values.append(value)
+    return BlobLimits(model_bytes=values[0], file_bytes=values[1],
+                      model_setting=f"maxModelBytes in {where}", file_setting=f"maxFileBytes in {where}")
+
+
+@dataclass(frozen=True)
 class SigningSettings:
     """Opt-in commit signing (SSH keys, git's own verification)."""
 

@@ -169,8 +169,9 @@ def _reference_digest(path: Path) -> str:
     import pandas as pd
 
     try:
+        files.check_parquet(path, name=path.name)  # its declared size before any read
         frame = pd.read_parquet(path)
-    except Exception:  # a missing or unreadable sample: no recipe key
+    except Exception:  # a missing, unreadable or oversized sample: no recipe key
         return "none"
     frame = frame.drop(columns=[c for c in ("prediction",) if c in frame.columns])
     h = hashlib.sha256(json.dumps([str(c) for c in frame.columns]).encode())

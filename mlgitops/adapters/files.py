@@ -1,4 +1,4 @@
-"""Files on this machine: model directory digests, atomic writes, JSON lines."""
+"""Files on this machine: model directory digests, atomic writes, JSON lines, parquet bounds."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import stat
+import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,3 +105,56 @@ def read_jsonl(path: Path) -> Iterator[Any]:
                         continue
     except FileNotFoundError:
         return
+
+
+#: A reference sample is a few thousand rows (publish keeps 5000); a parquet file read outside
+#: the sandbox may declare at most these (`check_parquet`).
+MAX_PARQUET_ROWS = 1_000_000
+MAX_PARQUET_UNPACKED_BYTES = 512 * 1024 * 1024
+MAX_PARQUET_FOOTER_BYTES = 16 * 1024 * 1024
+
+
+def check_parquet(source: Path | bytes, *, name: str) -> None:
+    """ModelError, before any data is read, unless the parquet file at ``source`` (a path or its
+    bytes) declares a bounded table: its footer, its rows (file, row groups and column chunks)
+    and its uncompressed size, as its own metadata states them. ``name`` is how it is called."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        if isinstance(source, bytes):
+            tail, size = source[-8:], len(source)
+        else:
+            with source.open("rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(size - 8, 0))
+                tail = f.read(8)
+        if len(tail) < 8 or tail[4:] != b"PAR1":
+            raise errors.ModelError(f"{name}: is not a parquet file; republish the model")
+        (footer,) = struct.unpack("<I", tail[:4])
+        if footer > min(MAX_PARQUET_FOOTER_BYTES, size):
+            raise errors.ModelError(
+                f"{name}: its parquet footer declares {footer} bytes, over the "
+                f"{MAX_PARQUET_FOOTER_BYTES}-byte limit; republish the model"
+            )
+        reader = pa.BufferReader(source) if isinstance(source, bytes) else str(source)
+        meta = pq.ParquetFile(reader).metadata
+        groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+        rows = max([meta.num_rows, sum(g.num_rows for g in groups)]
+                   + [g.column(j).num_values for g in groups for j in range(g.num_columns)])
+        unpacked = sum(g.total_byte_size for g in groups)
+    except errors.ModelError:
+        raise
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise errors.ModelError(f"{name}: is not a readable parquet file ({exc}); republish the model") from exc
+    if rows > MAX_PARQUET_ROWS:
+        raise errors.ModelError(
+            f"{name}: declares {rows} rows, over the {MAX_PARQUET_ROWS}-row limit for a reference "
+            "sample; refusing to read it: republish the model (publish keeps a few thousand rows)"
+        )
+    if unpacked > MAX_PARQUET_UNPACKED_BYTES:
+        raise errors.ModelError(
+            f"{name}: declares {unpacked} bytes of uncompressed data, over the "
+            f"{MAX_PARQUET_UNPACKED_BYTES // 1024**2} MiB limit for a reference sample; "
+            "refusing to read it: republish the model"
+        )

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NewType
+from typing import BinaryIO, NewType
 
-from mlgitops import errors
+from mlgitops import errors, settings
+from mlgitops.core import layout
 
 CommitSha = NewType("CommitSha", str)
 
@@ -96,15 +98,24 @@ def remote_url(repo: Path, remote: str = "origin") -> str | None:
     return out or None
 
 
-def show(repo: Path, commit: str, path: str) -> bytes | None:
-    """File content at ``commit``, or None when it does not exist there."""
-    proc = subprocess.run(
-        ["git", "-C", str(repo), "cat-file", "blob", f"{commit}:{path}"],
-        capture_output=True,
-        env=_env(identity=False),
-        timeout=60,
-    )
-    return proc.stdout if proc.returncode == 0 else None
+def show(repo: Path, commit: str, path: str, *, limit: int | None = None) -> bytes | None:
+    """File content at ``commit``, or None when it does not exist there.
+
+    Its size is read first: ModelError when it is over ``limit`` (default: the per-file cap,
+    `settings.BlobLimits.file_bytes`), and the content is never read.
+    """
+    caps = settings.blob_limits()
+    cap = caps.file_bytes if limit is None else limit
+    with _Batch(repo) as batch:
+        found = batch.header(f"{commit}:{path}")
+        if found is None or found[0] != "blob":
+            return None
+        if found[1] > cap:
+            raise errors.ModelError(
+                f"{path}: is {_size(found[1])} at commit {commit[:12]}, over the {_size(cap)} "
+                f"limit for a file read whole; {_RAISE} {caps.file_setting}"
+            )
+        return batch.read(found[1])
 
 
 def ls_files(repo: Path, commit: str, path: str) -> list[str]:
@@ -125,24 +136,39 @@ def last_change(repo: Path, commit: str, paths: Sequence[str]) -> CommitSha | No
     return CommitSha(out) if out else None
 
 
-def export(repo: Path, commit: str, path: str, dest: Path) -> None:
+def export(repo: Path, commit: str, path: str, dest: Path,
+           *, limits: settings.BlobLimits | None = None) -> None:
     """Write the files under ``path`` at ``commit`` into ``dest`` (``path`` prefix stripped).
 
     Only regular files are written. A symbolic link, a submodule or any other entry under
     ``path`` is refused with ModelError naming it (the pre-receive hook and the controller
-    refuse the same commits); nothing outside ``dest`` is ever written.
+    refuse the same commits); nothing outside ``dest`` is ever written. Sizes are capped
+    before anything is read (see `export_paths`).
     """
-    export_paths(repo, commit, [path], dest, strip=path)
+    export_paths(repo, commit, [path], dest, strip=path, limits=limits)
 
 
 def export_paths(
-    repo: Path, commit: str, paths: Sequence[str], dest: Path, *, strip: str = ""
+    repo: Path,
+    commit: str,
+    paths: Sequence[str],
+    dest: Path,
+    *,
+    strip: str = "",
+    limits: settings.BlobLimits | None = None,
 ) -> None:
-    """Write the regular files under ``paths`` at ``commit`` into ``dest`` (see `export`)."""
+    """Write the regular files under ``paths`` at ``commit`` into ``dest`` (see `export`).
+
+    Every size is read (``git cat-file --batch-check``) before any content: a file over
+    ``limits.file_bytes``, or a model directory (``models/<name>/``) over ``limits.model_bytes``,
+    is refused with ModelError naming it, its size, the cap and the setting that raises it, and
+    nothing is written. Then each blob is streamed to its file in chunks, never held whole.
+    ``limits`` defaults to `settings.blob_limits`.
+    """
+    caps = settings.blob_limits() if limits is None else limits
     listing = run(repo, "ls-tree", "-r", "-z", "--full-tree", commit, "--", *paths).decode()
     prefix = strip.rstrip("/") + "/" if strip else ""
-    dest.mkdir(parents=True, exist_ok=True)
-    wanted: dict[str, str] = {}
+    wanted: dict[str, tuple[str, str]] = {}
     for record in listing.split("\0"):
         if not record:
             continue
@@ -158,24 +184,144 @@ def export_paths(
         parts = Path(rel).parts
         if not rel or rel.startswith("/") or ".." in parts:
             raise errors.ModelError(f"{name}: is not a plain path inside the repository")
-        wanted[rel] = oid
+        wanted[rel] = (name, oid)
+    dest.mkdir(parents=True, exist_ok=True)
     if not wanted:
         return
-    blobs = run(repo, "cat-file", "--batch", input="".join(f"{o}\n" for o in wanted.values()).encode())
-    view = memoryview(blobs)
-    pos = 0
-    for rel, oid in wanted.items():
-        header_end = blobs.index(b"\n", pos)
-        header = blobs[pos:header_end].decode().split()
-        if len(header) != 3 or header[0] != oid:
-            raise errors.GitError(f"git cat-file returned {header!r} for {rel}")
-        size = int(header[2])
-        data = view[header_end + 1 : header_end + 1 + size]
-        pos = header_end + 1 + size + 1
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target, "xb") as f:
-            f.write(data)
+    sizes = blob_sizes(repo, [oid for _, oid in wanted.values()])
+    check_sizes({name: sizes[oid] for name, oid in wanted.values()}, caps, commit=commit)
+    with _Batch(repo) as batch:
+        for rel, (name, oid) in wanted.items():
+            found = batch.header(oid)
+            if found is None or found != ("blob", sizes[oid]):
+                raise errors.GitError(f"git cat-file returned {found!r} for {name}")
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "xb") as f:
+                batch.copy(found[1], f)
+
+
+def blob_sizes(repo: Path, oids: Sequence[str]) -> dict[str, int]:
+    """The size of each blob in ``oids`` (``git cat-file --batch-check``: no content is read)."""
+    unique = list(dict.fromkeys(oids))
+    out = run(repo, "cat-file", "--batch-check", input="".join(f"{o}\n" for o in unique).encode())
+    sizes: dict[str, int] = {}
+    for oid, line in zip(unique, out.decode().splitlines(), strict=False):
+        parts = line.split()
+        if len(parts) != 3 or parts[0] != oid or not parts[2].isdigit():
+            raise errors.GitError(f"git cat-file --batch-check returned {line!r} for {oid}")
+        sizes[oid] = int(parts[2])
+    if len(sizes) != len(unique):
+        raise errors.GitError("git cat-file --batch-check did not answer for every blob")
+    return sizes
+
+
+_RAISE = "commit smaller files (large data does not belong in a model directory), or raise"
+
+
+def _size(n: int) -> str:
+    """``1073741824 bytes (1.0 GiB)``: exact, and readable."""
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= scale:
+            return f"{n} bytes ({n / scale:.1f} {unit})"
+    return f"{n} bytes"
+
+
+def model_dir_of(path: str) -> str | None:
+    """``models/<name>`` for a path inside a model directory, else None."""
+    parts = path.split("/")
+    return "/".join(parts[:2]) if len(parts) >= 3 and parts[0] == layout.MODELS else None
+
+
+def check_sizes(sizes: Mapping[str, int], caps: settings.BlobLimits, *, commit: str) -> None:
+    """ModelError for the first file over ``caps.file_bytes`` or model directory over
+    ``caps.model_bytes`` (``sizes``: repository path -> bytes); a sentence naming it."""
+    totals: dict[str, int] = {}
+    largest: dict[str, str] = {}
+    for name, size in sizes.items():
+        if size > caps.file_bytes:
+            raise errors.ModelError(
+                f"{name}: is {_size(size)} at commit {commit[:12]}, over the "
+                f"{_size(caps.file_bytes)} cap for one file; {_RAISE} {caps.file_setting}"
+            )
+        group = model_dir_of(name)
+        if group is not None:
+            totals[group] = totals.get(group, 0) + size
+            if size >= sizes.get(largest.get(group, name), 0):
+                largest[group] = name
+    for group, total in totals.items():
+        if total > caps.model_bytes:
+            big = largest[group]
+            raise errors.ModelError(
+                f"{group}: holds {_size(total)} at commit {commit[:12]} (the largest file, "
+                f"{big}, is {_size(sizes[big])}), over the {_size(caps.model_bytes)} cap for a "
+                f"model directory; {_RAISE} {caps.model_setting}"
+            )
+
+
+class _Batch:
+    """``git cat-file --batch``, one object at a time: its header first, then its content,
+    read in chunks (git flushes after each object); killed on exit if still running."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, repo: Path) -> None:
+        self.proc = subprocess.Popen(
+            ["git", "-C", str(repo), "cat-file", "--batch"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env(identity=False),
+        )
+        self.deadline = threading.Timer(600.0, self.proc.kill)
+        self.deadline.daemon = True
+        self.deadline.start()
+
+    def __enter__(self) -> _Batch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.deadline.cancel()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+
+    def header(self, name: str) -> tuple[str, int] | None:
+        """Ask for ``name`` (an object id or ``rev:path``): its (type, size), or None if missing."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        if "\n" in name:
+            return None
+        try:
+            self.proc.stdin.write(name.encode() + b"\n")
+            self.proc.stdin.flush()
+        except OSError as exc:
+            raise errors.GitError(f"git cat-file stopped ({exc})") from exc
+        line = self.proc.stdout.readline(4096).decode(errors="replace").split()
+        if len(line) == 3 and line[2].isdigit():
+            return line[1], int(line[2])
+        if len(line) >= 2 and line[-1] in ("missing", "ambiguous"):
+            return None
+        raise errors.GitError(f"git cat-file answered {' '.join(line)!r} for {name}")
+
+    def _chunks(self, size: int) -> Iterator[bytes]:
+        assert self.proc.stdout is not None
+        left = size
+        while left:
+            chunk = self.proc.stdout.read(min(left, self.CHUNK))
+            if not chunk:
+                raise errors.GitError(f"git cat-file ended {left} bytes before the object's end")
+            left -= len(chunk)
+            yield chunk
+        if self.proc.stdout.read(1) != b"\n":
+            raise errors.GitError("git cat-file's answer is not framed as expected")
+
+    def copy(self, size: int, out: BinaryIO) -> None:
+        """The object's ``size`` bytes into ``out``, a chunk at a time."""
+        for chunk in self._chunks(size):
+            out.write(chunk)
+
+    def read(self, size: int) -> bytes:
+        return b"".join(self._chunks(size))
 
 
 @dataclass(frozen=True)

@@ -212,6 +212,7 @@ def needs(model_file: Path) -> tuple[list[str], dict[str, str]]:
     """`required_types` and what each name the file refers to is (function, class, data type)."""
     import skops.io
 
+    skops_files.check_bounds(model_file)  # sizes first: skops reads members whole
     try:
         untrusted = set(skops.io.get_untrusted_types(file=model_file))
     except Exception as exc:  # skops raises many kinds for a corrupt file

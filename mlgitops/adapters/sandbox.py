@@ -51,12 +51,15 @@ _warm = False
 def warm() -> None:
     """Import what a load needs in this process; later checks fork from it (`load_check`).
 
+    The process runs under the sandbox's memory cap from here on (`cap_memory`): what it
+    reads of a push outside a child is bounded by the same limit as what a child loads.
     Then one load and predict of models made right here (nothing from a repository): the
     lazy first-use work of skops, pyarrow and scikit-learn is done once, not in every child.
     """
     import importlib
 
     global _warm
+    cap_memory()
     for module in WARM_IMPORTS:
         importlib.import_module(module)
     _exercise()
@@ -104,8 +107,18 @@ def is_warm() -> bool:
     return _warm
 
 
+def cap_memory() -> None:
+    """Cap this process's address space at `MEMORY_BYTES`, as every sandboxed child's is
+    (lowered only: a stricter limit someone set stays)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = MEMORY_BYTES if hard == resource.RLIM_INFINITY else min(hard, MEMORY_BYTES)
+    if soft == resource.RLIM_INFINITY or soft > cap:
+        soft = cap
+    resource.setrlimit(resource.RLIMIT_AS, (soft, cap))
+
+
 def _limits() -> None:  # runs in the child between fork and exec (or after a warm fork)
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BYTES, MEMORY_BYTES))
+    cap_memory()
     resource.setrlimit(resource.RLIMIT_CPU, (CPU_SECONDS, CPU_SECONDS))
     resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -257,6 +270,9 @@ def _check(request: dict[str, object]) -> dict[str, object]:
         rows = 0
         reference = model_dir / "reference.parquet"
         if reference.is_file():
+            from mlgitops.adapters import files
+
+            files.check_parquet(reference, name=f"{model_dir.name}/reference.parquet")
             frame = pd.read_parquet(reference).head(PREDICT_ROWS)
             missing = [c for c in model.info.column_names if c not in frame.columns]
             if missing:

@@ -12,6 +12,9 @@ constructs an object from the file, so it is safe on content nobody validated ye
   trusts numpy ufuncs by default, mlgitops asks for every function (`core.trust`).
 - `check_trees` verifies the node arrays of the tree types skops leaves untrusted (decision
   trees, gradient-boosting predictors, the KD and ball trees of nearest neighbours).
+
+Sizes are bounded before anything is read (`check_bounds`): the members' unpacked sizes and
+compression ratios, the schema's size, and each array's header against its member's size.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -33,6 +36,11 @@ from mlgitops.core import trust
 SCHEMA = "schema.json"
 MAX_SCHEMA_BYTES = 64 * 1024 * 1024
 MAX_ENTRIES = 200_000
+#: What the members of one skops file may unpack to, together (checked before reading any).
+MAX_UNPACKED_BYTES = 2 * 1024**3
+#: Unpacked / packed size of one member over `RATIO_FLOOR` bytes (deflate tops out near 1000).
+MAX_RATIO = 200
+RATIO_FLOOR = 16 * 1024 * 1024
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 _VOLATILE = ("_skops_version", "protocol")
 #: Hyper-parameters left out of a recipe: a new seed is the same training run again.
@@ -47,38 +55,106 @@ class SkopsFile:
     zip: zipfile.ZipFile
 
     def array(self, file_name: str) -> np.ndarray:
-        """One ``.npy`` member as an array (no pickled objects)."""
+        """One ``.npy`` member as an array (no pickled objects).
+
+        Its header is read first: the shape and dtype it declares must be exactly the bytes
+        the member holds (`_open` bounded those), so nothing is allocated for a lie.
+        """
         if file_name not in self.names:
             raise errors.ModelError(f"{self.path.name}: names array {file_name!r} that it does not contain")
         try:
-            value: np.ndarray = np.load(io.BytesIO(self.zip.read(file_name)), allow_pickle=False)
+            with self.zip.open(file_name) as fp:
+                _check_npy_header(fp, self.zip.getinfo(file_name).file_size,
+                                  where=f"{self.path.name}: array {file_name}")
+                fp.seek(0)
+                value: np.ndarray = np.lib.format.read_array(fp, allow_pickle=False)
             return value
-        except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        except errors.ModelError:
+            raise
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
             raise errors.ModelError(
                 f"{self.path.name}: array {file_name} is not a plain numeric array ({exc})"
             ) from exc
 
 
+def _check_npy_header(fp: IO[bytes], size: int, *, where: str) -> None:
+    """ModelError unless the ``.npy`` header at ``fp`` declares exactly the ``size``-byte member."""
+    version = np.lib.format.read_magic(fp)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
+    else:
+        raise errors.ModelError(f"{where}: is a .npy of version {version}; republish the model")
+    if dtype.hasobject:
+        raise errors.ModelError(f"{where}: holds Python objects, not numbers; republish the model")
+    count = 1
+    for n in shape:
+        count *= int(n)
+    declared, held = count * dtype.itemsize, size - fp.tell()
+    if declared != held:
+        raise errors.ModelError(
+            f"{where}: its header declares shape {tuple(shape)} of {dtype} ({declared} bytes) "
+            f"but it holds {held} bytes; the file is malformed or hostile: republish the model"
+        )
+
+
+def _check_members(path: Path, infos: list[zipfile.ZipInfo]) -> None:
+    """ModelError, before any member is read, when the zip would unpack to too much.
+
+    Each member's declared size (which zipfile never reads past), their sum, and each large
+    member's compression ratio are bounded: a zip bomb is refused without being inflated.
+    """
+    total = 0
+    for info in infos:
+        total += info.file_size
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > RATIO_FLOOR and ratio > MAX_RATIO:
+            raise errors.ModelError(
+                f"{path.name}: member {info.filename} unpacks to {info.file_size} bytes from "
+                f"{info.compress_size} ({ratio:.0f} times), over the {MAX_RATIO}-times limit for "
+                f"a member over {RATIO_FLOOR // 1024**2} MiB; a zip bomb is refused unread: republish the model"
+            )
+        if total > MAX_UNPACKED_BYTES:
+            raise errors.ModelError(
+                f"{path.name}: its members unpack to over {total} bytes (counting up to "
+                f"{info.filename}), over the {MAX_UNPACKED_BYTES // 1024**3} GiB limit for one "
+                "skops file; refusing to unpack it: republish a smaller model"
+            )
+
+
+def check_bounds(path: Path) -> None:
+    """The bounds `read` checks (entries, unpacked sizes, compression ratios, schema size),
+    before anything else (skops itself) reads ``path``; ModelError names what is over."""
+    _open(path).zip.close()
+
+
 def _open(path: Path) -> SkopsFile:
+    zf: zipfile.ZipFile | None = None
     try:
         zf = zipfile.ZipFile(path)
         infos = zf.infolist()
         if len(infos) > MAX_ENTRIES:
             raise errors.ModelError(f"{path.name}: has {len(infos)} members; refusing a zip that large")
+        _check_members(path, infos)
         info = zf.getinfo(SCHEMA)
         if info.file_size > MAX_SCHEMA_BYTES:
             raise errors.ModelError(f"{path.name}: schema.json is {info.file_size} bytes; too large")
         schema = json.loads(zf.read(SCHEMA))
+        if not isinstance(schema, dict):
+            raise errors.ModelError(f"{path.name}: schema.json is not an object; republish the model")
     except errors.ModelError:
+        if zf is not None:
+            zf.close()
         raise
     except FileNotFoundError as exc:
         raise errors.ModelError(f"{path}: missing; republish the model") from exc
     except (OSError, KeyError, ValueError, RecursionError, zipfile.BadZipFile) as exc:
+        if zf is not None:
+            zf.close()
         raise errors.ModelError(
             f"{path.name}: is not a readable skops file ({type(exc).__name__}); republish the model"
         ) from exc
-    if not isinstance(schema, dict):
-        raise errors.ModelError(f"{path.name}: schema.json is not an object; republish the model")
     return SkopsFile(path, schema, frozenset(i.filename for i in infos), zf)
 
 
@@ -157,7 +233,10 @@ def identity(path: Path) -> str:
         for old, new in sorted(renamed.items(), key=lambda kv: int(kv[1].split(".")[0])):
             if old not in f.names:
                 raise errors.ModelError(f"{path.name}: names array {old!r} that it does not contain")
-            h.update(new.encode() + b"\0" + f.zip.read(old))
+            h.update(new.encode() + b"\0")
+            with f.zip.open(old) as member:
+                while chunk := member.read(1 << 20):
+                    h.update(chunk)
         return "sha256:" + h.hexdigest()
     finally:
         f.zip.close()

@@ -40,7 +40,7 @@ from typing import Any
 import pandas as pd
 
 from mlgitops import errors, settings
-from mlgitops.adapters import evidently_reports, git, stats_store
+from mlgitops.adapters import evidently_reports, files, git, stats_store
 from mlgitops.controller import state as state_mod
 from mlgitops.core import decisions, layout, manifest, stats
 from mlgitops.core.stats import ColumnKind
@@ -172,7 +172,10 @@ def write_placeholder(target: Plan, *, reason: str, details: Mapping[str, Any]) 
 
 
 def read_at(clone: Path, commit: str, path: str) -> bytes:
-    raw = git.show(clone, commit, path)
+    try:
+        raw = git.show(clone, commit, path)
+    except errors.ModelError as exc:  # over the size cap: not read
+        raise errors.ReportError(str(exc)) from exc
     if raw is None:
         raise errors.ReportError(f"{path} does not exist at {commit[:12]}; republish the model")
     return raw
@@ -182,6 +185,7 @@ def reference_frame(clone: Path, *, name: str, version: str) -> pd.DataFrame:
     """The version's reference sample (``models/<name>/reference.parquet``) from Git."""
     raw = read_at(clone, version, f"{layout.model_path(name)}/{layout.REFERENCE}")
     try:
+        files.check_parquet(raw, name=f"{layout.model_path(name)}/{layout.REFERENCE}")
         return pd.read_parquet(io.BytesIO(raw))
     except Exception as exc:  # pyarrow raises many types
         raise errors.ReportError(f"cannot read the reference sample of {name} ({exc})") from exc
