@@ -166,7 +166,7 @@ def test_the_evidently_snapshot_of_a_window_agrees_with_its_decision(
     live = make_frame(1100, seed=7)[FEATURES]
     live["f0"] += 1.0
     live["f1"] += 1.0
-    root = work / layout.STATE_DIR / reports.REPORTS
+    root = settings.state_dir(work) / reports.REPORTS
     cfg = settings.controller(work, port=free_port(), poll_seconds=2.0)
     with run.running(cfg) as ctl:
         base = ctl.base_url
@@ -200,7 +200,7 @@ def test_the_evidently_snapshot_of_a_window_agrees_with_its_decision(
     assert d.version is not None and d.prediction is not None
     assert len(pd.read_parquet(d.sample_path)) == 1100  # the window's own rows, all of them
     kinds = reports.kinds_of(reports.baseline_at(work, name=NAME, version=d.version))
-    stored = evidently_workspace.window_verdicts(reports.workspace_dir(work / layout.STATE_DIR),
+    stored = evidently_workspace.window_verdicts(reports.workspace_dir(settings.state_dir(work)),
                                                  model=NAME, decision_id=d.id, kinds=kinds,
                                                  share=0.3)
     assert d.evidently_file is not None
@@ -214,7 +214,7 @@ def test_the_evidently_snapshot_of_a_window_agrees_with_its_decision(
         assert {c.column: c.drifted for c in report.columns} == decided
         assert {c.column: c.method for c in report.columns} == {f.name: f.method for f in d.features}
         assert report.prediction is not None and report.prediction.drifted == d.prediction.drifted
-    snaps = [s for s in evidently_workspace.snapshots(reports.workspace_dir(work / layout.STATE_DIR),
+    snaps = [s for s in evidently_workspace.snapshots(reports.workspace_dir(settings.state_dir(work)),
                                                       model=NAME)
              if s.metadata.get("decisionId") == d.id]
     assert snaps and snaps[0].metadata["sampleRows"] == "1100"
