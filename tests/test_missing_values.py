@@ -8,7 +8,6 @@ statistics count the missing values; a required column's null keeps its clear 42
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -26,9 +25,8 @@ from conftest import wait_until
 NUMERIC = ["sqft", "rooms", "lot_size", "age"]
 COLUMNS = [*NUMERIC, "district"]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-# numpy.dtype (stored by OneHotEncoder) carries no code; until the default trust policy admits
-# it, the publisher and the server admit it here explicitly (harmless once the default does)
-TRUST_ENV = {"MLGITOPS_TRUST_ALLOW": "numpy.dtype"}
+# numpy.dtype (stored by OneHotEncoder) carries no code: the default trust policy admits it, so
+# nothing here sets a trust flag
 
 
 def housing_frame(n: int = 600, seed: int = 0) -> pd.DataFrame:
@@ -98,11 +96,11 @@ def housing(
     frame.to_parquet(reference)
     repo = tmp / "repo"
     repository.init(repo)
-    env = {**support.env(), **TRUST_ENV, "MLFLOW_TRACKING_URI": tracking}
+    env = {**support.env(), "MLFLOW_TRACKING_URI": tracking}
     published = subprocess.run(
         [sys.executable, "-m", "mlgitops.cli", "publish", "house",
          "--model", f"runs:/{run.info.run_id}/model", "--reference", str(reference),
-         "--repo", str(repo), "--target", "price", "--trust", "numpy.dtype", "--no-push"],
+         "--repo", str(repo), "--target", "price"],
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert published.returncode == 0, published.stdout + published.stderr
@@ -111,7 +109,6 @@ def housing(
     assert '"name": "lot_size", "required": false' in mlmodel.replace("\n    ", " ") or (
         '"required": false' in mlmodel), mlmodel
     stats_dir = tmp / "stats"
-    os.environ.update(TRUST_ENV)  # the server process inherits it through support.env()
     server = support.start_cli(
         [str(model_dir), "--port", "0", "--grpc-port", "0", "--workers", "1", "--name", "house",
          "--version", COMMIT, "--stats-dir", str(stats_dir), "--max-delay-ms", "0"],
