@@ -127,6 +127,7 @@ def test_a_broken_model_on_the_remote_blocks_no_other_push(repo: Path, unhooked:
     doc = yaml.safe_load((repo / MANIFEST).read_text())
     doc["metadata"]["name"] = "other"
     doc["spec"]["model"]["path"] = "models/other"  # no such directory
+    doc["spec"]["serving"] = {"replicas": 1000}  # over the schema's maximum
     (repo / "manifests" / "other.yaml").write_text(yaml.safe_dump(doc))
     commit(repo, "broken other, pushed where no hook ran", "manifests")
     assert plain_push(repo, "HEAD:main").returncode == 0
@@ -147,6 +148,16 @@ def test_a_broken_model_on_the_remote_blocks_no_other_push(repo: Path, unhooked:
     (repo / "manifests" / "other.yaml").write_text(yaml.safe_dump(doc))
     commit(repo, "touch other", "manifests")
     assert "models/other: does not exist" in refused(repo, "HEAD:main")
+    # a broken entry of models/ on the remote (a symbolic link) does not block either
+    git.run(repo, "reset", "-q", "--hard", "origin/main")
+    unhooked.rename(unhooked.with_name("pre-receive.off"))
+    (repo / "models" / "link").symlink_to("/etc/passwd")
+    commit(repo, "a link", "models")
+    assert plain_push(repo, "HEAD:main").returncode == 0
+    hook_on(unhooked)
+    (repo / "README.md").write_text("notes\n")
+    commit(repo, "notes", "README.md")
+    assert plain_push(repo, "HEAD:main").returncode == 0
 
 
 # item 3: only the paths a model repository holds ---------------------------------------------
