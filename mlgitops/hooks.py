@@ -123,9 +123,10 @@ def accepted_before(dep: manifest.ModelDeployment, policy: trust.Policy, done: s
 
 # what a push may change -------------------------------------------------------------------
 
-#: Top-level paths a model repository may track (a directory ends in "/"); anything else, the
-#: controller's state directory ``.mlgitops/`` above all, is refused.
-ALLOWED_TOP = (f"{layout.MODELS}/", f"{layout.MANIFESTS}/", layout.QUARANTINE, "README.md",
+#: Top-level paths a model repository may track (a directory ends in "/", "*.md" is any
+#: Markdown file at the top); anything else, the controller's state directory ``.mlgitops/``
+#: above all, is refused.
+ALLOWED_TOP = (f"{layout.MODELS}/", f"{layout.MANIFESTS}/", layout.QUARANTINE, "README.md", "*.md",
                ".gitignore", ".gitattributes")
 #: Attributes that make git run a program or rewrite content on checkout: never in a repository.
 DRIVER_ATTRIBUTES = ("filter", "ident", "working-tree-encoding", "export-subst")
@@ -134,6 +135,9 @@ MAX_NEW_COMMITS = 1000
 
 
 def path_allowed(path: str) -> bool:
+    """Whether a model repository may track ``path`` (`ALLOWED_TOP`)."""
+    if "/" not in path and path.endswith(".md") and not path.startswith("."):
+        return True
     return any(path.startswith(a) if a.endswith("/") else path == a for a in ALLOWED_TOP)
 
 
