@@ -151,3 +151,37 @@ def test_an_unsigned_merge_that_brings_back_an_old_version_is_held_naming_it(
     with run.running(cfg) as ctl:
         wait_until(lambda: merge[:12] in stalled(ctl), what="the merge held after a restart")
         assert version_at(ctl.base_url) != merge
+
+
+def test_a_signed_merge_does_not_launder_an_unsigned_side_commit(
+    repo: Path, publish_version: Callable[..., str], keys: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """Every commit a merge brings that touches the model must be signed too."""
+    import yaml
+
+    from mlgitops.controller import source as source_mod
+
+    alice, _, allowed = keys
+    signed = [*git.signing_args(alice), "-c", "user.email=alice@example.com"]
+    publish_version(push=False)
+    v1 = sign_head(repo, alice, "alice@example.com")
+    git.run(repo, "checkout", "-q", "-b", "side", v1)
+    path = repo / "manifests" / "credit.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["spec"]["serving"] = {"replicas": 2}
+    path.write_text(yaml.safe_dump(doc))
+    git.run(repo, "commit", "-q", "--no-verify", "-am", "unsigned side change")
+    side = git.text(repo, "rev-parse", "HEAD")
+    git.run(repo, "checkout", "-q", "main")
+    (repo / "README.md").write_text("main moved on\n")
+    subprocess.run(["git", "-C", str(repo), *signed, "commit", "-q", "-S", "-am", "main"],
+                   check=True)
+    subprocess.run(["git", "-C", str(repo), *signed, "merge", "-q", "--no-ff", "-S", "-m", "merge",
+                    "side"], check=True)
+    merge = git.text(repo, "rev-parse", "HEAD")
+    src = source_mod.Source(tmp_path / "state", url=str(repo), local=repo / ".git",
+                            allowed_signers=allowed)
+    got = src.desired(merge)["credit"]
+    assert got.version == merge
+    assert got.error is not None and f"commit {side[:12]} is not signed" in got.error
+    assert git.signature(repo, merge, allowed_signers=allowed).trusted

@@ -63,8 +63,9 @@ class Source:
         self._parsed: dict[tuple[str, str], manifest.ModelDeployment | errors.ManifestError] = {}
         self._versions_at: tuple[str, dict[str, str]] | None = None
         self._answer: tuple[str, dict[str, plan.Desired]] | None = None
-        #: signatures by commit (a commit's signature never changes)
+        #: signatures by commit, and the commits a model's version brought (neither changes)
         self._signed: dict[str, git.Signature] = {}
+        self._brought: dict[tuple[str, str], list[str]] = {}
 
     def sync(self) -> str | None:
         """Fetch the remote; the commit its branch points to (None for an empty remote)."""
@@ -97,11 +98,15 @@ class Source:
         checked on every pass and after a restart."""
         if self.allowed_signers is None:
             return None
-        parent = git.rev_parse(self.clone, f"{version}^1")
-        out = git.text(self.clone, "log", "--full-history", "--diff-merges=first-parent",
-                       "--format=%H", version, *([f"^{parent}"] if parent else []), "--",
-                       *layout.model_paths(name))
-        commits = [version] + [c for c in out.split() if c != version]
+        commits = self._brought.get((name, version))
+        if commits is None:
+            parent = git.rev_parse(self.clone, f"{version}^1")
+            out = git.text(self.clone, "log", "--full-history", "--diff-merges=first-parent",
+                           "--name-only", "--format=%x00%H", version,
+                           *([f"^{parent}"] if parent else []), "--", *layout.model_paths(name))
+            shas = [chunk.split()[0] for chunk in out.split("\0") if chunk.strip()]
+            commits = [version] + [c for c in shas if c != version]
+            self._brought[(name, version)] = commits
         for c in commits:
             if c not in self._signed:
                 self._signed[c] = git.signature(self.clone, c,
