@@ -218,7 +218,7 @@ def measure(mode: str, size: int, *, built: list[Built], variants: list[Built], 
     ctl = subprocess.Popen([sys.executable, "-m", "mlgitops.cli", "up", "--repo", str(repo),
                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
                            start_new_session=True)
-    state_dir = repo / layout.STATE_DIR
+    state_dir = settings.state_dir(repo)
     task = progress.add_task(f"{mode} x{size}: serving", total=size)
     try:
         started = time.perf_counter()

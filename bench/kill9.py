@@ -449,7 +449,7 @@ def converge(ctl: Controller, bare: Path, *, until: Callable[[], bool] | None = 
 
 def one_trial(n: int, kind: str, *, ctl: Controller, repo: Path, bare: Path,
               rng: random.Random, kill_on: str | None = None) -> Trial:
-    state_dir = repo / layout.STATE_DIR
+    state_dir = settings.state_dir(repo)
     started = time.monotonic()
     trial = Trial(n, kind, 0.0, kill_on=kill_on)
     client: Client | None = None
@@ -531,7 +531,7 @@ def run_trials(trials: int, *, seed: int, workdir: Path,
         missing = reports_missing(repo, bare)
     finally:
         code = ctl.interrupt() if ctl.proc is not None and ctl.proc.poll() is None else None
-    state_dir = repo / layout.STATE_DIR
+    state_dir = settings.state_dir(repo)
     left: set[int] = set()
     try:
         wait(lambda: not local_runtime.owned_pids(state_dir), timeout=20, what="no process left")
@@ -550,7 +550,7 @@ def reports_missing(repo: Path, bare: Path, *, timeout: float = 300.0) -> list[s
     (``<id>`` also in ``Mlgitops-Report-Id``): its page file is under the state directory, the
     Evidently report ``<id>.evidently.html`` beside it, and the link answers 200 with the page.
     """
-    reports_root = repo / layout.STATE_DIR / reports.REPORTS
+    reports_root = settings.state_dir(repo) / reports.REPORTS
 
     def missing() -> list[str]:
         out = []

@@ -66,7 +66,8 @@ def _read_frame(path: Path) -> Any:
 @click.option("--repo", default=".", type=click.Path(path_type=Path), show_default=True)
 @click.option("--target", help="Label column in the reference data (kept out of the features).")
 @click.option("--message", "-m", help="Commit message.")
-@click.option("--trust", multiple=True, help="A type from outside scikit-learn you reviewed.")
+@click.option("--trust", multiple=True, help="A type the model needs (optional: the repository's "
+              "trust policy decides; `mlgitops trust allow` admits more).")
 @click.option("--no-push", is_flag=True, help="Commit only.")
 def publish(name: str, model_source: str, reference: Path, repo: Path, target: str | None,
             message: str | None, trust: tuple[str, ...], no_push: bool) -> None:
@@ -74,7 +75,8 @@ def publish(name: str, model_source: str, reference: Path, repo: Path, target: s
     from mlgitops import publishing as publish_mod
     from mlgitops.adapters import mlflow_models
 
-    estimator = mlflow_models.load_estimator_for_publish(model_source, trusted_types=trust)
+    estimator = mlflow_models.load_estimator_for_publish(
+        model_source, trusted_types=trust, policy=settings.trust_policy(repo=repo))
     sha = publish_mod.publish(estimator, _read_frame(reference), name=name, repo=repo,
                               target=target, message=message, push=not no_push,
                               trusted_types=trust)
@@ -87,7 +89,7 @@ def publish(name: str, model_source: str, reference: Path, repo: Path, target: s
 def validate_cmd(directory: Path, no_load: bool) -> None:
     """Check manifests, digests, signatures, baselines and trusted types."""
     root = directory.resolve()
-    result = validate.validate_tree(root, load=not no_load, policy=settings.trust_policy())
+    result = validate.validate_tree(root, load=not no_load, policy=settings.trust_policy(repo=root))
     if git.is_repo(root):
         for warning in repository.protection_problems(root):
             ui.console.print(f"[yellow]![/] {warning}")
@@ -134,7 +136,7 @@ def fetch_model_cmd(repo_url: str, commit: str, name: str, digest: str, dest: Pa
 @click.option("--poll", "poll_seconds", type=float, help="Poll interval in seconds (default 10).")
 @click.option("--no-monitor", is_flag=True, help="Do not watch drift.")
 @click.option("--tracking-uri", help="MLflow tracking URI for decisions, versions and the "
-              "production alias (default sqlite:///<repo>/.mlgitops/mlflow.db; MLGITOPS_TRACKING_URI).")
+              "production alias (default sqlite:///<repo>/.git/mlgitops/mlflow.db; MLGITOPS_TRACKING_URI).")
 @click.option("--public-url", help="Where people reach the gateway (e.g. behind an ingress): "
               "revert commits and notifications link decision pages there (MLGITOPS_PUBLIC_URL).")
 @click.option("--notify-url", help="POST every deploy, hold, alert and revert to this webhook; "
@@ -197,7 +199,7 @@ def _status_doc(repo: Path) -> dict[str, Any]:
     from mlgitops.controller import run, state
 
     root = repo.resolve()
-    store = state.Store(root / layout.STATE_DIR)
+    store = state.Store(settings.state_dir(root))
     ctl = run.read_controller(root) or {}
     alive = run.controller_alive(root, ctl)
     return {
@@ -260,7 +262,7 @@ def history(name: str, repo: Path, as_json: bool) -> None:
             "kind": kind, "commit": e.commit, "digest": e.trailers.get(layout.TRAILER_DIGEST),
             "message": e.subject, "source": "git",
         })
-    for ev in state.Store(root / layout.STATE_DIR).events(name):
+    for ev in state.Store(settings.state_dir(root)).events(name):
         rows.append({"time": ev["time"], "kind": ev["type"], "commit": ev.get("commit"),
                      "digest": ev.get("digest"), "message": ev.get("message", ""),
                      "source": "controller"})
@@ -293,7 +295,31 @@ def report(name: str, repo: Path, open_latest: bool, as_json: bool, build: bool)
         html = reports.build_report(repo, name)
     ui.console.print(f"Report: {html}")
     ui.console.print(f"Open it in a browser, or run: evidently ui --workspace "
-                     f"{reports.workspace_dir(repo.resolve() / layout.STATE_DIR)}")
+                     f"{reports.workspace_dir(settings.state_dir(repo))}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--repo", default=".", type=click.Path(exists=True, path_type=Path), show_default=True)
+def retry(name: str, repo: Path) -> None:
+    """Try NAME's held version again now (after fixing what held it)."""
+    from mlgitops.controller import run, state
+
+    root = repo.resolve()
+    store = state.Store(settings.state_dir(root))
+    if not manifest.valid_name(name) or (
+            name not in store.models and not (root / layout.manifest_path(name)).is_file()):
+        raise click.ClickException(f"{root} has no model named {name!r} (no "
+                                   f"{layout.manifest_path(name)} and no status of it); check "
+                                   "the name with `mlgitops status`")
+    store.request_retry(name)
+    info = run.read_controller(root)
+    if info and run.controller_alive(root, info):
+        ui.console.print(f"asked the controller (pid {info['pid']}) to try {name} again; "
+                         f"`mlgitops status --repo {repo}` shows the outcome", highlight=False)
+    else:
+        ui.console.print(f"no controller runs for {root}; `mlgitops up --repo {repo}` tries "
+                         f"{name} again when it starts", highlight=False)
 
 
 def _decisions(name: str, repo: Path, *, open_latest: bool, as_json: bool) -> None:
@@ -314,7 +340,7 @@ def _decisions(name: str, repo: Path, *, open_latest: bool, as_json: bool) -> No
         click.echo(json.dumps([{**d.to_dict(), "url": url} for d, url in rows], indent=2))
     elif not rows:
         ui.console.print(f"No decisions of {name} are recorded under "
-                         f"{repo.resolve() / layout.STATE_DIR}; run `mlgitops up --repo {repo}` "
+                         f"{settings.state_dir(repo)}; run `mlgitops up --repo {repo}` "
                          "and publish it first.")
     else:
         table = Table("time (UTC)", "kind", "version", "previous", "verdict", "url")
@@ -346,6 +372,72 @@ def demo(workdir: Path | None, port: int, on_kubernetes: bool) -> None:
     from mlgitops import demo as demo_mod
 
     demo_mod.run(workdir=workdir, port=port)
+
+
+@main.group()
+def trust() -> None:
+    """Which types and functions models may load (one policy per repository)."""
+
+
+@trust.command(name="allow")
+@click.argument("types", nargs=-1, required=True)
+@click.option("--repo", default=".", type=click.Path(exists=True, path_type=Path), show_default=True)
+@click.option("--reason", default="", help="Why it is safe (kept in the policy file).")
+def trust_allow(types: tuple[str, ...], repo: Path, reason: str) -> None:
+    """Admit TYPES (exact names a refusal printed) for the repository at --repo."""
+    from mlgitops.adapters import files
+    from mlgitops.core import trust as trust_mod
+
+    where = settings.trust_file(repo)
+    if where is None:
+        raise errors.ConfigError(f"{repo.resolve()} is not a model repository (no .git); pass "
+                                 "--repo the directory `mlgitops init` created, or its bare remote")
+    for t in types:
+        if not trust_mod.valid_name(t):
+            raise errors.ConfigError(f"{t!r} is not a type name; give the exact dotted name a "
+                                     "refusal printed, e.g. sklearn.preprocessing.MyScaler")
+        if trust_mod.never_loadable(t):
+            raise errors.ConfigError(f"{t}, {trust_mod.never_reason(t)}")
+    entries = settings.read_trust_file(where.path) if where.path.is_file() else {}
+    for t in types:
+        if trust_mod.by_default(t):
+            click.echo(f"{t} is admitted by default; nothing to add")
+        else:
+            entries[t] = reason or entries.get(t, "")
+    files.write_atomic(where.path, trust_mod.render_file(entries).encode())
+    click.echo(f"{where.path}: admits {', '.join(sorted(entries)) or 'nothing beyond the defaults'}")
+    if where.hosted is not None:
+        click.echo(f"origin is {where.hosted}, not on this machine: this is a local copy that "
+                   "publish, validate and `mlgitops up` here read. Install the same file as "
+                   f"{settings.REMOTE_TRUST_FILE} in the bare repository on the Git host (the "
+                   "directory with HEAD and hooks/), where the mlgitops pre-receive hook reads "
+                   "it; a controller elsewhere reads it with MLGITOPS_TRUST_POLICY=FILE.")
+
+
+@trust.command(name="list")
+@click.option("--repo", default=".", type=click.Path(exists=True, path_type=Path), show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def trust_list(repo: Path, as_json: bool) -> None:
+    """Show the effective trust policy of --repo: defaults, the team's file, the environment."""
+    from mlgitops.core import trust as trust_mod
+
+    rows = [(t, "default (tree storage, bounds-checked)", "") for t in sorted(trust_mod.CHECKED_TYPES)]
+    rows += [(t, "default (no code)", "") for t in sorted(trust_mod.DEFAULT_TYPES)]
+    rows += [(t, src, why) for t, (src, why) in sorted(settings.trust_sources(repo=repo).items())]
+    where = settings.trust_file(repo)
+    if as_json:
+        click.echo(json.dumps({"file": str(where.path) if where else None,
+                               "admitted": [{"type": t, "source": s, "reason": r} for t, s, r in rows],
+                               "never": sorted(trust_mod.NEVER_MODULES)}, indent=2))
+        return
+    table = Table("type", "admitted by", "reason", box=None)
+    for row in rows:
+        table.add_row(*row)
+    ui.console.print(table)
+    if where is not None:
+        ui.console.print(f"team file: {where.path}" + ("" if where.path.is_file() else " (none yet)"))
+    ui.console.print("never admitted: builtins, os, subprocess, importlib and other modules that "
+                     "run code or reach the system; lambdas and notebook (__main__) functions")
 
 
 def _register_serve() -> None:

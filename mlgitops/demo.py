@@ -174,7 +174,7 @@ def _tracking_rows(ctl: Any, *, recorded: bool) -> list[tuple[str, str]]:
                                                        "(the restored content)"))
     if not recorded:
         out.append(("tracking status", "the revert was not recorded within 300 s; see "
-                                       ".mlgitops/tracking/*.log"))
+                                       f"{ctl.state_dir / 'tracking'}/*.log"))
     return out
 
 
@@ -209,7 +209,7 @@ def _await_rollback(ctl: Any, base: str, repo: Path, v1: str, v2: str, steps: ui
                         rows.append(("decision page (why v2 was reverted)", report))
                         rows.append(("open it", f"a browser at {report} (while the controller "
                                      f"runs; every decision: {base}/reports/), or evidently ui "
-                                     f"--workspace {repo / '.mlgitops/workspace'}"))
+                                     f"--workspace {ctl.state_dir / 'workspace'}"))
                     break
             time.sleep(0.2)
     if revert_sha is None:

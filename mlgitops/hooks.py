@@ -105,9 +105,10 @@ def record_validated(gitdir: Path, keys: list[str]) -> None:
 
 
 def remote_policy(gitdir: Path) -> trust.Policy:
-    """The trust policy of this remote: its own file, never the pusher's environment."""
-    path = gitdir / settings.REMOTE_TRUST_FILE
-    return settings.trust_policy(file=path if path.is_file() else None, environment=False)
+    """The trust policy of this remote: the defaults and its own file (``mlgitops trust allow
+    TYPE --repo GITDIR`` writes it, as publish, validate and ``up`` read it), never the
+    pusher's environment. Refusals name that command."""
+    return settings.trust_policy(repo=gitdir, environment=False)
 
 
 def accepted_before(dep: manifest.ModelDeployment, policy: trust.Policy, done: set[str]) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from mlgitops import settings
 from mlgitops.adapters import files, git
 from mlgitops.core import decision_page as page_mod
 from mlgitops.core import decisions as decisions_mod
@@ -24,7 +25,7 @@ LOG_FILES = ("decisions.1.jsonl", "decisions.jsonl")
 
 
 def _state(repo: str | Path) -> Path:
-    return Path(repo).expanduser().resolve() / layout.STATE_DIR
+    return settings.state_dir(Path(repo))
 
 
 def events(repo: str | Path, name: str | None = None) -> pd.DataFrame:

@@ -25,7 +25,7 @@ import yaml
 
 from mlgitops import errors, settings, ui, validate
 from mlgitops.adapters import files, git, mlflow_models, validator
-from mlgitops.core import layout, manifest, quarantine, stats
+from mlgitops.core import layout, manifest, quarantine, stats, trust
 from mlgitops.core.manifest import ModelDeployment
 
 #: Rows kept in ``reference.parquet`` for human-readable reports.
@@ -59,12 +59,16 @@ def write_version(
     target: str | None,
     trusted_types: Sequence[str],
     key: str,
+    policy: trust.Policy | None = None,
 ) -> tuple[str, ...]:
-    """Write the model directory (MLflow model, baseline, reference sample); return its types."""
+    """Write the model directory (MLflow model, baseline, reference sample); return its types.
+
+    ``policy``: the repository's trust policy (`settings.trust_policy`); refusals name the
+    command that admits a type."""
     features = reference.drop(columns=[target]) if target else reference
     info, types = mlflow_models.save(
         estimator, dest, example=features, trusted_types=list(trusted_types),
-        policy=settings.trust_policy(),
+        policy=policy if policy is not None else settings.trust_policy(),
     )
     del info
     predictions = np.asarray(estimator.predict(features))
@@ -178,6 +182,7 @@ def publish(
                 target=target,
                 trusted_types=trusted_types,
                 key=key,
+                policy=settings.trust_policy(repo=root),
             )
         with steps.step("check the remote's quarantine"):
             staged_dep = ModelDeployment(name=manifest.ModelName(name),

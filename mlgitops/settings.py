@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlgitops import errors, telemetry
 from mlgitops.core import layout, trust, yamldoc
+from mlgitops.core import trust as trust_mod
 
 
 def telemetry_off() -> None:
@@ -19,33 +24,100 @@ def telemetry_off() -> None:
     telemetry.off()
 
 
-#: The trust policy file a bare remote may hold (its administrator's, not the repository's).
+#: The team's trust policy file, in the bare remote (its administrator's, not the repository's:
+#: nothing a push brings widens it). ``mlgitops trust allow`` writes it.
 REMOTE_TRUST_FILE = "mlgitops-trust.yaml"
 
 
-def trust_policy(*, file: Path | None = None, environment: bool = True) -> trust.Policy:
-    """The operator's trust policy: ``MLGITOPS_TRUST_ALLOW`` (comma-separated type names) and the
-    YAML file ``MLGITOPS_TRUST_POLICY`` (``allow: [type, …]``), or ``file`` when given.
+@dataclass(frozen=True)
+class TrustFile:
+    """Where the team trust policy of a repository is read (and written) on this machine."""
+
+    path: Path
+    hosted: str | None = None
+    """The origin URL when the remote is not on this machine: ``path`` is then a local copy,
+    and the same file belongs in the bare repository on the Git host."""
+
+
+def _bare(path: Path) -> bool:
+    return (path / "HEAD").is_file() and (path / "objects").is_dir() and not (path / ".git").exists()
+
+
+def trust_file(repo: Path) -> TrustFile | None:
+    """The trust policy file of ``repo``: in the bare remote when ``repo`` is one or its origin
+    is a path on this machine, else in ``repo``'s own ``.git`` (None: not a git repository)."""
+    repo = repo.resolve()
+    if _bare(repo):
+        return TrustFile(repo / REMOTE_TRUST_FILE)
+    if not (repo / ".git").exists():
+        return None
+    url = _git(repo, "config", "--get", "remote.origin.url") or None
+    if url is not None:
+        local = Path(url.removeprefix("file://"))
+        local = local if local.is_absolute() else repo / local
+        if "://" not in url.removeprefix("file://") and _bare(local):
+            return TrustFile(local.resolve() / REMOTE_TRUST_FILE)
+    gitdir = _git(repo, "rev-parse", "--absolute-git-dir")
+    return TrustFile((Path(gitdir) if gitdir else repo / ".git") / REMOTE_TRUST_FILE, hosted=url)
+
+
+def _git(repo: Path, *args: str) -> str:
+    """One line of git's answer about ``repo`` ('' when git says nothing)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    try:
+        proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                              env=env, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
+def read_trust_file(path: Path) -> dict[str, str]:
+    """The types a trust policy file admits (``allow: [type, …]``), each with its reason."""
+    try:
+        doc = yamldoc.load(path.read_bytes(), source=str(path))
+    except OSError as exc:
+        raise errors.ConfigError(f"{path}: the trust policy file cannot be read ({exc.strerror})") from exc
+    items = doc.get("allow") if isinstance(doc, dict) else None
+    if items is not None and (not isinstance(items, list) or not all(isinstance(t, str) for t in items)):
+        raise errors.ConfigError(f"{path}: field allow: must be a list of type names")
+    reasons = doc.get("reasons") if isinstance(doc, dict) else None
+    reasons = reasons if isinstance(reasons, dict) else {}
+    return {t: str(reasons.get(t) or "") for t in items or ()}
+
+
+def trust_sources(*, repo: Path | None = None, file: Path | None = None,
+                  environment: bool = True) -> dict[str, tuple[str, str]]:
+    """Each type admitted beyond the defaults, with where it is admitted and why."""
+    out: dict[str, tuple[str, str]] = {}
+    if environment:
+        for t in os.environ.get("MLGITOPS_TRUST_ALLOW", "").split(","):
+            if t.strip():
+                out[t.strip()] = ("MLGITOPS_TRUST_ALLOW", "")
+        if os.environ.get("MLGITOPS_TRUST_POLICY"):
+            env_file = Path(os.environ["MLGITOPS_TRUST_POLICY"])
+            for t, why in read_trust_file(env_file).items():
+                out[t] = (f"MLGITOPS_TRUST_POLICY={env_file}", why)
+    if file is None and repo is not None:
+        found = trust_file(repo)
+        file = found.path if found is not None and found.path.is_file() else None
+    if file is not None:
+        for t, why in read_trust_file(file).items():
+            out[t] = (str(file), why)
+    return out
+
+
+def trust_policy(*, file: Path | None = None, environment: bool = True,
+                 repo: Path | None = None) -> trust.Policy:
+    """The trust policy: the defaults (`core.trust`), the team's file of ``repo``
+    (`trust_file`, or ``file``), ``MLGITOPS_TRUST_ALLOW`` (comma-separated type names) and the
+    YAML file ``MLGITOPS_TRUST_POLICY`` (``allow: [type, …]``).
 
     ``environment=False`` ignores the environment (the remote's hook: a pusher sets that).
     """
-    allow: set[str] = set()
-    path = file
-    if environment:
-        allow |= {t.strip() for t in os.environ.get("MLGITOPS_TRUST_ALLOW", "").split(",") if t.strip()}
-        if path is None and os.environ.get("MLGITOPS_TRUST_POLICY"):
-            path = Path(os.environ["MLGITOPS_TRUST_POLICY"])
-    if path is not None:
-        try:
-            doc = yamldoc.load(path.read_bytes(), source=str(path))
-        except OSError as exc:
-            raise errors.ConfigError(f"{path}: the trust policy file cannot be read ({exc.strerror})") from exc
-        items = doc.get("allow") if isinstance(doc, dict) else None
-        if items is not None and (not isinstance(items, list) or not all(isinstance(t, str) for t in items)):
-            raise errors.ConfigError(f"{path}: field allow: must be a list of type names")
-        allow |= set(items or ())
+    allow = trust_sources(repo=repo, file=file, environment=environment)
     try:
-        return trust.Policy(allow=frozenset(allow))
+        return trust.Policy(allow=frozenset(allow), repo=str(repo.resolve()) if repo else None)
     except ValueError as exc:
         raise errors.ConfigError(str(exc)) from exc
 
@@ -191,10 +263,72 @@ class ControllerSettings:
     signing: SigningSettings = field(default_factory=SigningSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    state: Path | None = None
+    """Where the controller keeps its state; None: ``<git dir>/mlgitops`` (`git_state_dir`)."""
+    max_workers: int = field(default_factory=lambda: default_max_workers())
+    """Server worker processes all models together may run on this machine (`LocalRuntime`)."""
+    reload_trust: bool = False
+    """Read the trust policy again on every pass (`current_trust`: the team's file,
+    ``MLGITOPS_TRUST_POLICY``), so a fixed policy takes effect without a restart."""
+
+    def current_trust(self) -> trust_mod.Policy:
+        """The trust policy now: `trust`, or with `reload_trust` the same sources read again; a
+        file that cannot be read keeps the policy the controller started with."""
+        if not self.reload_trust:
+            return self.trust
+        try:
+            return trust_policy(repo=self.repo)
+        except errors.ConfigError:
+            return self.trust
 
     @property
     def state_dir(self) -> Path:
-        return self.repo / layout.STATE_DIR
+        return self.state if self.state is not None else git_state_dir(self.repo)
+
+    def inputs(self) -> str:
+        """A fingerprint of the settings that decide whether a version may deploy (trust and
+        signing policy, the worker cap): a failure remembered under other inputs is tried again."""
+        signers = self.signing.allowed_signers
+        signers_text = ""
+        if signers is not None:
+            try:
+                signers_text = signers.read_text(errors="replace")
+            except OSError:
+                signers_text = "?"
+        doc = json.dumps({"trust": sorted(self.current_trust().allow), "signers": str(signers),
+                          "signersText": signers_text, "maxWorkers": self.max_workers},
+                         sort_keys=True)
+        return hashlib.sha256(doc.encode()).hexdigest()[:16]
+
+
+def default_max_workers() -> int:
+    """Twice the cores, and at least 16 (a fleet's shared hosts count too)."""
+    return max(16, 2 * (os.cpu_count() or 2))
+
+
+def git_state_dir(repo: Path) -> Path:
+    """``<git dir>/mlgitops`` of the clone at ``repo`` (its common git directory for a linked
+    worktree): git never writes there on a push, pull, rebase or checkout, and it cannot be
+    tracked, so nothing a pusher commits lands where the controller reads its own state."""
+    dot_git = repo / ".git"
+    if dot_git.is_file():  # a linked worktree or a submodule: "gitdir: <path>"
+        text = dot_git.read_text(errors="replace").strip()
+        if text.startswith("gitdir:"):
+            git_dir = (repo / text[len("gitdir:"):].strip()).resolve()
+            common = git_dir / "commondir"
+            if common.is_file():
+                git_dir = (git_dir / common.read_text().strip()).resolve()
+            return git_dir / layout.STATE_DIR_IN_GIT
+    return dot_git / layout.STATE_DIR_IN_GIT
+
+
+def state_dir(repo: Path) -> Path:
+    """The controller state of the model repository at ``repo``: ``MLGITOPS_STATE_DIR`` when set,
+    else `git_state_dir` (what ``mlgitops up`` writes and status, history and report read)."""
+    override = (os.environ.get("MLGITOPS_STATE_DIR") or "").strip()
+    if override:
+        return Path(override).expanduser().resolve()
+    return git_state_dir(repo.expanduser().resolve())
 
 
 def _float(name: str, default: float) -> float:
@@ -277,10 +411,15 @@ def controller(
         enabled=monitor and os.environ.get("MLGITOPS_MONITOR", "1") not in ("0", "false"),
         interval_seconds=_float("MLGITOPS_MONITOR_SECONDS", 1.0),
     )
+    max_workers = _float("MLGITOPS_MAX_WORKERS", default_max_workers())
+    if max_workers != int(max_workers):
+        raise errors.ConfigError(f"MLGITOPS_MAX_WORKERS={max_workers} is not a whole number of "
+                                 "worker processes")
     return ControllerSettings(repo=repo.resolve(), gateway=gw, sync=sync, monitor=mon,
-                              trust=trust_policy(), signing=signing(),
+                              trust=trust_policy(repo=repo), signing=signing(),
                               notify=notify(url=notify_url, format=notify_format),
-                              tracking=tracking(uri=tracking_uri))
+                              tracking=tracking(uri=tracking_uri), state=state_dir(repo),
+                              max_workers=int(max_workers), reload_trust=True)
 
 
 @dataclass(frozen=True)
@@ -308,6 +447,10 @@ class OperatorSettings:
     """The outgoing webhook (``MLGITOPS_NOTIFY_*``, as for ``mlgitops up``)."""
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     """MLflow and Evidently (``MLGITOPS_TRACKING_URI``, ``MLGITOPS_MLFLOW``, ``MLGITOPS_EVIDENTLY``)."""
+    pod_requests: tuple[tuple[str, str], ...] = (("cpu", "100m"), ("memory", "256Mi"))
+    pod_limits: tuple[tuple[str, str], ...] = (("cpu", "2"), ("memory", "2Gi"))
+    """CPU and memory requests and limits of every model pod (``MLGITOPS_OPERATOR_CPU_REQUEST``,
+    ``…_MEMORY_REQUEST``, ``…_CPU_LIMIT``, ``…_MEMORY_LIMIT``); never the manifest's to set."""
 
 
 def operator() -> OperatorSettings:
@@ -338,7 +481,22 @@ def operator() -> OperatorSettings:
         grpc_port=_port_or_none("MLGITOPS_OPERATOR_GRPC_PORT"),
         notify=notify(),
         tracking=tracking(),
+        pod_requests=(("cpu", _quantity("MLGITOPS_OPERATOR_CPU_REQUEST", "100m")),
+                      ("memory", _quantity("MLGITOPS_OPERATOR_MEMORY_REQUEST", "256Mi"))),
+        pod_limits=(("cpu", _quantity("MLGITOPS_OPERATOR_CPU_LIMIT", "2")),
+                    ("memory", _quantity("MLGITOPS_OPERATOR_MEMORY_LIMIT", "2Gi"))),
     )
+
+
+def _quantity(name: str, default: str) -> str:
+    """A Kubernetes quantity (``500m``, ``2``, ``1Gi``) from ``name``."""
+    raw = (os.environ.get(name) or "").strip()
+    if not raw:
+        return default
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?", raw):
+        raise errors.ConfigError(f"{name}={raw!r} is not a Kubernetes quantity; give e.g. 500m, "
+                                 "2 or 1Gi")
+    return raw
 
 
 def _port_or_none(name: str) -> int | None:

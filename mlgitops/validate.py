@@ -219,6 +219,13 @@ def check_model(
     info = mlflow_models.read_info(model_dir)
     listed = trust.refusals((), policy=policy, reviewed=dep.trusted_types)
     if listed:
+        from mlgitops.adapters import skops_files
+
+        try:  # what each name is (function, class, data type), read from the file as data
+            kinds = skops_files.references(info.model_file)
+        except errors.ModelError:
+            kinds = {}
+        listed = trust.refusals((), policy=policy, reviewed=dep.trusted_types, kinds=kinds)
         raise errors.ModelError(
             f"{layout.manifest_path(dep.name)}: " + "; ".join(r.reason for r in listed)
         )

@@ -388,7 +388,7 @@ def test_gateway_errors_quote_client_input_briefly(up: Up) -> None:
 
 # -------------------------------------------------------------------------------- reports
 def test_reports_are_served_and_nothing_else(up: Up) -> None:
-    state = up.repo / ".mlgitops"
+    state = settings.state_dir(up.repo)
     folder = state / "reports" / "credit"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "20260101T000000000Z-abc-revert.html").write_text("<html>drift</html>")

@@ -26,7 +26,7 @@ import pytest
 from conftest import free_port
 from test_monitor import NAME, Traffic, build_repo, digest_at, population, served
 
-from mlgitops import errors
+from mlgitops import errors, settings
 from mlgitops.adapters import evidently_workspace, mlflow_tracking
 from mlgitops.controller import reports, tracking
 
@@ -90,7 +90,7 @@ def process(args: list[str], *, ready: str, log: Path, timeout: float = 300) -> 
 def test_mlflow_ui_and_evidently_ui_show_a_real_revert(tmp_path: Path) -> None:
     browser.require()
     work, bare, v1, v2, _ = build_repo(tmp_path)
-    state = work / ".mlgitops"
+    state = settings.state_dir(work)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     tracker = mlflow_tracking.Tracker(mlflow_tracking.default_uri(state),

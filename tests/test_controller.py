@@ -243,7 +243,7 @@ def test_killed_controller_restarts_and_converges_without_redeploying(
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: version_at(base, "credit") == v1, what="v1 serving", timeout=90)
-        state = files.read_json(repo / ".mlgitops/state.json")
+        state = files.read_json(settings.state_dir(repo) / "state.json")
         server_pid = state["backends"]["credit"]["pid"]
         first.send_signal(signal.SIGKILL)
         first.wait()
@@ -251,15 +251,15 @@ def test_killed_controller_restarts_and_converges_without_redeploying(
         second = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             wait_until(lambda: version_at(base, "credit") == v1, what="converged", timeout=90)
-            state = files.read_json(repo / ".mlgitops/state.json")
+            state = files.read_json(settings.state_dir(repo) / "state.json")
             assert state["backends"]["credit"]["pid"] == server_pid  # adopted, not redeployed
             kinds = [json.loads(line)["type"] for line in
-                     (repo / ".mlgitops/events.jsonl").read_text().splitlines()]
+                     (settings.state_dir(repo) / "events.jsonl").read_text().splitlines()]
             assert kinds.count("Deployed") == 1 and "Adopted" in kinds
         finally:
             second.send_signal(signal.SIGINT)  # Ctrl-C
             assert second.wait(timeout=60) == 0, second.stderr.read() if second.stderr else ""
-        wait_until(lambda: not local_runtime.owned_pids(repo / ".mlgitops"),
+        wait_until(lambda: not local_runtime.owned_pids(settings.state_dir(repo)),
                    what="no server or standby process left", timeout=20)
     finally:
         for p in (first,):

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from conftest import wait_until
 
+from mlgitops import settings
 from mlgitops.adapters import files, local_runtime
 from mlgitops.cli import _status_doc
 from mlgitops.controller import run
@@ -108,7 +109,7 @@ def test_recovery_stops_its_own_processes_and_never_a_reused_pid(tmp_path: Path)
 
 
 def test_status_says_not_running_once_the_recorded_controller_is_gone(repo: Path) -> None:
-    state = repo / ".mlgitops"
+    state = settings.state_dir(repo)
     state.mkdir(exist_ok=True)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -26,7 +27,7 @@ import uvicorn
 from conftest import free_port, wait_until
 from webhook_receiver import Receiver
 
-from mlgitops import errors
+from mlgitops import errors, settings
 from mlgitops.adapters import webhooks
 from mlgitops.controller import decision_pages, gateway
 from mlgitops.controller import decisions as decision_log
@@ -316,7 +317,7 @@ def test_mlgitops_report_lists_decisions_with_urls_and_opens_the_latest(
 
     from mlgitops import cli
 
-    root = repo / ".mlgitops" / "reports"
+    root = settings.state_dir(repo) / "reports"
     revert = window_decision(live_shift=0.0).with_(commit="c" * 40)
     local = decisions.of_rollout(kind=decisions.Kind.DEPLOY, model="credit-risk",
                                  at=revert.at + 60, version="c" * 40, previous_version="b" * 40,
@@ -367,7 +368,7 @@ def test_public_url_and_notification_settings_are_checked(monkeypatch: pytest.Mo
 def test_notebook_helpers_read_the_decisions_and_the_page(repo: Path) -> None:
     from mlgitops import insights
 
-    root = repo / ".mlgitops" / "reports"
+    root = settings.state_dir(repo) / "reports"
     revert = window_decision(live_shift=0.0).with_(commit="c" * 40)
     alert = window_decision(live_shift=3.0)
     log = decision_log.Log(root)
@@ -384,3 +385,160 @@ def test_notebook_helpers_read_the_decisions_and_the_page(repo: Path) -> None:
     assert "Why no revert was made" in written
     with pytest.raises(ValueError, match="no hold of credit-risk is recorded"):
         insights.decision_page(repo, "credit-risk", kind="hold")
+
+
+def test_a_breached_window_that_did_not_act_is_listed_as_a_breach(tmp_path: Path) -> None:
+    """A window that breaches before ``consecutiveWindows`` is reached is a ``breach`` (not a
+    ``pass``): its own kind, id, badge and title, listed in ``/reports/`` by default; a window
+    that did not breach stays a quiet ``pass``."""
+    previous, serving = baseline_of(frame(2000, seed=1)), baseline_of(frame(2000, shift=1, seed=2))
+    rules = DriftPolicy(**{**RULES.__dict__, "consecutive_windows": 2})
+    out = {}
+    for name, shift in (("drifted", 0.0), ("quiet", 1.0)):
+        window = window_of(serving, frame(800, shift=shift, seed=3))
+        evidence = policy.Evidence.from_reports(
+            drift.compare_stats(serving, window, share=rules.dataset_share),
+            fit_current=policy.fit_share(serving, serving, window),
+            fit_previous=policy.fit_share(previous, serving, window))
+        d = policy.decide(evidence, policy.History(), rules, now=1_780_000_000.0 - shift)
+        out[name] = decisions.of_window(d, model="credit-risk", version="b" * 40, digest=None,
+                                        previous_version="a" * 40, rules=rules, baseline=serving,
+                                        previous=previous, window=window, index=1, base_url=None)
+    breach, quiet = out["drifted"], out["quiet"]
+    assert breach.policy_verdict == "breach" and breach.kind is decisions.Kind.BREACH
+    assert breach.id.split("-")[-2] == "breach" and decisions.valid_id(breach.id)
+    assert breach.kind.window and not breach.kind.notifies and breach.evidently_file is None
+    assert quiet.policy_verdict == "ok" and quiet.kind is decisions.Kind.PASS
+    assert decision_page.title_of(breach).startswith("Drift breach")
+    assert "<span class='badge breach'>breach</span>" in decision_page.render(breach, history=[breach])
+    assert decisions.Decision.from_json(breach.to_json()) == breach
+    root = tmp_path / "reports"
+    log = decision_log.Log(root)
+    log.append(quiet)
+    log.append(breach)
+    from mlgitops.controller import report_files
+    listed = report_files.index_page(root)
+    assert breach.id in listed and quiet.id not in listed  # breaches are listed, passes on asking
+    assert decision_log.window_history(root, breach) == [quiet, breach]
+
+
+def test_each_side_of_a_revert_page_is_painted_by_its_own_verdict() -> None:
+    """On a revert page the restored version's ``fits`` is green on a row whose reverted side
+    drifts: each flag cell carries its own colour, and no rule paints a cell by its row."""
+    import re
+
+    d = window_decision(live_shift=0.0)
+    assert d.kind is decisions.Kind.REVERT
+    page = decision_page.render(d, history=[d])
+    assert "tr.drifted td" not in page  # the old rule that painted both sides by the row
+    table = page[page.index("<table class='attribution'>"):]
+    table = table[:table.index("</table>")]
+    rows = re.findall(r"<tr[^>]*><th scope='row'>([^<]+)</th>(.*?)</tr>", table)
+    assert [name for name, _ in rows] == [*FEATURES, "prediction"]
+    seen = set()
+    for name, cells in rows:
+        flags = re.findall(r"<td class='(\w+) flag' style='color:([^']+)'>(\w+)</td>", cells)
+        assert len(flags) == 2, (name, cells)
+        for cls, colour, word in flags:
+            assert (cls, colour) == (("drift", "var(--bad)") if word == "drifts"
+                                     else ("fit", "var(--ok)")), (name, flags)
+            seen.add(word)
+    feature_flags = [re.findall(r">(drifts|fits)</td>", c) for n, c in rows if n in FEATURES]
+    assert all(f == ["drifts", "fits"] for f in feature_flags)  # reverted drifts, restored fits
+    assert seen == {"drifts", "fits"}
+
+
+def _label_boxes(svg: str) -> tuple[list[list[tuple[float, float]]], float, float, float]:
+    """The corners of each bin label of a chart as drawn (`decision_page.CHAR_PX` per character,
+    ascent 0.8 and descent 0.3 of `LINE_PX`), the chart's width, height and axis line."""
+    import math
+    import re
+
+    width, height = (float(v) for v in re.search(r"viewBox='0 0 (\S+) (\S+)'", svg).groups())
+    axis = max(float(y) for y in re.findall(r"<line [^>]*y1='([\d.]+)'", svg))
+    boxes = []
+    for x, y, anchor, turn, text in re.findall(
+            r"<text class='bin' x='([\d.]+)' y='([\d.]+)' text-anchor='(\w+)'"
+            r"(?: transform='rotate\((-?[\d.]+) [^)]*\)')?>([^<]*)</text>", svg):
+        w = len(text.replace("&#x27;", "'")) * decision_page.CHAR_PX
+        left = {"middle": -w / 2, "end": -w, "start": 0.0}[anchor]
+        up, down = 0.8 * decision_page.LINE_PX, 0.3 * decision_page.LINE_PX
+        a = math.radians(float(turn or 0))
+        corners = []
+        for dx, dy in ((left, -up), (left + w, -up), (left + w, down), (left, down)):
+            corners.append((float(x) + dx * math.cos(a) - dy * math.sin(a),
+                            float(y) + dx * math.sin(a) + dy * math.cos(a)))
+        boxes.append(corners)
+    return boxes, width, height, axis
+
+
+def _overlap(p: list[tuple[float, float]], q: list[tuple[float, float]]) -> bool:
+    """Whether two convex quadrilaterals overlap (separating axis theorem)."""
+    for poly in (p, q):
+        for i in range(4):
+            (x1, y1), (x2, y2) = poly[i], poly[(i + 1) % 4]
+            nx, ny = y2 - y1, x1 - x2
+            a = [nx * x + ny * y for x, y in p]
+            b = [nx * x + ny * y for x, y in q]
+            if max(a) <= min(b) + 1e-9 or max(b) <= min(a) + 1e-9:
+                return False
+    return True
+
+
+@pytest.mark.parametrize("bins", [
+    ["0", "1"],
+    [f"[{i / 10:.3g}, {(i + 1) / 10:.3g})" for i in range(12)],
+    [f"[{-1234.5 + i * 321.7:.3g}, {-1234.5 + (i + 1) * 321.7:.3g})" for i in range(12)],
+    ["a-very-long-class-name-indeed", "short", "another-rather-long-class-label"] * 5,
+    [f"class-{i}" for i in range(40)],
+])
+def test_the_prediction_chart_labels_never_overlap(bins: list[str]) -> None:
+    """Each drawn bin label's box (as drawn: turned, thinned, cut) overlaps no other label, stays
+    inside the chart and below its axis."""
+    dists = [decisions.Distribution(label, tuple(bins), tuple(1 / len(bins) for _ in bins))
+             for label in ("serving baseline", "previous baseline", "live")]
+    svg = decision_page.distribution_chart(dists)
+    boxes, width, height, axis = _label_boxes(svg)
+    assert len(boxes) >= min(len(bins), 6)  # labelled, even with many bins
+    for i, p in enumerate(boxes):
+        assert all(0 <= x <= width and axis < y <= height for x, y in p), (bins[i], p)
+        for q in boxes[i + 1:]:
+            assert not _overlap(p, q), (p, q)
+
+
+@pytest.mark.timeout(600)
+def test_one_commit_yields_one_deploy_row_across_a_controller_restart(
+        repo: Path, publish_version: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real controller serves v1, stops (its servers with it) and starts again: v1 is started
+    again, which is not another decision; `/reports/` lists one deploy of v1. A new commit is."""
+    from mlgitops import settings
+
+    monkeypatch.setenv("MLGITOPS_MLFLOW", "0")
+    monkeypatch.setenv("MLGITOPS_EVIDENTLY", "0")
+    from mlgitops.controller import report_files, run
+
+    root = settings.state_dir(repo) / "reports"
+    v1 = publish_version(name="credit")
+
+    def serve_until(version: str) -> None:
+        cfg = settings.controller(repo, port=free_port(), poll_seconds=1.0, monitor=False)
+        with run.running(cfg) as ctl:
+            def served() -> bool:
+                try:
+                    r = httpx.get(f"{ctl.base_url}/v2/models/credit", timeout=2)
+                except httpx.HTTPError:
+                    return False
+                return r.status_code == 200 and r.json().get("version") == version
+            wait_until(served, timeout=180, what=f"{version[:12]} serving")
+            # the log is appended when the deploy is recorded; its page comes from the log
+            assert ctl.decisions.wait(120, only=(decision_pages.Pages,))
+
+    serve_until(v1)
+    serve_until(v1)  # a restart
+    deploys = [d for d in decision_log.read(root) if d.kind is decisions.Kind.DEPLOY]
+    assert [d.version for d in deploys] == [v1]
+    assert report_files.index_page(root).count("<tr class='deploy'>") == 1
+    v2 = publish_version(name="credit", seed=1)
+    serve_until(v2)
+    deploys = [d for d in decision_log.read(root) if d.kind is decisions.Kind.DEPLOY]
+    assert [d.version for d in deploys] == [v1, v2]

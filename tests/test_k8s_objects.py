@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mlgitops import cli, errors
+from mlgitops import cli, errors, settings
 from mlgitops.core import k8s_objects as ko
 from mlgitops.core import manifest, source_spec
 
@@ -101,7 +101,8 @@ def test_the_pod_fetches_then_serves_exactly_that_version() -> None:
         env = {e["name"]: e["value"] for e in c["env"]}
         assert env["MLFLOW_DISABLE_TELEMETRY"] == "true" and env["DO_NOT_TRACK"] == "true"
         assert c["image"] == "mlgitops:0.1.0"
-        assert c["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"}}
+        assert c["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"},
+                                  "limits": {"cpu": "2", "memory": "2Gi"}}
         assert c["securityContext"]["readOnlyRootFilesystem"] is True
     mounts = {m["mountPath"]: m for m in init["volumeMounts"]}
     assert mounts["/etc/mlgitops/git"]["readOnly"] is True
@@ -328,3 +329,35 @@ def test_model_repository_crd_defaults_what_parse_defaults() -> None:
     assert props["branch"]["default"] == source_spec.DEFAULT_BRANCH
     assert source_spec.interval_seconds(props["interval"]["default"]) == 60.0
     assert "default" not in source_spec.SCHEMA["properties"]["spec"]["properties"]["branch"]
+
+
+def test_every_pod_has_cpu_and_memory_limits_whatever_the_manifest_asks() -> None:
+    """A push asking for 64 workers still gets a pod bounded by the operator's limits."""
+    doc = yaml.safe_load((ROOT / "manifests" / "credit-risk.yaml").read_text())
+    doc["spec"].setdefault("serving", {})["workers"] = 64
+    doc["spec"]["resources"] = {"limits": {"cpu": "64"}}  # no such field: refused
+    with pytest.raises(errors.ManifestError, match="resources"):
+        manifest.parse(doc, source="m.yaml")
+    del doc["spec"]["resources"]
+    greedy = manifest.parse(doc, source="m.yaml")
+    assert greedy.serving.workers == 64
+    d = render(dep=greedy)
+    for c in (*d["spec"]["template"]["spec"]["initContainers"],
+              *d["spec"]["template"]["spec"]["containers"]):
+        assert c["resources"]["limits"] == {"cpu": "2", "memory": "2Gi"}
+        assert c["resources"]["requests"] == {"cpu": "100m", "memory": "256Mi"}
+
+
+def test_pod_resources_come_from_the_operators_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLGITOPS_OPERATOR_REPO_URL", "/srv/git/models.git")
+    monkeypatch.setenv("MLGITOPS_OPERATOR_NAMESPACE", "models")
+    monkeypatch.setenv("MLGITOPS_OPERATOR_CPU_LIMIT", "500m")
+    monkeypatch.setenv("MLGITOPS_OPERATOR_MEMORY_LIMIT", "768Mi")
+    monkeypatch.setenv("MLGITOPS_OPERATOR_MEMORY_REQUEST", "128Mi")
+    cfg = settings.operator()
+    assert dict(cfg.pod_limits) == {"cpu": "500m", "memory": "768Mi"}
+    assert dict(cfg.pod_requests) == {"cpu": "100m", "memory": "128Mi"}
+    monkeypatch.setenv("MLGITOPS_OPERATOR_CPU_LIMIT", "lots")
+    with pytest.raises(errors.ConfigError, match="MLGITOPS_OPERATOR_CPU_LIMIT='lots' is not a "
+                                                 "Kubernetes quantity"):
+        settings.operator()

@@ -54,6 +54,33 @@ def test_errors_name_file_and_field(document: dict[str, Any], field: str, words:
     assert words in message
 
 
+@pytest.mark.parametrize(("text", "field", "spelled"), [
+    ("drift: {datasetShare: .nan}", "spec.drift.datasetShare", ".nan"),
+    ("drift: {cooldownSeconds: .inf}", "spec.drift.cooldownSeconds", ".inf"),
+    ("drift: {revertPeriodSeconds: .Inf}", "spec.drift.revertPeriodSeconds", ".inf"),
+    ("drift: {cooldownSeconds: -.inf}", "spec.drift.cooldownSeconds", "-.inf"),
+    ("serving: {batching: {maxDelayMs: .NaN}}", "spec.serving.batching.maxDelayMs", ".nan"),
+    ("serving: {workers: .inf}", "spec.serving.workers", ".inf"),
+    ("drift: {windowRows: .nan}", "spec.drift.windowRows", ".nan"),
+])
+def test_only_finite_numbers_pass(text: str, field: str, spelled: str) -> None:
+    """YAML's .nan passes every JSON Schema bound (NaN compares false both ways): refused by name."""
+    document = doc(**yaml.safe_load(text))
+    with pytest.raises(errors.ManifestError) as caught:
+        manifest.parse(document, source="manifests/credit.yaml")
+    assert str(caught.value).startswith(f"manifests/credit.yaml: field {field}: {spelled} is not "
+                                        "a finite number")
+
+
+def test_seconds_and_counts_have_upper_bounds_in_the_crd_too() -> None:
+    crd = manifest.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    drift = crd["properties"]["spec"]["properties"]["drift"]["properties"]
+    for name in ("cooldownSeconds", "revertPeriodSeconds", "windowRows", "minRows", "maxReverts"):
+        assert "maximum" in drift[name], name
+    with pytest.raises(errors.ManifestError, match=r"spec\.drift\.cooldownSeconds"):
+        manifest.parse(doc(drift={"cooldownSeconds": 1e300}), source="m.yaml")
+
+
 def test_not_a_mapping() -> None:
     with pytest.raises(errors.ManifestError, match="expected a ModelDeployment mapping"):
         manifest.parse(["a"], source="manifests/x.yaml")

@@ -151,7 +151,7 @@ def world(template: tuple[Path, Path, str, str, Any], tmp_path: Path) -> Iterato
     git.run(work, "remote", "set-url", "origin", str(bare))
     # this level tests the monitor; the remote's validating hook is tested end to end below
     (bare / "hooks" / "pre-receive").unlink()
-    state = work / layout.STATE_DIR
+    state = settings.state_dir(work)
     store = state_mod.Store(state)
     src = source_mod.Source(state, url=str(bare))
     store.head = src.sync()
@@ -166,7 +166,7 @@ def world(template: tuple[Path, Path, str, str, Any], tmp_path: Path) -> Iterato
         paths = evidently_reports.ReportPaths(target.html, target.snapshot, target.snapshot)
         return reports.Built(target, paths, None, None, 0, 0, 0.0)
 
-    mon = monitor_mod.Monitor(store=store, router=router, source=src, state_dir=state,
+    mon = monitor_mod.Monitor(store=store, router=router, source=src, state_dir=state, root=work,
                               url=str(bare), trigger=triggers.append, window_seconds=30.0,
                               build_report=fake_report, clock=lambda: now[0])
     w = World(work, bare, v1, v2, model, store, src, router, mon, now, triggers, built)
@@ -186,7 +186,7 @@ def test_breach_caused_by_the_new_version_reverts_then_reports(world: World) -> 
     head = world.remote_head()
     (entry,) = git.log(world.bare, head, [], limit=1)
     assert entry.trailers[layout.TRAILER_REVERTS] == world.v2
-    assert entry.trailers[layout.TRAILER_REPORT].startswith(".mlgitops/reports/credit/")
+    assert entry.trailers[layout.TRAILER_REPORT].startswith(".git/mlgitops/reports/credit/")
     assert world.triggers  # the controller is asked to reconcile at once
     (rev,) = events(world.store, "Reverted")
     assert rev["commit"] == head and rev["reverted"] == world.v2 and rev["share"] >= 0.8
@@ -199,7 +199,7 @@ def test_breach_caused_by_the_new_version_reverts_then_reports(world: World) -> 
     (plan,) = world.built
     # the commit links the decision's page (and names the decision); Evidently's report is beside it
     ident = entry.trailers[layout.TRAILER_REPORT_ID]
-    assert entry.trailers[layout.TRAILER_REPORT] == f".mlgitops/reports/{NAME}/{ident}.html"
+    assert entry.trailers[layout.TRAILER_REPORT] == f".git/mlgitops/reports/{NAME}/{ident}.html"
     assert plan.html.name == f"{ident}.evidently.html"
     assert world.monitor.dispatcher.wait(30)
     (record,) = [r for r in decision_log.read(world.store.dir / "reports") if r.id == ident]
@@ -243,6 +243,28 @@ def test_too_few_rows_is_inconclusive_and_never_reverts(world: World) -> None:
     windows = events(world.store, "DriftWindow")
     assert [e["verdict"] for e in windows] == ["inconclusive"] * 3
     assert not events(world.store, "Reverted", "DriftAlert")
+
+
+def test_the_drift_condition_reason_reads_with_its_value(world: World) -> None:
+    """An inconclusive window after an alert leaves ``Drift=True DriftAlert`` (never ``True
+    Inconclusive``); before any conclusive window it reads ``False Inconclusive``."""
+    assert world.tick() == []
+    world.send(population(40))
+    world.now[0] += 60.0
+    (d,) = world.tick()
+    assert d.verdict is policy.Verdict.INCONCLUSIVE
+    cond = world.store.status(NAME).condition(ConditionType.DRIFT)
+    assert cond is not None and (cond.status, cond.reason) == (False, "Inconclusive")
+    world.send(population(600, shift=4.0))  # fits neither version: an alert
+    (d,) = world.tick()
+    assert d.verdict is policy.Verdict.ALERT
+    world.send(population(40))
+    world.now[0] += 60.0
+    (d,) = world.tick()
+    assert d.verdict is policy.Verdict.INCONCLUSIVE
+    cond = world.store.status(NAME).condition(ConditionType.DRIFT)
+    assert cond is not None and (cond.status, cond.reason) == (True, "DriftAlert"), cond
+    assert world.store.status(NAME).drift["verdict"] == "inconclusive"  # the latest window
 
 
 def test_the_revert_cap_holds(world: World) -> None:
@@ -306,10 +328,10 @@ def test_on_demand_report_is_an_evidently_report_in_the_workspace(world: World) 
     world.store.update(NAME, served_commit=world.v2)
     world.store.save()
     html = reports.build_report(world.work, NAME)
-    assert html.is_file() and html.parent == world.work / ".mlgitops/reports/credit"
+    assert html.is_file() and html.parent == settings.state_dir(world.work) / "reports/credit"
     assert "on-demand" in html.name and world.v2[:12] in html.name
     assert html.with_name(html.name.replace(".html", ".snapshot.json")).is_file()
-    runs = evidently_reports.list_runs(world.work / ".mlgitops/workspace", project=NAME)
+    runs = evidently_reports.list_runs(settings.state_dir(world.work) / "workspace", project=NAME)
     assert len(runs) == 1
 
 
@@ -409,7 +431,7 @@ def test_automatic_revert_end_to_end(tmp_path: Path) -> None:
         assert entry.trailers[layout.TRAILER_REPORT] == f"{base}/reports/{NAME}/{ident}"
         page = httpx.get(entry.trailers[layout.TRAILER_REPORT], timeout=10)
         assert page.status_code == 200 and v2[:12] in page.text and f"{ident}.evidently.html" in page.text
-        assert evidently_reports.list_runs(work / ".mlgitops/workspace", project=NAME)
+        assert evidently_reports.list_runs(settings.state_dir(work) / "workspace", project=NAME)
 
         # committing the quarantined digest again: the remote's hook refuses it ...
         git.run(work, "pull", "-q", "--ff-only", "origin", "main")
@@ -446,7 +468,8 @@ def restarted(world: World, *, build_report: Any = None, report_base: str | None
     """A new monitor on the same state directory, as after `mlgitops up` was started again."""
     return monitor_mod.Monitor(
         store=state_mod.Store(world.store.dir), router=world.router, source=world.source,
-        state_dir=world.store.dir, url=str(world.bare), trigger=world.triggers.append,
+        state_dir=world.store.dir, root=world.work, url=str(world.bare),
+        trigger=world.triggers.append,
         window_seconds=30.0, clock=lambda: world.now[0], report_base=report_base,
         build_report=build_report or world.monitor.build_report,
     )

@@ -330,3 +330,38 @@ def test_stop_all_stops_serving_and_draining_workloads(world: World) -> None:
     assert world.store.backends == {} and world.router.routes == {}
     world.router.inflight[old.key] = 0
     world.settle()
+
+
+def test_a_held_version_is_tried_again_when_asked_or_when_its_inputs_change(world: World) -> None:
+    """A failure is remembered with the inputs that produced it (issue 16): the same inputs hold
+    it without a new attempt; `Reconciler.retry` or other inputs try it again."""
+    inputs = ["trust=a"]
+    world.reconciler = rec.Reconciler(
+        source=world.source, workloads=world.workloads, store=world.store, router=world.router,
+        endpoint=lambda n: f"http://gw.invalid/{n}", drain_seconds=0.0,
+        inputs=lambda: inputs[0])
+    world.move("git:v2")
+    world.workloads.refuse(NAME, errors.ModelError("numpy.round is not admitted by the trust policy"))
+    world.move("reconcile")
+    assert world.serving() is None and world.store.failures[NAME].inputs == "trust=a"
+    attempts = len(world.workloads.attempts)
+    world.workloads.allow(NAME)  # what held it is fixed, but nothing says so yet
+    world.move("reconcile")
+    assert world.outcome is not None and world.outcome.steps[0].action is A.HOLD
+    assert len(world.workloads.attempts) == attempts  # remembered: not tried again
+    assert world.reconciler.retry([NAME]) == [NAME]
+    world.move("reconcile")
+    assert world.serving() == "v2" and NAME not in world.store.failures
+    assert "RetryRequested" in world.store.kinds(NAME)
+
+    # the same again, cured by a change of inputs (a trust policy fixed, a restart)
+    world.move("git:v1")
+    world.workloads.refuse(NAME, errors.ModelError("held"), version=world.commits["v1"])
+    world.move("reconcile")
+    assert world.serving() == "v2" and world.store.failures[NAME].version == world.commits["v1"]
+    world.workloads.allow(NAME)
+    world.move("reconcile")
+    assert world.serving() == "v2"
+    inputs[0] = "trust=b"
+    world.move("reconcile")
+    assert world.serving() == "v1"

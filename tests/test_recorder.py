@@ -105,6 +105,31 @@ def test_the_first_rows_reach_the_sample_file_without_waiting_out_an_empty_write
     assert snap.workers["w"].live.rows == 100 and len(snap.sample) == 50
 
 
+def test_a_host_booted_seconds_ago_writes_its_first_sample_at_once(tmp_path: Path) -> None:
+    """``time.monotonic`` counts from boot: 3 s after boot, with a 5 s sample interval, the
+    first rows' sample is still written at once ("never written" is -inf, not 0.0), and the
+    next one waits out the interval on the same injected clock."""
+    from mlgitops.adapters import stats_store
+
+    now = [3.0]  # seconds since boot
+    base = _baseline()
+    rec = recorder.Recorder(base, seed=0)
+    pub = recorder.Publisher(rec, tmp_path, worker_id="w", name="m", version="v",
+                             digest="sha256:" + "0" * 64, sample_interval=5.0,
+                             clock=lambda: now[0])
+    rows = np.random.default_rng(5).normal(size=(30, len(NAMES)))
+    rec.record(schema.Batch(rows=30, matrix=rows, names=NAMES), np.zeros(30, dtype=np.int64))
+    pub.publish()
+    assert len(stats_store.read(tmp_path, version="v", baseline=base).sample) == 30
+    rec.record(schema.Batch(rows=30, matrix=rows, names=NAMES), np.zeros(30, dtype=np.int64))
+    now[0] = 7.9  # 4.9 s later: within the interval, the sample waits
+    pub.publish()
+    assert len(stats_store.read(tmp_path, version="v", baseline=base).sample) == 30
+    now[0] = 8.0  # the interval has run out
+    pub.publish()
+    assert len(stats_store.read(tmp_path, version="v", baseline=base).sample) == 60
+
+
 def test_an_idle_version_is_not_parsed_again_and_a_new_write_is_read(tmp_path: Path) -> None:
     """The monitor's `Directory` reuses the parsed snapshot of files that did not change (same
     inode, size and mtime: writers replace files atomically), and reads them again after a
@@ -132,3 +157,45 @@ def test_an_idle_version_is_not_parsed_again_and_a_new_write_is_read(tmp_path: P
     assert directory.read("m", "v", baseline=base) is again
     # a directory that does not exist (yet) is empty and never cached
     assert directory.read("m", "gone", baseline=base).rows == 0
+
+
+def test_a_window_sample_is_the_rows_of_that_window_and_waits_for_unwritten_ones(
+        tmp_path: Path) -> None:
+    """The monitor's window sample is exactly the rows scored between two reads (not the
+    version's reservoir): rows before the window are left out; rows the sample file does not
+    hold yet are ``pending`` until a later read (``rows_from``) has them; more rows than
+    ``size`` are a uniform sample of the window's rows."""
+    from mlgitops.adapters import stats_store
+
+    base = _baseline()
+    now = [100.0]
+    rec = recorder.Recorder(base, seed=0, recent=500)
+    pub = recorder.Publisher(rec, tmp_path, worker_id="w", name="m", version="v",
+                             digest="sha256:" + "0" * 64, sample_interval=5.0,
+                             clock=lambda: now[0])
+
+    def send(first: int, n: int) -> None:  # rows numbered first..first+n-1 in column f0
+        rows = np.zeros((n, len(NAMES)))
+        rows[:, 0] = np.arange(first, first + n)
+        rec.record(schema.Batch(rows=n, matrix=rows, names=NAMES), np.zeros(n, dtype=np.int64))
+
+    send(0, 120)
+    pub.publish()
+    cursor = stats_store.read(tmp_path, version="v", baseline=base)  # a window closed here
+    send(120, 80)
+    pub.publish()  # within the sample interval: the counts are written, the rows are not
+    current = stats_store.read(tmp_path, version="v", baseline=base)
+    got = stats_store.window_sample(current, cursor, version="v")
+    assert (got.rows, got.available, got.pending) == (80, 0, 80)
+    send(200, 30)  # the next window's rows
+    now[0] += 5.0
+    pub.publish()
+    later = stats_store.read(tmp_path, version="v", baseline=base)
+    got = stats_store.window_sample(current, cursor, version="v", rows_from=later)
+    assert (got.rows, got.available, got.pending) == (80, 80, 0)
+    assert got.frame["f0"].tolist() == list(range(120, 200))
+    assert "prediction" in got.frame.columns
+    first = stats_store.window_sample(cursor, None, version="v", rows_from=later)
+    assert first.frame["f0"].tolist() == list(range(120))
+    small = stats_store.window_sample(current, cursor, version="v", rows_from=later, size=20)
+    assert len(small.frame) == 20 and set(small.frame["f0"]) <= set(range(120, 200))

@@ -127,3 +127,97 @@ def test_a_window_without_a_sample_or_a_readable_one(
         tracking.record_window(state, work, d, keep=5)
     with pytest.raises(errors.ConfigError, match="keep at least one"):
         tracking.EvidentlySink(state, clone=work, keep=0)
+
+
+@pytest.mark.timeout(900)
+def test_the_evidently_snapshot_of_a_window_agrees_with_its_decision(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real controller serves a real model; 1,100 live rows (two of five features shifted)
+    close one window. The Evidently snapshot stored for it is built from that window's own rows
+    (all 1,100) and says what the decision says: the same share of drifted features (features
+    only: 40 %, not 50 % with the prediction counted), the same verdict per feature and for the
+    prediction; the full Evidently report of the alert too; and the page says how it counts."""
+    import json
+
+    import httpx
+    import yaml
+    from conftest import free_port, wait_until
+    from evidently.core.report import Snapshot
+
+    from mlgitops import settings
+    from mlgitops.adapters import evidently_reports, git
+    from mlgitops.controller import decisions as decision_log
+    from mlgitops.controller import run
+    from mlgitops.core import layout
+
+    monkeypatch.setenv("MLGITOPS_MLFLOW", "0")
+    work = tmp_path / "models-repo"
+    repository.init(work)
+    a = make_frame(1500, seed=1)
+    mlgitops.publish(train(a, seed=1), a, name=NAME, repo=work, target="label", push=False,
+                     quiet=True)
+    path = work / layout.manifest_path(NAME)
+    doc = yaml.safe_load(path.read_text())
+    doc["spec"]["drift"].update({"windowRows": 1100, "minRows": 300, "datasetShare": 0.3,
+                                 "consecutiveWindows": 1, "action": "alert"})
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    git.commit(work, message="credit: one window of 1,100 rows", paths=[layout.MANIFESTS])
+    git.push(work)
+    live = make_frame(1100, seed=7)[FEATURES]
+    live["f0"] += 1.0
+    live["f1"] += 1.0
+    root = work / layout.STATE_DIR / reports.REPORTS
+    cfg = settings.controller(work, port=free_port(), poll_seconds=2.0)
+    with run.running(cfg) as ctl:
+        base = ctl.base_url
+
+        def serving() -> bool:
+            try:
+                return httpx.get(f"{base}/v2/models/{NAME}", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(serving, timeout=180, what="the model serving")
+        with httpx.Client(timeout=30) as client:
+            for at in range(0, len(live), 100):
+                part = live.iloc[at:at + 100]
+                body = {"dataframe_split": {"columns": list(part.columns),
+                                            "data": part.to_numpy().tolist()}}
+                r = client.post(f"{base}/models/{NAME}/invocations", json=body)
+                assert r.status_code == 200, r.text
+
+        def window() -> decisions.Decision | None:
+            return next((d for d in decision_log.read(root) if d.kind.window), None)
+
+        wait_until(lambda: window() is not None, timeout=180, what="a closed window")
+        d = window()
+        assert d is not None and d.kind is decisions.Kind.ALERT and d.rows == 1100
+        assert set(d.drifted_features) == {"f0", "f1"} and d.share == pytest.approx(0.4)
+        assert ctl.decisions.wait(300, only=(tracking.EvidentlySink,))
+        assert ctl.monitor is not None and ctl.monitor.wait_reports(300)
+        page = httpx.get(f"{base}{d.page_path}", timeout=10).text
+
+    assert d.version is not None and d.prediction is not None
+    assert len(pd.read_parquet(d.sample_path)) == 1100  # the window's own rows, all of them
+    kinds = reports.kinds_of(reports.baseline_at(work, name=NAME, version=d.version))
+    stored = evidently_workspace.window_verdicts(reports.workspace_dir(work / layout.STATE_DIR),
+                                                 model=NAME, decision_id=d.id, kinds=kinds,
+                                                 share=0.3)
+    assert d.evidently_file is not None
+    full_path = root / NAME / d.evidently_file.replace(".html", ".snapshot.json")
+    full = evidently_reports.verdicts_of(Snapshot.load(str(full_path)), kinds=kinds, share=0.3,
+                                         rows=1100, reference_rows=1500)
+    decided = {f.name: f.drifted for f in d.features}
+    for report in (stored, full):
+        assert report is not None
+        assert report.share == pytest.approx(d.share)
+        assert {c.column: c.drifted for c in report.columns} == decided
+        assert {c.column: c.method for c in report.columns} == {f.name: f.method for f in d.features}
+        assert report.prediction is not None and report.prediction.drifted == d.prediction.drifted
+    snaps = [s for s in evidently_workspace.snapshots(reports.workspace_dir(work / layout.STATE_DIR),
+                                                      model=NAME)
+             if s.metadata.get("decisionId") == d.id]
+    assert snaps and snaps[0].metadata["sampleRows"] == "1100"
+    assert "features only" in snaps[0].metadata["shareCounts"]
+    assert "40%" in page and "features only" in page
+    assert json.loads(full_path.read_text())  # a loadable snapshot file

@@ -4,6 +4,10 @@ Reports are evidence for people (HTML, a snapshot JSON, a local Evidently worksp
 that act come from `mlgitops.core.drift`, which mirrors the same defaults. Evidently errors are
 translated into `mlgitops.errors.ReportError` here, and a report failure never blocks a revert.
 Evidently's telemetry is switched off (DO_NOT_TRACK) unless the caller decided otherwise.
+
+Features and prediction are reported the way the drift decision counts them: the share of
+drifted columns (DataDriftPreset's ``DriftedColumnsCount``) is over the **features only**, and
+the prediction column (``prediction``, when given) is a separate ``ValueDrift`` metric.
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ from mlgitops.errors import ReportError
 telemetry.off()  # before evidently is imported, whatever the caller set
 
 # Evidently's display names (config "method") -> mlgitops.core.drift method names.
+PREDICTION = "prediction"
+"""The prediction column's name in live samples and reference frames (`core.stats.PREDICTION`)."""
+SHARE_NOTE = ("share of drifted columns counts the features only, as the mlgitops decision "
+              "does; the prediction's drift is its own metric")
+"""What a report's drift share counts (in its metadata, and on the decision page)."""
+
 _METHOD_NAMES = {
     "K-S p_value": "ks",
     "chi-square p_value": "chisquare",
@@ -82,11 +92,15 @@ def run_drift(
     tags: Sequence[str] = (),
     metadata: Mapping[str, str] | None = None,
     timestamp: dt.datetime | None = None,
+    prediction: str | None = PREDICTION,
+    share: float = 0.5,
 ) -> Any:
-    """A DataDriftPreset snapshot of ``current`` against ``reference`` (evidently's Snapshot)."""
+    """A DataDriftPreset snapshot of ``current`` against ``reference`` (evidently's Snapshot):
+    drift share over the features, the ``prediction`` column (when in ``kinds``) separately."""
     with translated("Building the Evidently drift snapshot"):
         return _run(reference, current, kinds=kinds, name=name, tag_list=list(tags),
-                    metadata=dict(metadata or {}), timestamp=timestamp)
+                    metadata=dict(metadata or {}), timestamp=timestamp, prediction=prediction,
+                    share=share)
 
 
 def _run(
@@ -99,8 +113,11 @@ def _run(
     tag_list: list[str] | None = None,
     metadata: dict[str, str] | None = None,
     timestamp: dt.datetime | None = None,
+    prediction: str | None = None,
+    share: float = 0.5,
 ) -> Any:
     from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
     from evidently.presets import DataDriftPreset
 
     def dataset(frame: pd.DataFrame) -> Any:
@@ -112,7 +129,13 @@ def _run(
         )
         return Dataset.from_pandas(frame[list(kinds)], data_definition=definition)
 
-    report = Report([DataDriftPreset()])
+    separate = prediction if kinds is not None and prediction in kinds else None
+    if separate is not None and len(kinds or {}) > 1:
+        features = [c for c in (kinds or {}) if c != separate]
+        report = Report([DataDriftPreset(columns=features, drift_share=share),
+                         ValueDrift(column=separate)])
+    else:
+        report = Report([DataDriftPreset(drift_share=share)])
     return report.run(
         dataset(current),
         dataset(reference),
@@ -131,8 +154,11 @@ def write_report(
     title: str,
     tags: Mapping[str, str],
     kinds: Mapping[str, ColumnKind] | None = None,
+    prediction: str | None = PREDICTION,
+    share: float = 0.5,
 ) -> ReportPaths:
-    """Write a DataDriftPreset report as HTML, full snapshot JSON and a metrics summary."""
+    """Write a DataDriftPreset report as HTML, full snapshot JSON and a metrics summary (drift
+    share over the features; the ``prediction`` column separately)."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", title).strip("-") or "drift-report"
     paths = ReportPaths(
         html=out_dir / f"{stem}.html",
@@ -141,7 +167,8 @@ def write_report(
     )
     with translated("Building the Evidently drift report"):
         out_dir.mkdir(parents=True, exist_ok=True)
-        snapshot = _run(reference, current, kinds=kinds, name=title, tags=tags)
+        snapshot = _run(reference, current, kinds=kinds, name=title, tags=tags,
+                        prediction=prediction, share=share)
         snapshot.save_html(str(paths.html))
         paths.snapshot.write_text(snapshot.dumps(), encoding="utf-8")
         paths.summary.write_text(snapshot.json(), encoding="utf-8")
@@ -180,15 +207,42 @@ def evidently_verdicts(
     *,
     kinds: Mapping[str, ColumnKind] | None = None,
     share: float = 0.5,
+    prediction: str | None = None,
 ) -> core_drift.DriftReport:
     """Evidently's own per-column (method, score, threshold, drifted) and dataset share.
 
     Method names are translated to mlgitops names; `drifted` applies each method's rule (K-S
     p <= t, chi-square/z p < t, distances >= t), exactly as Evidently's stattests decide.
+    ``prediction`` (a column of ``kinds``) is measured apart from the features' share.
     """
     with translated("Computing Evidently drift verdicts"):
-        snapshot = _run(reference, current, kinds=kinds)
-        return _verdicts(snapshot.dict(), kinds=kinds, share=share, rows=len(current), reference_rows=len(reference))
+        snapshot = _run(reference, current, kinds=kinds, prediction=prediction, share=share)
+        return verdicts_of(snapshot, kinds=kinds, share=share, rows=len(current),
+                           reference_rows=len(reference), prediction=prediction)
+
+
+def verdicts_of(snapshot: Any, *, kinds: Mapping[str, ColumnKind] | None, share: float,
+                rows: int, reference_rows: int,
+                prediction: str | None = PREDICTION) -> core_drift.DriftReport:
+    """The per-column verdicts and the features' drift share an Evidently snapshot holds."""
+    with translated("Reading Evidently drift verdicts"):
+        result = snapshot.dict()
+        if "metrics" not in result:  # as a workspace stores it (SnapshotModel)
+            result = {"metrics": _stored_metrics(result)}
+        return _verdicts(result, kinds=kinds, share=share, rows=rows,
+                         reference_rows=reference_rows, prediction=prediction)
+
+
+def _stored_metrics(model: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A stored snapshot's metric results in the shape `Snapshot.dict()` gives them."""
+    out = []
+    for result in (model.get("metric_results") or {}).values():
+        params = result["metric_value_location"]["metric"]["params"]
+        if "share" in result:
+            out.append({"config": params, "value": {"share": result["share"]["value"]}})
+        elif "value" in result:
+            out.append({"config": params, "value": result["value"]})
+    return out
 
 
 def _verdicts(
@@ -198,8 +252,10 @@ def _verdicts(
     share: float,
     rows: int,
     reference_rows: int,
+    prediction: str | None = None,
 ) -> core_drift.DriftReport:
-    columns = []
+    columns: list[core_drift.ColumnDrift] = []
+    predicted: core_drift.ColumnDrift | None = None
     evidently_share: float | None = None
     for metric in result["metrics"]:
         config = metric.get("config", {})
@@ -214,18 +270,20 @@ def _verdicts(
             threshold = float(config["threshold"])
             column = str(config["column"])
             kind: ColumnKind = (kinds or {}).get(column) or ("numeric" if method in ("ks", "wasserstein") else "categorical")
-            columns.append(
-                core_drift.ColumnDrift(
-                    column=column,
-                    method=method,
-                    score=score,
-                    threshold=threshold,
-                    drifted=core_drift.verdict(method, score, threshold),
-                    kind=kind,
-                )
+            found = core_drift.ColumnDrift(
+                column=column,
+                method=method,
+                score=score,
+                threshold=threshold,
+                drifted=core_drift.verdict(method, score, threshold),
+                kind=kind,
             )
+            if prediction is not None and column == prediction and len(kinds or {}) > 1:
+                predicted = found
+            elif all(c.column != column for c in columns):
+                columns.append(found)
     report = core_drift.dataset_verdict(
-        tuple(columns), prediction=None, share=share, rows=rows, reference_rows=reference_rows
+        tuple(columns), prediction=predicted, share=share, rows=rows, reference_rows=reference_rows
     )
     if evidently_share is not None and abs(evidently_share - report.share) > 1e-9:
         raise ReportError(

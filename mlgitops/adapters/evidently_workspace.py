@@ -1,8 +1,10 @@
 """The Evidently workspace as a drift trend: one snapshot per closed window, dashboards, retention.
 
-One Evidently project per model. Every closed window of the drift monitor (pass, alert, revert)
-becomes a DataDriftPreset snapshot of the window's live sample against the serving version's
-reference sample, stamped with the window's close time, tagged ``mlgitops:window``,
+One Evidently project per model. Every closed window of the drift monitor (pass, breach, alert,
+revert) becomes a DataDriftPreset snapshot of the window's own rows (up to
+`stats_store.WINDOW_SAMPLE_ROWS` of them) against the serving version's reference sample, its
+share of drifted columns over the features only and the prediction a metric of its own, as the
+decision counts them (`evidently_reports.SHARE_NOTE`), stamped with the window's close time, tagged ``mlgitops:window``,
 ``model=…``, ``version=<12 hex>``, ``verdict=…`` and carrying the decision's numbers as
 metadata. The project's dashboard is laid out by mlgitops (panel ids derived from the project
 and the panel's key, so writing it again changes nothing): a trend tab (share of drifted
@@ -25,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from mlgitops.adapters import evidently_reports
+from mlgitops.core import drift
 from mlgitops.core.stats import ColumnKind
 from mlgitops.errors import ReportError
 
@@ -101,8 +104,9 @@ def _panels(model: str, project_id: str, *, features: Sequence[str], versions: S
         (TREND_TAB, "about", panels.text_panel(
             title=f"{model}: live data against the serving version's reference, window by window",
             description=(f"One snapshot per closed window of the mlgitops drift monitor (pass, "
-                         f"alert, revert); the newest {keep} are kept. Snapshot tags: "
-                         "version=<commit>, verdict=<pass|alert|revert>."))),
+                         f"breach, alert, revert), from the window's own rows; the newest {keep} "
+                         f"are kept. The {evidently_reports.SHARE_NOTE}. Snapshot tags: "
+                         "version=<commit>, verdict=<pass|breach|alert|revert>."))),
         (TREND_TAB, "share", panels.line_plot_panel(
             title="Share of drifted features per window", values=[share(window)])),
         (TREND_TAB, "scores", panels.line_plot_panel(
@@ -196,6 +200,7 @@ def add_window(
     current: pd.DataFrame,
     kinds: Mapping[str, ColumnKind],
     keep: int,
+    share: float = 0.5,
 ) -> Added:
     """Store one closed window as a snapshot, update the dashboard, drop the oldest beyond ``keep``."""
     if keep < 1:
@@ -213,8 +218,9 @@ def add_window(
         kinds=usable, name=f"{window.model} {window.version[:12]} {window.verdict}",
         tags=window.tags,
         metadata={"model": window.model, "version": window.version, "verdict": window.verdict,
-                  **window.metadata},
+                  "shareCounts": evidently_reports.SHARE_NOTE, **window.metadata},
         timestamp=dt.datetime.fromtimestamp(window.at, dt.UTC).replace(tzinfo=None),
+        share=share,
     )
     with evidently_reports.translated(f"Adding a window of {window.model} to the Evidently "
                                       f"workspace {workspace_dir}"):
@@ -252,6 +258,28 @@ def snapshots(workspace_dir: Path, *, model: str) -> list[StoredSnapshot]:
                 out.append(StoredSnapshot(run_id, snap.timestamp, tuple(snap.tags),
                                           {str(k): str(v) for k, v in snap.metadata.items()}))
         return out
+
+
+def window_verdicts(workspace_dir: Path, *, model: str, decision_id: str,
+                    kinds: Mapping[str, ColumnKind], share: float = 0.5) -> drift.DriftReport | None:
+    """What the snapshot stored for decision ``decision_id`` says: Evidently's per-column verdicts,
+    its share of drifted features, the prediction apart (None when no snapshot has that id)."""
+    with evidently_reports.translated(f"Reading the Evidently workspace {workspace_dir}"):
+        from evidently.ui.workspace import Workspace
+
+        if not workspace_dir.is_dir():
+            return None
+        workspace = Workspace(str(workspace_dir))
+        found = [p for p in workspace.search_project(model) if p.name == model]
+        if not found:
+            return None
+        for run_id in sorted(str(r) for r in workspace.list_runs(found[0].id)):
+            snap = workspace.get_run(found[0].id, run_id)
+            if snap is not None and snap.metadata.get("decisionId") == decision_id:
+                rows = int(str(snap.metadata.get("sampleRows") or 0))
+                return evidently_reports.verdicts_of(snap, kinds=kinds, share=share, rows=rows,
+                                                     reference_rows=0)
+        return None
 
 
 def dashboard(workspace_dir: Path, *, model: str) -> dict[str, list[str]]:

@@ -390,8 +390,14 @@ class LocalRuntime:
         env: Mapping[str, str] | None = None,
         stats_root: Path | None = None,
         hosting: local_hosts.Hosting | None = None,
+        max_workers: int | None = None,
     ) -> None:
         self.state_dir = state_dir
+        #: server worker processes all models together may run (own processes' workers plus
+        #: shared hosts); None: no cap
+        self.max_workers = max_workers
+        #: own-process servers running now: key -> (model, workers)
+        self._own: dict[Hashable, tuple[str, int]] = {}
         self.hosting = hosting or local_hosts.Hosting(mode=local_hosts.PROCESS)
         #: serving hosts by token; idle (warm) hosts; the staging host (probes only)
         self._hosts: dict[str, local_hosts.HostProcess] = {}
@@ -411,6 +417,9 @@ class LocalRuntime:
         # MLGITOPS_OWNER marks every process of this runtime (tests and operators can find them)
         self.env = {**os.environ, "DO_NOT_TRACK": "true", OWNER_ENV: str(state_dir),
                     **(env or {})}
+        #: the trust policy's additions servers load under (None: the environment's); the
+        #: controller sets it, and again when the policy changes
+        self.trust_allow: frozenset[str] | None = None
         self.ledger = Ledger(state_dir / LEDGER)
         self._marker = f"{OWNER_ENV}={state_dir}".encode()
         self._pool: list[_Standby] = []
@@ -490,6 +499,7 @@ class LocalRuntime:
             "version": desired.version,
             "digest": dep.digest,
             "trusted_types": list(dep.trusted_types),
+            "trust_allow": None if self.trust_allow is None else sorted(self.trust_allow),
             "host": "127.0.0.1",
             "port": 0,
             "workers": dep.serving.workers,
@@ -505,12 +515,48 @@ class LocalRuntime:
         spec = self.spec(desired, model_dir=model_dir)
         why = local_hosts.needs_own_process(self.hosting, spec,
                                             size=local_hosts.model_bytes(model_dir))
+        self._check_cap(str(spec["name"]), int(spec["workers"]), own=bool(why))
         return self.launch(spec) if why else self.host(spec)
+
+    def workers_in_use(self, *, besides: str | None = None) -> int:
+        """Worker processes serving now: own servers' workers (of models other than ``besides``)
+        plus one per shared host."""
+        with self._place_lock:
+            own = sum(w for n, w in self._own.values() if n != besides)
+            return own + len(self._hosts)
+
+    def _check_cap(self, name: str, workers: int, *, own: bool) -> None:
+        """Refuse a deploy that would take the machine past `max_workers` worker processes.
+
+        More than the cap alone: `errors.ConfigError` (held until the manifest or the setting
+        changes). More than what other models leave free: `errors.RuntimeFailure`, retried with
+        back-off (room may come when another model shrinks or goes); what serves keeps serving.
+        """
+        cap = self.max_workers
+        if cap is None:
+            return
+        if workers > cap:
+            raise errors.ConfigError(
+                f"spec.serving.workers of {name} asks for {workers} worker processes, more than "
+                f"this controller runs for all models together ({cap}, MLGITOPS_MAX_WORKERS); "
+                f"lower spec.serving.workers to at most {cap} or raise MLGITOPS_MAX_WORKERS")
+        with self._place_lock:
+            used = self.workers_in_use(besides=name)
+            if not own and any(len(h.models) < self.hosting.models_per_host
+                               for h in self._hosts.values()):
+                return  # it joins a host that runs already
+        if used + (workers if own else 1) > cap:
+            raise errors.RuntimeFailure(
+                f"{name} needs {workers} worker process(es) but other models use {used} of the "
+                f"{cap} this controller runs (MLGITOPS_MAX_WORKERS); it deploys when room frees "
+                "up, or raise MLGITOPS_MAX_WORKERS")
 
     def relaunch(self, backend: Backend) -> Backend | None:
         """Start ``backend``'s version again from the line it was launched with (None: unknown)."""
         if not backend.spec:
             return None
+        with self._place_lock:
+            self._own.pop(backend.key, None)  # its process died
         return self.host(backend.spec) if backend.admin else self.launch(backend.spec)
 
     # shared hosts -----------------------------------------------------------------------
@@ -705,6 +751,7 @@ class LocalRuntime:
                         start_time=sb.start_time,
                     )
                     self.ledger.put(sb.token, role="serving", port=backend.port)
+                    self._count(backend)
                     threading.Thread(target=self._drain, args=(sb,), daemon=True).start()
                     return backend
                 elif kind == "error":
@@ -777,8 +824,15 @@ class LocalRuntime:
         except (KeyError, TypeError, ValueError):
             return None
         if self._ours(backend.pid, backend.start_time, backend.token) and self.answers(backend):
+            self._count(backend)
             return backend
         return None
+
+    def _count(self, backend: Backend) -> None:
+        """Remember an own-process server's workers for `workers_in_use`."""
+        if not backend.admin:
+            with self._place_lock:
+                self._own[backend.key] = (backend.name, int(backend.spec.get("workers") or 1))
 
     def recover(self, serving: Mapping[str, Mapping[str, Any]], *, grace: float = 5.0) -> Recovery:
         """After a restart: adopt the ``serving`` records that still serve; stop the rest.
@@ -887,6 +941,8 @@ class LocalRuntime:
                 else:
                     self._stop_host(h, grace=grace)
             return
+        with self._place_lock:
+            self._own.pop(backend.key, None)
         if backend.proc is not None:
             self._kill(backend.proc, grace=grace)
         elif self._ours(backend.pid, backend.start_time, backend.token):

@@ -203,16 +203,24 @@ def _signature_columns(doc: dict[str, Any], *, source: str) -> tuple[Column, ...
 
 
 def required_types(model_file: Path) -> list[str]:
-    """Types in a skops file that skops does not trust by default (read as data, nothing built)."""
+    """What a skops file needs trusted (read as data, nothing built): the types skops does not
+    trust by default and every function it names (`core.trust`)."""
+    return needs(model_file)[0]
+
+
+def needs(model_file: Path) -> tuple[list[str], dict[str, str]]:
+    """`required_types` and what each name the file refers to is (function, class, data type)."""
     import skops.io
 
     try:
-        return sorted(skops.io.get_untrusted_types(file=model_file))
+        untrusted = set(skops.io.get_untrusted_types(file=model_file))
     except Exception as exc:  # skops raises many kinds for a corrupt file
         raise errors.ModelError(
             f"{model_file.name}: is not a readable skops file ({type(exc).__name__}); "
             "republish the model"
         ) from exc
+    kinds = skops_files.references(model_file)
+    return sorted(untrusted | set(skops_files.functions(kinds))), kinds
 
 
 def check_loadable(
@@ -233,8 +241,8 @@ def check_types(
 ) -> list[str]:
     """The file's untrusted types, after ModelError for any the policy (and ``reviewed``) refuse
     and the bounds checks of its trees; nothing is constructed from the file."""
-    needed = required_types(model_file)
-    refused = trust.refusals(needed, policy=policy, reviewed=reviewed)
+    needed, kinds = needs(model_file)
+    refused = trust.refusals(needed, policy=policy, reviewed=reviewed, kinds=kinds)
     if refused:
         raise errors.ModelError(
             f"{source}: the model may not load: " + "; ".join(r.reason for r in refused)
@@ -289,9 +297,9 @@ def save(
 ) -> tuple[ModelInfo, tuple[str, ...]]:
     """Save ``estimator`` as an MLflow model (skops) and return its info and needed types.
 
-    What skops does not trust by default must be admitted by ``policy`` (tree storage is, after
-    bounds checks); a type the policy admits only by the operator's say-so must also be passed
-    in ``trusted_types``. The file is canonical (same estimator, same bytes) and MLmodel
+    What skops does not trust by default, and every function, must be admitted by ``policy``
+    (the defaults, the team's file, the operator's setting); ``trusted_types`` may name some of
+    them again (never one the model does not need). The file is canonical (same estimator, same bytes) and MLmodel
     carries no per-save identifiers, so the same estimator always gets the same digest.
     """
     import tempfile
@@ -308,17 +316,11 @@ def save(
             raise errors.ModelError(
                 f"the estimator cannot be saved with skops ({type(exc).__name__}: {exc})"
             ) from exc
-        needed = skops.io.get_untrusted_types(file=probe)
-    refused = trust.refusals(needed, policy=policy, reviewed=None)
-    unreviewed = [t for t in needed if t not in trust.CHECKED_TYPES and t not in trusted_types]
-    if refused or unreviewed:
-        reasons = [r.reason for r in refused] + [
-            f"{t} is admitted by the trust policy but you did not review it: pass "
-            f"trusted_types=[{t!r}] (it is recorded in the manifest)" for t in unreviewed
-            if all(r.type_name != t for r in refused)
-        ]
+        needed, kinds = needs(probe)
+    refused = trust.refusals(needed, policy=policy, reviewed=None, kinds=kinds)
+    if refused:
         raise errors.ModelError(
-            f"{type(estimator).__name__} cannot be published: " + "; ".join(reasons)
+            f"{type(estimator).__name__} cannot be published: " + "; ".join(r.reason for r in refused)
         )
     extra = sorted(set(trusted_types) - set(needed))
     if extra:
@@ -383,10 +385,13 @@ def import_model(source: str, dest: Path) -> Path:
     return dest
 
 
-def load_estimator_for_publish(source: str, *, trusted_types: Sequence[str] = ()) -> Any:
+def load_estimator_for_publish(
+    source: str, *, trusted_types: Sequence[str] = (), policy: trust.Policy | None = None
+) -> Any:
     """The estimator of an MLflow model a publisher brings (their own, so they vouch for it).
 
-    skops models load with the types they declare plus ``trusted_types``; pickle-based models
+    skops models load when ``policy`` (the repository's, `settings.trust_policy`) admits what
+    they need, as the controller would; pickle-based models
     need ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true`` set by the publisher, as mlflow requires.
     """
     import os
@@ -403,14 +408,14 @@ def load_estimator_for_publish(source: str, *, trusted_types: Sequence[str] = ()
 
             model_file = _plain_file(local, flavor.get("pickled_model", "model.skops"),
                                      field="flavors.sklearn.pickled_model")
-            needed = check_types(model_file, policy=settings.trust_policy(), reviewed=None,
-                                 source=source)
-            types = sorted(set(needed) & (trust.CHECKED_TYPES | set(trusted_types)))
+            needed = check_types(model_file, policy=policy or settings.trust_policy(),
+                                 reviewed=None, source=source)
             try:
-                return skops.io.load(model_file, trusted=types)
+                return skops.io.load(model_file, trusted=sorted(set(needed) | set(trusted_types)))
             except Exception as exc:
                 raise errors.ModelError(
-                    f"{source}: does not load ({exc}); pass --trust TYPE for each type you reviewed"
+                    f"{source}: does not load ({type(exc).__name__}: {exc}); republish it from "
+                    "the estimator (mlgitops.publish) if the file is damaged"
                 ) from exc
         if os.environ.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "").lower() != "true":
             raise errors.ModelError(

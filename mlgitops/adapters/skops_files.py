@@ -8,7 +8,10 @@ constructs an object from the file, so it is safe on content nobody validated ye
   nodes and arrays after ``id()`` of Python objects, and zip entries carry the time).
 - `identity` is the fitted estimator's state (schema and arrays, without skops' version);
   `recipe` is its class and hyper-parameters, random seeds aside (how it was trained).
-- `check_trees` verifies the node arrays of the tree types skops leaves untrusted.
+- `references` says what each name a file refers to is (function, class, data type): skops
+  trusts numpy ufuncs by default, mlgitops asks for every function (`core.trust`).
+- `check_trees` verifies the node arrays of the tree types skops leaves untrusted (decision
+  trees, gradient-boosting predictors, the KD and ball trees of nearest neighbours).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from mlgitops import errors
+from mlgitops.core import trust
 
 SCHEMA = "schema.json"
 MAX_SCHEMA_BYTES = 64 * 1024 * 1024
@@ -198,6 +202,42 @@ def recipe(path: Path) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
 
 
+#: skops loaders whose node names a callable (a partial call names the function it wraps too).
+_FUNCTION_LOADERS = frozenset({"FunctionNode", "MethodNode", "OperatorFuncNode", "PartialNode"})
+
+
+def _reference(node: dict[str, Any]) -> tuple[str, str]:
+    name = f"{node.get('__module__')}.{node.get('__class__')}"
+    loader = node.get("__loader__")
+    if loader == "MethodNode":
+        content = node.get("content")
+        func = content.get("func") if isinstance(content, dict) else None
+        return f"{name}.{func}", trust.FUNCTION
+    if loader in _FUNCTION_LOADERS:
+        return name, trust.FUNCTION
+    if loader == "DTypeNode":
+        return name, trust.DATA_TYPE
+    if loader == "TypeNode" and str(node.get("__class__"))[:1].islower():
+        # skops stores built-in functions (exec, len) as types; numpy's lowercase types are data
+        return name, (trust.DATA_TYPE if node.get("__module__") == "numpy" else trust.BUILTIN_FUNCTION)
+    return name, trust.CLASS
+
+
+def references(path: Path) -> dict[str, str]:
+    """Every name the file refers to, with what it is (`core.trust` FUNCTION, CLASS, DATA_TYPE)."""
+    f = _open(path)
+    try:
+        return dict(_reference(n) for n in _walk(f.schema)
+                    if n.get("__module__") and n.get("__loader__") != "CachedNode")
+    finally:
+        f.zip.close()
+
+
+def functions(kinds: dict[str, str]) -> list[str]:
+    """The names of ``kinds`` (`references`) that are functions."""
+    return sorted(n for n, k in kinds.items() if k == trust.FUNCTION)
+
+
 # tree bounds checks ---------------------------------------------------------------------------
 
 def _json_int(node: Any, *, what: str) -> int:
@@ -290,8 +330,75 @@ def _check_predictor(f: SkopsFile, node: dict[str, Any], where: str, n_features:
         raise errors.ModelError(f"{where}: node {bad} points outside the tree")
 
 
+def _resolve(node: Any, ids: dict[Any, dict[str, Any]]) -> Any:
+    if isinstance(node, dict) and node.get("__loader__") == "CachedNode":
+        return ids.get(node.get("__id__"), node)
+    return node
+
+
+def _check_binary_tree(f: SkopsFile, node: dict[str, Any], where: str, *, kd: bool,
+                       ids: dict[Any, dict[str, Any]]) -> None:
+    """A KDTree/BallTree state: every node's sample range and children, and every sample index,
+    inside the arrays scikit-learn reads without bounds checks when it queries."""
+    content = node.get("content")
+    state = content.get("content") if isinstance(content, dict) else None
+    if not isinstance(state, list) or len(state) != 13:
+        raise errors.ModelError(f"{where}: its state is not scikit-learn's 13 fields")
+    state = [_resolve(x, ids) for x in state]
+    data = _array_of(f, state[0], what=f"{where}: data")
+    idx = _array_of(f, state[1], what=f"{where}: idx_array")
+    nodes = _array_of(f, state[2], what=f"{where}: node_data")
+    bounds = _array_of(f, state[3], what=f"{where}: node_bounds")
+    leaf_size = _json_int(state[4], what=f"{where}: leaf_size")
+    n_levels = _json_int(state[5], what=f"{where}: n_levels")
+    n_nodes = _json_int(state[6], what=f"{where}: n_nodes")
+    if data.ndim != 2 or min(data.shape) < 1 or idx.ndim != 1 or len(idx) != data.shape[0]:
+        raise errors.ModelError(f"{where}: data and idx_array do not describe the same samples")
+    n, d = data.shape
+    fields = set(nodes.dtype.names or ())
+    if nodes.ndim != 1 or not {"idx_start", "idx_end", "is_leaf"} <= fields:
+        raise errors.ModelError(f"{where}: node_data is not scikit-learn's node record array")
+    m = len(nodes)
+    if leaf_size < 1 or not 1 <= n_levels <= 62 or n_nodes != m or m != 2 ** n_levels - 1:
+        raise errors.ModelError(f"{where}: n_nodes {n_nodes} and n_levels {n_levels} do not match "
+                                f"its {m} nodes")
+    if bounds.shape != ((2 if kd else 1), m, d):
+        raise errors.ModelError(f"{where}: node_bounds has shape {bounds.shape}, not the tree's")
+    if not np.issubdtype(idx.dtype, np.integer) or (n and (int(idx.min()) < 0 or int(idx.max()) >= n)):
+        raise errors.ModelError(f"{where}: idx_array points outside the {n} samples")
+    start, end = nodes["idx_start"].astype(np.int64), nodes["idx_end"].astype(np.int64)
+    inner = nodes["is_leaf"] == 0
+    index = np.arange(m)
+    ok = (start >= 0) & (start <= end) & (end <= n)
+    ok &= ~inner | (2 * index + 2 < m)
+    if not bool(ok.all()):
+        raise errors.ModelError(f"{where}: node {int(index[~ok][0])} points outside the tree")
+    weight = state[12]
+    if not (isinstance(weight, dict) and weight.get("__loader__") == "JsonNode"
+            and weight.get("content") in (None, "null")):
+        w = _array_of(f, weight, what=f"{where}: sample_weight")
+        if w.shape != (n,):
+            raise errors.ModelError(f"{where}: sample_weight does not match its {n} samples")
+    metric = state[11]
+    if isinstance(metric, dict):
+        _check_metric(f, metric, where, n_features=d)
+
+
+def _check_metric(f: SkopsFile, node: dict[str, Any], where: str, *, n_features: int) -> None:
+    """A distance metric's weights (``vec``) match the features it is used on, or are empty."""
+    content = node.get("content")
+    state = content.get("content") if isinstance(content, dict) else None
+    if not isinstance(state, list) or len(state) < 3:
+        return  # not a metric state skops could build into a weighted metric
+    weighted = str(node.get("__class__", "")).startswith(("Minkowski", "WMinkowski", "SEuclidean"))
+    vec = _array_of(f, state[1], what=f"{where}: the distance metric's weights")
+    if weighted and (vec.ndim != 1 or len(vec) not in (0, n_features)):
+        raise errors.ModelError(f"{where}: the distance metric's weights do not match its "
+                                f"{n_features} features")
+
+
 def check_trees(path: Path) -> int:
-    """Bounds-check every Tree and TreePredictor in ``path``; return how many were checked.
+    """Bounds-check every Tree, TreePredictor, KDTree and BallTree in ``path``; return how many.
 
     These are the checks scikit-learn does not make when it predicts: every child index points
     forward inside the node array (so no cycles and no out-of-range reads) and every split's
@@ -307,6 +414,8 @@ def check_trees(path: Path) -> int:
             except errors.ModelError:
                 n_features = None
         checked = 0
+        ids = {n["__id__"]: n for n in _walk(f.schema)
+               if "__id__" in n and n.get("__loader__") != "CachedNode"}
         for node in _walk(f.schema):
             cls = f"{node.get('__module__')}.{node.get('__class__')}"
             where = f"{path.name}: {node.get('__class__')} #{checked + 1}"
@@ -315,6 +424,9 @@ def check_trees(path: Path) -> int:
                 checked += 1
             elif cls == "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor":
                 _check_predictor(f, node, where, n_features)
+                checked += 1
+            elif cls in ("sklearn.neighbors._kd_tree.KDTree", "sklearn.neighbors._ball_tree.BallTree"):
+                _check_binary_tree(f, node, where, kd=cls.endswith("KDTree"), ids=ids)
                 checked += 1
         return checked
     finally:

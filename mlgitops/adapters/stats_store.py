@@ -12,7 +12,11 @@ atomically (temporary file + ``os.replace``) with its *cumulative* state:
 scored, for human-readable reports; rewritten less often, and on exit)::
 
     {"format": 1, "workerId": "...", "version": "<commit>", "updatedAt": ...,
-     "rows": n, "seen": N, "columns": {"<col>": [...], ..., "prediction": [...]}}
+     "rows": n, "seen": N, "columns": {"<col>": [...], ..., "prediction": [...]},
+     "recent": {"columns": {...}}}
+
+``recent`` holds the worker's last rows in order (at most `RECENT_ROWS`; the last one is row
+``seen - 1`` of its stream): `window_sample` cuts a closed window's own rows out of it.
 
 Counters only grow, so the monitor keeps an earlier `Snapshot` as a cursor and `window`
 subtracts it: the rows scored since then, summed over workers (a worker that appeared since
@@ -46,6 +50,10 @@ PREFIX = "worker-"
 SAMPLE_PREFIX = "sample-"
 SUFFIX = ".json"
 DEFAULT_SAMPLE_SIZE = 2000
+RECENT_ROWS = 5000
+"""The most recent rows a worker keeps in order (a window's sample is cut out of them)."""
+WINDOW_SAMPLE_ROWS = 5000
+"""At most this many rows of a closed window are sampled (uniformly) for its reports."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,9 @@ class WorkerStats:
     live: stats.LiveStats
     sample: pd.DataFrame = field(repr=False)
     seen: int = 0
+    """Rows of the worker's stream the sample file covers (its recent rows end there)."""
+    recent: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    """The worker's last rows in order, the last one row ``seen - 1``."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +112,7 @@ def write_worker(
     seen: int | None = None,
     name: str = "",
     pid: int | None = None,
+    recent_frame: pd.DataFrame | None = None,
 ) -> Path:
     """Atomically replace the worker's statistics (and its sample, when given); the path.
 
@@ -119,6 +131,9 @@ def write_worker(
                 str(c): _jsonable(sample_frame[c].to_numpy()) for c in sample_frame.columns
             },
         }
+        if recent_frame is not None:
+            sample_doc["recent"] = {"columns": {
+                str(c): _jsonable(recent_frame[c].to_numpy()) for c in recent_frame.columns}}
         _replace(sample_file(stats_dir, worker_id), sample_doc)
     doc = {
         "format": FORMAT,
@@ -222,12 +237,12 @@ def _read_worker(
     return _worker(doc, _read_sample(sample_file(path.parent, worker_id)), baseline=baseline)
 
 
-def _worker(doc: dict[str, Any], sampled: tuple[pd.DataFrame, int | None], *,
+def _worker(doc: dict[str, Any], sampled: tuple[pd.DataFrame, int | None, pd.DataFrame], *,
             baseline: stats.Baseline | None, key: str | None = None) -> WorkerStats | None:
     try:
         worker_id = key or str(doc["workerId"])
         live = stats.LiveStats.from_dict(doc["live"], baseline=baseline)
-        sample, seen = sampled
+        sample, seen, recent = sampled
         return WorkerStats(
             worker_id=worker_id,
             version=str(doc.get("version", "")),
@@ -237,25 +252,29 @@ def _worker(doc: dict[str, Any], sampled: tuple[pd.DataFrame, int | None], *,
             live=live,
             sample=sample,
             seen=seen if seen is not None else live.rows,
+            recent=recent,
         )
     except (KeyError, TypeError, ValueError):
         return None
 
 
-def _read_sample(path: Path) -> tuple[pd.DataFrame, int | None]:
+def _read_sample(path: Path) -> tuple[pd.DataFrame, int | None, pd.DataFrame]:
     try:
         return _sample(orjson.loads(path.read_bytes()))
     except (OSError, orjson.JSONDecodeError):
-        return pd.DataFrame(), None
+        return pd.DataFrame(), None, pd.DataFrame()
 
 
-def _sample(doc: Any) -> tuple[pd.DataFrame, int | None]:
+def _sample(doc: Any) -> tuple[pd.DataFrame, int | None, pd.DataFrame]:
     try:
         columns = doc.get("columns") or {}
         frame = pd.DataFrame({str(k): v for k, v in columns.items()})
-        return frame, int(doc.get("seen", len(frame)))
+        recent_doc = doc.get("recent")
+        recent_columns = (recent_doc.get("columns") or {}) if isinstance(recent_doc, dict) else {}
+        recent = pd.DataFrame({str(k): v for k, v in recent_columns.items()})
+        return frame, int(doc.get("seen", len(frame))), recent
     except (AttributeError, TypeError, ValueError):
-        return pd.DataFrame(), None
+        return pd.DataFrame(), None, pd.DataFrame()
 
 
 # over HTTP: a server's stats route exports its directory; a reader merges replicas -------------
@@ -305,7 +324,8 @@ def from_exports(
             if worker_version != version:
                 continue
             key = f"{replica}/{wdoc.get('workerId')}"
-            sampled = _sample(item["sample"]) if item.get("sample") else (pd.DataFrame(), None)
+            sampled = (_sample(item["sample"]) if item.get("sample")
+                       else (pd.DataFrame(), None, pd.DataFrame()))
             worker = _worker(wdoc, sampled, baseline=baseline, key=key)
             if worker is not None:
                 workers[key] = worker
@@ -371,6 +391,60 @@ def window(
             return stats.LiveStats.empty(baseline)
         raise errors.Waiting("no server worker has published live statistics yet", delay=1.0)
     return total
+
+
+@dataclass(frozen=True)
+class WindowSample:
+    """The sampled rows of one closed window, and how much of the window they cover."""
+
+    frame: pd.DataFrame = field(repr=False)
+    rows: int
+    """Rows the window had (what its statistics counted)."""
+    available: int
+    """Rows of the window the workers' recent rows held (the frame is these, or a uniform
+    sample of at most ``size`` of them)."""
+    pending: int
+    """Rows of the window the sample files do not cover yet (written within the publisher's
+    sample interval): read again for a complete sample."""
+
+
+def window_sample(current: Snapshot, since: Snapshot | None, *, version: str | None = None,
+                  rows_from: Snapshot | None = None, size: int = WINDOW_SAMPLE_ROWS,
+                  seed: int = 0) -> WindowSample:
+    """The rows scored between ``since`` and ``current`` (the rows `window` counts), from each
+    worker's recent rows (as read in ``rows_from``, a later read, when given); a uniform sample
+    of ``size`` of them when there are more.
+
+    Per worker the window is rows ``[since's count, current's count)`` of its stream (from 0
+    when absent from ``since`` or restarted). Rows older than a worker's `RECENT_ROWS` are
+    gone (a window larger than that keeps its newest rows); rows newer than its sample file
+    are ``pending``.
+    """
+    parts: list[pd.DataFrame] = []
+    rows = available = pending = 0
+    for wid, worker in sorted(current.workers.items()):
+        if version is not None and worker.version != version:
+            continue
+        end = worker.live.rows
+        before = since.workers.get(wid) if since is not None else None
+        start = before.live.rows if before is not None and before.live.rows <= end else 0
+        rows += end - start
+        held = (rows_from.workers.get(wid) if rows_from is not None else worker) or worker
+        covered = held.seen
+        if covered < start:  # the sample file is older than the window
+            pending += end - start
+            continue
+        first = covered - len(held.recent)
+        lo, hi = max(start, first), min(end, covered)
+        pending += max(0, end - max(covered, start))
+        if hi > lo:
+            parts.append(held.recent.iloc[lo - first:hi - first])
+            available += hi - lo
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if len(frame) > size:
+        idx = np.sort(np.random.default_rng(seed).choice(len(frame), size=size, replace=False))
+        frame = frame.iloc[idx].reset_index(drop=True)
+    return WindowSample(frame, rows, available, pending)
 
 
 def signature(stats_dir: Path) -> tuple[tuple[str, int, int, int], ...] | None:

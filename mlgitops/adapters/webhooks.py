@@ -74,6 +74,7 @@ _HEADLINES = {
     decisions.Kind.DEPLOY: ":rocket: *{model}*: `{version}` deployed",
     decisions.Kind.HOLD: ":no_entry: *{model}*: `{version}` held, `{previous}` serves on",
     decisions.Kind.PASS: "*{model}*: drift window on `{version}`",
+    decisions.Kind.BREACH: "*{model}*: drift breach on `{version}` (no action yet)",
 }
 
 

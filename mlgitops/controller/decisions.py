@@ -113,18 +113,47 @@ def find(reports_root: Path, model: str, ident: str) -> decisions.Decision | Non
 def window_history(reports_root: Path, decision: decisions.Decision,
                    *, limit: int = 50) -> list[decisions.Decision]:
     """The windows of ``decision``'s model and version up to it (itself included), oldest first."""
-    if decision.kind not in (decisions.Kind.PASS, decisions.Kind.ALERT, decisions.Kind.REVERT):
+    if not decision.kind.window:
         return []
     out = [d for d in read(reports_root, model=decision.model)
            if d.version == decision.version and d.at <= decision.at and d.features
-           and d.kind in (decisions.Kind.PASS, decisions.Kind.ALERT, decisions.Kind.REVERT)]
+           and d.kind.window]
     return out[-limit:]
+
+
+class Rollouts:
+    """Which deploy records are new: one per model and version while no other version deployed.
+
+    A controller restart (or a server restarted after it died) starts the same commit again;
+    that is not another decision, so `/reports/` lists one deploy per commit. Seeded once from
+    the log (the last deploy of each model), then kept in memory.
+    """
+
+    def __init__(self, reports_root: Path) -> None:
+        self.root = reports_root
+        self._lock = threading.Lock()
+        self._last: dict[str, str | None] | None = None
+
+    def new_deploy(self, model: str, version: str | None) -> bool:
+        """Whether a deploy of ``version`` is a new record (and remember it as the last)."""
+        with self._lock:
+            if self._last is None:
+                self._last = {d.model: d.version for d in read(self.root)
+                              if d.kind is decisions.Kind.DEPLOY}
+            if model in self._last and self._last[model] == version:
+                return False
+            self._last[model] = version
+            return True
+
+
+Sample = pd.DataFrame | Callable[[], pd.DataFrame]
+"""A decision's live rows: a frame, or a call that reads them (on the dispatcher's thread)."""
 
 
 @dataclass(frozen=True)
 class _Job:
     decision: decisions.Decision
-    sample: pd.DataFrame | None
+    sample: Sample | None
     replay: bool = False
     """Only sinks that rebuild (``replays = True``, e.g. the pages) get it; nobody is notified."""
 
@@ -219,10 +248,13 @@ class Dispatcher:
     def sample_path(self, model: str, ident: str) -> Path:
         return samples_dir(self.state_dir, model) / f"{ident}.parquet"
 
-    def submit(self, decision: decisions.Decision, sample: pd.DataFrame | None = None) -> None:
-        """Append to the log now; the rest later. Never raises, never blocks for long."""
+    def submit(self, decision: decisions.Decision, sample: Sample | None = None) -> None:
+        """Append to the log now; the rest later. Never raises, never blocks for long.
+
+        ``sample`` may be a call that reads the rows: it runs on the dispatcher's thread."""
         self.log_only(decision)
-        self._put(_Job(decision, None if sample is None else sample.copy()))
+        self._put(_Job(decision, None if sample is None
+                       else sample if callable(sample) else sample.copy()))
 
     def resend(self, decision: decisions.Decision, *, log: bool = False) -> None:
         """Give a recorded decision again to the sinks that rebuild (``replays = True``)."""
@@ -292,7 +324,13 @@ class Dispatcher:
     def _handle(self, job: _Job) -> None:
         d = job.decision
         if job.sample is not None and d.sample_path:
-            self._write_sample(Path(d.sample_path), job.sample, model=d.model)
+            try:
+                frame = job.sample() if callable(job.sample) else job.sample
+            except Exception as exc:  # reading the rows is never worth losing the decision
+                ui.console.print(f"[yellow]decision sample[/] of {d.id} not read: {exc}")
+                frame = None
+            if frame is not None and not frame.empty:
+                self._write_sample(Path(d.sample_path), frame, model=d.model)
         for lane in list(self._lanes):
             if job.replay and not lane.replays:
                 continue

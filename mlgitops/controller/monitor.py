@@ -57,7 +57,7 @@ from mlgitops.controller import source as source_mod
 from mlgitops.controller import state as state_mod
 from mlgitops.controller.ports import H
 from mlgitops.core import decisions, drift, layout, manifest, policy, quarantine, stats
-from mlgitops.core.status import ConditionType
+from mlgitops.core import status as status_mod
 
 PENDING = "pendingReverts"
 """``state.json`` extra: reverts recorded before their push (model -> record)."""
@@ -85,10 +85,14 @@ class _Track:
     """Windows closed for this version (the decision records number them)."""
 
 
+Sample = pd.DataFrame | Callable[[], pd.DataFrame]
+"""Live rows for a window's reports: a frame, or a call that reads the window's own rows."""
+
+
 @dataclass(frozen=True)
 class _ReportJob:
     target: reports.Plan
-    sample: pd.DataFrame
+    sample: Sample
     wait_until_not: str | None
     """Wait (bounded) until this version no longer serves before building (after a revert)."""
     tags: dict[str, str]
@@ -125,11 +129,17 @@ class Monitor(Generic[H]):
         report_base: str | None = None,
         live_stats: ports.LiveStatsSource | None = None,
         dispatcher: decision_log.Dispatcher | None = None,
+        sample_wait: float = 10.0,
+        root: Path | None = None,
     ) -> None:
         self.store = store
+        self.sample_wait = sample_wait
+        """How long a closed window's reports wait for the servers to write its rows."""
         self.router = router
         self.source = source
         self.state_dir = state_dir
+        #: report links without a base URL are paths relative to this (the model repository)
+        self.root = root if root is not None else state_dir.parent
         self.stats_root = state_dir / "stats"
         self.live_stats: ports.LiveStatsSource = (
             live_stats if live_stats is not None else stats_store.Directory(self.stats_root)
@@ -352,10 +362,31 @@ class Monitor(Generic[H]):
             window.rows > 0 and now - track.opened >= self.window_seconds
         ):
             return None
-        track.cursor = snap
+        since, track.cursor = track.cursor, snap
         track.opened = now
         self._last_error.pop(name, None)
-        return self.close(track, window, snap.sample, now=now)
+        return self.close(track, window, self.window_rows_of(track, snap, since), now=now)
+
+    def window_rows_of(self, track: _Track, snap: stats_store.Snapshot,
+                       since: stats_store.Snapshot | None) -> Callable[[], pd.DataFrame]:
+        """The closed window's own rows (`stats_store.window_sample`), read when called: the
+        servers write their recent rows within their sample interval, so the call waits up to
+        ``sample_wait`` seconds for the rows the window counted (off the monitor's thread)."""
+        name, version, baseline = track.name, track.version, track.baseline
+
+        def rows() -> pd.DataFrame:
+            got = stats_store.window_sample(snap, since, version=version)
+            deadline = time.monotonic() + self.sample_wait
+            while got.pending and time.monotonic() < deadline:
+                time.sleep(0.2)
+                try:
+                    later = self.live_stats.read(name, version, baseline=baseline)
+                except errors.MlgitopsError:
+                    break
+                got = stats_store.window_sample(snap, since, version=version, rows_from=later)
+            return got.frame
+
+        return rows
 
     @staticmethod
     def evidence(track: _Track, window: stats.LiveStats) -> policy.Evidence:
@@ -371,8 +402,8 @@ class Monitor(Generic[H]):
             revert_blocked=track.blocked,
         )
 
-    def close(self, track: _Track, window: stats.LiveStats, sample: pd.DataFrame, *,
-              now: float) -> policy.Decision:
+    def close(self, track: _Track, window: stats.LiveStats,
+              sample: Sample, *, now: float) -> policy.Decision:
         """Decide on one closed window and act on the decision."""
         evidence = self.evidence(track, window)
         decision = policy.decide(evidence, self._history(track.name), track.deployment.drift, now=now)
@@ -421,7 +452,7 @@ class Monitor(Generic[H]):
         """Without a base URL, the page's path relative to the repository."""
         page = decision_pages.page_file(self.state_dir / reports.REPORTS, record.model, record.id)
         try:
-            return page.relative_to(self.state_dir.parent).as_posix()
+            return page.relative_to(self.root).as_posix()
         except ValueError:
             return str(page)
 
@@ -429,31 +460,18 @@ class Monitor(Generic[H]):
     def _evidently_title(record: decisions.Decision) -> str:
         return (record.evidently_file or f"{record.id}.evidently.html").removesuffix(".html")
 
-    def _submit(self, record: decisions.Decision, sample: pd.DataFrame | None) -> None:
-        if sample is None or sample.empty:
+    def _submit(self, record: decisions.Decision, sample: Sample | None) -> None:
+        if sample is None or (isinstance(sample, pd.DataFrame) and sample.empty):
             self.dispatcher.submit(record.with_(sample_path=None))
         else:
             self.dispatcher.submit(record, sample)
 
     def _status(self, name: str, decision: policy.Decision, *, reason: str | None = None,
                 message: str | None = None) -> None:
-        verdict = decision.verdict
         with self.store._lock:
-            st = self.store.status(name)
-            old = st.condition(ConditionType.DRIFT)
-            if verdict is policy.Verdict.INCONCLUSIVE:
-                flag = old.status if old is not None else False
-            else:
-                flag = verdict.breached
-            default_reason = {
-                policy.Verdict.INCONCLUSIVE: "Inconclusive",
-                policy.Verdict.OK: "NoDrift",
-                policy.Verdict.BREACH: "Breached",
-                policy.Verdict.ALERT: "DriftAlert",
-                policy.Verdict.REVERT: "Reverting",
-            }[verdict]
-            st = st.with_condition(ConditionType.DRIFT, status=flag, reason=reason or default_reason,
-                                   message=message or decision.reason, now=state_mod.now())
+            st = status_mod.drift_window(self.store.status(name), verdict=decision.verdict.value,
+                                         message=message or decision.reason, reason=reason,
+                                         now=state_mod.now())
             self.store.set(replace(st, drift=decision.to_dict()))
         self.store.save()
 
@@ -462,7 +480,7 @@ class Monitor(Generic[H]):
         """What a commit and events name for a report: its URL, or its path in the repository."""
         if self.report_base:
             return target.url(self.report_base)
-        return target.link(self.state_dir.parent)
+        return target.link(self.root)
 
     def _pending_reverts(self) -> dict[str, dict[str, object]]:
         raw = self.store.extra.get(PENDING)
@@ -480,7 +498,7 @@ class Monitor(Generic[H]):
         """A revert decided at ``at`` is on the remote: it counts toward the cooldown and cap."""
         self._remember(name, self._history(name).with_revert(at))
 
-    def _revert(self, track: _Track, decision: policy.Decision, sample: pd.DataFrame,
+    def _revert(self, track: _Track, decision: policy.Decision, sample: Sample,
                 record: decisions.Decision) -> None:
         name = track.name
         target = reports.plan(self.state_dir, name=name, version=track.version, now=decision.at,
@@ -668,12 +686,12 @@ class Monitor(Generic[H]):
         )
 
     # reports ---------------------------------------------------------------------------------
-    def _queue_report(self, track: _Track, sample: pd.DataFrame, *, why: str, now: float,
+    def _queue_report(self, track: _Track, sample: Sample, *, why: str, now: float,
                       wait_until_not: str | None, target: reports.Plan | None = None,
                       title: str | None = None) -> None:
         target = target or reports.plan(self.state_dir, name=track.name, version=track.version,
                                         now=now, why=why, title=title)
-        job = _ReportJob(target, sample.copy(), wait_until_not,
+        job = _ReportJob(target, sample if callable(sample) else sample.copy(), wait_until_not,
                          {"verdict": why, "closedAt": iso(now)})
         try:
             self._reports.put_nowait(job)
@@ -708,9 +726,10 @@ class Monitor(Generic[H]):
             while time.monotonic() < retire and self.live_stats.serves_elsewhere(name, version):
                 time.sleep(0.1)
         link = self._link(job.target)
-        path = job.target.link(self.state_dir.parent)
+        path = job.target.link(self.root)
         try:
-            sample = self._freshest_sample(name, version, job.sample)
+            sample = (job.sample() if callable(job.sample)  # the window's own rows
+                      else self._freshest_sample(name, version, job.sample))
             built = self.build_report(self.state_dir, self.source.clone, name=name, version=version,
                                       target=job.target, sample=sample, tags=job.tags)
         except Exception as exc:  # a report never takes the monitor down

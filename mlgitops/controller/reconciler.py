@@ -1,8 +1,10 @@
 """One reconcile pass: source -> desired -> live -> plan -> apply -> health.
 
 A version that fails validation or loading never replaces the one serving: the model is
-marked Degraded and Stalled with the reason, and the failure is remembered so the same
-commit is not retried until Git changes.
+marked Degraded and Stalled with the reason, and the failure is remembered with the inputs that
+produced it (digest, commit, and the ``inputs`` fingerprint: trust and signing policy, settings,
+this controller's run), so it is tried again when any of them changes, after a restart, or when
+asked (`Reconciler.retry`, ``mlgitops retry``).
 
 Runtime-neutral: workloads run behind the `ports.Workloads` port (the local runtime's server
 processes, or a fake in tests), conditions and events go to a `ports.StateStore`; condition
@@ -70,8 +72,11 @@ class Reconciler(Generic[H]):
         endpoint: Callable[[str], str],
         drain_seconds: float = 1.0,
         keep_previous_seconds: float = 0.0,
+        inputs: Callable[[], str] = lambda: "",
     ) -> None:
         self.source = source
+        #: the fingerprint of what, besides the version, decides whether it may deploy
+        self.inputs = inputs
         self.workloads = workloads
         self.store = store
         self.router = router
@@ -121,6 +126,20 @@ class Reconciler(Generic[H]):
             for name, h in self.router.routes.items()
         }
 
+    def retry(self, names: list[str]) -> list[str]:
+        """Forget the remembered failures of ``names``: the next pass tries their versions
+        again. Returns the names that had one."""
+        with self.lock:
+            had = [n for n in names if self.store.failures.pop(n, None) is not None]
+            for n in names:
+                st = self.store.status(n)
+                self.store.event("RetryRequested", model=n, commit=st.desired_commit,
+                                 message="a retry was asked for" + (
+                                     "; its held version is tried again" if n in had else
+                                     "; nothing was held, so the next pass simply looks again"))
+            self.store.save()
+            return had
+
     def any_dead(self) -> bool:
         return any(not self.workloads.alive(h) for h in self.router.routes.values())
 
@@ -134,7 +153,9 @@ class Reconciler(Generic[H]):
             self.store.head = head
             self.retry_wanted = False
             desired = self.source.desired(head)
-            steps = plan.plan(desired, self.live(), self.store.failures)
+            inputs = self.inputs()
+            failures = {n: f for n, f in self.store.failures.items() if f.inputs == inputs}
+            steps = plan.plan(desired, self.live(), failures)
             for step in steps:
                 self._apply(step, head)
             self.store.save()
@@ -201,7 +222,8 @@ class Reconciler(Generic[H]):
                 exported = time.perf_counter()
                 handle = self.workloads.deploy(d, model_dir=model_dir)
         except errors.Stalled as exc:
-            self.store.failures[step.name] = plan.Failure(dep.digest, d.version, str(exc))
+            self.store.failures[step.name] = plan.Failure(dep.digest, d.version, str(exc),
+                                                          self.inputs())
             if isinstance(exc, errors.QuarantinedError):  # matched by content, not bytes
                 d = replace(d, quarantined=True)
             self._hold(st, plan.Step(step.name, plan.Action.HOLD, d, step.live, str(exc)), now)

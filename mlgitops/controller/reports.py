@@ -1,9 +1,9 @@
 """Drift reports for people: the live reservoir sample against the version's reference sample.
 
 Reports are Evidently reports (HTML + snapshot JSON + summary) kept under
-``<repo>/.mlgitops/reports/<name>/`` and added to the Evidently workspace
-``<repo>/.mlgitops/workspace`` (one project per model), so ``evidently ui --workspace
-<repo>/.mlgitops/workspace`` shows their history. A report's path is decided (`plan`) before
+``<state>/reports/<name>/`` and added to the Evidently workspace
+``<state>/workspace`` (one project per model; ``<state>`` is ``<repo>/.git/mlgitops``), so
+``evidently ui --workspace <repo>/.git/mlgitops/workspace`` shows their history. A report's path is decided (`plan`) before
 it is built, so a revert commit can link it: the link is the URL where the controller's
 gateway serves it (`Plan.url`: ``{base}/reports/{name}/{file}``). Building happens later, in
 the background, and its failure never blocks anything (`ReportError`); a revert's report that
@@ -39,7 +39,7 @@ from typing import Any
 
 import pandas as pd
 
-from mlgitops import errors
+from mlgitops import errors, settings
 from mlgitops.adapters import evidently_reports, git, stats_store
 from mlgitops.controller import state as state_mod
 from mlgitops.core import decisions, layout, manifest, stats
@@ -387,7 +387,7 @@ def build_report(repo: Path, name: str) -> Path:
     import time
 
     root = repo.resolve()
-    state_dir = root / layout.STATE_DIR
+    state_dir = settings.state_dir(root)
     version = _served(state_dir, name)
     if version is None:
         stats_dir = state_dir / "stats" / name

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from typing import Any
 import uvicorn
 
 from mlgitops import errors, repository, settings, ui
-from mlgitops.adapters import files, http_server, local_hosts, local_runtime
+from mlgitops.adapters import files, git, http_server, local_hosts, local_runtime
 from mlgitops.controller import decisions as decision_log
 from mlgitops.controller import gateway, grpc_gateway, sinks
 from mlgitops.controller import monitor as monitor_mod
@@ -28,7 +30,7 @@ from mlgitops.controller import reports as reports_mod
 from mlgitops.controller import revert as revert_mod
 from mlgitops.controller import source as source_mod
 from mlgitops.controller import state as state_mod
-from mlgitops.core import decisions
+from mlgitops.core import decisions, layout
 
 CONTROLLER_FILE = "controller.json"
 LOCK_FILE = "controller.lock"
@@ -44,18 +46,31 @@ class Controller:
     def __init__(self, cfg: settings.ControllerSettings) -> None:
         self.cfg = cfg
         self.state_dir = cfg.state_dir
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         self.remote = repository.remote_of(cfg.repo)
+        refuse_tracked_state(cfg.repo, self.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        legacy = cfg.repo / layout.LEGACY_STATE_DIR
+        if legacy.is_dir() and legacy.resolve() != self.state_dir.resolve():
+            ui.console.print(
+                f"[yellow]{legacy} is no longer read: the controller's state lives in "
+                f"{self.state_dir}, where no push or pull can write (a file in the working tree "
+                "may have come from the remote, so it is not carried over). Delete it once no "
+                "older controller runs.[/]", highlight=False)
+        #: this run's identity: failures remembered by an earlier run are tried again
+        self.run_id = uuid.uuid4().hex[:12]
         self.store = state_mod.Store(self.state_dir)
         self.router: rec.Router[local_runtime.Backend] = rec.Router()
         self.stats_root = self.state_dir / "stats"
         self.runtime = local_runtime.LocalRuntime(
             self.state_dir, standby=cfg.sync.standby, ready_timeout=cfg.sync.ready_timeout_seconds,
-            stats_root=self.stats_root,
+            stats_root=self.stats_root, max_workers=cfg.max_workers,
+            # servers check a model's types again under the same policy (the repository's file)
+            env={"MLGITOPS_TRUST_ALLOW": ",".join(sorted(cfg.trust.allow))},
             hosting=local_hosts.Hosting(mode=cfg.sync.hosting,
                                         models_per_host=cfg.sync.models_per_host,
                                         dedicated_bytes=cfg.sync.dedicated_bytes),
         )
+        self.runtime.trust_allow = cfg.trust.allow
         self.source = source_mod.Source(
             self.state_dir, url=self.remote.url, branch=cfg.sync.branch, local=self.remote.local,
             policy=cfg.trust, allowed_signers=cfg.signing.allowed_signers,
@@ -68,6 +83,7 @@ class Controller:
             endpoint=self.endpoint,
             drain_seconds=cfg.sync.drain_seconds,
             keep_previous_seconds=cfg.sync.keep_previous_seconds if cfg.monitor.enabled else 0.0,
+            inputs=self._inputs,
         )
         self.stop_event = threading.Event()
         self.wake = threading.Event()
@@ -76,11 +92,21 @@ class Controller:
         self.port = cfg.gateway.port
         self.grpc_port: int | None = None  # bound by `_serve_grpc` when asked for
         self.decisions = self._decisions()
+        self.rollouts = decision_log.Rollouts(self.state_dir / reports_mod.REPORTS)
         self.store.listeners.append(self._rollout_decision)
         self.monitor: monitor_mod.Monitor[local_runtime.Backend] | None = None
         if cfg.monitor.enabled:  # drift monitor: windows -> policy -> alerts and git reverts
             self.monitor = self._monitor()
             self.background.append(self.monitor.run)
+
+    def _inputs(self) -> str:
+        """What, besides a version, decides whether it deploys: the trust policy (its file read
+        again, so a fix applies at once), signing, the worker cap, and this run."""
+        policy = self.cfg.current_trust()
+        if policy != self.source.policy:
+            self.source.policy = policy
+            self.runtime.trust_allow = policy.allow  # servers started from now load under it
+        return f"{self.cfg.inputs()}:{self.run_id}"
 
     def _decisions(self) -> decision_log.Dispatcher:
         """The decision log and its sinks (`sinks.dispatcher`)."""
@@ -94,12 +120,15 @@ class Controller:
         name = str(event.get("model") or "")
         if kind is None or not name:
             return
+        version = event.get("commit")
+        if kind is decisions.Kind.DEPLOY and not self.rollouts.new_deploy(name, version):
+            return  # the same commit started again (a restart): not another decision
         previous = event.get("previous")
         if kind is decisions.Kind.HOLD:
             backend = self.router.get(name)
             previous = backend.version if backend is not None else None
         self.decisions.submit(decisions.of_rollout(
-            kind=kind, model=name, at=time.time(), version=event.get("commit"),
+            kind=kind, model=name, at=time.time(), version=version,
             previous_version=str(previous) if previous else None,
             verdict=str(event.get("message") or ""), digest=event.get("digest"),
             base_url=self.public_url))
@@ -111,6 +140,7 @@ class Controller:
             router=self.router,
             source=self.source,
             state_dir=self.state_dir,
+            root=self.cfg.repo,
             url=self.remote.url,
             trigger=self.trigger,
             interval=self.cfg.monitor.interval_seconds,
@@ -268,10 +298,15 @@ class Controller:
                 (self.state_dir / CONTROLLER_FILE).unlink(missing_ok=True)
 
     def _loop(self) -> None:
-        next_poll = 0.0
+        next_poll = -math.inf  # never polled: due at once
         backoff = 1.0
-        retry_at = 0.0
+        retry_at = -math.inf
         while not self.stop_event.is_set():
+            asked = self.store.take_retry_requests()
+            if asked:
+                self.reconciler.retry(asked)
+                ui.console.print(f"retry asked for {', '.join(asked)}")
+                self.pending_fetch = True
             now = time.monotonic()
             fetch = self.pending_fetch or now >= next_poll
             retry = self.reconciler.retry_wanted and now >= retry_at
@@ -349,9 +384,30 @@ def running(cfg: settings.ControllerSettings, *, timeout: float = 60.0) -> Itera
         thread.join(timeout=30)
 
 
+def refuse_tracked_state(repo: Path, state_dir: Path) -> None:
+    """ConfigError when the clone at ``repo`` tracks a path the controller keeps state in (the
+    old ``.mlgitops/``, or the state directory when set inside the working tree): a pull would
+    write a pusher's files where the controller reads its own."""
+    paths = [layout.LEGACY_STATE_DIR]
+    with contextlib.suppress(ValueError):
+        inside = state_dir.resolve().relative_to(repo.resolve()).as_posix()
+        if inside.split("/")[0] != ".git":
+            paths.append(inside)
+    try:
+        tracked = git.text(repo, "ls-files", "--", *paths)
+    except errors.GitError:
+        return  # not a work tree (remote_of has checked it is a clone)
+    if tracked:
+        first = tracked.splitlines()[0]
+        raise errors.ConfigError(
+            f"{repo} tracks {first} in git, a path where the controller keeps its state; "
+            f"remove it from the repository (git rm -r --cached {first.split('/')[0]} and "
+            "push) before starting the controller")
+
+
 def read_controller(repo: Path) -> dict[str, Any] | None:
     """What the last controller of ``repo`` recorded about itself (``controller.json``), if any."""
-    info = files.read_json(repo / ".mlgitops" / CONTROLLER_FILE)
+    info = files.read_json(settings.state_dir(repo) / CONTROLLER_FILE)
     return info if isinstance(info, dict) else None
 
 
@@ -371,5 +427,5 @@ def controller_alive(repo: Path, info: dict[str, Any] | None = None) -> bool:
     started = info.get("startTime")
     if not local_runtime.is_process(pid, str(started) if started else None):
         return False
-    holders = local_runtime.flock_holders(repo / ".mlgitops" / LOCK_FILE)
+    holders = local_runtime.flock_holders(settings.state_dir(repo) / LOCK_FILE)
     return holders is None or pid in holders

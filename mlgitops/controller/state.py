@@ -17,6 +17,9 @@ from mlgitops.adapters import files
 from mlgitops.core import plan, status
 from mlgitops.core.status import ModelStatus
 
+#: ``<state>/retry/<model>``: one file per retry asked for and not yet picked up.
+RETRY_DIR = "retry"
+
 
 def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -37,7 +40,7 @@ class Store:
         }
         self.backends: dict[str, dict[str, Any]] = dict(data.get("backends") or {})
         self.failures: dict[str, plan.Failure] = {
-            n: plan.Failure(f["digest"], f["version"], f["reason"])
+            n: plan.Failure(f["digest"], f["version"], f["reason"], str(f.get("inputs") or ""))
             for n, f in (data.get("failures") or {}).items()
         }
         self.extra: dict[str, Any] = dict(data.get("extra") or {})
@@ -53,7 +56,8 @@ class Store:
                     "models": {n: s.to_dict() for n, s in sorted(self.models.items())},
                     "backends": self.backends,
                     "failures": {
-                        n: {"digest": f.digest, "version": f.version, "reason": f.reason}
+                        n: {"digest": f.digest, "version": f.version, "reason": f.reason,
+                            "inputs": f.inputs}
                         for n, f in self.failures.items()
                     },
                     "extra": self.extra,
@@ -95,3 +99,26 @@ class Store:
         for e in files.read_jsonl(self.events_path):
             if model is None or e.get("model") == model:
                 yield e
+
+    # retry requests (`mlgitops retry NAME`) ---------------------------------------------------
+    @property
+    def requests_dir(self) -> Path:
+        return self.dir / RETRY_DIR
+
+    def request_retry(self, name: str) -> Path:
+        """Ask the controller to try ``name``'s held version again (a file it picks up)."""
+        path = self.requests_dir / name
+        files.write_json(path, {"model": name, "time": now()})
+        return path
+
+    def take_retry_requests(self) -> list[str]:
+        """The models a retry was asked for since the last call (their request files go)."""
+        try:
+            found = sorted(p for p in self.requests_dir.iterdir() if not p.name.startswith("."))
+        except OSError:
+            return []
+        names = []
+        for p in found:
+            p.unlink(missing_ok=True)
+            names.append(p.name)
+        return names

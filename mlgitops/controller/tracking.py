@@ -1,9 +1,9 @@
 """Evidently and MLflow as decision sinks, each doing its work in a low-priority child process.
 
-- `EvidentlySink`: every closed window (pass, alert, revert) becomes a snapshot in the Evidently
-  workspace ``<state>/workspace`` (`adapters.evidently_workspace`: one project per model, its
-  dashboard, the newest ``keep`` snapshots kept), from the window's live sample (the parquet the
-  dispatcher wrote) against the serving version's reference sample in Git.
+- `EvidentlySink`: every closed window (pass, breach, alert, revert) becomes a snapshot in the
+  Evidently workspace ``<state>/workspace`` (`adapters.evidently_workspace`: one project per
+  model, its dashboard, the newest ``keep`` snapshots kept), from the window's own rows (the
+  parquet the dispatcher wrote) against the serving version's reference sample in Git.
 - `MlflowSink`: every decision becomes a run; a deploy registers the version (by content digest)
   and moves the alias ``production`` to it; a revert that landed moves the alias to the restored
   version at once (`adapters.mlflow_tracking`). The tracking URI defaults to
@@ -44,7 +44,7 @@ from mlgitops.core import decisions, layout, manifest
 EVIDENTLY = "evidently"
 MLFLOW = "mlflow"
 TRACKING_DIR = "tracking"
-WINDOWS = frozenset({decisions.Kind.PASS, decisions.Kind.ALERT, decisions.Kind.REVERT})
+WINDOWS = frozenset(k for k in decisions.Kind if k.window)
 
 
 def artifact_root(state_dir: Path) -> Path:
@@ -262,13 +262,14 @@ def record_window(state_dir: Path, clone: Path, decision: decisions.Decision, *,
                 "window": str(decision.window or ""), "rows": str(decision.rows or ""),
                 "mlgitopsShare": "" if decision.share is None else f"{decision.share:.4f}",
                 "previousVersion": decision.previous_version or "", "sample": source,
-                "reportUrl": decision.report_url or ""}
+                "sampleRows": str(len(current)), "reportUrl": decision.report_url or ""}
     added = evidently_workspace.add_window(
         reports.workspace_dir(state_dir),
         window=evidently_workspace.Window(name, version, decision.kind.value, decision.at,
                                           {k: v for k, v in metadata.items() if v}),
         reference=reports.reference_frame(clone, name=name, version=version),
         current=current, kinds=reports.kinds_of(baseline), keep=keep,
+        share=float(decision.thresholds.get("datasetShare", 0.5)),
     )
     return {"runId": added.run_id, "projectId": added.project_id, "pruned": len(added.pruned),
             "kept": added.kept}

@@ -48,7 +48,7 @@ a{color:var(--accent)}code,.sha{font-family:ui-monospace,SFMono-Regular,Menlo,mo
 .badge{display:inline-block;padding:.1rem .55rem;border-radius:999px;font-size:.8rem;font-weight:600;
 text-transform:uppercase;letter-spacing:.03em;color:#fff;background:var(--muted);vertical-align:middle}
 .badge.revert{background:var(--bad)}.badge.alert{background:var(--warn)}.badge.deploy{background:var(--ok)}
-.badge.hold{background:#6941c6}.badge.pass{background:#475467}
+.badge.hold{background:#6941c6}.badge.pass{background:#475467}.badge.breach{background:#b54708}
 .verdict{font-size:1.05rem;background:var(--soft);border-left:4px solid var(--accent);padding:.6rem .9rem;
 margin:.8rem 0}
 .why{border-left:4px solid var(--warn);background:#fffaeb;padding:.6rem .9rem;margin:.8rem 0}
@@ -59,7 +59,7 @@ color:var(--muted);letter-spacing:.04em}
 table{border-collapse:collapse;width:100%;font-size:.92rem}
 th,td{border-bottom:1px solid var(--line);padding:.3rem .5rem;text-align:left;vertical-align:top}
 th{background:var(--soft);font-weight:600}td.when{white-space:nowrap}td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.drifted td.flag,.drift{color:var(--bad);font-weight:600}.fit{color:var(--ok)}
+.drift{color:var(--bad);font-weight:600}.fit{color:var(--ok)}
 .charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:10px}
 .chart{border:1px solid var(--line);border-radius:6px;padding:.3rem .5rem}
 .chart h4{margin:.1rem 0;font-size:.85rem}
@@ -107,7 +107,7 @@ def _roles(d: Decision) -> tuple[str, str]:
 
 def title_of(d: Decision) -> str:
     what = {Kind.REVERT: "Reverted", Kind.ALERT: "Drift alert", Kind.PASS: "Drift window",
-            Kind.DEPLOY: "Deployed", Kind.HOLD: "Held"}[d.kind]
+            Kind.BREACH: "Drift breach (no action yet)", Kind.DEPLOY: "Deployed", Kind.HOLD: "Held"}[d.kind]
     return f"{what}: {d.model} {_short(d.version)}"
 
 
@@ -135,10 +135,11 @@ def _commit_card(role: str, sha: str | None, commits: Mapping[str, Commit],
 def _side(s: decisions.Score | None) -> str:
     if s is None:
         return "<td colspan='4' class='muted'>not measured</td>"
-    cls = "drift" if s.drifted else "fit"
-    word = "drifts" if s.drifted else "fits"
+    # painted by this side's own verdict (inline, so no row rule can repaint it)
+    cls, word, colour = ("drift", "drifts", "var(--bad)") if s.drifted else ("fit", "fits", "var(--ok)")
     return (f"<td>{_e(s.method)}</td><td class='num'>{_num(s.score)}</td>"
-            f"<td class='num'>{_num(s.threshold)}</td><td class='{cls} flag'>{word}</td>")
+            f"<td class='num'>{_num(s.threshold)}</td>"
+            f"<td class='{cls} flag' style='color:{colour}'>{word}</td>")
 
 
 def attribution_table(d: Decision) -> str:
@@ -160,7 +161,9 @@ def attribution_table(d: Decision) -> str:
         "<th>method</th><th>score</th><th>threshold</th><th></th></tr></thead>"
         f"<tbody>{''.join(body)}</tbody></table>"
         "<p class='muted'>p-value methods (ks, chisquare, z) drift below their threshold; "
-        "distances (wasserstein, jensenshannon, psi) at or above it.</p>"
+        "distances (wasserstein, jensenshannon, psi) at or above it. The share of drifted "
+        "features counts the features only; the prediction is shown apart (the Evidently "
+        "snapshot and report count the same way).</p>"
     )
 
 
@@ -184,7 +187,8 @@ def policy_table(d: Decision) -> str:
 def numbers_table(d: Decision) -> str:
     items = [
         ("window", d.window), ("live rows", d.rows),
-        ("share of drifted features (vs this version)", _pct(d.share)),
+        ("share of drifted features (vs this version; features only, the prediction is not "
+         "counted, as in the Evidently snapshot)", _pct(d.share)),
         ("share drifting vs this version's reference (attribution)", _pct(d.fit_current)),
         ("share drifting vs the previous version's reference", _pct(d.fit_previous)),
         ("breached windows in a row", None if d.streak is None else f"{d.streak} of {d.needed}"),
@@ -194,16 +198,72 @@ def numbers_table(d: Decision) -> str:
     return f"<table class='kv'>{rows}</table>"
 
 
+CHAR_PX = 6.6
+"""Width of one character of the chart's 11 px labels (system-ui averages about 0.6 em)."""
+LINE_PX = 14.0
+"""Height of one line of those labels: rotated labels are at least this far apart."""
+
+
+@dataclass(frozen=True)
+class AxisLabels:
+    """How the bin labels under a chart are laid out so that none overlaps another."""
+
+    angle: float
+    """Degrees the labels turn counter-clockwise about their end (0: horizontal, centred)."""
+    step: int
+    """Every ``step``-th label is drawn (1: all)."""
+    chars: int
+    """Labels longer than this are cut (with ``…``; the bar's tooltip has the whole label)."""
+    below: float
+    """Room the labels take below the axis (their baseline is `OFFSET_PX` below it)."""
+    left: float
+    """How far a label reaches left of its bar group's centre."""
+
+    def text(self, label: str) -> str:
+        return label if len(label) <= self.chars else label[: max(self.chars - 1, 1)] + "…"
+
+
+OFFSET_PX = 14.0
+"""The labels' baseline below the chart's axis."""
+
+
+def axis_labels(labels: Sequence[str], group_px: float, *, max_chars: int = 18) -> AxisLabels:
+    """Horizontal when the longest label fits its bar group, else turned 45° and thinned.
+
+    Horizontal: drawn labels (centres ``step * group_px`` apart) are at least their width plus
+    4 px apart. Turned: parallel labels ``step * group_px`` apart horizontally are
+    ``step * group_px * sin 45°`` apart across their lines, at least `LINE_PX`.
+    """
+    chars = min(max((len(x) for x in labels), default=1), max_chars)
+    width = chars * CHAR_PX
+    if width + 4 <= group_px:
+        return AxisLabels(angle=0.0, step=1, chars=chars, below=OFFSET_PX + 4, left=width / 2)
+    sin = math.sin(math.radians(45))
+    step = max(1, math.ceil(LINE_PX / (group_px * sin)))
+    return AxisLabels(angle=45.0, step=step, chars=chars,
+                      below=OFFSET_PX + sin * (width + LINE_PX), left=sin * (width + LINE_PX))
+
+
 def distribution_chart(dists: Sequence[decisions.Distribution], *, width: int = 720,
                        height: int = 220) -> str:
-    """Grouped bars: one group per bin/class, one bar per distribution (SVG)."""
+    """Grouped bars: one group per bin/class, one bar per distribution (SVG).
+
+    Bin labels never overlap (`axis_labels`): turned and thinned when they do not fit.
+    """
     if not dists or not dists[0].bins:
         return ""
     bins = dists[0].bins
     top = max((s for d in dists for s in d.shares), default=0.0) or 1.0
-    pad_l, pad_b, pad_t = 40, 46, 10
-    plot_w, plot_h = width - pad_l - 10, height - pad_b - pad_t
-    group = plot_w / len(bins)
+    pad_l, pad_t = 40, 10
+    group = (width - pad_l - 10) / len(bins)
+    axis = axis_labels(bins, group)
+    if axis.left - group / 2 > pad_l - 2:  # the first label reaches past the left edge
+        pad_l = math.ceil(axis.left - group / 2) + 2
+        group = (width - pad_l - 10) / len(bins)
+        axis = axis_labels(bins, group)
+    pad_b = math.ceil(axis.below) + 4
+    height = max(height, pad_t + 120 + pad_b)
+    plot_h = height - pad_b - pad_t
     bar = max(group * 0.8 / len(dists), 1.0)
     parts = [f"<svg role='img' aria-label='prediction distributions' viewBox='0 0 {width} {height}' "
              f"width='100%' preserveAspectRatio='xMinYMin meet'>"]
@@ -221,10 +281,16 @@ def distribution_chart(dists: Sequence[decisions.Distribution], *, width: int = 
             parts.append(f"<rect x='{x0 + j * bar:.1f}' y='{pad_t + plot_h - h:.1f}' "
                          f"width='{bar * 0.92:.1f}' height='{h:.1f}' fill='{colour}'>"
                          f"<title>{_e(d.label)} {_e(label)}: {share:.1%}</title></rect>")
-        if len(bins) <= 12:
+        if i % axis.step == 0:
             cx = pad_l + i * group + group / 2
-            parts.append(f"<text x='{cx:.1f}' y='{height - pad_b + 14}' text-anchor='middle' "
-                         f"transform='rotate(20 {cx:.1f} {height - pad_b + 14})'>{_e(label)}</text>")
+            y = pad_t + plot_h + OFFSET_PX
+            if axis.angle:
+                parts.append(f"<text class='bin' x='{cx:.1f}' y='{y}' text-anchor='end' "
+                             f"transform='rotate(-{axis.angle:g} {cx:.1f} {y})'>"
+                             f"{_e(axis.text(label))}</text>")
+            else:
+                parts.append(f"<text class='bin' x='{cx:.1f}' y='{y}' text-anchor='middle'>"
+                             f"{_e(axis.text(label))}</text>")
     parts.append("</svg>")
     legend = "".join(f"<span><i style='background:{SERIES_COLOURS[j % len(SERIES_COLOURS)]}'></i>"
                      f"{_e(d.label)}</span>" for j, d in enumerate(dists))

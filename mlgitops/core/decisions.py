@@ -39,22 +39,25 @@ ID_PATTERN = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?-\d{8}T\d{6}-[a-z]+-
 class Kind(enum.Enum):
     DEPLOY = "deploy"  # a version started serving
     HOLD = "hold"  # a version was not deployed (invalid, refused, quarantined); the old one serves
-    PASS = "pass"  # a closed drift window that did not act (ok, inconclusive, breach streak)
+    PASS = "pass"  # a closed drift window that did not breach (no drift, or too few rows)
+    BREACH = "breach"  # a closed window that breached but did not act (streak short, action none)
     ALERT = "alert"  # a closed window that alerted (a revert was not possible or not warranted)
     REVERT = "revert"  # a closed window that reverted the version in Git
 
     @property
     def notifies(self) -> bool:
-        """Whether people are told (webhooks): everything but a quiet window."""
-        return self is not Kind.PASS
+        """Whether people are told (webhooks): decisions that act (not a window that did not)."""
+        return self not in (Kind.PASS, Kind.BREACH)
+
+    @property
+    def window(self) -> bool:
+        """Whether this is a closed drift window (pass, breach, alert, revert)."""
+        return self in (Kind.PASS, Kind.BREACH, Kind.ALERT, Kind.REVERT)
 
     @classmethod
     def of_verdict(cls, verdict: policy.Verdict) -> Kind:
-        if verdict is policy.Verdict.REVERT:
-            return cls.REVERT
-        if verdict is policy.Verdict.ALERT:
-            return cls.ALERT
-        return cls.PASS
+        return {policy.Verdict.REVERT: cls.REVERT, policy.Verdict.ALERT: cls.ALERT,
+                policy.Verdict.BREACH: cls.BREACH}.get(verdict, cls.PASS)
 
 
 @dataclass(frozen=True)
@@ -461,7 +464,7 @@ def of_window(
     base_url: str | None,
     sample_path: str | None = None,
 ) -> Decision:
-    """The record of one closed window (pass, alert or revert) with both sides per feature."""
+    """The record of one closed window (pass, breach, alert or revert), both sides per feature."""
     kind = Kind.of_verdict(decision.verdict)
     ident = make_id(model=model, kind=kind, at=decision.at, version=version)
     ev = decision.evidence
@@ -482,7 +485,7 @@ def of_window(
             serving_label="reverted baseline" if reverting else "serving baseline",
             previous_label="restored baseline" if reverting else "previous baseline",
         ),
-        evidently_file=f"{ident}.evidently.html" if kind is not Kind.PASS else None,
+        evidently_file=f"{ident}.evidently.html" if kind in (Kind.ALERT, Kind.REVERT) else None,
     )
 
 

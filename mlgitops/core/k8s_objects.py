@@ -134,6 +134,11 @@ def _default_requests() -> dict[str, str]:
     return {"cpu": "100m", "memory": "256Mi"}
 
 
+def _default_limits() -> dict[str, str]:
+    """What one pod may use at most, whatever its manifest's ``workers`` asks for."""
+    return {"cpu": "2", "memory": "2Gi"}
+
+
 @dataclass(frozen=True)
 class PodOptions:
     """How pods run; everything here is the operator's setting, never the repository's."""
@@ -141,7 +146,9 @@ class PodOptions:
     image: str = DEFAULT_IMAGE
     image_pull_policy: str = "IfNotPresent"
     requests: Mapping[str, str] = field(default_factory=_default_requests)
-    limits: Mapping[str, str] = field(default_factory=dict)
+    limits: Mapping[str, str] = field(default_factory=_default_limits)
+    """Requests and limits of both containers (the operator's ``MLGITOPS_OPERATOR_CPU_*`` and
+    ``MLGITOPS_OPERATOR_MEMORY_*`` settings); a manifest cannot change them."""
     progress_deadline_seconds: int = 600
     """A version not ready within this long is reported Failed (ProgressDeadlineExceeded)."""
     termination_grace_period_seconds: int = 30

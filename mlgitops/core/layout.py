@@ -5,7 +5,12 @@ from __future__ import annotations
 MODELS = "models"
 MANIFESTS = "manifests"
 QUARANTINE = "quarantine.yaml"
-STATE_DIR = ".mlgitops"
+#: The controller's state before it moved into the clone's git directory: a pushed commit could
+#: write there (a pull or a rebase does), so it is never read; a clone that tracks it is refused.
+LEGACY_STATE_DIR = ".mlgitops"
+#: The controller's state: ``<git dir>/mlgitops`` of the clone it runs on, where no push, pull
+#: or checkout writes (``settings.state_dir`` resolves it; ``MLGITOPS_STATE_DIR`` overrides).
+STATE_DIR_IN_GIT = "mlgitops"
 BASELINE = "baseline.json"
 REFERENCE = "reference.parquet"
 PUBLISH_INFO = "mlgitops.json"

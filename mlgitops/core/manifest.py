@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,9 @@ PLURAL = "modeldeployments"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 TYPE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
+
+#: The largest number of seconds a manifest may give (a cooldown, a revert period).
+YEAR_SECONDS = 366 * 86400
 
 DriftAction = Literal["revert", "alert", "none"]
 
@@ -67,13 +71,13 @@ _SPEC_SCHEMA: dict[str, Any] = {
             "type": "object",
             "additionalProperties": False,
             "properties": {
-                "windowRows": {"type": "integer", "minimum": 10},
-                "minRows": {"type": "integer", "minimum": 1},
+                "windowRows": {"type": "integer", "minimum": 10, "maximum": 10_000_000},
+                "minRows": {"type": "integer", "minimum": 1, "maximum": 10_000_000},
                 "datasetShare": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
                 "consecutiveWindows": {"type": "integer", "minimum": 1, "maximum": 100},
-                "cooldownSeconds": {"type": "number", "minimum": 0},
-                "maxReverts": {"type": "integer", "minimum": 0},
-                "revertPeriodSeconds": {"type": "number", "minimum": 1},
+                "cooldownSeconds": {"type": "number", "minimum": 0, "maximum": YEAR_SECONDS},
+                "maxReverts": {"type": "integer", "minimum": 0, "maximum": 1000},
+                "revertPeriodSeconds": {"type": "number", "minimum": 1, "maximum": YEAR_SECONDS},
                 "action": {"type": "string", "enum": ["revert", "alert", "none"]},
                 "attribution": {"type": "string", "enum": ["previous-baseline", "none"]},
             },
@@ -176,6 +180,23 @@ def _where(path: Any) -> str:
     return ".".join(parts).replace(".[", "[") or "(top level)"
 
 
+def _not_finite(value: Any, path: tuple[str | int, ...] = ()) -> tuple[tuple[str | int, ...], float] | None:
+    """The first number in ``value`` that is NaN or infinite (YAML ``.nan``, ``.inf``), if any."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, value
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            found = _not_finite(v, (*path, str(k)))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _not_finite(v, (*path, i))
+            if found is not None:
+                return found
+    return None
+
+
 def parse(document: Any, *, source: str) -> ModelDeployment:
     """Validate a parsed YAML document; raise ManifestError naming ``source`` and the field."""
     if not isinstance(document, Mapping):
@@ -183,6 +204,13 @@ def parse(document: Any, *, source: str) -> ModelDeployment:
             f"{source}: expected a ModelDeployment mapping, got {type(document).__name__}; "
             "see manifests/crd/ for the schema"
         )
+    bad = _not_finite(document)
+    if bad is not None:  # JSON Schema compares NaN as neither below nor above any bound
+        where, value = bad
+        spelled = ".nan" if math.isnan(value) else (".inf" if value > 0 else "-.inf")
+        raise errors.ManifestError(
+            f"{source}: field {_where(where)}: {spelled} is not a finite number; give a plain "
+            "number within the field's range (see manifests/crd/) and commit again")
     problems = sorted(_VALIDATOR.iter_errors(document), key=lambda e: list(e.absolute_path))
     if problems:
         first = problems[0]

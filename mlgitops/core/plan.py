@@ -51,11 +51,14 @@ class Live:
 
 @dataclass(frozen=True)
 class Failure:
-    """A version that failed to deploy for a reason retrying cannot cure."""
+    """A version that failed to deploy for a reason retrying the same inputs cannot cure."""
 
     digest: str
     version: str
     reason: str
+    inputs: str = ""
+    """A fingerprint of what else decided it (trust and signing policy, settings, the
+    controller's run): the reconciler tries the version again when its own differs."""
 
 
 @dataclass(frozen=True)

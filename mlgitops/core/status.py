@@ -167,3 +167,28 @@ def retry_pending(st: ModelStatus, *, message: str, serving_now: bool, now: str)
     """A transient failure: the loop retries with back-off."""
     return st.with_condition(ConditionType.READY, status=serving_now, reason="RetryPending",
                              message=message, now=now)
+
+
+DRIFT_REASONS = {"inconclusive": "Inconclusive", "ok": "NoDrift", "breach": "Breached",
+                 "alert": "DriftAlert", "revert": "Reverting"}
+"""The Drift condition's reason per window verdict (`policy.Verdict` value)."""
+
+
+def drift_window(st: ModelStatus, *, verdict: str, message: str, now: str,
+                 reason: str | None = None) -> ModelStatus:
+    """A closed drift window with ``verdict`` (a `policy.Verdict` value): the Drift condition.
+
+    Drift is True when the window breached (breach, alert, revert), False when it did not (ok).
+    An inconclusive window (too few rows) says nothing about drift: after a breach the condition
+    stays as that breach left it (never ``True Inconclusive``); otherwise it is
+    ``False Inconclusive``. ``reason`` overrides the verdict's (e.g. ``Reverted``).
+    """
+    old = st.condition(ConditionType.DRIFT)
+    if verdict == "inconclusive":
+        if old is not None and old.status:
+            return st
+        return st.with_condition(ConditionType.DRIFT, status=False,
+                                 reason=reason or DRIFT_REASONS[verdict], message=message, now=now)
+    breached = verdict in ("breach", "alert", "revert")
+    return st.with_condition(ConditionType.DRIFT, status=breached,
+                             reason=reason or DRIFT_REASONS[verdict], message=message, now=now)

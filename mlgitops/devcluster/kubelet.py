@@ -37,6 +37,7 @@ import base64
 import contextlib
 import datetime
 import json
+import math
 import os
 import random
 import re
@@ -352,7 +353,7 @@ class _Container:
     last_state: dict[str, Any] = field(default_factory=dict)
     probe_due: dict[str, float] = field(default_factory=dict)
     probe_failures: dict[str, int] = field(default_factory=dict)
-    backoff_until: float = 0.0
+    backoff_until: float = -math.inf  # time.monotonic(); never backed off
 
     @property
     def name(self) -> str:
@@ -606,7 +607,7 @@ class _PodWorker(threading.Thread):
     def _probe(self, c: _Container, kind: str) -> bool | None:
         """Run ``kind``'s probe when due: True/False, or None when not due or not defined."""
         spec = c.spec.get(f"{kind}Probe")
-        if not spec or time.monotonic() < c.probe_due.get(kind, 0.0):
+        if not spec or time.monotonic() < c.probe_due.get(kind, -math.inf):
             return None
         c.probe_due[kind] = time.monotonic() + float(spec.get("periodSeconds", 10))
         get = spec.get("httpGet")

@@ -7,8 +7,10 @@ failed before; a version to deploy is checked as data by
 content) before anything is applied; `core.status` says what the conditions become. A version
 that is refused, or whose pods never become ready, is ``Stalled`` with the sentence, and the
 Deployment keeps serving the previous version (``maxUnavailable: 0``). A failure is remembered
-in the status (``failedCommit``/``failedDigest``) so the same version is not retried until Git
-changes. Nothing here imports kopf: `handlers` maps `Result.retry` to ``TemporaryError``.
+in the status (``failedCommit``/``failedDigest``, with ``failedInputs``: the operator's trust
+policy and run, and ``failedRetry``) so the same version is not retried until Git, the policy or
+the operator's run changes, or until someone sets the annotation ``mlgitops.io/retry`` to a new
+value (as ``flux reconcile --force`` or Argo CD's refresh annotation do). Nothing here imports kopf: `handlers` maps `Result.retry` to ``TemporaryError``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +33,9 @@ from mlgitops.core import layout, manifest, plan, status
 from mlgitops.operator import sync as sync_mod
 
 ANNOTATION_RENDERED = "mlgitops.io/rendered"
+#: Set to any new value to try a held version again (``kubectl annotate md NAME
+#: mlgitops.io/retry=$(date +%s) --overwrite``).
+ANNOTATION_RETRY = "mlgitops.io/retry"
 #: While a rollout progresses the resource is looked at again this often (seconds).
 ROLLOUT_POLL = 2.0
 
@@ -59,6 +65,9 @@ class Deployer:
         self.cluster = cluster
         self.source = source
         self.cfg = cfg
+        #: what, besides the version, decides whether it may deploy (a failure remembered
+        #: under other inputs, e.g. before a restart or a trust policy change, is tried again)
+        self.inputs = _fingerprint({"trust": sorted(cfg.trust.allow), "run": uuid.uuid4().hex})
 
     # -- what the resource says ------------------------------------------------------------
 
@@ -86,9 +95,15 @@ class Deployer:
             else status.ModelStatus(name=name)
         failed = (previous.get("failedCommit"), previous.get("failedDigest"))
         notes = meta.get("annotations") or {}
+        retry = str(notes.get(ANNOTATION_RETRY) or "")
+        if (str(previous.get("failedRetry") or "") != retry
+                or previous.get("failedInputs") != self.inputs):
+            failed = (None, None)  # asked for, or decided under other inputs: try it again
         result, st, failed, event = self._decide(body, name, ns, st, failed, notes)
         doc = {**st.to_dict(), "observedGeneration": meta.get("generation"),
-               "failedCommit": failed[0], "failedDigest": failed[1], "phase": result.phase}
+               "failedCommit": failed[0], "failedDigest": failed[1], "phase": result.phase,
+               "failedInputs": self.inputs if failed[0] else None,
+               "failedRetry": retry if failed[0] else None}
         if {k: previous.get(k) for k in doc} != doc:
             self.cluster.patch_status(ns, name, doc)
         if event is not None:
@@ -199,7 +214,9 @@ class Deployer:
                 ns: str) -> list[dict[str, Any]]:
         options = ko.PodOptions(image=self.cfg.image, trust_allow=tuple(sorted(self.cfg.trust.allow)),
                                 progress_deadline_seconds=self.cfg.progress_deadline_seconds,
-                                grpc_port=self.cfg.grpc_port)
+                                grpc_port=self.cfg.grpc_port,
+                                requests=dict(self.cfg.pod_requests),
+                                limits=dict(self.cfg.pod_limits))
         loadable = [t for t in dep.trusted_types if self.cfg.trust.admits(t)]
         src = ko.Source(self.cfg.repo_url, secret_name=self.cfg.secret_name)
         deployment = ko.deployment(dep, version, owner=owner, source=src, trusted_types=loadable,

@@ -1,10 +1,13 @@
 """Live statistics of one worker: counters on the baseline's bins plus a bounded sample.
 
-Every scored batch updates a `stats.LiveStats` (feature columns and predictions, vectorized)
-and a reservoir sample of at most ``capacity`` rows (Algorithm R, vectorized per batch), so
-memory does not grow with traffic. `Publisher` writes the cumulative state through
-`adapters.stats_store` at most every ``interval`` seconds when it changed (the sample, which
-is larger, at most every ``sample_interval`` seconds), and both on exit. The CPU time all of
+Every scored batch updates a `stats.LiveStats` (feature columns and predictions, vectorized),
+a reservoir sample of at most ``capacity`` rows (Algorithm R, vectorized per batch) and the
+most recent ``recent`` rows in order (a ring: the drift monitor cuts a closed window's own rows
+out of it, `stats_store.window_sample`), so memory does not grow with traffic. `Publisher`
+writes the cumulative state through `adapters.stats_store` at most every ``interval`` seconds
+when it changed (the sample and the recent rows, which are larger, every ``sample_interval``
+seconds, or sooner once half the recent rows are unwritten, so none is skipped), and both on
+exit. The CPU time all of
 this takes (thread CPU time of `Recorder.record`, `Recorder.flush` and the writes) is counted
 and reported as ``mlgitops_stats_cpu_seconds_total``.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -52,9 +56,11 @@ class Recorder:
         capacity: int = stats_store.DEFAULT_SAMPLE_SIZE,
         seed: int | None = None,
         flush_rows: int = 32768,
+        recent: int = stats_store.RECENT_ROWS,
     ) -> None:
         self.live = stats.LiveStats.empty(baseline)
         self.capacity = capacity
+        self.recent = recent
         self.flush_rows = flush_rows
         self.changes = 0
         self._lock = threading.Lock()  # guards the queue
@@ -62,6 +68,7 @@ class Recorder:
         self._rng = np.random.default_rng(seed)
         self._seen = 0
         self._store: dict[str, Array] = {}
+        self._ring: dict[str, Array] = {}  # row i of the stream at i % recent
         self._queue: list[tuple[schema.Batch, Array | None]] = []
         self._queued_rows = 0
         self._queue_cpu = 0.0  # thread CPU seconds of `record` (under _lock)
@@ -71,6 +78,11 @@ class Recorder:
     def seen(self) -> int:
         """Rows folded into the statistics so far."""
         return self._seen
+
+    @property
+    def queued(self) -> int:
+        """Rows recorded but not folded yet."""
+        return self._queued_rows
 
     @property
     def cpu_seconds(self) -> float:
@@ -114,7 +126,26 @@ class Recorder:
         if all(p is not None for p in parts):
             preds = np.concatenate([p for p in parts if p is not None])
         self.live.update(columns, preds)
+        self._keep_recent(columns, preds, rows)
         self._offer(columns, preds, rows)
+
+    def _keep_recent(self, columns: Mapping[str, Array], preds: Array | None, rows: int) -> None:
+        cap = self.recent
+        if cap <= 0 or rows == 0:
+            return
+        take = min(rows, cap)
+        slots = np.arange(self._seen + rows - take, self._seen + rows) % cap
+        values = dict(columns)
+        if preds is not None:
+            values[PREDICTION] = preds
+        for name, arr in values.items():
+            ring = self._ring.get(name)
+            if ring is None:
+                dtype = arr.dtype if arr.dtype.kind in "fiub" else np.dtype(object)
+                ring = self._ring[name] = np.empty(cap, dtype=dtype)
+            elif arr.dtype.kind not in "fiub" and ring.dtype != object:
+                ring = self._ring[name] = ring.astype(object)
+            ring[slots] = arr[rows - take:]
 
     def _offer(self, columns: Mapping[str, Array], preds: Array | None, rows: int) -> None:
         cap = self.capacity
@@ -149,11 +180,23 @@ class Recorder:
         self, *, with_sample: bool = True
     ) -> tuple[stats.LiveStats, dict[str, Array], int]:
         """A consistent copy (after a flush): cumulative stats, the filled sample, rows seen."""
+        live, sample, _, seen = self.snapshot_with_recent(with_sample=with_sample)
+        return live, sample, seen
+
+    def snapshot_with_recent(
+        self, *, with_sample: bool = True
+    ) -> tuple[stats.LiveStats, dict[str, Array], dict[str, Array], int]:
+        """As `snapshot`, and the most recent rows in order (the last is row ``seen - 1``)."""
         self.flush()
         with self._fold_lock:
             filled = min(self._seen, self.capacity)
             sample = {k: v[:filled].copy() for k, v in self._store.items()} if with_sample else {}
-            return self.live.copy(), sample, self._seen
+            recent: dict[str, Array] = {}
+            if with_sample and self.recent > 0:
+                n = min(self._seen, self.recent)
+                order = np.arange(self._seen - n, self._seen) % self.recent
+                recent = {k: v[order] for k, v in self._ring.items()}
+            return self.live.copy(), sample, recent, self._seen
 
 
 def _merge(batches: Sequence[schema.Batch]) -> tuple[dict[str, Array], int]:
@@ -192,8 +235,11 @@ class Publisher:
         interval: float = 0.5,
         sample_interval: float = 5.0,
         on_cpu: Callable[[float], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.recorder = recorder
+        self.clock = clock
+        """Seconds on a monotonic clock (``time.monotonic`` counts from boot: it may be small)."""
         self.on_cpu = on_cpu
         """Told the recorder's CPU seconds since the last write (after each write)."""
         self._cpu_told = 0.0
@@ -206,7 +252,8 @@ class Publisher:
         self.sample_interval = sample_interval
         self._published = -1
         self._sample_published = -1
-        self._sample_at = 0.0
+        self._sample_seen = 0  # rows the sample file covers
+        self._sample_at = -math.inf  # never written: the first sample is due at once
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -216,10 +263,7 @@ class Publisher:
         while True:
             await asyncio.sleep(self.interval)
             changes = self.recorder.changes
-            sample_due = (
-                changes != self._sample_published
-                and time.monotonic() - self._sample_at >= self.sample_interval
-            )
+            sample_due = changes != self._sample_published and self._sample_due()
             if changes != self._published or sample_due:
                 try:
                     await asyncio.to_thread(self.publish)
@@ -235,16 +279,17 @@ class Publisher:
         self.recorder.flush()  # counts its own CPU time
         started = time.thread_time()
         changes = self.recorder.changes
-        now = time.monotonic()
+        now = self.clock()
         if with_sample is None:
-            with_sample = now - self._sample_at >= self.sample_interval
+            with_sample = self._sample_due()
         with_sample = with_sample and changes != self._sample_published
-        live, sample, seen = self.recorder.snapshot(with_sample=with_sample)
-        frame = None
+        live, sample, recent, seen = self.recorder.snapshot_with_recent(with_sample=with_sample)
+        frame = recent_frame = None
         if with_sample:
             import pandas as pd
 
             frame = pd.DataFrame(sample)
+            recent_frame = pd.DataFrame(recent)
         stats_store.write_worker(
             self.stats_dir,
             worker_id=self.worker_id,
@@ -252,6 +297,7 @@ class Publisher:
             digest=self.digest,
             live=live,
             sample_frame=frame,
+            recent_frame=recent_frame,
             seen=seen,
             name=self.name,
             pid=os.getpid(),
@@ -259,6 +305,7 @@ class Publisher:
         self._published = changes
         if with_sample:
             self._sample_published = changes
+            self._sample_seen = seen
             if seen:  # an empty reservoir starts no interval: the first rows are written at once
                 self._sample_at = now
         self.recorder.spent(time.thread_time() - started)
@@ -266,6 +313,14 @@ class Publisher:
             total = self.recorder.cpu_seconds
             self.on_cpu(total - self._cpu_told)
             self._cpu_told = total
+
+    def _sample_due(self) -> bool:
+        """Every ``sample_interval`` seconds, or sooner when half the recent rows are not written
+        yet (so the file's recent rows never skip any)."""
+        if self.clock() - self._sample_at >= self.sample_interval:
+            return True
+        return self.recorder.recent > 0 and (
+            self.recorder.seen + self.recorder.queued - self._sample_seen >= self.recorder.recent // 2)
 
     async def close(self) -> None:
         """Stop the periodic task and write the final state."""

@@ -47,6 +47,8 @@ class ServeSpec:
     version: str = "unversioned"
     digest: str = ""
     trusted_types: tuple[str, ...] = ()
+    trust_allow: tuple[str, ...] | None = None
+    """The controller's trust policy additions when it deployed this (None: the environment's)."""
     host: str = "127.0.0.1"
     port: int = 0
     workers: int = 1
@@ -70,6 +72,7 @@ class ServeSpec:
         data["model_dir"] = str(self.model_dir)
         data["stats_dir"] = None if self.stats_dir is None else str(self.stats_dir)
         data["trusted_types"] = list(self.trusted_types)
+        data["trust_allow"] = None if self.trust_allow is None else list(self.trust_allow)
         return data
 
     @classmethod
@@ -84,10 +87,15 @@ class ServeSpec:
         trusted = data.get("trusted_types") or []
         if not isinstance(trusted, list) or not all(isinstance(t, str) for t in trusted):
             raise ValueError("'trusted_types' must be a list of type names")
+        allow = data.get("trust_allow")
+        if allow is not None and (not isinstance(allow, list)
+                                  or not all(isinstance(t, str) for t in allow)):
+            raise ValueError("'trust_allow' must be a list of type names")
         kwargs: dict[str, Any] = {
             "model_dir": Path(data["model_dir"]),
             "name": data["name"],
             "trusted_types": tuple(trusted),
+            "trust_allow": None if allow is None else tuple(allow),
         }
         typed: dict[str, type] = {
             "version": str,

@@ -26,6 +26,7 @@ import warnings
 from typing import IO, TYPE_CHECKING, Any
 
 from mlgitops import errors
+from mlgitops.core import trust
 from mlgitops.server.standby import ServeSpec, emit
 
 if TYPE_CHECKING:
@@ -86,7 +87,9 @@ def load_runtime(spec: ServeSpec) -> app.Runtime:
     from mlgitops.adapters import mlflow_models
     from mlgitops.server import app, metrics, predictor, protocols, recorder
 
-    model = mlflow_models.load(spec.model_dir, trusted_types=spec.trusted_types)
+    # the policy the controller deployed under (read again on each pass), else the environment's
+    policy = None if spec.trust_allow is None else trust.Policy(allow=frozenset(spec.trust_allow))
+    model = mlflow_models.load(spec.model_dir, trusted_types=spec.trusted_types, policy=policy)
     pred = predictor.Predictor(model)
     baseline = recorder.load_baseline(spec.model_dir, pred.signature.names)
     predictor.configure_sklearn()
