@@ -180,7 +180,7 @@ def path_problems(gitdir: Path, commit: str, changes: list[tuple[str, str]]) -> 
     for p in outside[:20]:
         problems.append(
             f"{p}: is outside the paths a model repository may track ({', '.join(ALLOWED_TOP)}); "
-            f"nothing else is accepted ({layout.STATE_DIR}/ is the controller's own state): "
+            f"nothing else is accepted ({layout.LEGACY_STATE_DIR}/ was the controller's state): "
             f"remove it (git rm -r --cached {p.split('/')[0]}) and push again")
     if len(outside) > 20:
         problems.append(f"and {len(outside) - 20} more paths outside {', '.join(ALLOWED_TOP)}")
