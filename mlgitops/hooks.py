@@ -1,15 +1,18 @@
-"""Git hooks of the embedded remote: pre-receive validates every pushed commit of main.
+"""Git hooks of the embedded remote: pre-receive validates every commit a push brings.
 
 The hook refuses: a non-fast-forward update or deletion of main (history only moves forward,
-also enforced by ``receive.denyNonFastForwards``/``receive.denyDeletes``), and any commit whose
-models or manifests do not validate under the remote's trust policy (``mlgitops-trust.yaml``
-in the bare repository, set by its administrator; the pusher's environment is ignored).
-Models load only in `adapters.sandbox`. Every refusal is a sentence, never a traceback.
+also enforced by ``receive.denyNonFastForwards``/``receive.denyDeletes``), a ref named like
+an option, and any new commit (on any ref, not only the tips) whose models or manifests do not
+validate under the remote's trust policy (``mlgitops-trust.yaml`` in the bare repository, set
+by its administrator; the pusher's environment is ignored) or that tracks a path outside
+`ALLOWED_TOP`. Models load only in `adapters.sandbox`. Every refusal is a sentence, never a
+traceback.
 
-Only what the pushed commits change is checked in full (the models whose paths they touch),
-and content whose digest this remote validated before under the same trusted types and policy
-(recorded in ``mlgitops-validated`` in the bare repository) is not loaded again: its digest
-and the quarantine are checked. The hook itself (`repository.PRE_RECEIVE`) is a small stdlib
+Only what a push changes is judged (`judge`): each new commit against its first parent
+without loading, and main's new head against its old one in full, loading included, unless
+this hook validated that content before under the same trusted types and policy (recorded in
+``mlgitops-validated`` in the bare repository; nothing found in history counts). A problem
+of a model the push does not touch counts only when the push introduced it. The hook itself (`repository.PRE_RECEIVE`) is a small stdlib
 client of the remote's warm validator (``python -m mlgitops.hooks serve``, see
 `adapters.validator`); ``python -m mlgitops.hooks pre-receive`` is the same check cold.
 """
@@ -48,8 +51,9 @@ QUARANTINE_ENV = ("GIT_QUARANTINE_PATH", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_
 def _export(gitdir: Path, commit: str, dest: Path, *, models: set[str] | None) -> None:
     """Write what validation reads of ``commit``: every model, or only ``models``' directories.
 
-    Other model directories get an empty placeholder (they were checked when they landed);
-    an entry of models/ that is not a directory is exported so validation refuses it.
+    Other model directories get an empty placeholder (they were checked when they landed), and
+    any other entry of models/ an empty file (validation names it, unchanged entries are not
+    held against a push); a changed entry is exported, so a symbolic link is refused.
     """
     limits = remote_limits(gitdir)
     if models is None:
@@ -62,10 +66,14 @@ def _export(gitdir: Path, commit: str, dest: Path, *, models: set[str] | None) -
         if not rel:
             continue
         sub = rel.split("/", 1)[1] if "/" in rel else rel
-        if sub in models or meta.split()[1] != "tree":
+        mode, kind = meta.split()[:2]
+        if sub in models or (kind == "blob" and mode in ("100644", "100755")):
             paths.append(rel)
-        else:
+        elif kind == "tree":
             (dest / layout.MODELS / sub).mkdir(parents=True, exist_ok=True)
+        else:
+            (dest / layout.MODELS).mkdir(parents=True, exist_ok=True)
+            (dest / layout.MODELS / sub).write_bytes(b"")
     git.export_paths(gitdir, commit, paths, dest, limits=limits)
 
 
@@ -109,30 +117,194 @@ def remote_limits(gitdir: Path) -> settings.BlobLimits:
     return settings.blob_limits(file=gitdir / settings.REMOTE_TRUST_FILE, environment=False)
 
 
-def accepted_before(gitdir: Path, old: str, dep: manifest.ModelDeployment) -> bool:
-    """True when main already held this exact model spec (digest and trusted types) before.
+def accepted_before(dep: manifest.ModelDeployment, policy: trust.Policy, done: set[str]) -> bool:
+    """True when this hook itself validated ``dep``'s content in full (loading included) under
+    the same trusted types and policy, and recorded it (`record_validated`).
 
-    That content was validated, loading included, when it was pushed; a revert to it (or a
-    republish of it) needs only the cheap checks, so the push returns in well under a second.
+    Nothing found in history counts: a manifest can sit in a commit the hook never checked
+    (pushed before the hook was installed, or on a host without it). Such content needs only
+    the cheap checks, so a revert to it returns in well under a second.
     """
-    if old == ZERO:
-        return False
-    rel = layout.manifest_path(dep.name)
-    shas = git.run(gitdir, "log", "--format=%H", f"-S{dep.digest}", old, "--", rel,
-                   keep_env=True).decode().split()
-    for sha in shas:
-        raw = git.run(gitdir, "cat-file", "-p", f"{sha}:{rel}", keep_env=True, check=False)
-        try:
-            earlier = validate.parse_manifest(raw, rel=rel)
-        except errors.ManifestError:
+    return validated_key(dep, policy) in done
+
+
+# what a push may change -------------------------------------------------------------------
+
+#: Top-level paths a model repository may track (a directory ends in "/", "*.md" is any
+#: Markdown file at the top); anything else, the controller's state directory ``.mlgitops/``
+#: above all, is refused.
+ALLOWED_TOP = (f"{layout.MODELS}/", f"{layout.MANIFESTS}/", layout.QUARANTINE, "README.md", "*.md",
+               ".gitignore", ".gitattributes")
+#: Attributes that make git run a program or rewrite content on checkout: never in a repository.
+DRIVER_ATTRIBUTES = ("filter", "ident", "working-tree-encoding", "export-subst")
+#: Largest .gitattributes the hook reads.
+MAX_ATTRIBUTES_BYTES = 65536
+#: New commits one push may bring (each is checked); more: push in parts.
+MAX_NEW_COMMITS = 1000
+
+
+def path_allowed(path: str) -> bool:
+    """Whether a model repository may track ``path`` (`ALLOWED_TOP`)."""
+    if "/" not in path and path.endswith(".md") and not path.startswith("."):
+        return True
+    return any(path.startswith(a) if a.endswith("/") else path == a for a in ALLOWED_TOP)
+
+
+def attribute_problems(raw: bytes) -> list[str]:
+    """Sentences about ``.gitattributes`` lines that name a driver git would run (filter, diff
+    or merge drivers, ident, encodings): a pushed file must never make a clone run a program."""
+    out = []
+    for line in raw.decode(errors="replace").splitlines():
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
             continue
-        if earlier.digest == dep.digest and earlier.trusted_types == dep.trusted_types:
-            return True
-    return False
+        for token in fields[1:]:
+            name, eq, value = token.lstrip("-!").partition("=")
+            if name in DRIVER_ATTRIBUTES or (name in ("diff", "merge") and eq and value):
+                out.append(
+                    f".gitattributes: {token!r} (line {line.strip()[:80]!r}) names a driver or "
+                    "rewrite git would run on checkout; a model repository may only use plain "
+                    "attributes such as -delta, -diff, binary or text: remove it")
+    return out
+
+
+def _changes(gitdir: Path, base: str | None, commit: str) -> list[tuple[str, str]]:
+    """(status letter, path) of each file ``commit`` changes against ``base`` (None: all)."""
+    if base is None:
+        out = git.run(gitdir, "ls-tree", "-r", "-z", "--name-only", commit, keep_env=True)
+        return [("A", p) for p in out.decode().split("\0") if p]
+    fields = git.run(gitdir, "diff-tree", "-r", "-z", "--no-renames", "--name-status", base,
+                     commit, keep_env=True).decode().split("\0")
+    return [(fields[i][:1], fields[i + 1]) for i in range(0, len(fields) - 1, 2) if fields[i]]
+
+
+def path_problems(gitdir: Path, commit: str, changes: list[tuple[str, str]]) -> list[str]:
+    """What the added or modified paths of ``changes`` break: a path outside `ALLOWED_TOP`, a
+    driver in ``.gitattributes``, two paths that differ only in case (one file on macOS or
+    Windows: a clone there would check out other bytes than the digest covers)."""
+    written = [p for s, p in changes if s != "D"]
+    problems = []
+    outside = sorted({p for p in written if not path_allowed(p)})
+    for p in outside[:20]:
+        problems.append(
+            f"{p}: is outside the paths a model repository may track ({', '.join(ALLOWED_TOP)}); "
+            f"nothing else is accepted ({layout.LEGACY_STATE_DIR}/ was the controller's state): "
+            f"remove it (git rm -r --cached {p.split('/')[0]}) and push again")
+    if len(outside) > 20:
+        problems.append(f"and {len(outside) - 20} more paths outside {', '.join(ALLOWED_TOP)}")
+    if ".gitattributes" in written:
+        size = git.run(gitdir, "cat-file", "-s", f"{commit}:.gitattributes", keep_env=True)
+        if int(size.strip() or 0) > MAX_ATTRIBUTES_BYTES:
+            problems.append(f".gitattributes: is over {MAX_ATTRIBUTES_BYTES} bytes; a model "
+                            "repository needs a few lines there at most: shorten it")
+        else:
+            raw = git.run(gitdir, "cat-file", "blob", f"{commit}:.gitattributes", keep_env=True)
+            problems += attribute_problems(raw)
+    if written:
+        listing = git.run(gitdir, "ls-tree", "-r", "-t", "-z", "--name-only", commit, keep_env=True)
+        folded: dict[str, list[str]] = {}
+        for p in listing.decode().split("\0"):
+            if p:
+                folded.setdefault(p.casefold(), []).append(p)
+        touched = {p.casefold() for p in written}
+        for key, same in sorted(folded.items()):
+            if len(same) > 1 and (key in touched or any(key.startswith(t + "/") or
+                                                      t.startswith(key + "/") for t in touched)):
+                problems.append(
+                    f"{' and '.join(repr(p) for p in same)}: differ only in letter case, so they "
+                    "are one file on macOS and Windows; rename or remove one of them")
+    return problems
+
+
+def _tree_problems(gitdir: Path, commit: str, *, only: set[str] | None, load: bool,
+                   policy: trust.Policy, done: set[str]) -> tuple[validate.Result, dict[str, str], set[str]]:
+    """Validate ``commit`` (models in ``only`` in full, the rest by schema); keys and known."""
+    with tempfile.TemporaryDirectory(prefix="mlgitops-pre-receive-") as tmp:
+        root = Path(tmp)
+        _export(gitdir, commit, root, models=only)
+        known: set[str] = set()
+        keys: dict[str, str] = {}
+        for name in (only or ()) if load else ():
+            try:
+                dep = validate.read_manifest(root, layout.manifest_path(name))
+            except errors.MlgitopsError:
+                continue  # validate_tree reports it
+            keys[name] = validated_key(dep, policy)
+            if accepted_before(dep, policy, done):
+                known.add(name)
+        result = validate.validate_tree(root, only=only, known_content=known, policy=policy,
+                                        remember=load, load=load)
+        if only is None:
+            keys = {d.name: validated_key(d, policy) for d in result.deployments}
+    return result, keys, known
+
+
+def judge(gitdir: Path, base: str | None, commit: str, *, load: bool, policy: trust.Policy,
+          done: set[str]) -> tuple[list[str], list[str]]:
+    """Problems ``commit`` brings against ``base`` (None: a first commit, everything counts),
+    and the keys of content it validated in full (with ``load``).
+
+    Only what the commit changes is judged: the models whose paths it touches are checked
+    (loaded with ``load``); a problem of a model or file it does not touch counts only when
+    ``base`` did not have it already, so one broken model on the remote blocks nothing else.
+    """
+    changes = _changes(gitdir, base, commit)
+    problems = path_problems(gitdir, commit, changes)
+    changed = [p for _, p in changes]
+    only = None if base is None else validate.changed_models(changed)
+    result, keys, known = _tree_problems(gitdir, commit, only=only, load=load, policy=policy,
+                                         done=done)
+    found = list(result.problems)
+    if base is not None:
+        touched = set(changed)
+
+        def ours(problem: validate.Problem) -> bool:
+            names = validate.changed_models([problem.path])
+            return bool(names & (only or set())) or problem.path in touched
+
+        before, _, _ = _tree_problems(gitdir, base, only=set(), load=False, policy=policy,
+                                      done=done)
+        had = {str(p) for p in before.problems}
+        found = [p for p in found if ours(p) or str(p) not in had]
+    problems += [str(p) for p in found]
+    fresh = [keys[n] for n in result.checked_models if n not in known and n in keys
+             and keys[n] not in done] if load else []
+    return problems, fresh
+
+
+def new_commits(gitdir: Path, new: str) -> list[str]:
+    """Commits ``new`` brings that no ref of the remote holds yet, oldest first."""
+    out = git.run(gitdir, "rev-list", "--topo-order", "--reverse", new, "--not", "--all",
+                  keep_env=True)
+    return out.decode().split()
+
+
+def check_commits(gitdir: Path, new: str, *, skip: str | None = None,
+                  policy: trust.Policy | None = None) -> list[str]:
+    """Problems of each commit ``new`` brings (but ``skip``), judged against its first parent
+    without loading anything: schema, trust types, digests, paths (`judge`)."""
+    commits = new_commits(gitdir, new)
+    if len(commits) > MAX_NEW_COMMITS:
+        return [f"this push brings {len(commits)} new commits; the remote checks each and takes "
+                f"at most {MAX_NEW_COMMITS} at once: push the older part first"]
+    policy = policy if policy is not None else remote_policy(gitdir)
+    problems: list[str] = []
+    for c in commits:
+        if c == skip:
+            continue
+        parent = git.run(gitdir, "rev-parse", "-q", "--verify", f"{c}^1", keep_env=True,
+                         check=False).decode().strip() or None
+        found, _ = judge(gitdir, parent, c, load=False, policy=policy, done=set())
+        problems += [f"commit {c[:12]}: {p}" for p in found]
+    return problems
 
 
 def check_update(gitdir: Path, old: str, new: str) -> list[str]:
-    """Problems with moving main from ``old`` to ``new`` (empty when the push may land)."""
+    """Problems with moving main from ``old`` to ``new`` (empty when the push may land).
+
+    Every commit the push brings is checked without loading; what ``new`` changes against
+    ``old`` is checked in full, loading included, unless this hook validated it before.
+    """
     base = git.run(gitdir, "merge-base", old, new, keep_env=True, check=False).decode().strip()
     if old != ZERO and base != old:
         return [
@@ -140,34 +312,23 @@ def check_update(gitdir: Path, old: str, new: str) -> list[str]:
             "this push would drop commits (a revert and its quarantine entry among them, maybe); "
             "pull, rebase your work on top and push again (never force-push)"
         ]
-    if old == ZERO:
-        changed = None
-    else:
-        out = git.run(gitdir, "diff", "--name-only", "-z", old, new, keep_env=True).decode()
-        changed = [p for p in out.split("\0") if p]
     policy = remote_policy(gitdir)
     done = validated(gitdir)
-    with tempfile.TemporaryDirectory(prefix="mlgitops-pre-receive-") as tmp:
-        root = Path(tmp)
-        only = None if changed is None else validate.changed_models(changed)
-        _export(gitdir, new, root, models=only)
-        known: set[str] = set()
-        keys: dict[str, str] = {}
-        for name in only or ():
-            try:
-                dep = validate.read_manifest(root, layout.manifest_path(name))
-            except errors.MlgitopsError:
-                continue  # validate_tree reports it
-            keys[name] = validated_key(dep, policy)
-            if keys[name] in done or accepted_before(gitdir, old, dep):
-                known.add(name)
-        result = validate.validate_tree(root, only=only, known_content=known, policy=policy,
-                                        remember=True)
-        if only is None:
-            keys = {d.name: validated_key(d, policy) for d in result.deployments}
-    record_validated(gitdir, [keys[n] for n in result.checked_models
-                              if n not in known and n in keys and keys[n] not in done])
-    return [str(p) for p in result.problems]
+    problems = check_commits(gitdir, new, skip=new, policy=policy)
+    if problems and problems[0].startswith("this push brings"):
+        return problems
+    found, fresh = judge(gitdir, None if old == ZERO else old, new, load=True, policy=policy,
+                         done=done)
+    record_validated(gitdir, fresh)
+    return problems + found
+
+
+def ref_problem(ref: str) -> str | None:
+    """A ref named like a command-line option (a part starting with "-") is refused."""
+    if any(part.startswith("-") for part in ref.split("/")):
+        return (f"{ref}: a ref whose name starts with '-' reads as an option to git and other "
+                "tools; name it without a leading dash")
+    return None
 
 
 def pre_receive(lines: list[str], gitdir: Path, *, out: IO[str] | None = None) -> int:
@@ -179,13 +340,21 @@ def pre_receive(lines: list[str], gitdir: Path, *, out: IO[str] | None = None) -
         if len(parts) != 3:
             continue
         old, new, ref = parts
-        if ref != f"refs/heads/{layout.BRANCH}":
-            continue
-        if new == ZERO:
+        main = ref == f"refs/heads/{layout.BRANCH}"
+        named = ref_problem(ref)
+        if named is not None:
+            problems = [named]
+        elif new == ZERO:
+            if not main:
+                continue  # deleting another ref changes nothing the controller reads
             problems = [f"{layout.BRANCH} may not be deleted; it is what the controller deploys"]
         else:
             try:
-                problems = check_update(gitdir, old, new)
+                if main:
+                    problems = check_update(gitdir, old, new)
+                else:  # other refs bring commits main may merge later: checked the same way
+                    commit = git.rev_parse(gitdir, new)
+                    problems = [] if commit is None else check_commits(gitdir, commit)
             except errors.MlgitopsError as exc:
                 problems = [str(exc)]
             except Exception as exc:  # never a traceback at the pusher; the reason, shortened

@@ -108,3 +108,80 @@ def test_revert_commits_are_signed_with_the_controllers_key(
     sig = git.signature(bare, out.commit or "", allowed_signers=allowed)
     assert sig.trusted and sig.signer == "alice@example.com"
     assert git.last_change(bare, out.commit or "", layout.model_paths("credit")) == out.commit
+
+
+def test_an_unsigned_merge_that_brings_back_an_old_version_is_held_naming_it(
+    repo: Path, publish_version: Callable[..., str], keys: tuple[Path, Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The merge is the model's version (first-parent history, the merge's own changes), so
+    it must be signed: held naming the merge, on a running controller and after a restart."""
+    alice, _, allowed = keys
+    monkeypatch.setenv("MLGITOPS_ALLOWED_SIGNERS", str(allowed))
+    signed = [*git.signing_args(alice), "-c", "user.email=alice@example.com"]
+    publish_version(push=False)
+    v1 = sign_head(repo, alice, "alice@example.com")
+    publish_version(seed=2, shift=0.5, push=False)
+    v2 = sign_head(repo, alice, "alice@example.com")
+    # a signed side branch from v1 (README only), merged without a signature, v1's model kept
+    git.run(repo, "checkout", "-q", "-b", "side", v1)
+    (repo / "README.md").write_text("side work\n")
+    subprocess.run(["git", "-C", str(repo), *signed, "commit", "-q", "-S", "-am", "side"],
+                   check=True)
+    git.run(repo, "checkout", "-q", "main")
+    git.run(repo, "merge", "-q", "--no-ff", "--no-commit", "-s", "ours", "side")
+    git.run(repo, "checkout", "-q", "side", "--", "models/credit", "manifests/credit.yaml")
+    git.run(repo, "commit", "-q", "--no-verify", "-m", "merge side")
+    merge = git.text(repo, "rev-parse", "HEAD")
+    assert git.last_change(repo, merge, ["models/credit"]) == merge
+    cfg = settings.controller(repo, port=free_port(), poll_seconds=1.0, monitor=False)
+
+    def stalled(ctl: run.Controller) -> str:
+        st = ctl.store.status("credit").to_dict()
+        c = next((c for c in st["conditions"] if c["type"] == "Stalled"), None)
+        return str(c["message"]) if c and c["status"] == "True" else ""
+
+    with run.running(cfg) as ctl:
+        wait_until(lambda: version_at(ctl.base_url) == v2, what="signed v2 serving")
+        git.push(repo)
+        ctl.trigger("test")
+        wait_until(lambda: merge[:12] in stalled(ctl), what="the unsigned merge held")
+        assert "is not signed (a merge)" in stalled(ctl) and "digest" not in stalled(ctl)
+        assert version_at(ctl.base_url) == v2
+    with run.running(cfg) as ctl:
+        wait_until(lambda: merge[:12] in stalled(ctl), what="the merge held after a restart")
+        assert version_at(ctl.base_url) != merge
+
+
+def test_a_signed_merge_does_not_launder_an_unsigned_side_commit(
+    repo: Path, publish_version: Callable[..., str], keys: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """Every commit a merge brings that touches the model must be signed too."""
+    import yaml
+
+    from mlgitops.controller import source as source_mod
+
+    alice, _, allowed = keys
+    signed = [*git.signing_args(alice), "-c", "user.email=alice@example.com"]
+    publish_version(push=False)
+    v1 = sign_head(repo, alice, "alice@example.com")
+    git.run(repo, "checkout", "-q", "-b", "side", v1)
+    path = repo / "manifests" / "credit.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["spec"]["serving"] = {"replicas": 2}
+    path.write_text(yaml.safe_dump(doc))
+    git.run(repo, "commit", "-q", "--no-verify", "-am", "unsigned side change")
+    side = git.text(repo, "rev-parse", "HEAD")
+    git.run(repo, "checkout", "-q", "main")
+    (repo / "README.md").write_text("main moved on\n")
+    subprocess.run(["git", "-C", str(repo), *signed, "commit", "-q", "-S", "-am", "main"],
+                   check=True)
+    subprocess.run(["git", "-C", str(repo), *signed, "merge", "-q", "--no-ff", "-S", "-m", "merge",
+                    "side"], check=True)
+    merge = git.text(repo, "rev-parse", "HEAD")
+    src = source_mod.Source(tmp_path / "state", url=str(repo), local=repo / ".git",
+                            allowed_signers=allowed)
+    got = src.desired(merge)["credit"]
+    assert got.version == merge
+    assert got.error is not None and f"commit {side[:12]} is not signed" in got.error
+    assert git.signature(repo, merge, allowed_signers=allowed).trusted

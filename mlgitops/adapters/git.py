@@ -131,8 +131,9 @@ def tree_id(repo: Path, commit: str, path: str) -> str | None:
 
 
 def last_change(repo: Path, commit: str, paths: Sequence[str]) -> CommitSha | None:
-    """The commit that last changed any of ``paths`` up to ``commit`` (a model's version)."""
-    out = text(repo, "log", "-1", "--format=%H", commit, "--", *paths)
+    """The commit that last changed any of ``paths`` up to ``commit`` (a model's version), in
+    first-parent history: a merge counts with what it changes against its first parent."""
+    out = text(repo, "log", "-1", "--first-parent", "--format=%H", commit, "--", *paths)
     return CommitSha(out) if out else None
 
 

@@ -3,8 +3,11 @@
 Model directories are exported once per digest into ``versions/`` and reused. Nothing here
 loads a model: the export is checked as data (digest over regular files only, the paths MLmodel
 names, the manifest's trusted types against the controller's policy, quarantine by content),
-and the server process checks the file's types again before it unpickles anything. Under a
-signing policy, a model version whose commit is not signed by an allowed key is held.
+and the server process checks the file's types again before it unpickles anything. A model's
+version is the last commit of first-parent history that changes its paths, a merge included
+(with what it changes against its first parent). Under a signing policy a model is held, the
+hold naming the commit, when its version or a commit that version brought (a merge's side)
+that touches its paths is not signed by an allowed key.
 
 A pass costs a fixed number of git calls, not some per model (100 models: one ``ls-tree``,
 one ``log`` over the commits since the last pass, one ``cat-file --batch`` for manifests
@@ -60,6 +63,9 @@ class Source:
         self._parsed: dict[tuple[str, str], manifest.ModelDeployment | errors.ManifestError] = {}
         self._versions_at: tuple[str, dict[str, str]] | None = None
         self._answer: tuple[str, dict[str, plan.Desired]] | None = None
+        #: signatures by commit, and the commits a model's version brought (neither changes)
+        self._signed: dict[str, git.Signature] = {}
+        self._brought: dict[tuple[str, str], list[str]] = {}
 
     def sync(self) -> str | None:
         """Fetch the remote; the commit its branch points to (None for an empty remote)."""
@@ -85,14 +91,33 @@ class Source:
         except errors.ManifestError:
             return ()
 
-    def _signature_problem(self, version: str) -> str | None:
+    def _signature_problem(self, name: str, version: str) -> str | None:
+        """Under a signing policy, the first commit of ``name``'s version that is not signed by
+        an allowed key, as a sentence: the version itself, and for a merge every commit it
+        brought (its other parents' side) that touches ``name``'s paths. The same commits are
+        checked on every pass and after a restart."""
         if self.allowed_signers is None:
             return None
-        sig = git.signature(self.clone, version, allowed_signers=self.allowed_signers)
-        if sig.trusted:
-            return None
-        return (f"{sig.describe(version)}; the signing policy deploys only model commits signed by "
-                f"a key in {self.allowed_signers}: sign the commit (git commit -S) or add the key")
+        commits = self._brought.get((name, version))
+        if commits is None:
+            parent = git.rev_parse(self.clone, f"{version}^1")
+            out = git.text(self.clone, "log", "--full-history", "--diff-merges=first-parent",
+                           "--name-only", "--format=%x00%H", version,
+                           *([f"^{parent}"] if parent else []), "--", *layout.model_paths(name))
+            shas = [chunk.split()[0] for chunk in out.split("\0") if chunk.strip()]
+            commits = [version] + [c for c in shas if c != version]
+            self._brought[(name, version)] = commits
+        for c in commits:
+            if c not in self._signed:
+                self._signed[c] = git.signature(self.clone, c,
+                                                allowed_signers=self.allowed_signers)
+            sig = self._signed[c]
+            if not sig.trusted:
+                merge = " (a merge)" if git.rev_parse(self.clone, f"{c}^2") else ""
+                return (f"{sig.describe(c)}{merge}; it changes {name}'s paths and the signing "
+                        f"policy deploys only model commits signed by a key in "
+                        f"{self.allowed_signers}: sign the commit (git commit -S) or add the key")
+        return None
 
     def _manifests(self, commit: str) -> dict[str, _Entry]:
         """The manifests at ``commit`` by model name (one ``ls-tree``)."""
@@ -150,8 +175,12 @@ class Source:
                 known, since = dict(prev_versions), prev
         if since is not None or not known:
             rng = f"{since}..{commit}" if since else commit
-            out = git.text(self.clone, "log", "--no-renames", "--format=%x00%H", "--name-only", rng, "--",
-                           layout.MODELS, layout.MANIFESTS)
+            # first-parent history, where a merge counts with what it changes against its first
+            # parent (plain `--name-only` lists no paths for a merge and follows the side whose
+            # tree the merge kept, crediting an old commit with what the merge brought back)
+            out = git.text(self.clone, "log", "--no-renames", "--first-parent",
+                           "--diff-merges=first-parent", "--format=%x00%H", "--name-only", rng,
+                           "--", layout.MODELS, layout.MANIFESTS)
             fresh: dict[str, str] = {}
             for chunk in out.split("\0"):
                 lines = [ln for ln in chunk.splitlines() if ln.strip()]
@@ -192,7 +221,7 @@ class Source:
                 out[name] = plan.Desired(name, version, None, str(parsed))
                 continue
             dep = parsed
-            unsigned = self._signature_problem(version)
+            unsigned = self._signature_problem(name, version)
             if unsigned is not None:
                 out[name] = plan.Desired(name, version, None, unsigned)
                 continue
