@@ -73,7 +73,10 @@ wide_option = click.option("--wide", is_flag=True,
 def _print_table(table: Table, *, wide: bool) -> None:
     """A table on stdout: at the terminal's width, or at its natural width under --wide."""
     if wide:
-        ui.out.print(table, width=max(ui.out.width, 400), crop=False, soft_wrap=True)
+        from rich.console import Console
+
+        Console(file=ui.out.file, width=100_000, highlight=False,
+                color_system="auto" if ui.out.color_system else None).print(table)
     else:
         ui.out.print(table)
 
