@@ -142,7 +142,7 @@ def publish(
     label column, kept out of the features). Returns the commit that is now the version.
     """
     settings.telemetry_off()
-    root = Path(repo).resolve()
+    root = Path(repo).expanduser().resolve()  # repo="~/credit-models" as the README writes it
     if not manifest.valid_name(name):
         raise errors.ConfigError(
             f"model name {name!r} is not a DNS label (lowercase letters, digits, '-'); pick another"
