@@ -482,7 +482,9 @@ def demo(workdir: Path | None, port: int, on_kubernetes: bool) -> None:
 
         demo_k8s.run(workdir=workdir)
         return
-    from mlgitops import demo as demo_mod
+    with ui.console.status("mlgitops demo: loading scikit-learn, MLflow and Evidently…"):
+        from mlgitops import demo as demo_mod
+        from mlgitops.controller import run as _run  # noqa: F401  (imported here, with a spinner)
 
     demo_mod.run(workdir=workdir, port=port)
 

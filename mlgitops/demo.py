@@ -128,12 +128,15 @@ def run(*, workdir: Path | None = None, port: int = 0) -> None:
         rows.append(("requests answered / failed", f"{traffic.ok} / {traffic.failed}"))
         if traffic.errors_seen:
             rows.append(("first failure", traffic.errors_seen[0][:120]))
-        with steps.step("the revert recorded in MLflow and the Evidently workspace (off the loop)"):
+        rows.extend(_tracking_rows(ctl))
+        _print_summary(rows, repo, remote)
+        # recorded off the loop by background processes: the table above does not wait for them
+        with steps.step("the revert recorded in MLflow and the Evidently workspace"):
             deadline = time.monotonic() + 300
             while not (recorded := _revert_recorded(ctl)) and time.monotonic() < deadline:
                 time.sleep(0.5)
-        rows.extend(_tracking_rows(ctl, recorded=recorded))
-        _print_summary(rows, repo, remote)
+        ui.console.print(_alias_line(ctl) if recorded else "The revert was not recorded in "
+                         f"MLflow and Evidently within 300 s; see {ctl.state_dir / 'tracking'}/*.log")
         if evidently_url:  # built off the loop after the revert: the table does not wait for it
             with steps.step("full Evidently report of the breach (the decision page is served)"):
                 deadline = time.monotonic() + 120
@@ -170,25 +173,28 @@ def _revert_recorded(ctl: Any) -> bool:
     return all(any("-revert-" in str(r.get("id")) for r in s.recorded) for s in sinks)
 
 
-def _tracking_rows(ctl: Any, *, recorded: bool) -> list[tuple[str, str]]:
+def _tracking_rows(ctl: Any) -> list[tuple[str, str]]:
     """Where the MLflow store and the Evidently workspace are, and how to open them."""
     from mlgitops.controller import tracking
 
     where = tracking.describe(ctl.state_dir, uri=ctl.cfg.tracking.mlflow_uri)
-    out = [("MLflow tracking store", where["mlflowUri"]),
-           ("open it", where["mlflowUi"] + "  (then Models -> " + MODEL + ")"),
-           ("Evidently workspace", where["evidentlyWorkspace"]),
-           ("open it", where["evidentlyUi"] + "  (project " + MODEL + ": drift trend)")]
+    return [("MLflow tracking store", where["mlflowUri"]),
+            ("open it", where["mlflowUi"] + "  (then Models -> " + MODEL + ")"),
+            ("Evidently workspace", where["evidentlyWorkspace"]),
+            ("open it", where["evidentlyUi"] + "  (project " + MODEL + ": drift trend)")]
+
+
+def _alias_line(ctl: Any) -> str:
+    """Where MLflow's production alias points once the revert is recorded."""
+    from mlgitops.controller import tracking
+
     for sink in ctl.decisions.sinks:
         if isinstance(sink, tracking.MlflowSink):
             moved = [r for r in sink.recorded if r.get("modelVersion") and "-revert-" in r["id"]]
             if moved:
-                out.append(("MLflow alias production", f"version {moved[-1]['modelVersion']} "
-                                                       "(the restored content)"))
-    if not recorded:
-        out.append(("tracking status", "the revert was not recorded within 300 s; see "
-                                       f"{ctl.state_dir / 'tracking'}/*.log"))
-    return out
+                return (f"MLflow alias production: version {moved[-1]['modelVersion']} "
+                        "(the restored content)")
+    return "The revert is recorded in MLflow and the Evidently workspace."
 
 
 def _served(url: str) -> bool:
