@@ -126,7 +126,8 @@ class Place:
         import mlflow.sklearn
 
         mlflow.sklearn.save_model(examples.train_credit_model(frame, seed=1),
-                                  str(self.work / "model"), serialization_format="skops")
+                                  str(self.work / "model"), serialization_format="skops",
+                                  skops_trusted_types=["sklearn.tree._tree.Tree"])
         record = frame.drop(columns=[examples.TARGET]).iloc[0].to_dict()
         inputs = [{"name": k, "shape": [1], "data": [v],
                    "datatype": "INT64" if isinstance(v, int) else "FP64"}
