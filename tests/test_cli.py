@@ -112,6 +112,7 @@ def test_every_command_refuses_a_directory_that_is_not_a_model_repository(
         "up": lambda d: ["up", "--repo", d, "--port", str(free_port())],
         "publish": lambda d: ["publish", "credit", "--model", str(tmp_path / "m"),
                               "--reference", str(data), "--repo", d],
+        "retry": lambda d: ["retry", "credit", "--repo", d],
     }
     cases = [(cmd, where, args(str(where)))
              for cmd, args in commands.items()
@@ -169,7 +170,6 @@ def test_tables_fit_80_columns_and_history_shows_decisions(
     repo: Path, publish_version: Callable[..., str]
 ) -> None:
     from mlgitops.controller import state
-    from mlgitops.core import layout
 
     v1 = publish_version()
     cfg = settings.controller(repo, port=free_port(), monitor=False)
@@ -178,7 +178,7 @@ def test_tables_fit_80_columns_and_history_shows_decisions(
         wait_until(lambda: bool(mlgitops("report", "credit", "--repo", str(repo),
                                          "--json").stdout.strip("[]\n ")),
                    what="the deploy decision recorded")
-        store = state.Store(repo / layout.STATE_DIR)
+        store = state.Store(settings.state_dir(repo))
         for i in range(5):
             store.event("DriftWindow", model="credit", commit=v1, message=f"window {i} ok")
         status = mlgitops_env("status", "--repo", str(repo), COLUMNS="80")

@@ -45,11 +45,10 @@ README = ROOT / "README.md"
 MARKER = re.compile(r"<!--\s*readme-test:\s*(run|skip)\b\s*(.*?)\s*-->")
 FENCE = re.compile(r"^```(sh|python)\n(.*?)^```", re.S | re.M)
 
-#: An example that fails for a known reason that another change fixes: xfail(strict=False).
-KNOWN_FAILURES = {
-    "/infer -d ": "curl -d sends application/x-www-form-urlencoded; the gateway parses a JSON "
-                  "body whatever the Content-Type once the h2serve change lands (issue 16 item 6)",
-}
+#: Command substring -> why it fails for a known reason another change fixes: such a failure
+#: makes the test xfail (non-strict). Empty: the README's curl -d example (curl's default
+#: form content type) works since the gateway parses a JSON body whatever the Content-Type.
+KNOWN_FAILURES: dict[str, str] = {}
 
 #: Python names the prose around an example assumes (``run with=NAME``).
 PRELUDES = {
