@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: demo test lint typecheck bench clean install browser
+.PHONY: demo test lint typecheck bench clean install browser notebook
 
 install: $(STAMP)
 
@@ -15,11 +15,16 @@ $(STAMP): pyproject.toml
 	@command -v git >/dev/null || { echo "mlgitops needs git on PATH"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/mlgitops demo
+
+# The walkthrough notebook in JupyterLab (the `notebook` extra, installed on first use).
+notebook: $(STAMP)
+	@test -x $(BIN)/jupyter-lab || PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q -e '.[dev,notebook]'
+	$(BIN)/jupyter lab notebooks/
 
 lint: $(STAMP)
 	$(BIN)/ruff check mlgitops tests bench

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import sys
@@ -16,25 +17,68 @@ from mlgitops.adapters import git
 from mlgitops.core import decisions, layout, manifest
 from mlgitops.core import digest as digest_mod
 
+#: Exit codes (README, "Exit codes"): 0 done, 1 failed (a sentence says why), 2 usage.
+EXIT_FAILED = 1
 
-def _fail(exc: BaseException) -> None:
-    ui.console.print(f"[red]error:[/] {exc}")
-    raise SystemExit(1)
+
+def _fail(message: object) -> None:
+    ui.console.print(f"[red]error:[/] {message}", soft_wrap=True)
+    raise SystemExit(EXIT_FAILED)
 
 
 class _Group(click.Group):
+    """Every error a user can cause ends as one sentence and exit 1; ``--debug`` shows the
+    traceback instead. Click's own usage errors exit 2."""
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+            raise
         except errors.MlgitopsError as exc:
+            if ctx.params.get("debug"):
+                raise
             _fail(exc)
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            _fail(f"{type(exc).__name__}: {exc} (unexpected; run the command again with "
+                  "`mlgitops --debug ...` for the traceback, and report it)")
 
 
 @click.group(cls=_Group)
 @click.version_option(package_name="mlgitops")
-def main() -> None:
-    """GitOps for machine-learning models: Git says which model version serves."""
+@click.option("--debug", is_flag=True, help="Show the traceback of an error instead of a sentence.")
+def main(debug: bool) -> None:
+    """GitOps for machine-learning models: Git says which model version serves.
+
+    Exit codes: 0 done, 1 failed (a sentence on stderr says why), 2 usage error.
+    """
+    del debug  # read by _Group.invoke
     settings.telemetry_off()
+
+
+def _model_repo(path: Path) -> Path:
+    """``path`` as a model repository, or exit 1 with the sentence saying what it is instead."""
+    return repository.require(path)
+
+
+#: ``--repo`` of every command that reads a model repository (checked by _model_repo).
+repo_option = click.option("--repo", default=".", type=click.Path(path_type=Path),
+                           show_default=True, help="The model repository (its working clone).")
+wide_option = click.option("--wide", is_flag=True,
+                           help="One row per line at full width (URLs and messages in the table).")
+
+
+def _print_table(table: Table, *, wide: bool) -> None:
+    """A table on stdout: at the terminal's width, or at its natural width under --wide."""
+    if wide:
+        from rich.console import Console
+
+        Console(file=ui.out.file, width=100_000, highlight=False,
+                color_system="auto" if ui.out.color_system else None).print(table)
+    else:
+        ui.out.print(table)
 
 
 @main.command()
@@ -50,11 +94,13 @@ def init(directory: Path, remote: str | None) -> None:
 def _read_frame(path: Path) -> Any:
     import pandas as pd
 
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    if path.suffix in (".csv", ".txt"):
-        return pd.read_csv(path)
-    raise errors.ConfigError(f"{path}: reference data must be .csv or .parquet")
+    if path.suffix not in (".parquet", ".csv", ".txt"):
+        raise errors.ConfigError(f"{path}: reference data must be .csv or .parquet")
+    try:
+        return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise errors.ConfigError(f"{path} could not be read as {path.suffix[1:]} ({exc}); "
+                                 "pass the reference data as .csv or .parquet") from exc
 
 
 @main.command()
@@ -63,8 +109,9 @@ def _read_frame(path: Path) -> Any:
               help="MLflow model directory, or a runs:/ or models:/ URI.")
 @click.option("--reference", required=True, type=click.Path(exists=True, path_type=Path),
               help="Reference data (.csv or .parquet) the model was trained or validated on.")
-@click.option("--repo", default=".", type=click.Path(path_type=Path), show_default=True)
-@click.option("--target", help="Label column in the reference data (kept out of the features).")
+@repo_option
+@click.option("--target", help="Label column in the reference data (kept out of the features); "
+              "a column the model was not fitted on must be named here.")
 @click.option("--message", "-m", help="Commit message.")
 @click.option("--trust", multiple=True, help="A type the model needs (optional: the repository's "
               "trust policy decides; `mlgitops trust allow` admits more).")
@@ -75,6 +122,7 @@ def publish(name: str, model_source: str, reference: Path, repo: Path, target: s
     from mlgitops import publishing as publish_mod
     from mlgitops.adapters import mlflow_models
 
+    repo = _model_repo(repo)
     estimator = mlflow_models.load_estimator_for_publish(
         model_source, trusted_types=trust, policy=settings.trust_policy(repo=repo))
     sha = publish_mod.publish(estimator, _read_frame(reference), name=name, repo=repo,
@@ -84,11 +132,11 @@ def publish(name: str, model_source: str, reference: Path, repo: Path, target: s
 
 
 @main.command(name="validate")
-@click.argument("directory", default=".", type=click.Path(exists=True, path_type=Path))
+@click.argument("directory", default=".", type=click.Path(path_type=Path))
 @click.option("--no-load", is_flag=True, help="Skip loading the models (faster).")
 def validate_cmd(directory: Path, no_load: bool) -> None:
     """Check manifests, digests, signatures, baselines and trusted types."""
-    root = directory.resolve()
+    root = _model_repo(directory)
     result = validate.validate_tree(root, load=not no_load, policy=settings.trust_policy(repo=root))
     if git.is_repo(root):
         for warning in repository.protection_problems(root):
@@ -128,7 +176,7 @@ def fetch_model_cmd(repo_url: str, commit: str, name: str, digest: str, dest: Pa
 
 
 @main.command()
-@click.option("--repo", default=".", type=click.Path(exists=True, path_type=Path), show_default=True)
+@repo_option
 @click.option("--port", type=int, help="Gateway port (default 8700 or MLGITOPS_PORT).")
 @click.option("--host", help="Gateway address (default 127.0.0.1).")
 @click.option("--grpc-port", type=int, help="Also serve the v2 gRPC API of every model on this "
@@ -154,6 +202,7 @@ def up(repo: Path, port: int | None, host: str | None, grpc_port: int | None,
                               monitor=not no_monitor, tracking_uri=tracking_uri,
                               public=public_url, notify_url=notify_url,
                               notify_format=notify_format)
+    cfg = dataclasses.replace(cfg, repo=_model_repo(repo))  # after the settings: a wrong flag first
     run.up(cfg)
 
 
@@ -214,12 +263,17 @@ def _status_doc(repo: Path) -> dict[str, Any]:
     }
 
 
+def _short(commit: object) -> str:
+    return str(commit)[:12] if commit else "-"
+
+
 @main.command()
-@click.option("--repo", default=".", type=click.Path(exists=True, path_type=Path), show_default=True)
+@repo_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable (stable shape).")
-def status(repo: Path, as_json: bool) -> None:
+@wide_option
+def status(repo: Path, as_json: bool, wide: bool) -> None:
     """Per model: desired and served commit, health, conditions, endpoint."""
-    doc = _status_doc(repo)
+    doc = _status_doc(_model_repo(repo))
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
@@ -231,29 +285,56 @@ def status(repo: Path, as_json: bool) -> None:
                  f"gone; start it with `mlgitops up --repo {doc['repo']}`)")
     else:
         where = f"not running (start it with `mlgitops up --repo {doc['repo']}`)"
-    ui.console.print(f"controller: {where}; Git head {str(doc['head'])[:12]}", highlight=False)
-    table = Table("model", "health", "desired", "served", "last applied", "last attempted",
-                  "endpoint", "conditions")
+    head = _short(doc["head"]) if doc["head"] else "not read yet"
+    ui.out.print(f"controller: {where}; Git head {head}", highlight=False)
+    if not doc["models"]:
+        ui.out.print("No model has been seen by a controller yet (publish one, then run "
+                     f"`mlgitops up --repo {doc['repo']}`).")
+        return
+    table = Table("model", "health", "desired", "served", "conditions")
+    if wide:
+        table.add_column("last applied")
+        table.add_column("last attempted")
+        table.add_column("endpoint")
+    for column in table.columns[:4]:
+        column.no_wrap = True
+    notes: list[str] = []
     for m in doc["models"]:
-        conds = "; ".join(
-            f"{c['type']}={c['status']} {c['reason']}" + (f": {c['message']}" if c["status"] == "True" and c["type"] == "Stalled" else "")
-            for c in m["conditions"]
-        )
-        table.add_row(m["name"], m["health"], *(str(m[k] or "-")[:12] for k in (
-            "desiredCommit", "servedCommit", "lastAppliedCommit", "lastAttemptedCommit")),
-            m["endpoint"] or "-", conds)
-    ui.console.print(table)
+        true = [c for c in m["conditions"] if c["status"] == "True"]
+        conds = ", ".join(f"{c['type']} {c['reason']}".strip() for c in true) or "-"
+        cells = [m["name"], m["health"], _short(m["desiredCommit"]), _short(m["servedCommit"]),
+                 conds]
+        if wide:
+            cells += [_short(m["lastAppliedCommit"]), _short(m["lastAttemptedCommit"]),
+                      m["endpoint"] or "-"]
+        table.add_row(*cells)
+        if not wide and m["endpoint"]:
+            notes.append(f"{m['name']}: {m['endpoint']}")
+        notes.extend(f"{m['name']}: {c['type']}: {c['message']}" for c in true
+                     if c["type"] == "Stalled" and c["message"])
+    _print_table(table, wide=wide)
+    for line in notes:
+        ui.out.print(line, soft_wrap=True, highlight=False)
+
+
+#: Controller events that are not decisions: one per closed drift window (``--windows``).
+WINDOW_EVENTS = frozenset({"DriftWindow"})
 
 
 @main.command()
 @click.argument("name")
-@click.option("--repo", default=".", type=click.Path(exists=True, path_type=Path), show_default=True)
+@repo_option
 @click.option("--json", "as_json", is_flag=True)
-def history(name: str, repo: Path, as_json: bool) -> None:
-    """Versions published, deploys and rollbacks of model NAME."""
+@click.option("--windows", is_flag=True, help="Also list every closed drift window.")
+@wide_option
+def history(name: str, repo: Path, as_json: bool, windows: bool, wide: bool) -> None:
+    """Versions published, deploys, holds, alerts and rollbacks of model NAME."""
     from mlgitops.controller import state
 
-    root = repo.resolve()
+    root = _model_repo(repo)
+    if not manifest.valid_name(name):
+        raise errors.ConfigError(f"{name!r} is not a model name (a lowercase DNS label such as "
+                                 "credit-risk)")
     with __import__("contextlib").suppress(errors.GitError):
         git.fetch(root)
     ref = f"origin/{layout.BRANCH}" if git.rev_parse(root, f"origin/{layout.BRANCH}") else "HEAD"
@@ -265,34 +346,55 @@ def history(name: str, repo: Path, as_json: bool) -> None:
             "kind": kind, "commit": e.commit, "digest": e.trailers.get(layout.TRAILER_DIGEST),
             "message": e.subject, "source": "git",
         })
+    hidden = 0
     for ev in state.Store(settings.state_dir(root)).events(name):
+        if ev["type"] in WINDOW_EVENTS and not windows:
+            hidden += 1
+            continue
         rows.append({"time": ev["time"], "kind": ev["type"], "commit": ev.get("commit"),
                      "digest": ev.get("digest"), "message": ev.get("message", ""),
                      "source": "controller"})
+    if not rows and not hidden:
+        known = sorted(p.stem for p in (root / layout.MANIFESTS).glob("*.yaml"))
+        raise errors.ConfigError(
+            f"{root} has no model {name} (no commit touched {layout.model_path(name)}); "
+            + (f"its models: {', '.join(known)}" if known else "it has no model yet"))
     rows.sort(key=lambda r: str(r["time"]))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table("time", "what", "commit", "digest", "message")
+    table = Table("time (UTC)", "what", "commit", "message")
+    if wide:
+        table.add_column("digest")
+    for column in table.columns[:3]:
+        column.no_wrap = True
     for r in rows:
-        table.add_row(str(r["time"])[:19], r["kind"], str(r["commit"] or "-")[:12],
-                      digest_mod.short(r["digest"]) if r["digest"] else "-", r["message"])
-    ui.console.print(table)
+        cells = [str(r["time"])[:19].replace("T", " "), r["kind"], _short(r["commit"]),
+                 str(r["message"])]
+        if wide:
+            cells.append(digest_mod.short(r["digest"]) if r["digest"] else "-")
+        table.add_row(*cells)
+    _print_table(table, wide=wide)
+    if hidden:
+        ui.out.print(f"({hidden} closed drift window(s) not shown; --windows lists them)")
 
 
 @main.command()
 @click.argument("name")
-@click.option("--repo", default=".", type=click.Path(exists=True, path_type=Path), show_default=True)
+@repo_option
 @click.option("--open", "open_latest", is_flag=True, help="Open the latest decision in a browser.")
 @click.option("--json", "as_json", is_flag=True, help="Print the decisions as JSON.")
 @click.option("--build", is_flag=True,
               help="Instead: write an Evidently report of NAME's live data now.")
-def report(name: str, repo: Path, open_latest: bool, as_json: bool, build: bool) -> None:
+@wide_option
+def report(name: str, repo: Path, open_latest: bool, as_json: bool, build: bool,
+           wide: bool) -> None:
     """List NAME's decisions (deploys, holds, alerts, reverts) with the URLs of their pages."""
     from mlgitops.controller import reports
 
+    repo = _model_repo(repo)
     if not build:
-        _decisions(name, repo, open_latest=open_latest, as_json=as_json)
+        _decisions(name, repo, open_latest=open_latest, as_json=as_json, wide=wide)
         return
     with ui.console.status(f"building the Evidently report for {name}…"):
         html = reports.build_report(repo, name)
@@ -303,12 +405,12 @@ def report(name: str, repo: Path, open_latest: bool, as_json: bool, build: bool)
 
 @main.command()
 @click.argument("name")
-@click.option("--repo", default=".", type=click.Path(exists=True, path_type=Path), show_default=True)
+@repo_option
 def retry(name: str, repo: Path) -> None:
     """Try NAME's held version again now (after fixing what held it)."""
     from mlgitops.controller import run, state
 
-    root = repo.resolve()
+    root = _model_repo(repo)
     store = state.Store(settings.state_dir(root))
     if not manifest.valid_name(name) or (
             name not in store.models and not (root / layout.manifest_path(name)).is_file()):
@@ -325,7 +427,7 @@ def retry(name: str, repo: Path) -> None:
                          f"{name} again when it starts", highlight=False)
 
 
-def _decisions(name: str, repo: Path, *, open_latest: bool, as_json: bool) -> None:
+def _decisions(name: str, repo: Path, *, open_latest: bool, as_json: bool, wide: bool) -> None:
     """``mlgitops report NAME``: the recorded decisions of NAME, newest last."""
     import webbrowser
 
@@ -346,11 +448,19 @@ def _decisions(name: str, repo: Path, *, open_latest: bool, as_json: bool) -> No
                          f"{settings.state_dir(repo)}; run `mlgitops up --repo {repo}` "
                          "and publish it first.")
     else:
-        table = Table("time (UTC)", "kind", "version", "previous", "verdict", "url")
-        for d, url in rows:
-            table.add_row(decisions.iso(d.at), d.kind.value, (d.version or "-")[:12],
-                          (d.previous_version or "-")[:12], d.verdict, url)
-        ui.console.print(table)
+        table = Table("#", "time (UTC)", "kind", "version", "previous", "verdict")
+        if wide:
+            table.add_column("url", no_wrap=True)
+        for column in table.columns[:5]:
+            column.no_wrap = True
+        for i, (d, url) in enumerate(rows, 1):
+            cells = [str(i), decisions.iso(d.at).replace("T", " ").removesuffix("Z"),
+                     d.kind.value, _short(d.version), _short(d.previous_version), d.verdict]
+            table.add_row(*cells, *([url] if wide else []))
+        _print_table(table, wide=wide)
+        if not wide:  # the links whole, one per line: a terminal makes them clickable
+            for i, (_, url) in enumerate(rows, 1):
+                ui.out.print(f"{i:>2}  {url}", soft_wrap=True, highlight=False)
     if open_latest:
         if not rows:
             raise click.ClickException(f"there is no decision of {name} to open")
@@ -372,7 +482,9 @@ def demo(workdir: Path | None, port: int, on_kubernetes: bool) -> None:
 
         demo_k8s.run(workdir=workdir)
         return
-    from mlgitops import demo as demo_mod
+    with ui.console.status("mlgitops demo: loading scikit-learn, MLflow and Evidently…"):
+        from mlgitops import demo as demo_mod
+        from mlgitops.controller import run as _run  # noqa: F401  (imported here, with a spinner)
 
     demo_mod.run(workdir=workdir, port=port)
 

@@ -122,19 +122,35 @@ def run(*, workdir: Path | None = None, port: int = 0) -> None:
             commit_to_serving = time.perf_counter() - pushed
         rows.append(("v2 commit", v2[:12]))
         rows.append(("commit-to-serving (push returned → v2 answers)", f"{commit_to_serving:.2f} s"))
-        rollback = _await_rollback(ctl, base, repo, v1, v2, steps, rows)
+        evidently_url = _await_rollback(ctl, base, repo, v1, v2, steps, rows)
         traffic.stop.set()
         client.join(timeout=5)
         rows.append(("requests answered / failed", f"{traffic.ok} / {traffic.failed}"))
         if traffic.errors_seen:
             rows.append(("first failure", traffic.errors_seen[0][:120]))
-        del rollback
-        with steps.step("the revert recorded in MLflow and the Evidently workspace (off the loop)"):
+        rows.extend(_tracking_rows(ctl))
+        _print_summary(rows, repo, remote)
+        # recorded off the loop by background processes: the table above does not wait for them
+        with steps.step("the revert recorded in MLflow and the Evidently workspace"):
             deadline = time.monotonic() + 300
             while not (recorded := _revert_recorded(ctl)) and time.monotonic() < deadline:
                 time.sleep(0.5)
-        rows.extend(_tracking_rows(ctl, recorded=recorded))
+        ui.console.print(_alias_line(ctl) if recorded else "The revert was not recorded in "
+                         f"MLflow and Evidently within 300 s; see {ctl.state_dir / 'tracking'}/*.log")
+        if evidently_url:  # built off the loop after the revert: the table does not wait for it
+            with steps.step("full Evidently report of the breach (the decision page is served)"):
+                deadline = time.monotonic() + 120
+                while not _served(evidently_url) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+            if _served(evidently_url):
+                ui.console.print(f"Evidently report: {evidently_url} (while the controller runs)")
+            else:
+                ui.console.print("The Evidently report was not served within 120 s; see "
+                                 f"mlgitops history {MODEL} --repo {repo}")
     validator.stop(remote)  # the demo leaves nothing running behind it
+
+
+def _print_summary(rows: list[tuple[str, str]], repo: Path, remote: Path) -> None:
     table = Table(title="mlgitops demo", show_lines=False)
     table.add_column("what", no_wrap=True)
     table.add_column("value", overflow="fold")
@@ -157,25 +173,28 @@ def _revert_recorded(ctl: Any) -> bool:
     return all(any("-revert-" in str(r.get("id")) for r in s.recorded) for s in sinks)
 
 
-def _tracking_rows(ctl: Any, *, recorded: bool) -> list[tuple[str, str]]:
+def _tracking_rows(ctl: Any) -> list[tuple[str, str]]:
     """Where the MLflow store and the Evidently workspace are, and how to open them."""
     from mlgitops.controller import tracking
 
     where = tracking.describe(ctl.state_dir, uri=ctl.cfg.tracking.mlflow_uri)
-    out = [("MLflow tracking store", where["mlflowUri"]),
-           ("open it", where["mlflowUi"] + "  (then Models -> " + MODEL + ")"),
-           ("Evidently workspace", where["evidentlyWorkspace"]),
-           ("open it", where["evidentlyUi"] + "  (project " + MODEL + ": drift trend)")]
+    return [("MLflow tracking store", where["mlflowUri"]),
+            ("open it", where["mlflowUi"] + "  (then Models -> " + MODEL + ")"),
+            ("Evidently workspace", where["evidentlyWorkspace"]),
+            ("open it", where["evidentlyUi"] + "  (project " + MODEL + ": drift trend)")]
+
+
+def _alias_line(ctl: Any) -> str:
+    """Where MLflow's production alias points once the revert is recorded."""
+    from mlgitops.controller import tracking
+
     for sink in ctl.decisions.sinks:
         if isinstance(sink, tracking.MlflowSink):
             moved = [r for r in sink.recorded if r.get("modelVersion") and "-revert-" in r["id"]]
             if moved:
-                out.append(("MLflow alias production", f"version {moved[-1]['modelVersion']} "
-                                                       "(the restored content)"))
-    if not recorded:
-        out.append(("tracking status", "the revert was not recorded within 300 s; see "
-                                       f"{ctl.state_dir / 'tracking'}/*.log"))
-    return out
+                return (f"MLflow alias production: version {moved[-1]['modelVersion']} "
+                        "(the restored content)")
+    return "The revert is recorded in MLflow and the Evidently workspace."
 
 
 def _served(url: str) -> bool:
@@ -189,8 +208,9 @@ def _served(url: str) -> bool:
 
 
 def _await_rollback(ctl: Any, base: str, repo: Path, v1: str, v2: str, steps: ui.Steps,
-                    rows: list[tuple[str, str]]) -> float | None:
-    """Wait for the monitor to revert v2 and v1 to serve again; None when no monitor runs."""
+                    rows: list[tuple[str, str]]) -> str | None:
+    """Wait for the monitor to revert v2 and v1 to serve again; return the URL of the full
+    Evidently report of the breach (built after the revert), None when there is none."""
     if not ctl.cfg.monitor.enabled or not ctl.background:
         rows.append(("drift monitor", "not running"))
         return None
@@ -224,12 +244,4 @@ def _await_rollback(ctl: Any, base: str, repo: Path, v1: str, v2: str, steps: ui
                      f"{answered - float(reverted[-1]['closedAt']):.2f} s"))
     rows.append(("v2 serving → v1 serving again", f"{time.perf_counter() - start:.1f} s"))
     page = next((r[1] for r in rows if r[0] == "decision page (why v2 was reverted)"), None)
-    url = f"{page}.evidently.html" if page else None  # the full report beside the page
-    if url:
-        with steps.step("Evidently report of the breach served (built after the revert, never before)"):
-            deadline = time.monotonic() + 120
-            while not _served(url) and time.monotonic() < deadline:
-                time.sleep(0.2)
-        if not _served(url):
-            rows.append(("report status", "not served within 120 s; see mlgitops history"))
-    return time.perf_counter() - start
+    return f"{page}.evidently.html" if page else None  # the full report beside the page

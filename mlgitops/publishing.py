@@ -142,7 +142,7 @@ def publish(
     label column, kept out of the features). Returns the commit that is now the version.
     """
     settings.telemetry_off()
-    root = Path(repo).resolve()
+    root = Path(repo).expanduser().resolve()  # repo="~/credit-models" as the README writes it
     if not manifest.valid_name(name):
         raise errors.ConfigError(
             f"model name {name!r} is not a DNS label (lowercase letters, digits, '-'); pick another"
@@ -153,6 +153,7 @@ def publish(
         raise errors.ConfigError("reference_frame must be a non-empty pandas DataFrame")
     if target is not None and target not in reference_frame.columns:
         raise errors.ConfigError(f"target {target!r} is not a column of reference_frame")
+    check_fitted_columns(estimator, reference_frame, target=target)
     steps = ui.Steps(f"publish {name}", quiet=quiet)
     url = git.remote_url(root) if push else None
     if url is not None:
@@ -225,6 +226,56 @@ def publish(
         assert rebased is not None
         sha = rebased
     return sha
+
+
+def _names(columns: Sequence[Any]) -> str:
+    return ", ".join(repr(str(c)) for c in columns)
+
+
+def check_fitted_columns(estimator: Any, reference_frame: pd.DataFrame, *,
+                         target: str | None) -> None:
+    """Refuse, before anything is written, a reference frame that does not match what the
+    estimator was fitted on: an unfitted estimator, a feature it lacks, or a column the
+    estimator never saw that is not named as the target (it would become a required input)."""
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    kind = type(estimator).__name__
+    try:
+        check_is_fitted(estimator)
+    except NotFittedError as exc:
+        raise errors.ConfigError(
+            f"the {kind} is not fitted; call fit(...) on it before publishing"
+        ) from exc
+    except TypeError as exc:
+        raise errors.ConfigError(
+            f"{kind} is not a scikit-learn estimator; publish a fitted estimator or Pipeline"
+        ) from exc
+    features = [c for c in reference_frame.columns if c != target]
+    fitted = getattr(estimator, "feature_names_in_", None)
+    if fitted is None:
+        count = getattr(estimator, "n_features_in_", None)
+        if isinstance(count, int) and count != len(features):
+            raise errors.ConfigError(
+                f"the reference data has {len(features)} feature column(s) but the {kind} was "
+                f"fitted on {count}; name the label column with --target (target= in Python) "
+                "and drop columns the model does not take"
+            )
+        return
+    fitted_names = [str(c) for c in fitted]
+    missing = [c for c in fitted_names if c not in {str(f) for f in features}]
+    if missing:
+        raise errors.ConfigError(
+            f"the reference data lacks {_names(missing)}, which the {kind} was fitted on; "
+            "publish with the data the model was trained or validated on"
+        )
+    extra = [c for c in features if str(c) not in set(fitted_names)]
+    if extra:
+        raise errors.ConfigError(
+            f"the reference data has {_names(extra)}, which the {kind} was not fitted on; if "
+            f"{'it is' if len(extra) == 1 else 'one is'} the label, name it with --target "
+            "(target= in Python), and drop any other column the model does not take"
+        )
 
 
 def _dirty(root: Path, paths: Sequence[str]) -> bool:

@@ -327,6 +327,35 @@ def init(work: Path, *, remote: str | None = None) -> Path:
     return bare if bare is not None else Path(remote)
 
 
+def require(path: Path) -> Path:
+    """``path`` resolved when it is a model repository (a git work tree with ``models/`` and
+    ``manifests/`` at its top, as ``mlgitops init`` makes it); else ConfigError, one sentence."""
+    root = Path(path).expanduser().resolve()
+    fresh = not root.exists() or (root.is_dir() and not any(root.iterdir()))
+    create = f"create one with `mlgitops init {path if fresh else 'NEW_DIR'}`"
+    if not root.exists():
+        raise errors.ConfigError(f"{path} does not exist; pass the directory of a model "
+                                 f"repository, or {create}")
+    if not root.is_dir():
+        raise errors.ConfigError(f"{path} is a file, not a model repository; pass the directory "
+                                 "`mlgitops init` created")
+    if not git.is_repo(root):
+        raise errors.ConfigError(f"{path} is not a model repository (not even a git repository); "
+                                 f"pass the directory `mlgitops init` created, or {create}")
+    inside = git.run(root, "rev-parse", "--show-toplevel", check=False).decode().strip()
+    if not inside:
+        raise errors.ConfigError(f"{path} is a bare git repository (a remote), not a model "
+                                 "repository; pass the working clone `mlgitops init` created")
+    top = Path(inside).resolve()
+    missing = [d for d in (layout.MODELS, layout.MANIFESTS) if not (top / d).is_dir()]
+    if missing:
+        raise errors.ConfigError(
+            f"{path} is a git repository but not a model repository (it has no "
+            f"{' and no '.join(d + '/' for d in missing)}); pass the directory `mlgitops init` "
+            f"created, or {create}")
+    return top
+
+
 @dataclass(frozen=True)
 class Remote:
     """Where a controller reads desired state: a URL, and the local bare path when it is one."""

@@ -9,7 +9,10 @@ from collections.abc import Iterator
 
 from rich.console import Console
 
+#: Progress, sentences and errors (stderr).
 console = Console(stderr=True, highlight=False)
+#: What a command answers: tables and listings (stdout, so they can be piped).
+out = Console(highlight=False)
 
 
 class Steps:

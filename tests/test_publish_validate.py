@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -158,3 +160,78 @@ def test_publish_rebases_over_a_concurrent_push(
     assert remote_head(repo) == sha
     subjects = git.text(repo, "log", "--format=%s", "origin/main")
     assert "colleague notes" in subjects
+
+
+def _housing(n: int = 300) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({
+        "sqft": rng.normal(1500, 300, n), "rooms": rng.integers(1, 6, n).astype(float),
+        "lot_size": rng.normal(5000, 900, n), "age": rng.normal(30, 10, n),
+        "city": rng.choice(["north", "south", "east"], n),
+    })
+    frame.loc[rng.random(n) < 0.1, "lot_size"] = np.nan
+    frame["price"] = 100 * frame.sqft + 5000 * frame.rooms + rng.normal(0, 1000, n)
+    return frame
+
+
+def _housing_pipeline() -> Any:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    numeric = ["sqft", "rooms", "lot_size", "age"]
+    return Pipeline([
+        ("prep", ColumnTransformer([
+            ("num", make_pipeline(SimpleImputer(), StandardScaler()), numeric),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"]),
+        ])),
+        ("ridge", Ridge()),
+    ])
+
+
+def test_publish_without_target_refuses_a_column_the_pipeline_was_not_fitted_on(
+    repo: Path,
+) -> None:
+    frame = _housing()
+    pipeline = _housing_pipeline().fit(frame.drop(columns=["price"]), frame["price"])
+    before = git.text(repo, "rev-parse", "HEAD")
+    with pytest.raises(errors.ConfigError) as caught:
+        mlgitops.publish(pipeline, frame, name="houses", repo=repo, push=False, quiet=True,
+                         trusted_types=["numpy.dtype"])
+    assert "'price'" in str(caught.value) and "--target" in str(caught.value)
+    assert git.text(repo, "rev-parse", "HEAD") == before  # nothing committed
+    assert not (repo / "models/houses").exists()
+    with pytest.raises(errors.ConfigError, match="lacks 'sqft'"):
+        mlgitops.publish(pipeline, frame.drop(columns=["sqft"]), name="houses", repo=repo,
+                         target="price", push=False, quiet=True)
+    with pytest.raises(errors.ConfigError, match="not fitted; call fit"):
+        mlgitops.publish(_housing_pipeline(), frame, name="houses", repo=repo, target="price",
+                         push=False, quiet=True)
+    assert git.text(repo, "rev-parse", "HEAD") == before
+
+
+def test_cli_publish_names_the_unfitted_column_and_the_flag(repo: Path, tmp_path: Path) -> None:
+    import mlflow.sklearn
+
+    frame = _housing()
+    pipeline = _housing_pipeline().fit(frame.drop(columns=["price"]), frame["price"])
+    model_dir = tmp_path / "mlflow-model"
+    mlflow.sklearn.save_model(pipeline, str(model_dir), serialization_format="skops",
+                              skops_trusted_types=["numpy.dtype"])
+    data = tmp_path / "houses.csv"
+    frame.to_csv(data, index=False)
+    cli = [str(Path(mlgitops.__file__).parents[1] / ".venv/bin/mlgitops")]
+    env = {**os.environ, "MLGITOPS_TRUST_ALLOW": "numpy.dtype"}
+    before = git.text(repo, "rev-parse", "HEAD")
+    out = subprocess.run([*cli, "publish", "houses", "--model", str(model_dir), "--reference",
+                          str(data), "--repo", str(repo), "--no-push", "--trust", "numpy.dtype"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 1, out.stderr
+    assert "'price'" in out.stderr and "--target" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert git.text(repo, "rev-parse", "HEAD") == before
