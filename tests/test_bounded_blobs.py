@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import make_frame, train
+from conftest import copy_published, make_frame, remote_head, train
 
 import mlgitops
 from mlgitops import errors, repository
@@ -50,20 +50,14 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def repo(published: Path, tmp_path: Path) -> Iterator[Path]:
     """A copy of the repository and its remote; the remote's validator is stopped at the end."""
-    work, bare = tmp_path / "repo", tmp_path / "repo.git"
-    shutil.copytree(published, work, symlinks=True)
-    shutil.copytree(published.parent / "repo.git", bare, symlinks=True)
-    git.run(work, "remote", "set-url", "origin", str(bare))
+    work = copy_published(published, tmp_path)
+    bare = work.parent / "repo.git"
     yield work
     try:
         pid = int(validator.ask(bare, {"ping": True}, timeout=5.0)["pid"])
     except (OSError, ValueError, KeyError):
         return
     os.kill(pid, signal.SIGTERM)
-
-
-def remote_head(repo: Path) -> str:
-    return git.text(repo, "ls-remote", "origin", "refs/heads/main").split()[0]
 
 
 def commit(repo: Path, mutate: Callable[[Path], None]) -> None:

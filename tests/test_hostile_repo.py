@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import make_frame, train
+from conftest import copy_published, make_frame, remote_head, train
 
 import mlgitops
 from mlgitops import errors, validate
@@ -47,15 +47,8 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture()
 def repo(published: Path, tmp_path: Path) -> Iterator[Path]:
-    work, bare = tmp_path / "repo", tmp_path / "repo.git"
-    shutil.copytree(published, work, symlinks=True)
-    shutil.copytree(published.parent / "repo.git", bare, symlinks=True)
-    git.run(work, "remote", "set-url", "origin", str(bare))
+    work = copy_published(published, tmp_path)
     yield work
-
-
-def remote_head(repo: Path) -> str:
-    return git.text(repo, "ls-remote", "origin", "refs/heads/main").split()[0]
 
 
 def plain_push(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:

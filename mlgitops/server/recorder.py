@@ -135,17 +135,8 @@ class Recorder:
             return
         take = min(rows, cap)
         slots = np.arange(self._seen + rows - take, self._seen + rows) % cap
-        values = dict(columns)
-        if preds is not None:
-            values[PREDICTION] = preds
-        for name, arr in values.items():
-            ring = self._ring.get(name)
-            if ring is None:
-                dtype = arr.dtype if arr.dtype.kind in "fiub" else np.dtype(object)
-                ring = self._ring[name] = np.empty(cap, dtype=dtype)
-            elif arr.dtype.kind not in "fiub" and ring.dtype != object:
-                ring = self._ring[name] = ring.astype(object)
-            ring[slots] = arr[rows - take:]
+        _store_columns(self._ring, columns, preds, cap=cap, slots=slots,
+                       picks=np.arange(rows - take, rows))
 
     def _offer(self, columns: Mapping[str, Array], preds: Array | None, rows: int) -> None:
         cap = self.capacity
@@ -164,17 +155,7 @@ class Recorder:
             picks = np.concatenate([picks, np.nonzero(keep)[0] + fill])
         if len(slots) == 0:
             return
-        values = dict(columns)
-        if preds is not None:
-            values[PREDICTION] = preds
-        for name, arr in values.items():
-            store = self._store.get(name)
-            if store is None:
-                dtype = arr.dtype if arr.dtype.kind in "fiub" else np.dtype(object)
-                store = self._store[name] = np.empty(cap, dtype=dtype)
-            elif arr.dtype.kind not in "fiub" and store.dtype != object:
-                store = self._store[name] = store.astype(object)
-            store[slots] = arr[picks]
+        _store_columns(self._store, columns, preds, cap=cap, slots=slots, picks=picks)
 
     def snapshot(
         self, *, with_sample: bool = True
@@ -197,6 +178,23 @@ class Recorder:
                 order = np.arange(self._seen - n, self._seen) % self.recent
                 recent = {k: v[order] for k, v in self._ring.items()}
             return self.live.copy(), sample, recent, self._seen
+
+
+def _store_columns(stores: dict[str, Array], columns: Mapping[str, Array], preds: Array | None,
+                   *, cap: int, slots: Array, picks: Array) -> None:
+    """Write rows ``picks`` of each column (and the prediction) at ``slots`` of its fixed-size
+    store of ``cap`` rows; a store turns to objects once its column holds anything not numeric."""
+    values = dict(columns)
+    if preds is not None:
+        values[PREDICTION] = preds
+    for name, arr in values.items():
+        store = stores.get(name)
+        if store is None:
+            dtype = arr.dtype if arr.dtype.kind in "fiub" else np.dtype(object)
+            store = stores[name] = np.empty(cap, dtype=dtype)
+        elif arr.dtype.kind not in "fiub" and store.dtype != object:
+            store = stores[name] = store.astype(object)
+        store[slots] = arr[picks]
 
 
 def _merge(batches: Sequence[schema.Batch]) -> tuple[dict[str, Array], int]:
