@@ -27,10 +27,12 @@ import yaml
 from rich.table import Table
 
 import mlgitops
-from mlgitops import errors, examples, repository, settings, ui
+from mlgitops import errors, settings, ui
 from mlgitops.adapters import git, validator
 from mlgitops.adapters import kubernetes as k8s
+from mlgitops.authoring import repository
 from mlgitops.core import layout
+from mlgitops.demo import examples
 from mlgitops.devcluster.cluster import TestCluster
 from mlgitops.devcluster.crds import install_crds
 from mlgitops.devcluster.kubelet import Kubelet
