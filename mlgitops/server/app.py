@@ -25,6 +25,7 @@ from starlette.routing import Route
 from mlgitops import settings
 from mlgitops.adapters import http_server, stats_store
 from mlgitops.core import stats
+from mlgitops.core.serve_spec import ServeSpec
 from mlgitops.server import (
     batching,
     grpc_service,
@@ -38,7 +39,6 @@ from mlgitops.server import (
     schema,
     tensors,
 )
-from mlgitops.server.standby import ServeSpec
 
 log = logging.getLogger("mlgitops.server")
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy.typing as npt
 
+from mlgitops.core.serve_spec import ServeSpec
 from mlgitops.server import batching, problems, protocols, schema
-from mlgitops.server.standby import ServeSpec
 
 #: The shortest version prefix accepted (as ``git`` abbreviates commits).
 PREFIX = 7

@@ -27,7 +27,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from mlgitops import errors
 from mlgitops.core import trust
-from mlgitops.server.standby import ServeSpec, emit
+from mlgitops.core.serve_spec import ServeSpec
+from mlgitops.server.standby import emit
 
 if TYPE_CHECKING:
     from mlgitops.server import app
