@@ -1,266 +1,41 @@
-"""Per-column drift measures and dataset verdicts, mirroring Evidently 0.7's DataDriftPreset.
+"""Exact drift: raw reference and current values, Evidently's numbers.
 
-Method choice (evidently/legacy/calculations/stattests/registry.py `_get_default_stattest`),
-made on the non-missing **reference** size n and the distinct values u of reference ∪ current:
-
-| reference      | numeric                         | categorical               |
-|----------------|---------------------------------|---------------------------|
-| n <= 1000      | u <= 5: chi-square (z if u <= 2); else K-S p <= 0.05 | chi-square p < 0.05 (z-test if u <= 2) |
-| n > 1000       | u <= 5: Jensen-Shannon; else normed Wasserstein >= 0.1 | Jensen-Shannon >= 0.1 |
-
-A dataset drifts when the share of drifted features is >= `share` (0.5). Missing values (NaN,
-None, +-inf) are dropped first, as Evidently does.
-
-Two paths compute the same verdicts:
-- `compare_arrays` (and `compare_matrices`, which `mlgitops.drift.compare` calls, with
-  `compare_counts` for string columns) works on raw values and reproduces Evidently's numbers
-  (scipy's to ~1e-12): all columns at once, from one sort per matrix (`ecdf`, `counts`). `column_drift_exact` is the same computation one column
-  at a time, kept as the plain reference (and for method overrides).
-- `compare_stats` works on a `Baseline` and `LiveStats` only (cost independent of rows): K-S,
-  chi-square, z and Jensen-Shannon on category/value counts are exact; the Wasserstein distance
-  is exact unless the two CDFs cross inside a bin (see `stats.DEFAULT_BINS`).
-
-Pure: numpy, plus scipy for the Kolmogorov-Smirnov and chi-square distributions (exact two-sample
-K-S probabilities are a lattice-path computation scipy already implements; copying it is not
-worth the risk of disagreeing with Evidently).
+`compare_arrays` (and `compare_matrices`, which `mlgitops.drift.compare` calls, with
+`compare_counts` for string columns) compute all columns at once from one sort per matrix
+(`ecdf`, `counts`); `column_drift_exact` is the same computation one column at a time, kept
+as the plain reference (and for method overrides).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special as sp_special
 from scipy import stats as sp_stats
 
 from mlgitops.core import counts, ecdf, stats
+from mlgitops.core.drift.measures import (
+    FEW_VALUES,
+    KS_EXACT_MAX_N,
+    SMALL_REFERENCE,
+    THRESHOLDS,
+    ColumnDrift,
+    DriftReport,
+    FloatArray,
+    all_missing,
+    check_methods,
+    choose_method,
+    dataset_verdict,
+    jensenshannon,
+    ks_pvalue,
+    not_numeric,
+    on_counts,
+    psi,
+    verdict,
+)
 from mlgitops.core.stats import ColumnKind
-
-SMALL_REFERENCE = 1000
-"""Evidently uses p-value tests up to this many reference values, distances above."""
-FEW_VALUES = 5
-"""Numeric columns with at most this many distinct values are tested like categories."""
-KS_EXACT_MAX_N = 10000
-"""scipy's ks_2samp computes exact p-values up to this sample size, asymptotic ones above."""
-
-THRESHOLDS: Mapping[str, float] = {
-    "ks": 0.05,
-    "chisquare": 0.05,
-    "z": 0.05,
-    "wasserstein": 0.1,
-    "jensenshannon": 0.1,
-    "psi": 0.1,
-}
-P_VALUE_METHODS = frozenset({"ks", "chisquare", "z"})
-METHODS = frozenset(THRESHOLDS)
-
-FloatArray = npt.NDArray[np.float64]
-
-
-@dataclass(frozen=True)
-class ColumnDrift:
-    """Drift verdict of one column. p-value methods drift below, distances at or above threshold."""
-
-    column: str
-    method: str
-    score: float
-    threshold: float
-    drifted: bool
-    kind: ColumnKind
-
-
-@dataclass(frozen=True)
-class DriftReport:
-    """Per-column verdicts and the dataset verdict (share of drifted features >= share_threshold)."""
-
-    columns: tuple[ColumnDrift, ...]
-    prediction: ColumnDrift | None
-    share: float
-    share_threshold: float
-    drifted: bool
-    rows: int
-    reference_rows: int
-
-    def column(self, name: str) -> ColumnDrift:
-        """Verdict of feature `name`."""
-        for col in self.columns:
-            if col.column == name:
-                return col
-        raise KeyError(f"The drift report has no column {name!r}.")
-
-    @property
-    def drifted_columns(self) -> tuple[str, ...]:
-        """Names of the drifted features."""
-        return tuple(c.column for c in self.columns if c.drifted)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready mapping (NaN scores become None)."""
-
-        def col(c: ColumnDrift) -> dict[str, Any]:
-            d = asdict(c)
-            d["score"] = None if math.isnan(c.score) else c.score
-            return d
-
-        return {
-            "drifted": self.drifted,
-            "share": self.share,
-            "shareThreshold": self.share_threshold,
-            "rows": self.rows,
-            "referenceRows": self.reference_rows,
-            "columns": [col(c) for c in self.columns],
-            "prediction": None if self.prediction is None else col(self.prediction),
-        }
-
-
-def choose_method(*, kind: ColumnKind, reference_count: int, distinct: int) -> str:
-    """Evidently's default method for a column (`distinct`: values in reference ∪ current)."""
-    if reference_count <= SMALL_REFERENCE:
-        if kind == "numeric" and distinct > FEW_VALUES:
-            return "ks"
-        return "chisquare" if distinct > 2 else "z"
-    if kind == "numeric" and distinct > FEW_VALUES:
-        return "wasserstein"
-    return "jensenshannon"
-
-
-def verdict(method: str, score: float, threshold: float) -> bool:
-    """Whether `score` means drift (Evidently: K-S p <= t; chi-square, z p < t; distances >= t)."""
-    if method == "ks":
-        return score <= threshold
-    if method in P_VALUE_METHODS:
-        return score < threshold
-    return score >= threshold
-
-
-def dataset_verdict(
-    columns: tuple[ColumnDrift, ...],
-    *,
-    prediction: ColumnDrift | None,
-    share: float,
-    rows: int,
-    reference_rows: int,
-) -> DriftReport:
-    """Assemble a report: the dataset drifts when drifted features / features >= share."""
-    drifted_share = sum(c.drifted for c in columns) / len(columns) if columns else 0.0
-    return DriftReport(
-        columns=columns,
-        prediction=prediction,
-        share=drifted_share,
-        share_threshold=share,
-        drifted=bool(columns) and drifted_share >= share,
-        rows=rows,
-        reference_rows=reference_rows,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Statistics on counts (shared by both paths)
-
-
-def ks_pvalue(d: float, n: int, m: int) -> float:
-    """Two-sided two-sample K-S p-value for statistic `d`, exactly as scipy's ks_2samp (auto mode).
-
-    Up to 10000 values scipy's exact lattice-path probability applies; it depends only on
-    (d, n, m), so it is evaluated on two tiny-valued samples of sizes n and m with the same
-    statistic. Above, Smirnov's asymptotic distribution is used as scipy does.
-    """
-    if max(n, m) > KS_EXACT_MAX_N:
-        en = n * m / (n + m)
-        return float(np.clip(sp_stats.kstwo.sf(d, round(en)), 0.0, 1.0))
-    g = math.gcd(n, m)
-    ng, mg = n // g, m // g
-    lcm = ng * m
-    h = round(d * lcm)
-    if h == 0:
-        return 1.0
-    # a*mg - b*ng == h with 0 <= a <= n, 0 <= b <= m gives |a/n - b/m| == h/lcm.
-    a = (h * pow(mg, -1, ng)) % ng if ng > 1 else 0
-    b = (a * mg - h) // ng
-    while b < 0:
-        a, b = a + ng, b + mg
-    ref = np.repeat([0.0, 1.0], [a, n - a])
-    cur = np.repeat([0.0, 1.0], [b, m - b])
-    return float(sp_stats.ks_2samp(ref, cur).pvalue)
-
-
-def chisquare_pvalue(reference: FloatArray, current: FloatArray) -> float:
-    """Evidently's chi-square test: current counts against reference counts scaled to its size."""
-    n, m = reference.sum(), current.sum()
-    expected = reference * (m / n)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = (current - expected) ** 2 / expected
-    stat = float(terms.sum())
-    dof = len(reference) - 1
-    if dof < 1:
-        return float("nan")
-    return float(sp_special.chdtrc(dof, stat))
-
-
-def z_pvalue(reference: FloatArray, current: FloatArray) -> float:
-    """Evidently's two-proportion z-test on two categories (counts of the first and the rest)."""
-    n, m = float(reference.sum()), float(current.sum())
-    if len(reference) == 1:
-        return 1.0  # one value on both sides (Evidently's special case)
-    p1 = float(reference[1:].sum()) / n
-    p2 = float(current[1:].sum()) / m
-    pooled = (p1 * n + p2 * m) / (n + m)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = (p1 - p2) / math.sqrt(pooled * (1 - pooled) * (1.0 / n + 1.0 / m)) if 0 < pooled < 1 else math.nan
-    if math.isnan(z):
-        return float("nan")
-    cdf = 0.5 * math.erfc(-abs(z) / math.sqrt(2.0))
-    return 2.0 * (1.0 - cdf)
-
-
-def jensenshannon(reference: FloatArray, current: FloatArray) -> float:
-    """Jensen-Shannon distance (natural log) of two count vectors, as scipy.spatial.distance."""
-    p = reference / reference.sum()
-    q = current / current.sum()
-    mid = (p + q) / 2.0
-    js = (_rel_entr(p, mid).sum() + _rel_entr(q, mid).sum()) / 2.0
-    return float(math.sqrt(max(float(js), 0.0)))
-
-
-def _rel_entr(x: FloatArray, y: FloatArray) -> FloatArray:
-    out = np.zeros_like(x)
-    pos = x > 0
-    out[pos] = x[pos] * np.log(x[pos] / y[pos])
-    return out
-
-
-def psi(reference: FloatArray, current: FloatArray) -> float:
-    """Population stability index with Evidently's zero filling of empty bins."""
-    r = _fill_zeroes(reference / reference.sum())
-    c = _fill_zeroes(current / current.sum())
-    return float(np.sum((r - c) * np.log(r / c)))
-
-
-def _fill_zeroes(percents: FloatArray) -> FloatArray:
-    nonzero = percents[percents != 0]
-    smallest = float(nonzero.min()) if len(nonzero) else 1.0
-    fill = smallest / 10**6 if smallest <= 0.0001 else 0.0001
-    return np.where(percents == 0, fill, percents)
-
-
-def _on_counts(method: str, reference: FloatArray, current: FloatArray) -> float:
-    """A method evaluated on aligned count vectors (categories or values)."""
-    if method == "chisquare":
-        return chisquare_pvalue(reference, current)
-    if method == "z":
-        return z_pvalue(reference, current)
-    if method == "jensenshannon":
-        return jensenshannon(reference, current)
-    if method == "psi":
-        return psi(reference, current)
-    raise ValueError(f"Method {method!r} does not apply to category counts; use chisquare, z, jensenshannon or psi.")
-
-
-# ---------------------------------------------------------------------------------------------
-# Exact path: raw values
 
 
 def compare_arrays(
@@ -284,7 +59,7 @@ def compare_arrays(
         raise ValueError(f"The current data lacks columns {missing}; pass only shared columns.")
     kinds = kinds or {}
     overrides = method_overrides or {}
-    _check_methods(overrides)
+    check_methods(overrides)
     ref_arrays = {name: np.asarray(values) for name, values in reference.items()}
     cur_arrays = {name: np.asarray(current[name]) for name in reference}
     resolved = {name: kinds.get(name) or stats.infer_kind(arr) for name, arr in ref_arrays.items()}
@@ -479,7 +254,7 @@ def _verdicts(
     names: Sequence[str], kinds: Sequence[ColumnKind], methods: npt.NDArray[Any], scores: FloatArray
 ) -> list[ColumnDrift]:
     return [
-        _all_missing(name, kind)
+        all_missing(name, kind)
         if method == "missing"
         else ColumnDrift(
             column=name,
@@ -533,14 +308,14 @@ def column_drift_exact(
     if len(ref_keys) == 0:
         raise ValueError(f"Column {name!r} has no values in the reference; drop it or fix the reference.")
     if len(cur_keys) == 0:
-        return _all_missing(name, kind)
+        return all_missing(name, kind)
     keys, inverse = np.unique(np.concatenate([ref_keys, cur_keys]), return_inverse=True)
     chosen = method or choose_method(kind=kind, reference_count=len(ref_keys), distinct=len(keys))
     threshold = THRESHOLDS[chosen]
     if chosen == "ks":
-        score = ks_pvalue(_ks_statistic(ref, cur), len(ref), len(cur)) if kind == "numeric" else _not_numeric(name)
+        score = ks_pvalue(_ks_statistic(ref, cur), len(ref), len(cur)) if kind == "numeric" else not_numeric(name)
     elif chosen == "wasserstein":
-        score = _wasserstein_norm(ref, cur) if kind == "numeric" else _not_numeric(name)
+        score = _wasserstein_norm(ref, cur) if kind == "numeric" else not_numeric(name)
     elif chosen in ("jensenshannon", "psi") and kind == "numeric" and len(np.unique(ref)) > 20:
         edges = np.histogram_bin_edges(np.concatenate([ref, cur]), bins="sturges")
         r = np.histogram(ref, edges)[0].astype(np.float64)
@@ -549,7 +324,7 @@ def column_drift_exact(
     else:
         r = np.bincount(inverse[: len(ref_keys)], minlength=len(keys)).astype(np.float64)
         c = np.bincount(inverse[len(ref_keys) :], minlength=len(keys)).astype(np.float64)
-        score = _on_counts(chosen, r, c)
+        score = on_counts(chosen, r, c)
     return ColumnDrift(
         column=name,
         method=chosen,
@@ -566,15 +341,6 @@ def _finite(values: npt.NDArray[Any], name: str) -> FloatArray:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"Column {name!r} is numeric in the reference but not in the current data.") from exc
     return x[np.isfinite(x)]
-
-
-def _not_numeric(name: str) -> float:
-    raise ValueError(f"Column {name!r} is categorical; K-S and Wasserstein need a numeric column.")
-
-
-def _all_missing(name: str, kind: ColumnKind) -> ColumnDrift:
-    """A column with no current values at all is reported as drifted (Evidently refuses it)."""
-    return ColumnDrift(column=name, method="missing", score=1.0, threshold=1.0, drifted=True, kind=kind)
 
 
 def _ks_statistic(ref: FloatArray, cur: FloatArray) -> float:
@@ -595,154 +361,3 @@ def _wasserstein_norm(ref: FloatArray, cur: FloatArray) -> float:
     cdf_cur = np.searchsorted(cur_s, both[:-1], side="right") / len(cur_s)
     distance = float(np.sum(np.abs(cdf_ref - cdf_cur) * deltas))
     return distance / max(float(np.std(ref)), 0.001)
-
-
-def _check_methods(overrides: Mapping[str, str]) -> None:
-    bad = {k: v for k, v in overrides.items() if v not in METHODS}
-    if bad:
-        raise ValueError(f"Unknown drift methods {bad}; choose from {sorted(METHODS)}.")
-
-
-# ---------------------------------------------------------------------------------------------
-# Fast path: baseline profile vs live counters
-
-
-def compare_stats(
-    baseline: stats.Baseline,
-    live: stats.LiveStats,
-    *,
-    share: float = 0.5,
-    method_overrides: Mapping[str, str] | None = None,
-) -> DriftReport:
-    """Drift of the live window against the baseline, from counters only (cost independent of rows)."""
-    if live.fingerprint != stats.layout_fingerprint(baseline):
-        raise ValueError("The live statistics were collected on another baseline; compare against that one.")
-    overrides = method_overrides or {}
-    _check_methods(overrides)
-    columns = tuple(
-        column_drift_binned(col, live.column(col.name), method=overrides.get(col.name)) for col in baseline.columns
-    )
-    prediction = None
-    live_pred = live.prediction()
-    if baseline.prediction is not None and live_pred is not None and live_pred.count + live_pred.missing > 0:
-        prediction = column_drift_binned(baseline.prediction, live_pred, method=overrides.get("prediction"))
-    return dataset_verdict(
-        columns, prediction=prediction, share=share, rows=live.rows, reference_rows=baseline.row_count
-    )
-
-
-def column_drift_binned(
-    reference: stats.ColumnBaseline, current: stats.ColumnCounts, *, method: str | None = None
-) -> ColumnDrift:
-    """One column's drift from its baseline profile and live counters."""
-    name, kind = reference.name, reference.kind
-    if reference.count == 0:
-        raise ValueError(f"Column {name!r} has no values in the baseline; rebuild the baseline.")
-    if current.count == 0:
-        return _all_missing(name, kind)
-    if kind == "categorical":
-        ref_counts = np.asarray(reference.counts, dtype=np.float64)
-        cur_counts = current.counts.astype(np.float64)
-        ref_counts, cur_counts = _with_other(ref_counts, cur_counts, current.other)
-        distinct = len(ref_counts)
-        chosen = method or choose_method(kind=kind, reference_count=reference.count, distinct=distinct)
-        if chosen in ("ks", "wasserstein"):
-            _not_numeric(name)
-        score = _on_counts(chosen, ref_counts, cur_counts)
-    else:
-        chosen, score = _numeric_binned(reference, current, method)
-    threshold = THRESHOLDS[chosen]
-    return ColumnDrift(
-        column=name,
-        method=chosen,
-        score=score,
-        threshold=threshold,
-        drifted=verdict(chosen, score, threshold),
-        kind=kind,
-    )
-
-
-def _with_other(ref: FloatArray, cur: FloatArray, other: int) -> tuple[FloatArray, FloatArray]:
-    """Keep keys seen on either side; unseen current values form one extra key.
-
-    Merging unseen keys is exact for Jensen-Shannon (a key absent from the reference contributes
-    linearly in its current share) and keeps chi-square at p = 0 (infinite statistic).
-    """
-    if other:
-        ref = np.append(ref, 0.0)
-        cur = np.append(cur, float(other))
-    seen = (ref > 0) | (cur > 0)
-    return ref[seen], cur[seen]
-
-
-def _numeric_binned(
-    reference: stats.ColumnBaseline, current: stats.ColumnCounts, method: str | None
-) -> tuple[str, float]:
-    edges = np.asarray(reference.edges, dtype=np.float64)
-    fine = current.counts.astype(np.float64)
-    gaps, points = fine[0::2], fine[1::2]
-    if reference.exact_edges:
-        # distinct values of reference ∪ current: reference values, plus at least one value per
-        # occupied gap (a lower bound, which only matters when it is <= 5)
-        distinct = len(edges) + int(np.count_nonzero(gaps))
-    else:
-        distinct = reference.distinct  # > bins + 1 > 5 by construction
-    chosen = method or choose_method(kind="numeric", reference_count=reference.count, distinct=distinct)
-    ref_bins = np.asarray(reference.counts, dtype=np.float64)
-    if chosen == "ks":
-        return chosen, ks_pvalue(_ks_statistic_binned(reference, fine), reference.count, current.count)
-    if chosen == "wasserstein":
-        return chosen, _wasserstein_binned(reference, current)
-    if reference.exact_edges and (chosen in ("chisquare", "z") or len(edges) <= 20):
-        # value counts: reference values (exact), current values off the grid as one extra key
-        ref_values = ref_bins[1:]
-        ref_counts, cur_counts = _with_other(ref_values, points, int(gaps.sum()))
-        return chosen, _on_counts(chosen, ref_counts, cur_counts)
-    # PSI / Jensen-Shannon on many distinct values: the baseline's bins stand in for Evidently's
-    # Sturges bins of the combined data (not recoverable from counters).
-    return chosen, _on_counts(chosen, ref_bins, current.bin_counts.astype(np.float64))
-
-
-def _ks_statistic_binned(reference: stats.ColumnBaseline, cur_fine: FloatArray) -> float:
-    """K-S statistic from counts at and between the edges.
-
-    Between two edges the reference CDF is flat and the current CDF rises, so the largest gap
-    sits at an edge (left or right limit): with all distinct reference values as edges this is
-    exactly scipy's statistic.
-    """
-    n = reference.count
-    ref_bins = np.asarray(reference.counts, dtype=np.float64)
-    ref_fine = np.zeros(2 * len(reference.edges) + 1)
-    if reference.exact_edges:
-        ref_fine[1::2] = ref_bins[1:]
-    else:  # quantile edges: put each bin's mass just above its left edge (approximation)
-        ref_fine[0::2] = ref_bins
-    cdf_ref = np.cumsum(ref_fine) / n
-    cdf_cur = np.cumsum(cur_fine) / cur_fine.sum()
-    diff = cdf_ref - cdf_cur
-    return float(max(np.clip(-diff.min(), 0, 1), diff.max()))
-
-
-def _cdf_integrals(edges: FloatArray, counts: FloatArray, sums: FloatArray) -> FloatArray:
-    """Integral of the empirical CDF over each side-right bin; tails as integrals of F and 1-F.
-
-    For a bin [a, b): every value below a contributes (b - a), a value x in the bin contributes
-    (b - x); so the integral is (below * (b - a) + count * b - sum) / n.
-    """
-    n = float(counts.sum())
-    below = np.cumsum(counts) - counts
-    out = np.empty(len(counts))
-    out[0] = counts[0] * edges[0] - sums[0]
-    width = np.diff(edges)
-    out[1:-1] = below[1:-1] * width + counts[1:-1] * edges[1:] - sums[1:-1]
-    out[-1] = sums[-1] - counts[-1] * edges[-1]
-    return out / n
-
-
-def _wasserstein_binned(reference: stats.ColumnBaseline, current: stats.ColumnCounts) -> float:
-    """Normed Wasserstein distance from per-bin counts and sums (exact unless CDFs cross in a bin)."""
-    edges = np.asarray(reference.edges, dtype=np.float64)
-    ref = _cdf_integrals(edges, np.asarray(reference.counts, dtype=np.float64), np.asarray(reference.sums))
-    cur = _cdf_integrals(edges, current.bin_counts.astype(np.float64), current.sums)
-    distance = float(np.abs(ref - cur).sum())
-    return distance / max(reference.std, 0.001)
