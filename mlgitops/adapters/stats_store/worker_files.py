@@ -1,28 +1,7 @@
-"""Live statistics of inference workers on disk: the file format and the monitor's reader.
+"""The worker files: what each worker process writes, and reading a stats directory back.
 
-Each worker process of a server owns two files in the stats directory, each rewritten
-atomically (temporary file + ``os.replace``) with its *cumulative* state:
-
-``worker-<worker_id>.json`` (small; the server rewrites it every ~0.5 s while traffic flows)::
-
-    {"format": 1, "workerId": "...", "pid": 123, "name": "...", "version": "<commit>",
-     "digest": "sha256:...", "updatedAt": <unix seconds>, "live": <LiveStats.to_dict()>}
-
-``sample-<worker_id>.json`` (the bounded reservoir: a uniform sample of the rows the worker
-scored, for human-readable reports; rewritten less often, and on exit)::
-
-    {"format": 1, "workerId": "...", "version": "<commit>", "updatedAt": ...,
-     "rows": n, "seen": N, "columns": {"<col>": [...], ..., "prediction": [...]},
-     "recent": {"columns": {...}}}
-
-``recent`` holds the worker's last rows in order (at most `RECENT_ROWS`; the last one is row
-``seen - 1`` of its stream): `window_sample` cuts a closed window's own rows out of it.
-
-Counters only grow, so the monitor keeps an earlier `Snapshot` as a cursor and `window`
-subtracts it: the rows scored since then, summed over workers (a worker that appeared since
-counts from zero; a worker's file stays after it exits, with its final counts).
-
-May NOT: import the server or the controller; a reader never writes.
+See the package docstring for the format. Every file is rewritten atomically (temporary
+file + ``os.replace``); a reader never writes.
 """
 
 from __future__ import annotations
@@ -30,10 +9,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,7 +176,7 @@ def read(
     for path in entries:
         if not (path.name.startswith(PREFIX) and path.name.endswith(SUFFIX)):
             continue
-        doc = _load(path)
+        doc = load_doc(path)
         if doc is None:
             continue
         worker_version = str(doc.get("version", ""))
@@ -211,13 +188,13 @@ def read(
             workers[worker.worker_id] = worker
     return Snapshot(
         workers=workers,
-        sample=_merge_samples(list(workers.values()), sample_size),
+        sample=merge_samples(list(workers.values()), sample_size),
         versions=frozenset(versions),
         read_at=time.time(),
     )
 
 
-def _load(path: Path) -> dict[str, Any] | None:
+def load_doc(path: Path) -> dict[str, Any] | None:
     try:
         doc = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError):
@@ -234,10 +211,10 @@ def _read_worker(
         worker_id = str(doc["workerId"])
     except (KeyError, TypeError):
         return None
-    return _worker(doc, _read_sample(sample_file(path.parent, worker_id)), baseline=baseline)
+    return parse_worker(doc, _read_sample(sample_file(path.parent, worker_id)), baseline=baseline)
 
 
-def _worker(doc: dict[str, Any], sampled: tuple[pd.DataFrame, int | None, pd.DataFrame], *,
+def parse_worker(doc: dict[str, Any], sampled: tuple[pd.DataFrame, int | None, pd.DataFrame], *,
             baseline: stats.Baseline | None, key: str | None = None) -> WorkerStats | None:
     try:
         worker_id = key or str(doc["workerId"])
@@ -260,12 +237,12 @@ def _worker(doc: dict[str, Any], sampled: tuple[pd.DataFrame, int | None, pd.Dat
 
 def _read_sample(path: Path) -> tuple[pd.DataFrame, int | None, pd.DataFrame]:
     try:
-        return _sample(orjson.loads(path.read_bytes()))
+        return parse_sample(orjson.loads(path.read_bytes()))
     except (OSError, orjson.JSONDecodeError):
         return pd.DataFrame(), None, pd.DataFrame()
 
 
-def _sample(doc: Any) -> tuple[pd.DataFrame, int | None, pd.DataFrame]:
+def parse_sample(doc: Any) -> tuple[pd.DataFrame, int | None, pd.DataFrame]:
     try:
         columns = doc.get("columns") or {}
         frame = pd.DataFrame({str(k): v for k, v in columns.items()})
@@ -277,63 +254,7 @@ def _sample(doc: Any) -> tuple[pd.DataFrame, int | None, pd.DataFrame]:
         return pd.DataFrame(), None, pd.DataFrame()
 
 
-# over HTTP: a server's stats route exports its directory; a reader merges replicas -------------
-
-def export(stats_dir: Path) -> dict[str, Any]:
-    """Every worker's published document and sample in ``stats_dir``, as one JSON document
-    (what a server's ``GET /v2/models/{name}/stats`` answers)."""
-    workers = []
-    try:
-        entries = sorted(stats_dir.iterdir())
-    except OSError:
-        entries = []
-    for path in entries:
-        if not (path.name.startswith(PREFIX) and path.name.endswith(SUFFIX)):
-            continue
-        doc = _load(path)
-        if doc is None or "workerId" not in doc:
-            continue
-        try:
-            sample = orjson.loads(sample_file(stats_dir, str(doc["workerId"])).read_bytes())
-        except (OSError, orjson.JSONDecodeError):
-            sample = None
-        workers.append({"worker": doc, "sample": sample})
-    return {"format": FORMAT, "workers": workers}
-
-
-def from_exports(
-    exports: Mapping[str, Any],
-    *,
-    version: str,
-    baseline: stats.Baseline | None = None,
-    sample_size: int = DEFAULT_SAMPLE_SIZE,
-) -> Snapshot:
-    """One `Snapshot` of several servers' exports (replica name -> `export` document): their
-    workers keyed ``<replica>/<worker id>``, so `window` subtracts each replica's own counters."""
-    workers: dict[str, WorkerStats] = {}
-    versions: set[str] = set()
-    for replica, doc in sorted(exports.items()):
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            continue
-        for item in doc.get("workers") or ():
-            wdoc = item.get("worker") if isinstance(item, dict) else None
-            if not isinstance(wdoc, dict):
-                continue
-            worker_version = str(wdoc.get("version", ""))
-            versions.add(worker_version)
-            if worker_version != version:
-                continue
-            key = f"{replica}/{wdoc.get('workerId')}"
-            sampled = (_sample(item["sample"]) if item.get("sample")
-                       else (pd.DataFrame(), None, pd.DataFrame()))
-            worker = _worker(wdoc, sampled, baseline=baseline, key=key)
-            if worker is not None:
-                workers[key] = worker
-    return Snapshot(workers=workers, sample=_merge_samples(list(workers.values()), sample_size),
-                    versions=frozenset(versions), read_at=time.time())
-
-
-def _merge_samples(workers: list[WorkerStats], sample_size: int) -> pd.DataFrame:
+def merge_samples(workers: list[WorkerStats], sample_size: int) -> pd.DataFrame:
     frames = [w for w in workers if len(w.sample)]
     if not frames:
         return pd.DataFrame()
@@ -353,98 +274,6 @@ def _merge_samples(workers: list[WorkerStats], sample_size: int) -> pd.DataFrame
     if not parts:
         return pd.DataFrame(columns=frames[0].sample.columns)
     return pd.concat(parts, ignore_index=True)
-
-
-def window(
-    current: Snapshot,
-    since: Snapshot | None,
-    *,
-    version: str | None = None,
-    baseline: stats.Baseline | None = None,
-) -> stats.LiveStats:
-    """Rows scored between ``since`` and ``current``, summed over workers.
-
-    A worker absent from ``since`` counts from zero. Only ``version``'s workers are summed
-    when given. With no worker, returns empty statistics laid on ``baseline`` when given,
-    else raises `errors.Waiting`.
-    """
-    total: stats.LiveStats | None = None
-    for wid, worker in sorted(current.workers.items()):
-        if version is not None and worker.version != version:
-            continue
-        part = worker.live
-        before = since.workers.get(wid) if since is not None else None
-        if before is not None:
-            try:
-                part = worker.live.since(before.live)
-            except ValueError:  # a different stream under the same id: count it all
-                part = worker.live
-        try:
-            total = part if total is None else total.merge(part)
-        except ValueError as exc:
-            raise errors.BaselineError(
-                f"worker {wid} recorded statistics on a different baseline than the others "
-                f"({exc}); read one version at a time (version=...)"
-            ) from exc
-    if total is None:
-        if baseline is not None:
-            return stats.LiveStats.empty(baseline)
-        raise errors.Waiting("no server worker has published live statistics yet", delay=1.0)
-    return total
-
-
-@dataclass(frozen=True)
-class WindowSample:
-    """The sampled rows of one closed window, and how much of the window they cover."""
-
-    frame: pd.DataFrame = field(repr=False)
-    rows: int
-    """Rows the window had (what its statistics counted)."""
-    available: int
-    """Rows of the window the workers' recent rows held (the frame is these, or a uniform
-    sample of at most ``size`` of them)."""
-    pending: int
-    """Rows of the window the sample files do not cover yet (written within the publisher's
-    sample interval): read again for a complete sample."""
-
-
-def window_sample(current: Snapshot, since: Snapshot | None, *, version: str | None = None,
-                  rows_from: Snapshot | None = None, size: int = WINDOW_SAMPLE_ROWS,
-                  seed: int = 0) -> WindowSample:
-    """The rows scored between ``since`` and ``current`` (the rows `window` counts), from each
-    worker's recent rows (as read in ``rows_from``, a later read, when given); a uniform sample
-    of ``size`` of them when there are more.
-
-    Per worker the window is rows ``[since's count, current's count)`` of its stream (from 0
-    when absent from ``since`` or restarted). Rows older than a worker's `RECENT_ROWS` are
-    gone (a window larger than that keeps its newest rows); rows newer than its sample file
-    are ``pending``.
-    """
-    parts: list[pd.DataFrame] = []
-    rows = available = pending = 0
-    for wid, worker in sorted(current.workers.items()):
-        if version is not None and worker.version != version:
-            continue
-        end = worker.live.rows
-        before = since.workers.get(wid) if since is not None else None
-        start = before.live.rows if before is not None and before.live.rows <= end else 0
-        rows += end - start
-        held = (rows_from.workers.get(wid) if rows_from is not None else worker) or worker
-        covered = held.seen
-        if covered < start:  # the sample file is older than the window
-            pending += end - start
-            continue
-        first = covered - len(held.recent)
-        lo, hi = max(start, first), min(end, covered)
-        pending += max(0, end - max(covered, start))
-        if hi > lo:
-            parts.append(held.recent.iloc[lo - first:hi - first])
-            available += hi - lo
-    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    if len(frame) > size:
-        idx = np.sort(np.random.default_rng(seed).choice(len(frame), size=size, replace=False))
-        frame = frame.iloc[idx].reset_index(drop=True)
-    return WindowSample(frame, rows, available, pending)
 
 
 def signature(stats_dir: Path) -> tuple[tuple[str, int, int, int], ...] | None:
@@ -471,70 +300,3 @@ def etag(stats_dir: Path) -> str | None:
     if sig is None:
         return None
     return '"' + hashlib.sha256(repr(sig).encode()).hexdigest()[:24] + '"'
-
-
-class SnapshotCache:
-    """Parsed snapshots by (model, version), reused while what they were read from is unchanged
-    (an equal ``source`` key) and for the same baseline object; the least recently used go
-    first. The monitor reads every model every second, and most of a fleet is idle.
-    Thread-safe: the monitor's loop and its report thread both read."""
-
-    def __init__(self, size: int = 4096) -> None:
-        self.size = size
-        self._items: OrderedDict[tuple[str, str], tuple[Hashable, stats.Baseline | None,
-                                                        Snapshot]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, name: str, version: str, *, source: Hashable,
-            baseline: stats.Baseline | None) -> Snapshot | None:
-        with self._lock:
-            hit = self._items.get((name, version))
-            if hit is None or hit[0] != source or hit[1] is not baseline:
-                return None
-            self._items.move_to_end((name, version))
-            return hit[2]
-
-    def put(self, name: str, version: str, snap: Snapshot, *, source: Hashable,
-            baseline: stats.Baseline | None) -> None:
-        with self._lock:
-            self._items[(name, version)] = (source, baseline, snap)
-            self._items.move_to_end((name, version))
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-
-class Directory:
-    """The live statistics of every served version under ``root`` (``<root>/<name>/<version>/``).
-
-    A ``LiveStatsSource`` of the controller: `read` and `window` above, per model and version.
-    A version whose files did not change since the last read (same `signature`) is not parsed
-    again (`SnapshotCache`).
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._cache = SnapshotCache()
-
-    def path(self, name: str, version: str) -> Path:
-        return self.root / name / version
-
-    def read(self, name: str, version: str, *,
-             baseline: stats.Baseline | None = None) -> Snapshot:
-        path = self.path(name, version)
-        sig = signature(path)  # before the read: a write meanwhile only costs a parse later
-        if sig is None:
-            return read(path, version=version, baseline=baseline)
-        snap = self._cache.get(name, version, source=sig, baseline=baseline)
-        if snap is None:
-            snap = read(path, version=version, baseline=baseline)
-            self._cache.put(name, version, snap, source=sig, baseline=baseline)
-        return snap
-
-    def window(self, current: Snapshot, since: Snapshot | None, *, version: str,
-               baseline: stats.Baseline) -> stats.LiveStats:
-        return window(current, since, version=version, baseline=baseline)
-
-    def serves_elsewhere(self, name: str, version: str) -> bool:
-        """False: the files alone cannot tell whether their writer still runs (a runtime that
-        knows its processes can, e.g. ``local_runtime.StatsFiles``)."""
-        return False
