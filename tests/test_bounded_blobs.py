@@ -28,7 +28,7 @@ from conftest import copy_published, make_frame, remote_head, train
 
 import mlgitops
 from mlgitops import errors
-from mlgitops.adapters import files, git, sandbox, skops_files, validator
+from mlgitops.adapters import files, git, sandbox, skops_trees, validator
 from mlgitops.authoring import repository
 
 MODEL = "models/credit"
@@ -289,7 +289,7 @@ def test_a_zip_bomb_is_refused_without_being_unpacked(bomb: Path) -> None:
     tracemalloc.start()
     try:
         with pytest.raises(errors.ModelError) as caught:
-            skops_files.check_trees(bomb)
+            skops_trees.check_trees(bomb)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -305,7 +305,7 @@ def test_an_array_header_that_claims_a_trillion_rows_is_refused(published: Path,
     lying_header(path)
     with pytest.raises(errors.ModelError, match=r"its header declares shape \(1000000000000,\) of "
                                                 r"\S+ \(\d+ bytes\) but it holds \d+ bytes"):
-        skops_files.check_trees(path)
+        skops_trees.check_trees(path)
 
 
 def test_a_parquet_file_that_claims_a_trillion_rows_is_refused_unread(

@@ -28,6 +28,7 @@ from conftest import wait_until
 
 from mlgitops import settings
 from mlgitops.adapters import files, local_runtime
+from mlgitops.adapters.local_runtime import spawn
 from mlgitops.cli import _status_doc
 from mlgitops.controller import run
 
@@ -50,7 +51,7 @@ def test_every_server_process_is_recorded_before_it_starts(
         seen.append(dict(ledger[token]))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(local_runtime.subprocess, "Popen", popen)
+    monkeypatch.setattr(spawn.subprocess, "Popen", popen)
     runtime.fill()
     try:
         (before,) = seen

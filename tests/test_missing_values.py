@@ -312,7 +312,7 @@ def test_the_signature_decoders_give_scikit_learn_nan_and_none() -> None:
     """Every decoder, on a signature with an optional double, an integer and a string column
     the reference data had missing values in, and a required double."""
     from mlgitops.adapters.mlflow_models import Column
-    from mlgitops.server import problems, protocols, schema
+    from mlgitops.server import mlflow_protocol, problems, schema
 
     sig = schema.Signature(
         [Column("x", "double"), Column("opt", "double", required=False),
@@ -327,7 +327,7 @@ def test_the_signature_decoders_give_scikit_learn_nan_and_none() -> None:
     assert np.isnan(cols["opt"]).all() and cols["n"].dtype == np.float64
     assert np.isnan(cols["n"][0]) and cols["n"][1] == 3.0
     assert cols["s"].tolist() == [None, "a"]
-    csv = protocols.mlflow_csv(b"x,opt,n,s\n1,,,\n2,5,7,b\n", sig).columns
+    csv = mlflow_protocol.mlflow_csv(b"x,opt,n,s\n1,,,\n2,5,7,b\n", sig).columns
     assert np.isnan(csv["opt"][0]) and csv["opt"][1] == 5.0
     assert np.isnan(csv["n"][0]) and csv["s"].tolist() == [None, "b"]
     # a raw array (binary tensor) with NaN in the optional column
@@ -344,7 +344,7 @@ def test_the_signature_decoders_give_scikit_learn_nan_and_none() -> None:
         with pytest.raises(problems.Unprocessable, match=re.escape(where)):
             sig.from_records(bad, where="dataframe_records")
     with pytest.raises(problems.Unprocessable, match="'x' row 1 is empty"):
-        protocols.mlflow_csv(b"x,opt,n,s\n1,,,\n,5,7,b\n", sig)
+        mlflow_protocol.mlflow_csv(b"x,opt,n,s\n1,,,\n,5,7,b\n", sig)
     # an all-double signature (the matrix path): null and NaN only in the optional column
     dbl = schema.Signature([Column("x", "double"), Column("opt", "double", required=False)])
     m = dbl.from_rows([[1.0, None], [2.0, float("nan")], [3.0, 4.0]], where="instances").matrix

@@ -21,7 +21,7 @@ from conftest import make_frame, train
 
 import mlgitops
 from mlgitops import errors, ui
-from mlgitops.adapters import git
+from mlgitops.adapters import git, push_output
 from mlgitops.authoring import publishing, repository
 from mlgitops.controller import revert
 from mlgitops.core import layout, policy
@@ -55,17 +55,17 @@ REFUSED = [
 
 @pytest.mark.parametrize("out", MOVED)
 def test_every_wording_of_a_moved_ref_is_a_race(out: str) -> None:
-    assert git.ref_moved(out) is True
+    assert push_output.ref_moved(out) is True
 
 
 @pytest.mark.parametrize("out", REFUSED)
 def test_a_refusal_is_not_a_race(out: str) -> None:
-    assert git.ref_moved(out) is False
+    assert push_output.ref_moved(out) is False
 
 
 def test_an_unexplained_remote_refusal_asks_the_remote() -> None:
     out = "To /r.git\n!\tHEAD:refs/heads/main\t[remote rejected] (something new)\nDone\n"
-    assert git.ref_moved(out) is None
+    assert push_output.ref_moved(out) is None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from conftest import free_port, wait_until
 
 import mlgitops
 from mlgitops import errors, settings
-from mlgitops.adapters import git, mlflow_models, skops_files
+from mlgitops.adapters import git, mlflow_models, skops_files, skops_trees
 from mlgitops.controller import run
 from mlgitops.core import trust
 
@@ -189,7 +189,7 @@ def _rewrite_member(path: Path, member: str, array: np.ndarray) -> None:
 
 def _tree_state(path: Path) -> list[Any]:
     schema = json.loads(zipfile.ZipFile(path).read("schema.json"))
-    found = [n for n in skops_files._walk(schema) if n.get("__class__") == "KDTree"]
+    found = [n for n in skops_files.walk(schema) if n.get("__class__") == "KDTree"]
     assert len(found) == 1
     return list(found[0]["content"]["content"])
 
@@ -202,7 +202,7 @@ def test_a_tampered_kd_tree_is_refused_before_it_loads(damage: str, tmp_path: Pa
     model = KNeighborsRegressor(algorithm="kd_tree").fit(x, yr)
     path = tmp_path / "knn.skops"
     skops.io.dump(model, path)
-    assert skops_files.check_trees(path) == 1
+    assert skops_trees.check_trees(path) == 1
     state = _tree_state(path)
     if damage == "idx_array":
         idx = np.arange(len(x), dtype=np.intp)

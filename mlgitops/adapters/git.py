@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import BinaryIO, NewType
 
 from mlgitops import errors, settings
-from mlgitops.core import layout
+from mlgitops.adapters.blob_caps import RAISE, check_sizes, size_text
+from mlgitops.adapters.push_output import ref_moved
 
 CommitSha = NewType("CommitSha", str)
 
@@ -112,8 +113,8 @@ def show(repo: Path, commit: str, path: str, *, limit: int | None = None) -> byt
             return None
         if found[1] > cap:
             raise errors.ModelError(
-                f"{path}: is {_size(found[1])} at commit {commit[:12]}, over the {_size(cap)} "
-                f"limit for a file read whole; {_RAISE} {caps.file_setting}"
+                f"{path}: is {size_text(found[1])} at commit {commit[:12]}, over the {size_text(cap)} "
+                f"limit for a file read whole; {RAISE} {caps.file_setting}"
             )
         return batch.read(found[1])
 
@@ -215,49 +216,6 @@ def blob_sizes(repo: Path, oids: Sequence[str]) -> dict[str, int]:
     if len(sizes) != len(unique):
         raise errors.GitError("git cat-file --batch-check did not answer for every blob")
     return sizes
-
-
-_RAISE = "commit smaller files (large data does not belong in a model directory), or raise"
-
-
-def _size(n: int) -> str:
-    """``1073741824 bytes (1.0 GiB)``: exact, and readable."""
-    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if n >= scale:
-            return f"{n} bytes ({n / scale:.1f} {unit})"
-    return f"{n} bytes"
-
-
-def model_dir_of(path: str) -> str | None:
-    """``models/<name>`` for a path inside a model directory, else None."""
-    parts = path.split("/")
-    return "/".join(parts[:2]) if len(parts) >= 3 and parts[0] == layout.MODELS else None
-
-
-def check_sizes(sizes: Mapping[str, int], caps: settings.BlobLimits, *, commit: str) -> None:
-    """ModelError for the first file over ``caps.file_bytes`` or model directory over
-    ``caps.model_bytes`` (``sizes``: repository path -> bytes); a sentence naming it."""
-    totals: dict[str, int] = {}
-    largest: dict[str, str] = {}
-    for name, size in sizes.items():
-        if size > caps.file_bytes:
-            raise errors.ModelError(
-                f"{name}: is {_size(size)} at commit {commit[:12]}, over the "
-                f"{_size(caps.file_bytes)} cap for one file; {_RAISE} {caps.file_setting}"
-            )
-        group = model_dir_of(name)
-        if group is not None:
-            totals[group] = totals.get(group, 0) + size
-            if size >= sizes.get(largest.get(group, name), 0):
-                largest[group] = name
-    for group, total in totals.items():
-        if total > caps.model_bytes:
-            big = largest[group]
-            raise errors.ModelError(
-                f"{group}: holds {_size(total)} at commit {commit[:12]} (the largest file, "
-                f"{big}, is {_size(sizes[big])}), over the {_size(caps.model_bytes)} cap for a "
-                f"model directory; {_RAISE} {caps.model_setting}"
-            )
 
 
 class _Batch:
@@ -375,80 +333,6 @@ def commit(
     sha = rev_parse(repo, "HEAD")
     assert sha is not None
     return sha
-
-
-# How git (and the hosts in front of it) word "the ref moved under this push". Found by racing
-# real pushes against a bare remote whose pre-receive hook sleeps (tests/test_push_race.py):
-# the loser of two pushes released at once gets `[remote rejected] (failed to update ref)` with
-# `remote: error: cannot lock ref 'refs/heads/main': is at X but expected Y`; a push that
-# connects after the winner landed gets `[rejected] (fetch first)`, or `(non-fast-forward)` when
-# the clone already has the winner's commit. Newer git says `(incorrect old value provided)` or
-# `(reference already exists)`; `(stale info)` is a lease that no longer holds.
-_MOVED_CLIENT = ("fetch first", "non-fast-forward", "stale info", "already exists")
-_MOVED_REMOTE = (
-    "failed to update ref",
-    "failed to lock",
-    "cannot lock ref",
-    "incorrect old value",
-    "reference already exists",
-    "reference is missing",
-    "lock failure",
-    "non-fast-forward",
-    "but expected",
-)
-_DECLINED = ("hook declined", "pre-receive hook", "update hook")
-
-
-@dataclass(frozen=True)
-class PushStatus:
-    """One ref's line of ``git push --porcelain``: ``!`` (refused) and the reason in brackets."""
-
-    flag: str
-    ref: str
-    summary: str
-    reason: str
-
-    @property
-    def refused(self) -> bool:
-        return self.flag == "!"
-
-
-def push_statuses(out: str) -> list[PushStatus]:
-    """The per-ref lines of ``git push --porcelain`` output (``<flag>\t<from>:<to>\t<summary>``)."""
-    statuses = []
-    for line in out.splitlines():
-        parts = line.split("\t")
-        if len(parts) != 3 or len(parts[0]) != 1:
-            continue
-        summary = parts[2].strip()
-        reason = ""
-        if summary.endswith(")") and "(" in summary:
-            reason = summary[summary.rindex("(") + 1 : -1]
-        statuses.append(PushStatus(parts[0], parts[1], summary, reason))
-    return statuses
-
-
-def ref_moved(out: str) -> bool | None:
-    """Whether git's words say the pushed ref moved meanwhile (None: they do not say)."""
-    text = out.lower()
-    if any(word in text for word in _DECLINED):
-        return False  # a hook refused the content: retrying cannot help
-    for st in push_statuses(out):
-        if not st.refused:
-            continue
-        summary, reason = st.summary.lower(), st.reason.lower()
-        if summary.startswith("[rejected]") and any(w in reason for w in _MOVED_CLIENT):
-            return True
-        if summary.startswith("[remote rejected]") and any(w in reason for w in _MOVED_REMOTE):
-            return True
-    remote = "\n".join(ln.lower() for ln in out.splitlines() if ln.startswith("remote:"))
-    if "cannot lock ref" in remote and any(
-        w in remote for w in ("but expected", "reference already exists", "reference is missing")
-    ):
-        return True
-    if any(st.refused and st.summary.startswith("[remote rejected]") for st in push_statuses(out)):
-        return None  # refused for a reason git did not spell out: look at the remote
-    return False
 
 
 def _remote_has_more(repo: Path, remote: str, branch: str) -> bool:

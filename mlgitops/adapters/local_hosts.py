@@ -47,6 +47,7 @@ import httpx
 
 from mlgitops import errors
 from mlgitops.adapters import files, sandbox
+from mlgitops.core.serve_spec import ServeSpec
 
 HOSTED = "shared"
 PROCESS = "process"
@@ -78,12 +79,12 @@ def model_bytes(model_dir: Path) -> int:
     return sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
 
 
-def needs_own_process(hosting: Hosting, spec: Mapping[str, Any], *, size: int) -> str | None:
+def needs_own_process(hosting: Hosting, spec: ServeSpec, *, size: int) -> str | None:
     """Why ``spec`` gets a process of its own, or None when it may share a host."""
     if hosting.mode == PROCESS:
         return "the runtime runs one process per model"
-    if int(spec.get("workers", 1)) != 1:
-        return f"it asks for {spec.get('workers')} workers"
+    if spec.workers != 1:
+        return f"it asks for {spec.workers} workers"
     if size > hosting.dedicated_bytes:
         return (f"its files are {size / 2**20:.0f} MiB, over "
                 f"{hosting.dedicated_bytes / 2**20:.0f} MiB")
@@ -188,10 +189,10 @@ class HostProcess:
         self.used_at = time.monotonic()
         return data
 
-    def load(self, spec: Mapping[str, Any], *, timeout: float) -> int:
-        port = int(self.call("load", {"spec": dict(spec), "epoch": self.epoch},
+    def load(self, spec: ServeSpec, *, timeout: float) -> int:
+        port = int(self.call("load", {"spec": spec.to_json(), "epoch": self.epoch},
                              timeout=timeout)["port"])
-        self.models[port] = (str(spec["name"]), str(spec["version"]))
+        self.models[port] = (spec.name, spec.version)
         return port
 
     def unload(self, port: int, *, timeout: float = 15.0) -> None:
@@ -200,8 +201,8 @@ class HostProcess:
         with contextlib.suppress(errors.RuntimeFailure):
             self.call("unload", {"port": port}, timeout=timeout)
 
-    def probe(self, spec: Mapping[str, Any], *, timeout: float) -> None:
-        self.call("probe", {"spec": dict(spec)}, timeout=timeout)
+    def probe(self, spec: ServeSpec, *, timeout: float) -> None:
+        self.call("probe", {"spec": spec.to_json()}, timeout=timeout)
 
     def listing(self) -> list[dict[str, Any]]:
         models = self.call("models", timeout=5.0).get("models")

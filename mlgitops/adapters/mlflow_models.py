@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 
 from mlgitops import errors
-from mlgitops.adapters import skops_files
+from mlgitops.adapters import skops_files, skops_trees
 from mlgitops.core import trust, yamldoc
 
 if TYPE_CHECKING:
@@ -249,7 +249,7 @@ def check_types(
             f"{source}: the model may not load: " + "; ".join(r.reason for r in refused)
         )
     if set(needed) & trust.CHECKED_TYPES:
-        skops_files.check_trees(model_file)
+        skops_trees.check_trees(model_file)
     return needed
 
 
@@ -349,7 +349,7 @@ def save(
     skops_files.canonicalize(info.model_file)
     _stable_mlmodel(model_dir / MLMODEL, size=info.model_file.stat().st_size)
     if set(types) & trust.CHECKED_TYPES:
-        skops_files.check_trees(info.model_file)
+        skops_trees.check_trees(info.model_file)
     return read_info(model_dir), types
 
 

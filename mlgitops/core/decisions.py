@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from mlgitops.core import drift, policy, stats
+from mlgitops.core import policy, stats
 from mlgitops.core.manifest import DriftPolicy
 
 ID_PATTERN = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?-\d{8}T\d{6}-[a-z]+-[0-9a-f]{6}")
@@ -316,33 +316,11 @@ def against(reference: stats.ColumnBaseline, onto: stats.ColumnBaseline,
             live: stats.ColumnCounts) -> Score | None:
     """``live`` (counted on ``onto``'s bins/categories) against another version's ``reference``.
 
-    The same measure `policy.fit_share` counts, with its method and score; None when the two
-    columns are of different kinds or ``reference`` has no values.
+    The measure `policy.fit_share` counts (`policy.against`), with its method and score; None
+    when the two columns are of different kinds or ``reference`` has no values.
     """
-    if reference.kind != onto.kind or reference.count == 0:
-        return None
-    if onto.kind == "numeric":
-        laid = policy.laid_on(reference, onto)
-        if laid is None:
-            return None
-        d = drift.column_drift_binned(laid, live)
-        return Score(d.method, _finite(d.score), d.threshold, d.drifted)
-    if live.count == 0:
-        return Score("chisquare", None, drift.THRESHOLDS["chisquare"], True)
-    known = dict(zip(reference.categories, reference.counts, strict=True))
-    ref = np.asarray([known.pop(c, 0) for c in onto.categories] + [sum(known.values())],
-                     dtype=np.float64)
-    cur = np.append(live.counts.astype(np.float64), float(live.other))
-    seen = (ref > 0) | (cur > 0)
-    ref, cur = ref[seen], cur[seen]
-    method = drift.choose_method(kind="categorical", reference_count=reference.count,
-                                 distinct=len(ref))
-    if ref.sum() == 0:
-        return Score(method, None, drift.THRESHOLDS[method], True)
-    score = {"chisquare": drift.chisquare_pvalue, "z": drift.z_pvalue,
-             "jensenshannon": drift.jensenshannon}[method](ref, cur)
-    threshold = drift.THRESHOLDS[method]
-    return Score(method, _finite(score), threshold, drift.verdict(method, score, threshold))
+    m = policy.against(reference, onto, live)
+    return None if m is None else Score(m.method, _finite(m.score), m.threshold, m.drifted)
 
 
 def features_of(evidence: policy.Evidence, *, baseline: stats.Baseline,

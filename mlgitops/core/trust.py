@@ -46,7 +46,7 @@ NEVER_MODULES = frozenset({
 ADMISSIBLE = frozenset({"functools.partial"})
 
 #: Tree storage admitted only after mlgitops' own structural checks of its node arrays
-#: (`adapters.skops_files.check_trees`).
+#: (`adapters.skops_trees.check_trees`).
 CHECKED_TYPES = frozenset({
     "sklearn.tree._tree.Tree",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",

@@ -25,11 +25,13 @@ from starlette.routing import Route
 from mlgitops import settings
 from mlgitops.adapters import http_server, stats_store
 from mlgitops.core import stats
+from mlgitops.core.serve_spec import ServeSpec
 from mlgitops.server import (
     batching,
     grpc_service,
     inference,
     metrics,
+    mlflow_protocol,
     openapi,
     predictor,
     problems,
@@ -37,8 +39,8 @@ from mlgitops.server import (
     recorder,
     schema,
     tensors,
+    v2_protocol,
 )
-from mlgitops.server.standby import ServeSpec
 
 log = logging.getLogger("mlgitops.server")
 
@@ -228,10 +230,10 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
                     "binary tensor data extension's Inference-Header-Content-Length)."
                 )
             if header is None:
-                decoded = protocols.v2_request(protocols.parse_json(body), sig)
+                decoded = v2_protocol.v2_request(protocols.parse_json(body), sig)
             else:
                 view = memoryview(body)
-                decoded = protocols.v2_request(
+                decoded = v2_protocol.v2_request(
                     protocols.parse_json(view[:header].tobytes()), sig, binary=view[header:]
                 )
         if decoded.model_name not in (None, spec.name):
@@ -241,7 +243,7 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
             )
         served.check(spec.name, decoded.model_version)
         out = await served.predict(decoded.batch)
-        content, header_size = protocols.v2_response(
+        content, header_size = v2_protocol.v2_response(
             out,
             model_name=spec.name,
             model_version=spec.version,
@@ -259,9 +261,9 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
         with served.decoding():
             body = await read_body(request, limit)
             if ctype == "text/csv":
-                batch = protocols.mlflow_csv(body, sig)
+                batch = mlflow_protocol.mlflow_csv(body, sig)
             elif ctype == JSON or looks_like_json(body):
-                batch = protocols.mlflow_json(protocols.parse_json(body), sig)
+                batch = mlflow_protocol.mlflow_json(protocols.parse_json(body), sig)
             else:
                 shown = problems.shown(ctype) if ctype else "missing"
                 raise problems.UnsupportedMediaType(
@@ -269,7 +271,7 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
                     "application/json or text/csv."
                 )
         out = await served.predict(batch)
-        return Response(protocols.mlflow_response(out), media_type=JSON)
+        return Response(mlflow_protocol.mlflow_response(out), media_type=JSON)
 
     relays = grpc_service.methods(served)
 

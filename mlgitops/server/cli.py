@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from mlgitops import errors
-from mlgitops.server.standby import ServeSpec
+from mlgitops.core.serve_spec import ServeSpec
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {

@@ -3,7 +3,7 @@
 Six calls: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer.
 They run on the worker's event loop and go through the same `inference.Served` as HTTP (the
 same name and version checks, the same micro-batcher, live statistics and metrics) and the
-same validation (`protocols.v2_batch`; raw tensors through `tensors.decode`), and the bounds
+same validation (`v2_protocol.v2_batch`; raw tensors through `tensors.decode`), and the bounds
 of `adapters.grpc_limits` (receive deadline, concurrent calls, connection limits). A refused call
 gets the gRPC code of the HTTP status the same problem gets (`problems.GRPC_CODE`) and the
 same sentence. Inputs come as ``raw_input_contents`` (what Triton's client sends) or as typed
@@ -34,7 +34,7 @@ from google.protobuf.message import DecodeError
 
 from mlgitops.adapters import grpc_limits, http_server
 from mlgitops.server import grpc_predict_v2_pb2 as pb
-from mlgitops.server import inference, metrics, problems, protocols, tensors
+from mlgitops.server import inference, metrics, problems, tensors, v2_protocol
 
 log = logging.getLogger("mlgitops.server")
 
@@ -71,7 +71,7 @@ def message(exc: BaseException) -> tuple[int, str, str]:
     return status, problems.grpc_code(status), http_server.clip(str(exc) or type(exc).__name__)
 
 
-def infer_tensors(request: pb.ModelInferRequest) -> list[protocols.Tensor]:
+def infer_tensors(request: pb.ModelInferRequest) -> list[v2_protocol.Tensor]:
     """The input tensors of a ModelInfer request, sizes checked before any allocation."""
     if not request.inputs:
         raise problems.BadRequest("'inputs' must be a non-empty list of tensors.")
@@ -81,10 +81,10 @@ def infer_tensors(request: pb.ModelInferRequest) -> list[protocols.Tensor]:
             f"The request has {len(request.inputs)} inputs but {len(raw)} raw_input_contents; "
             "send one raw content per input, in order (or typed contents in each input)."
         )
-    protocols.check_outputs([o.name for o in request.outputs])
-    out: list[protocols.Tensor] = []
+    v2_protocol.check_outputs([o.name for o in request.outputs])
+    out: list[v2_protocol.Tensor] = []
     for i, t in enumerate(request.inputs):
-        shape = protocols.check_shape(list(t.shape), where=f"inputs[{i}]")
+        shape = v2_protocol.check_shape(list(t.shape), where=f"inputs[{i}]")
         datatype = t.datatype.upper()
         if raw:
             if t.HasField("contents"):
@@ -95,7 +95,7 @@ def infer_tensors(request: pb.ModelInferRequest) -> list[protocols.Tensor]:
             values: Any = tensors.decode(raw[i], datatype=datatype, shape=shape, name=t.name)
         else:
             values = _typed(t, shape=shape, datatype=datatype)
-        out.append(protocols.Tensor(t.name, shape, datatype, values))
+        out.append(v2_protocol.Tensor(t.name, shape, datatype, values))
     return out
 
 
@@ -188,7 +188,7 @@ def methods(served: inference.Served) -> dict[str, Method]:
     async def model_infer(request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         served.check(request.model_name, request.model_version)
         with served.decoding():
-            batch = protocols.v2_batch(infer_tensors(request), served.sig)
+            batch = v2_protocol.v2_batch(infer_tensors(request), served.sig)
         out = await served.predict(batch)
         return infer_response(out, request=request, served=served)
 

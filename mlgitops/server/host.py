@@ -56,8 +56,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mlgitops import errors
+from mlgitops.core.serve_spec import ServeSpec
 from mlgitops.server import supervisor
-from mlgitops.server.standby import ServeSpec, emit
+from mlgitops.server.standby import emit
 
 log = logging.getLogger("mlgitops.server")
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy.typing as npt
 
-from mlgitops.server import batching, problems, protocols, schema
-from mlgitops.server.standby import ServeSpec
+from mlgitops.core.serve_spec import ServeSpec
+from mlgitops.server import batching, problems, schema, v2_protocol
 
 #: The shortest version prefix accepted (as ``git`` abbreviates commits).
 PREFIX = 7
@@ -101,7 +101,7 @@ class Served:
             "versions": [spec.version],
             "platform": PLATFORM,
             "inputs": [
-                {"name": c.name, "datatype": protocols.V2_FOR_TYPE[c.type], "shape": [-1]}
+                {"name": c.name, "datatype": v2_protocol.V2_FOR_TYPE[c.type], "shape": [-1]}
                 for c in self.sig.columns
             ],
             "outputs": [{"name": "predict", "datatype": self.output_datatype, "shape": [-1]}],

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlgitops.server import protocols, schema
+from mlgitops.server import schema, v2_protocol
 
 _F32 = 3.4028234663852886e38
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -133,7 +133,7 @@ def document(
         ]
     }
     datatypes = sorted(
-        set(protocols.V2_FOR_TYPE.values())
+        set(v2_protocol.V2_FOR_TYPE.values())
         | {"FP16", "INT8", "INT16", "UINT8", "UINT16", "UINT32", "UINT64"}
     )
     tensor = {

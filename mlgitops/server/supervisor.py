@@ -27,7 +27,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from mlgitops import errors
 from mlgitops.core import trust
-from mlgitops.server.standby import ServeSpec, emit
+from mlgitops.core.serve_spec import ServeSpec
+from mlgitops.server.standby import emit
 
 if TYPE_CHECKING:
     from mlgitops.server import app
@@ -85,7 +86,7 @@ def load_runtime(spec: ServeSpec) -> app.Runtime:
     import numpy as np
 
     from mlgitops.adapters import mlflow_models
-    from mlgitops.server import app, metrics, predictor, protocols, recorder
+    from mlgitops.server import app, metrics, predictor, recorder, v2_protocol
 
     # the policy the controller deployed under (read again on each pass), else the environment's
     policy = None if spec.trust_allow is None else trust.Policy(allow=frozenset(spec.trust_allow))
@@ -107,9 +108,9 @@ def load_runtime(spec: ServeSpec) -> app.Runtime:
             ) from exc
         log.warning("warm-up on a synthetic row failed (%s); the first request warms up", exc)
     output_datatype = (
-        protocols.v2_datatype(out)
+        v2_protocol.v2_datatype(out)
         if out is not None
-        else protocols.V2_FOR_TYPE.get(model.info.output_type or "", "FP64")
+        else v2_protocol.V2_FOR_TYPE.get(model.info.output_type or "", "FP64")
     )
     if not spec.record_stats:
         baseline = None

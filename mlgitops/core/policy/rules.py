@@ -1,37 +1,5 @@
-"""Drift policy: one closed window of live rows -> keep | alert | revert, with its numbers.
-
-Pure: no I/O, no clock (callers pass ``now``, seconds since the epoch), no randomness. The
-monitor measures a window (`Evidence`), keeps a `History` per model, and executes what
-`decide` returns; the revert itself is described by `revert_plan` before git runs.
-
-Rules, in order (each decision carries a sentence saying which one applied):
-
-1. **Inconclusive.** A window with fewer than ``minRows`` rows never acts; the streak of
-   breached windows is left as it was.
-2. **Breach.** A window breaches when the share of drifted features (against the serving
-   version's baseline) is >= ``datasetShare``, or when the prediction distribution drifted.
-   A window that does not breach resets the streak.
-3. **Hysteresis.** Nothing happens until ``consecutiveWindows`` breached windows in a row;
-   acting (alert or revert) starts a new streak.
-4. **Attribution** (``attribution: previous-baseline``). A revert can only cure drift that is
-   the new version's fault. It is, when either
-   - the window fits the *previous* version's baseline clearly better than the current one's:
-     its drifted share against the previous baseline is below ``datasetShare`` and at least
-     `ATTRIBUTION_MARGIN` lower than against the current baseline (`fit_share`: both references
-     laid on the same bins, compared with the same window counters); or
-   - the predictions drifted while the inputs did not (share below ``datasetShare``): the
-     model behaves unlike its own reference on data that looks like it.
-   Otherwise the inputs moved away from both versions: alert only.
-5. **Action, blockers, cooldown, cap.** ``action: alert`` or ``none`` never reverts; no revert
-   without a previous version to return to (or when it is quarantined, or the same model);
-   none within ``cooldownSeconds`` of the last automatic revert; at most ``maxReverts`` per
-   ``revertPeriodSeconds``. Each of these turns a revert into an alert that says why.
-
-Only reverts that landed count toward the cooldown and the cap: a REVERT decision's
-``history`` already holds its time (the revert it asks for), but the caller keeps
-`Decision.history_until_landed` until the revert commit is on the remote, then
-`History.with_revert`; a revert that was refused, failed or was skipped never counts.
-"""
+"""The drift policy's rules: one closed window's `Evidence` -> a `Decision` (see the package
+docstring for the rules, in order)."""
 
 from __future__ import annotations
 
@@ -41,9 +9,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
-
-from mlgitops.core import drift, layout, quarantine, stats
 from mlgitops.core.drift import DriftReport
 from mlgitops.core.manifest import DriftPolicy
 
@@ -245,7 +210,7 @@ def attribute(evidence: Evidence, policy: DriftPolicy) -> tuple[bool, str]:
     if evidence.prediction_drifted and inputs_fit:
         return True, (
             f"the predictions drifted ({evidence.prediction_method} "
-            f"{_fmt(evidence.prediction_score)} vs threshold {_fmt(evidence.prediction_threshold)}) "
+            f"{fmt_number(evidence.prediction_score)} vs threshold {fmt_number(evidence.prediction_threshold)}) "
             f"while only {_pct(evidence.share)} of input features drift"
         )
     if prev is None:
@@ -260,12 +225,13 @@ def attribute(evidence: Evidence, policy: DriftPolicy) -> tuple[bool, str]:
     )
 
 
-def _fmt(value: float | None) -> str:
+def fmt_number(value: float | None) -> str:
+    """A score for a sentence (3 significant digits; "n/a" when absent)."""
     return "n/a" if value is None else f"{value:.3g}"
 
 
 def decide(evidence: Evidence, history: History, policy: DriftPolicy, *, now: float) -> Decision:
-    """The decision for one closed window (see the module docstring for the rules)."""
+    """The decision for one closed window (see the package docstring for the rules)."""
     needed = policy.consecutive_windows
     period_start = now - policy.revert_period_seconds
     in_period = len(history.reverts_since(period_start))
@@ -298,7 +264,7 @@ def decide(evidence: Evidence, history: History, policy: DriftPolicy, *, now: fl
                     f"({', '.join(evidence.drifted_columns) or '-'})")
     if evidence.prediction_drifted:
         what.append(f"the predictions drift ({evidence.prediction_method} "
-                    f"{_fmt(evidence.prediction_score)})")
+                    f"{fmt_number(evidence.prediction_score)})")
     breach = " and ".join(what)
     streak = history.streak + 1
     if streak < needed:
@@ -341,185 +307,3 @@ def decide(evidence: Evidence, history: History, policy: DriftPolicy, *, now: fl
     kept = (*history.reverts_since(period_start), now)
     return done(Verdict.REVERT, f"{prefix} and {why}", streak=streak, keep_streak=0,
                 attributable=True, reverts=kept)
-
-
-# ---------------------------------------------------------------------------------------------
-# Attribution measure: the window against another version's reference
-
-
-def laid_on(reference: stats.ColumnBaseline, onto: stats.ColumnBaseline) -> stats.ColumnBaseline | None:
-    """A numeric ``reference`` re-binned on ``onto``'s edges (None: no values to re-bin).
-
-    Live counters are laid on the serving version's bins; to compare them with another
-    version's reference, that reference is re-binned from its quantile sample (every value up
-    to 1000 reference rows, else 1000 evenly spaced order statistics), each value weighing
-    ``count / len(sample)``. The edges never count as exact, so drift methods use the bin
-    counts and sums only.
-    """
-    if reference.kind != "numeric" or onto.kind != "numeric" or reference.count == 0:
-        return None
-    x = np.asarray(reference.sample, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    if not len(x):
-        return None
-    edges = np.asarray(onto.edges, dtype=np.float64)
-    idx = np.searchsorted(edges, x, side="right")
-    weight = reference.count / len(x)
-    raw = np.bincount(idx, minlength=len(edges) + 1) * weight
-    counts = np.floor(raw).astype(np.int64)
-    short = reference.count - int(counts.sum())
-    if short > 0:  # largest remainders, so the counts add up to the reference count
-        counts[np.argsort(-(raw - counts), kind="stable")[:short]] += 1
-    sums = np.bincount(idx, weights=x, minlength=len(edges) + 1) * weight
-    distinct = reference.distinct + (1 if reference.distinct == len(edges) else 0)
-    return stats.ColumnBaseline(
-        name=onto.name, kind="numeric", edges=onto.edges,
-        counts=tuple(int(c) for c in counts), categories=(), count=reference.count,
-        mean=reference.mean, std=reference.std, sample=reference.sample,
-        missing=reference.missing, sums=tuple(float(v) for v in sums), distinct=distinct,
-    )
-
-
-_ON_COUNTS = {
-    "chisquare": drift.chisquare_pvalue,
-    "z": drift.z_pvalue,
-    "jensenshannon": drift.jensenshannon,
-}
-
-
-def categorical_drifted(reference: stats.ColumnBaseline, onto: stats.ColumnBaseline,
-                        live: stats.ColumnCounts) -> bool:
-    """Whether live category counts (laid on ``onto``'s categories) drift from ``reference``.
-
-    Reference labels ``onto`` does not know meet the live values ``onto`` does not know (both
-    are "other"), so a category the serving version dropped is compared, not lost.
-    """
-    if live.count == 0:
-        return True
-    known = dict(zip(reference.categories, reference.counts, strict=True))
-    ref = np.asarray([known.pop(c, 0) for c in onto.categories] + [sum(known.values())],
-                     dtype=np.float64)
-    cur = np.append(live.counts.astype(np.float64), float(live.other))
-    seen = (ref > 0) | (cur > 0)
-    ref, cur = ref[seen], cur[seen]
-    if ref.sum() == 0:
-        return True
-    method = drift.choose_method(kind="categorical", reference_count=reference.count,
-                                 distinct=len(ref))
-    score = _ON_COUNTS[method](ref, cur)
-    return drift.verdict(method, score, drift.THRESHOLDS[method])
-
-
-def fit_share(reference: stats.Baseline, onto: stats.Baseline, window: stats.LiveStats) -> float | None:
-    """Share of features of ``window`` (laid on ``onto``) that drift against ``reference``.
-
-    None when the two versions do not have the same features of the same kinds.
-    """
-    if [(c.name, c.kind) for c in reference.columns] != [(c.name, c.kind) for c in onto.columns]:
-        return None
-    if not onto.columns:
-        return None
-    drifted = 0
-    for col in onto.columns:
-        ref, live = reference.column(col.name), window.column(col.name)
-        if col.kind == "categorical":
-            drifted += categorical_drifted(ref, col, live)
-            continue
-        laid = laid_on(ref, col)
-        drifted += laid is None or drift.column_drift_binned(laid, live).drifted
-    return drifted / len(onto.columns)
-
-
-# ---------------------------------------------------------------------------------------------
-# The revert, planned before git runs
-
-
-@dataclass(frozen=True)
-class RevertPlan:
-    """Everything the revert commit consists of; the git adapter only executes it."""
-
-    name: str
-    reverted: str
-    """The commit whose version is reverted (the model's serving version)."""
-    restore_from: str
-    """The revision whose content of `paths` returns (the parent of `reverted`)."""
-    previous: str | None
-    """The version whose content returns (the last change of `paths` before `reverted`)."""
-    paths: tuple[str, ...]
-    entry: quarantine.Entry
-    message: str
-    trailers: Mapping[str, str]
-
-    @property
-    def commit_paths(self) -> tuple[str, ...]:
-        return (*self.paths, layout.QUARANTINE)
-
-
-def revert_plan(
-    decision: Decision,
-    *,
-    name: str,
-    reverted: str,
-    digest: str,
-    previous: str | None,
-    report: str | None,
-    at: str,
-    report_id: str | None = None,
-) -> RevertPlan:
-    """The path-scoped revert of ``reverted`` for model ``name`` (``at``: ISO time of the entry).
-
-    ``previous`` is the version whose content returns (for the message); the content itself is
-    that of ``reverted``'s parent.
-    """
-    if decision.verdict is not Verdict.REVERT:
-        raise ValueError(f"a {decision.verdict.value} decision does not revert anything")
-    ev = decision.evidence
-    short = reverted[:12]
-    back_to = f" to {previous[:12]}" if previous else ""
-    subject = f"Revert {name}{back_to}: live data drifted from {short}"
-    numbers = (
-        f"rows={ev.rows} share={ev.share:.2f} "
-        f"prediction={ev.prediction_method or '-'}:{_fmt(ev.prediction_score)} "
-        f"fitCurrent={_fmt(ev.fit_current)} "
-        f"fitPrevious={_fmt(ev.fit_previous)} "
-        f"windows={decision.streak}/{decision.needed}"
-    )
-    body = "\n".join(
-        [
-            subject,
-            "",
-            f"The mlgitops drift monitor returned {layout.model_path(name)}/ and "
-            f"{layout.manifest_path(name)} to their content before {reverted}.",
-            f"Evidence: {decision.reason}.",
-            f"Numbers: {numbers}.",
-            *([f"Report: {report}"] if report else []),
-            f"Digest {digest} is now listed in {layout.QUARANTINE}:",
-            "the controller will not deploy it again until a person removes its entry",
-            "(review the report first).",
-        ]
-    )
-    trailers = {
-        layout.TRAILER_MODEL: name,
-        layout.TRAILER_REVERTS: reverted,
-        layout.TRAILER_DIGEST: digest,
-        **({layout.TRAILER_REPORT: report} if report else {}),
-        **({layout.TRAILER_REPORT_ID: report_id} if report_id else {}),
-        layout.TRAILER_ACTION: "revert",
-    }
-    entry = quarantine.Entry(
-        model=name,
-        digest=digest,
-        commit=reverted,
-        reason=decision.reason[:300],
-        at=at,
-    )
-    return RevertPlan(
-        name=name,
-        reverted=reverted,
-        restore_from=f"{reverted}^",
-        previous=previous,
-        paths=layout.model_paths(name),
-        entry=entry,
-        message=body,
-        trailers=trailers,
-    )
