@@ -6,23 +6,24 @@ one line per transition, each carrying the commit it concerns.
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from mlgitops.adapters import clock as system_clock
 from mlgitops.adapters import files
-from mlgitops.core import plan, status
+from mlgitops.core import clock, plan, status
 from mlgitops.core.status import ModelStatus
 
 #: ``<state>/retry/<model>``: one file per retry asked for and not yet picked up.
 RETRY_DIR = "retry"
 
 
-def now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def now(source: clock.Clock = system_clock.SYSTEM) -> str:
+    """The time of a state record: ``core.clock.iso`` to the millisecond (state.json's format)."""
+    return system_clock.now_iso(source, ms=True)
 
 
 class Store:
