@@ -290,8 +290,11 @@ class Cluster:
         return list(doc.get("items") or [])
 
     def list_pods(self, namespace: str, model: str) -> list[k8s_objects.Pod]:
-        """The pods of ``model``: name, IP, Ready, commit and digest, why not ready."""
-        return sorted((k8s_objects.pod_view(p) for p in self.pods(namespace, model)), key=lambda p: p.name)
+        """The pods of ``model``: name, IP, Ready, commit and digest, why not ready (a pod of the
+        Deployment's current template serves the Deployment's version: `k8s_objects.pod_view`)."""
+        deployment = self.read_deployment(namespace, model)
+        return sorted((k8s_objects.pod_view(p, deployment) for p in self.pods(namespace, model)),
+                      key=lambda p: p.name)
 
     def rollout(self, namespace: str, model: str) -> k8s_objects.RolloutState | None:
         """Where the model's rollout stands (None: no Deployment), read from the Deployment and
