@@ -224,13 +224,22 @@ def up(repo: Path, port: int | None, host: str | None, grpc_port: int | None,
 @click.option("--public-url", help="Where people reach that port: revert commits link reports there.")
 @click.option("--grpc-port", type=int, help="Model pods also serve the v2 gRPC API on this port "
               "(their Service gets a port named grpc). Default: HTTP only.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="One line per record on stderr: text, or JSON (time, level, logger, model, "
+              "commit, message) for a cluster's log collector.")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              default="INFO", show_default=True)
 def operator(repo_url: str, namespace: str, branch: str, interval: float, secret: str | None,
              image: str, state_dir: Path, kubeconfig: Path | None, http_port: int,
-             http_host: str | None, public_url: str | None, grpc_port: int | None) -> None:
+             http_host: str | None, public_url: str | None, grpc_port: int | None,
+             log_format: str, log_level: str) -> None:
     """Run the Kubernetes operator (kopf): the repository's models as Deployments in NAMESPACE."""
     import os
 
+    from mlgitops import logs
     from mlgitops.operator import handlers
+
+    logs.setup(log_format, level=log_level)
 
     os.environ.update({
         "MLGITOPS_OPERATOR_REPO_URL": repo_url, "MLGITOPS_OPERATOR_NAMESPACE": namespace,

@@ -6,16 +6,20 @@ one line per transition, each carrying the commit it concerns.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from mlgitops import logs
 from mlgitops.adapters import clock as system_clock
 from mlgitops.adapters import files
 from mlgitops.core import clock, plan, status
 from mlgitops.core.status import ModelStatus
+
+log = logging.getLogger("mlgitops.events")
 
 #: ``<state>/retry/<model>``: one file per retry asked for and not yet picked up.
 RETRY_DIR = "retry"
@@ -90,6 +94,7 @@ class Store:
         record = {"time": now(), "type": kind, "model": model, "commit": commit, "message": message,
                   **extra}
         files.append_jsonl(self.events_path, record)
+        log.info(message, extra=logs.record_fields(record))
         for listener in list(self.listeners):
             try:
                 listener(record)
