@@ -23,7 +23,8 @@ FORMATS = ("text", "json")
 #: The structured fields a record may carry (``extra=fields(...)``), in output order.
 FIELDS = ("model", "commit", "namespace", "event")
 #: Chatty libraries: their INFO is not the operator's story (kopf's per-object records are).
-QUIET = {"kopf": logging.WARNING, "kopf.objects": logging.INFO, "urllib3": logging.WARNING,
+QUIET = {"kopf": logging.WARNING, "kopf.objects": logging.INFO, "kopf.activities": logging.INFO,
+         "urllib3": logging.WARNING,
          "httpx": logging.WARNING, "git": logging.WARNING}
 _HANDLER_MARK = "_mlgitops_logs"
 
