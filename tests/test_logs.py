@@ -63,7 +63,7 @@ def test_the_controller_events_are_logged_with_model_and_commit(
 def test_kopf_object_records_name_the_model_and_namespace(stream: io.StringIO) -> None:
     logging.getLogger("kopf.objects").info(
         "Handler 'reconcile' succeeded.", extra={"k8s_ref": {"name": "credit", "namespace": "models"}})
-    logging.getLogger("kopf.activities").info("kopf's own chatter stays out")
+    logging.getLogger("kopf._core.reactor.queueing").info("kopf's own chatter stays out")
     (doc,) = records(stream)
     assert (doc["model"], doc["namespace"]) == ("credit", "models")
 
