@@ -24,7 +24,6 @@ API answer                                 mlgitops error (what the loop does ne
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import os
@@ -39,6 +38,8 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from mlgitops import errors
+from mlgitops.adapters import clock as system_clock
+from mlgitops.core import clock as core_clock
 from mlgitops.core import k8s_objects, manifest, source_spec
 
 APPLY = "application/apply-patch+yaml"
@@ -107,10 +108,6 @@ def translate(exc: ApiException, *, what: str) -> errors.MlgitopsError:
     return errors.ClusterError(f"{what}: unexpected answer {status} from the API server ({said})")
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 class Cluster:
     """One Kubernetes API connection and what the operator does through it."""
 
@@ -121,8 +118,11 @@ class Cluster:
         field_manager: str = FIELD_MANAGER,
         timeout: float = 30.0,
         component: str = "mlgitops-operator",
+        clock: core_clock.Clock = system_clock.SYSTEM,
     ) -> None:
         self.api = api
+        self.clock = clock
+        """Stamps the Events this connection records."""
         self.field_manager = field_manager
         self.timeout = timeout
         self.component = component
@@ -290,8 +290,11 @@ class Cluster:
         return list(doc.get("items") or [])
 
     def list_pods(self, namespace: str, model: str) -> list[k8s_objects.Pod]:
-        """The pods of ``model``: name, IP, Ready, commit and digest, why not ready."""
-        return sorted((k8s_objects.pod_view(p) for p in self.pods(namespace, model)), key=lambda p: p.name)
+        """The pods of ``model``: name, IP, Ready, commit and digest, why not ready (a pod of the
+        Deployment's current template serves the Deployment's version: `k8s_objects.pod_view`)."""
+        deployment = self.read_deployment(namespace, model)
+        return sorted((k8s_objects.pod_view(p, deployment) for p in self.pods(namespace, model)),
+                      key=lambda p: p.name)
 
     def rollout(self, namespace: str, model: str) -> k8s_objects.RolloutState | None:
         """Where the model's rollout stands (None: no Deployment), read from the Deployment and
@@ -417,7 +420,7 @@ class Cluster:
         event_name = f"{name}.{key}"
         what = f"record Event {reason} on {involved.get('kind')} {namespace}/{name}"
         old = self._read(what, self._core.read_namespaced_event, event_name, namespace)
-        now = _now()
+        now = system_clock.now_iso(self.clock)
         body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Event",

@@ -20,7 +20,6 @@ compete with the gateway, the reconciler or the next revert for the controller's
 from __future__ import annotations
 
 import ctypes
-import datetime as dt
 import html as html_mod
 import io
 import json
@@ -42,7 +41,7 @@ import pandas as pd
 from mlgitops import errors, settings
 from mlgitops.adapters import evidently_reports, files, git, stats_store
 from mlgitops.controller import state as state_mod
-from mlgitops.core import decisions, layout, manifest, stats
+from mlgitops.core import clock, decisions, layout, manifest, stats
 from mlgitops.core.stats import ColumnKind
 
 REPORTS = "reports"
@@ -105,8 +104,7 @@ def plan(state_dir: Path, *, name: str, version: str, now: float, why: str,
 
     ``title``: the file name without ``.html`` (a decision's report is ``<decision id>.evidently``).
     """
-    when = dt.datetime.fromtimestamp(now, dt.UTC)
-    stamp = when.strftime("%Y%m%dT%H%M%S") + f"{when.microsecond // 1000:03d}Z"
+    stamp = clock.compact(now, ms=True) + "Z"
     safe_why = re.sub(r"[^a-z0-9-]+", "-", why.lower()).strip("-") or "report"
     out = reports_dir(state_dir, name)
     if title is not None:

@@ -6,23 +6,28 @@ one line per transition, each carrying the commit it concerns.
 
 from __future__ import annotations
 
-import datetime as dt
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from mlgitops import logs
+from mlgitops.adapters import clock as system_clock
 from mlgitops.adapters import files
-from mlgitops.core import plan, status
+from mlgitops.core import clock, plan, status
 from mlgitops.core.status import ModelStatus
+
+log = logging.getLogger("mlgitops.events")
 
 #: ``<state>/retry/<model>``: one file per retry asked for and not yet picked up.
 RETRY_DIR = "retry"
 
 
-def now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def now(source: clock.Clock = system_clock.SYSTEM) -> str:
+    """The time of a state record: ``core.clock.iso`` to the millisecond (state.json's format)."""
+    return system_clock.now_iso(source, ms=True)
 
 
 class Store:
@@ -89,6 +94,7 @@ class Store:
         record = {"time": now(), "type": kind, "model": model, "commit": commit, "message": message,
                   **extra}
         files.append_jsonl(self.events_path, record)
+        log.info(message, extra=logs.record_fields(record))
         for listener in list(self.listeners):
             try:
                 listener(record)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mlgitops import errors, ui
+from mlgitops.adapters import clock as system_clock
 from mlgitops.adapters import evidently_workspace, git, mlflow_tracking
 from mlgitops.controller import reports
 from mlgitops.core import decisions, layout, manifest
@@ -412,7 +413,7 @@ def _child() -> int:
         else:
             evidently_workspace.warm_up()
     except Exception as exc:  # reported again, as the answer, by the first decision
-        print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} warm-up: {exc}", file=sys.stderr)
+        print(f"{system_clock.now_iso()} warm-up: {exc}", file=sys.stderr)
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -424,14 +425,14 @@ def _child() -> int:
                 out = record_window(state_dir, clone, decision, keep=int(config["keep"]))
             reply = {"ok": True, "id": decision.id, **out}
             if "skipped" in out:
-                print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {decision.id}: {out['skipped']}",
+                print(f"{system_clock.now_iso()} {decision.id}: {out['skipped']}",
                       file=sys.stderr)
         except errors.MlgitopsError as exc:
             reply = {"ok": False, "error": str(exc)}
         except Exception as exc:  # the child answers every line, whatever went wrong
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         if not reply["ok"]:
-            print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {reply['error']}", file=sys.stderr)
+            print(f"{system_clock.now_iso()} {reply['error']}", file=sys.stderr)
         proto.write(json.dumps(reply) + "\n")
     return 0
 

@@ -16,7 +16,6 @@ Pure: no I/O, no clock, no randomness.
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
 import hashlib
 import itertools
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from mlgitops.core import policy, stats
+from mlgitops.core import clock, policy, stats
 from mlgitops.core.manifest import DriftPolicy
 
 ID_PATTERN = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?-\d{8}T\d{6}-[a-z]+-[0-9a-f]{6}")
@@ -277,12 +276,13 @@ def _finite(value: float | None) -> float | None:
 
 
 def iso(at: float) -> str:
-    return dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    """A decision's time as its record writes it (``core.clock.iso``, to the second)."""
+    return clock.iso(at)
 
 
 def make_id(*, model: str, kind: Kind, at: float, version: str | None) -> str:
     """``<model>-<utc yyyymmddThhmmss>-<kind>-<6 hex>`` (stable for the same inputs)."""
-    stamp = dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y%m%dT%H%M%S")
+    stamp = clock.compact(at)
     h = hashlib.sha256(f"{model}\0{kind.value}\0{at!r}\0{version or ''}".encode()).hexdigest()[:6]
     return f"{model}-{stamp}-{kind.value}-{h}"
 

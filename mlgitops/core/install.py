@@ -42,6 +42,7 @@ OPERATOR_ARGS = [
     "--branch", "$(BRANCH)",
     "--namespace", "$(POD_NAMESPACE)",
     "--state-dir", "/var/lib/mlgitops",
+    "--log-format", "json",  # one object per line, for the cluster's log collector
 ]  # fmt: skip
 PLACEHOLDER_URL = "https://git.example.com/team/models.git"
 

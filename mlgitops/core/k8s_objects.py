@@ -22,67 +22,73 @@ What a rendered pod does (the image is the one mlgitops image, entrypoint ``mlgi
   (type ``kubernetes.io/ssh-auth``; ``known_hosts`` is required: hosts are never trusted on
   first use).
 
-Labels: ``app.kubernetes.io/name`` and ``mlgitops.io/model`` = NAME, ``app.kubernetes.io/
-managed-by`` = mlgitops, ``mlgitops.io/version`` = the commit, ``mlgitops.io/digest`` = the
-first 63 hex digits of the digest (a label value holds at most 63 characters); the full commit
-and digest are annotations too. Selectors use ``mlgitops.io/model`` only, so the Service
-follows a rollout and the Deployment's (immutable) selector never changes between versions.
+Labels and names: `core.k8s_labels` (re-exported here). The pod template depends only on what
+changes the pod (model digest, image, arguments, resources, probes; ``mlgitops.io/pod-template``
+is their digest), so a commit that changes only ``spec.serving.replicas`` keeps the pods: with
+``current`` (the Deployment as read), `deployment` keeps the commit its template was rendered
+at, and the Deployment's own ``mlgitops.io/version`` label carries the new version. Reading
+back: `core.k8s_rollout` (re-exported here).
 """
 
 from __future__ import annotations
 
-import enum
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from mlgitops.core import manifest
+from mlgitops.core.k8s_labels import (
+    ANNOTATION_COMMIT,
+    ANNOTATION_DIGEST,
+    ANNOTATION_POD_TEMPLATE,
+    ANNOTATION_SOURCE,
+    CREDENTIALS_MOUNT,
+    DEFAULT_IMAGE,
+    GRPC_PORT_NAME,
+    HTTP_PORT,
+    INIT_CONTAINER,
+    LABEL_DIGEST,
+    LABEL_MANAGED_BY,
+    LABEL_MODEL,
+    LABEL_NAME,
+    LABEL_VERSION,
+    LIVE_PATH,
+    MANAGER,
+    MODELS_MOUNT,
+    PORT_NAME,
+    READY_PATH,
+    RUN_AS_USER,
+    SERVER_CONTAINER,
+    SERVICE_PORT,
+    STATS_MOUNT,
+    TMP_MOUNT,
+    digest_label,
+    labels,
+    model_labels,
+    object_name,
+    selector,
+)
+from mlgitops.core.k8s_rollout import (
+    Phase,
+    Pod,
+    RolloutState,
+    pinned_commit,
+    pod_view,
+    rollout_state,
+)
 
-DEFAULT_IMAGE = "mlgitops:0.1.0"
-MANAGER = "mlgitops"
-
-LABEL_NAME = "app.kubernetes.io/name"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_MODEL = "mlgitops.io/model"
-LABEL_VERSION = "mlgitops.io/version"
-LABEL_DIGEST = "mlgitops.io/digest"
-ANNOTATION_COMMIT = "mlgitops.io/commit"
-ANNOTATION_DIGEST = "mlgitops.io/digest"
-ANNOTATION_SOURCE = "mlgitops.io/source"
-
-HTTP_PORT = 8080
-SERVICE_PORT = 80
-PORT_NAME = "http"
-GRPC_PORT_NAME = "grpc"
-MODELS_MOUNT = "/models"
-STATS_MOUNT = "/var/lib/mlgitops/stats"
-TMP_MOUNT = "/tmp"
-CREDENTIALS_MOUNT = "/etc/mlgitops/git"
-READY_PATH = "/v2/health/ready"
-LIVE_PATH = "/v2/health/live"
-INIT_CONTAINER = "fetch-model"
-SERVER_CONTAINER = "server"
-RUN_AS_USER = 10001
-
-#: Kubernetes names of a Service are DNS-1035 labels: at most 63 characters.
-_MAX_NAME = 63
-_PREFIX = "mlgitops-"
-
-
-def object_name(model: str) -> str:
-    """``mlgitops-<model>``: the Deployment's and the Service's name (hashed when too long)."""
-    name = _PREFIX + model
-    if len(name) <= _MAX_NAME:
-        return name
-    tail = hashlib.sha256(model.encode()).hexdigest()[:8]
-    keep = _MAX_NAME - len(_PREFIX) - len(tail) - 1
-    return f"{_PREFIX}{model[:keep].rstrip('-')}-{tail}"
-
-
-def digest_label(digest: str) -> str:
-    """The digest as a label value: its first 63 hex digits, without ``sha256:``."""
-    return digest.removeprefix("sha256:")[:63]
+__all__ = [
+    "ANNOTATION_COMMIT", "ANNOTATION_DIGEST", "ANNOTATION_POD_TEMPLATE", "ANNOTATION_SOURCE",
+    "CREDENTIALS_MOUNT", "DEFAULT_IMAGE", "GRPC_PORT_NAME", "HTTP_PORT", "INIT_CONTAINER",
+    "LABEL_DIGEST", "LABEL_MANAGED_BY", "LABEL_MODEL", "LABEL_NAME", "LABEL_VERSION", "LIVE_PATH",
+    "MANAGER", "MODELS_MOUNT", "PORT_NAME", "READY_PATH", "RUN_AS_USER", "SERVER_CONTAINER",
+    "SERVICE_PORT", "STATS_MOUNT", "TMP_MOUNT", "Owner", "Phase", "Pod", "PodOptions",
+    "RolloutState", "Source", "deployment", "digest_label", "fetch_args", "labels",
+    "model_labels", "object_name", "pinned_commit", "pod_template_commit", "pod_view",
+    "rollout_state", "selector", "serve_args", "service",
+]
 
 
 @dataclass(frozen=True)
@@ -165,25 +171,6 @@ class PodOptions:
     api_token_secret: str | None = None
     """A Secret whose key ``token`` the model server takes as ``MLGITOPS_API_TOKEN``: its live
     statistics route then answers only that bearer token (the operator's monitor sends it)."""
-
-
-def model_labels(model: str) -> dict[str, str]:
-    """Labels of everything mlgitops runs for ``model``, whatever the version (the Service's)."""
-    return {LABEL_NAME: model, LABEL_MANAGED_BY: MANAGER, LABEL_MODEL: model}
-
-
-def labels(dep: manifest.ModelDeployment, commit: str) -> dict[str, str]:
-    """Labels of the Deployment and its pods: the model's, its version and its digest."""
-    return {
-        **model_labels(dep.name),
-        LABEL_VERSION: commit,
-        LABEL_DIGEST: digest_label(dep.digest),
-    }
-
-
-def selector(model: str) -> dict[str, str]:
-    """What the Deployment and the Service select: every pod of the model, any version."""
-    return {LABEL_MODEL: model}
 
 
 def _check_commit(commit: str) -> None:
@@ -297,16 +284,73 @@ def deployment(
     trusted_types: Sequence[str],
     namespace: str | None = None,
     options: PodOptions | None = None,
+    current: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``apps/v1`` Deployment that serves ``dep`` at ``commit`` (see the module docstring).
 
     ``trusted_types``: the types the server may load beyond skops' defaults, as the controller
     decided them under its policy (``--trust`` each). Rolled out with ``maxUnavailable: 0``
     and ``maxSurge: 1``: a new version's pod must be ready before an old one goes.
+    ``current``: the model's Deployment as read from the API server (None: none yet); when its
+    pods are what ``dep`` asks for, its template is kept (`pod_template_commit`), so the
+    Deployment only scales.
     """
     _check_commit(commit)
     opts = options or PodOptions()
-    name = object_name(dep.name)
+    template = _pod_template(dep, _PLACEHOLDER, source=source, trusted_types=trusted_types, opts=opts)
+    stamp = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:32]
+    pod_commit = pod_template_commit(current, stamp, commit)
+    template = _pod_template(dep, pod_commit, source=source, trusted_types=trusted_types, opts=opts)
+    template["metadata"]["annotations"][ANNOTATION_POD_TEMPLATE] = stamp
+    notes = {ANNOTATION_COMMIT: commit, ANNOTATION_DIGEST: dep.digest, ANNOTATION_SOURCE: source.url}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(object_name(dep.name), namespace, owner, labels(dep, commit), notes),
+        "spec": {
+            "replicas": dep.serving.replicas,
+            "selector": {"matchLabels": selector(dep.name)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "progressDeadlineSeconds": opts.progress_deadline_seconds,
+            "revisionHistoryLimit": opts.revision_history_limit,
+            "template": template,
+        },
+    }
+
+
+#: What a pod template is rendered with to take its digest: the commit is not part of it.
+_PLACEHOLDER = "0" * 40
+
+
+def pod_template_commit(current: Mapping[str, Any] | None, stamp: str, commit: str) -> str:
+    """The commit a new pod template is rendered at: the one ``current``'s template was
+    rendered at when its ``mlgitops.io/pod-template`` digest is ``stamp`` (the pods would not
+    change), else ``commit``."""
+    if current is None:
+        return commit
+    tmpl = ((current.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    kept = (tmpl.get("labels") or {}).get(LABEL_VERSION)
+    if (tmpl.get("annotations") or {}).get(ANNOTATION_POD_TEMPLATE) == stamp and isinstance(kept, str):
+        try:
+            _check_commit(kept)
+        except ValueError:
+            return commit
+        return kept
+    return commit
+
+
+def _pod_template(
+    dep: manifest.ModelDeployment,
+    commit: str,
+    *,
+    source: Source,
+    trusted_types: Sequence[str],
+    opts: PodOptions,
+) -> dict[str, Any]:
+    """The pods of ``dep`` fetching and serving ``commit`` (no replicas, nothing else)."""
     lbls = labels(dep, commit)
     notes = {ANNOTATION_COMMIT: commit, ANNOTATION_DIGEST: dep.digest, ANNOTATION_SOURCE: source.url}
     volumes: list[dict[str, Any]] = [
@@ -365,35 +409,20 @@ def deployment(
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _metadata(name, namespace, owner, lbls, notes),
+        "metadata": {"labels": dict(lbls), "annotations": dict(notes)},
         "spec": {
-            "replicas": dep.serving.replicas,
-            "selector": {"matchLabels": selector(dep.name)},
-            "strategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
-            },
-            "progressDeadlineSeconds": opts.progress_deadline_seconds,
-            "revisionHistoryLimit": opts.revision_history_limit,
-            "template": {
-                "metadata": {"labels": dict(lbls), "annotations": dict(notes)},
-                "spec": {
-                    "initContainers": [init],
-                    "containers": [server],
-                    "volumes": volumes,
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "terminationGracePeriodSeconds": opts.termination_grace_period_seconds,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": RUN_AS_USER,
-                        "runAsGroup": RUN_AS_USER,
-                        "fsGroup": RUN_AS_USER,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                },
+            "initContainers": [init],
+            "containers": [server],
+            "volumes": volumes,
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "terminationGracePeriodSeconds": opts.termination_grace_period_seconds,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": RUN_AS_USER,
+                "runAsGroup": RUN_AS_USER,
+                "fsGroup": RUN_AS_USER,
+                "seccompProfile": {"type": "RuntimeDefault"},
             },
         },
     }
@@ -425,158 +454,3 @@ def service(
         },
     }
 
-
-# -- reading back ----------------------------------------------------------------------------
-
-
-def _conditions(status: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-    return {str(c.get("type")): c for c in status.get("conditions") or () if isinstance(c, Mapping)}
-
-
-@dataclass(frozen=True)
-class Pod:
-    """What the operator needs of one pod: where it answers, whether it is ready, what it serves."""
-
-    name: str
-    ip: str | None
-    ready: bool
-    commit: str | None
-    digest: str | None
-    phase: str
-    terminating: bool
-    problem: str | None = None
-    """Why it is not ready, in the kubelet's words (e.g. the init container's last message)."""
-
-    @property
-    def endpoint(self) -> str | None:
-        """``http://<ip>:8080`` once the pod has an address."""
-        return f"http://{self.ip}:{HTTP_PORT}" if self.ip else None
-
-
-def pod_view(pod: Mapping[str, Any]) -> Pod:
-    """A Pod object (as the API server returns it) as `Pod`."""
-    meta = pod.get("metadata") or {}
-    status = pod.get("status") or {}
-    lbls = meta.get("labels") or {}
-    notes = meta.get("annotations") or {}
-    ready_cond = _conditions(status).get("Ready")
-    terminating = meta.get("deletionTimestamp") is not None
-    ready = bool(ready_cond and ready_cond.get("status") == "True") and not terminating
-    return Pod(
-        name=str(meta.get("name", "")),
-        ip=status.get("podIP") or None,
-        ready=ready,
-        commit=lbls.get(LABEL_VERSION),
-        digest=notes.get(ANNOTATION_DIGEST),
-        phase=str(status.get("phase") or "Pending"),
-        terminating=terminating,
-        problem=None if ready else _pod_problem(status),
-    )
-
-
-def _pod_problem(status: Mapping[str, Any]) -> str | None:
-    """The most telling reason a pod is not ready: a failing container first."""
-    for key in ("initContainerStatuses", "containerStatuses"):
-        for cs in status.get(key) or ():
-            name = cs.get("name", "?")
-            for where in ("state", "lastState"):
-                term = (cs.get(where) or {}).get("terminated")
-                if term and term.get("exitCode", 0) != 0:
-                    # a terminal's line wrapping and log line breaks are not part of the sentence
-                    said = " ".join(str(term.get("message") or term.get("reason") or "").split())
-                    return f"container {name} exited with {term.get('exitCode')}: {said}".rstrip(": ")
-            waiting = (cs.get("state") or {}).get("waiting")
-            quiet = waiting and waiting.get("reason") in (None, "PodInitializing", "ContainerCreating")
-            if waiting and not (quiet and not waiting.get("message")):
-                return f"container {name} is waiting: {waiting.get('reason')} {waiting.get('message') or ''}".strip()
-    for c in (status.get("conditions") or ()):
-        if c.get("status") == "False" and c.get("message"):
-            return str(c["message"])
-    return None
-
-
-class Phase(enum.Enum):
-    PROGRESSING = "Progressing"
-    READY = "Ready"
-    FAILED = "Failed"
-
-
-@dataclass(frozen=True)
-class RolloutState:
-    """Where a Deployment's rollout stands, in one sentence."""
-
-    phase: Phase
-    message: str
-    commit: str | None
-    """The version the Deployment's pod template pins (its ``mlgitops.io/version`` label)."""
-    serving_commits: tuple[str, ...] = ()
-    """The commits ready pods serve: from the pods when given, else the pinned one once Ready."""
-    ready_replicas: int = 0
-    updated_replicas: int = 0
-    replicas: int = 0
-
-
-def rollout_state(
-    deployment: Mapping[str, Any], pods: Sequence[Mapping[str, Any]] = ()
-) -> RolloutState:
-    """Read a Deployment's status (and optionally its pods) as Progressing, Ready or Failed.
-
-    Ready: the controller saw the latest spec, every replica runs the pinned template, and all
-    are ready and available. Failed: ``Progressing`` is False with ``ProgressDeadlineExceeded``
-    (or ``ReplicaFailure`` is True); with ``maxUnavailable: 0`` the old pods still serve.
-    """
-    meta = deployment.get("metadata") or {}
-    spec = deployment.get("spec") or {}
-    status = deployment.get("status") or {}
-    template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
-    commit = template_labels.get(LABEL_VERSION) or (meta.get("labels") or {}).get(LABEL_VERSION)
-    short = str(commit)[:12] if commit else "(no version label)"
-    want = int(spec["replicas"]) if spec.get("replicas") is not None else 1
-    updated = int(status.get("updatedReplicas") or 0)
-    ready = int(status.get("readyReplicas") or 0)
-    available = int(status.get("availableReplicas") or 0)
-    total = int(status.get("replicas") or 0)
-    views = [pod_view(p) for p in pods]
-    serving = tuple(sorted({p.commit for p in views if p.ready and p.commit}))
-    counts = {"ready_replicas": ready, "updated_replicas": updated, "replicas": want}
-
-    generation = int(meta.get("generation") or 0)
-    observed = int(status.get("observedGeneration") or 0)
-    if observed < generation:
-        return RolloutState(
-            Phase.PROGRESSING,
-            f"the deployment controller has not yet seen generation {generation} "
-            f"(commit {short}); it last saw {observed}",
-            commit, serving, **counts,
-        )  # fmt: skip
-    conds = _conditions(status)
-    progressing = conds.get("Progressing")
-    failure = conds.get("ReplicaFailure")
-    old = max(total - updated, 0)
-    still = f"; {old} pod(s) of the previous version stay" if old else ""
-    if progressing and progressing.get("status") == "False" and progressing.get("reason") == "ProgressDeadlineExceeded":
-        return RolloutState(
-            Phase.FAILED,
-            f"commit {short} did not become ready within the progress deadline "
-            f"({progressing.get('message', '').strip() or 'ProgressDeadlineExceeded'}); "
-            f"{updated} of {want} pod(s) updated, {ready} ready{still}",
-            commit, serving, **counts,
-        )  # fmt: skip
-    if failure and failure.get("status") == "True":
-        return RolloutState(
-            Phase.FAILED,
-            f"pods of commit {short} cannot be created: {failure.get('message') or failure.get('reason')}",
-            commit, serving, **counts,
-        )  # fmt: skip
-    if updated >= want and total <= updated and ready >= want and available >= want:
-        return RolloutState(
-            Phase.READY,
-            f"{ready} of {want} pod(s) of commit {short} ready",
-            commit, serving or ((commit,) if commit else ()), **counts,
-        )  # fmt: skip
-    return RolloutState(
-        Phase.PROGRESSING,
-        f"rolling out commit {short}: {updated} of {want} pod(s) updated, {ready} ready, "
-        f"{old} of the previous version left",
-        commit, serving, **counts,
-    )  # fmt: skip

@@ -228,6 +228,27 @@ class TestCluster:
             shutil.rmtree(workdir, ignore_errors=True)
         atexit.unregister(self.stop)
 
+    def stop_apiserver(self) -> None:
+        """Stop the kube-apiserver alone (an outage; etcd and the controller-manager stay)."""
+        self._component("kube-apiserver").stop()
+
+    def start_apiserver(self, timeout: float = 60.0) -> float:
+        """Start the stopped kube-apiserver again on its port; seconds until it is ready."""
+        component = self._component("kube-apiserver")
+        began = time.monotonic()
+        component.start()
+        while not self._api_ok("/readyz"):
+            if component.exited() is not None or time.monotonic() - began > timeout:
+                raise ClusterStartError(f"kube-apiserver did not come back:\n{component.log_tail()}")
+            time.sleep(0.1)
+        return time.monotonic() - began
+
+    def _component(self, name: str) -> _Component:
+        found = [c for c in self._components if c.name == name]
+        if not found:
+            raise RuntimeError(f"the cluster runs no {name}: start it first")
+        return found[0]
+
     def _stop_components(self) -> None:
         components, self._components = self._components, []
         for component in reversed(components):  # controller-manager, apiserver, etcd

@@ -148,8 +148,8 @@ class Deployer:
             st = status.retry_pending(st, message=str(exc), serving_now=serving is not None, now=t)
             return Result("Waiting", str(exc), retry=10.0), st, failed, None
         owner = ko.Owner.of(body)
-        rendered = self._render(dep, version, owner, ns)
         current = self.cluster.read_deployment(ns, name)
+        rendered = self._render(dep, version, owner, ns, current)
         current_print = ((current or {}).get("metadata") or {}).get("annotations", {}).get(ANNOTATION_RENDERED)
         event = None
         if current is None or current_print != rendered[0]["metadata"]["annotations"][ANNOTATION_RENDERED]:
@@ -211,7 +211,7 @@ class Deployer:
         return st
 
     def _render(self, dep: manifest.ModelDeployment, version: str, owner: ko.Owner,
-                ns: str) -> list[dict[str, Any]]:
+                ns: str, current: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         options = ko.PodOptions(image=self.cfg.image, trust_allow=tuple(sorted(self.cfg.trust.allow)),
                                 progress_deadline_seconds=self.cfg.progress_deadline_seconds,
                                 grpc_port=self.cfg.grpc_port,
@@ -221,7 +221,7 @@ class Deployer:
         loadable = [t for t in dep.trusted_types if self.cfg.trust.admits(t)]
         src = ko.Source(self.cfg.repo_url, secret_name=self.cfg.secret_name)
         deployment = ko.deployment(dep, version, owner=owner, source=src, trusted_types=loadable,
-                                   namespace=ns, options=options)
+                                   namespace=ns, options=options, current=current)
         service = ko.service(dep, owner=owner, namespace=ns, options=options)
         stamp = _fingerprint({"d": deployment, "s": service})
         deployment["metadata"].setdefault("annotations", {})[ANNOTATION_RENDERED] = stamp
