@@ -12,8 +12,9 @@ from typing import Any
 import click
 from rich.table import Table
 
-from mlgitops import errors, repository, settings, ui, validate
+from mlgitops import errors, settings, ui
 from mlgitops.adapters import git
+from mlgitops.authoring import repository, validate
 from mlgitops.core import decisions, layout, manifest
 from mlgitops.core import digest as digest_mod
 
@@ -119,8 +120,8 @@ def _read_frame(path: Path) -> Any:
 def publish(name: str, model_source: str, reference: Path, repo: Path, target: str | None,
             message: str | None, trust: tuple[str, ...], no_push: bool) -> None:
     """Publish an MLflow model as the next version of NAME (commit + push)."""
-    from mlgitops import publishing as publish_mod
     from mlgitops.adapters import mlflow_models
+    from mlgitops.authoring import publishing as publish_mod
 
     repo = _model_repo(repo)
     estimator = mlflow_models.load_estimator_for_publish(
@@ -168,7 +169,7 @@ def crd() -> None:
 def fetch_model_cmd(repo_url: str, commit: str, name: str, digest: str, dest: Path,
                     credentials: Path | None) -> None:
     """Fetch models/NAME at exactly COMMIT, check it, write it to DEST (a pod's init container)."""
-    from mlgitops import fetch
+    from mlgitops.server import fetch
 
     where = fetch.fetch_model(repo_url=repo_url, commit=commit, name=name, digest=digest,
                               dest=dest, credentials=credentials, policy=settings.trust_policy())
@@ -431,8 +432,8 @@ def _decisions(name: str, repo: Path, *, open_latest: bool, as_json: bool, wide:
     """``mlgitops report NAME``: the recorded decisions of NAME, newest last."""
     import webbrowser
 
-    from mlgitops import insights
     from mlgitops.controller import run
+    from mlgitops.notebook import insights
 
     if not manifest.valid_name(name):
         raise click.ClickException(f"{name!r} is not a model name (a lowercase DNS label such as "
@@ -478,13 +479,13 @@ def _decisions(name: str, repo: Path, *, open_latest: bool, as_json: bool, wide:
 def demo(workdir: Path | None, port: int, on_kubernetes: bool) -> None:
     """The whole loop on this machine, end to end, with timings."""
     if on_kubernetes:
-        from mlgitops import demo_k8s
+        from mlgitops.demo import k8s as demo_k8s
 
         demo_k8s.run(workdir=workdir)
         return
     with ui.console.status("mlgitops demo: loading scikit-learn, MLflow and Evidently…"):
-        from mlgitops import demo as demo_mod
         from mlgitops.controller import run as _run  # noqa: F401  (imported here, with a spinner)
+        from mlgitops.demo import embedded as demo_mod
 
     demo_mod.run(workdir=workdir, port=port)
 
