@@ -24,11 +24,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import copy_published, make_frame, remote_head, train
+from support.data import make_frame, train
+from support.git import copy_published, remote_head
 
 import mlgitops
 from mlgitops import errors, repository
 from mlgitops.adapters import files, git, sandbox, skops_files, validator
+
+pytestmark = pytest.mark.process
 
 MODEL = "models/credit"
 MANIFEST = "manifests/credit.yaml"

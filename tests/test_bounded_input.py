@@ -23,11 +23,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-import test_server_support as support
-from conftest import FEATURES, free_port, make_frame, train, wait_until
+from support import servers as support
+from support.data import FEATURES, make_frame, train
+from support.net import free_port
+from support.waits import wait_until
 
 from mlgitops import settings
 from mlgitops.server import standby
+
+pytestmark = pytest.mark.process
 
 SECRET = b"s3cret"
 READ_TIMEOUT = 2.0  # the gateway's MLGITOPS_READ_TIMEOUT_SECONDS in these tests

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import wait_until
+from support.waits import wait_until
 
 from mlgitops import settings
 from mlgitops.adapters import files, local_runtime
@@ -33,6 +33,8 @@ from mlgitops.controller import run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import kill9
+
+pytestmark = pytest.mark.process
 
 
 def test_every_server_process_is_recorded_before_it_starts(
@@ -137,6 +139,7 @@ def test_status_says_not_running_once_the_recorded_controller_is_gone(repo: Path
         os.close(fd)
 
 
+@pytest.mark.fast
 def test_audit_counts_only_what_the_running_controller_parked(tmp_path: Path) -> None:
     state = tmp_path / ".mlgitops"
     state.mkdir()

@@ -13,6 +13,8 @@ from scipy.spatial import distance
 import mlgitops.drift
 from mlgitops.core import drift, stats
 
+pytestmark = pytest.mark.fast
+
 Arrays = dict[str, np.ndarray[Any, Any]]
 
 

@@ -13,11 +13,13 @@ from typing import Any
 
 import grpc
 import pytest
-import test_server_support as support
+from support import servers as support
 
 from mlgitops.adapters import grpc_limits
 from mlgitops.controller import grpc_gateway
 from mlgitops.controller import reconciler as rec
+
+pytestmark = pytest.mark.process
 
 SERVICE = "/inference.GRPCInferenceService/"
 STALLED = 40

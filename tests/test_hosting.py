@@ -19,22 +19,18 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import FEATURES, free_port, make_frame, wait_until
+from support.data import FEATURES, make_frame
+from support.net import free_port, version_at
+from support.waits import wait_until
 
 from mlgitops import settings
 from mlgitops.adapters import files, git, local_runtime, stats_store
 from mlgitops.controller import run
 
+pytestmark = pytest.mark.process
+
 ROWS = make_frame(40, seed=7)[FEATURES].to_dict(orient="records")
 NAMES = ("alpha", "beta", "gamma")
-
-
-def version_at(base: str, name: str) -> str | None:
-    try:
-        r = httpx.get(f"{base}/v2/models/{name}", timeout=2)
-        return r.json().get("version") if r.status_code == 200 else None
-    except httpx.HTTPError:
-        return None
 
 
 @pytest.fixture()
@@ -189,6 +185,7 @@ def test_process_per_model_mode_is_kept(
         assert backend is not None and backend.admin == 0 and not ctl.runtime.hosts()
 
 
+@pytest.mark.fast
 def test_a_wrong_hosting_mode_is_a_sentence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from mlgitops import errors
 

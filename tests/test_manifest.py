@@ -11,6 +11,8 @@ import yaml
 from mlgitops import errors, repository
 from mlgitops.core import manifest
 
+pytestmark = pytest.mark.fast
+
 DIGEST = "sha256:" + "a" * 64
 
 

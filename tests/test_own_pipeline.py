@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import free_port, wait_until
+from support.net import free_port
+from support.waits import wait_until
 from test_missing_values import housing_pipeline
 
 import mlgitops
@@ -29,6 +30,8 @@ from mlgitops.adapters import evidently_workspace, git
 from mlgitops.controller import decisions as decision_log
 from mlgitops.controller import reports, run
 from mlgitops.core import decisions, layout
+
+pytestmark = pytest.mark.process
 
 NAME = "house"
 DRIFT = {"windowRows": 600, "minRows": 300, "datasetShare": 0.5, "consecutiveWindows": 1,

@@ -11,9 +11,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import test_server_support as support
+from support import servers as support
 
 from mlgitops.server import batching, problems, schema
+
+pytestmark = pytest.mark.fast
 
 
 def batch(*values: float) -> schema.Batch:
@@ -177,6 +179,7 @@ def _metric(text: str, name: str) -> float:
     raise KeyError(name)
 
 
+@pytest.mark.process
 def test_concurrent_requests_share_predicts_and_get_their_own_rows(
     numeric_server: support.Server,
 ) -> None:

@@ -14,12 +14,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import test_server_support as support
+from support import servers as support
 
 from mlgitops import errors
 from mlgitops.adapters import stats_store
 from mlgitops.core import stats
 from mlgitops.server import recorder, schema
+
+pytestmark = pytest.mark.process
 
 
 def _baseline(n: int = 500) -> stats.Baseline:
@@ -37,6 +39,7 @@ def _batch(frame: pd.DataFrame) -> schema.Batch:
 
 
 # ------------------------------------------------------------------------- recorder (unit)
+@pytest.mark.fast
 def test_reservoir_is_bounded_and_uniform() -> None:
     rec = recorder.Recorder(_baseline(), capacity=200, seed=1, flush_rows=1000)
     total = 0
@@ -54,6 +57,7 @@ def test_reservoir_is_bounded_and_uniform() -> None:
     assert len(set(sample["x0"].tolist())) == 200
 
 
+@pytest.mark.fast
 def test_memory_does_not_grow_with_traffic() -> None:
     rec = recorder.Recorder(_baseline(), capacity=100, flush_rows=512)
     frame = support.numeric_frame(64)
@@ -70,6 +74,7 @@ def test_memory_does_not_grow_with_traffic() -> None:
 
 
 # ----------------------------------------------------------------------- stats store (unit)
+@pytest.mark.fast
 def test_store_round_trip_window_and_sample(tmp_path: Path) -> None:
     base = _baseline()
     a, b = stats.LiveStats.empty(base), stats.LiveStats.empty(base)
@@ -335,6 +340,7 @@ def test_cli_without_trust_or_manifest_says_to_pass_trust(tmp_path: Path) -> Non
     assert "--trust" in proc.stderr
 
 
+@pytest.mark.fast
 def test_serve_command_is_a_click_command() -> None:
     import click
 
@@ -349,6 +355,7 @@ def test_serve_command_is_a_click_command() -> None:
         parse_workers("0")
 
 
+@pytest.mark.fast
 def test_spec_line_round_trips() -> None:
     from mlgitops.server import standby
 

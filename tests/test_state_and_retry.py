@@ -24,12 +24,16 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from conftest import free_port, make_frame, train, wait_until
+from support.data import make_frame, train
+from support.net import free_port
+from support.waits import wait_until
 
 import mlgitops
 from mlgitops import errors, insights, repository, settings
 from mlgitops.adapters import files, git
 from mlgitops.core import layout
+
+pytestmark = pytest.mark.process
 
 NAME = "credit"
 QUIET = {"MLGITOPS_MLFLOW": "0", "MLGITOPS_EVIDENTLY": "0", "MLGITOPS_MONITOR": "0"}

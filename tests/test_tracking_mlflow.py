@@ -13,13 +13,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_frame, train
+from support.data import make_frame, train
 
 import mlgitops
 from mlgitops import errors, repository
 from mlgitops.adapters import git, mlflow_tracking
 from mlgitops.controller import tracking
 from mlgitops.core import decisions, layout
+
+pytestmark = pytest.mark.process
 
 NAME = "credit"
 

@@ -21,6 +21,8 @@ from mlgitops import errors, hooks, repository
 from mlgitops.adapters import git, sandbox, validator
 from mlgitops.core import layout, trust
 
+pytestmark = pytest.mark.process
+
 
 def remote_of(repo: Path) -> Path:
     local = repository.remote_of(repo).local
@@ -130,6 +132,7 @@ def test_only_the_models_a_push_touches_are_exported(
         assert (Path(tmp) / layout.manifest_path("credit")).is_file()
 
 
+@pytest.mark.fast
 def test_the_validator_reads_objects_only_inside_its_own_repository(tmp_path: Path) -> None:
     gitdir = tmp_path / "r.git"
     git.init_bare(gitdir)
@@ -215,6 +218,7 @@ def test_without_a_validator_a_push_of_validated_content_is_checked_cold_at_once
     wait_running(remote)  # and a validator started for the next push
 
 
+@pytest.mark.fast
 def test_the_runtime_directory_must_be_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     run = tmp_path / f"mlgitops-{os.getuid()}"

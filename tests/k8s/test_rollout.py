@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import git_http
 import pytest
 import yaml
 from kubernetes import client
+from support import git_http
 
 from mlgitops import validate
 from mlgitops.adapters import git
