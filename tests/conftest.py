@@ -27,10 +27,6 @@ os.environ.setdefault("MLGITOPS_VALIDATOR_IDLE", "30")
 HERE = Path(__file__).parent
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    lanes.register(config)
-
-
 @pytest.hookimpl(tryfirst=True)  # before `-m fast` selects by the lane marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     lanes.assign(items, cluster_dir=HERE / "k8s")

@@ -27,12 +27,8 @@ from typing import Any
 
 import pytest
 
-LANES: dict[str, str] = {
-    "fast": "in-process tests: no server or subprocess but local git, no browser, no cluster",
-    "process": "real server processes, mlgitops up, the CLI, hooks and validators, forks",
-    "browser": "headless Chromium (make browser installs it)",
-    "cluster": "a real etcd + kube-apiserver + kube-controller-manager (tests/k8s)",
-}
+# the lanes, registered as markers in pyproject.toml ([tool.pytest.ini_options] markers)
+LANES = ("fast", "process", "browser", "cluster")
 
 # fixtures that decide the lane of the tests using them: fixture -> the lanes allowed
 FIXTURE_LANES: dict[str, frozenset[str]] = {
@@ -57,11 +53,6 @@ current: str | None = None
 """The lane of the test running now (None outside a test)."""
 
 
-def register(config: pytest.Config) -> None:
-    for name, text in LANES.items():
-        config.addinivalue_line("markers", f"{name}: lane: {text}")
-
-
 def _declared(node: pytest.Item | pytest.Collector) -> set[str]:
     return {m.name for m in node.own_markers if m.name in LANES}
 
@@ -81,11 +72,6 @@ def _resolve(item: pytest.Item, cluster_dir: Path) -> tuple[str | None, str | No
         if lane not in (None, "cluster"):
             return None, f"it is under {cluster_dir.name}/ (the cluster lane) but marked {lane}"
         lane = "cluster"
-    if lane is None and os.environ.get("H17_DEFAULT_LANE"):  # TEMP experiment
-        lane = os.environ["H17_DEFAULT_LANE"]
-        for fixture in getattr(item, "fixturenames", ()):
-            if fixture in FIXTURE_LANES:
-                lane = sorted(FIXTURE_LANES[fixture])[-1]
     if lane is None:
         return None, (
             "it has no lane: add `pytestmark = pytest.mark.fast` (or process, browser, cluster) "
