@@ -53,7 +53,7 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
 
 @pytest.fixture()
 def repo(tmp_path: Path) -> Path:
-    from mlgitops import repository
+    from mlgitops.authoring import repository
 
     work = tmp_path / "models-repo"
     repository.init(work)

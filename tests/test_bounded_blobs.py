@@ -28,8 +28,9 @@ from support.data import make_frame, train
 from support.git import copy_published, remote_head
 
 import mlgitops
-from mlgitops import errors, repository
+from mlgitops import errors
 from mlgitops.adapters import files, git, sandbox, skops_files, validator
+from mlgitops.authoring import repository
 
 pytestmark = pytest.mark.process
 

@@ -18,7 +18,7 @@ from support.waits import wait_until
 from mlgitops import settings
 from mlgitops.adapters import git
 from mlgitops.controller import run
-from mlgitops.demo import wait_for_version
+from mlgitops.demo.embedded import wait_for_version
 
 pytestmark = pytest.mark.process
 

@@ -21,9 +21,10 @@ from support import git_http
 from support.data import make_frame, train
 
 import mlgitops
-from mlgitops import errors, fetch
+from mlgitops import errors
 from mlgitops.adapters import files, git
 from mlgitops.core import quarantine
+from mlgitops.server import fetch
 
 pytestmark = pytest.mark.process
 
@@ -38,7 +39,7 @@ def fetch_model(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     """A working repo + bare remote with v1 of `credit` pushed: (work, commit, digest)."""
-    from mlgitops import repository
+    from mlgitops.authoring import repository
 
     work = tmp_path_factory.mktemp("fetch") / "repo"
     repository.init(work)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlgitops import repository, validate
+from mlgitops.authoring import repository, validate
 from mlgitops.core import install, layout, manifest, source_spec
 
 pytestmark = pytest.mark.fast

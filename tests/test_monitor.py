@@ -29,8 +29,9 @@ from support.net import free_port
 from support.waits import wait_until
 
 import mlgitops
-from mlgitops import errors, repository, settings
+from mlgitops import errors, settings
 from mlgitops.adapters import evidently_reports, git, local_runtime, stats_store
+from mlgitops.authoring import repository
 from mlgitops.controller import decisions as decision_log
 from mlgitops.controller import monitor as monitor_mod
 from mlgitops.controller import reconciler as rec
