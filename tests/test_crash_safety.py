@@ -71,6 +71,7 @@ def test_every_server_process_is_recorded_before_it_starts(
 
 
 def _sleeper(env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    # a process that just lives (the point), for the recovery to find or leave alone
     return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
                             env={**os.environ, **(env or {})}, start_new_session=True)
 

@@ -195,7 +195,7 @@ def test_samples_are_kept_with_bounded_retention(tmp_path: Path) -> None:
         dispatcher.submit(d.with_(sample_path=str(dispatcher.sample_path(d.model, d.id))), frame(5))
         ids.append(d.id)
         assert dispatcher.wait(10)
-        time.sleep(0.01)
+        time.sleep(0.01)  # let time pass: the newest samples are kept by their mtime
     kept = sorted(p.stem for p in decision_log.samples_dir(tmp_path, "credit-risk").iterdir())
     assert kept == ids[2:]
 

@@ -103,7 +103,12 @@ def test_switch_under_load_fails_no_request_and_others_keep_serving(
     try:
         v2 = publish_version(name="alpha", seed=11, kind="logistic")
         wait_until(lambda: version_at(base, "alpha") == v2, what="alpha v2", timeout=60)
-        time.sleep(2.0)  # the old version drains and is unloaded
+
+        def old_unloaded() -> bool:  # traffic keeps coming while the old version drains
+            host = next((h for h in ctl.runtime.hosts() if h.pid == host_pid), None)
+            return host is not None and ("alpha", versions["alpha"]) not in host.models.values()
+
+        wait_until(old_unloaded, what="the old alpha drained and unloaded", timeout=60)
     finally:
         stop.set()
         for c in clients:

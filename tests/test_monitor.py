@@ -374,7 +374,7 @@ class Traffic:
                         self.failed.append(f"{r.status_code} {r.text[:200]}")
                 except httpx.HTTPError as exc:
                     self.failed.append(repr(exc))
-                time.sleep(0.01)
+                time.sleep(0.01)  # traffic at a steady rate, not a synchronisation
 
     def __enter__(self) -> Traffic:
         self.thread.start()

@@ -128,7 +128,7 @@ def test_an_own_pipeline_publishes_with_no_trust_flag_serves_missing_values_and_
                             failed.append(f"{resp.status_code} {resp.text[:200]}")
                     except httpx.HTTPError as exc:
                         failed.append(repr(exc))
-                    time.sleep(0.02)
+                    time.sleep(0.02)  # traffic at a steady rate, not a synchronisation
 
         sender = threading.Thread(target=traffic, daemon=True)
         sender.start()

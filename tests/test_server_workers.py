@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from support import servers as support
+from support.waits import wait_until
 
 from mlgitops import errors
 from mlgitops.adapters import stats_store
@@ -223,8 +224,8 @@ def test_sigterm_to_the_group_stops_everything_and_flushes_stats(
     pgid = two_workers.proc.pid
     os.killpg(pgid, signal.SIGTERM)
     assert two_workers.proc.wait(timeout=15) == 0
-    time.sleep(0.2)
-    assert _group_alive(pgid) == []
+    wait_until(lambda: _group_alive(pgid) == [], timeout=10,
+               what="every process of the group gone", detail=lambda: str(_group_alive(pgid)))
     # the final write on exit has every row, including the last ten, and the sample
     final = stats_store.read(stats_dir)
     assert final.rows >= rows_before + 10
@@ -313,8 +314,9 @@ def test_cli_reads_trusted_types_from_the_manifest(tmp_path: Path) -> None:
         assert len(server.worker_pids()) == os.cpu_count()
         os.kill(server.proc.pid, signal.SIGTERM)  # the supervisor alone: it stops its workers
         assert server.proc.wait(timeout=15) == 0
-        time.sleep(0.2)
-        assert _group_alive(server.proc.pid) == []
+        pgid = server.proc.pid
+        wait_until(lambda: _group_alive(pgid) == [], timeout=10,
+                   what="every process of the group gone", detail=lambda: str(_group_alive(pgid)))
         assert not stats.exists() or not any(stats.iterdir())  # --no-stats
     finally:
         server.stop()

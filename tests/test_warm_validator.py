@@ -261,7 +261,7 @@ def test_a_forked_check_runs_under_the_sandbox_limits(monkeypatch: pytest.Monkey
 
 
 def _hang(request: dict[str, object]) -> dict[str, object]:
-    time.sleep(600)
+    time.sleep(600)  # the point: a check that hangs, for the sandbox's time limit to end
     return {"ok": True}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -19,3 +20,13 @@ def wait_until(check: Callable[[], object], *, timeout: float = 60, what: str = 
         time.sleep(every)
     more = f"\n{detail()}" if detail is not None else ""
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{more}")
+
+
+async def wait_until_async(check: Callable[[], object], *, timeout: float = 10,
+                           what: str = "condition", every: float = 0.001) -> None:  # fmt: skip
+    """`wait_until` inside an event loop: polls with ``asyncio.sleep`` so the loop runs on."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        await asyncio.sleep(every)
