@@ -25,6 +25,7 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ.setdefault("MLGITOPS_VALIDATOR_IDLE", "30")
 
 HERE = Path(__file__).parent
+pytest_plugins = ["pytester"]  # tests/test_lanes.py runs small test files through the lanes
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m fast` selects by the lane marker
