@@ -33,7 +33,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     lanes.assign(items, cluster_dir=HERE / "k8s")
 
 
-# each phase runs in the test's lane: a fast test (its fixtures included) may start no process
+# setup and call run in the test's lane: a fast test (its fixtures included) may start no
+# process. Not teardown: the last test of a module tears down module fixtures an earlier test of
+# another lane set up.
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
     with lanes.running(item.stash.get(lanes.LANE, None)):
@@ -42,12 +44,6 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    with lanes.running(item.stash.get(lanes.LANE, None)):
-        return (yield)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
     with lanes.running(item.stash.get(lanes.LANE, None)):
         return (yield)
 
