@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: demo test lint typecheck bench clean install browser notebook
+.PHONY: demo test test-fast lint typecheck bench clean install browser notebook
 
 install: $(STAMP)
 
@@ -35,6 +35,11 @@ typecheck: $(STAMP)
 
 test: $(STAMP) browser lint typecheck
 	$(BIN)/python -m pytest
+
+# The fast lane alone (in-process tests; tests/support/lanes.py): about a minute, no browser,
+# no cluster, no lint. One process: pytest-xdist costs more than it saves on 2 cores.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m fast -q
 
 bench: $(STAMP)
 	$(BIN)/python bench/commit_to_serving.py

@@ -1,42 +1,51 @@
-"""Shared fixtures: real git repositories with a bare remote, real models, free ports."""
+"""Shared fixtures (real git repositories with a bare remote, real models, live servers) and the
+test lanes. Helpers that are not fixtures live in tests/support/."""
 
 from __future__ import annotations
 
 import os
-import socket
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import pytest
+from support import lanes
+from support.data import FEATURES, make_frame, train
+from support.git import copy_published, remote_head
+from support.net import free_port
+from support.waits import wait_until
+
+# kept importable from conftest for test modules not yet moved to ``support`` imports
+__all__ = ["FEATURES", "copy_published", "free_port", "make_frame", "remote_head", "train",
+           "wait_until"]
 
 os.environ["DO_NOT_TRACK"] = "true"
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 # the remotes' warm validators of short-lived test repositories exit soon after their last push
 os.environ.setdefault("MLGITOPS_VALIDATOR_IDLE", "30")
 
-FEATURES = [f"f{i}" for i in range(5)]
+HERE = Path(__file__).parent
+pytest_plugins = ["pytester"]  # tests/test_lanes.py runs small test files through the lanes
 
 
-def make_frame(n: int = 1500, *, shift: float = 0.0, seed: int = 0) -> pd.DataFrame:
-    """A population: five numeric features and a label that depends on two of them."""
-    rng = np.random.default_rng(seed)
-    x = pd.DataFrame(rng.normal(loc=shift, size=(n, len(FEATURES))), columns=FEATURES)
-    x["label"] = ((x.f0 - shift) + (x.f1 - shift) > 0).astype(int)
-    return x
+@pytest.hookimpl(tryfirst=True)  # before `-m fast` selects by the lane marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    lanes.assign(items, cluster_dir=HERE / "k8s")
 
 
-def train(frame: pd.DataFrame, *, kind: str = "forest", seed: int = 0) -> Any:
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.linear_model import LogisticRegression
+# setup and call run in the test's lane: a fast test (its fixtures included) may start no
+# process. Not teardown: the last test of a module tears down module fixtures an earlier test of
+# another lane set up.
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    with lanes.running(item.stash.get(lanes.LANE, None)):
+        return (yield)
 
-    x, y = frame[FEATURES], frame["label"]
-    if kind == "forest":
-        return RandomForestClassifier(n_estimators=10, max_depth=6, random_state=seed).fit(x, y)
-    return LogisticRegression(C=1.0 + seed).fit(x, y)
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    with lanes.running(item.stash.get(lanes.LANE, None)):
+        return (yield)
 
 
 @pytest.fixture()
@@ -61,56 +70,19 @@ def publish_version(repo: Path) -> Callable[..., str]:
     return _publish
 
 
-def copy_published(published: Path, dest: Path) -> Path:
-    """A copy of the working repository ``published`` and its bare remote beside it, under
-    ``dest``, the copy's origin set to the copied remote; returns the working copy."""
-    import shutil
-
-    from mlgitops.adapters import git
-
-    work, bare = dest / "repo", dest / "repo.git"
-    shutil.copytree(published, work, symlinks=True)
-    shutil.copytree(published.parent / f"{published.name}.git", bare, symlinks=True)
-    git.run(work, "remote", "set-url", "origin", str(bare))
-    return work
-
-
-def remote_head(repo: Path) -> str:
-    """The commit the origin's main names."""
-    from mlgitops.adapters import git
-
-    return git.text(repo, "ls-remote", "origin", "refs/heads/main").split()[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(check: Callable[[], bool], *, timeout: float = 60, what: str = "condition") -> None:
-    """Poll ``check`` every 50 ms; fail the test naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture(scope="session")
 def numeric_server() -> Iterator[Any]:
     """A live `mlgitops serve` of a numeric-feature model, shared by the server tests."""
-    import test_server_support as support
+    from support import servers
 
-    yield support.shared("numeric")
-    support.stop_shared()
+    yield servers.shared("numeric")
+    servers.stop_shared()
 
 
 @pytest.fixture(scope="session")
 def mixed_server() -> Iterator[Any]:
     """A live server of a model whose signature mixes column types."""
-    import test_server_support as support
+    from support import servers
 
-    yield support.shared("mixed")
-    support.stop_shared()
+    yield servers.shared("mixed")
+    servers.stop_shared()

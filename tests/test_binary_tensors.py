@@ -15,7 +15,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import test_server_support as support
+from support import servers as support
+
+pytestmark = pytest.mark.process
 
 HEADER = "Inference-Header-Content-Length"
 

@@ -24,12 +24,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import copy_published, make_frame, remote_head, train
+from support.data import make_frame, train
+from support.git import copy_published, remote_head
 
 import mlgitops
 from mlgitops import errors
 from mlgitops.adapters import files, git, sandbox, skops_trees, validator
 from mlgitops.authoring import repository
+
+pytestmark = pytest.mark.process
 
 MODEL = "models/credit"
 MANIFEST = "manifests/credit.yaml"

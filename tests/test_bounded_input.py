@@ -23,11 +23,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-import test_server_support as support
-from conftest import FEATURES, free_port, make_frame, train, wait_until
+from support import servers as support
+from support.data import FEATURES, make_frame, train
+from support.net import free_port
+from support.waits import wait_until
 
 from mlgitops import settings
 from mlgitops.server import standby
+
+pytestmark = pytest.mark.process
 
 SECRET = b"s3cret"
 READ_TIMEOUT = 2.0  # the gateway's MLGITOPS_READ_TIMEOUT_SECONDS in these tests
@@ -165,7 +169,14 @@ def test_a_300_mb_webhook_is_refused_before_its_body_and_memory_stays_flat(up: U
                 sock.sendall(chunk)
                 sent += len(chunk)
             raise AssertionError("the gateway read all 300 MB")
-    time.sleep(0.5)
+
+    def answers() -> bool:  # the gateway is done with that connection and serves again
+        try:
+            return httpx.get(f"http://127.0.0.1:{up.port}/v2/health/live", timeout=2).is_success
+        except httpx.HTTPError:
+            return False
+
+    wait_until(answers, timeout=30, what="the gateway answering after the hang-up")
     rss_after, peak_after = memory_mb(up.proc.pid)
     print(f"controller RSS {rss_before:.0f} MB -> {rss_after:.0f} MB, peak {peak_before:.0f} -> "
           f"{peak_after:.0f} MB after {sent / MiB:.0f} MiB sent of a claimed 300 MiB")
@@ -269,7 +280,7 @@ def test_a_head_sent_a_byte_at_a_time_meets_the_same_deadline(up: Up) -> None:
         try:
             for byte in head:
                 sock.sendall(bytes([byte]))
-                time.sleep(0.2)
+                time.sleep(0.2)  # the point: a byte every 0.2 s, past the read deadline
         except OSError:
             pass
         _, received = seconds_until_closed(sock, limit=20)
@@ -278,7 +289,7 @@ def test_a_head_sent_a_byte_at_a_time_meets_the_same_deadline(up: Up) -> None:
     # a head that pauses but completes in time is served, on a connection kept alive
     with connect(up.port) as sock:
         sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHo")
-        time.sleep(READ_TIMEOUT / 2)
+        time.sleep(READ_TIMEOUT / 2)  # the point: a pause, shorter than the deadline
         sock.sendall(b"st: t\r\n\r\n")
         assert support.read_response(sock)[0] == 200
         sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n")

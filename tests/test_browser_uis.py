@@ -20,15 +20,17 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import browser
 import httpx
 import pytest
-from conftest import free_port
+from support import browser
+from support.net import free_port
 from test_monitor import NAME, Traffic, build_repo, digest_at, population, served
 
 from mlgitops import errors, settings
 from mlgitops.adapters import evidently_workspace, mlflow_tracking
 from mlgitops.controller import reports, tracking
+
+pytestmark = pytest.mark.browser
 
 CLI = [sys.executable, "-m", "mlgitops.cli"]
 BIN = Path(sys.executable).parent

@@ -10,12 +10,17 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from conftest import FEATURES, free_port, make_frame, train, wait_until
+import pytest
+from support.data import FEATURES, make_frame, train
+from support.net import free_port
+from support.waits import wait_until
 
 from mlgitops import settings
 from mlgitops.adapters import git
 from mlgitops.controller import run
 from mlgitops.demo.embedded import wait_for_version
+
+pytestmark = pytest.mark.process
 
 CLI = [sys.executable, "-m", "mlgitops.cli"]
 

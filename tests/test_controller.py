@@ -24,6 +24,8 @@ from mlgitops import settings
 from mlgitops.adapters import files, git, local_runtime
 from mlgitops.controller import run
 
+pytestmark = pytest.mark.process
+
 ROWS = make_frame(50, seed=9)[FEATURES].to_dict(orient="records")
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import wait_until
+from support.waits import wait_until
 
 from mlgitops import settings
 from mlgitops.adapters import files, local_runtime
@@ -34,6 +34,8 @@ from mlgitops.controller import run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import kill9
+
+pytestmark = pytest.mark.process
 
 
 def test_every_server_process_is_recorded_before_it_starts(
@@ -70,6 +72,7 @@ def test_every_server_process_is_recorded_before_it_starts(
 
 
 def _sleeper(env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    # a process that just lives (the point), for the recovery to find or leave alone
     return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
                             env={**os.environ, **(env or {})}, start_new_session=True)
 
@@ -138,6 +141,7 @@ def test_status_says_not_running_once_the_recorded_controller_is_gone(repo: Path
         os.close(fd)
 
 
+@pytest.mark.fast
 def test_audit_counts_only_what_the_running_controller_parked(tmp_path: Path) -> None:
     state = tmp_path / ".mlgitops"
     state.mkdir()

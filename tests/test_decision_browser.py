@@ -18,17 +18,20 @@ import os
 import shutil
 from pathlib import Path
 
-import browser
 import pytest
 from click.testing import CliRunner
-from conftest import free_port, wait_until
+from support import browser
+from support.net import free_port
+from support.waits import wait_until
+from support.webhook_receiver import Receiver
 from test_monitor import DRIFT, NAME, Traffic, build_repo, population, served
-from webhook_receiver import Receiver
 
 from mlgitops import cli, settings
 from mlgitops.adapters import git, webhooks
 from mlgitops.controller import decision_pages, run
 from mlgitops.core import layout
+
+pytestmark = pytest.mark.browser
 
 
 @pytest.mark.timeout(900)

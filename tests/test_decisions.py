@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import uvicorn
-from conftest import free_port, wait_until
-from webhook_receiver import Receiver
+from support.net import free_port
+from support.waits import wait_until
+from support.webhook_receiver import Receiver
 
 from mlgitops import errors, settings
 from mlgitops.adapters import webhooks
@@ -34,6 +35,8 @@ from mlgitops.controller import decisions as decision_log
 from mlgitops.controller import reconciler as rec
 from mlgitops.core import decision_page, decisions, drift, policy, stats
 from mlgitops.core.manifest import DriftPolicy
+
+pytestmark = pytest.mark.fast
 
 FEATURES = ["age", "income", "plan"]
 
@@ -192,7 +195,7 @@ def test_samples_are_kept_with_bounded_retention(tmp_path: Path) -> None:
         dispatcher.submit(d.with_(sample_path=str(dispatcher.sample_path(d.model, d.id))), frame(5))
         ids.append(d.id)
         assert dispatcher.wait(10)
-        time.sleep(0.01)
+        time.sleep(0.01)  # let time pass: the newest samples are kept by their mtime
     kept = sorted(p.stem for p in decision_log.samples_dir(tmp_path, "credit-risk").iterdir())
     assert kept == ids[2:]
 
@@ -310,6 +313,7 @@ def test_a_page_shows_the_trend_of_the_windows_that_led_to_the_decision(tmp_path
     assert "aria-label='prediction distributions'" in page
 
 
+@pytest.mark.process
 def test_mlgitops_report_lists_decisions_with_urls_and_opens_the_latest(
     repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -365,6 +369,7 @@ def test_public_url_and_notification_settings_are_checked(monkeypatch: pytest.Mo
         settings.controller(tmp_path, notify_url="ftp://x")
 
 
+@pytest.mark.process
 def test_notebook_helpers_read_the_decisions_and_the_page(repo: Path) -> None:
     from mlgitops.notebook import insights
 
@@ -507,6 +512,7 @@ def test_the_prediction_chart_labels_never_overlap(bins: list[str]) -> None:
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.process
 def test_one_commit_yields_one_deploy_row_across_a_controller_restart(
         repo: Path, publish_version: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A real controller serves v1, stops (its servers with it) and starts again: v1 is started

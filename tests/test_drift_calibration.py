@@ -33,7 +33,7 @@ from mlgitops.core import drift, stats
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
 # ~45 s on a quiet 2-core machine (Evidently renders plotly widgets per column); allow a loaded CI box
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.process, pytest.mark.timeout(900)]
 
 EXACT_AGREEMENT = 0.99
 BINNED_AGREEMENT = 0.97

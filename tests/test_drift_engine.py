@@ -14,6 +14,8 @@ import mlgitops.drift
 from mlgitops.core import drift, stats
 from mlgitops.notebook import drift as drift_impl
 
+pytestmark = pytest.mark.fast
+
 Arrays = dict[str, np.ndarray[Any, Any]]
 
 

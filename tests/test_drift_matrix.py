@@ -21,6 +21,8 @@ import mlgitops.drift
 from mlgitops.core import drift, ecdf
 from tests import test_drift_calibration as calibration
 
+pytestmark = pytest.mark.fast
+
 
 def reference_report(reference: pd.DataFrame, current: pd.DataFrame) -> dict[str, drift.ColumnDrift]:
     """The pre-vectorization computation: one column at a time on raw values."""

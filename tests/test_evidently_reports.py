@@ -13,6 +13,8 @@ import pytest
 from mlgitops.adapters import evidently_reports
 from mlgitops.errors import ReportError
 
+pytestmark = pytest.mark.fast
+
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
 

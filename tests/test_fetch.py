@@ -15,16 +15,18 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import git_http
 import pytest
 import yaml
-from conftest import make_frame, train
+from support import git_http
+from support.data import make_frame, train
 
 import mlgitops
 from mlgitops import errors
 from mlgitops.adapters import files, git
 from mlgitops.core import quarantine
 from mlgitops.server import fetch
+
+pytestmark = pytest.mark.process
 
 NAME = "credit"
 CLI = [str(Path(sys.executable).with_name("mlgitops"))]
@@ -199,6 +201,7 @@ def test_a_url_with_a_password_is_never_repeated(published: tuple[Path, str, str
     assert "user:***@127.0.0.1:9" in done.stderr
 
 
+@pytest.mark.fast
 def test_ssh_credentials_need_known_hosts(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.mkdir()

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_frame, train
+from support.data import make_frame, train
 
 import mlgitops
 from mlgitops.adapters import git
 from mlgitops.authoring import repository
 from mlgitops.controller import source as source_mod
 from mlgitops.core import layout
+
+pytestmark = pytest.mark.process
 
 
 def _publish(repo: Path, name: str, seed: int) -> str:

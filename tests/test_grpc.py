@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-import test_server_support as support
+from support import servers as support
+
+pytestmark = pytest.mark.process
 
 COMMIT = "5e1f00d2a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1"
 
@@ -208,6 +210,7 @@ def test_a_grpc_port_in_use_is_refused_with_a_sentence(tmp_path: Path) -> None:
     assert "--grpc-port" in str(err.value)
 
 
+@pytest.mark.fast
 def test_the_gateway_reads_the_model_name_and_nothing_else() -> None:
     """`grpc_gateway.model_name` against messages serialized by protobuf itself, fields in
     any order, and bytes that are no message."""

@@ -13,11 +13,13 @@ from typing import Any
 
 import grpc
 import pytest
-import test_server_support as support
+from support import servers as support
 
 from mlgitops.adapters import grpc_limits
 from mlgitops.controller import grpc_gateway
 from mlgitops.controller import reconciler as rec
+
+pytestmark = pytest.mark.process
 
 SERVICE = "/inference.GRPCInferenceService/"
 STALLED = 40
@@ -31,6 +33,12 @@ class Stalled:
         self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         call = self.channel.stream_unary(SERVICE + method)
         self.futures = [call.future(self._never(), timeout=60) for _ in range(count)]
+
+    def wait_connected(self) -> None:
+        """Until the channel carrying the calls is connected: their headers then go out at once,
+        ahead of any call on a channel connected later (the stalled calls' CANCELLED codes below
+        show that each reached the server)."""
+        grpc.channel_ready_future(self.channel).result(timeout=30)
 
     def _never(self) -> Iterator[bytes]:
         self.release_event.wait()
@@ -54,7 +62,7 @@ def test_the_gateway_keeps_answering_while_calls_stall(monkeypatch: pytest.Monke
     port = gateway.start("127.0.0.1", 0)
     stalled = Stalled(port, "ModelInfer", STALLED)
     try:
-        time.sleep(0.5)  # the calls reached the server and hold whatever they hold
+        stalled.wait_connected()
         began = time.monotonic()
         assert live(port)
         assert time.monotonic() - began < 5
@@ -83,7 +91,7 @@ def test_a_model_servers_grpc_port_keeps_answering_while_calls_stall(
     port = int(m.group(1))
     stalled = Stalled(port, "ModelInfer", STALLED)
     try:
-        time.sleep(0.5)
+        stalled.wait_connected()
         for _ in range(3):
             assert live(port)
         # real calls still work, directly and relayed by the controller's gateway

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_frame, train
+from support.data import make_frame, train
 from test_hostile_repo import (  # noqa: F401  (fixtures)
     MANIFEST,
     MODEL,
@@ -30,6 +30,8 @@ from test_hostile_repo import (  # noqa: F401  (fixtures)
 
 import mlgitops
 from mlgitops.adapters import files, git
+
+pytestmark = pytest.mark.process
 
 EVIL_TYPES = ["builtins.exec", "builtins.iter", "builtins.next"]
 

@@ -21,13 +21,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import copy_published, make_frame, remote_head, train
+from support.data import make_frame, train
+from support.git import copy_published, remote_head
 
 import mlgitops
 from mlgitops import errors
 from mlgitops.adapters import files, git
 from mlgitops.authoring import validate
 from mlgitops.core import quarantine
+
+pytestmark = pytest.mark.process
 
 MODEL = "models/credit"
 MANIFEST = "manifests/credit.yaml"
@@ -335,9 +338,10 @@ def test_the_controller_holds_what_a_plain_git_host_let_through(repo: Path, tmp_
     runs nothing, and the serving version keeps answering."""
     import httpx
     import skops.io
-    from conftest import free_port, wait_until
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer
+    from support.net import free_port
+    from support.waits import wait_until
 
     from mlgitops import settings
     from mlgitops.controller import run

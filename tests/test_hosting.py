@@ -19,22 +19,18 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import FEATURES, free_port, make_frame, wait_until
+from support.data import FEATURES, make_frame
+from support.net import free_port, version_at
+from support.waits import wait_until
 
 from mlgitops import settings
 from mlgitops.adapters import files, git, local_runtime, stats_store
 from mlgitops.controller import run
 
+pytestmark = pytest.mark.process
+
 ROWS = make_frame(40, seed=7)[FEATURES].to_dict(orient="records")
 NAMES = ("alpha", "beta", "gamma")
-
-
-def version_at(base: str, name: str) -> str | None:
-    try:
-        r = httpx.get(f"{base}/v2/models/{name}", timeout=2)
-        return r.json().get("version") if r.status_code == 200 else None
-    except httpx.HTTPError:
-        return None
 
 
 @pytest.fixture()
@@ -107,7 +103,12 @@ def test_switch_under_load_fails_no_request_and_others_keep_serving(
     try:
         v2 = publish_version(name="alpha", seed=11, kind="logistic")
         wait_until(lambda: version_at(base, "alpha") == v2, what="alpha v2", timeout=60)
-        time.sleep(2.0)  # the old version drains and is unloaded
+
+        def old_unloaded() -> bool:  # traffic keeps coming while the old version drains
+            host = next((h for h in ctl.runtime.hosts() if h.pid == host_pid), None)
+            return host is not None and ("alpha", versions["alpha"]) not in host.models.values()
+
+        wait_until(old_unloaded, what="the old alpha drained and unloaded", timeout=60)
     finally:
         stop.set()
         for c in clients:
@@ -189,6 +190,7 @@ def test_process_per_model_mode_is_kept(
         assert backend is not None and backend.admin == 0 and not ctl.runtime.hosts()
 
 
+@pytest.mark.fast
 def test_a_wrong_hosting_mode_is_a_sentence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from mlgitops import errors
 

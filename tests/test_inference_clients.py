@@ -20,11 +20,15 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-import test_server_support as support
-from conftest import FEATURES, free_port, make_frame, train, wait_until
+from support import servers as support
+from support.data import FEATURES, make_frame, train
+from support.net import free_port
+from support.waits import wait_until
 
 from mlgitops import settings
 from mlgitops.controller import run
+
+pytestmark = pytest.mark.process
 
 COMMIT = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"
 

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from mlgitops.authoring import repository, validate
 from mlgitops.core import install, layout, manifest, source_spec
+
+pytestmark = pytest.mark.fast
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL = ROOT / "manifests" / "install"

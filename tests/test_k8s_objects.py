@@ -19,6 +19,8 @@ from mlgitops import cli, errors, settings
 from mlgitops.core import k8s_objects as ko
 from mlgitops.core import manifest, source_spec
 
+pytestmark = pytest.mark.fast
+
 ROOT = Path(__file__).resolve().parents[1]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 UID = "6f1c7f2e-0000-4000-8000-000000000001"

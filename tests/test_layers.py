@@ -12,7 +12,11 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import mlgitops
+
+pytestmark = pytest.mark.fast
 
 ROOT = Path(mlgitops.__file__).resolve().parents[1]
 

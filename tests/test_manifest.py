@@ -12,6 +12,8 @@ from mlgitops import errors
 from mlgitops.authoring import repository
 from mlgitops.core import manifest
 
+pytestmark = pytest.mark.fast
+
 DIGEST = "sha256:" + "a" * 64
 
 

@@ -19,8 +19,10 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-import test_server_support as support
-from conftest import wait_until
+from support import servers as support
+from support.waits import wait_until
+
+pytestmark = pytest.mark.process
 
 NUMERIC = ["sqft", "rooms", "lot_size", "age"]
 COLUMNS = [*NUMERIC, "district"]

@@ -24,7 +24,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import FEATURES, free_port, make_frame, train, wait_until
+from support.data import FEATURES, make_frame, train
+from support.net import free_port
+from support.waits import wait_until
 
 import mlgitops
 from mlgitops import errors, settings
@@ -38,6 +40,8 @@ from mlgitops.controller import source as source_mod
 from mlgitops.controller import state as state_mod
 from mlgitops.core import decisions, layout, policy, quarantine, stats
 from mlgitops.core.status import ConditionType
+
+pytestmark = pytest.mark.process
 
 NAME = "credit"
 # Evidently's normed Wasserstein (threshold 0.1) flags ~30% of 200-row windows of an unchanged
@@ -217,6 +221,7 @@ def test_breach_caused_by_the_new_version_reverts_then_reports(world: World) -> 
     assert [e["type"] for e in events(world.store)][-3:] == ["Reverted", "RolledBack", "ReportWritten"]
 
 
+@pytest.mark.fast
 def test_input_drift_a_revert_cannot_cure_only_alerts(world: World) -> None:
     before = world.remote_head()
     world.send(population(600, shift=4.0))  # fits neither v1's nor v2's baseline
@@ -231,6 +236,7 @@ def test_input_drift_a_revert_cannot_cure_only_alerts(world: World) -> None:
     assert cond is not None and cond.status and cond.reason == "DriftAlert"
 
 
+@pytest.mark.fast
 def test_too_few_rows_is_inconclusive_and_never_reverts(world: World) -> None:
     before = world.remote_head()
     assert world.tick() == []  # the monitor watches v2 from when it serves
@@ -246,6 +252,7 @@ def test_too_few_rows_is_inconclusive_and_never_reverts(world: World) -> None:
     assert not events(world.store, "Reverted", "DriftAlert")
 
 
+@pytest.mark.fast
 def test_the_drift_condition_reason_reads_with_its_value(world: World) -> None:
     """An inconclusive window after an alert leaves ``Drift=True DriftAlert`` (never ``True
     Inconclusive``); before any conclusive window it reads ``False Inconclusive``."""
@@ -311,6 +318,7 @@ def test_a_report_failure_does_not_block_the_revert(world: World) -> None:
     assert "Evidently exploded" in failed["message"]
 
 
+@pytest.mark.fast
 def test_no_revert_when_the_previous_content_has_the_same_model(world: World) -> None:
     """The policy edit changed only v1's manifest: reverting it would not change the model."""
     edit = git.text(world.bare, "rev-parse", f"{world.v2}^")
@@ -324,6 +332,7 @@ def test_no_revert_when_the_previous_content_has_the_same_model(world: World) ->
     assert not events(world.store, "Reverted")
 
 
+@pytest.mark.fast
 def test_on_demand_report_is_an_evidently_report_in_the_workspace(world: World) -> None:
     world.send(population(300))
     world.store.update(NAME, served_commit=world.v2)
@@ -365,7 +374,7 @@ class Traffic:
                         self.failed.append(f"{r.status_code} {r.text[:200]}")
                 except httpx.HTTPError as exc:
                     self.failed.append(repr(exc))
-                time.sleep(0.01)
+                time.sleep(0.01)  # traffic at a steady rate, not a synchronisation
 
     def __enter__(self) -> Traffic:
         self.thread.start()

@@ -15,13 +15,16 @@ from typing import Any
 
 import httpx
 import pytest
-import test_server_support as support
 import uvicorn
-from conftest import free_port, wait_until
+from support import servers as support
+from support.net import free_port
+from support.waits import wait_until
 
 from mlgitops import errors, settings
 from mlgitops.controller import gateway
 from mlgitops.controller import reconciler as rec
+
+pytestmark = pytest.mark.process
 
 TOKEN = "t0ken-for-the-tests"
 COMMIT = "d" * 40
@@ -159,6 +162,7 @@ def test_status_and_private_reports_need_the_token(gateway_url: str) -> None:
     assert httpx.get(gateway_url + "/v2/health/live", timeout=10).status_code == 200
 
 
+@pytest.mark.fast
 def test_access_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLGITOPS_API_TOKEN", raising=False)
     monkeypatch.delenv("MLGITOPS_REPORTS_PRIVATE", raising=False)

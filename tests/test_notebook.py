@@ -8,6 +8,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+pytestmark = pytest.mark.process
+
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "drift-walkthrough.ipynb"
 
 

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import free_port, wait_until
+from support.net import free_port
+from support.waits import wait_until
 from test_missing_values import housing_pipeline
 
 import mlgitops
@@ -30,6 +31,8 @@ from mlgitops.authoring import repository
 from mlgitops.controller import decisions as decision_log
 from mlgitops.controller import reports, run
 from mlgitops.core import decisions, layout
+
+pytestmark = pytest.mark.process
 
 NAME = "house"
 DRIFT = {"windowRows": 600, "minRows": 300, "datasetShare": 0.5, "consecutiveWindows": 1,
@@ -125,7 +128,7 @@ def test_an_own_pipeline_publishes_with_no_trust_flag_serves_missing_values_and_
                             failed.append(f"{resp.status_code} {resp.text[:200]}")
                     except httpx.HTTPError as exc:
                         failed.append(repr(exc))
-                    time.sleep(0.02)
+                    time.sleep(0.02)  # traffic at a steady rate, not a synchronisation
 
         sender = threading.Thread(target=traffic, daemon=True)
         sender.start()

@@ -7,6 +7,8 @@ import pytest
 from mlgitops.core import plan
 from mlgitops.core.manifest import Digest, ModelDeployment, ModelName
 
+pytestmark = pytest.mark.fast
+
 A = "sha256:" + "a" * 64
 B = "sha256:" + "b" * 64
 

@@ -11,6 +11,8 @@ from mlgitops.core import drift, layout, policy, stats
 from mlgitops.core.manifest import DriftPolicy
 from mlgitops.core.policy import Evidence, History, Verdict
 
+pytestmark = pytest.mark.fast
+
 RULES = DriftPolicy(window_rows=200, min_rows=100, dataset_share=0.5, consecutive_windows=2,
                     cooldown_seconds=60, max_reverts=2, revert_period_seconds=3600)
 

@@ -10,13 +10,15 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import make_frame, train
+from support.data import make_frame, train
 
 import mlgitops
 from mlgitops import errors, settings
 from mlgitops.adapters import files, git
 from mlgitops.authoring import validate
 from mlgitops.core import layout
+
+pytestmark = pytest.mark.process
 
 
 def remote_head(repo: Path) -> str:

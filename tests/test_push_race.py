@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_frame, train
+from support.data import make_frame, train
 
 import mlgitops
 from mlgitops import errors, ui
@@ -26,6 +26,8 @@ from mlgitops.authoring import publishing, repository
 from mlgitops.controller import revert
 from mlgitops.core import layout, policy
 from mlgitops.core.manifest import DriftPolicy
+
+pytestmark = pytest.mark.fast
 
 ROUNDS = 20
 SLOW_HOOK = "#!/bin/sh\ncat >/dev/null\nsleep 0.3\nexit 0\n"
@@ -109,6 +111,7 @@ def _plan_now(bare: Path, at: float) -> policy.RevertPlan:
                               at=f"2025-01-01T00:00:{int(at) % 60:02d}Z")
 
 
+@pytest.mark.process
 def test_human_push_and_revert_at_the_same_instant_both_land(
     template: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -189,6 +192,7 @@ def test_human_push_and_revert_at_the_same_instant_both_land(
     assert tally["ok"] == 2 * ROUNDS, tally
 
 
+@pytest.mark.process
 def test_publish_retries_a_push_that_lost_the_race(
     template: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -221,6 +225,7 @@ def test_publish_retries_a_push_that_lost_the_race(
     assert sorted(subjects) == ["person 0", "person 1"]
 
 
+@pytest.mark.process
 def test_a_hook_refusal_is_reported_not_retried(template: tuple[Path, Path], tmp_path: Path) -> None:
     bare = tmp_path / "models-repo.git"
     shutil.copytree(template[1], bare, symlinks=True)

@@ -35,10 +35,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port
+from support.net import free_port
 
 import mlgitops
 from mlgitops.demo import examples
+
+pytestmark = pytest.mark.process
 
 ROOT = Path(mlgitops.__file__).resolve().parents[1]
 README = ROOT / "README.md"

@@ -29,6 +29,8 @@ from mlgitops.controller import source as source_mod
 from mlgitops.core import layout, plan, quarantine
 from mlgitops.core.status import ConditionType, Health
 
+pytestmark = pytest.mark.fast
+
 NAME = "credit"
 A = plan.Action
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from mlgitops.core import stats
 from mlgitops.server import recorder, schema
+
+pytestmark = pytest.mark.fast
 
 NAMES = [f"f{i}" for i in range(6)]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_frame, train
+from support.data import make_frame, train
 
 import mlgitops
 from mlgitops.adapters import files, git
@@ -21,6 +21,8 @@ from mlgitops.controller import revert
 from mlgitops.controller import source as source_mod
 from mlgitops.core import layout, policy, quarantine
 from mlgitops.core.manifest import DriftPolicy
+
+pytestmark = pytest.mark.process
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import make_frame, train
+from support.data import make_frame, train
 
 import mlgitops
 from mlgitops.adapters import git
@@ -20,6 +20,8 @@ from mlgitops.controller import fakes
 from mlgitops.controller import reconciler as rec
 from mlgitops.controller import source as source_mod
 from mlgitops.core import layout
+
+pytestmark = pytest.mark.process
 
 NAME = "credit"
 

@@ -11,9 +11,12 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import test_server_support as support
+from support import servers as support
+from support.waits import wait_until_async
 
 from mlgitops.server import batching, problems, schema
+
+pytestmark = pytest.mark.fast
 
 
 def batch(*values: float) -> schema.Batch:
@@ -32,7 +35,7 @@ class FakeModel:
     def __call__(self, b: schema.Batch) -> Any:
         with self.lock:
             self.sizes.append(b.rows)
-        if self.delay:
+        if self.delay:  # a predict that takes time, during which requests arrive
             time.sleep(self.delay)
         a = b.columns["a"]
         if (a < 0).any():
@@ -72,7 +75,7 @@ def test_arrivals_during_a_predict_form_the_next_batch(in_thread: bool) -> None:
         b = batching.MicroBatcher(model, max_batch_size=64, max_delay_ms=1, in_thread=in_thread)
         b.start()
         first = asyncio.ensure_future(b.submit(batch(0.0)))
-        await asyncio.sleep(0.01)  # the first predict is running now
+        await wait_until_async(lambda: model.sizes, what="the first predict running")
         rest = [
             asyncio.ensure_future(b.submit(batch(float(i), float(i) + 0.5))) for i in range(1, 11)
         ]
@@ -97,7 +100,7 @@ def test_max_batch_size_caps_rows_and_a_large_request_goes_alone() -> None:
         b = batching.MicroBatcher(model, max_batch_size=8, max_delay_ms=1, in_thread=True)
         b.start()
         blocker = asyncio.ensure_future(b.submit(batch(0.0)))
-        await asyncio.sleep(0.005)
+        await wait_until_async(lambda: model.sizes, what="the blocking predict running")
         small = [asyncio.ensure_future(b.submit(batch(1.0, 1.0, 1.0))) for _ in range(5)]
         big = asyncio.ensure_future(b.submit(batch(*([3.0] * 20))))
         await asyncio.gather(blocker, *small, big)
@@ -117,7 +120,7 @@ def test_a_failing_row_fails_only_its_own_request() -> None:
         b = batching.MicroBatcher(model, max_batch_size=64, max_delay_ms=1, in_thread=True)
         b.start()
         blocker = asyncio.ensure_future(b.submit(batch(0.0)))
-        await asyncio.sleep(0.005)
+        await wait_until_async(lambda: model.sizes, what="the blocking predict running")
         futures = [
             asyncio.ensure_future(b.submit(batch(1.0))),
             asyncio.ensure_future(b.submit(batch(-1.0))),
@@ -177,6 +180,7 @@ def _metric(text: str, name: str) -> float:
     raise KeyError(name)
 
 
+@pytest.mark.process
 def test_concurrent_requests_share_predicts_and_get_their_own_rows(
     numeric_server: support.Server,
 ) -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import io
 
 import pandas as pd
-import test_server_support as support
+import pytest
+from support import servers as support
+
+pytestmark = pytest.mark.process
 
 
 def rows(model: support.Model, n: int = 5, start: int = 0) -> pd.DataFrame:

@@ -9,9 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
-import test_server_support as support
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import servers as support
+
+pytestmark = pytest.mark.process
 
 
 @pytest.fixture(scope="module")

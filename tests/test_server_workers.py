@@ -14,12 +14,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import test_server_support as support
+from support import servers as support
+from support.waits import wait_until
 
 from mlgitops import errors
 from mlgitops.adapters import stats_store
 from mlgitops.core import stats
 from mlgitops.server import recorder, schema
+
+pytestmark = pytest.mark.process
 
 
 def _baseline(n: int = 500) -> stats.Baseline:
@@ -37,6 +40,7 @@ def _batch(frame: pd.DataFrame) -> schema.Batch:
 
 
 # ------------------------------------------------------------------------- recorder (unit)
+@pytest.mark.fast
 def test_reservoir_is_bounded_and_uniform() -> None:
     rec = recorder.Recorder(_baseline(), capacity=200, seed=1, flush_rows=1000)
     total = 0
@@ -54,6 +58,7 @@ def test_reservoir_is_bounded_and_uniform() -> None:
     assert len(set(sample["x0"].tolist())) == 200
 
 
+@pytest.mark.fast
 def test_memory_does_not_grow_with_traffic() -> None:
     rec = recorder.Recorder(_baseline(), capacity=100, flush_rows=512)
     frame = support.numeric_frame(64)
@@ -70,6 +75,7 @@ def test_memory_does_not_grow_with_traffic() -> None:
 
 
 # ----------------------------------------------------------------------- stats store (unit)
+@pytest.mark.fast
 def test_store_round_trip_window_and_sample(tmp_path: Path) -> None:
     base = _baseline()
     a, b = stats.LiveStats.empty(base), stats.LiveStats.empty(base)
@@ -218,8 +224,8 @@ def test_sigterm_to_the_group_stops_everything_and_flushes_stats(
     pgid = two_workers.proc.pid
     os.killpg(pgid, signal.SIGTERM)
     assert two_workers.proc.wait(timeout=15) == 0
-    time.sleep(0.2)
-    assert _group_alive(pgid) == []
+    wait_until(lambda: _group_alive(pgid) == [], timeout=10,
+               what="every process of the group gone", detail=lambda: str(_group_alive(pgid)))
     # the final write on exit has every row, including the last ten, and the sample
     final = stats_store.read(stats_dir)
     assert final.rows >= rows_before + 10
@@ -308,8 +314,9 @@ def test_cli_reads_trusted_types_from_the_manifest(tmp_path: Path) -> None:
         assert len(server.worker_pids()) == os.cpu_count()
         os.kill(server.proc.pid, signal.SIGTERM)  # the supervisor alone: it stops its workers
         assert server.proc.wait(timeout=15) == 0
-        time.sleep(0.2)
-        assert _group_alive(server.proc.pid) == []
+        pgid = server.proc.pid
+        wait_until(lambda: _group_alive(pgid) == [], timeout=10,
+                   what="every process of the group gone", detail=lambda: str(_group_alive(pgid)))
         assert not stats.exists() or not any(stats.iterdir())  # --no-stats
     finally:
         server.stop()
@@ -335,6 +342,7 @@ def test_cli_without_trust_or_manifest_says_to_pass_trust(tmp_path: Path) -> Non
     assert "--trust" in proc.stderr
 
 
+@pytest.mark.fast
 def test_serve_command_is_a_click_command() -> None:
     import click
 
@@ -349,6 +357,7 @@ def test_serve_command_is_a_click_command() -> None:
         parse_workers("0")
 
 
+@pytest.mark.fast
 def test_spec_line_round_trips() -> None:
     from mlgitops.server import standby
 

@@ -6,13 +6,15 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
-from conftest import free_port, wait_until
+from support.net import free_port, version_at
+from support.waits import wait_until
 
 from mlgitops import settings
 from mlgitops.adapters import git
 from mlgitops.controller import run
+
+pytestmark = pytest.mark.process
 
 
 def keypair(where: Path, name: str) -> Path:
@@ -28,14 +30,6 @@ def sign_head(repo: Path, key: Path, email: str) -> str:
                     "commit", "-q", "--amend", "--no-edit", "-S"], check=True)
     git.push(repo)
     return git.text(repo, "rev-parse", "HEAD")
-
-
-def version_at(base: str) -> str | None:
-    try:
-        r = httpx.get(f"{base}/v2/models/credit", timeout=2)
-        return r.json().get("version") if r.status_code == 200 else None
-    except httpx.HTTPError:
-        return None
 
 
 @pytest.fixture()

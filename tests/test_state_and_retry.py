@@ -24,7 +24,9 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from conftest import free_port, make_frame, train, wait_until
+from support.data import make_frame, train
+from support.net import free_port
+from support.waits import wait_until
 
 import mlgitops
 from mlgitops import errors, settings
@@ -32,6 +34,8 @@ from mlgitops.adapters import files, git
 from mlgitops.authoring import repository
 from mlgitops.core import layout
 from mlgitops.notebook import insights
+
+pytestmark = pytest.mark.process
 
 NAME = "credit"
 QUIET = {"MLGITOPS_MLFLOW": "0", "MLGITOPS_EVIDENTLY": "0", "MLGITOPS_MONITOR": "0"}

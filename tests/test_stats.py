@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from mlgitops.core import stats
 
+pytestmark = pytest.mark.fast
+
 
 def reference(n: int = 800, seed: int = 0) -> dict[str, np.ndarray[Any, Any]]:
     rng = np.random.default_rng(seed)

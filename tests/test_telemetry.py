@@ -7,6 +7,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.process
+
 PROBE = r"""
 import json, os, subprocess, sys
 from mlflow.environment_variables import MLFLOW_DISABLE_TELEMETRY

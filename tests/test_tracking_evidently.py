@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import FEATURES, make_frame, train
+from support.data import FEATURES, make_frame, train
 
 import mlgitops
 from mlgitops import errors
@@ -17,6 +17,8 @@ from mlgitops.adapters import evidently_workspace
 from mlgitops.authoring import repository
 from mlgitops.controller import reports, tracking
 from mlgitops.core import decisions
+
+pytestmark = pytest.mark.process
 
 NAME = "credit"
 
@@ -87,6 +89,7 @@ def test_every_closed_window_is_a_tagged_snapshot_with_a_bounded_history(
         "Windows with verdict pass", "Windows with verdict alert", "Windows with verdict revert"]
 
 
+@pytest.mark.fast
 def test_the_dashboard_is_written_once_and_keeps_foreign_panels(
         versions: tuple[Path, str, str], tmp_path: Path) -> None:
     from evidently.sdk import panels
@@ -113,6 +116,7 @@ def test_the_dashboard_is_written_once_and_keeps_foreign_panels(
     assert {p.id for p in before.panels} <= {p.id for p in after.panels}
 
 
+@pytest.mark.fast
 def test_a_window_without_a_sample_or_a_readable_one(
         versions: tuple[Path, str, str], tmp_path: Path) -> None:
     work, v1, _ = versions
@@ -142,8 +146,9 @@ def test_the_evidently_snapshot_of_a_window_agrees_with_its_decision(
 
     import httpx
     import yaml
-    from conftest import free_port, wait_until
     from evidently.core.report import Snapshot
+    from support.net import free_port
+    from support.waits import wait_until
 
     from mlgitops import settings
     from mlgitops.adapters import evidently_reports, git

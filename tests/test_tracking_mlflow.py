@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_frame, train
+from support.data import make_frame, train
+from support.waits import wait_until
 
 import mlgitops
 from mlgitops import errors
@@ -21,6 +22,8 @@ from mlgitops.adapters import git, mlflow_tracking
 from mlgitops.authoring import repository
 from mlgitops.controller import tracking
 from mlgitops.core import decisions, layout
+
+pytestmark = pytest.mark.process
 
 NAME = "credit"
 
@@ -146,7 +149,7 @@ def test_the_sink_runs_in_a_child_that_is_restarted_after_a_crash(
         pid = sink.worker.pid
         assert pid is not None and pid != os.getpid()
         os.kill(pid, signal.SIGKILL)
-        time.sleep(0.2)
+        wait_until(lambda: sink.worker.pid is None, timeout=10, what="the killed sink child gone")
         sink.record(deploy(v2, digest_at(work, v2), at=1_800_001_060.0, previous=v1))
         assert sink.worker.starts == 2
     finally:

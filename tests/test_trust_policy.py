@@ -17,13 +17,16 @@ import pandas as pd
 import pytest
 import skops.io
 import yaml
-from conftest import free_port, wait_until
+from support.net import free_port
+from support.waits import wait_until
 
 import mlgitops
 from mlgitops import errors, settings
 from mlgitops.adapters import git, mlflow_models, skops_files, skops_trees
 from mlgitops.controller import run
 from mlgitops.core import trust
+
+pytestmark = pytest.mark.fast
 
 CLI = str(Path(sys.executable).parent / "mlgitops")
 
@@ -258,6 +261,7 @@ def _said(proc: subprocess.CompletedProcess[str]) -> str:
     return " ".join((proc.stdout + proc.stderr).split())
 
 
+@pytest.mark.process
 def test_the_housing_pipeline_publishes_through_the_hook_and_validates_with_no_trust_flag(
     repo: Path,
 ) -> None:
@@ -271,6 +275,7 @@ def test_the_housing_pipeline_publishes_through_the_hook_and_validates_with_no_t
     assert "valid: housing" in ok.stdout + ok.stderr
 
 
+@pytest.mark.process
 def test_a_team_type_is_admitted_once_for_publish_hook_validate_and_up(repo: Path) -> None:
     from sklearn.linear_model import Ridge
     from sklearn.pipeline import make_pipeline
@@ -328,6 +333,7 @@ def test_a_team_type_is_admitted_once_for_publish_hook_validate_and_up(repo: Pat
         np.testing.assert_allclose(r.json()["predictions"], model.predict(x.head(3)))
 
 
+@pytest.mark.process
 def test_a_hosted_remote_gets_a_local_copy_and_the_instructions(tmp_path: Path) -> None:
     work = tmp_path / "w"
     work.mkdir()

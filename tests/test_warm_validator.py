@@ -22,6 +22,8 @@ from mlgitops.adapters import git, sandbox, validator
 from mlgitops.authoring import hooks, repository
 from mlgitops.core import layout, trust
 
+pytestmark = pytest.mark.process
+
 
 def remote_of(repo: Path) -> Path:
     local = repository.remote_of(repo).local
@@ -131,6 +133,7 @@ def test_only_the_models_a_push_touches_are_exported(
         assert (Path(tmp) / layout.manifest_path("credit")).is_file()
 
 
+@pytest.mark.fast
 def test_the_validator_reads_objects_only_inside_its_own_repository(tmp_path: Path) -> None:
     gitdir = tmp_path / "r.git"
     git.init_bare(gitdir)
@@ -216,6 +219,7 @@ def test_without_a_validator_a_push_of_validated_content_is_checked_cold_at_once
     wait_running(remote)  # and a validator started for the next push
 
 
+@pytest.mark.fast
 def test_the_runtime_directory_must_be_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     run = tmp_path / f"mlgitops-{os.getuid()}"
@@ -257,7 +261,7 @@ def test_a_forked_check_runs_under_the_sandbox_limits(monkeypatch: pytest.Monkey
 
 
 def _hang(request: dict[str, object]) -> dict[str, object]:
-    time.sleep(600)
+    time.sleep(600)  # the point: a check that hangs, for the sandbox's time limit to end
     return {"ok": True}
 
 

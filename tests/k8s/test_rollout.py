@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import git_http
 import pytest
 import yaml
 from kubernetes import client
+from support import git_http
 
 from mlgitops.adapters import git
 from mlgitops.adapters import kubernetes as k8s
@@ -123,7 +123,7 @@ def test_a_published_version_serves_and_the_next_one_rolls_out_with_no_unavailab
         while not done.is_set():
             version = served_version(pod1.endpoint or "", timeout=10.0)
             answers.append((time.monotonic(), version))
-            time.sleep(0.05)
+            time.sleep(0.05)  # a request every 50 ms: the client's pace, not a synchronisation
 
     asker = threading.Thread(target=keep_asking_v1, daemon=True)
     asker.start()

@@ -1,13 +1,13 @@
 """A real browser for tests: Debian's headless Chromium driven by Playwright (no browser download).
 
-    import browser  # tests/ is on sys.path, as for git_http
+    from support import browser  # tests/ is on sys.path
 
     def test_page(tmp_path):
         with browser.page() as page:
             page.goto(url)
             browser.shot(page, tmp_path / "page.png")
 
-Or the ``chromium_page`` fixture (``from browser import chromium_page``; skips when no
+Or the ``chromium_page`` fixture (``from support.browser import chromium_page``; skips when no
 Chromium is installed at `CHROMIUM`, e.g. outside CI where ``.ci/run`` installs it).
 """
 
@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from support import lanes
+
 CHROMIUM = os.environ.get("MLGITOPS_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
 
@@ -30,7 +32,9 @@ def available() -> bool:
 
 
 def require() -> None:
-    """Skip the calling test when there is no Chromium or no Playwright."""
+    """Skip the calling test when there is no Chromium or no Playwright; fail it outside the
+    browser lane."""
+    lanes.require("browser", "Chromium")
     if not available():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
     pytest.importorskip("playwright.sync_api")
