@@ -12,6 +12,8 @@ from mlgitops.adapters import clock as system_clock
 from mlgitops.controller import state
 from mlgitops.core import clock, decisions
 
+pytestmark = pytest.mark.fast
+
 AT = dt.datetime(2026, 12, 7, 12, 15, 0, 123_999, tzinfo=dt.UTC).timestamp()
 
 

@@ -17,6 +17,8 @@ import pytest
 from mlgitops.devcluster.cluster import TestCluster, free_port
 from mlgitops.devcluster.kubelet_net import Api, Backoff, Unreachable, transient
 
+pytestmark = pytest.mark.fast
+
 
 class _Flaky(http.server.BaseHTTPRequestHandler):
     """503 for the first ``unavailable`` requests, then 200 (or 404 under /missing)."""

@@ -15,6 +15,8 @@ import pytest
 from mlgitops import logs
 from mlgitops.controller import state
 
+pytestmark = pytest.mark.fast
+
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 

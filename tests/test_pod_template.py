@@ -10,10 +10,13 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from mlgitops.core import k8s_objects as ko
 from mlgitops.core import manifest
+
+pytestmark = pytest.mark.fast
 
 ROOT = Path(__file__).resolve().parents[1]
 V1 = "1" * 40
