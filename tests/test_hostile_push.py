@@ -236,3 +236,17 @@ def test_a_model_with_10000_features_is_refused_quickly(repo: Path) -> None:  # 
     assert time.monotonic() - start < 60
     assert "MLmodel: is" in err and "over the 65536-byte limit" in err
     assert len(err) < 2000
+
+
+def test_a_remote_with_hooks_from_before_the_authoring_package_still_refuses(
+    repo: Path, bare: Path,  # noqa: F811
+) -> None:
+    """Hook scripts written by older versions run `-m mlgitops.hooks`: it still validates."""
+    hook = bare / "hooks" / "pre-receive"
+    hook.write_text(hook.read_text().replace("mlgitops.authoring.hooks", "mlgitops.hooks"))
+    assert '"mlgitops.hooks"' in hook.read_text()
+    planted = repo / ".mlgitops" / "proven.json"
+    planted.parent.mkdir(parents=True)
+    planted.write_text("{}")
+    commit(repo, "plant a state file", ".mlgitops", force=True)
+    assert ".mlgitops/proven.json: is outside the paths" in refused(repo, "HEAD:main")
