@@ -102,6 +102,8 @@ class World:
     router: rec.Router[fakes.FakeHandle] = field(default_factory=rec.Router)
     reconciler: rec.Reconciler[fakes.FakeHandle] = field(init=False)
     outcome: rec.Outcome | None = None
+    clock: list[float] = field(default_factory=lambda: [0.0])
+    """The reconciler's monotonic clock: it moves only when a test moves it."""
 
     def __post_init__(self) -> None:
         self.reconciler = self.restart()
@@ -111,7 +113,8 @@ class World:
         self.router = rec.Router()
         return rec.Reconciler(source=self.source, workloads=self.workloads, store=self.store,
                               router=self.router, endpoint=lambda n: f"http://gw.invalid/{n}",
-                              drain_seconds=0.0)
+                              drain_seconds=0.0, clock=lambda: self.clock[0],
+                              sleep=lambda s: time.sleep(0.001))
 
     def label(self, version: str | None) -> str | None:
         """The label of the commit a version is (v1, v2, bad, ...)."""
@@ -144,8 +147,9 @@ class World:
             error: errors.MlgitopsError = {
                 "model": errors.ModelError("the model does not load: a test said so"),
                 "transient": errors.RuntimeFailure("the server did not start: a test said so"),
+                "waiting": errors.Waiting("rolling out: 0 of 1 new pods ready", delay=2.0),
             }[arg]
-            self.workloads.refuse(NAME, error, times=1 if arg == "transient" else None)
+            self.workloads.refuse(NAME, error, times=1 if arg in ("transient", "waiting") else None)
         else:
             raise AssertionError(f"unknown move {word!r}")
 
@@ -215,6 +219,13 @@ CASES = [
          (*SERVING_V1, "refuse:transient", "git:v2", "reconcile"), (), A.DEPLOY, "v2",
          ("Deployed",), (True, "Serving"), attempts=3, started=2, drained=("v1",),
          stopped=("v1",)),
+    Case("a rollout under way: Reconciling, the old one serves, looked at again", SERVING_V1,
+         ("refuse:waiting", "git:v2"), A.DEPLOY, "v1", (), (True, "Serving"),
+         health=Health.PROGRESSING, attempts=2, started=1),
+    Case("a rollout under way: done on the next look",
+         (*SERVING_V1, "refuse:waiting", "git:v2", "reconcile"), (), A.DEPLOY, "v2",
+         ("Deployed",), (True, "Serving"), attempts=3, started=2, drained=("v1",),
+         stopped=("v1",)),
     Case("retire", SERVING_V1, ("git:gone",), A.RETIRE, None, ("Retired",), (False, ""),
          health=Health.MISSING, stopped=("v1",)),
     Case("restart the old one while the new one is held", SERVING_V1, ("git:bad", "kill"),
@@ -237,6 +248,12 @@ def test_reconcile(world: World, case: Case) -> None:
     assert world.serving() == case.serving
     assert [e["type"] for e in world.store.events[before:]] == list(case.events)
     assert world.reconciler.retry_wanted is case.retry
+    waiting = "refuse:waiting" in case.when
+    assert world.reconciler.retry_after == (2.0 if waiting else None)
+    if waiting:
+        reconciling = world.store.status(NAME).condition(ConditionType.RECONCILING)
+        assert reconciling is not None and reconciling.status
+        assert "rolling out" in reconciling.message
     workloads = world.workloads
     assert len(workloads.attempts) == case.attempts
     started = case.attempts if case.started is None else case.started
@@ -276,7 +293,7 @@ def test_a_switch_waits_for_requests_in_flight_on_the_old_one(world: World) -> N
     world.reconciler.reconcile()
     assert world.serving() == "v2"
     assert world.workloads.drained == [old]
-    time.sleep(0.2)
+    # the reconciler's clock stands still: only the request in flight can be holding it
     assert world.workloads.alive(old) and old.key in world.reconciler.retiring
     world.router.inflight[old.key] = 0
     world.settle()

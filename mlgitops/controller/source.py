@@ -18,6 +18,7 @@ answer is cached for the head it was computed at.
 
 from __future__ import annotations
 
+import fnmatch
 import shutil
 import tempfile
 from pathlib import Path
@@ -51,8 +52,11 @@ class Source:
         local: Path | None = None,
         policy: trust.Policy = trust.DEFAULT,
         allowed_signers: Path | None = None,
+        paths: tuple[str, ...] = (),
     ) -> None:
         self.url = url
+        #: globs of the manifest paths to deploy (``manifests/credit-*.yaml``); empty: all
+        self.paths = paths
         self.branch = branch
         self.local = local
         self.policy = policy
@@ -129,7 +133,8 @@ class Source:
             if len(parts) != 4 or parts[1] != "blob":
                 continue
             name = layout.manifest_name(rel)
-            if name is not None:
+            if name is not None and (not self.paths
+                                     or any(fnmatch.fnmatch(rel, p) for p in self.paths)):
                 size = int(parts[3]) if parts[3].isdigit() else 0
                 found[name] = _Entry(rel, parts[2], size)
         return found
