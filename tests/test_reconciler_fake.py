@@ -23,6 +23,7 @@ import mlgitops
 from mlgitops import errors, repository
 from mlgitops.adapters import git
 from mlgitops.controller import fakes
+from mlgitops.controller import loop as loop_mod
 from mlgitops.controller import reconciler as rec
 from mlgitops.controller import source as source_mod
 from mlgitops.core import layout, plan, quarantine
@@ -382,3 +383,44 @@ def test_a_held_version_is_tried_again_when_asked_or_when_its_inputs_change(worl
     inputs[0] = "trust=b"
     world.move("reconcile")
     assert world.serving() == "v1"
+
+
+# the loop both runtimes run (`controller.loop`), on an injected clock -----------------------
+
+def test_the_loop_backs_off_while_git_is_away_and_resets_once_it_answers(
+        world: World, tmp_path: Path) -> None:
+    world.move("git:v1")
+    source = source_mod.Source(tmp_path / "fetching", url=f"file://{world.bare}")
+    reconciler = rec.Reconciler(source=source, workloads=world.workloads, store=world.store,
+                                router=world.router, endpoint=lambda n: f"http://gw.invalid/{n}",
+                                drain_seconds=0.0)
+    now, failures = [0.0], []
+    loop = loop_mod.Loop(reconciler, poll_seconds=60.0, clock=lambda: now[0], max_backoff=300.0,
+                         failed=lambda exc, wait: failures.append((str(exc), wait)))
+    away = world.bare.with_name("away.git")
+    world.bare.rename(away)  # the remote cannot be fetched (an outage)
+    assert [loop.once() for _ in range(4)] == [1.0, 2.0, 4.0, 8.0]
+    assert len(failures) == 4 and "away" not in failures[0][0]
+    away.rename(world.bare)  # it answers again: the next pass goes through, back-off reset
+    assert loop.once() == loop.idle
+    assert world.serving() == "v1" and loop.backoff == 1.0
+    assert loop.once() == loop.idle and len(world.workloads.attempts) == 1  # nothing due
+    world.bare.rename(away)
+    loop.trigger("a push")
+    assert loop.once() == 1.0  # the next outage starts from a second again, not from 16
+
+
+def test_the_loop_looks_again_after_a_rollout_asked_it_to(world: World) -> None:
+    now: list[float] = [0.0]
+    loop = loop_mod.Loop(world.reconciler, poll_seconds=60.0, clock=lambda: now[0])
+    world.move("git:v1")
+    world.move("refuse:waiting")
+    loop.once()
+    assert world.serving() is None and world.reconciler.retry_after == 2.0
+    now[0] = 1.0
+    loop.once()
+    assert len(world.workloads.attempts) == 1  # not yet: the rollout said two seconds
+    now[0] = 2.5
+    loop.once()
+    assert len(world.workloads.attempts) == 2 and world.serving() == "v1"
+    assert world.reconciler.retry_after is None
