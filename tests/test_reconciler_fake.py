@@ -11,86 +11,28 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import make_frame, train
+import scenarios
 
-import mlgitops
-from mlgitops import errors, repository
+from mlgitops import errors
 from mlgitops.adapters import git
 from mlgitops.controller import fakes
 from mlgitops.controller import loop as loop_mod
 from mlgitops.controller import reconciler as rec
 from mlgitops.controller import source as source_mod
-from mlgitops.core import layout, plan, quarantine
+from mlgitops.core import layout, plan
 from mlgitops.core.status import ConditionType, Health
 
 NAME = "credit"
 A = plan.Action
 
 
-@dataclass(frozen=True)
-class Template:
-    work: Path
-    bare: Path
-    commits: dict[str, str]
-    """label -> the commit the remote's branch points at for that state of the repository."""
-
-
-def _branch(work: Path, label: str, base: str, change: Callable[[Path], list[str]]) -> str:
-    git.run(work, "checkout", "-q", "-b", label, base)
-    sha = git.commit(work, message=f"credit: {label}", paths=change(work))
-    assert sha is not None
-    git.run(work, "push", "-q", "origin", label)
-    git.run(work, "checkout", "-q", layout.BRANCH)
-    return sha
-
-
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
-    root = tmp_path_factory.mktemp("reconciler-template")
-    work = root / "models-repo"
-    bare = repository.init(work)
-    (bare / "hooks" / "pre-receive").unlink()  # bad commits must reach the source here
-    a, b = make_frame(seed=1), make_frame(shift=1.0, seed=2)
-    v1 = str(mlgitops.publish(train(a, seed=1), a, name=NAME, repo=work, target="label",
-                              push=False, quiet=True))
-    v2 = str(mlgitops.publish(train(b, seed=2), b, name=NAME, repo=work, target="label",
-                              push=False, quiet=True))
-    git.push(work)
-    v2_digest = str(yaml.safe_load(git.show(work, v2, layout.manifest_path(NAME)) or b"")
-                    ["spec"]["model"]["digest"])
-
-    def invalid(w: Path) -> list[str]:
-        path = w / layout.manifest_path(NAME)
-        doc = yaml.safe_load(path.read_text())
-        doc["kind"] = "NotADeployment"
-        path.write_text(yaml.safe_dump(doc))
-        return [layout.manifest_path(NAME)]
-
-    def quarantine_v2(w: Path) -> list[str]:
-        entry = quarantine.Entry(model=NAME, digest=v2_digest, commit=v2, reason="drifted",
-                                 at="2025-01-01T00:00:00Z")
-        doc = quarantine.add((), entry)
-        (w / layout.QUARANTINE).write_text(quarantine.HEADER + yaml.safe_dump(doc))
-        return [layout.QUARANTINE]
-
-    def remove(w: Path) -> list[str]:
-        (w / layout.manifest_path(NAME)).unlink()
-        return [layout.manifest_path(NAME)]
-
-    commits = {
-        "v1": v1,
-        "v2": v2,
-        "bad": _branch(work, "bad", v1, invalid),
-        "quarantined": _branch(work, "quarantined", v2, quarantine_v2),
-        "gone": _branch(work, "gone", v1, remove),
-    }
-    return Template(work, bare, commits)
+def template(tmp_path_factory: pytest.TempPathFactory) -> scenarios.Template:
+    return scenarios.build_template(tmp_path_factory.mktemp("reconciler-template"))
 
 
 @dataclass
@@ -156,7 +98,7 @@ class World:
 
 
 @pytest.fixture()
-def world(template: Template, tmp_path: Path) -> World:
+def world(template: scenarios.Template, tmp_path: Path) -> World:
     bare = tmp_path / "remote.git"
     shutil.copytree(template.bare, bare, symlinks=True)
     source = source_mod.Source(tmp_path / "state", url=str(bare), local=bare)
@@ -424,3 +366,25 @@ def test_the_loop_looks_again_after_a_rollout_asked_it_to(world: World) -> None:
     loop.once()
     assert len(world.workloads.attempts) == 2 and world.serving() == "v1"
     assert world.reconciler.retry_after is None
+
+
+# the scenario table every runtime runs (`scenarios`), here against the fakes ------------------
+
+@dataclass
+class FakeDriver:
+    bare: Path
+    reconciler: rec.Reconciler[fakes.FakeHandle]
+
+    def converge(self) -> None:
+        scenarios.converge(self.reconciler, timeout=10.0)
+
+
+@pytest.mark.parametrize("scenario", sorted(scenarios.SCENARIOS))
+def test_scenario_on_the_fakes(scenario: str, template: scenarios.Template, tmp_path: Path) -> None:
+    bare = tmp_path / "remote.git"
+    shutil.copytree(template.bare, bare, symlinks=True)
+    source = source_mod.Source(tmp_path / "state", url=f"file://{bare}")
+    reconciler = rec.Reconciler(source=source, workloads=fakes.FakeWorkloads(),
+                                store=fakes.FakeStatus(), router=rec.Router(),
+                                endpoint=lambda n: f"http://gw.invalid/{n}", drain_seconds=0.0)
+    scenarios.run_scenario(scenarios.SCENARIOS[scenario], FakeDriver(bare, reconciler), template)

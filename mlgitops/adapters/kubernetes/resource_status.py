@@ -31,11 +31,11 @@ EVENT_TYPES = {
 
 
 def phase(st: ModelStatus) -> str:
-    """One word for ``kubectl get``: Held, Deploying, Serving or Pending."""
-    if (c := st.condition(ConditionType.STALLED)) is not None and c.status:
-        return "Held"
+    """One word for ``kubectl get``: Deploying (a version is tried), Held, Serving or Pending."""
     if (c := st.condition(ConditionType.RECONCILING)) is not None and c.status:
         return "Deploying"
+    if (c := st.condition(ConditionType.STALLED)) is not None and c.status:
+        return "Held"
     if (c := st.condition(ConditionType.READY)) is not None and c.status:
         return "Serving"
     return "Pending"
