@@ -53,8 +53,11 @@ class Source:
         policy: trust.Policy = trust.DEFAULT,
         allowed_signers: Path | None = None,
         paths: tuple[str, ...] = (),
+        git_options: tuple[str, ...] = (),
     ) -> None:
         self.url = url
+        #: ``git -c`` options of every fetch (credentials: `fetch.credential_options`)
+        self.git_options = git_options
         #: globs of the manifest paths to deploy (``manifests/credit-*.yaml``); empty: all
         self.paths = paths
         self.branch = branch
@@ -81,6 +84,7 @@ class Source:
             git.run(self.clone, "remote", "add", "origin", self.url)
         git.run(
             self.clone,
+            *self.git_options,
             "fetch",
             "-q",
             "--prune",

@@ -155,7 +155,7 @@ def _repository(namespace: str, name: str, uid: str, spec: Mapping[str, Any],
     owner = ({"apiVersion": source_spec.API_VERSION, "kind": source_spec.KIND, "name": name,
               "uid": uid} if target == namespace else None)
     return Repository(f"{namespace}.{name}", src.url, target, src.branch, src.interval_seconds,
-                      src.secret_name, src.paths, owner, on_status=report)
+                      src.secret_name, src.paths, namespace, owner, on_status=report)
 
 
 @kopf.daemon(*_REPOSITORIES, cancellation_timeout=60)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlgitops import errors, settings
+from mlgitops import errors, fetch, settings
 from mlgitops.adapters.kubernetes import Cluster
 from mlgitops.adapters.kubernetes.pod_stats import PodStats
 from mlgitops.adapters.kubernetes.resource_status import ResourceStatus
@@ -31,9 +31,11 @@ from mlgitops.controller import rollouts, sinks
 from mlgitops.controller import source as source_mod
 from mlgitops.controller import state as state_mod
 from mlgitops.core import k8s_objects as ko
-from mlgitops.core import plan
+from mlgitops.core import plan, source_spec
 
 log = logging.getLogger("mlgitops.operator")
+ALLOWED_SECRET_KEYS = (source_spec.SECRET_USERNAME, source_spec.SECRET_PASSWORD,
+                       source_spec.SECRET_SSH_KEY, source_spec.SECRET_KNOWN_HOSTS)
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class Repository:
     secret_name: str | None = None
     paths: tuple[str, ...] = ()
     """Globs of manifest paths it deploys (``manifests/credit-*.yaml``); empty: every one."""
+    secret_namespace: str | None = None
+    """Where ``secret_name`` is (the ModelRepository's namespace; default: ``namespace``)."""
     owner: Mapping[str, Any] | None = None
     """An ownerReference to the ModelRepository, when its models live in its namespace."""
     on_status: Callable[[str | None, str | None], None] = field(
@@ -65,6 +69,7 @@ class RepositoryRuntime:
     """Everything one repository runs; `run(stop)` blocks until ``stop`` is set."""
 
     def __init__(self, cluster: Cluster, cfg: settings.OperatorSettings, repo: Repository) -> None:
+        self.cluster = cluster
         self.cfg = cfg
         self.repo = repo
         self.state_dir = cfg.state_dir if repo.key == "flags" else (
@@ -126,6 +131,27 @@ class RepositoryRuntime:
         self.reconciler.retry(names)
         self.loop.trigger("retry")
 
+    def credentials(self) -> None:
+        """The Git credentials of ``secretRef`` for the operator's own fetches: written under
+        its state directory (owner-only) and given to git as `fetch.credential_options` does
+        in the pods. ConfigError when the Secret is missing or holds neither kind."""
+        if not self.repo.secret_name:
+            return
+        where = self.repo.secret_namespace or self.repo.namespace
+        data = self.cluster.read_secret(where, self.repo.secret_name)
+        if data is None:
+            raise errors.ConfigError(
+                f"the Git credentials Secret {where}/{self.repo.secret_name} does not exist; "
+                "create it (username and password, or ssh-privatekey and known_hosts)")
+        folder = self.state_dir / "credentials"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for key, value in data.items():
+            if key in ALLOWED_SECRET_KEYS:
+                path = folder / key
+                path.write_bytes(value)
+                path.chmod(0o600)
+        self.source.git_options = tuple(fetch.credential_options(folder, folder))
+
     def run_forever(self, stop: threading.Event) -> None:
         """Adopt what serves, then reconcile and watch for drift until ``stop`` is set."""
         self.loop.stop = stop
@@ -135,6 +161,7 @@ class RepositoryRuntime:
         try:
             while not stop.is_set():
                 try:
+                    self.credentials()
                     self.reconciler.adopt()
                     break
                 except errors.MlgitopsError as exc:
