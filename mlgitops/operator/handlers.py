@@ -201,9 +201,23 @@ def repository_deleted(spec: kopf.Spec, name: str, namespace: str | None, **_: A
 
 # -- ModelDeployment: a retry asked for --------------------------------------------------------
 
-@kopf.on.update(*_MODELS, field=("metadata", "annotations", ANNOTATION_RETRY))
-def retry_asked(name: str, labels: kopf.Labels, new: Any, **_: Any) -> None:
-    if not new:
+_retry_seen: dict[str, str | None] = {}
+"""uid -> the ModelDeployment's retry annotation when last seen (from the first watch event)."""
+
+
+@kopf.on.event(*_MODELS)
+def retry_asked(name: str, uid: str, annotations: kopf.Annotations, type: str | None,
+                labels: kopf.Labels, **_: Any) -> None:
+    """A new value of ``mlgitops.io/retry``: its held version is tried again at once. Read from
+    the watch itself (no stored diff base): the first sight of each resource sets the baseline."""
+    value = annotations.get(ANNOTATION_RETRY)
+    if type == "DELETED":
+        _retry_seen.pop(uid, None)
+        return
+    known = uid in _retry_seen
+    before = _retry_seen.get(uid)
+    _retry_seen[uid] = value
+    if not known or not value or value == before:
         return
     with _lock:
         found = [r for r, _, _ in _runtimes.values()

@@ -93,6 +93,12 @@ def test_a_model_repository_brings_its_models_up_and_takes_them_away(
             repo_status(cluster, ns, "nowhere"), "Ready").get("status") == "False"
             and condition(repo_status(cluster, ns, "nowhere"), "Ready"))
         assert "no-such-repo.git" in stalled["message"], stalled
+        cluster.apply(model_repository("private", f"file://{tmp_path}/private.git",
+                                       secretRef={"name": "no-such-secret"}), namespace=ns)
+        secret = wait_for("the repository without its Secret Stalled", lambda: condition(
+            repo_status(cluster, ns, "private"), "Stalled").get("status") == "True"
+            and condition(repo_status(cluster, ns, "private"), "Stalled"))
+        assert "no-such-secret does not exist" in secret["message"], secret
         nowhere = cluster.get_resource(ns, "nowhere", kind=k8s.MODEL_REPOSITORY)
         assert nowhere is not None
         assert "Stalled" in {e.get("reason") for e in cluster.events(nowhere)}
