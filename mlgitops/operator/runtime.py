@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlgitops import errors, fetch, settings
+from mlgitops import errors, settings
 from mlgitops.adapters.kubernetes import Cluster
 from mlgitops.adapters.kubernetes.pod_stats import PodStats
 from mlgitops.adapters.kubernetes.resource_status import ResourceStatus
@@ -32,6 +32,7 @@ from mlgitops.controller import source as source_mod
 from mlgitops.controller import state as state_mod
 from mlgitops.core import k8s_objects as ko
 from mlgitops.core import plan, source_spec
+from mlgitops.server import fetch
 
 log = logging.getLogger("mlgitops.operator")
 ALLOWED_SECRET_KEYS = (source_spec.SECRET_USERNAME, source_spec.SECRET_PASSWORD,
