@@ -349,7 +349,10 @@ def test_the_loop_backs_off_while_git_is_away_and_resets_once_it_answers(
     assert loop.once() == loop.idle and len(world.workloads.attempts) == 1  # nothing due
     world.bare.rename(away)
     loop.trigger("a push")
-    assert loop.once() == 1.0  # the next outage starts from a second again, not from 16
+    assert [loop.once() for _ in range(3)] == [1.0, 2.0, 4.0]  # from a second again, not 16
+    away.rename(world.bare)
+    loop.answered()  # told the remote answers (the operator: a watch event): at once, reset
+    assert loop.once() == loop.idle and loop.backoff == 1.0 and not loop.failing
 
 
 def test_the_loop_looks_again_after_a_rollout_asked_it_to(world: World) -> None:

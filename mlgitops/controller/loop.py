@@ -5,7 +5,8 @@ poll period is due, when a deploy asked to be looked at again (`errors.Waiting`:
 delay; `errors.Transient`: with back-off), or when a serving workload died. A pass that fails
 as a whole (Git or the API server unreachable) is tried again with back-off doubling to
 ``max_backoff``; the first pass that succeeds resets it, so a commit made during an outage
-waits no longer than the poll period once the outage ends.
+waits no longer than the poll period once the outage ends. `answered` (told when the runtime's
+API answers again, e.g. a watch event) resets it at once.
 """
 
 from __future__ import annotations
@@ -53,10 +54,19 @@ class Loop:
         self.backoff = 1.0
         self.retry_at = -math.inf
         self.look_at = math.inf
+        self.failing = False
+        """The last pass failed as a whole (the loop is backing off)."""
 
     def trigger(self, why: str = "") -> None:
         self.pending_fetch = True
         self.wake.set()
+
+    def answered(self) -> None:
+        """What the passes depend on answers again (the operator: the API server's watch is
+        back): while backing off, reset the back-off and pass at once."""
+        if self.failing:
+            self.backoff = 1.0
+            self.trigger("answered again")
 
     def once(self) -> float:
         """One turn of the loop; the seconds to wait before the next (at most ``idle``)."""
@@ -78,7 +88,9 @@ class Loop:
             if isinstance(exc, errors.Transient):
                 self.backoff = min(self.backoff * 2, self.max_backoff)
             self.pending_fetch = True
+            self.failing = True
             return wait
+        self.failing = False
         if self.reconciler.retry_wanted:
             self.retry_at = self.clock() + self.backoff
             self.backoff = min(self.backoff * 2, self.max_backoff)

@@ -74,6 +74,9 @@ class Source:
         #: signatures by commit, and the commits a model's version brought (neither changes)
         self._signed: dict[str, git.Signature] = {}
         self._brought: dict[tuple[str, str], list[str]] = {}
+        #: the last (commit, digest, policy) `materialize` checked: a deploy looked at again
+        #: while it rolls out is not exported and checked again
+        self._checked: set[tuple[str, str, trust.Policy]] = set()
 
     def sync(self) -> str | None:
         """Fetch the remote; the commit its branch points to (None for an empty remote)."""
@@ -259,10 +262,14 @@ class Source:
         QuarantinedError when its content matches a quarantined version (not just its bytes).
         """
         dest = self.versions / dep.digest.removeprefix("sha256:")
+        checked = (commit, dep.digest, self.policy)
+        if checked in self._checked and dest.is_dir():
+            return dest  # checked under the same commit (quarantine) and policy a moment ago
         entries = self.quarantined(commit)
         if dest.is_dir() and files.dir_digest(dest) == dep.digest:
             validate.check_model(dest, dep, load=False, policy=self.policy)
             validate.check_quarantine(dest, dep, entries, verified=True)
+            self._checked = {checked}
             return dest
         self.versions.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=self.versions, prefix=".export-"))
@@ -273,6 +280,7 @@ class Source:
             if dest.exists():
                 shutil.rmtree(dest)
             tmp.rename(dest)
+            self._checked = {checked}
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

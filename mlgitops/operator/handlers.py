@@ -208,8 +208,13 @@ _retry_seen: dict[str, str | None] = {}
 @kopf.on.event(*_MODELS)
 def retry_asked(name: str, uid: str, annotations: kopf.Annotations, type: str | None,
                 labels: kopf.Labels, **_: Any) -> None:
-    """A new value of ``mlgitops.io/retry``: its held version is tried again at once. Read from
-    the watch itself (no stored diff base): the first sight of each resource sets the baseline."""
+    """Every watch event says the API server answers (a loop backing off passes at once); a new
+    value of ``mlgitops.io/retry``: its held version is tried again at once. Read from the watch
+    itself (no stored diff base): the first sight of each resource sets the baseline."""
+    with _lock:  # the API server answers: a loop backing off from an outage passes at once
+        running = [entry[0] for entry in _runtimes.values()]
+    for each in running:
+        each.loop.answered()
     value = annotations.get(ANNOTATION_RETRY)
     if type == "DELETED":
         _retry_seen.pop(uid, None)

@@ -125,7 +125,7 @@ class KubernetesWorkloads:
         url: str,
         render: Callable[[manifest.ModelDeployment, str, ko.Owner, str], list[dict[str, Any]]],
         owner: Mapping[str, Any] | None = None,
-        rollout_poll: float = 2.0,
+        rollout_poll: float = 1.0,
         alive_every: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         record: Callable[..., None] = lambda name, **event: None,
