@@ -56,6 +56,8 @@ def login(**kwargs: Any) -> Any:
 def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     cfg = mlgitops_settings.operator()
     settings.posting.enabled = False  # our own Events, one per transition
+    # every watch event runs `retry_asked`: kopf's "succeeded" line for each is noise
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     cluster = Cluster.connect(cfg.kubeconfig)
     _state.update(cfg=cfg, cluster=cluster)
     if cfg.repo_url:

@@ -366,10 +366,15 @@ def the_decisions_are_recorded_as_the_embedded_controller_records_them(
     quarantined = [v for v in tracker.versions(NAME) if v["tags"].get("mlgitops.commit") == v2]
     assert quarantined and quarantined[0]["tags"].get("mlgitops.quarantined") == "true"
     assert quarantined[0]["tags"].get("mlgitops.revertedBy") == revert
-    wait_for("the revert window's Evidently snapshot", lambda: any(
-        "verdict=revert" in s.tags and "mlgitops:window" in s.tags
-        for s in evidently_workspace.snapshots(reports.workspace_dir(state), model=NAME)) or None,
-        timeout=300, every=1.0)
+    def revert_snapshot() -> bool | None:
+        try:  # read while the sink writes: a half-written file is "not yet"
+            found = evidently_workspace.snapshots(reports.workspace_dir(state), model=NAME)
+        except errors.ReportError:
+            return None
+        return any("verdict=revert" in s.tags and "mlgitops:window" in s.tags
+                   for s in found) or None
+
+    wait_for("the revert window's Evidently snapshot", revert_snapshot, timeout=300, every=1.0)
 
 
 def test_a_signed_push_webhook_syncs_at_once(
