@@ -11,22 +11,19 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import make_frame, train
+import scenarios
 
-import mlgitops
 from mlgitops import errors
 from mlgitops.adapters import git
-from mlgitops.authoring import repository
 from mlgitops.controller import fakes
+from mlgitops.controller import loop as loop_mod
 from mlgitops.controller import reconciler as rec
 from mlgitops.controller import source as source_mod
-from mlgitops.core import layout, plan, quarantine
+from mlgitops.core import layout, plan
 from mlgitops.core.status import ConditionType, Health
 
 pytestmark = pytest.mark.fast
@@ -35,64 +32,9 @@ NAME = "credit"
 A = plan.Action
 
 
-@dataclass(frozen=True)
-class Template:
-    work: Path
-    bare: Path
-    commits: dict[str, str]
-    """label -> the commit the remote's branch points at for that state of the repository."""
-
-
-def _branch(work: Path, label: str, base: str, change: Callable[[Path], list[str]]) -> str:
-    git.run(work, "checkout", "-q", "-b", label, base)
-    sha = git.commit(work, message=f"credit: {label}", paths=change(work))
-    assert sha is not None
-    git.run(work, "push", "-q", "origin", label)
-    git.run(work, "checkout", "-q", layout.BRANCH)
-    return sha
-
-
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
-    root = tmp_path_factory.mktemp("reconciler-template")
-    work = root / "models-repo"
-    bare = repository.init(work)
-    (bare / "hooks" / "pre-receive").unlink()  # bad commits must reach the source here
-    a, b = make_frame(seed=1), make_frame(shift=1.0, seed=2)
-    v1 = str(mlgitops.publish(train(a, seed=1), a, name=NAME, repo=work, target="label",
-                              push=False, quiet=True))
-    v2 = str(mlgitops.publish(train(b, seed=2), b, name=NAME, repo=work, target="label",
-                              push=False, quiet=True))
-    git.push(work)
-    v2_digest = str(yaml.safe_load(git.show(work, v2, layout.manifest_path(NAME)) or b"")
-                    ["spec"]["model"]["digest"])
-
-    def invalid(w: Path) -> list[str]:
-        path = w / layout.manifest_path(NAME)
-        doc = yaml.safe_load(path.read_text())
-        doc["kind"] = "NotADeployment"
-        path.write_text(yaml.safe_dump(doc))
-        return [layout.manifest_path(NAME)]
-
-    def quarantine_v2(w: Path) -> list[str]:
-        entry = quarantine.Entry(model=NAME, digest=v2_digest, commit=v2, reason="drifted",
-                                 at="2025-01-01T00:00:00Z")
-        doc = quarantine.add((), entry)
-        (w / layout.QUARANTINE).write_text(quarantine.HEADER + yaml.safe_dump(doc))
-        return [layout.QUARANTINE]
-
-    def remove(w: Path) -> list[str]:
-        (w / layout.manifest_path(NAME)).unlink()
-        return [layout.manifest_path(NAME)]
-
-    commits = {
-        "v1": v1,
-        "v2": v2,
-        "bad": _branch(work, "bad", v1, invalid),
-        "quarantined": _branch(work, "quarantined", v2, quarantine_v2),
-        "gone": _branch(work, "gone", v1, remove),
-    }
-    return Template(work, bare, commits)
+def template(tmp_path_factory: pytest.TempPathFactory) -> scenarios.Template:
+    return scenarios.build_template(tmp_path_factory.mktemp("reconciler-template"))
 
 
 @dataclass
@@ -105,6 +47,8 @@ class World:
     router: rec.Router[fakes.FakeHandle] = field(default_factory=rec.Router)
     reconciler: rec.Reconciler[fakes.FakeHandle] = field(init=False)
     outcome: rec.Outcome | None = None
+    clock: list[float] = field(default_factory=lambda: [0.0])
+    """The reconciler's monotonic clock: it moves only when a test moves it."""
 
     def __post_init__(self) -> None:
         self.reconciler = self.restart()
@@ -114,7 +58,8 @@ class World:
         self.router = rec.Router()
         return rec.Reconciler(source=self.source, workloads=self.workloads, store=self.store,
                               router=self.router, endpoint=lambda n: f"http://gw.invalid/{n}",
-                              drain_seconds=0.0)
+                              drain_seconds=0.0, clock=lambda: self.clock[0],
+                              sleep=lambda s: time.sleep(0.001))
 
     def label(self, version: str | None) -> str | None:
         """The label of the commit a version is (v1, v2, bad, ...)."""
@@ -147,14 +92,15 @@ class World:
             error: errors.MlgitopsError = {
                 "model": errors.ModelError("the model does not load: a test said so"),
                 "transient": errors.RuntimeFailure("the server did not start: a test said so"),
+                "waiting": errors.Waiting("rolling out: 0 of 1 new pods ready", delay=2.0),
             }[arg]
-            self.workloads.refuse(NAME, error, times=1 if arg == "transient" else None)
+            self.workloads.refuse(NAME, error, times=1 if arg in ("transient", "waiting") else None)
         else:
             raise AssertionError(f"unknown move {word!r}")
 
 
 @pytest.fixture()
-def world(template: Template, tmp_path: Path) -> World:
+def world(template: scenarios.Template, tmp_path: Path) -> World:
     bare = tmp_path / "remote.git"
     shutil.copytree(template.bare, bare, symlinks=True)
     source = source_mod.Source(tmp_path / "state", url=str(bare), local=bare)
@@ -218,6 +164,13 @@ CASES = [
          (*SERVING_V1, "refuse:transient", "git:v2", "reconcile"), (), A.DEPLOY, "v2",
          ("Deployed",), (True, "Serving"), attempts=3, started=2, drained=("v1",),
          stopped=("v1",)),
+    Case("a rollout under way: Reconciling, the old one serves, looked at again", SERVING_V1,
+         ("refuse:waiting", "git:v2"), A.DEPLOY, "v1", (), (True, "Serving"),
+         health=Health.PROGRESSING, attempts=2, started=1),
+    Case("a rollout under way: done on the next look",
+         (*SERVING_V1, "refuse:waiting", "git:v2", "reconcile"), (), A.DEPLOY, "v2",
+         ("Deployed",), (True, "Serving"), attempts=3, started=2, drained=("v1",),
+         stopped=("v1",)),
     Case("retire", SERVING_V1, ("git:gone",), A.RETIRE, None, ("Retired",), (False, ""),
          health=Health.MISSING, stopped=("v1",)),
     Case("restart the old one while the new one is held", SERVING_V1, ("git:bad", "kill"),
@@ -240,6 +193,12 @@ def test_reconcile(world: World, case: Case) -> None:
     assert world.serving() == case.serving
     assert [e["type"] for e in world.store.events[before:]] == list(case.events)
     assert world.reconciler.retry_wanted is case.retry
+    waiting = "refuse:waiting" in case.when
+    assert world.reconciler.retry_after == (2.0 if waiting else None)
+    if waiting:
+        reconciling = world.store.status(NAME).condition(ConditionType.RECONCILING)
+        assert reconciling is not None and reconciling.status
+        assert "rolling out" in reconciling.message
     workloads = world.workloads
     assert len(workloads.attempts) == case.attempts
     started = case.attempts if case.started is None else case.started
@@ -279,7 +238,7 @@ def test_a_switch_waits_for_requests_in_flight_on_the_old_one(world: World) -> N
     world.reconciler.reconcile()
     assert world.serving() == "v2"
     assert world.workloads.drained == [old]
-    time.sleep(0.2)
+    # the reconciler's clock stands still: only the request in flight can be holding it
     assert world.workloads.alive(old) and old.key in world.reconciler.retiring
     world.router.inflight[old.key] = 0
     world.settle()
@@ -368,3 +327,69 @@ def test_a_held_version_is_tried_again_when_asked_or_when_its_inputs_change(worl
     inputs[0] = "trust=b"
     world.move("reconcile")
     assert world.serving() == "v1"
+
+
+# the loop both runtimes run (`controller.loop`), on an injected clock -----------------------
+
+def test_the_loop_backs_off_while_git_is_away_and_resets_once_it_answers(
+        world: World, tmp_path: Path) -> None:
+    world.move("git:v1")
+    source = source_mod.Source(tmp_path / "fetching", url=f"file://{world.bare}")
+    reconciler = rec.Reconciler(source=source, workloads=world.workloads, store=world.store,
+                                router=world.router, endpoint=lambda n: f"http://gw.invalid/{n}",
+                                drain_seconds=0.0)
+    now, failures = [0.0], []
+    loop = loop_mod.Loop(reconciler, poll_seconds=60.0, clock=lambda: now[0], max_backoff=300.0,
+                         failed=lambda exc, wait: failures.append((str(exc), wait)))
+    away = world.bare.with_name("away.git")
+    world.bare.rename(away)  # the remote cannot be fetched (an outage)
+    assert [loop.once() for _ in range(4)] == [1.0, 2.0, 4.0, 8.0]
+    assert len(failures) == 4 and "away" not in failures[0][0]
+    away.rename(world.bare)  # it answers again: the next pass goes through, back-off reset
+    assert loop.once() == loop.idle
+    assert world.serving() == "v1" and loop.backoff == 1.0
+    assert loop.once() == loop.idle and len(world.workloads.attempts) == 1  # nothing due
+    world.bare.rename(away)
+    loop.trigger("a push")
+    assert [loop.once() for _ in range(3)] == [1.0, 2.0, 4.0]  # from a second again, not 16
+    away.rename(world.bare)
+    loop.answered()  # told the remote answers (the operator: a watch event): at once, reset
+    assert loop.once() == loop.idle and loop.backoff == 1.0 and not loop.failing
+
+
+def test_the_loop_looks_again_after_a_rollout_asked_it_to(world: World) -> None:
+    now: list[float] = [0.0]
+    loop = loop_mod.Loop(world.reconciler, poll_seconds=60.0, clock=lambda: now[0])
+    world.move("git:v1")
+    world.move("refuse:waiting")
+    loop.once()
+    assert world.serving() is None and world.reconciler.retry_after == 2.0
+    now[0] = 1.0
+    loop.once()
+    assert len(world.workloads.attempts) == 1  # not yet: the rollout said two seconds
+    now[0] = 2.5
+    loop.once()
+    assert len(world.workloads.attempts) == 2 and world.serving() == "v1"
+    assert world.reconciler.retry_after is None
+
+
+# the scenario table every runtime runs (`scenarios`), here against the fakes ------------------
+
+@dataclass
+class FakeDriver:
+    bare: Path
+    reconciler: rec.Reconciler[fakes.FakeHandle]
+
+    def converge(self) -> None:
+        scenarios.converge(self.reconciler, timeout=10.0)
+
+
+@pytest.mark.parametrize("scenario", sorted(scenarios.SCENARIOS))
+def test_scenario_on_the_fakes(scenario: str, template: scenarios.Template, tmp_path: Path) -> None:
+    bare = tmp_path / "remote.git"
+    shutil.copytree(template.bare, bare, symlinks=True)
+    source = source_mod.Source(tmp_path / "state", url=f"file://{bare}")
+    reconciler = rec.Reconciler(source=source, workloads=fakes.FakeWorkloads(),
+                                store=fakes.FakeStatus(), router=rec.Router(),
+                                endpoint=lambda n: f"http://gw.invalid/{n}", drain_seconds=0.0)
+    scenarios.run_scenario(scenarios.SCENARIOS[scenario], FakeDriver(bare, reconciler), template)

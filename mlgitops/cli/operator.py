@@ -12,7 +12,8 @@ from mlgitops.core import layout
 
 
 @main.command()
-@click.option("--repo-url", required=True, help="The model repository (any URL git can fetch).")
+@click.option("--repo-url", default="", help="A model repository (any URL git can fetch), "
+              "besides the namespace's ModelRepository resources. Default: only those.")
 @click.option("--namespace", "-n", required=True, help="Where ModelDeployments and models live.")
 @click.option("--branch", default=layout.BRANCH, show_default=True)
 @click.option("--interval", type=float, default=10.0, show_default=True,

@@ -34,15 +34,13 @@ pure policy does), or write to Git except through `revert.Writer`.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Generic
 
 import pandas as pd
 import yaml
@@ -55,54 +53,22 @@ from mlgitops.controller import reconciler as rec
 from mlgitops.controller import revert as revert_mod
 from mlgitops.controller import source as source_mod
 from mlgitops.controller import state as state_mod
+from mlgitops.controller.monitor_base import (  # noqa: F401  (re-exported names)
+    PENDING,
+    ReportBuilder,
+    ReportJob,
+    Sample,
+    Track,
+    iso,
+)
+from mlgitops.controller.monitor_reports import Reports
+from mlgitops.controller.monitor_reverts import Reverts
 from mlgitops.controller.ports import H
 from mlgitops.core import decisions, drift, layout, manifest, policy, quarantine, stats
 from mlgitops.core import status as status_mod
 
-PENDING = "pendingReverts"
-"""``state.json`` extra: reverts recorded before their push (model -> record)."""
 
-ReportBuilder = Callable[..., reports.Built]
-"""``build(state_dir, clone, *, name, version, target, sample, tags)`` (see `reports.build_for`)."""
-
-
-@dataclass
-class _Track:
-    """What the monitor knows about the version of one model that serves now."""
-
-    name: str
-    version: str
-    digest: str
-    deployment: manifest.ModelDeployment
-    baseline: stats.Baseline
-    previous_baseline: stats.Baseline | None
-    previous_version: str | None
-    blocked: str | None
-    opened: float
-    cursor: stats_store.Snapshot | None = None
-    reverted: bool = False
-    windows: int = 0
-    """Windows closed for this version (the decision records number them)."""
-
-
-Sample = pd.DataFrame | Callable[[], pd.DataFrame]
-"""Live rows for a window's reports: a frame, or a call that reads the window's own rows."""
-
-
-@dataclass(frozen=True)
-class _ReportJob:
-    target: reports.Plan
-    sample: Sample
-    wait_until_not: str | None
-    """Wait (bounded) until this version no longer serves before building (after a revert)."""
-    tags: dict[str, str]
-
-
-def iso(at: float) -> str:
-    return dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-class Monitor(Generic[H]):
+class Monitor(Reverts[H], Reports[H]):
     """Watches every served model; ``run(stop_event)`` is the controller's background loop.
 
     Live statistics come through the ``live_stats`` port (default: the stats store files under
@@ -156,7 +122,7 @@ class Monitor(Generic[H]):
         self.clock = clock
         self.report_base = report_base
         """The controller's base URL: revert commits link ``{report_base}/reports/…``."""
-        self.tracks: dict[str, _Track] = {}
+        self.tracks: dict[str, Track] = {}
         self.dispatcher = dispatcher or decision_log.Dispatcher(
             log=decision_log.Log(state_dir / reports.REPORTS), state_dir=state_dir,
             sinks=[decision_pages.Pages(state_dir / reports.REPORTS, clone=lambda: self.source.clone)],
@@ -172,7 +138,7 @@ class Monitor(Generic[H]):
         self._unusable: dict[str, str] = {}
         self._pending: dict[str, tuple[str, float, str | None]] = {}
         self._last_error: dict[str, str] = {}
-        self._reports: queue.Queue[_ReportJob | None] = queue.Queue(maxsize=16)
+        self._reports: queue.Queue[ReportJob | None] = queue.Queue(maxsize=16)
         self._report_thread: threading.Thread | None = None
         self._recovered = False
         self.lock = threading.Lock()
@@ -199,13 +165,6 @@ class Monitor(Generic[H]):
         finally:
             with contextlib.suppress(queue.Full):
                 self._reports.put_nowait(None)
-
-    def start_reports(self) -> None:
-        """Start the background report worker (run() does; tests call it directly)."""
-        if self._report_thread is None or not self._report_thread.is_alive():
-            self._report_thread = threading.Thread(target=self._report_worker, name="drift-reports",
-                                                   daemon=True)
-            self._report_thread.start()
 
     def tick(self) -> list[tuple[str, policy.Decision]]:
         """Check every routed model once; the decisions of windows that closed."""
@@ -235,7 +194,7 @@ class Monitor(Generic[H]):
                          message=f"the drift monitor cannot check {name}: {message}")
 
     # the serving version ---------------------------------------------------------------------
-    def _track(self, name: str, backend: H) -> _Track | None:
+    def _track(self, name: str, backend: H) -> Track | None:
         track = self.tracks.get(name)
         if track is not None and track.version == backend.version:
             return track
@@ -255,7 +214,7 @@ class Monitor(Generic[H]):
         self._histories[name] = self._history(name).for_new_version()
         return track
 
-    def _start(self, name: str, backend: H) -> _Track:
+    def _start(self, name: str, backend: H) -> Track:
         clone = self.source.clone
         version = backend.version
         dep = self._deployment(clone, name, version)
@@ -303,7 +262,7 @@ class Monitor(Generic[H]):
             with contextlib.suppress(errors.MlgitopsError, OSError):  # never stops the watch
                 self.source.remember_quarantine_keys(dep)
                 self.source.remember_quarantine_keys(prev_dep)
-        return _Track(
+        return Track(
             name=name,
             version=version,
             digest=dep.digest,
@@ -367,7 +326,7 @@ class Monitor(Generic[H]):
         self._last_error.pop(name, None)
         return self.close(track, window, self.window_rows_of(track, snap, since), now=now)
 
-    def window_rows_of(self, track: _Track, snap: stats_store.Snapshot,
+    def window_rows_of(self, track: Track, snap: stats_store.Snapshot,
                        since: stats_store.Snapshot | None) -> Callable[[], pd.DataFrame]:
         """The closed window's own rows (`stats_store.window_sample`), read when called: the
         servers write their recent rows within their sample interval, so the call waits up to
@@ -389,7 +348,7 @@ class Monitor(Generic[H]):
         return rows
 
     @staticmethod
-    def evidence(track: _Track, window: stats.LiveStats) -> policy.Evidence:
+    def evidence(track: Track, window: stats.LiveStats) -> policy.Evidence:
         """The numbers of one window: its drift, and its fit to both versions' references."""
         report = drift.compare_stats(track.baseline, window, share=track.deployment.drift.dataset_share)
         fit_current = fit_previous = None
@@ -402,7 +361,7 @@ class Monitor(Generic[H]):
             revert_blocked=track.blocked,
         )
 
-    def close(self, track: _Track, window: stats.LiveStats,
+    def close(self, track: Track, window: stats.LiveStats,
               sample: Sample, *, now: float) -> policy.Decision:
         """Decide on one closed window and act on the decision."""
         evidence = self.evidence(track, window)
@@ -435,7 +394,7 @@ class Monitor(Generic[H]):
             self._submit(record, sample)
         return decision
 
-    def record_of(self, track: _Track, decision: policy.Decision,
+    def record_of(self, track: Track, decision: policy.Decision,
                   window: stats.LiveStats) -> decisions.Decision:
         """The decision record of a closed window (both baselines per feature)."""
         record = decisions.of_window(
@@ -468,310 +427,10 @@ class Monitor(Generic[H]):
 
     def _status(self, name: str, decision: policy.Decision, *, reason: str | None = None,
                 message: str | None = None) -> None:
-        with self.store._lock:
+        with self.store.locked():
             st = status_mod.drift_window(self.store.status(name), verdict=decision.verdict.value,
                                          message=message or decision.reason, reason=reason,
                                          now=state_mod.now())
             self.store.set(replace(st, drift=decision.to_dict()))
         self.store.save()
-
-    # the revert ------------------------------------------------------------------------------
-    def _link(self, target: reports.Plan) -> str:
-        """What a commit and events name for a report: its URL, or its path in the repository."""
-        if self.report_base:
-            return target.url(self.report_base)
-        return target.link(self.root)
-
-    def _pending_reverts(self) -> dict[str, dict[str, object]]:
-        raw = self.store.extra.get(PENDING)
-        return {str(k): dict(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
-
-    def _set_pending(self, name: str, record: dict[str, object] | None) -> None:
-        pending = self._pending_reverts()
-        if record is None:
-            pending.pop(name, None)
-        else:
-            pending[name] = record
-        self.store.extra[PENDING] = pending
-
-    def _landed(self, name: str, at: float) -> None:
-        """A revert decided at ``at`` is on the remote: it counts toward the cooldown and cap."""
-        self._remember(name, self._history(name).with_revert(at))
-
-    def _revert(self, track: _Track, decision: policy.Decision, sample: Sample,
-                record: decisions.Decision) -> None:
-        name = track.name
-        target = reports.plan(self.state_dir, name=name, version=track.version, now=decision.at,
-                              why="revert", title=self._evidently_title(record))
-        link = record.report_url or self._link(target)
-        plan = policy.revert_plan(decision, name=name, reverted=track.version, digest=track.digest,
-                                  previous=track.previous_version, report=link, at=iso(decision.at),
-                                  report_id=record.id)
-        # logged before the push: a page exists for the link even if the controller stops now
-        self.dispatcher.log_only(record.with_(outcome="the revert is being pushed"))
-        self._pending[name] = (track.version, decision.at, None)
-        # recorded before the push: a controller killed meanwhile finds out on restart whether
-        # it landed (by the commit's Mlgitops-Reverts trailer) instead of guessing
-        self._set_pending(name, {"reverted": track.version, "at": decision.at, "report": link,
-                                 "reportFile": target.html.name, "digest": track.digest,
-                                 "reason": decision.reason})
-        self.store.save()
-        outcome = self.writer.revert(plan)
-        pushed_at = self.clock()
-        numbers = decision.to_dict()
-        numbers.pop("reason", None)
-        common = {"reverted": track.version, "digest": track.digest, "report": link,
-                  "attempts": outcome.attempts, "revertSeconds": round(outcome.seconds, 3),
-                  "pushSeconds": round(outcome.push_seconds, 3),
-                  "pushedAt": pushed_at, **numbers}
-        self._set_pending(name, None)
-        if outcome.ok:
-            assert outcome.commit is not None
-            track.reverted = True
-            self._landed(name, decision.at)  # saves the state file
-            self._pending[name] = (track.version, decision.at, outcome.commit)
-            self.trigger(f"revert of {name}")
-            self.store.event(
-                "Reverted", model=name, commit=outcome.commit,
-                message=(f"reverted {track.version[:12]} in {outcome.commit[:12]} "
-                         f"(back to {str(outcome.previous or track.previous_version)[:12]}): "
-                         f"{decision.reason}"),
-                previous=outcome.previous, **common,
-            )
-            self._status(name, decision, reason="Reverted",
-                         message=f"reverted {track.version[:12]} in {outcome.commit[:12]}: "
-                                 f"{decision.reason}")
-            ui.console.print(f"[red]{name}[/]: reverted {track.version[:12]} in "
-                             f"{outcome.commit[:12]} — {decision.reason}")
-            record = record.with_(commit=outcome.commit,
-                                  previous_version=outcome.previous or track.previous_version,
-                                  outcome=None)
-        else:
-            # nothing landed: it counts toward neither the cap nor the cooldown
-            self._pending.pop(name, None)
-            self.store.save()
-            if outcome.already is not None:
-                track.reverted = True
-                self.trigger(f"{name} is already reverted")
-            if outcome.skipped is not None:
-                self.store.event("RevertSkipped", model=name, commit=track.version,
-                                 message=outcome.skipped, **common)
-                self._status(name, decision, reason="RevertSkipped", message=outcome.skipped)
-                record = record.with_(outcome=f"no revert was pushed: {outcome.skipped}")
-            else:
-                message = f"could not revert {track.version[:12]}: {outcome.error}"
-                self.store.event("RevertFailed", model=name, commit=track.version,
-                                 message=message, **common)
-                self._status(name, decision, reason="RevertFailed", message=message)
-                ui.console.print(f"[red]{name}[/]: {message}")
-                record = record.with_(outcome=message)
-            if outcome.already is not None:
-                record = record.with_(outcome=f"{track.version[:12]} was already reverted on the "
-                                              "remote; nothing was pushed", evidently_file=None)
-        self._submit(record, sample)
-        if outcome.already is None:
-            self._queue_report(track, sample, why="revert", now=decision.at, target=target,
-                               wait_until_not=track.version if outcome.ok else None)
-
-    # after a restart ---------------------------------------------------------------------
-    def recover(self) -> None:
-        """What a controller killed mid-way left: pending reverts, and reports never built.
-
-        A pending revert that is on the remote counts (and gets its ``Reverted`` event); one
-        that is not was never pushed and is dropped. Every revert on the remote whose report
-        this controller should serve but does not have is rebuilt in the background.
-        """
-        with self.lock:
-            for name, record in self._pending_reverts().items():
-                reverted = str(record.get("reverted", ""))
-                at = float(str(record.get("at", 0.0)))
-                found = self.writer.find_revert(reverted) if reverted else None
-                self._set_pending(name, None)
-                if found is not None:
-                    self._landed(name, at)
-                    self.store.event(
-                        "Reverted", model=name, commit=found.commit, reverted=reverted,
-                        digest=record.get("digest"), report=record.get("report"), recovered=True,
-                        message=(f"reverted {reverted[:12]} in {found.commit[:12]} (the push "
-                                 "landed just before the controller stopped): "
-                                 f"{record.get('reason', '')}"),
-                    )
-                    self.trigger(f"recovered revert of {name}")
-                else:
-                    self.store.event(
-                        "RevertAbandoned", model=name, commit=reverted,
-                        message=(f"a revert of {reverted[:12]} was under way when the controller "
-                                 "stopped and never reached the remote; the monitor decides "
-                                 "again on the next window"),
-                    )
-                self.store.save()
-            self.start_reports()
-            for entry in self.writer.reverts():
-                self._rebuild_if_missing(entry)
-            self._recovered = True
-
-    def _rebuild_if_missing(self, entry: git.LogEntry) -> None:
-        name = entry.trailers.get(layout.TRAILER_MODEL, "")
-        reverted = entry.trailers.get(layout.TRAILER_REVERTS, "")
-        link = entry.trailers.get(layout.TRAILER_REPORT, "")
-        if not (name and reverted and link):
-            return
-        ours = bool(self.report_base) and link.startswith(f"{self.report_base}/")
-        if not ours and not (self.stats_root / name / reverted).is_dir():
-            return  # a revert this controller neither linked nor has live statistics of
-        self._page_if_missing(entry, name=name, reverted=reverted, link=link)
-        target = reports.plan_for_link(self.state_dir, link, name=name, version=reverted)
-        if target is None or target.html.exists():
-            return
-        at = float(entry.timestamp)
-        job = _ReportJob(target, pd.DataFrame(), None,
-                         {"verdict": "revert", "closedAt": iso(at), "revertCommit": entry.commit,
-                          "rebuilt": "true"})
-        self.store.event("ReportRebuilding", model=name, commit=reverted, report=link,
-                         message=f"the report {link} of revert {entry.commit[:12]} is missing; "
-                                 "rebuilding it from the recorded live sample")
-        try:
-            self._reports.put_nowait(job)
-        except queue.Full:
-            self._placeholder(job, "too many drift reports were queued when the controller "
-                                   "started")
-
-    def _page_if_missing(self, entry: git.LogEntry, *, name: str, reverted: str,
-                         link: str) -> None:
-        """The decision page of a revert on the remote: from the log, else from the commit."""
-        ident = entry.trailers.get(layout.TRAILER_REPORT_ID, "")
-        if not decisions.valid_id(ident) or not manifest.valid_name(name):
-            return
-        reports_root = self.state_dir / reports.REPORTS
-        record = decision_log.find(reports_root, name, ident)
-        if record is not None and record.commit == entry.commit:
-            if not decision_pages.page_file(reports_root, name, ident).exists():
-                self.dispatcher.resend(record)
-            return
-        if record is not None:  # logged before its push; the push landed: finish the record
-            self.dispatcher.submit(record.with_(commit=entry.commit, outcome=None))
-            return
-        # the state directory was lost: what the commit itself says
-        self.dispatcher.resend(decisions.Decision(
-            id=ident, model=name, kind=decisions.Kind.REVERT, at=float(entry.timestamp),
-            version=reverted, previous_version=None, verdict=entry.subject,
-            digest=entry.trailers.get(layout.TRAILER_DIGEST), commit=entry.commit,
-            report_url=link,
-            outcome=("rebuilt from the revert commit: the window's numbers were recorded by a "
-                     "controller whose state directory is gone; the commit message has them"),
-        ), log=True)
-
-    def _placeholder(self, job: _ReportJob, reason: str) -> None:
-        with contextlib.suppress(OSError):
-            reports.write_placeholder(job.target, reason=reason,
-                                      details={"model": job.target.name,
-                                               "version": job.target.version, **job.tags})
-
-    def on_deployed(self, name: str, backend: H) -> None:
-        """Reconciler hook: the previous content serves again after a revert."""
-        pending = self._pending.get(name)
-        if pending is None:
-            return
-        reverted, closed_at, commit = pending
-        if backend.version == reverted:
-            return
-        self._pending.pop(name, None)
-        seconds = self.clock() - closed_at
-        self.store.event(
-            "RolledBack", model=name, commit=backend.version,
-            message=(f"{backend.version[:12]} serves again {seconds:.2f}s after the breaching "
-                     f"window of {reverted[:12]} closed"),
-            reverted=reverted, revertCommit=commit, digest=backend.digest,
-            breachToRollbackSeconds=round(seconds, 3),
-        )
-
-    # reports ---------------------------------------------------------------------------------
-    def _queue_report(self, track: _Track, sample: Sample, *, why: str, now: float,
-                      wait_until_not: str | None, target: reports.Plan | None = None,
-                      title: str | None = None) -> None:
-        target = target or reports.plan(self.state_dir, name=track.name, version=track.version,
-                                        now=now, why=why, title=title)
-        job = _ReportJob(target, sample if callable(sample) else sample.copy(), wait_until_not,
-                         {"verdict": why, "closedAt": iso(now)})
-        try:
-            self._reports.put_nowait(job)
-        except queue.Full:
-            self.store.event("ReportFailed", model=track.name, commit=track.version,
-                             message="too many drift reports are queued; this one was dropped",
-                             report=self._link(target))
-            if why == "revert":
-                self._placeholder(job, "too many drift reports were queued")
-
-    def _report_worker(self) -> None:
-        while True:
-            job = self._reports.get()
-            try:
-                if job is None:
-                    return
-                self.report_now(job)
-            finally:
-                self._reports.task_done()
-
-    def report_now(self, job: _ReportJob) -> None:
-        name, version = job.target.name, job.target.version
-        if job.wait_until_not is not None:
-            deadline = time.monotonic() + 30.0
-            while time.monotonic() < deadline:
-                backend = self.router.get(name)
-                if backend is None or backend.version != job.wait_until_not:
-                    break
-                time.sleep(0.1)
-            # the retired server writes its final sample on exit: give it a moment
-            retire = time.monotonic() + 5.0
-            while time.monotonic() < retire and self.live_stats.serves_elsewhere(name, version):
-                time.sleep(0.1)
-        link = self._link(job.target)
-        path = job.target.link(self.root)
-        try:
-            sample = (job.sample() if callable(job.sample)  # the window's own rows
-                      else self._freshest_sample(name, version, job.sample))
-            built = self.build_report(self.state_dir, self.source.clone, name=name, version=version,
-                                      target=job.target, sample=sample, tags=job.tags)
-        except Exception as exc:  # a report never takes the monitor down
-            if job.tags.get("verdict") == "revert":  # a revert commit links it: never a 404
-                self._placeholder(job, str(exc))
-            self.store.event("ReportFailed", model=name, commit=version, report=link,
-                             reportPath=path,
-                             message=f"the drift report {link} could not be built: {exc}")
-            self._page_again(job.target)
-            return
-        self._page_again(job.target)
-        self.store.event(
-            "ReportWritten", model=name, commit=version, report=link, reportPath=path,
-            snapshot=str(built.paths.snapshot), runId=built.run_id, rows=built.rows,
-            referenceRows=built.reference_rows, seconds=round(built.seconds, 3),
-            message=(f"drift report {link}"
-                     + (f" (workspace: {built.workspace_error})" if built.workspace_error else "")),
-        )
-
-    def _page_again(self, target: reports.Plan) -> None:
-        """The decision page of a report just written: again, now linking it."""
-        ident = target.title.removesuffix(".evidently")
-        if ident == target.title or not decisions.valid_id(ident):
-            return
-        record = decision_log.find(self.state_dir / reports.REPORTS, target.name, ident)
-        if record is not None:
-            self.dispatcher.resend(record)
-
-    def _freshest_sample(self, name: str, version: str, known: pd.DataFrame) -> pd.DataFrame:
-        """The reservoir sample on disk now, or ``known`` when that one is larger."""
-        try:
-            now = self.live_stats.read(name, version).sample
-        except errors.MlgitopsError:
-            return known
-        return now if len(now) >= len(known) else known
-
-    def wait_reports(self, timeout: float = 60.0) -> bool:
-        """Block until queued reports are built (tests, the demo); False on timeout."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._reports.unfinished_tasks == 0:
-                return True
-            time.sleep(0.05)
-        return False
 

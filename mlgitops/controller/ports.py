@@ -198,6 +198,19 @@ class StatusSink(Protocol):
         ...
 
 
+class StatusMirror(Protocol):
+    """Where a store's statuses are published as well (Kubernetes: each ModelDeployment's
+    status, with the failure the reconciler remembers); events reach it as a store listener."""
+
+    def publish(self, value: ModelStatus, failure: plan.Failure | None) -> None:
+        """Make ``value`` (and ``failure``) visible; a mirror skips what did not change."""
+        ...
+
+    def load(self) -> dict[str, tuple[ModelStatus, plan.Failure | None]]:
+        """What was published before (after a restart), by model."""
+        ...
+
+
 class StateStore(StatusSink, Protocol):
     """A `StatusSink` that also remembers the reconciler's own state across restarts."""
 

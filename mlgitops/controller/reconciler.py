@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
 from typing import Generic
 
@@ -27,6 +27,7 @@ from mlgitops.controller import ports
 from mlgitops.controller import source as source_mod
 from mlgitops.controller import state as state_mod
 from mlgitops.controller.ports import H
+from mlgitops.controller.router import Router as Router
 from mlgitops.core import plan, status
 
 
@@ -35,30 +36,6 @@ class Outcome:
     head: str | None
     steps: tuple[plan.Step, ...]
     seconds: float
-
-
-class Router(Generic[H]):
-    """The gateway's table: model name -> the handle answering for it. Swaps are atomic."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, H] = {}
-        self.inflight: dict[Hashable, int] = {}
-
-    def get(self, name: str) -> H | None:
-        return self.routes.get(name)
-
-    def set(self, name: str, handle: H) -> H | None:
-        old = self.routes.get(name)
-        self.routes = {**self.routes, name: handle}
-        return old
-
-    def drop(self, name: str) -> H | None:
-        old = self.routes.get(name)
-        self.routes = {k: v for k, v in self.routes.items() if k != name}
-        return old
-
-    def busy(self, handle: H) -> int:
-        return self.inflight.get(handle.key, 0)
 
 
 class Reconciler(Generic[H]):
@@ -73,8 +50,20 @@ class Reconciler(Generic[H]):
         drain_seconds: float = 1.0,
         keep_previous_seconds: float = 0.0,
         inputs: Callable[[], str] = lambda: "",
+        declare: Callable[[str, Mapping[str, plan.Desired]], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], str] = state_mod.now,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.source = source
+        #: told what Git declares at each reconciled head before anything is planned (the
+        #: Kubernetes runtime keeps one ModelDeployment per declared model)
+        self.declare = declare
+        #: monotonic seconds (drain and keep-warm deadlines), wall-clock timestamps, and the
+        #: pause between looks at a draining workload: injected so tests need no real time
+        self.clock = clock
+        self.now = now
+        self.sleep = sleep
         #: the fingerprint of what, besides the version, decides whether it may deploy
         self.inputs = inputs
         self.workloads = workloads
@@ -86,6 +75,8 @@ class Reconciler(Generic[H]):
         self.on_deployed: list[Callable[[str, H], None]] = []
         #: set when a deploy failed for a transient reason: the loop retries with back-off
         self.retry_wanted = False
+        #: set when a deploy is under way (`errors.Waiting`): look again after this many seconds
+        self.retry_after: float | None = None
         #: workloads replaced by a newer version, draining before they stop (key -> handle)
         self.retiring: dict[Hashable, H] = {}
         #: how long the version a switch replaced stays warm (0: it stops after draining); a
@@ -152,7 +143,10 @@ class Reconciler(Generic[H]):
                 return Outcome(None, (), time.perf_counter() - start)
             self.store.head = head
             self.retry_wanted = False
+            self.retry_after = None
             desired = self.source.desired(head)
+            if self.declare is not None:
+                self.declare(head, desired)
             inputs = self.inputs()
             failures = {n: f for n, f in self.store.failures.items() if f.inputs == inputs}
             steps = plan.plan(desired, self.live(), failures)
@@ -163,7 +157,7 @@ class Reconciler(Generic[H]):
 
     def _apply(self, step: plan.Step, head: str) -> None:
         name = step.name
-        now = state_mod.now()
+        now = self.now()
         st = self.store.status(name)
         if step.desired is not None:
             st = replace(st, desired_commit=step.desired.version)
@@ -237,6 +231,12 @@ class Reconciler(Generic[H]):
             self.store.event("DeployRetry", model=step.name, commit=d.version, message=str(exc))
             self.retry_wanted = True
             return
+        except errors.Waiting as exc:  # under way (a rollout): Reconciling, looked at again
+            st = status.deploying(st, version=d.version, reason=str(exc),
+                                  serving_now=step.live is not None, now=now)
+            self.store.set(st)
+            self.retry_after = min(exc.delay, self.retry_after or exc.delay)
+            return
         old = self.router.set(step.name, handle)
         self.store.backends[step.name] = handle.record()
         self.store.failures.pop(step.name, None)
@@ -264,7 +264,7 @@ class Reconciler(Generic[H]):
 
     def _park(self, name: str, handle: H) -> None:
         """Keep ``handle`` (just replaced) warm for `keep_previous_seconds`, then retire it."""
-        until = time.monotonic() + self.keep_previous_seconds
+        until = self.clock() + self.keep_previous_seconds
         earlier = self.parked.get(name)
         self.parked[name] = (handle, until)
         if earlier is not None:
@@ -272,7 +272,8 @@ class Reconciler(Generic[H]):
             threading.Thread(target=self._retire, args=(earlier[0],), daemon=True).start()
 
         def expire() -> None:
-            time.sleep(self.keep_previous_seconds)
+            while self.clock() < until:
+                self.sleep(min(0.05, max(until - self.clock(), 0.0)))
             with self.lock:
                 if self.parked.get(name, (None, 0.0))[0] is not handle:
                     return  # routed again, or replaced by a newer parked version
@@ -314,10 +315,10 @@ class Reconciler(Generic[H]):
 
     def _retire(self, handle: H) -> None:
         """Stop an old workload once requests routed to it have finished (zero failed requests)."""
-        deadline = time.monotonic() + 30.0
-        time.sleep(self.drain_seconds)
-        while self.router.busy(handle) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        drained = self.clock() + self.drain_seconds
+        deadline = drained + 30.0
+        while self.clock() < drained or (self.router.busy(handle) and self.clock() < deadline):
+            self.sleep(0.05)
         self.workloads.stop(handle)
         self.retiring.pop(handle.key, None)
 

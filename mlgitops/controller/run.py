@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import math
 import os
 import signal
 import threading
@@ -24,14 +23,15 @@ from mlgitops import errors, settings, ui
 from mlgitops.adapters import files, git, http_server, local_hosts, local_runtime
 from mlgitops.authoring import repository
 from mlgitops.controller import decisions as decision_log
-from mlgitops.controller import gateway, grpc_gateway, sinks
+from mlgitops.controller import gateway, grpc_gateway, rollouts, sinks
+from mlgitops.controller import loop as loop_mod
 from mlgitops.controller import monitor as monitor_mod
 from mlgitops.controller import reconciler as rec
 from mlgitops.controller import reports as reports_mod
 from mlgitops.controller import revert as revert_mod
 from mlgitops.controller import source as source_mod
 from mlgitops.controller import state as state_mod
-from mlgitops.core import decisions, layout
+from mlgitops.core import layout
 
 CONTROLLER_FILE = "controller.json"
 LOCK_FILE = "controller.lock"
@@ -87,14 +87,16 @@ class Controller:
             inputs=self._inputs,
         )
         self.stop_event = threading.Event()
-        self.wake = threading.Event()
-        self.pending_fetch = True
+        self.loop = loop_mod.Loop(self.reconciler, poll_seconds=cfg.sync.poll_seconds,
+                                  stop=self.stop_event, take_retry_requests=self._take_retry_requests,
+                                  report=self._report, failed=self._failed)
+        self.wake = self.loop.wake
         self.background: list[Callable[[threading.Event], None]] = []
         self.port = cfg.gateway.port
         self.grpc_port: int | None = None  # bound by `_serve_grpc` when asked for
         self.decisions = self._decisions()
-        self.rollouts = decision_log.Rollouts(self.state_dir / reports_mod.REPORTS)
-        self.store.listeners.append(self._rollout_decision)
+        self.store.listeners.append(rollouts.RolloutRecorder(
+            self.state_dir, self.decisions, self.router, base_url=lambda: self.public_url))
         self.monitor: monitor_mod.Monitor[local_runtime.Backend] | None = None
         if cfg.monitor.enabled:  # drift monitor: windows -> policy -> alerts and git reverts
             self.monitor = self._monitor()
@@ -113,26 +115,6 @@ class Controller:
         """The decision log and its sinks (`sinks.dispatcher`)."""
         return sinks.dispatcher(self.state_dir, clone=lambda: self.source.clone,
                                 notify=self.cfg.notify, track=self.cfg.tracking)
-
-    def _rollout_decision(self, event: dict[str, Any]) -> None:
-        """A ``Deployed`` or ``Held`` event becomes a deploy or hold decision record."""
-        kind = {"Deployed": decisions.Kind.DEPLOY, "Held": decisions.Kind.HOLD}.get(
-            str(event.get("type")))
-        name = str(event.get("model") or "")
-        if kind is None or not name:
-            return
-        version = event.get("commit")
-        if kind is decisions.Kind.DEPLOY and not self.rollouts.new_deploy(name, version):
-            return  # the same commit started again (a restart): not another decision
-        previous = event.get("previous")
-        if kind is decisions.Kind.HOLD:
-            backend = self.router.get(name)
-            previous = backend.version if backend is not None else None
-        self.decisions.submit(decisions.of_rollout(
-            kind=kind, model=name, at=time.time(), version=version,
-            previous_version=str(previous) if previous else None,
-            verdict=str(event.get("message") or ""), digest=event.get("digest"),
-            base_url=self.public_url))
 
     def _monitor(self) -> monitor_mod.Monitor[local_runtime.Backend]:
         """The drift monitor, wired to this controller's store, router, source and settings."""
@@ -169,8 +151,7 @@ class Controller:
         return f"{self.base_url}/v2/models/{name}"
 
     def trigger(self, why: str) -> None:
-        self.pending_fetch = True
-        self.wake.set()
+        self.loop.trigger(why)
 
     def statuses(self) -> list[dict[str, Any]]:
         return [s.to_dict() for _, s in sorted(self.store.models.items())]
@@ -301,42 +282,22 @@ class Controller:
                 (self.state_dir / CONTROLLER_FILE).unlink(missing_ok=True)
 
     def _loop(self) -> None:
-        next_poll = -math.inf  # never polled: due at once
-        backoff = 1.0
-        retry_at = -math.inf
-        while not self.stop_event.is_set():
-            asked = self.store.take_retry_requests()
-            if asked:
-                self.reconciler.retry(asked)
-                ui.console.print(f"retry asked for {', '.join(asked)}")
-                self.pending_fetch = True
-            now = time.monotonic()
-            fetch = self.pending_fetch or now >= next_poll
-            retry = self.reconciler.retry_wanted and now >= retry_at
-            if fetch or retry or self.reconciler.any_dead():
-                self.pending_fetch = False
-                try:
-                    outcome = self.reconciler.reconcile(fetch=fetch)
-                    if self.reconciler.retry_wanted:
-                        retry_at = time.monotonic() + backoff
-                        backoff = min(backoff * 2, 30.0)
-                    else:
-                        backoff = 1.0
-                    for step in outcome.steps:
-                        if step.action.changes_live:
-                            ui.console.print(
-                                f"[bold]{step.name}[/]: {step.action.value} — {step.reason} "
-                                f"[dim]({outcome.seconds:.2f}s)[/]"
-                            )
-                except errors.Transient as exc:
-                    ui.console.print(f"[yellow]reconcile failed, retrying in {backoff:.0f}s:[/] {exc}")
-                    self.wake.wait(backoff)
-                    backoff = min(backoff * 2, 30.0)
-                    self.pending_fetch = True
-                if fetch:
-                    next_poll = time.monotonic() + self.cfg.sync.poll_seconds
-            self.wake.wait(0.5)
-            self.wake.clear()
+        self.loop.run()
+
+    def _report(self, outcome: rec.Outcome) -> None:
+        for step in outcome.steps:
+            if step.action.changes_live:
+                ui.console.print(f"[bold]{step.name}[/]: {step.action.value} — {step.reason} "
+                                 f"[dim]({outcome.seconds:.2f}s)[/]")
+
+    def _failed(self, exc: errors.MlgitopsError, wait: float) -> None:
+        ui.console.print(f"[yellow]reconcile failed, retrying in {wait:.0f}s:[/] {exc}")
+
+    def _take_retry_requests(self) -> list[str]:
+        asked = self.store.take_retry_requests()
+        if asked:
+            ui.console.print(f"retry asked for {', '.join(asked)}")
+        return asked
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -18,6 +18,7 @@ answer is cached for the head it was computed at.
 
 from __future__ import annotations
 
+import fnmatch
 import shutil
 import tempfile
 from pathlib import Path
@@ -52,8 +53,14 @@ class Source:
         local: Path | None = None,
         policy: trust.Policy = trust.DEFAULT,
         allowed_signers: Path | None = None,
+        paths: tuple[str, ...] = (),
+        git_options: tuple[str, ...] = (),
     ) -> None:
         self.url = url
+        #: ``git -c`` options of every fetch (credentials: `fetch.credential_options`)
+        self.git_options = git_options
+        #: globs of the manifest paths to deploy (``manifests/credit-*.yaml``); empty: all
+        self.paths = paths
         self.branch = branch
         self.local = local
         self.policy = policy
@@ -67,6 +74,9 @@ class Source:
         #: signatures by commit, and the commits a model's version brought (neither changes)
         self._signed: dict[str, git.Signature] = {}
         self._brought: dict[tuple[str, str], list[str]] = {}
+        #: the last (commit, digest, policy) `materialize` checked: a deploy looked at again
+        #: while it rolls out is not exported and checked again
+        self._checked: set[tuple[str, str, trust.Policy]] = set()
 
     def sync(self) -> str | None:
         """Fetch the remote; the commit its branch points to (None for an empty remote)."""
@@ -78,6 +88,7 @@ class Source:
             git.run(self.clone, "remote", "add", "origin", self.url)
         git.run(
             self.clone,
+            *self.git_options,
             "fetch",
             "-q",
             "--prune",
@@ -130,7 +141,8 @@ class Source:
             if len(parts) != 4 or parts[1] != "blob":
                 continue
             name = layout.manifest_name(rel)
-            if name is not None:
+            if name is not None and (not self.paths
+                                     or any(fnmatch.fnmatch(rel, p) for p in self.paths)):
                 size = int(parts[3]) if parts[3].isdigit() else 0
                 found[name] = _Entry(rel, parts[2], size)
         return found
@@ -250,10 +262,14 @@ class Source:
         QuarantinedError when its content matches a quarantined version (not just its bytes).
         """
         dest = self.versions / dep.digest.removeprefix("sha256:")
+        checked = (commit, dep.digest, self.policy)
+        if checked in self._checked and dest.is_dir():
+            return dest  # checked under the same commit (quarantine) and policy a moment ago
         entries = self.quarantined(commit)
         if dest.is_dir() and files.dir_digest(dest) == dep.digest:
             validate.check_model(dest, dep, load=False, policy=self.policy)
             validate.check_quarantine(dest, dep, entries, verified=True)
+            self._checked = {checked}
             return dest
         self.versions.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=self.versions, prefix=".export-"))
@@ -264,6 +280,7 @@ class Source:
             if dest.exists():
                 shutil.rmtree(dest)
             tmp.rename(dest)
+            self._checked = {checked}
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -6,9 +6,10 @@ one line per transition, each carrying the commit it concerns.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from mlgitops import logs
 from mlgitops.adapters import clock as system_clock
 from mlgitops.adapters import files
+from mlgitops.controller import ports
 from mlgitops.core import clock, plan, status
 from mlgitops.core.status import ModelStatus
 
@@ -33,7 +35,7 @@ def now(source: clock.Clock = system_clock.SYSTEM) -> str:
 class Store:
     """Statuses, backend records and failures of one controller, persisted under ``state_dir``."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, mirror: ports.StatusMirror | None = None) -> None:
         self.dir = state_dir
         self.path = state_dir / "state.json"
         self.events_path = state_dir / "events.jsonl"
@@ -51,6 +53,27 @@ class Store:
         self.extra: dict[str, Any] = dict(data.get("extra") or {})
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         """Called with every event after it is recorded (e.g. decision records of deploys)."""
+        self.mirror = mirror
+        """Also publishes every status (the Kubernetes runtime: the resources' status)."""
+        if mirror is not None:
+            for name, (st, failure) in mirror.load().items():
+                self.models[name] = st
+                if failure is not None:
+                    self.failures[name] = failure
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the store's lock for a read-modify-write of several of its parts."""
+        with self._lock:
+            yield
+
+    def _publish(self, names: Iterable[str]) -> None:
+        if self.mirror is None:
+            return
+        for name in names:
+            st = self.models.get(name)
+            if st is not None:
+                self.mirror.publish(st, self.failures.get(name))
 
     def save(self) -> None:
         with self._lock:
@@ -68,6 +91,7 @@ class Store:
                     "extra": self.extra,
                 },
             )
+            self._publish(sorted(self.models))
 
     def status(self, name: str) -> ModelStatus:
         with self._lock:
@@ -82,6 +106,7 @@ class Store:
     def set(self, value: ModelStatus) -> None:
         with self._lock:
             self.models[value.name] = value
+            self._publish([value.name])
 
     def forget(self, name: str) -> None:
         with self._lock:

@@ -308,37 +308,46 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
 
 def crd() -> dict[str, Any]:
     """The CustomResourceDefinition of ModelDeployment, generated from ``SCHEMA``."""
+    return custom_resource_definition(
+        kind=KIND, plural=PLURAL, singular="modeldeployment", short_names=["md"],
+        version="v1alpha1", spec_schema=openapi_schema(_SPEC_SCHEMA),
+        printer_columns=PRINTER_COLUMNS)
+
+
+def custom_resource_definition(*, kind: str, plural: str, singular: str,
+                               short_names: list[str], version: str,
+                               spec_schema: dict[str, Any],
+                               printer_columns: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one CRD builder (ModelDeployment, ModelRepository): namespaced, one served and
+    stored version, a status subresource whose fields the operator owns."""
     status_schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "metadata": {"name": f"{plural}.{GROUP}"},
         "spec": {
             "group": GROUP,
             "scope": "Namespaced",
             "names": {
-                "kind": KIND,
-                "plural": PLURAL,
-                "singular": "modeldeployment",
-                "shortNames": ["md"],
+                "kind": kind,
+                "plural": plural,
+                "singular": singular,
+                "shortNames": list(short_names),
             },
             "versions": [
                 {
-                    "name": "v1alpha1",
+                    "name": version,
                     "served": True,
                     "storage": True,
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "properties": {
-                                "spec": openapi_schema(_SPEC_SCHEMA),
-                                "status": status_schema,
-                            },
+                            "properties": {"spec": spec_schema, "status": status_schema},
                             "required": ["spec"],
                         }
                     },
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": [dict(c) for c in PRINTER_COLUMNS],
+                    "additionalPrinterColumns": [dict(c) for c in printer_columns],
                 }
             ],
         },

@@ -12,6 +12,8 @@ spec:
   url: https://git.example.com/team/credit-models.git
   branch: main                                  # default main
   interval: 1m                                  # poll period (webhooks make it faster); default 1m
+  paths: [manifests/credit-*.yaml]              # optional: the manifests it deploys (globs)
+  targetNamespace: models                       # optional: where its models go (default: here)
   secretRef: {name: credit-models-git}          # optional: Git credentials
   webhookSecretRef: {name: credit-models-hook}  # optional: HMAC secret of push webhooks
 ```
@@ -52,6 +54,8 @@ WEBHOOK_TOKEN = "token"
 URL_PATTERN = r"^(https?://|ssh://|file://|/|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:)[^\s]+$"
 BRANCH_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$"
 INTERVAL_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+#: A glob of manifest paths: ``manifests/credit.yaml``, ``manifests/credit-*.yaml``.
+PATH_PATTERN = r"^manifests/[A-Za-z0-9*?\[\]._-]{1,200}$"
 _SECRET_REF = {
     "type": "object",
     "required": ["name"],
@@ -67,6 +71,9 @@ _SPEC_SCHEMA: dict[str, Any] = {
         "url": {"type": "string", "pattern": URL_PATTERN, "maxLength": 2048},
         "branch": {"type": "string", "pattern": BRANCH_PATTERN},
         "interval": {"type": "string", "pattern": INTERVAL_PATTERN},
+        "paths": {"type": "array", "maxItems": 64,
+                  "items": {"type": "string", "pattern": PATH_PATTERN}},
+        "targetNamespace": {"type": "string", "pattern": manifest.NAME_PATTERN},
         "secretRef": _SECRET_REF,
         "webhookSecretRef": _SECRET_REF,
     },
@@ -101,6 +108,10 @@ class RepositorySource:
     interval_seconds: float = 60.0
     secret_name: str | None = None
     webhook_secret_name: str | None = None
+    paths: tuple[str, ...] = ()
+    """Globs of the manifest paths it deploys; empty: every manifest."""
+    target_namespace: str | None = None
+    """Where its ModelDeployments go (None: the ModelRepository's own namespace)."""
 
 
 def interval_seconds(text: str) -> float:
@@ -135,6 +146,8 @@ def parse(document: Any, *, source: str) -> RepositorySource:
         interval_seconds=seconds,
         secret_name=(spec.get("secretRef") or {}).get("name"),
         webhook_secret_name=(spec.get("webhookSecretRef") or {}).get("name"),
+        paths=tuple(str(p) for p in spec.get("paths") or ()),
+        target_namespace=spec.get("targetNamespace"),
     )
 
 
@@ -159,40 +172,6 @@ def crd() -> dict[str, Any]:
     props["branch"] = {**props["branch"], "default": DEFAULT_BRANCH}
     props["interval"] = {**props["interval"], "default": DEFAULT_INTERVAL}
     spec_schema["properties"] = props
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{PLURAL}.{GROUP}"},
-        "spec": {
-            "group": GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "kind": KIND,
-                "plural": PLURAL,
-                "singular": "modelrepository",
-                "shortNames": ["mrepo"],
-            },
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "properties": {
-                                "spec": spec_schema,
-                                "status": {
-                                    "type": "object",
-                                    "x-kubernetes-preserve-unknown-fields": True,
-                                },
-                            },
-                            "required": ["spec"],
-                        }
-                    },
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": [dict(c) for c in PRINTER_COLUMNS],
-                }
-            ],
-        },
-    }
+    return manifest.custom_resource_definition(
+        kind=KIND, plural=PLURAL, singular="modelrepository", short_names=["mrepo"],
+        version=VERSION, spec_schema=spec_schema, printer_columns=PRINTER_COLUMNS)

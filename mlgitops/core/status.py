@@ -157,6 +157,10 @@ def held(st: ModelStatus, *, version: str | None, reason: str, quarantined: bool
         reason="OlderVersionServing" if serving_version else "NothingServing",
         message=(f"still serving {serving_version[:12]}" if serving_version
                  else "no version of this model serves"), now=now)
+    reconciling = st.condition(ConditionType.RECONCILING)
+    if reconciling is not None and reconciling.status:  # the attempt ended: it is held
+        st = st.with_condition(ConditionType.RECONCILING, status=False, reason="Stalled",
+                               message=reason, now=now)
     new = st.last_attempted_commit != version
     if version is not None:
         st = replace(st, last_attempted_commit=version)

@@ -1,16 +1,19 @@
 """The kopf entry point: ``mlgitops operator`` (or ``kopf run --standalone -n NS <this file>``).
 
-The only module that imports kopf. Handlers are thin: `sync.GitSync` keeps one ModelDeployment
-per manifest (a background thread, every ``interval`` seconds), `deploy.Deployer` reconciles
-each ModelDeployment on create, update, resume and on a timer while a rollout progresses.
-Settings come from `mlgitops.settings.operator` (the ``mlgitops operator`` flags set them).
-No finalizers: the Deployment and Service are owned by the resource and garbage-collected.
+The only module that imports kopf, and wiring only: every repository the operator serves runs
+the controller's own reconciler, loop and drift monitor (`runtime.RepositoryRuntime`) in a
+thread of its own. Which repositories: each ``ModelRepository`` resource of the namespace (a
+kopf daemon per resource; its status says Ready with the commit reconciled, or Stalled with
+why; deleting it deletes its models, behind kopf's finalizer), and the one the flags name
+(``--repo-url``), if any. A ModelDeployment's ``mlgitops.io/retry`` annotation, set to a new
+value, tries its held version again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -23,17 +26,23 @@ import uvicorn
 from mlgitops import errors
 from mlgitops import settings as mlgitops_settings
 from mlgitops.adapters import http_server
-from mlgitops.adapters import kubernetes as k8s
-from mlgitops.controller import gateway
+from mlgitops.adapters.kubernetes import MODEL_REPOSITORY, Cluster
+from mlgitops.adapters.kubernetes.workloads import LABEL_SOURCE, source_label
+from mlgitops.controller import gateway, reports
 from mlgitops.controller import reconciler as rec
-from mlgitops.controller import source as source_mod
-from mlgitops.core import manifest
-from mlgitops.operator import deploy, sync
-from mlgitops.operator import monitor as monitor_mod
+from mlgitops.core import manifest, source_spec
+from mlgitops.operator.runtime import Repository, RepositoryRuntime
 
 log = logging.getLogger("mlgitops.operator")
 
+#: Set to any new value to try a held version again (``kubectl annotate md NAME
+#: mlgitops.io/retry=$(date +%s) --overwrite``), as ``flux reconcile --force``.
+ANNOTATION_RETRY = "mlgitops.io/retry"
+_MODELS = (manifest.GROUP, "v1alpha1", manifest.PLURAL)
+_REPOSITORIES = (source_spec.GROUP, source_spec.VERSION, source_spec.PLURAL)
+
 _state: dict[str, Any] = {}
+_runtimes: dict[str, tuple[RepositoryRuntime, threading.Event, threading.Thread]] = {}
 _lock = threading.Lock()
 
 
@@ -44,47 +53,184 @@ def login(**kwargs: Any) -> Any:
 
 
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, logger: Any, **_: Any) -> None:
+def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     cfg = mlgitops_settings.operator()
     settings.posting.enabled = False  # our own Events, one per transition
-    cluster = k8s.Cluster.connect(cfg.kubeconfig)
-    source = source_mod.Source(cfg.state_dir, url=cfg.repo_url, branch=cfg.branch,
-                               policy=cfg.trust)
-    stop, wake = threading.Event(), threading.Event()
-    git_sync = sync.GitSync(cluster, source, namespace=cfg.namespace)
-    drift = monitor_mod.OperatorMonitor(cluster, cfg, trigger=lambda why: wake.set())
-    threads = [
-        threading.Thread(target=_sync_loop, args=(git_sync, cfg.interval_seconds, stop, wake, logger),
-                         name="git-sync", daemon=True),
-        threading.Thread(target=drift.run, args=(stop,), name="drift-monitor", daemon=True),
-    ]
-    server = _http(cfg, trigger=lambda why: wake.set(), reports_root=drift.reports_root)
-    _state.update(cfg=cfg, cluster=cluster, deployer=deploy.Deployer(cluster, source, cfg),
-                  stop=stop, wake=wake, threads=threads, server=server)
-    for thread in threads:
-        thread.start()
-    logger.info(f"mlgitops operator: {cfg.repo_url} ({cfg.branch}) -> namespace {cfg.namespace}")
+    # every watch event runs `retry_asked`: kopf's "succeeded" line for each is noise
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    cluster = Cluster.connect(cfg.kubeconfig)
+    _state.update(cfg=cfg, cluster=cluster)
+    if cfg.repo_url:
+        _start(Repository("flags", cfg.repo_url, cfg.namespace, cfg.branch, cfg.interval_seconds,
+                          cfg.secret_name))
+        log.info("mlgitops operator: %s (%s) -> namespace %s", cfg.repo_url, cfg.branch,
+                 cfg.namespace)
+    _state["server"] = _http(cfg, trigger=_wake_all, reports_root=cfg.state_dir / reports.REPORTS)
 
 
+def _start(repo: Repository) -> RepositoryRuntime:
+    runtime = RepositoryRuntime(_state["cluster"], _state["cfg"], repo)
+    stop = threading.Event()
+    thread = threading.Thread(target=runtime.run_forever, args=(stop,), daemon=True,
+                              name=f"repository-{repo.key}")
+    with _lock:
+        _runtimes[repo.key] = (runtime, stop, thread)
+    thread.start()
+    return runtime
 
-def _sync_loop(git_sync: sync.GitSync, interval: float, stop: threading.Event,
-               wake: threading.Event, logger: Any) -> None:
-    backoff = interval
-    while not stop.is_set():
-        with _lock:  # the clone is shared with the deployer
-            outcome, problem = sync.safe_sync(git_sync)
-        if problem is not None:
-            logger.warning(f"git sync failed, retrying in {backoff:.0f}s: {problem}")
-            wake.wait(backoff)
-            wake.clear()
-            backoff = min(backoff * 2, 300.0)
-            continue
-        backoff = interval
-        if outcome is not None and (outcome.deleted or outcome.held):
-            logger.info(f"git sync at {str(outcome.head)[:12]}: held {sorted(outcome.held)}, "
-                        f"deleted {outcome.deleted}")
-        wake.wait(interval)  # a revert wakes it at once
-        wake.clear()
+
+def _stop(key: str) -> None:
+    with _lock:
+        found = _runtimes.pop(key, None)
+    if found is not None:
+        runtime, stop, thread = found
+        runtime.loop.close()
+        stop.set()
+        thread.join(timeout=30)
+
+
+def _wake_all(why: str) -> None:
+    with _lock:
+        for runtime, _, _ in _runtimes.values():
+            runtime.loop.trigger(why)
+
+
+@kopf.on.cleanup()
+def cleanup(**_: Any) -> None:
+    server = _state.get("server")
+    if server is not None:
+        server.should_exit = True
+    for key in list(_runtimes):
+        _stop(key)
+    cluster = _state.get("cluster")
+    if cluster is not None:
+        cluster.close()
+
+
+# -- ModelRepository: the operator's configuration ---------------------------------------------
+
+class _RepositoryStatus:
+    """A ModelRepository's status: Ready with the commit reconciled, or Stalled with why."""
+
+    def __init__(self, cluster: Cluster, namespace: str, name: str, url: str) -> None:
+        self.cluster, self.namespace, self.name, self.url = cluster, namespace, name, url
+        self.last: tuple[str | None, str | None] | None = None
+
+    def __call__(self, commit: str | None, problem: str | None) -> None:
+        if (commit, problem) == self.last or (commit is None and problem is None):
+            return
+        kept = self.last[0] if self.last is not None else None
+        ready = problem is None
+        condition = {"type": "Ready", "status": "True" if ready else "False",
+                     "reason": "Succeeded" if ready else "Stalled",
+                     "message": f"reconciled {str(commit)[:12]}" if ready else str(problem),
+                     "lastTransitionTime": _now()}
+        stalled = {"type": "Stalled", "status": "False" if ready else "True",
+                   "reason": "Succeeded" if ready else "FetchFailed",
+                   "message": "" if ready else str(problem), "lastTransitionTime": _now()}
+        doc = {"url": self.url, "commit": commit or kept, "conditions": [condition, stalled]}
+        try:
+            self.cluster.patch_status(self.namespace, self.name, doc, kind=MODEL_REPOSITORY)
+            if self.last is None or (self.last[1] is None) != ready:
+                cr = self.cluster.get_resource(self.namespace, self.name, kind=MODEL_REPOSITORY)
+                if cr is not None:
+                    self.cluster.record_event(
+                        cr, reason="Ready" if ready else "Stalled",
+                        message=condition["message"], type="Normal" if ready else "Warning")
+        except errors.MlgitopsError as exc:
+            log.warning("status of ModelRepository %s/%s not written: %s", self.namespace,
+                        self.name, exc)
+            return
+        self.last = (commit or kept, problem)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _repository(namespace: str, name: str, uid: str, spec: Mapping[str, Any],
+                report: _RepositoryStatus) -> Repository:
+    src = source_spec.parse({"apiVersion": source_spec.API_VERSION, "kind": source_spec.KIND,
+                             "metadata": {"name": name}, "spec": dict(spec)},
+                            source=f"ModelRepository {namespace}/{name}")
+    target = src.target_namespace or namespace
+    owner = ({"apiVersion": source_spec.API_VERSION, "kind": source_spec.KIND, "name": name,
+              "uid": uid} if target == namespace else None)
+    return Repository(f"{namespace}.{name}", src.url, target, src.branch, src.interval_seconds,
+                      src.secret_name, src.paths, namespace, owner, on_status=report)
+
+
+@kopf.daemon(*_REPOSITORIES, cancellation_timeout=60)
+def repository(body: kopf.Body, name: str, namespace: str | None, stopped: kopf.DaemonStopped,
+               **_: Any) -> None:
+    """Runs one ModelRepository until it is deleted (or the operator stops); rebuilt when its
+    spec changes."""
+    namespace = namespace or "default"  # namespaced: kopf always gives one
+    key = f"{namespace}.{name}"
+    built: dict[str, Any] | None = None
+    try:
+        while not stopped:
+            spec = dict(body.get("spec") or {})
+            if spec != built:
+                _stop(key)
+                built = spec
+                report = _RepositoryStatus(_state["cluster"], namespace, name,
+                                           str(spec.get("url", "")))
+                try:
+                    repo = _repository(namespace, name, str(body["metadata"]["uid"]), spec, report)
+                except errors.ManifestError as exc:
+                    report(None, str(exc))
+                else:
+                    _start(repo)
+                    log.info("ModelRepository %s/%s: %s (%s) -> namespace %s", namespace, name,
+                             repo.url, repo.branch, repo.namespace)
+            stopped.wait(1.0)
+    finally:
+        _stop(key)
+
+
+@kopf.on.delete(*_REPOSITORIES)
+def repository_deleted(spec: kopf.Spec, name: str, namespace: str | None, **_: Any) -> None:
+    """Its models go with it (and what they own, by garbage collection)."""
+    namespace = namespace or "default"
+    _stop(f"{namespace}.{name}")
+    cluster: Cluster = _state["cluster"]
+    target = spec.get("targetNamespace") or namespace
+    selector = f"{LABEL_SOURCE}={source_label(str(spec.get('url', '')))}"
+    for cr in cluster.list_resources(target, label_selector=selector):
+        cluster.delete_resource(target, str(cr["metadata"]["name"]))
+
+
+# -- ModelDeployment: a retry asked for --------------------------------------------------------
+
+_retry_seen: dict[str, str | None] = {}
+"""uid -> the ModelDeployment's retry annotation when last seen (from the first watch event)."""
+
+
+@kopf.on.event(*_MODELS)
+def retry_asked(name: str, uid: str, annotations: kopf.Annotations, type: str | None,
+                labels: kopf.Labels, **_: Any) -> None:
+    """Every watch event says the API server answers (a loop backing off passes at once); a new
+    value of ``mlgitops.io/retry``: its held version is tried again at once. Read from the watch
+    itself (no stored diff base): the first sight of each resource sets the baseline."""
+    with _lock:  # the API server answers: a loop backing off from an outage passes at once
+        running = [entry[0] for entry in _runtimes.values()]
+    for each in running:
+        each.loop.answered()
+    value = annotations.get(ANNOTATION_RETRY)
+    if type == "DELETED":
+        _retry_seen.pop(uid, None)
+        return
+    known = uid in _retry_seen
+    before = _retry_seen.get(uid)
+    _retry_seen[uid] = value
+    if not known or not value or value == before:
+        return
+    with _lock:
+        found = [r for r, _, _ in _runtimes.values()
+                 if labels.get(LABEL_SOURCE) == source_label(r.repo.url)]
+    for runtime in found:
+        runtime.retry([name])
 
 
 def _http(cfg: mlgitops_settings.OperatorSettings, *, trigger: Callable[[str], None],
@@ -109,50 +255,6 @@ def _http(cfg: mlgitops_settings.OperatorSettings, *, trigger: Callable[[str], N
     server = uvicorn.Server(config)
     threading.Thread(target=server.run, name="operator-http", daemon=True).start()
     return server
-
-
-@kopf.on.cleanup()
-def cleanup(**_: Any) -> None:
-    server = _state.get("server")
-    if server is not None:
-        server.should_exit = True
-    stop, wake = _state.get("stop"), _state.get("wake")
-    if stop is not None and wake is not None:
-        stop.set()
-        wake.set()
-    for thread in _state.get("threads", ()):
-        thread.join(timeout=10)
-    cluster = _state.get("cluster")
-    if cluster is not None:
-        cluster.close()
-
-
-def _reconcile(body: Mapping[str, Any]) -> None:
-    deployer: deploy.Deployer = _state["deployer"]
-    with _lock:  # one model at a time: the source clone is shared
-        try:
-            result = deployer.reconcile(body)
-        except errors.Transient as exc:
-            raise kopf.TemporaryError(str(exc), delay=10) from exc
-        except errors.Stalled as exc:
-            raise kopf.PermanentError(str(exc)) from exc
-    if result.retry is not None and result.phase == "Waiting":
-        raise kopf.TemporaryError(result.message, delay=result.retry)
-
-
-_RESOURCE = (manifest.GROUP, "v1alpha1", manifest.PLURAL)
-
-
-@kopf.on.resume(*_RESOURCE)
-@kopf.on.create(*_RESOURCE)
-@kopf.on.update(*_RESOURCE)
-def on_change(body: kopf.Body, **_: Any) -> None:
-    _reconcile(body)
-
-
-@kopf.timer(*_RESOURCE, interval=deploy.ROLLOUT_POLL, initial_delay=deploy.ROLLOUT_POLL)
-def on_timer(body: kopf.Body, **_: Any) -> None:
-    _reconcile(body)
 
 
 def run(namespace: str) -> None:

@@ -66,10 +66,11 @@ def operator() -> OperatorSettings:
     environment.telemetry_off()
     url = os.environ.get("MLGITOPS_OPERATOR_REPO_URL", "")
     namespace = os.environ.get("MLGITOPS_OPERATOR_NAMESPACE", "")
-    if not url or not namespace:
+    if not namespace:  # no URL: only the namespace's ModelRepository resources
         raise errors.ConfigError(
-            "the operator needs a model repository and a namespace: pass --repo-url and "
-            "--namespace (or set MLGITOPS_OPERATOR_REPO_URL and MLGITOPS_OPERATOR_NAMESPACE)"
+            "the operator needs a namespace: pass --namespace (or set "
+            "MLGITOPS_OPERATOR_NAMESPACE); --repo-url names a repository besides the "
+            "namespace's ModelRepository resources"
         )
     kubeconfig = os.environ.get("MLGITOPS_OPERATOR_KUBECONFIG") or None
     token_secret = (os.environ.get("MLGITOPS_OPERATOR_API_TOKEN_SECRET") or "").strip() or None

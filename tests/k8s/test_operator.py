@@ -27,6 +27,7 @@ from kopf.testing import KopfRunner
 from mlgitops import errors
 from mlgitops.adapters import git
 from mlgitops.adapters import kubernetes as k8s
+from mlgitops.adapters.kubernetes.pod_stats import PodStats
 from mlgitops.authoring import validate
 from mlgitops.controller import decisions as decision_log
 from mlgitops.core import k8s_objects as ko
@@ -35,7 +36,6 @@ from mlgitops.devcluster.cluster import TestCluster
 from mlgitops.devcluster.crds import install_crds
 from mlgitops.devcluster.kubelet import Kubelet, http_get
 from mlgitops.operator import handlers
-from mlgitops.operator.monitor import PodStats
 
 from .waits import wait_for
 
@@ -225,7 +225,7 @@ def test_the_operator_deploys_what_git_says_holds_what_it_must_and_survives_a_re
             assert condition(status_of(cluster, ns), "Stalled").get("reason") == "Quarantined"
             # the decision log: each deploy and each hold once, across the restart
             log = [(d.kind.value, d.version, d.verdict or "") for d in decision_log.read(
-                tmp_path / "operator" / "monitor" / "reports", model=NAME)]
+                tmp_path / "operator" / "reports", model=NAME)]
             assert [v for k, v, _ in log if k == "deploy"] == [v1, v2]
             holds = [(v, why) for k, v, why in log if k == "hold"]
             assert len(holds) == 2 and len({v for v, _ in holds}) == 2
@@ -315,7 +315,7 @@ def test_drift_attributable_to_the_new_version_reverts_it_in_git_and_the_operato
             assert cr is not None and "Reverted" in {e.get("reason") for e in cluster.events(cr)}
             assert status_of(cluster, ns).get("drift"), "the verdict is on the resource's status"
             the_decisions_are_recorded_as_the_embedded_controller_records_them(
-                tmp_path / "operator" / "monitor", bare, v2=v2, revert=revert)
+                tmp_path / "operator", bare, v2=v2, revert=revert)
         reverts_before = [e.commit for e in git.log(bare, "refs/heads/main") if layout.TRAILER_REVERTS in e.trailers]
         with operator(k8s_cluster, ns, work, tmp_path / "operator"):
             time.sleep(8)
@@ -366,10 +366,15 @@ def the_decisions_are_recorded_as_the_embedded_controller_records_them(
     quarantined = [v for v in tracker.versions(NAME) if v["tags"].get("mlgitops.commit") == v2]
     assert quarantined and quarantined[0]["tags"].get("mlgitops.quarantined") == "true"
     assert quarantined[0]["tags"].get("mlgitops.revertedBy") == revert
-    wait_for("the revert window's Evidently snapshot", lambda: any(
-        "verdict=revert" in s.tags and "mlgitops:window" in s.tags
-        for s in evidently_workspace.snapshots(reports.workspace_dir(state), model=NAME)) or None,
-        timeout=300, every=1.0)
+    def revert_snapshot() -> bool | None:
+        try:  # read while the sink writes: a half-written file is "not yet"
+            found = evidently_workspace.snapshots(reports.workspace_dir(state), model=NAME)
+        except errors.ReportError:
+            return None
+        return any("verdict=revert" in s.tags and "mlgitops:window" in s.tags
+                   for s in found) or None
+
+    wait_for("the revert window's Evidently snapshot", revert_snapshot, timeout=300, every=1.0)
 
 
 def test_a_signed_push_webhook_syncs_at_once(

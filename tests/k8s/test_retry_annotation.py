@@ -1,8 +1,10 @@
-"""The operator's retry: a held ModelDeployment is tried again when its ``mlgitops.io/retry``
-annotation changes, or when another operator run (a restart) looks at it; never otherwise.
+"""The operator's retry: a held version is tried again when asked (the ``mlgitops.io/retry``
+annotation, `Reconciler.retry`) or when another operator run (a restart) looks at it; never
+otherwise. The same remembered failure as the local runtime's, kept in the resource's status.
 
-Against the real API server, with the operator's `deploy.Deployer` and a real Git source; no
-kubelet is needed (a version tried again gets its Deployment, which is what is asserted).
+Against the real API server, with the operator's runtime (the controller's reconciler behind
+the Kubernetes ports) and a real Git source; no kubelet is needed (a version tried again gets
+its Deployment, which is what is asserted).
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ import mlgitops
 from mlgitops import settings
 from mlgitops.adapters import kubernetes as k8s
 from mlgitops.authoring import repository
-from mlgitops.controller import source as source_mod
 from mlgitops.core import k8s_objects as ko
-from mlgitops.core import layout, trust
+from mlgitops.core import trust
 from mlgitops.devcluster.cluster import TestCluster
 from mlgitops.devcluster.crds import install_crds
-from mlgitops.operator import deploy
+from mlgitops.operator import handlers
+from mlgitops.operator.runtime import Repository, RepositoryRuntime
+
+from .test_operator import operator
+from .waits import wait_for
 
 NAME = "credit"
 
@@ -60,7 +65,11 @@ def status_of(cluster: k8s.Cluster, ns: str) -> dict[str, Any]:
     return dict((cluster.get_resource(ns, NAME) or {}).get("status") or {})
 
 
-def test_a_held_version_is_tried_again_on_the_retry_annotation_and_after_a_restart(
+def condition(st: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in st.get("conditions") or () if c["type"] == kind), {})
+
+
+def test_a_held_version_is_tried_again_when_asked_and_after_a_restart(
         cluster: k8s.Cluster, k8s_namespace: str, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     ns = k8s_namespace
@@ -68,56 +77,59 @@ def test_a_held_version_is_tried_again_on_the_retry_annotation_and_after_a_resta
     bare = repository.init(repo)
     (bare / settings.REMOTE_TRUST_FILE).write_text(yaml.safe_dump({"allow": ["numpy.round"]}))
     version = rounded_model(repo, monkeypatch)
-    doc = yaml.safe_load((repo / layout.manifest_path(NAME)).read_text())
-    doc["metadata"]["annotations"] = {ko.ANNOTATION_COMMIT: version}
-    cluster.create_resource(ns, doc)
-
     cfg = settings.OperatorSettings(repo_url=f"file://{bare}", namespace=ns,
                                     state_dir=tmp_path / "operator")
 
-    def deployer(policy: trust.Policy) -> deploy.Deployer:
-        """An operator run: its own source and settings under ``policy``."""
-        source = source_mod.Source(cfg.state_dir, url=cfg.repo_url, branch=cfg.branch,
-                                   policy=policy)
-        source.sync()
-        return deploy.Deployer(cluster, source, dataclasses.replace(cfg, trust=policy))
+    def runtime(policy: trust.Policy) -> RepositoryRuntime:
+        """An operator run: its own reconciler under ``policy``."""
+        return RepositoryRuntime(cluster, dataclasses.replace(cfg, trust=policy),
+                                 Repository("flags", cfg.repo_url, ns))
 
-    def reconcile(d: deploy.Deployer) -> deploy.Result:
-        body = cluster.get_resource(ns, NAME)
-        assert body is not None
-        return d.reconcile(body)
-
-    # 1. held for a trust reason, and remembered
-    first = deployer(trust.Policy())
-    held = reconcile(first)
-    assert held.phase == "Held" and "numpy.round" in held.message
+    # 1. held for a trust reason, and remembered in the resource's status
+    first = runtime(trust.Policy())
+    first.reconciler.reconcile()
     st = status_of(cluster, ns)
-    assert st["failedCommit"] == version and st["failedInputs"] and st["failedRetry"] == ""
-
-    # 2. a restarted operator (another run) looks again: still refused under the same policy
-    second = deployer(trust.Policy())
-    assert reconcile(second).phase == "Held"
-    assert status_of(cluster, ns)["failedInputs"] != st["failedInputs"]
-
-    # 3. what held it is fixed where the operator reads it, but nothing asks: held, not looked at
-    second.source.policy = trust.Policy(allow=frozenset({"numpy.round"}))
-    assert reconcile(second).phase == "Held"
+    stalled = condition(st, "Stalled")
+    assert stalled["status"] == "True" and "numpy.round" in stalled["message"], st
+    assert st["failedCommit"] == version and st["failedInputs"] and st["phase"] == "Held"
     assert cluster.read_deployment(ns, NAME) is None
 
-    # 4. the annotation asks (any new value, as `flux reconcile --force`): tried, and it rolls out
-    cluster.patch_resource(ns, NAME, {"metadata": {"annotations": {deploy.ANNOTATION_RETRY: "1"}}})
-    tried = reconcile(second)
-    assert tried.phase == "Deploying", tried.message
+    # 2. a restarted operator (another run) looks again: still refused under the same policy
+    second = runtime(trust.Policy())
+    assert second.store.failures[NAME].version == version  # read back from the status
+    second.reconciler.reconcile()
+    assert status_of(cluster, ns)["failedInputs"] != st["failedInputs"]
+
+    # 3. what held it is fixed where the operator reads it, but nothing asks: held, not tried
+    second.source.policy = trust.Policy(allow=frozenset({"numpy.round"}))
+    second.reconciler.reconcile()
+    assert cluster.read_deployment(ns, NAME) is None
+
+    # 4. asked (what the annotation does): tried, and it rolls out
+    second.retry([NAME])
+    second.reconciler.reconcile()
     deployment = cluster.read_deployment(ns, NAME)
     assert deployment is not None
     assert deployment["spec"]["template"]["metadata"]["labels"][ko.LABEL_VERSION] == version
-    assert status_of(cluster, ns).get("failedCommit") is None  # a null in a merge patch removes it
+    st = status_of(cluster, ns)
+    assert st.get("failedCommit") is None and st["phase"] == "Deploying"  # a null removes it
+    assert condition(st, "Reconciling")["status"] == "True"
 
-    # 5. and a version held with the annotation set is held again until its value changes
-    third = deployer(trust.Policy())
-    assert reconcile(third).phase == "Held"
-    assert status_of(cluster, ns)["failedRetry"] == "1"
-    third.source.policy = trust.Policy(allow=frozenset({"numpy.round"}))
-    assert reconcile(third).phase == "Held"
-    cluster.patch_resource(ns, NAME, {"metadata": {"annotations": {deploy.ANNOTATION_RETRY: "2"}}})
-    assert reconcile(third).phase in ("Deploying", "Serving")
+
+def test_the_retry_annotation_reaches_the_reconciler(
+        cluster: k8s.Cluster, k8s_cluster: TestCluster, k8s_namespace: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ns = k8s_namespace
+    repo = tmp_path / "models-repo"
+    bare = repository.init(repo)
+    (bare / settings.REMOTE_TRUST_FILE).write_text(yaml.safe_dump({"allow": ["numpy.round"]}))
+    rounded_model(repo, monkeypatch)
+    with operator(k8s_cluster, ns, repo, tmp_path / "operator"):
+        cr = wait_for("the held resource", lambda: (got := cluster.get_resource(ns, NAME)) and condition(
+            dict(got.get("status") or {}), "Stalled").get("status") == "True" and got)
+        assert not [e for e in cluster.events(cr) if e.get("reason") == "RetryRequested"]
+        cluster.patch_resource(ns, NAME, {"metadata": {"annotations": {
+            handlers.ANNOTATION_RETRY: "1"}}})
+        asked = wait_for("the RetryRequested Event", lambda: [
+            e for e in cluster.events(cr) if e.get("reason") == "RetryRequested"], timeout=30)
+        assert "tried again" in asked[0]["message"]

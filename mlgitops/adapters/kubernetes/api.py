@@ -24,6 +24,7 @@ API answer                                 mlgitops error (what the loop does ne
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -303,6 +304,17 @@ class Cluster:
         if deployment is None:
             return None
         return k8s_objects.rollout_state(deployment, self.pods(namespace, model))
+
+    def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        """A Secret's data, decoded (None: no such Secret)."""
+        doc = self._read(f"read Secret {namespace}/{name}", self._core.read_namespaced_secret,
+                         name, namespace)
+        if doc is None:
+            return None
+        try:
+            return {k: base64.b64decode(v) for k, v in (doc.get("data") or {}).items()}
+        except (ValueError, TypeError) as exc:
+            raise errors.ConfigError(f"Secret {namespace}/{name}: data is not base64 ({exc})") from exc
 
     # -- custom resources: ModelDeployment (default), ModelRepository --------------------------
 

@@ -1,0 +1,265 @@
+"""The Kubernetes runtime's ``ports.Workloads``: a Deployment and a Service per model.
+
+The reconciler calls it as it calls the local runtime. `KubernetesWorkloads.declare` keeps one
+ModelDeployment per model Git declares (its spec the manifest's, parsed once by the source;
+those of models Git no longer declares are deleted, and what they own goes with them);
+`deploy` renders the model's Deployment and Service (`core.k8s_objects`), owned by that
+resource and pinned to the version's commit, applies them when they changed, and reads the
+rollout: under way is `errors.Waiting` (the reconciler looks again), failed (the progress
+deadline passed) is `errors.ModelError` (held, the older pods keep serving: ``maxUnavailable:
+0``), done is a `PodHandle` (the model's Service). Kubernetes replaces pods and drains them
+itself, so `draining` and `stop` have nothing to do; `recover` adopts what the resources'
+status says serves, when its pods are ready.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlgitops import errors
+from mlgitops.adapters.kubernetes.api import Cluster
+from mlgitops.core import k8s_objects as ko
+from mlgitops.core import manifest, plan
+
+ANNOTATION_RENDERED = "mlgitops.io/rendered"
+ANNOTATION_PLACEHOLDER = "mlgitops.io/placeholder"
+LABEL_SOURCE = "mlgitops.io/source"
+#: The spec of a resource created for a model whose manifest is invalid (the status says why).
+PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
+
+
+def source_label(url: str) -> str:
+    """A label value naming the repository (a hash: URLs do not fit label syntax)."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def fingerprint(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class PodHandle:
+    """A serving version on Kubernetes: the model's Service, not a process."""
+
+    name: str
+    version: str
+    digest: str
+    url: str
+
+    @property
+    def key(self) -> Hashable:
+        return (self.name, self.version)
+
+    @property
+    def where(self) -> str:
+        return self.url
+
+    @property
+    def label(self) -> str:
+        return f"Deployment {ko.object_name(self.name)}"
+
+    def record(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "digest": self.digest, "url": self.url}
+
+
+@dataclass(frozen=True)
+class Recovery:
+    adopted: dict[str, PodHandle]
+    lost: dict[str, str]
+    leftovers: Sequence[Any] = ()
+
+
+@dataclass(frozen=True)
+class Renderer:
+    """How the operator renders a model's pods (its settings, never the manifest's to set)."""
+
+    source: ko.Source
+    options: ko.PodOptions = field(default_factory=ko.PodOptions)
+    admits: Callable[[str], bool] = lambda t: True
+    """The operator's trust policy: the manifest's trusted types it lets pods load."""
+
+    def __call__(self, dep: manifest.ModelDeployment, version: str, owner: ko.Owner,
+                 namespace: str) -> list[dict[str, Any]]:
+        loadable = [t for t in dep.trusted_types if self.admits(t)]
+        deployment = ko.deployment(dep, version, owner=owner, source=self.source,
+                                   trusted_types=loadable, namespace=namespace,
+                                   options=self.options)
+        service = ko.service(dep, owner=owner, namespace=namespace, options=self.options)
+        stamp = fingerprint({"d": deployment, "s": service})
+        deployment["metadata"].setdefault("annotations", {})[ANNOTATION_RENDERED] = stamp
+        return [deployment, service]
+
+
+def resource(name: str, spec: Mapping[str, Any], *, version: str, head: str, url: str,
+             owner: Mapping[str, Any] | None = None,
+             placeholder: str | None = None) -> dict[str, Any]:
+    """The ModelDeployment custom resource of model ``name`` (labelled with its repository)."""
+    notes = {ko.ANNOTATION_COMMIT: version}
+    if placeholder is not None:
+        notes[ANNOTATION_PLACEHOLDER] = placeholder
+    meta: dict[str, Any] = {
+        "name": name,
+        "labels": {ko.LABEL_MANAGED_BY: ko.MANAGER, LABEL_SOURCE: source_label(url)},
+        "annotations": notes,
+    }
+    if owner is not None:
+        meta["ownerReferences"] = [dict(owner)]
+    return {"apiVersion": manifest.API_VERSION, "kind": manifest.KIND, "metadata": meta,
+            "spec": dict(spec)}
+
+
+class KubernetesWorkloads:
+    """``ports.Workloads`` on one namespace, for the models of one repository (``url``)."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        namespace: str,
+        *,
+        url: str,
+        render: Callable[[manifest.ModelDeployment, str, ko.Owner, str], list[dict[str, Any]]],
+        owner: Mapping[str, Any] | None = None,
+        rollout_poll: float = 1.0,
+        alive_every: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        record: Callable[..., None] = lambda name, **event: None,
+        seen: Callable[[dict[str, Any]], None] = lambda cr: None,
+    ) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.url = url
+        self.render = render
+        self.owner = owner
+        """An ownerReference (the ModelRepository) every ModelDeployment it creates carries."""
+        self.rollout_poll = rollout_poll
+        self.alive_every = alive_every
+        self.clock = clock
+        self.record = record
+        """``record(name, reason=, message=, type=)``: an Event on the model's resource."""
+        self.seen = seen
+        """Told of every ModelDeployment as written (the status mirror caches it)."""
+        self.selector = f"{LABEL_SOURCE}={source_label(url)}"
+        self._alive: dict[str, tuple[float, bool]] = {}
+
+    def endpoint(self, name: str) -> str:
+        return f"http://{ko.object_name(name)}.{self.namespace}.svc"
+
+    # what Git declares -------------------------------------------------------------------
+    def declare(self, head: str, desired: Mapping[str, plan.Desired]) -> None:
+        """One ModelDeployment per declared model; those Git no longer declares are deleted.
+
+        A valid version's manifest becomes the resource's spec; a model held before it ever had
+        a resource (its manifest invalid, its version quarantined or unsigned) gets one all
+        the same, so that its status can say why (a placeholder spec when the manifest is
+        invalid); a held model that has one keeps the spec it had.
+        """
+        existing = {str(r["metadata"]["name"]): r for r in
+                    self.cluster.list_resources(self.namespace, label_selector=self.selector)}
+        for name, d in sorted(desired.items()):
+            current = existing.get(name)
+            if d.deployment is not None and (d.error is None or current is None):
+                doc = resource(name, d.deployment.to_dict()["spec"], version=d.version,
+                               head=head, url=self.url, owner=self.owner)
+            elif current is None:
+                spec = {"model": {"path": f"models/{name}", "digest": PLACEHOLDER_DIGEST}}
+                doc = resource(name, spec, version=d.version, head=head, url=self.url,
+                               owner=self.owner, placeholder="the manifest in Git is invalid; "
+                               "the status says why")
+            else:
+                continue
+            if current is not None and _same(current, doc):
+                continue
+            self.seen(self.cluster.apply(doc, namespace=self.namespace))
+        for name in sorted(set(existing) - set(desired)):
+            self.cluster.delete_resource(self.namespace, name)
+            self._alive.pop(name, None)
+
+    # ports.Workloads ---------------------------------------------------------------------
+    def deploy(self, desired: plan.Desired, *, model_dir: Path) -> PodHandle:
+        """Apply the version's Deployment and Service; its handle once every pod is ready."""
+        dep, name, version = desired.deployment, desired.name, desired.version
+        if dep is None:
+            raise errors.ManifestError(desired.error or f"the manifest of {name} is invalid")
+        cr = self.cluster.get_resource(self.namespace, name)
+        if cr is None or cr["metadata"].get("annotations", {}).get(ANNOTATION_PLACEHOLDER):
+            raise errors.Waiting(f"the ModelDeployment {name} is being written", delay=1.0)
+        objects = self.render(dep, version, ko.Owner.of(cr), self.namespace)
+        current = self.cluster.read_deployment(self.namespace, name) or {}
+        stamp = ((current.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_RENDERED)
+        if stamp != objects[0]["metadata"]["annotations"][ANNOTATION_RENDERED]:
+            for obj in objects:
+                self.cluster.apply(obj, namespace=self.namespace)
+            self.record(name, reason="Deploying", type="Normal",
+                        message=f"rolling out {version[:12]} (digest {dep.digest[7:19]})")
+        state = self.cluster.rollout(self.namespace, name)
+        if state is None or state.phase is ko.Phase.PROGRESSING or state.commit != version:
+            message = state.message if state is not None else "the Deployment was just created"
+            raise errors.Waiting(f"rolling out {version[:12]}: {message}", delay=self.rollout_poll)
+        if state.phase is ko.Phase.FAILED:
+            raise errors.ModelError(f"{version[:12]} did not become ready: {state.message}")
+        self._alive[name] = (self.clock(), True)
+        return PodHandle(name, version, dep.digest, self.endpoint(name))
+
+    def relaunch(self, handle: PodHandle) -> PodHandle | None:
+        return None  # Kubernetes restarts pods itself
+
+    def alive(self, handle: PodHandle) -> bool:
+        """Its Deployment exists (read at most every ``alive_every`` seconds; True while the
+        API server cannot say: an outage is no reason to redeploy)."""
+        seen = self._alive.get(handle.name)
+        if seen is not None and self.clock() - seen[0] < self.alive_every:
+            return seen[1]
+        try:
+            there = self.cluster.read_deployment(self.namespace, handle.name) is not None
+        except errors.MlgitopsError:
+            there = True
+        self._alive[handle.name] = (self.clock(), there)
+        return there
+
+    def draining(self, handle: PodHandle) -> None:
+        """Nothing to do: the rollout drains the replaced pods (``terminationGracePeriod``)."""
+
+    def stop(self, handle: PodHandle, *, grace: float = 5.0) -> None:
+        """Nothing to do: a replaced version's pods went with the rollout, and a retired
+        model's resource (and what it owns) is deleted by `declare`."""
+
+    def recover(self, records: Mapping[str, Mapping[str, Any]]) -> Recovery:
+        """Adopt what each resource's status says serves, when ready pods of it run."""
+        adopted: dict[str, PodHandle] = {}
+        for cr in self.cluster.list_resources(self.namespace, label_selector=self.selector):
+            name = str(cr["metadata"]["name"])
+            st = cr.get("status") or {}
+            served, digest = st.get("servedCommit"), st.get("servedDigest")
+            if not served or not digest:
+                continue
+            if any(p.ready and p.commit == served for p in self.cluster.list_pods(self.namespace, name)):
+                adopted[name] = PodHandle(name, str(served), str(digest), self.endpoint(name))
+        lost = {n: "no ready pod of its recorded version runs" for n in records if n not in adopted}
+        return Recovery(adopted, lost)
+
+    def prepare(self) -> None:
+        """Nothing to warm: pods start where the scheduler puts them."""
+
+    def close(self) -> None:
+        """Nothing held."""
+
+    def sweep(self) -> set[Hashable]:
+        return set()  # what serves stays when the operator stops
+
+
+def _same(current: Mapping[str, Any], doc: Mapping[str, Any]) -> bool:
+    meta, want = current.get("metadata") or {}, doc["metadata"]
+    notes = meta.get("annotations") or {}
+    labels = meta.get("labels") or {}
+    return (current.get("spec") == doc["spec"]
+            and all(notes.get(k) == v for k, v in want["annotations"].items())
+            and (ANNOTATION_PLACEHOLDER in notes) == (ANNOTATION_PLACEHOLDER in want["annotations"])
+            and all(labels.get(k) == v for k, v in want["labels"].items())
+            and [o.get("uid") for o in meta.get("ownerReferences") or []]
+            == [o.get("uid") for o in want.get("ownerReferences") or []])
