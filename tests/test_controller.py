@@ -18,7 +18,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from conftest import FEATURES, free_port, make_frame, wait_until
+from support.data import FEATURES, make_frame
+from support.net import free_port, version_at
+from support.waits import wait_until
 
 from mlgitops import settings
 from mlgitops.adapters import files, git, local_runtime
@@ -27,14 +29,6 @@ from mlgitops.controller import run
 pytestmark = pytest.mark.process
 
 ROWS = make_frame(50, seed=9)[FEATURES].to_dict(orient="records")
-
-
-def version_at(base: str, name: str) -> str | None:
-    try:
-        r = httpx.get(f"{base}/v2/models/{name}", timeout=2)
-        return r.json().get("version") if r.status_code == 200 else None
-    except httpx.HTTPError:
-        return None
 
 
 @pytest.fixture()
@@ -150,7 +144,7 @@ def test_second_version_switches_in_with_zero_failed_requests(
     try:
         v2 = publish_version(seed=4, kind="logistic")
         wait_until(lambda: version_at(base, "credit") == v2, what="v2 serving")
-        time.sleep(1.5)  # the old server is retired after draining
+        time.sleep(1.5)  # traffic goes on while the old server drains and is retired: the point of the test
     finally:
         stop.set()
         for c in clients:

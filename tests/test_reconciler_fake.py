@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import scenarios
+from support import scenarios
 
 from mlgitops import errors
 from mlgitops.adapters import git

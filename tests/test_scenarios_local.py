@@ -14,12 +14,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-import scenarios
+from support import scenarios
 
 from mlgitops.adapters import local_runtime
 from mlgitops.controller import reconciler as rec
 from mlgitops.controller import source as source_mod
 from mlgitops.controller import state as state_mod
+
+pytestmark = pytest.mark.process
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ import httpx
 import numpy as np
 import pytest
 import yaml
+from support import net
 from support.data import make_frame, train
 from support.net import free_port
 from support.waits import wait_until
@@ -70,11 +71,7 @@ def up(repo: Path, port: int, *, env: dict[str, str], log: Path) -> Iterator[sub
 
 
 def version_at(port: int) -> str | None:
-    try:
-        r = httpx.get(f"http://127.0.0.1:{port}/v2/models/{NAME}", timeout=2)
-    except httpx.HTTPError:
-        return None
-    return str(r.json()["version"]) if r.status_code == 200 else None
+    return net.version_at(f"http://127.0.0.1:{port}", NAME)
 
 
 def model_status(repo: Path) -> dict[str, Any]:

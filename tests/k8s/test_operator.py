@@ -217,7 +217,7 @@ def test_the_operator_deploys_what_git_says_holds_what_it_must_and_survives_a_re
 
         # -- the operator restarted: it resumes without redeploying -----------------------------
         with operator(k8s_cluster, ns, repo, tmp_path / "operator"):
-            time.sleep(6)
+            time.sleep(6)  # a stretch in which nothing may be redeployed (a negative check)
             after = cluster.read_deployment(ns, NAME)
             assert after is not None
             assert after["metadata"]["generation"] == before["metadata"]["generation"]
@@ -251,7 +251,7 @@ def test_drift_attributable_to_the_new_version_reverts_it_in_git_and_the_operato
     monitor reads every pod's stats route, reverts v2 in Git (path-scoped, quarantined) and the
     operator rolls back to v1's content because Git says so. Restarted, it reverts nothing twice."""
     import httpx
-    from conftest import FEATURES, make_frame, train  # tests/conftest.py (on sys.path)
+    from support.data import FEATURES, make_frame, train
 
     import mlgitops
     from mlgitops.authoring import repository
@@ -318,7 +318,7 @@ def test_drift_attributable_to_the_new_version_reverts_it_in_git_and_the_operato
                 tmp_path / "operator", bare, v2=v2, revert=revert)
         reverts_before = [e.commit for e in git.log(bare, "refs/heads/main") if layout.TRAILER_REVERTS in e.trailers]
         with operator(k8s_cluster, ns, work, tmp_path / "operator"):
-            time.sleep(8)
+            time.sleep(8)  # a stretch in which no second revert may be made (a negative check)
         reverts_after = [e.commit for e in git.log(bare, "refs/heads/main") if layout.TRAILER_REVERTS in e.trailers]
         assert reverts_after == reverts_before == [revert]
     print("\n" + "\n".join(f"{k}: {v:.1f} s" for k, v in figures.items()))
@@ -387,7 +387,7 @@ def test_a_signed_push_webhook_syncs_at_once(
     import hmac
 
     import httpx
-    from conftest import free_port
+    from support.net import free_port
 
     ns, port, secret = k8s_namespace, free_port(), "s3cret"
     with operator(k8s_cluster, ns, repo, tmp_path / "operator", interval=600, http_port=port,
@@ -400,7 +400,7 @@ def test_a_signed_push_webhook_syncs_at_once(
         bad = httpx.post(url, content=body, headers={"X-Hub-Signature-256": "sha256=" + "0" * 64,
                                                       "X-GitHub-Event": "push"}, timeout=5)
         assert bad.status_code == 401
-        time.sleep(3)
+        time.sleep(3)  # a stretch in which an unsigned push may fetch nothing (a negative check)
         assert cluster.get_resource(ns, NAME) is None  # nothing fetched without a valid push
         signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
         began = time.monotonic()

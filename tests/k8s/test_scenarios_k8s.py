@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import scenarios
+from support import scenarios
 
 from mlgitops import settings
 from mlgitops.adapters import kubernetes as k8s

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import pytest
 import yaml
-from conftest import make_frame, train
+from support.data import make_frame, train
 
 import mlgitops
 from mlgitops import errors
