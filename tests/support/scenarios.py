@@ -20,7 +20,6 @@ from typing import Any, Protocol
 
 import pytest
 import yaml
-from support.data import make_frame, train
 
 import mlgitops
 from mlgitops import errors
@@ -29,6 +28,7 @@ from mlgitops.authoring import repository
 from mlgitops.controller import reconciler as rec
 from mlgitops.core import layout, quarantine
 from mlgitops.core.status import ConditionType
+from support.data import make_frame, train
 
 NAME = "credit"
 
