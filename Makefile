@@ -61,7 +61,12 @@ clean:
 # Kubernetes test cluster (tests/k8s): etcd + kube-apiserver + kube-controller-manager built from
 # the Go module proxy into ~/.cache/mlgitops/k8s (override: MLGITOPS_K8S_CACHE); needs Go. The
 # first build takes about 10 minutes on 2 cores; afterwards k8s-bins is a no-op.
-.PHONY: k8s-bins test-k8s
+.PHONY: k8s-bins test-k8s image
+
+# The mlgitops OCI image without a container engine (debootstrap + venv + umoci; needs root):
+# cached in ~/.cache/mlgitops/image by a key of its inputs, so a second `make image` is a no-op.
+image: $(STAMP)
+	$(BIN)/python -m mlgitops.devcluster.image
 
 k8s-bins:
 	tools/k8s/build.sh

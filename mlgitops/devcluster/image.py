@@ -9,8 +9,7 @@ The `Dockerfile`'s equivalent, built from Debian's packages and PyPI only:
 - app layer: the mlgitops wheel built from this checkout, installed into /opt/venv;
 - config: entry point `mlgitops`, cmd `--help`, user 10001:10001, workdir /tmp, telemetry off.
 
-Both layers are cached outside the clone, under ~/.cache/mlgitops/image (`MLGITOPS_IMAGE_CACHE`
-through settings is not needed: it is a developer tool): `base-<key>/` by a hash of the Debian
+Both layers are cached outside the clone, under ~/.cache/mlgitops/image: `base-<key>/` by a hash of the Debian
 suite and packages, the dependency list in pyproject.toml and this recipe; `<key>/mlgitops.oci.tar`
 by the base key plus every packaged source file. A second build with nothing changed is a no-op;
 a source change rebuilds only the app layer (seconds).
@@ -129,6 +128,7 @@ def image_key(root: Path = REPO_ROOT) -> str:
 
 
 def archive_path(root: Path = REPO_ROOT) -> Path:
+    """Where the image of the sources under `root` is (or would be) cached."""
     return cache_root() / image_key(root) / ARCHIVE_NAME
 
 
@@ -183,7 +183,7 @@ def _tar_layer(src: Path, dest: Path, log: Path) -> None:
           "-cf", str(dest), "."], log)
 
 
-def _build_base(key: str, log: Path) -> Path:
+def _build_base(key: str, src: Path, log: Path) -> Path:
     """debootstrap + the venv with the dependencies + the user, as an OCI layout `base:<tag>`."""
     base = cache_root() / f"base-{key}"
     if (base / "done").exists():
@@ -199,7 +199,7 @@ def _build_base(key: str, log: Path) -> Path:
     # Wheels resolve on the host (same CPython minor, manylinux) while debootstrap runs: the
     # chroot then installs offline, so it needs neither DNS nor the host's CA bundle.
     _run([sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(wheels),
-          *requirements(REPO_ROOT / "pyproject.toml")], log)
+          *requirements(src / "pyproject.toml")], log)
     if debootstrap.wait() != 0:
         raise ImageBuildError(f"debootstrap failed; see {base / 'debootstrap.log'}")
     shutil.copytree(wheels, rootfs / "tmp" / "wheels")
@@ -223,14 +223,18 @@ def _build_base(key: str, log: Path) -> Path:
     return base
 
 
-def _app_layer(base: Path, work: Path, log: Path) -> Path:
-    """The mlgitops wheel from this checkout, installed by the image's own pip into /opt/venv."""
-    src = work / "src"
-    src.mkdir()
+def _snapshot_sources(dest: Path) -> Path:
+    """A copy of what the image packages, so that edits during a build cannot change it."""
+    dest.mkdir()
     for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(REPO_ROOT / name, src / name)
-    shutil.copytree(REPO_ROOT / "mlgitops", src / "mlgitops",
+        shutil.copy2(REPO_ROOT / name, dest / name)
+    shutil.copytree(REPO_ROOT / "mlgitops", dest / "mlgitops",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return dest
+
+
+def _app_layer(src: Path, base: Path, work: Path, log: Path) -> Path:
+    """The mlgitops wheel from `src`, installed by the image's own pip into /opt/venv."""
     _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
           "--wheel-dir", str(work / "dist"), str(src)], log)
     (wheel,) = (work / "dist").glob("mlgitops-*.whl")
@@ -252,55 +256,59 @@ def _app_layer(base: Path, work: Path, log: Path) -> Path:
 
 def build(*, quiet: bool = False) -> Path:
     """Build the image (or find it cached) and return the OCI archive's path."""
-    out = archive_path()
-    if out.exists():
-        return out
+    if archive_path().exists():
+        return archive_path()
     check_prerequisites()
-    with _locked(cache_root() / ".lock"):
+    if not (REPO_ROOT / "pyproject.toml").exists():
+        raise ImageBuildError(f"no pyproject.toml in {REPO_ROOT}: the image builds from a checkout "
+                              "of mlgitops (git clone, then make image)")
+    with _locked(cache_root() / ".lock"), \
+            tempfile.TemporaryDirectory(dir=cache_root(), prefix="work-") as tmp:
+        work = Path(tmp)
+        src = _snapshot_sources(work / "src")
+        key = image_key(src)
+        out = cache_root() / key / ARCHIVE_NAME
         if out.exists():
             return out
         start = time.monotonic()
-        key = base_key()
-        log = cache_root() / f"build-{image_key()}.log"
+        log = cache_root() / f"build-{key}.log"
         log.unlink(missing_ok=True)
-        base_start = time.monotonic()
-        base_cached = (cache_root() / f"base-{key}" / "done").exists()
-        base = _build_base(key, log)
-        base_seconds = time.monotonic() - base_start
-        with tempfile.TemporaryDirectory(dir=cache_root(), prefix="work-") as tmp:
-            work = Path(tmp)
-            app_tar = _app_layer(base, work, log)
-            layout = work / "oci"
-            shutil.copytree(base / "oci", layout, copy_function=os.link)
-            for name in ("index.json", "oci-layout"):  # rewritten by umoci: never share them
-                data = (layout / name).read_bytes()
-                (layout / name).unlink()
-                (layout / name).write_bytes(data)
-            image = f"{layout}:{TAG}"
-            _run(["umoci", "tag", "--image", f"{layout}:base", TAG], log)
-            _run(["umoci", "rm", "--image", f"{layout}:base"], log)
-            _run(["umoci", "raw", "add-layer", "--image", image, str(app_tar)], log)
-            config = ["umoci", "config", "--image", image, "--config.user", USER,
-                      "--config.workingdir", WORKDIR, "--config.exposedports", EXPOSED_PORT,
-                      "--config.cmd", *CMD]
-            for entry in ENTRYPOINT:
-                config += ["--config.entrypoint", entry]
-            for name, value in ENV.items():
-                config += ["--config.env", f"{name}={value}"]
-            _run(config, log)
-            _run(["umoci", "gc", "--layout", str(layout)], log)
-            final = work / "final"
-            final.mkdir()
-            _run(["tar", "-C", str(layout), "-cf", str(final / ARCHIVE_NAME), "."], log)
-            meta = {"key": out.parent.name, "base": key, "base_cached": base_cached,
-                    "base_seconds": round(base_seconds, 1),
-                    "seconds": round(time.monotonic() - start, 1),
-                    "bytes": (final / ARCHIVE_NAME).stat().st_size}
-            (final / "build.json").write_text(json.dumps(meta, indent=2) + "\n")
-            final.rename(out.parent)
-        if not quiet:
-            print(f"built {out} ({meta['bytes'] / 1e6:.0f} MB) in {meta['seconds']:.0f} s"
-                  f" (base layer {'cached' if base_cached else f'built in {base_seconds:.0f} s'})")
+        bkey = base_key(src)
+        base_cached = (cache_root() / f"base-{bkey}" / "done").exists()
+        base = _build_base(bkey, src, log)
+        base_seconds = time.monotonic() - start
+        app_tar = _app_layer(src, base, work, log)
+        layout = work / "oci"
+        shutil.copytree(base / "oci", layout, copy_function=os.link)
+        for name in ("index.json", "oci-layout"):  # rewritten by umoci: never share them
+            data = (layout / name).read_bytes()
+            (layout / name).unlink()
+            (layout / name).write_bytes(data)
+        image = f"{layout}:{TAG}"
+        _run(["umoci", "tag", "--image", f"{layout}:base", TAG], log)
+        _run(["umoci", "rm", "--image", f"{layout}:base"], log)
+        _run(["umoci", "raw", "add-layer", "--image", image, str(app_tar)], log)
+        config = ["umoci", "config", "--image", image, "--config.user", USER,
+                  "--config.workingdir", WORKDIR, "--config.exposedports", EXPOSED_PORT,
+                  "--config.cmd", *CMD]
+        for entry in ENTRYPOINT:
+            config += ["--config.entrypoint", entry]
+        for name, value in ENV.items():
+            config += ["--config.env", f"{name}={value}"]
+        _run(config, log)
+        _run(["umoci", "gc", "--layout", str(layout)], log)
+        final = work / "final"
+        final.mkdir()
+        _run(["tar", "-C", str(layout), "-cf", str(final / ARCHIVE_NAME), "."], log)
+        meta = {"key": key, "base": bkey, "base_cached": base_cached,
+                "base_seconds": round(base_seconds, 1),
+                "seconds": round(time.monotonic() - start, 1),
+                "bytes": (final / ARCHIVE_NAME).stat().st_size}
+        (final / "build.json").write_text(json.dumps(meta, indent=2) + "\n")
+        final.rename(out.parent)
+    if not quiet:
+        print(f"built {out} ({meta['bytes'] / 1e6:.0f} MB) in {meta['seconds']:.0f} s"
+              f" (base layer {'cached' if base_cached else f'built in {base_seconds:.0f} s'})")
     return out
 
 
