@@ -21,11 +21,13 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from mlgitops import examples, repository, settings
+from mlgitops import settings
 from mlgitops.adapters import git
+from mlgitops.authoring import repository
+from mlgitops.authoring.publishing import publish
 from mlgitops.controller import run
-from mlgitops.demo import Traffic, free_port, wait_for_version
-from mlgitops.publishing import publish
+from mlgitops.demo import examples
+from mlgitops.demo.embedded import Traffic, free_port, wait_for_version
 
 console = Console()
 

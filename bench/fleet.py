@@ -40,13 +40,14 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mlgitops import publishing, repository, settings
+from mlgitops import settings
 from mlgitops.adapters import files, git, local_hosts, local_runtime
+from mlgitops.authoring import publishing, repository
 from mlgitops.controller import fakes, source
 from mlgitops.controller import reconciler as rec
 from mlgitops.controller import state as state_mod
 from mlgitops.core import layout, manifest
-from mlgitops.demo import free_port, wait_for_version
+from mlgitops.demo.embedded import free_port, wait_for_version
 
 console = Console(width=max(Console().width, 170))
 FEATURES = [f"x{i}" for i in range(6)]

@@ -52,11 +52,13 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlgitops import examples, repository, settings
+from mlgitops import settings
 from mlgitops.adapters import files, git, local_runtime
+from mlgitops.authoring import repository
+from mlgitops.authoring.publishing import publish
 from mlgitops.controller import decision_pages, reports
 from mlgitops.core import decisions, layout
-from mlgitops.publishing import publish
+from mlgitops.demo import examples
 
 console = Console(width=170)
 NAME = "credit-risk"
@@ -70,7 +72,7 @@ drain, report)."""
 
 CLIENT = """
 import sys, time, httpx
-from mlgitops import examples
+from mlgitops.demo import examples
 url, seed = sys.argv[1], int(sys.argv[2])
 records = examples.credit_population(4000, seed=seed).drop(columns=examples.TARGET).to_dict(
     orient="records")

@@ -37,9 +37,11 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlgitops import examples, repository, settings
+from mlgitops import settings
 from mlgitops.adapters import validator
-from mlgitops.publishing import publish
+from mlgitops.authoring import repository
+from mlgitops.authoring.publishing import publish
+from mlgitops.demo import examples
 
 console = Console(width=130)
 NAME = "credit-risk"

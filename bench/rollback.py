@@ -63,12 +63,14 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlgitops import examples, repository, settings
+from mlgitops import settings
 from mlgitops.adapters import git, validator
+from mlgitops.authoring import repository
+from mlgitops.authoring.publishing import publish
 from mlgitops.controller import run
 from mlgitops.core import layout
-from mlgitops.demo import free_port, wait_for_version
-from mlgitops.publishing import publish
+from mlgitops.demo import examples
+from mlgitops.demo.embedded import free_port, wait_for_version
 
 console = Console(width=150)
 NAME = "credit-risk"
@@ -95,7 +97,7 @@ class Sample:
 
 CLIENT = """
 import json, signal, sys, time, httpx
-from mlgitops import examples
+from mlgitops.demo import examples
 url, seed, rate = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 records = examples.credit_population(4000, seed=seed).drop(columns=examples.TARGET).to_dict(
     orient="records")

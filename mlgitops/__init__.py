@@ -23,14 +23,14 @@ telemetry.off()
 
 if TYPE_CHECKING:
     import mlgitops.drift as drift
-    from mlgitops.publishing import publish as publish
+    from mlgitops.authoring.publishing import publish as publish
 
 __all__ = ["drift", "publish"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "publish":
-        from mlgitops.publishing import publish
+        from mlgitops.authoring.publishing import publish
 
         return publish
     if name == "drift":

@@ -41,7 +41,7 @@ def train(frame: pd.DataFrame, *, kind: str = "forest", seed: int = 0) -> Any:
 
 @pytest.fixture()
 def repo(tmp_path: Path) -> Path:
-    from mlgitops import repository
+    from mlgitops.authoring import repository
 
     work = tmp_path / "models-repo"
     repository.init(work)

@@ -27,8 +27,9 @@ import yaml
 from conftest import copy_published, make_frame, remote_head, train
 
 import mlgitops
-from mlgitops import errors, repository
+from mlgitops import errors
 from mlgitops.adapters import files, git, sandbox, skops_files, validator
+from mlgitops.authoring import repository
 
 MODEL = "models/credit"
 MANIFEST = "manifests/credit.yaml"

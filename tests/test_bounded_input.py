@@ -104,7 +104,7 @@ class Up:
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     """`mlgitops up` in its own process, serving one model, with a webhook secret."""
     import mlgitops
-    from mlgitops import repository
+    from mlgitops.authoring import repository
 
     repo = tmp_path_factory.mktemp("bounded") / "models-repo"
     repository.init(repo)

@@ -15,7 +15,7 @@ from conftest import FEATURES, free_port, make_frame, train, wait_until
 from mlgitops import settings
 from mlgitops.adapters import git
 from mlgitops.controller import run
-from mlgitops.demo import wait_for_version
+from mlgitops.demo.embedded import wait_for_version
 
 CLI = [sys.executable, "-m", "mlgitops.cli"]
 

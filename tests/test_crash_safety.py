@@ -28,7 +28,7 @@ from conftest import wait_until
 
 from mlgitops import settings
 from mlgitops.adapters import files, local_runtime
-from mlgitops.cli import _status_doc
+from mlgitops.cli.observe import _status_doc
 from mlgitops.controller import run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))

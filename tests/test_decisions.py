@@ -366,7 +366,7 @@ def test_public_url_and_notification_settings_are_checked(monkeypatch: pytest.Mo
 
 
 def test_notebook_helpers_read_the_decisions_and_the_page(repo: Path) -> None:
-    from mlgitops import insights
+    from mlgitops.notebook import insights
 
     root = settings.state_dir(repo) / "reports"
     revert = window_decision(live_shift=0.0).with_(commit="c" * 40)

@@ -12,6 +12,7 @@ from scipy.spatial import distance
 
 import mlgitops.drift
 from mlgitops.core import drift, stats
+from mlgitops.notebook import drift as drift_impl
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 
@@ -196,11 +197,11 @@ def test_a_large_window_compared_in_threads_equals_one_thread(monkeypatch: pytes
     cur.iloc[::97, 2] = np.nan  # missing values in one group
     ref["few"], cur["few"] = rng.integers(0, 4, 2000).astype(float), rng.integers(0, 5, 3000).astype(float)
     ref["c"], cur["c"] = rng.choice(["a", "b"], 2000), rng.choice(["a", "b", "z"], 3000)
-    monkeypatch.setattr(mlgitops.drift, "PARALLEL_VALUES", 10**9)
+    monkeypatch.setattr(drift_impl, "PARALLEL_VALUES", 10**9)
     one = mlgitops.drift.compare(ref, cur)
-    monkeypatch.setattr(mlgitops.drift, "PARALLEL_VALUES", 0)
-    monkeypatch.setattr(mlgitops.drift.os, "sched_getaffinity", lambda _pid: {0, 1, 2})
-    assert len(mlgitops.drift._groups(8, 3000)) == 3
+    monkeypatch.setattr(drift_impl, "PARALLEL_VALUES", 0)
+    monkeypatch.setattr(drift_impl.os, "sched_getaffinity", lambda _pid: {0, 1, 2})
+    assert len(drift_impl._groups(8, 3000)) == 3
     threaded = mlgitops.drift.compare(ref, cur)
     assert threaded == one
     assert [c.column for c in threaded.columns] == [*names, "few", "c"]

@@ -21,9 +21,10 @@ import yaml
 from conftest import make_frame, train
 
 import mlgitops
-from mlgitops import errors, fetch
+from mlgitops import errors
 from mlgitops.adapters import files, git
 from mlgitops.core import quarantine
+from mlgitops.server import fetch
 
 NAME = "credit"
 CLI = [str(Path(sys.executable).with_name("mlgitops"))]
@@ -36,7 +37,7 @@ def fetch_model(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     """A working repo + bare remote with v1 of `credit` pushed: (work, commit, digest)."""
-    from mlgitops import repository
+    from mlgitops.authoring import repository
 
     work = tmp_path_factory.mktemp("fetch") / "repo"
     repository.init(work)

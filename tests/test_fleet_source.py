@@ -15,8 +15,8 @@ import yaml
 from conftest import make_frame, train
 
 import mlgitops
-from mlgitops import repository
 from mlgitops.adapters import git
+from mlgitops.authoring import repository
 from mlgitops.controller import source as source_mod
 from mlgitops.core import layout
 

@@ -24,8 +24,9 @@ import yaml
 from conftest import copy_published, make_frame, remote_head, train
 
 import mlgitops
-from mlgitops import errors, validate
+from mlgitops import errors
 from mlgitops.adapters import files, git
+from mlgitops.authoring import validate
 from mlgitops.core import quarantine
 
 MODEL = "models/credit"
@@ -35,7 +36,7 @@ MANIFEST = "manifests/credit.yaml"
 @pytest.fixture(scope="module")
 def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One repository with v1 of a RandomForest, copied for each test."""
-    from mlgitops import repository
+    from mlgitops.authoring import repository
 
     base = tmp_path_factory.mktemp("hostile")
     work = base / "repo"
@@ -284,7 +285,7 @@ def test_the_hook_refuses_a_quarantined_estimator_saved_again(repo: Path, tmp_pa
     publish_and_revert_v2(repo)
     # v2's estimator saved again by hand, with new MLflow ids: other bytes, the same content
     again = tmp_path / "again"
-    mlgitops.publishing.write_version(train(V2, seed=2), V2, dest=again, target="label",
+    mlgitops.authoring.publishing.write_version(train(V2, seed=2), V2, dest=again, target="label",
                                       trusted_types=(), key="k")
 
     def mutate(r: Path) -> None:
@@ -305,7 +306,7 @@ def test_remembered_quarantine_keys_serve_only_content_whose_digest_was_checked(
     publish_and_revert_v2(repo)
     entries = validate.read_quarantine(repo)
     again = tmp_path / "again"  # v2's estimator saved again: other bytes, the same content
-    mlgitops.publishing.write_version(train(V2, seed=2), V2, dest=again, target="label",
+    mlgitops.authoring.publishing.write_version(train(V2, seed=2), V2, dest=again, target="label",
                                       trusted_types=(), key="k")
     digest = files.dir_digest(again)
     dep = dataclasses.replace(validate.read_manifest(repo, MANIFEST), digest=digest)
@@ -323,7 +324,7 @@ def test_the_digest_is_stable_across_publishes(repo: Path, tmp_path: Path) -> No
     digests = []
     for i in range(2):
         dest = tmp_path / f"v{i}"
-        mlgitops.publishing.write_version(train(frame, seed=4), frame, dest=dest, target="label",
+        mlgitops.authoring.publishing.write_version(train(frame, seed=4), frame, dest=dest, target="label",
                                           trusted_types=(), key="k")
         digests.append(files.dir_digest(dest))
     assert digests[0] == digests[1]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from mlgitops import repository, validate
+from mlgitops.authoring import repository, validate
 from mlgitops.core import install, layout, manifest, source_spec
 
 ROOT = Path(__file__).resolve().parents[1]

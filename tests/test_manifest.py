@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from mlgitops import errors, repository
+from mlgitops import errors
+from mlgitops.authoring import repository
 from mlgitops.core import manifest
 
 DIGEST = "sha256:" + "a" * 64

@@ -75,7 +75,7 @@ def housing(
     import mlflow
     import mlflow.sklearn
 
-    from mlgitops import repository
+    from mlgitops.authoring import repository
 
     tmp = tmp_path_factory.mktemp("housing")
     frame = housing_frame()

@@ -27,8 +27,9 @@ import yaml
 from conftest import FEATURES, free_port, make_frame, train, wait_until
 
 import mlgitops
-from mlgitops import errors, repository, settings
+from mlgitops import errors, settings
 from mlgitops.adapters import evidently_reports, git, local_runtime, stats_store
+from mlgitops.authoring import repository
 from mlgitops.controller import decisions as decision_log
 from mlgitops.controller import monitor as monitor_mod
 from mlgitops.controller import reconciler as rec

@@ -24,8 +24,9 @@ from conftest import free_port, wait_until
 from test_missing_values import housing_pipeline
 
 import mlgitops
-from mlgitops import repository, settings
+from mlgitops import settings
 from mlgitops.adapters import evidently_workspace, git
+from mlgitops.authoring import repository
 from mlgitops.controller import decisions as decision_log
 from mlgitops.controller import reports, run
 from mlgitops.core import decisions, layout

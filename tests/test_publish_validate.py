@@ -13,8 +13,9 @@ import yaml
 from conftest import make_frame, train
 
 import mlgitops
-from mlgitops import errors, settings, validate
+from mlgitops import errors, settings
 from mlgitops.adapters import files, git
+from mlgitops.authoring import validate
 from mlgitops.core import layout
 
 

@@ -20,8 +20,9 @@ import yaml
 from conftest import make_frame, train
 
 import mlgitops
-from mlgitops import errors, publishing, repository, ui
+from mlgitops import errors, ui
 from mlgitops.adapters import git
+from mlgitops.authoring import publishing, repository
 from mlgitops.controller import revert
 from mlgitops.core import layout, policy
 from mlgitops.core.manifest import DriftPolicy

@@ -38,7 +38,7 @@ import pytest
 from conftest import free_port
 
 import mlgitops
-from mlgitops import examples
+from mlgitops.demo import examples
 
 ROOT = Path(mlgitops.__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -53,7 +53,7 @@ KNOWN_FAILURES: dict[str, str] = {}
 #: Python names the prose around an example assumes (``run with=NAME``).
 PRELUDES = {
     "notebook": """
-from mlgitops import examples
+from mlgitops.demo import examples
 train_frame = examples.credit_population(2000, seed=1)
 estimator = examples.train_credit_model(train_frame, seed=1)
 reference_frame = train_frame.drop(columns=[examples.TARGET])
@@ -61,7 +61,7 @@ current_frame = examples.credit_population(500, shift=1.0, seed=5).drop(columns=
 """,
     "clients": """
 import httpx
-from mlgitops import examples
+from mlgitops.demo import examples
 rows = examples.credit_population(4, seed=9).drop(columns=[examples.TARGET]).to_numpy("float64")
 sha = httpx.get("http://localhost:{port}/v2/models/credit-risk").json()["version"]
 """,

@@ -20,8 +20,9 @@ import yaml
 from conftest import make_frame, train
 
 import mlgitops
-from mlgitops import errors, repository
+from mlgitops import errors
 from mlgitops.adapters import git
+from mlgitops.authoring import repository
 from mlgitops.controller import fakes
 from mlgitops.controller import reconciler as rec
 from mlgitops.controller import source as source_mod

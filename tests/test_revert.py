@@ -15,8 +15,8 @@ import yaml
 from conftest import make_frame, train
 
 import mlgitops
-from mlgitops import repository, validate
 from mlgitops.adapters import files, git
+from mlgitops.authoring import repository, validate
 from mlgitops.controller import revert
 from mlgitops.controller import source as source_mod
 from mlgitops.core import layout, policy, quarantine

@@ -14,8 +14,8 @@ import pytest
 from conftest import make_frame, train
 
 import mlgitops
-from mlgitops import repository
 from mlgitops.adapters import git
+from mlgitops.authoring import repository
 from mlgitops.controller import fakes
 from mlgitops.controller import reconciler as rec
 from mlgitops.controller import source as source_mod

@@ -27,9 +27,11 @@ import yaml
 from conftest import free_port, make_frame, train, wait_until
 
 import mlgitops
-from mlgitops import errors, insights, repository, settings
+from mlgitops import errors, settings
 from mlgitops.adapters import files, git
+from mlgitops.authoring import repository
 from mlgitops.core import layout
+from mlgitops.notebook import insights
 
 NAME = "credit"
 QUIET = {"MLGITOPS_MLFLOW": "0", "MLGITOPS_EVIDENTLY": "0", "MLGITOPS_MONITOR": "0"}
@@ -261,8 +263,8 @@ def test_the_local_runtime_caps_the_workers_one_push_can_start(
     starts; more than the other models leave: retried later (RuntimeFailure), nothing started."""
     import dataclasses
 
-    from mlgitops import validate
     from mlgitops.adapters import local_hosts, local_runtime
+    from mlgitops.authoring import validate
     from mlgitops.core import plan
 
     v1 = publish_version()

@@ -12,8 +12,9 @@ import pytest
 from conftest import FEATURES, make_frame, train
 
 import mlgitops
-from mlgitops import errors, repository
+from mlgitops import errors
 from mlgitops.adapters import evidently_workspace
+from mlgitops.authoring import repository
 from mlgitops.controller import reports, tracking
 from mlgitops.core import decisions
 

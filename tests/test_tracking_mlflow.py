@@ -16,8 +16,9 @@ import yaml
 from conftest import make_frame, train
 
 import mlgitops
-from mlgitops import errors, repository
+from mlgitops import errors
 from mlgitops.adapters import git, mlflow_tracking
+from mlgitops.authoring import repository
 from mlgitops.controller import tracking
 from mlgitops.core import decisions, layout
 

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-from mlgitops import errors, hooks, repository
+from mlgitops import errors
 from mlgitops.adapters import git, sandbox, validator
+from mlgitops.authoring import hooks, repository
 from mlgitops.core import layout, trust
 
 

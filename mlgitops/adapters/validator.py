@@ -14,7 +14,7 @@ other request goes to the handler (the hook's `hooks.answer`); an answer without
 ``status`` (the handler failed, or ``{"restart": true}``) makes the hook check cold. Whoever can reach the
 socket can only ask for a verdict: the ref update stays the hook's (git's) decision.
 
-This module is the transport and the lifecycle; what is checked is `mlgitops.hooks`'.
+This module is the transport and the lifecycle; what is checked is `mlgitops.authoring.hooks`'.
 """
 
 from __future__ import annotations

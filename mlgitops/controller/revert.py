@@ -26,8 +26,9 @@ from pathlib import Path
 
 import yaml
 
-from mlgitops import errors, validate
+from mlgitops import errors
 from mlgitops.adapters import files, git, validator
+from mlgitops.authoring import validate
 from mlgitops.core import layout, quarantine
 from mlgitops.core.policy import RevertPlan
 

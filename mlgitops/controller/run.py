@@ -20,8 +20,9 @@ from typing import Any
 
 import uvicorn
 
-from mlgitops import errors, repository, settings, ui
+from mlgitops import errors, settings, ui
 from mlgitops.adapters import files, git, http_server, local_hosts, local_runtime
+from mlgitops.authoring import repository
 from mlgitops.controller import decisions as decision_log
 from mlgitops.controller import gateway, grpc_gateway, sinks
 from mlgitops.controller import monitor as monitor_mod

@@ -23,8 +23,9 @@ import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
-from mlgitops import errors, validate
+from mlgitops import errors
 from mlgitops.adapters import files, git
+from mlgitops.authoring import validate
 from mlgitops.core import layout, manifest, plan, quarantine, trust, yamldoc
 
 

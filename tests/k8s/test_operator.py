@@ -24,9 +24,10 @@ import pytest
 import yaml
 from kopf.testing import KopfRunner
 
-from mlgitops import errors, validate
+from mlgitops import errors
 from mlgitops.adapters import git
 from mlgitops.adapters import kubernetes as k8s
+from mlgitops.authoring import validate
 from mlgitops.controller import decisions as decision_log
 from mlgitops.core import k8s_objects as ko
 from mlgitops.core import quarantine
@@ -253,7 +254,7 @@ def test_drift_attributable_to_the_new_version_reverts_it_in_git_and_the_operato
     from conftest import FEATURES, make_frame, train  # tests/conftest.py (on sys.path)
 
     import mlgitops
-    from mlgitops import repository
+    from mlgitops.authoring import repository
     from mlgitops.core import layout
 
     ns = k8s_namespace

@@ -18,8 +18,9 @@ import pytest
 import yaml
 
 import mlgitops
-from mlgitops import repository, settings
+from mlgitops import settings
 from mlgitops.adapters import kubernetes as k8s
+from mlgitops.authoring import repository
 from mlgitops.controller import source as source_mod
 from mlgitops.core import k8s_objects as ko
 from mlgitops.core import layout, trust

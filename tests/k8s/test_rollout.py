@@ -26,9 +26,9 @@ import pytest
 import yaml
 from kubernetes import client
 
-from mlgitops import validate
 from mlgitops.adapters import git
 from mlgitops.adapters import kubernetes as k8s
+from mlgitops.authoring import validate
 from mlgitops.core import k8s_objects as ko
 from mlgitops.devcluster.cluster import TestCluster
 from mlgitops.devcluster.crds import install_crds

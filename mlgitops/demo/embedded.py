@@ -17,10 +17,12 @@ from typing import Any
 import httpx
 from rich.table import Table
 
-from mlgitops import errors, examples, repository, settings, ui
+from mlgitops import errors, settings, ui
 from mlgitops.adapters import git, validator
+from mlgitops.authoring import repository
+from mlgitops.authoring.publishing import publish
 from mlgitops.core import layout
-from mlgitops.publishing import publish
+from mlgitops.demo import examples
 
 MODEL = "credit-risk"
 

@@ -27,8 +27,9 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from mlgitops import errors, validate
+from mlgitops import errors
 from mlgitops.adapters import files, git
+from mlgitops.authoring import validate
 from mlgitops.core import layout, manifest, quarantine, source_spec, trust, yamldoc
 
 _COMMIT = re.compile(r"^([0-9a-f]{40}|[0-9a-f]{64})$")

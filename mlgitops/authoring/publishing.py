@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from mlgitops import errors, settings, ui, validate
+from mlgitops import errors, settings, ui
 from mlgitops.adapters import files, git, mlflow_models, validator
+from mlgitops.authoring import validate
 from mlgitops.core import layout, manifest, quarantine, stats, trust
 from mlgitops.core.manifest import ModelDeployment
 

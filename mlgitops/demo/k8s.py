@@ -26,11 +26,13 @@ import httpx
 import yaml
 from rich.table import Table
 
-import mlgitops
-from mlgitops import errors, examples, repository, settings, ui
+from mlgitops import errors, settings, ui
 from mlgitops.adapters import git, validator
 from mlgitops.adapters import kubernetes as k8s
+from mlgitops.authoring import repository
+from mlgitops.authoring.publishing import publish
 from mlgitops.core import layout
+from mlgitops.demo import examples
 from mlgitops.devcluster.cluster import TestCluster
 from mlgitops.devcluster.crds import install_crds
 from mlgitops.devcluster.kubelet import Kubelet
@@ -38,7 +40,7 @@ from mlgitops.operator import handlers
 
 MODEL = "credit-risk"
 NAMESPACE = "mlgitops-demo"
-BUILD_SH = Path(mlgitops.__file__).resolve().parents[1] / "tools" / "k8s" / "build.sh"
+BUILD_SH = Path(__file__).resolve().parents[2] / "tools" / "k8s" / "build.sh"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 
 T = TypeVar("T")
@@ -178,7 +180,7 @@ def _story(dev: TestCluster, cluster: k8s.Cluster, repo: Path, base_dir: Path, s
     a = examples.credit_population(1500, seed=1)
     b = examples.credit_population(1500, shift=1.5, seed=2)
     with steps.step("train v1 on population A and publish it (small drift windows for the demo)"):
-        mlgitops.publish(examples.train_credit_model(a, seed=1), a, name=MODEL, repo=repo,
+        publish(examples.train_credit_model(a, seed=1), a, name=MODEL, repo=repo,
                          target=examples.TARGET, push=False, quiet=True,
                          message="credit-risk v1: trained on population A")
         path = repo / layout.manifest_path(MODEL)
@@ -211,7 +213,7 @@ def _story(dev: TestCluster, cluster: k8s.Cluster, repo: Path, base_dir: Path, s
         rows.append(("commit -> Ready (v1, operator start included)",
                      f"{time.monotonic() - pushed:.1f} s"))
         with steps.step("train v2 on population B (shifted) and publish it"):
-            v2 = str(mlgitops.publish(examples.train_credit_model(b, seed=2), b, name=MODEL,
+            v2 = str(publish(examples.train_credit_model(b, seed=2), b, name=MODEL,
                                       repo=repo, target=examples.TARGET, quiet=True,
                                       message="credit-risk v2: retrained on population B"))
             pushed = time.monotonic()

@@ -13,8 +13,8 @@ without loading, and main's new head against its old one in full, loading includ
 this hook validated that content before under the same trusted types and policy (recorded in
 ``mlgitops-validated`` in the bare repository; nothing found in history counts). A problem
 of a model the push does not touch counts only when the push introduced it. The hook itself (`repository.PRE_RECEIVE`) is a small stdlib
-client of the remote's warm validator (``python -m mlgitops.hooks serve``, see
-`adapters.validator`); ``python -m mlgitops.hooks pre-receive`` is the same check cold.
+client of the remote's warm validator (``python -m mlgitops.authoring.hooks serve``, see
+`adapters.validator`); ``python -m mlgitops.authoring.hooks pre-receive`` is the same check cold.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from mlgitops import errors, settings, validate
+from mlgitops import errors, settings
 from mlgitops.adapters import files, git, validator
+from mlgitops.authoring import validate
 from mlgitops.core import layout, manifest, trust
 
 ZERO = "0" * 40
@@ -438,14 +439,14 @@ def serve(gitdir: Path, *, idle: float | None = None) -> int:
                              idle=validator.idle_seconds() if idle is None else idle,
                              warm=sandbox.warm)
     if status == validator.RESTART:
-        args = [sys.executable, "-I", "-m", "mlgitops.hooks", "serve", str(gitdir)]
+        args = [sys.executable, "-I", "-m", "mlgitops.authoring.hooks", "serve", str(gitdir)]
         if idle is not None:
             args.append(str(idle))
         os.execv(sys.executable, args)
     return status
 
 
-USAGE = "usage: python -m mlgitops.hooks pre-receive | serve GITDIR [IDLE_SECONDS]"
+USAGE = "usage: python -m mlgitops.authoring.hooks pre-receive | serve GITDIR [IDLE_SECONDS]"
 
 
 def main(argv: list[str]) -> int:

@@ -72,10 +72,10 @@ PRE_RECEIVE = '''\
 #!{python} -S
 """mlgitops pre-receive: refuse a push whose models or manifests do not validate.
 
-Asks this remote's warm validator (`python -m mlgitops.hooks serve`) and exits with its
+Asks this remote's warm validator (`python -m mlgitops.authoring.hooks serve`) and exits with its
 verdict. When none runs, one is started: the push waits for it when it brings model content
 this remote never validated (an interpreter start and a scikit-learn import once, instead of
-per push), else (a manifest change, a revert to validated content) it is checked cold (`python -m mlgitops.hooks pre-receive`) while the validator starts for the next
+per push), else (a manifest change, a revert to validated content) it is checked cold (`python -m mlgitops.authoring.hooks pre-receive`) while the validator starts for the next
 push. MLGITOPS_VALIDATOR=cold always checks cold. `--warm` only starts the validator.
 Stdlib only: this script starts in milliseconds.
 """
@@ -138,7 +138,7 @@ def start():
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                PYTHONDONTWRITEBYTECODE="1")
     with open(os.path.join(GITDIR, "{log}"), "ab") as log:
-        return subprocess.Popen([PYTHON, "-I", "-m", "mlgitops.hooks", "serve", GITDIR],
+        return subprocess.Popen([PYTHON, "-I", "-m", "mlgitops.authoring.hooks", "serve", GITDIR],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
                                 env=env, start_new_session=True)
 
@@ -218,7 +218,7 @@ if os.environ.get("MLGITOPS_VALIDATOR", "").lower() != "cold" and private():
     if answer is not None and isinstance(answer.get("status"), int):
         sys.stderr.write(str(answer.get("stderr", "")))
         sys.exit(answer["status"])
-sys.exit(subprocess.run([PYTHON, "-m", "mlgitops.hooks", "pre-receive"],
+sys.exit(subprocess.run([PYTHON, "-m", "mlgitops.authoring.hooks", "pre-receive"],
                         input="\\n".join(lines).encode()).returncode)
 '''
 

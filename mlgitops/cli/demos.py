@@ -1,0 +1,30 @@
+"""``mlgitops demo``: the whole loop end to end, embedded or on Kubernetes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mlgitops import ui
+from mlgitops.cli.group import main
+
+
+@main.command()
+@click.option("--workdir", type=click.Path(path_type=Path), help="Where to create the demo repo.")
+@click.option("--port", type=int, default=0, help="Gateway port (0 = pick a free one).")
+@click.option("--kubernetes", "on_kubernetes", is_flag=True,
+              help="The same story on a local Kubernetes API server, deployed by the operator "
+                   "(needs the binaries of tools/k8s/build.sh, or Go to build them).")
+def demo(workdir: Path | None, port: int, on_kubernetes: bool) -> None:
+    """The whole loop on this machine, end to end, with timings."""
+    if on_kubernetes:
+        from mlgitops.demo import k8s as demo_k8s
+
+        demo_k8s.run(workdir=workdir)
+        return
+    with ui.console.status("mlgitops demo: loading scikit-learn, MLflow and Evidently…"):
+        from mlgitops.controller import run as _run  # noqa: F401  (imported here, with a spinner)
+        from mlgitops.demo import embedded as demo_mod
+
+    demo_mod.run(workdir=workdir, port=port)
