@@ -33,7 +33,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) browser lint typecheck
+test: $(STAMP) browser realnode-deps lint typecheck
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
@@ -54,6 +54,18 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then sh -c '$(APT_CHROMIUM)'; \
 	  elif sudo -n true 2>/dev/null; then sudo sh -c '$(APT_CHROMIUM)'; \
 	  else echo "the browser tests need Chromium: sudo apt-get install -y chromium"; exit 1; fi; }
+
+# The real-node lane (tests/k8s/realnode): containerd, runc, the CNI plugins, umoci and debootstrap,
+# Debian's packages; installed when missing and root (elsewhere the lane skips).
+REALNODE_PKGS := containerd runc containernetworking-plugins umoci debootstrap iptables
+APT_REALNODE := apt-get install -y -q --no-install-recommends $(REALNODE_PKGS) || { apt-get update -q && apt-get install -y -q --no-install-recommends $(REALNODE_PKGS); }
+.PHONY: realnode-deps
+realnode-deps:
+	@for t in containerd runc umoci debootstrap iptables; do command -v $$t >/dev/null || missing=1; done; \
+	  test -x /usr/lib/cni/bridge || missing=1; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive sh -c '$(APT_REALNODE)'; \
+	    else echo "the real-node lane needs (as root): apt-get install -y $(REALNODE_PKGS)"; fi; fi
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -254,6 +254,15 @@ def _app_layer(src: Path, base: Path, work: Path, log: Path) -> Path:
     return work / "app.tar"
 
 
+def _prune_images(keep: Path, newest: int = 2) -> None:
+    """Each source change makes a new archive (the base blob included): keep the newest few."""
+    built = sorted((d for d in cache_root().iterdir() if (d / "build.json").exists() and d != keep),
+                   key=lambda d: d.stat().st_mtime, reverse=True)
+    for old in built[newest - 1:]:
+        shutil.rmtree(old, ignore_errors=True)
+        (cache_root() / f"build-{old.name}.log").unlink(missing_ok=True)
+
+
 def build(*, quiet: bool = False) -> Path:
     """Build the image (or find it cached) and return the OCI archive's path."""
     if archive_path().exists():
@@ -300,12 +309,13 @@ def build(*, quiet: bool = False) -> Path:
         final = work / "final"
         final.mkdir()
         _run(["tar", "-C", str(layout), "-cf", str(final / ARCHIVE_NAME), "."], log)
-        meta = {"key": key, "base": bkey, "base_cached": base_cached,
+        meta: dict[str, Any] = {"key": key, "base": bkey, "base_cached": base_cached,
                 "base_seconds": round(base_seconds, 1),
                 "seconds": round(time.monotonic() - start, 1),
                 "bytes": (final / ARCHIVE_NAME).stat().st_size}
         (final / "build.json").write_text(json.dumps(meta, indent=2) + "\n")
         final.rename(out.parent)
+        _prune_images(keep=out.parent)
     if not quiet:
         print(f"built {out} ({meta['bytes'] / 1e6:.0f} MB) in {meta['seconds']:.0f} s"
               f" (base layer {'cached' if base_cached else f'built in {base_seconds:.0f} s'})")

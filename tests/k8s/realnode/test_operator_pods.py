@@ -226,7 +226,7 @@ def test_drift_on_v2_reverts_it_in_git_and_real_pods_roll_back(
     from conftest import FEATURES, make_frame, train  # tests/conftest.py
 
     import mlgitops
-    from mlgitops import repository
+    from mlgitops.authoring import repository
     from mlgitops.core import layout, quarantine
 
     cluster, ns = node_cluster, node_namespace
