@@ -56,12 +56,13 @@ browser:
 	  else echo "the browser tests need Chromium: sudo apt-get install -y chromium"; exit 1; fi; }
 
 # The real-node lane (tests/k8s/realnode): containerd, runc, the CNI plugins, umoci and debootstrap,
-# Debian's packages; installed when missing and root (elsewhere the lane skips).
-REALNODE_PKGS := containerd runc containernetworking-plugins umoci debootstrap iptables
+# Debian's packages (pigz: containerd unpacks the image's layers with unpigz when it is there);
+# installed when missing and root (elsewhere the lane skips).
+REALNODE_PKGS := containerd runc containernetworking-plugins umoci debootstrap iptables pigz
 APT_REALNODE := apt-get install -y -q --no-install-recommends $(REALNODE_PKGS) || { apt-get update -q && apt-get install -y -q --no-install-recommends $(REALNODE_PKGS); }
 .PHONY: realnode-deps
 realnode-deps:
-	@for t in containerd runc umoci debootstrap iptables; do command -v $$t >/dev/null || missing=1; done; \
+	@for t in containerd runc umoci debootstrap iptables unpigz; do command -v $$t >/dev/null || missing=1; done; \
 	  test -x /usr/lib/cni/bridge || missing=1; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive sh -c '$(APT_REALNODE)'; \

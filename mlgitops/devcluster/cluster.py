@@ -53,6 +53,9 @@ NODE_CONTROLLERS = (
     "serviceaccount-controller",
     "root-ca-certificate-publisher-controller",
 )
+# What in-cluster clients (kopf's service-account login) call the API server.
+IN_CLUSTER_NAMES = ("kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                    "kubernetes.default.svc.cluster.local")
 
 
 class ClusterStartError(RuntimeError):
@@ -173,13 +176,16 @@ class TestCluster:
         log: Callable[[str], None] | None = None,
         bind_address: str = "127.0.0.1",
         real_node: bool = False,
+        api_port: int | None = None,
     ) -> None:
         """`bind_address`: where the apiserver listens (a real node's pods reach the bridge
         gateway, not 127.0.0.1). `real_node`: also run `NODE_CONTROLLERS` and the ServiceAccount
-        admission plugin, so pods get their ServiceAccount's token as on any cluster."""
+        admission plugin, so pods get their ServiceAccount's token as on any cluster, and serve
+        as `kubernetes.default.svc` too. `api_port`: the apiserver's port (default: a free one)."""
         self.bin_dir = Path(bin_dir)
         self.bind_address = bind_address
         self.real_node = real_node
+        self.api_port = api_port
         missing = [b for b in BINARIES if not os.access(self.bin_dir / b, os.X_OK)]
         if missing:
             raise FileNotFoundError(f"{', '.join(missing)} not found in {self.bin_dir}")
@@ -255,7 +261,8 @@ class TestCluster:
         pki = self.workdir / "pki"
         pki.mkdir()
         extra = () if self.bind_address == "127.0.0.1" else (self.bind_address,)
-        ca_key, ca_cert, serving_key, serving_cert, sa_key = make_pki(extra)
+        names = IN_CLUSTER_NAMES if self.real_node else ()
+        ca_key, ca_cert, serving_key, serving_cert, sa_key = make_pki(extra, names)
         self.ca_path = pki / "ca.crt"
         self.ca_path.write_bytes(ca_cert)
         (pki / "ca.key").write_bytes(ca_key)
@@ -271,6 +278,7 @@ class TestCluster:
         assert self.workdir is not None
         wd, pki, bins = self.workdir, self.workdir / "pki", self.bin_dir
         etcd_port, peer_port, api_port, kcm_port = (free_port() for _ in range(4))
+        api_port = self.api_port or api_port
         etcd_url = f"http://127.0.0.1:{etcd_port}"
         self.server = f"https://{self.bind_address}:{api_port}"
         self._write_kubeconfig()

@@ -41,6 +41,7 @@ LOCK = Path("/run/lock/mlgitops-node.lock")
 NODE_NAME = "mlgitops-node"
 SUBNET = "10.244.0.0/24"
 GATEWAY = "10.244.0.1"
+API_PORT = 443
 # What `image: mlgitops:0.1.0` (manifests/install, core/k8s_objects.py) normalizes to in the CRI.
 IMAGE_NAME = "docker.io/library/mlgitops"
 PAUSE_IMAGE = "localhost/pause:local"
@@ -61,6 +62,17 @@ int main(void) {
     for (;;) pause();
 }
 """
+
+
+def in_cluster_overrides() -> dict[str, Any]:
+    """What a pod spec needs to reach the API server as in-cluster clients expect (merge into the
+    pod spec and its container env): there is no cluster DNS and no kube-proxy on this node."""
+    return {
+        "hostAliases": [{"ip": GATEWAY, "hostnames": ["kubernetes.default.svc", "kubernetes.default",
+                                                     "kubernetes"]}],
+        "env": [{"name": "KUBERNETES_SERVICE_HOST", "value": GATEWAY},
+                {"name": "KUBERNETES_SERVICE_PORT", "value": str(API_PORT)}],
+    }
 
 
 class NodeStartError(RuntimeError):
@@ -185,8 +197,10 @@ class RealNode:
         sd = self.state_dir
         t = time.monotonic()
         host.make_bridge(f"{GATEWAY}/24")
+        # 443 on the gateway: in-cluster clients (kopf) call https://kubernetes.default.svc, which
+        # a pod resolves to the gateway through hostAliases (no cluster DNS, no kube-proxy here).
         self.cluster = TestCluster(self.bin_dir, bind_address=GATEWAY, real_node=True,
-                                   parent_dir=sd, log=self._log)
+                                   api_port=API_PORT, parent_dir=sd, log=self._log)
         self.cluster.start()
         self._timed("control plane", t)
         t = time.monotonic()

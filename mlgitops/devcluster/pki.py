@@ -7,8 +7,9 @@ import ipaddress
 from typing import Any
 
 
-def make_pki(extra_ips: tuple[str, ...] = ()) -> tuple[bytes, bytes, bytes, bytes, bytes]:
-    """CA key+cert, apiserver serving key+cert (localhost, 127.0.0.1, `extra_ips`), service-account key; all PEM.
+def make_pki(extra_ips: tuple[str, ...] = (),
+             extra_names: tuple[str, ...] = ()) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+    """CA key+cert, apiserver serving key+cert (localhost, 127.0.0.1, `extra_ips`, `extra_names`), service-account key; all PEM.
 
     The CA and leaf carry the extensions that Python >= 3.13's VERIFY_X509_STRICT insists on
     (critical basicConstraints, keyUsage, SKI/AKI, SAN).
@@ -91,6 +92,7 @@ def make_pki(extra_ips: tuple[str, ...] = ()) -> tuple[bytes, bytes, bytes, byte
                     x509.DNSName("localhost"),
                     x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                     *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
+                    *(x509.DNSName(name) for name in extra_names),
                 ]
             ),
             critical=False,

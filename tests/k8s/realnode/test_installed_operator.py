@@ -2,8 +2,9 @@
 its ServiceAccount and RBAC, and deploys a published model to real pods.
 
 The base is moved into a test namespace (kustomize's namespace overlay, as tests/k8s/test_install.py
-builds it) and given what this cluster needs: the repository's URL in the ConfigMap, and, since no
-kube-proxy runs, `KUBERNETES_SERVICE_HOST`/`PORT` pointing at the API server on the bridge gateway.
+builds it) and given what this cluster needs: the repository's URL in the ConfigMap and, since no
+cluster DNS or kube-proxy runs, `kubernetes.default.svc` and `KUBERNETES_SERVICE_HOST`/`PORT`
+pointing at the API server on the bridge gateway (`node.in_cluster_overrides`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,16 +41,16 @@ def test_the_operator_installed_from_the_manifests_runs_as_a_pod_and_deploys_a_m
     ns = f"rn-install-{int(time.time()) % 100000}"
     v1 = publish_version(name=NAME, seed=0)
     bare = Path(git.remote_url(repo) or "")
-    api = urllib.parse.urlsplit(cluster.server)
     docs = build(ns, tmp_path)
+    overrides = realnode.in_cluster_overrides()
     for doc in docs:
         if doc["kind"] == "ConfigMap":
             config_map = doc
         if doc["kind"] == "Deployment":
-            container = doc["spec"]["template"]["spec"]["containers"][0]
-            container["env"] += [{"name": "KUBERNETES_SERVICE_HOST", "value": api.hostname},
-                                 {"name": "KUBERNETES_SERVICE_PORT", "value": str(api.port)}]
-            container["args"] += ["--interval", "2"]
+            spec = doc["spec"]["template"]["spec"]
+            spec["hostAliases"] = overrides["hostAliases"]
+            spec["containers"][0]["env"] += overrides["env"]
+            spec["containers"][0]["args"] += ["--interval", "2"]
     figures: dict[str, float] = {}
 
     def w(what: str, probe: Callable[[], Any], timeout: float = 240) -> Any:
