@@ -354,9 +354,9 @@ def at_kill(state_dir: Path, bare: Path, bad: str | None) -> str:
 
 
 def status_running(repo: Path) -> bool:
-    from mlgitops import cli
+    from mlgitops.cli import observe
 
-    return bool(cli._status_doc(repo)["controller"]["running"])
+    return bool(observe._status_doc(repo)["controller"]["running"])
 
 
 def phase_at(state_dir: Path, since: float, at: float) -> str:
