@@ -1,11 +1,13 @@
 """The node's teardown leaves nothing behind: no process, mount, interface, cgroup, iptables chain or
 file, and ip_forward as it was. Runs last in the lane (file order): it stops the session's node,
-after its pods ran, and checks the host with its own tools, not with devcluster/host.py's."""
+after its pods ran, and checks the host with its own tools, not with devcluster/host.py's. Then
+the real-node demo runs on a node of its own."""
 
 from __future__ import annotations
 
 import glob
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -61,3 +63,26 @@ def test_stopping_the_node_leaves_nothing_on_the_host(real_node: realnode.RealNo
         assert path in before.paths or not os.path.lexists(path), path
     assert not real_node.state_dir.exists()
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == before.ip_forward
+
+
+@pytest.mark.timeout(900)
+def test_the_real_node_demo_tells_the_story_and_leaves_nothing(
+    realnode_image: Path, tmp_path: Path,
+) -> None:
+    """`mlgitops demo --kubernetes --real-node` as a person runs it, once the lane's node is gone
+    (one node per machine): a node of its own, the story on real pods, a clean host after."""
+    import sys
+
+    from .conftest import bin_dir
+
+    env = {**os.environ, "MLGITOPS_K8S_BIN_DIR": str(bin_dir()), "COLUMNS": "200"}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "mlgitops"), "demo", "--kubernetes", "--real-node",
+         "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=840, env=env,
+        check=False)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-6000:]
+    assert "breach -> revert commit" in out and "revert -> rolled back" in out, out[-6000:]
+    assert "0 failed" in out, out[-6000:]
+    assert re.search(r"left on the host after teardown\s*│\s*\{\}", out), out[-6000:]
+    assert host.BRIDGE not in links() and not realnode.STATE_DIR.exists()
