@@ -79,6 +79,10 @@ def test_the_operator_installed_from_the_manifests_runs_as_a_pod_and_deploys_a_m
             assert cr is not None
             managers = {f.get("manager") for f in cr["metadata"].get("managedFields", [])}
             assert managers, "the operator wrote the resource"
+            files = list((real_node.state_dir / "pod-logs").glob(f"{ns}_{install.NAME}-*/operator/*.log"))
+            logs = "".join(p.read_text(errors="replace") for p in files)
+            assert files and "forbidden" not in logs.lower(), \
+                "the install's RBAC lacks something the operator asks for:\n" + logs[-3000:]
         finally:
             with contextlib.suppress(OSError):
                 cluster.request(f"/api/v1/namespaces/{ns}", method="DELETE")
