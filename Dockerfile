@@ -5,10 +5,10 @@
 #
 #   docker build -t mlgitops:0.1.0 .
 #
-# Not built by this repository's tests: the machines that run them have no container engine.
-# What the image runs is tested as processes instead (tests/k8s/kubelet.py runs each pod's
-# commands from the virtual environment), so the commands, arguments and probes are checked;
-# the image itself (packages, user, read-only root filesystem) is not.
+# The test machines have no container engine: `make image` builds the equivalent without one
+# (mlgitops/devcluster/image.py: debootstrap, a venv at /opt/venv, umoci), and
+# tests/k8s/realnode/test_image.py checks that it has this file's user, entry point, environment
+# and Python packages; the real-node lane runs it on a real kubelet. Keep the two in step.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

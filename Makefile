@@ -33,7 +33,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) browser lint typecheck
+test: $(STAMP) browser realnode-deps lint typecheck
 	$(BIN)/python -m pytest
 
 # The fast lane alone (in-process tests; tests/support/lanes.py): about a minute, no browser,
@@ -60,13 +60,31 @@ browser:
 	  elif sudo -n true 2>/dev/null; then sudo sh -c '$(APT_CHROMIUM)'; \
 	  else echo "the browser tests need Chromium: sudo apt-get install -y chromium"; exit 1; fi; }
 
+# The real-node lane (tests/k8s/realnode): containerd, runc, the CNI plugins, umoci and debootstrap,
+# Debian's packages (pigz: containerd unpacks the image's layers with unpigz when it is there);
+# installed when missing and root (elsewhere the lane skips).
+REALNODE_PKGS := containerd runc containernetworking-plugins umoci debootstrap iptables pigz
+APT_REALNODE := apt-get install -y -q --no-install-recommends $(REALNODE_PKGS) || { apt-get update -q && apt-get install -y -q --no-install-recommends $(REALNODE_PKGS); }
+.PHONY: realnode-deps
+realnode-deps:
+	@for t in containerd runc umoci debootstrap iptables unpigz; do command -v $$t >/dev/null || missing=1; done; \
+	  test -x /usr/lib/cni/bridge || missing=1; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive sh -c '$(APT_REALNODE)'; \
+	    else echo "the real-node lane needs (as root): apt-get install -y $(REALNODE_PKGS)"; fi; fi
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
 
 # Kubernetes test cluster (tests/k8s): etcd + kube-apiserver + kube-controller-manager built from
 # the Go module proxy into ~/.cache/mlgitops/k8s (override: MLGITOPS_K8S_CACHE); needs Go. The
 # first build takes about 10 minutes on 2 cores; afterwards k8s-bins is a no-op.
-.PHONY: k8s-bins test-k8s
+.PHONY: k8s-bins test-k8s image
+
+# The mlgitops OCI image without a container engine (debootstrap + venv + umoci; needs root):
+# cached in ~/.cache/mlgitops/image by a key of its inputs, so a second `make image` is a no-op.
+image: $(STAMP)
+	$(BIN)/python -m mlgitops.devcluster.image
 
 k8s-bins:
 	tools/k8s/build.sh

@@ -16,12 +16,17 @@ from mlgitops.cli.group import main
 @click.option("--kubernetes", "on_kubernetes", is_flag=True,
               help="The same story on a local Kubernetes API server, deployed by the operator "
                    "(needs the binaries of tools/k8s/build.sh, or Go to build them).")
-def demo(workdir: Path | None, port: int, on_kubernetes: bool) -> None:
+@click.option("--real-node", is_flag=True,
+              help="With --kubernetes: on real pods from the mlgitops image (a kubelet, containerd "
+                   "and runc on this machine; needs root and `make realnode-deps`).")
+def demo(workdir: Path | None, port: int, on_kubernetes: bool, real_node: bool) -> None:
     """The whole loop on this machine, end to end, with timings."""
+    if real_node and not on_kubernetes:
+        raise click.UsageError("--real-node goes with --kubernetes: mlgitops demo --kubernetes --real-node")
     if on_kubernetes:
         from mlgitops.demo import k8s as demo_k8s
 
-        demo_k8s.run(workdir=workdir)
+        demo_k8s.run(workdir=workdir, real_node=real_node)
         return
     with ui.console.status("mlgitops demo: loading scikit-learn, MLflow and Evidently…"):
         from mlgitops.controller import run as _run  # noqa: F401  (imported here, with a spinner)

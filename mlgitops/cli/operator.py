@@ -58,5 +58,7 @@ def operator(repo_url: str, namespace: str, branch: str, interval: float, secret
         "MLGITOPS_OPERATOR_PUBLIC_URL": public_url or "",
         "MLGITOPS_OPERATOR_GRPC_PORT": "" if grpc_port is None else str(grpc_port),
     })
+    if kubeconfig is not None:  # kopf logs in with $KUBECONFIG; the adapter reads the setting
+        os.environ["KUBECONFIG"] = str(kubeconfig)
     settings.operator()  # a sentence now rather than a traceback inside kopf
     handlers.run(namespace)

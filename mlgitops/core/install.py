@@ -71,9 +71,11 @@ ROLE_RULES: list[dict[str, Any]] = [
     _rule([""], ["secrets"], ["get"]),
 ]
 
-#: What the operator may do cluster-wide: only read CRDs (kopf's resource scanning).
+#: What the operator may do cluster-wide: only read CRDs (kopf's resource scanning) and namespaces
+#: (kopf lists them at start even for one namespace: without it, ~1 minute of retries first).
 CLUSTER_RULES: list[dict[str, Any]] = [
     _rule(["apiextensions.k8s.io"], ["customresourcedefinitions"], ["get", "list", "watch"]),
+    _rule([""], ["namespaces"], ["get", "list", "watch"]),
 ]
 
 

@@ -33,6 +33,8 @@ from mlgitops.authoring import repository
 from mlgitops.authoring.publishing import publish
 from mlgitops.core import layout
 from mlgitops.demo import examples
+from mlgitops.devcluster import gitserve, image
+from mlgitops.devcluster import node as realnode
 from mlgitops.devcluster.cluster import TestCluster
 from mlgitops.devcluster.crds import install_crds
 from mlgitops.devcluster.kubelet import Kubelet
@@ -141,7 +143,8 @@ def _operator_env(values: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def run(*, workdir: Path | None = None) -> None:
+def run(*, workdir: Path | None = None, real_node: bool = False) -> None:
+    """The story; `real_node`: on real pods (devcluster/node.py: the image, containerd, a kubelet)."""
     settings.telemetry_off()
     base_dir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mlgitops-demo-k8s-"))
     base_dir.mkdir(parents=True, exist_ok=True)
@@ -149,31 +152,56 @@ def run(*, workdir: Path | None = None) -> None:
     steps = ui.Steps("demo --kubernetes")
     rows: list[tuple[str, str]] = []
     ui.console.rule("[bold]mlgitops demo --kubernetes[/]: Git says which model serves, "
-                    "the operator deploys it")
+                    "the operator deploys it" + (" to real pods" if real_node else ""))
     bins = bin_dir(steps)
     began = time.monotonic()
-    dev = TestCluster(bins, parent_dir=base_dir, log=lambda _msg: None)
+    node: realnode.RealNode | None = None
+    if real_node:
+        with steps.step("build the mlgitops image (cached; make image)"):
+            try:
+                archive = image.build(quiet=True)
+            except image.ImageBuildError as exc:
+                raise errors.ConfigError(f"demo --real-node: {exc}") from exc
+        node = realnode.RealNode(bins, archive, log=lambda _msg: None)
+        with steps.step("start a real node: API server, containerd, kubelet, scheduler; "
+                        "import the image"):
+            try:
+                node.start()
+            except realnode.NodeStartError as exc:
+                raise errors.ConfigError(f"demo --real-node: {exc}") from exc
+        assert node.cluster is not None
+        dev = node.cluster
+        rows.append(("real node", f"{realnode.NODE_NAME} Ready in {node.timings['total']:.1f} s "
+                     f"(image import {node.timings['image import']:.1f} s)"))
+    else:
+        dev = TestCluster(bins, parent_dir=base_dir, log=lambda _msg: None)
     try:
-        with steps.step("start a local Kubernetes API server (etcd, kube-apiserver, "
-                        "kube-controller-manager)"):
-            dev.start()
+        if node is None:
+            with steps.step("start a local Kubernetes API server (etcd, kube-apiserver, "
+                            "kube-controller-manager)"):
+                dev.start()
         rows.append(("API server", f"{dev.server} (up in {dev.startup_seconds:.1f} s)"))
         with k8s.Cluster.from_kubeconfig(dev.kubeconfig_path, timeout=20) as cluster:
             with steps.step(f"install the CRDs and create namespace {NAMESPACE}"):
                 install_crds(cluster.api)
                 dev.request("/api/v1/namespaces", method="POST", body={
                     "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-            blocks = _story(dev, cluster, repo, base_dir, steps, rows)
+            blocks = _story(dev, cluster, repo, base_dir, steps, rows, real=node is not None)
     finally:
         validator.stop(Path(str(repo) + ".git"))  # the remote's warm validator, if publish started one
-        with steps.step("stop the local API server (etcd, kube-apiserver, kube-controller-manager)"):
-            dev.stop()
+        if node is not None:
+            with steps.step("stop the node and undo what it did to the host"):
+                left = node.stop()
+            rows.append(("left on the host after teardown", str({k: v for k, v in left.items() if v})))
+        else:
+            with steps.step("stop the local API server (etcd, kube-apiserver, kube-controller-manager)"):
+                dev.stop()
     rows.append(("whole demo", f"{time.monotonic() - began:.1f} s"))
     _print(rows, blocks, repo)
 
 
 def _story(dev: TestCluster, cluster: k8s.Cluster, repo: Path, base_dir: Path, steps: ui.Steps,
-           rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
+           rows: list[tuple[str, str]], *, real: bool = False) -> list[tuple[str, str]]:
     """The story; returns (title, text) blocks to print after the table."""
     with steps.step(f"init model repository {repo} with a bare remote"):
         bare = repository.init(repo)
@@ -191,8 +219,18 @@ def _story(dev: TestCluster, cluster: k8s.Cluster, repo: Path, base_dir: Path, s
         git.commit(repo, message="credit-risk: small drift windows", paths=[layout.MANIFESTS])
         git.push(repo)
         pushed = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        # real pods fetch over HTTP from the bridge gateway; the stand-in's from the file system
+        url = (stack.enter_context(gitserve.serve(Path(bare), realnode.GATEWAY)) if real
+               else f"file://{bare}")
+        return _operate(dev, cluster, repo, bare, url, base_dir, steps, rows, pushed, b, real)
+
+
+def _operate(dev: TestCluster, cluster: k8s.Cluster, repo: Path, bare: Path, url: str,
+             base_dir: Path, steps: ui.Steps, rows: list[tuple[str, str]], pushed: float,
+             b: Any, real: bool) -> list[tuple[str, str]]:
     env = {
-        "MLGITOPS_OPERATOR_REPO_URL": f"file://{bare}",
+        "MLGITOPS_OPERATOR_REPO_URL": url,
         "MLGITOPS_OPERATOR_NAMESPACE": NAMESPACE,
         "MLGITOPS_OPERATOR_INTERVAL_SECONDS": "1",
         "MLGITOPS_OPERATOR_STATE_DIR": str(base_dir / "operator"),
@@ -200,11 +238,14 @@ def _story(dev: TestCluster, cluster: k8s.Cluster, repo: Path, base_dir: Path, s
         "MLGITOPS_OPERATOR_PROGRESS_DEADLINE_SECONDS": "120",
         "KUBECONFIG": str(dev.kubeconfig_path),
     }
-    kubelet = Kubelet(dev, NAMESPACE, workdir=base_dir / "kubelet", backoff=(1.0, 5.0),
-                      log=lambda _msg: None)
+    kubelet = None if real else Kubelet(dev, NAMESPACE, workdir=base_dir / "kubelet",
+                                        backoff=(1.0, 5.0), log=lambda _msg: None)
+    who = "the operator (kopf, in this process)" if real else \
+        "the kubelet stand-in and the operator (kopf, in this process)"
     with contextlib.ExitStack() as stack:
-        with steps.step("start the kubelet stand-in and the operator (kopf, in this process)"):
-            stack.enter_context(kubelet)
+        with steps.step(f"start {who}"):
+            if kubelet is not None:
+                stack.enter_context(kubelet)
             stack.enter_context(_operator_env(env))
             stack.enter_context(handlers.running(NAMESPACE))
         with steps.step("operator: Git -> ModelDeployment -> Deployment; v1 Ready"):
@@ -232,9 +273,10 @@ def _story(dev: TestCluster, cluster: k8s.Cluster, repo: Path, base_dir: Path, s
         cr = cluster.get_resource(NAMESPACE, MODEL) or {}
         events = [[str(e.get("type", "")), str(e.get("reason", "")), str(e.get("message", ""))]
                   for e in cluster.events(cr)]
-        with steps.step("stop the operator and the kubelet stand-in"):
+        with steps.step(f"stop {who}"):
             stack.close()
-    rows.append(("pod processes left running", str(kubelet.running_processes())))
+    if kubelet is not None:
+        rows.append(("pod processes left running", str(kubelet.running_processes())))
     return [
         (f"$ kubectl -n {NAMESPACE} get modeldeployments   (the API server's Table)", listing),
         (f"Events of modeldeployment/{MODEL} (oldest first)",

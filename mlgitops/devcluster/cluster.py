@@ -7,9 +7,9 @@ ownerReferences. A test that needs "running" pods pre-binds them (`nodeName` in 
 and patches `pods/status` itself, playing kubelet.
 
 Binaries come from tools/k8s/build.sh. Everything lives in one temporary directory (certificates,
-token file, etcd data, logs, kubeconfig) that `stop()` removes. Plain module: it imports nothing
-from mlgitops and only the standard library and `cryptography` (a dependency of google-auth, which
-the kubernetes client needs).
+token file, etcd data, logs, kubeconfig) that `stop()` removes. It imports only the standard
+library and devcluster/pki.py (`cryptography`, a dependency of google-auth, which the kubernetes
+client needs). With `real_node=True` it is the control plane of devcluster/node.py's real kubelet.
 
     with TestCluster(bin_dir) as cluster:
         api = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig_path))
@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import datetime
-import ipaddress
 import json
 import os
 import secrets
@@ -38,6 +36,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from mlgitops.devcluster.pki import make_pki
+
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 CONTROLLERS = (
     "deployment-controller",
@@ -45,6 +45,17 @@ CONTROLLERS = (
     "garbage-collector-controller",
     "namespace-controller",
 )
+# What a real kubelet needs besides (devcluster/node.py): the node-lifecycle controller removes the
+# not-ready taint; the serviceaccount controller and the root CA publisher give every namespace the
+# `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap of a pod's projected token.
+NODE_CONTROLLERS = (
+    "node-lifecycle-controller",
+    "serviceaccount-controller",
+    "root-ca-certificate-publisher-controller",
+)
+# What in-cluster clients (kopf's service-account login) call the API server.
+IN_CLUSTER_NAMES = ("kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                    "kubernetes.default.svc.cluster.local")
 
 
 class ClusterStartError(RuntimeError):
@@ -163,8 +174,18 @@ class TestCluster:
         attempts: int = 3,
         parent_dir: str | os.PathLike[str] | None = None,
         log: Callable[[str], None] | None = None,
+        bind_address: str = "127.0.0.1",
+        real_node: bool = False,
+        api_port: int | None = None,
     ) -> None:
+        """`bind_address`: where the apiserver listens (a real node's pods reach the bridge
+        gateway, not 127.0.0.1). `real_node`: also run `NODE_CONTROLLERS` and the ServiceAccount
+        admission plugin, so pods get their ServiceAccount's token as on any cluster, and serve
+        as `kubernetes.default.svc` too. `api_port`: the apiserver's port (default: a free one)."""
         self.bin_dir = Path(bin_dir)
+        self.bind_address = bind_address
+        self.real_node = real_node
+        self.api_port = api_port
         missing = [b for b in BINARIES if not os.access(self.bin_dir / b, os.X_OK)]
         if missing:
             raise FileNotFoundError(f"{', '.join(missing)} not found in {self.bin_dir}")
@@ -260,7 +281,9 @@ class TestCluster:
         assert self.workdir is not None
         pki = self.workdir / "pki"
         pki.mkdir()
-        ca_key, ca_cert, serving_key, serving_cert, sa_key = _make_pki()
+        extra = () if self.bind_address == "127.0.0.1" else (self.bind_address,)
+        names = IN_CLUSTER_NAMES if self.real_node else ()
+        ca_key, ca_cert, serving_key, serving_cert, sa_key = make_pki(extra, names)
         self.ca_path = pki / "ca.crt"
         self.ca_path.write_bytes(ca_cert)
         (pki / "ca.key").write_bytes(ca_key)
@@ -276,8 +299,9 @@ class TestCluster:
         assert self.workdir is not None
         wd, pki, bins = self.workdir, self.workdir / "pki", self.bin_dir
         etcd_port, peer_port, api_port, kcm_port = (free_port() for _ in range(4))
+        api_port = self.api_port or api_port
         etcd_url = f"http://127.0.0.1:{etcd_port}"
-        self.server = f"https://127.0.0.1:{api_port}"
+        self.server = f"https://{self.bind_address}:{api_port}"
         self._write_kubeconfig()
         data_dir = wd / "etcd"
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -310,9 +334,9 @@ class TestCluster:
             [
                 str(bins / "kube-apiserver"),
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
+                f"--bind-address={self.bind_address}",
                 # Without it the apiserver looks for a default route and exits on machines with none.
-                "--advertise-address=127.0.0.1",
+                f"--advertise-address={self.bind_address}",
                 f"--secure-port={api_port}",
                 f"--cert-dir={pki}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
@@ -323,8 +347,9 @@ class TestCluster:
                 f"--service-account-key-file={pki / 'sa.key'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 "--service-cluster-ip-range=10.0.0.0/24",
-                # No serviceaccount controller runs, so nothing creates the `default` ServiceAccount.
-                "--disable-admission-plugins=ServiceAccount",
+                # Without a real node no serviceaccount controller runs, so nothing creates the
+                # `default` ServiceAccount that the admission plugin would require.
+                *([] if self.real_node else ["--disable-admission-plugins=ServiceAccount"]),
                 "--allow-privileged=true",
                 # Do not publish the loopback address as the `kubernetes` Service's endpoint.
                 "--endpoint-reconciler-type=none",
@@ -335,12 +360,14 @@ class TestCluster:
         )
         self._wait(apiserver, deadline, lambda: self._api_ok("/readyz"))
 
+        controllers = CONTROLLERS + (NODE_CONTROLLERS if self.real_node else ())
         controller_manager = self._spawn(
             "kube-controller-manager",
             [
                 str(bins / "kube-controller-manager"),
                 f"--kubeconfig={self.kubeconfig_path}",
-                f"--controllers={','.join(CONTROLLERS)}",
+                f"--controllers={','.join(controllers)}",
+                *([f"--root-ca-file={pki / 'ca.crt'}"] if self.real_node else []),
                 "--leader-elect=false",
                 "--use-service-account-credentials=false",
                 # Served only for its /healthz (an always-allowed path), the readiness probe below.
@@ -458,109 +485,3 @@ def _insecure_context() -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
-
-
-def _make_pki() -> tuple[bytes, bytes, bytes, bytes, bytes]:
-    """CA key+cert, apiserver serving key+cert (localhost, 127.0.0.1), service-account key; all PEM.
-
-    The CA and leaf carry the extensions that Python >= 3.13's VERIFY_X509_STRICT insists on
-    (critical basicConstraints, keyUsage, SKI/AKI, SAN).
-    """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    def pem_key(key: Any) -> bytes:
-        return bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.TraditionalOpenSSL,
-                serialization.NoEncryption(),
-            )
-        )
-
-    now = datetime.datetime.now(datetime.UTC)
-    not_before, not_after = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=365)
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mlgitops-test-ca")])
-    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ca_ski, critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-
-    serving_key = ec.generate_private_key(ec.SECP256R1())
-    serving_cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
-        .issuer_name(ca_name)
-        .public_key(serving_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("localhost"),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                ]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(serving_key.public_key()), critical=False
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-
-    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return (
-        pem_key(ca_key),
-        ca_cert.public_bytes(serialization.Encoding.PEM),
-        pem_key(serving_key),
-        serving_cert.public_bytes(serialization.Encoding.PEM),
-        pem_key(sa_key),
-    )

@@ -1,6 +1,7 @@
 """Fixtures for tests against a real Kubernetes control plane (see mlgitops/devcluster/cluster.py).
 
-Binaries: tools/k8s/build.sh builds etcd, kube-apiserver and kube-controller-manager into
+Binaries: tools/k8s/build.sh builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler
+and the kubelet (the last two for the real-node lane, tests/k8s/realnode) into
 ${MLGITOPS_K8S_CACHE:-~/.cache/mlgitops/k8s}/<versions>/bin (about 10 minutes on 2 cores, once).
   MLGITOPS_K8S_BUILD=1   always run build.sh first (a no-op when the binaries exist)
   MLGITOPS_K8S_BUILD=0   never build; skip when the binaries are missing
@@ -68,7 +69,7 @@ def _bin_dir() -> Path:
 def _have_binaries(bin_dir: Path) -> bool:
     return all(
         os.access(bin_dir / b, os.X_OK)
-        for b in ("etcd", "kube-apiserver", "kube-controller-manager")
+        for b in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")
     )
 
 

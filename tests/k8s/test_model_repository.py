@@ -88,7 +88,8 @@ def test_a_model_repository_brings_its_models_up_and_takes_them_away(
         cr = cluster.get_resource(ns, NAME)
         assert cr is not None
         assert cr["metadata"]["ownerReferences"][0]["kind"] == source_spec.KIND
-        assert "Deployed" in {e.get("reason") for e in cluster.events(cr)}
+        wait_for("the Deployed Event", lambda: "Deployed" in {
+            e.get("reason") for e in cluster.events(cr)})  # written after the pods answer
         stalled = wait_for("the unreachable repository Stalled", lambda: condition(
             repo_status(cluster, ns, "nowhere"), "Ready").get("status") == "False"
             and condition(repo_status(cluster, ns, "nowhere"), "Ready"))

@@ -31,7 +31,7 @@ class GitHTTP(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         auth = self.headers.get("Authorization", "")
         self.seen.append(auth.split(" ")[0] if auth else "none")
-        if auth != f"Basic {self.token}":
+        if self.token and auth != f"Basic {self.token}":
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="git"')
             self.send_header("Content-Length", "0")
@@ -65,15 +65,17 @@ class GitHTTP(BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serve(bare: Path, *, user: str, password: str) -> Iterator[tuple[str, list[str]]]:
-    """Serve the bare repository ``bare``; yield (its http:// URL, the auth schemes seen)."""
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+def serve(bare: Path, *, user: str, password: str,
+          host: str = "127.0.0.1") -> Iterator[tuple[str, list[str]]]:
+    """Serve the bare repository ``bare`` on ``host``; yield (its http:// URL, the auth schemes
+    seen). An empty ``user`` serves it to anyone (fetch and push): the real-node lane's pods."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode() if user else ""
     handler = type("Handler", (GitHTTP,), {"root": bare.parent, "token": token, "seen": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = ThreadingHTTPServer((host, 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/{bare.name}", handler.seen
+        yield f"http://{host}:{server.server_address[1]}/{bare.name}", handler.seen
     finally:
         server.shutdown()
         server.server_close()
