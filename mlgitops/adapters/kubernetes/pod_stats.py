@@ -72,6 +72,9 @@ class PodStats:
             live = {p.name for p in pods}
             for gone in [n for n, a in self._answers.items() if a[0] == name and n not in live]:
                 self._answers.pop(gone, None)  # a pod of this model gone (or of another version)
+        runs = {p.name: p.runs for p in pods if p.runs and p.runs != version}
+        exports = {pod: _as_version(doc, runs[pod], version) if pod in runs else doc
+                   for pod, doc in exports.items()}
         source = tuple(sorted(tags, key=lambda t: t[0]))
         if any(tag is None for _, tag in source):  # an answer without a tag: nothing to compare
             return stats_store.from_exports(exports, version=version, baseline=baseline)
@@ -87,3 +90,17 @@ class PodStats:
 
     def serves_elsewhere(self, name: str, version: str) -> bool:
         return any(p.commit == version for p in self.cluster.list_pods(self.namespace, name))
+
+
+def _as_version(doc: Any, runs: str, version: str) -> Any:
+    """A kept pod's export as ``version``'s: a replicas-only commit left the pod of its
+    template running, so its workers, stamped with the commit it started at, serve ``version``."""
+    if not isinstance(doc, dict):
+        return doc
+    workers = []
+    for item in doc.get("workers") or ():
+        wdoc = item.get("worker") if isinstance(item, dict) else None
+        if isinstance(wdoc, dict) and str(wdoc.get("version", "")) == runs:
+            item = {**item, "worker": {**wdoc, "version": version}}
+        workers.append(item)
+    return {**doc, "workers": workers}

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mlgitops import errors
 from mlgitops.adapters.kubernetes.api import Cluster
@@ -85,11 +85,13 @@ class Renderer:
     """The operator's trust policy: the manifest's trusted types it lets pods load."""
 
     def __call__(self, dep: manifest.ModelDeployment, version: str, owner: ko.Owner,
-                 namespace: str) -> list[dict[str, Any]]:
+                 namespace: str, current: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The Deployment and Service; with ``current`` (the Deployment as read), a version
+        whose pods would run the same template keeps it, so a replicas-only commit scales."""
         loadable = [t for t in dep.trusted_types if self.admits(t)]
         deployment = ko.deployment(dep, version, owner=owner, source=self.source,
                                    trusted_types=loadable, namespace=namespace,
-                                   options=self.options)
+                                   options=self.options, current=current)
         service = ko.service(dep, owner=owner, namespace=namespace, options=self.options)
         stamp = fingerprint({"d": deployment, "s": service})
         deployment["metadata"].setdefault("annotations", {})[ANNOTATION_RENDERED] = stamp
@@ -114,6 +116,14 @@ def resource(name: str, spec: Mapping[str, Any], *, version: str, head: str, url
             "spec": dict(spec)}
 
 
+class Render(Protocol):
+    """Renders a model's objects (`Renderer`); ``current`` is its Deployment as read, if any."""
+
+    def __call__(self, dep: manifest.ModelDeployment, version: str, owner: ko.Owner,
+                 namespace: str, current: Mapping[str, Any] | None = None,
+                 ) -> list[dict[str, Any]]: ...
+
+
 class KubernetesWorkloads:
     """``ports.Workloads`` on one namespace, for the models of one repository (``url``)."""
 
@@ -123,7 +133,7 @@ class KubernetesWorkloads:
         namespace: str,
         *,
         url: str,
-        render: Callable[[manifest.ModelDeployment, str, ko.Owner, str], list[dict[str, Any]]],
+        render: Render,
         owner: Mapping[str, Any] | None = None,
         rollout_poll: float = 1.0,
         alive_every: float = 5.0,
@@ -189,8 +199,8 @@ class KubernetesWorkloads:
         cr = self.cluster.get_resource(self.namespace, name)
         if cr is None or cr["metadata"].get("annotations", {}).get(ANNOTATION_PLACEHOLDER):
             raise errors.Waiting(f"the ModelDeployment {name} is being written", delay=1.0)
-        objects = self.render(dep, version, ko.Owner.of(cr), self.namespace)
         current = self.cluster.read_deployment(self.namespace, name) or {}
+        objects = self.render(dep, version, ko.Owner.of(cr), self.namespace, current or None)
         stamp = ((current.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_RENDERED)
         if stamp != objects[0]["metadata"]["annotations"][ANNOTATION_RENDERED]:
             for obj in objects:
