@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlgitops import errors, settings
+from mlgitops import errors, logs, settings
 from mlgitops.adapters.kubernetes import Cluster
 from mlgitops.adapters.kubernetes.pod_stats import PodStats
 from mlgitops.adapters.kubernetes.resource_status import ResourceStatus
@@ -119,8 +119,12 @@ class RepositoryRuntime:
                 continue
             self._said[step.name] = said
             if step.action.changes_live or step.action is plan.Action.HOLD:
+                version = step.desired.version if step.desired else None
                 log.info("%s: %s at %s — %s", step.name, step.action.value,
-                         (step.desired.version[:12] if step.desired else "-"), step.reason)
+                         (version or "-")[:12], step.reason,
+                         extra=logs.fields(model=step.name, commit=version,
+                                           namespace=self.repo.namespace,
+                                           event=step.action.value))
         self.repo.on_status(outcome.head, None)
 
     def _failed(self, exc: errors.MlgitopsError, wait: float) -> None:
