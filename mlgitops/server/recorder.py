@@ -253,6 +253,7 @@ class Publisher:
         self._sample_seen = 0  # rows the sample file covers
         self._sample_at = -math.inf  # never written: the first sample is due at once
         self._task: asyncio.Task[None] | None = None
+        self._writing = threading.Lock()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="stats-publisher")
@@ -269,11 +270,17 @@ class Publisher:
                     log.exception("publishing live statistics failed")
 
     def publish(self, *, with_sample: bool | None = None) -> None:
-        """Write the current state now (from any thread).
+        """Write the current state now (from any thread; one write at a time).
 
         The statistics file every time; the sample (larger) at most every ``sample_interval``
-        seconds unless ``with_sample`` forces it.
+        seconds unless ``with_sample`` forces it. Writes are serialized: a periodic write still
+        running in its thread when `close` cancels the task cannot interleave with the final one
+        (the counters of one and the sample of the other).
         """
+        with self._writing:
+            self._publish(with_sample)
+
+    def _publish(self, with_sample: bool | None) -> None:
         self.recorder.flush()  # counts its own CPU time
         started = time.thread_time()
         changes = self.recorder.changes
