@@ -82,6 +82,15 @@ _SPEC_SCHEMA: dict[str, Any] = {
                 "attribution": {"type": "string", "enum": ["previous-baseline", "none"]},
             },
         },
+        "rollout": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "strategy": {"type": "string", "enum": ["direct"]},
+                "scaleDownDelaySeconds": {"type": "number", "minimum": 0,
+                                          "maximum": YEAR_SECONDS},
+            },
+        },
     },
 }
 
@@ -128,6 +137,19 @@ class DriftPolicy:
 
 
 @dataclass(frozen=True)
+class Rollout:
+    """How a new version takes over from the one serving (``spec.rollout``).
+
+    ``direct``: the new version takes all traffic once ready. The replaced version stays
+    warm for ``scale_down_delay_seconds`` (as Argo Rollouts' ``scaleDownDelaySeconds``), so
+    that a revert switches traffic to something already ready.
+    """
+
+    strategy: Literal["direct"] = "direct"
+    scale_down_delay_seconds: float = 600.0
+
+
+@dataclass(frozen=True)
 class ModelDeployment:
     """A validated manifest: what should serve, and how it is watched."""
 
@@ -137,6 +159,7 @@ class ModelDeployment:
     trusted_types: tuple[str, ...] = ()
     serving: Serving = field(default_factory=Serving)
     drift: DriftPolicy = field(default_factory=DriftPolicy)
+    rollout: Rollout = field(default_factory=Rollout)
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest document (what ``parse`` reads back)."""
@@ -167,6 +190,10 @@ class ModelDeployment:
                     "revertPeriodSeconds": d.revert_period_seconds,
                     "action": d.action,
                     "attribution": d.attribution,
+                },
+                "rollout": {
+                    "strategy": self.rollout.strategy,
+                    "scaleDownDelaySeconds": self.rollout.scale_down_delay_seconds,
                 },
             },
         }
@@ -262,6 +289,16 @@ def parse(document: Any, *, source: str) -> ModelDeployment:
             ),
         ),
         drift=drift,
+        rollout=_rollout(spec.get("rollout", {})),
+    )
+
+
+def _rollout(ro: Mapping[str, Any]) -> Rollout:
+    defaults = Rollout()
+    return Rollout(
+        strategy=ro.get("strategy", defaults.strategy),
+        scale_down_delay_seconds=float(
+            ro.get("scaleDownDelaySeconds", defaults.scale_down_delay_seconds)),
     )
 
 
