@@ -1,0 +1,1 @@
+"""Model performance: metric names, the deployment gate, the revert decision (pure)."""
