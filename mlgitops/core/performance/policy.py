@@ -53,7 +53,7 @@ def mcnemar_p(new_correct: Sequence[bool], previous_correct: Sequence[bool]) -> 
     if n == 0:
         return 1.0
     tail = sum(math.comb(n, k) for k in range(b, n + 1))
-    return min(1.0, tail / 2**n)
+    return min(1.0, float(tail / 2**n))
 
 
 Score = Callable[[np.ndarray, np.ndarray], float]
