@@ -123,6 +123,9 @@ def test_a_worse_candidate_is_refused_by_the_hook_naming_the_metric_and_both_val
 
 
 def test_a_better_candidate_passes(repo: Path) -> None:
+    with pytest.raises(errors.ConfigError, match=r"publish with --evaluation eval\.parquet"):
+        mlgitops.publish(better(TRAIN), TRAIN, name="credit", repo=repo, target="label",
+                         quiet=True)
     sha = publish(repo, better(TRAIN))
     assert remote_head(repo) == sha
 
@@ -181,3 +184,42 @@ def test_pushed_past_the_hook_the_controller_holds_it_while_v1_serves(repo: Path
         v3 = publish(repo, better(TRAIN))
         ctl.trigger("test")
         wait_until(lambda: version() == v3, what="the better candidate serving", timeout=120)
+
+
+def test_the_cli_publishes_with_evaluation_and_the_hook_answers_with_the_sentence(
+        repo: Path, tmp_path: Path) -> None:
+    import sys
+
+    import mlflow.sklearn
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mlgitops.cli", *args], capture_output=True,
+                              text=True, timeout=300)
+
+    train_csv, eval_parquet = tmp_path / "train.csv", tmp_path / "eval.parquet"
+    TRAIN.to_csv(train_csv, index=False)
+    EVAL.rename(columns={"label": "y"}).to_parquet(eval_parquet, index=False)
+    from sklearn.linear_model import LogisticRegression
+
+    shuffled = TRAIN["label"].sample(frac=1.0, random_state=3).to_numpy()
+    coin = LogisticRegression().fit(TRAIN[FEATURES], shuffled)  # no trees: MLflow saves it as is
+    for kind, model in (("worse", coin), ("better", better(TRAIN))):
+        mlflow.sklearn.save_model(model, str(tmp_path / kind), serialization_format="skops")
+    args = ["--reference", str(train_csv), "--target", "label", "--repo", str(repo),
+            "--evaluation", str(eval_parquet)]
+    before = remote_head(repo)
+    lacking = cli("publish", "credit", "--model", str(tmp_path / "better"), *args,
+                  "--label-column", "nope")
+    assert lacking.returncode != 0 and "has no label column 'nope'" in lacking.stderr
+    refused = cli("publish", "credit", "--model", str(tmp_path / "worse"), *args,
+                  "--label-column", "y")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "deployment gate" in refused.stderr and "accuracy is" in refused.stderr
+    assert remote_head(repo) == before
+    subprocess.run(["git", "-C", str(repo), "reset", "-q", "--hard", "origin/main"], check=True)
+    done = cli("publish", "credit", "--model", str(tmp_path / "better"), *args,
+               "--label-column", "y")
+    assert done.returncode == 0, done.stderr
+    assert remote_head(repo) == done.stdout.strip().splitlines()[-1]
+    record = json.loads((repo / MODEL / "evaluation.json").read_text())
+    assert record["label"] == "y" and record["metrics"]["accuracy"] > 0.9

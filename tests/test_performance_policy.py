@@ -127,14 +127,14 @@ def test_paired_bootstrap_finds_a_real_difference_and_not_a_shared_one() -> None
     good = y + rng.normal(scale=0.5, size=400)
     bad = y + rng.normal(scale=1.0, size=400)
     p = policy.paired_bootstrap_p(mean_absolute_error, y, bad, good, greater_is_better=False,
-                                  resamples=300)
+                                  resamples=100)
     assert p < 0.01
     same = policy.paired_bootstrap_p(mean_absolute_error, y, good, good.copy(),
-                                     greater_is_better=False, resamples=300)
+                                     greater_is_better=False, resamples=100)
     assert same == 1.0  # ties count against the previous version
     labels = (y > 0).astype(int)
     p_auc = policy.paired_bootstrap_p(roc_auc_score, labels, bad, good, greater_is_better=True,
-                                      resamples=300)
+                                      resamples=100)
     assert p_auc < 0.05
 
 
@@ -177,3 +177,33 @@ def test_the_light_metric_names_agree_with_the_computation() -> None:
 
     assert list(names.METRICS) == [*metrics.CLASSIFICATION, *metrics.REGRESSION]
     assert all(names.greater_is_better(m) == metrics.greater_is_better(m) for m in names.METRICS)
+
+
+def test_observe_scores_both_versions_with_sklearn_and_attributes_the_drop() -> None:
+    from sklearn.metrics import accuracy_score, log_loss
+
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, size=600)
+    good = np.where(rng.random(600) < 0.9, y, 1 - y)
+    bad = np.where(rng.random(600) < 0.7, y, 1 - y)
+    pol = PerformancePolicy(metric="accuracy", minimum=0.8, min_rows=100)
+    obs = policy.observe(pol, y=y, new=policy.Outputs(bad), previous=policy.Outputs(good),
+                         evaluation=0.9)
+    assert obs.new == accuracy_score(y, bad) and obs.previous == accuracy_score(y, good)
+    assert obs.method == "exact McNemar" and obs.p_value is not None and obs.p_value < 1e-6
+    assert policy.decide(pol, obs).action == "revert"
+    # the same drop in both versions (the world changed): alert, never revert
+    shared = policy.observe(pol, y=y, new=policy.Outputs(bad), previous=policy.Outputs(bad.copy()))
+    assert policy.decide(pol, shared).action == "alert"
+
+    def proba(pred: np.ndarray) -> np.ndarray:
+        p1 = np.where(pred == 1, 0.8, 0.2)
+        return np.column_stack([1 - p1, p1])
+
+    ll = PerformancePolicy(metric="log_loss", minimum=0.3, min_rows=100)
+    obs = policy.observe(ll, y=y, new=policy.Outputs(bad, proba(bad)),
+                         previous=policy.Outputs(good, proba(good)), classes=[0, 1],
+                         resamples=60)
+    assert obs.new == log_loss(y, proba(bad), labels=[0, 1])
+    assert obs.method.startswith("paired bootstrap") and obs.p_value is not None
+    assert obs.p_value < 0.05 and policy.decide(ll, obs).action == "revert"

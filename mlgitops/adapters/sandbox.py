@@ -43,6 +43,7 @@ WARM_IMPORTS = (
     "sklearn.impute", "sklearn.neighbors", "sklearn.svm", "sklearn.naive_bayes",
     "sklearn.dummy", "sklearn.feature_extraction", "sklearn.decomposition",
     "mlgitops.adapters.mlflow_models", "mlgitops.adapters.skops_files", "mlgitops.core.stats",
+    "mlgitops.adapters.evaluation", "sklearn.metrics",
 )
 
 _warm = False

@@ -32,12 +32,34 @@ def was_version_before(repo: Path, commit: str | None, dep: manifest.ModelDeploy
     return bool(out.strip())
 
 
+#: Metrics recomputed in this process, by (model digest, data sha256, label, policy): the hook
+#: checks a candidate's evaluation.json and gates it with one sandboxed load.
+_SCORED: dict[tuple[str, str, str, trust.Policy], dict[str, float]] = {}
+_SCORED_KEPT = 256
+
+
 def recompute(model_dir: Path, dep: manifest.ModelDeployment, *, data: Path, label: str,
               policy: trust.Policy) -> dict[str, float]:
-    from mlgitops.adapters import sandbox
+    """``dep``'s model scored on ``data`` in the sandbox, after the same type and tree checks
+    as any load (`mlflow_models.check_loadable`). ModelError when ``model_dir`` is not the
+    content ``dep``'s digest names."""
+    from mlgitops.adapters import files, mlflow_models, sandbox
 
-    return sandbox.evaluate(model_dir, data=data, label=label, trusted_types=dep.trusted_types,
-                            policy=policy)
+    key = (dep.digest, evaluation.sha256(data), label, policy)
+    if key in _SCORED:
+        return dict(_SCORED[key])
+    if files.dir_digest(model_dir) != dep.digest:
+        raise errors.ModelError(f"{dep.model_path}: its content is not what its manifest's "
+                                "digest names; republish with mlgitops publish")
+    info = mlflow_models.read_info(model_dir)
+    loadable = mlflow_models.check_loadable(info, policy=policy, reviewed=dep.trusted_types,
+                                            source=layout.manifest_path(dep.name))
+    metrics = sandbox.evaluate(model_dir, data=data, label=label, trusted_types=loadable,
+                               policy=policy)
+    if len(_SCORED) >= _SCORED_KEPT:
+        _SCORED.pop(next(iter(_SCORED)))
+    _SCORED[key] = dict(metrics)
+    return metrics
 
 
 def check_record(model_dir: Path, dep: manifest.ModelDeployment, *, policy: trust.Policy

@@ -198,8 +198,19 @@ def publish(
         validator.warm_remote(root / url)  # the remote's validator imports while this saves the model
     features = reference_frame.drop(columns=[target]) if target else reference_frame
     key = fingerprint(estimator, features, trusted_types=trusted_types, target=target)
+    if evaluation_frame is not None:  # other evaluation data: another version
+        h = hashlib.sha256(key.encode())
+        h.update(pd.util.hash_pandas_object(evaluation_frame, index=False).to_numpy().tobytes())
+        h.update(json.dumps([[str(c) for c in evaluation_frame.columns], label_column]).encode())
+        key = h.hexdigest()
     model_dir = root / layout.model_path(name)
     previous = _existing_deployment(root, name)
+    if previous is not None and evaluation_frame is None and (
+            previous.performance.gate or previous.performance.max_drop is not None):
+        raise errors.ConfigError(
+            f"{layout.manifest_path(name)} sets spec.performance "
+            f"{'gate' if previous.performance.gate else 'maxDrop'}, which needs the version's "
+            "own evaluation; publish with --evaluation eval.parquet (evaluation_frame= in Python)")
     info_path = model_dir / layout.PUBLISH_INFO
     old_key = (files.read_json(info_path) or {}).get("fingerprint") if info_path.exists() else None
     paths = list(layout.model_paths(name))

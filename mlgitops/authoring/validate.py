@@ -248,15 +248,18 @@ def check_model(
         loadable = mlflow_models.check_loadable(
             info, policy=policy, reviewed=dep.trusted_types, source=layout.manifest_path(dep.name)
         )
-        sandbox.load_check(model_dir, trusted_types=loadable, policy=policy)
-    check_evaluation(model_dir, dep, policy=policy, recompute=load)
+        if not check_evaluation(model_dir, dep, policy=policy, recompute=True):
+            sandbox.load_check(model_dir, trusted_types=loadable, policy=policy)
+    else:
+        check_evaluation(model_dir, dep, policy=policy, recompute=False)
     return info
 
 
 def check_evaluation(model_dir: Path, dep: manifest.ModelDeployment, *, policy: trust.Policy,
-                     recompute: bool) -> None:
+                     recompute: bool) -> bool:
     """evaluation.json as data (its file and sha256), the manifest's performance metrics of the
-    model's kind, and with ``recompute`` its numbers against the model scored in the sandbox."""
+    model's kind, and with ``recompute`` its numbers against the model scored in the sandbox
+    (which loads it and predicts reference rows too). True when the sandbox loaded it."""
     from mlgitops.adapters import evaluation
     from mlgitops.authoring import gates
     from mlgitops.core.performance import names
@@ -271,7 +274,7 @@ def check_evaluation(model_dir: Path, dep: manifest.ModelDeployment, *, policy: 
                 f"{where} {'gate' if perf.gate else 'maxDrop'} needs the version's own "
                 f"evaluation, and {dep.model_path}/{evaluation.RECORD} is missing; publish with "
                 "--evaluation eval.parquet")
-        return
+        return False
     wrong = [m for m in used if names.kind(m) != rec["kind"]]
     if wrong:
         raise errors.ModelError(
@@ -279,6 +282,7 @@ def check_evaluation(model_dir: Path, dep: manifest.ModelDeployment, *, policy: 
             f"{', '.join(names.names_for(rec['kind']))}")
     if recompute:
         gates.check_record(model_dir, dep, policy=policy)
+    return recompute
 
 
 def read_baseline(model_dir: Path, *, rel: str) -> stats.Baseline:

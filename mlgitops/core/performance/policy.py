@@ -70,20 +70,80 @@ def paired_bootstrap_p(score: Score, y: np.ndarray, new_out: np.ndarray,
     n = len(y)
     if n == 0 or len(new_out) != n or len(previous_out) != n:
         raise ValueError("the two versions must be scored on the same, non-empty rows")
+    return _bootstrap(lambda idx: (score(y[idx], new_out[idx]), score(y[idx], previous_out[idx])),
+                      n, greater_is_better=greater_is_better, resamples=resamples, seed=seed)
+
+
+def _bootstrap(pair: Callable[[np.ndarray], tuple[float | None, float | None]], n: int, *,
+               greater_is_better: bool, resamples: int, seed: int) -> float:
+    """(resamples in which the previous version is not better + 1) / (scored resamples + 1);
+    ``pair(idx)`` scores (new, previous) on the rows ``idx``."""
     rng = np.random.default_rng(seed)
     not_better = 0
     scored = 0
     for _ in range(resamples):
         idx = rng.integers(0, n, size=n)
         try:
-            a = score(y[idx], new_out[idx])
-            b = score(y[idx], previous_out[idx])
+            a, b = pair(idx)
         except ValueError:
+            continue
+        if a is None or b is None:
             continue
         scored += 1
         better = b > a if greater_is_better else b < a
         not_better += not better
     return (not_better + 1) / (scored + 1)
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What one version answered for the labelled rows, row for row."""
+
+    prediction: np.ndarray
+    #: class probabilities, one column per class of ``classes`` (classifiers that give them)
+    proba: np.ndarray | None = None
+
+
+def observe(policy: PerformancePolicy, *, y: np.ndarray, new: Outputs,
+            previous: Outputs | None, classes: Sequence[object] = (),
+            evaluation: float | None = None, resamples: int = RESAMPLES,
+            seed: int = 0) -> Observation:
+    """The `Observation` `decide` takes, from the labelled rows and both versions' answers on
+    them: the policy's metric for each (`metrics`, exactly scikit-learn's) and the attribution
+    test (McNemar for accuracy, the paired bootstrap otherwise)."""
+    from mlgitops.core.performance import metrics
+
+    m = policy.metric
+    if m is None:
+        raise ValueError("the policy names no metric")
+    regressor = names.kind(m) == "regressor"
+    labels = list(classes) or None
+
+    def value(out: Outputs, idx: np.ndarray | None = None) -> float | None:
+        rows = slice(None) if idx is None else idx
+        if regressor:
+            got = metrics.regression(y[rows], out.prediction[rows])
+        else:
+            got = metrics.classification(y[rows], out.prediction[rows],
+                                         None if out.proba is None else out.proba[rows], labels)
+        return got.get(m)
+
+    new_value = value(new)
+    if new_value is None:
+        raise ValueError(f"{m} is undefined on these rows for the new version")
+    if previous is None:
+        return Observation(rows=len(y), new=new_value, previous=None, evaluation=evaluation)
+    prev_value = value(previous)
+    if m == "accuracy":
+        p = mcnemar_p(new.prediction == y, previous.prediction == y)
+        method = "exact McNemar"
+    else:
+        p = _bootstrap(lambda idx: (value(new, idx), value(previous, idx)), len(y),
+                       greater_is_better=names.greater_is_better(m), resamples=resamples,
+                       seed=seed)
+        method = f"paired bootstrap ({resamples} resamples)"
+    return Observation(rows=len(y), new=new_value, previous=prev_value, evaluation=evaluation,
+                       p_value=None if prev_value is None else p, method=method)
 
 
 @dataclass(frozen=True)
