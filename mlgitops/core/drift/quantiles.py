@@ -95,18 +95,19 @@ class Workspace:
 
 
 def distance_sorted(a: npt.NDArray[Any], b: npt.NDArray[Any], work: Workspace | None = None) -> float:
-    """First Wasserstein distance of two sorted, non-empty samples (float32 or float64),
-    in float64 arithmetic."""
+    """First Wasserstein distance of two sorted, non-empty samples of one dtype: gaps in that
+    dtype (float32 gaps round by at most 2**-24 of themselves), sums in float64."""
     work = work or Workspace()
     n, m = len(a), len(b)
+    dtype = np.result_type(a, b).type
     if n == m:
-        gaps = np.subtract(a, b, out=work.array("gaps", n, np.float64), dtype=np.float64)
-        return float(np.add.reduce(np.abs(gaps, out=gaps))) / n
+        gaps = np.subtract(a, b, out=work.array("gaps", n, dtype))
+        return float(np.add.reduce(np.abs(gaps, out=gaps), dtype=np.float64)) / n
     c = coupling(n, m)
-    gaps = np.subtract(a, np.take(b, c.b_index), out=work.array("gaps", n, np.float64), dtype=np.float64)
-    total = float(np.dot(np.abs(gaps, out=gaps), c.a_weight))
-    gaps = np.subtract(np.take(a, c.a_index), b, out=work.array("gaps", m, np.float64), dtype=np.float64)
-    return total + float(np.dot(np.abs(gaps, out=gaps), c.b_weight))
+    gaps = np.subtract(a, np.take(b, c.b_index), out=work.array("gaps", n, dtype))
+    total = float(np.add.reduce(np.abs(gaps, out=gaps) * c.a_weight))
+    gaps = np.subtract(np.take(a, c.a_index), b, out=work.array("gaps", m, dtype))
+    return total + float(np.add.reduce(np.abs(gaps, out=gaps) * c.b_weight))
 
 
 class Scored(NamedTuple):
@@ -116,10 +117,14 @@ class Scored(NamedTuple):
     """True when computed from float64 sorts (the float32 bound did not settle it)."""
 
 
-def finite(values: FloatArray) -> FloatArray:
-    """`values` without NaN and +-inf (the array itself when it has none)."""
+def finite(values: FloatArray) -> tuple[FloatArray, float]:
+    """`values` without NaN and +-inf (the array itself when it has none), and their sum
+    (``np.add.reduce``; not finite when it overflows)."""
     total = float(np.add.reduce(values)) if len(values) else 0.0
-    return values if math.isfinite(total) else values[np.isfinite(values)]
+    if math.isfinite(total):
+        return values, total
+    kept = values[np.isfinite(values)]
+    return kept, float(np.add.reduce(kept)) if len(kept) else 0.0
 
 
 def normed_wasserstein(
@@ -135,16 +140,19 @@ def normed_wasserstein(
     as NaN or +-inf, left out); None when the column is not for it: at most `min_reference`
     reference values, at most `few_values` distinct ones, no current values, or values whose
     sum overflows (the caller's general path then decides)."""
-    work = work or Workspace()
-    ref = finite(reference)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow and infinities are handled
+        return _normed_wasserstein(reference, current, threshold, min_reference, few_values, work or Workspace())
+
+
+def _normed_wasserstein(
+    reference: FloatArray, current: FloatArray, threshold: float, min_reference: int, few_values: int, work: Workspace
+) -> Scored | None:
+    ref, total = finite(reference)
     n = len(ref)
-    if n <= min_reference:
-        return None
-    total = float(np.add.reduce(ref))
-    if not math.isfinite(total):
+    if n <= min_reference or not math.isfinite(total):
         return None
     # np.std's own steps (numpy/_core/_methods.py `_var`), so the result is bit for bit the same
-    mean = np.add.reduce(ref, keepdims=True) / n
+    mean = np.array([total]) / n
     centred = np.subtract(ref, mean, out=work.array("centred", n, np.float64))
     ref32 = work.array("reference", n, np.float32)
     np.copyto(ref32, centred, casting="same_kind")
@@ -155,27 +163,26 @@ def normed_wasserstein(
     if not _more_than(ref32, few_values):
         return None
     cur32 = work.array("current", len(current), np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):
-        np.subtract(current, mean, out=cur32, casting="same_kind")
+    np.subtract(current, mean, out=cur32, casting="same_kind")
     cur32.sort()
     if len(cur32) and not (math.isfinite(float(cur32[0])) and math.isfinite(float(cur32[-1]))):
-        cur = finite(current)  # missing values (or values beyond float32's range)
+        cur = finite(current)[0]  # missing values (or values beyond float32's range)
         cur32 = cur32[: len(cur)]
-        with np.errstate(over="ignore", invalid="ignore"):
-            np.subtract(cur, mean, out=cur32, casting="same_kind")
+        np.subtract(cur, mean, out=cur32, casting="same_kind")
         cur32.sort()
         if len(cur32) and not math.isfinite(float(cur32[-1]) - float(cur32[0])):
             return _exact(ref, cur, norm)
     if len(cur32) == 0:
         return None
     if not math.isfinite(float(ref32[-1]) - float(ref32[0])):
-        return _exact(ref, finite(current), norm)
+        return _exact(ref, finite(current)[0], norm)
     distance = distance_sorted(ref32, cur32, work)
     score = distance / norm
-    # mean |a| <= std (Cauchy-Schwarz, a centred) and mean |b| <= mean |a| + W1 (triangle)
+    # mean |a| <= std (Cauchy-Schwarz, a centred) and mean |b| <= mean |a| + W1 (triangle); the
+    # float32 gaps add at most 2**-24 W1: all within ROUNDING = 2**-23 of (2 std + W1)
     bound = (ROUNDING * (2.0 * std + distance) + SMALLEST) / norm + 1e-12 * score
     if bound > TOLERANCE * max(1.0, score) or abs(score - threshold) <= bound:
-        return _exact(ref, finite(current), norm)
+        return _exact(ref, finite(current)[0], norm)
     return Scored(score, exact=False)
 
 
