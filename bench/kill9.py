@@ -312,8 +312,10 @@ def audit(state_dir: Path, *, since: float | None = None, keep_seconds: float = 
     ports = {int(b.get("port", -1)) for b in backends.values()}
     kept = parked(state_dir, ledger, since=since, keep_seconds=keep_seconds)
     ports |= {p for held in kept.values() for p in held if p is not None}
-    # warm spares: a standby, an idle host; a staging host only probes new content
-    standby = {t for t, r in ledger.items() if r.get("role") in ("standby", "idle", "staging")}
+    # warm spares: a standby, an idle host, the zygote hosts fork from; a staging host only
+    # probes new content
+    standby = {t for t, r in ledger.items()
+               if r.get("role") in ("standby", "idle", "staging", "zygote")}
     admin = {int(r["adminPort"]) for r in ledger.values() if r.get("adminPort")}
     ports |= admin
     procs = local_runtime.server_tokens(state_dir)

@@ -3,7 +3,9 @@
 A *host* (``python -m mlgitops.server.host``, see `mlgitops.server.host`) serves many model
 versions, each on its own loopback port with its own app, metrics and statistics, so the
 gateway and the monitor see the same thing as with one process per model, for a fraction
-of the memory: a process with scikit-learn imported costs ~150 MB, a small model a few MB.
+of the memory: a process with scikit-learn imported costs ~150 MB, a small model a few MB, and
+hosts are forked from one zygote (`local_runtime.spawn.Zygote`), so that even those ~150 MB are
+mostly shared between them.
 
 Where a model version serves (`placement`), in this order:
 
@@ -15,7 +17,7 @@ Where a model version serves (`placement`), in this order:
    never touches the small ones.
 2. Otherwise **a shared host**, the one with the fewest models below ``models_per_host``
    (``MLGITOPS_MODELS_PER_HOST``, default 20: that bounds what one crash takes down and how
-   long bringing them back takes), else a fresh host from the warm pool.
+   long bringing them back takes), else a fresh host forked from the zygote.
 
 Content that has not loaded on this machine yet never shares a process with serving models:
 before its first load into a shared host, the version is *probed* (loaded, warmed up with a

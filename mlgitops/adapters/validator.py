@@ -38,9 +38,11 @@ from mlgitops import errors
 LOG = "mlgitops-validator.log"
 #: In the bare repository: digests validated in full, one ``<digest> <key>`` line each.
 VALIDATED = "mlgitops-validated"
-#: A validator that answered nothing for this long exits (the next push starts one again);
-#: ``MLGITOPS_VALIDATOR_IDLE`` (seconds) in its environment overrides it.
-IDLE_SECONDS = 600.0
+#: A validator that answered nothing for this long exits (the next push starts one again; a
+#: publish and a new version under the drift monitor's watch warm it ahead): two minutes of
+#: a scikit-learn interpreter (~160 MB) per push, not ten. ``MLGITOPS_VALIDATOR_IDLE``
+#: (seconds) in its environment overrides it.
+IDLE_SECONDS = 120.0
 IDLE_ENV = "MLGITOPS_VALIDATOR_IDLE"
 #: How often a waiting validator checks that its repository still exists.
 TICK_SECONDS = 2.0

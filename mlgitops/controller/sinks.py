@@ -1,8 +1,8 @@
 """Where decisions go, wired once for the embedded controller and the operator.
 
 The decision pages always; the outgoing webhook when a URL is set; the Evidently workspace and
-the MLflow store unless switched off (each in its own niced child, `tracking`). Every sink has its
-own lane in the `decisions.Dispatcher`, so a slow one never delays the loop or another sink.
+the MLflow store unless switched off (each in its own niced child, `tracking`, started when
+there is a decision to record and stopped when idle). Every sink has its own lane in the `decisions.Dispatcher`, so a slow one never delays the loop or another sink.
 """
 
 from __future__ import annotations
@@ -27,18 +27,19 @@ def dispatcher(state_dir: Path, *, clone: Callable[[], Path], notify: settings.N
             format="slack" if notify.format == "slack" else "json",
             timeout_seconds=notify.timeout_seconds)))
     if track.evidently:
-        sinks.append(tracking.EvidentlySink(state_dir, clone=clone(), keep=track.evidently_keep))
+        sinks.append(tracking.EvidentlySink(state_dir, clone=clone(), keep=track.evidently_keep,
+                                            idle=track.idle_seconds))
     if track.mlflow:
-        sinks.append(tracking.MlflowSink(state_dir, clone=clone(), uri=track.mlflow_uri))
+        sinks.append(tracking.MlflowSink(state_dir, clone=clone(), uri=track.mlflow_uri,
+                                         idle=track.idle_seconds))
     return decision_log.Dispatcher(log=decision_log.Log(reports_root), state_dir=state_dir,
                                    sinks=sinks)
 
 
 def start(dispatcher: decision_log.Dispatcher) -> None:
-    """Start the sinks' lanes and their child processes (warm before the first decision), and
-    give the pages sink every recorded decision whose page is missing."""
+    """Start the sinks' lanes, and give the pages sink every recorded decision whose page is
+    missing. The tracking sinks' child processes start with the first decision to record."""
     dispatcher.start()
-    tracking.start_all(*dispatcher.sinks)
     for missing in decision_pages.missing(dispatcher.state_dir / reports.REPORTS):
         dispatcher.resend(missing)  # pages lost with the reports directory
 

@@ -10,10 +10,13 @@
   ``sqlite:///<state>/mlflow.db`` with artifacts under ``<state>/mlartifacts``.
 
 Evidently and MLflow take seconds to import and compute, so neither ever runs in the
-controller's interpreter: each sink talks to one long-lived ``python -m
-mlgitops.controller.tracking`` child (niced, dying with the controller; JSON lines in and out,
-its log in ``<state>/tracking/<sink>.log``), started on first use and restarted after a crash
-or a timeout. ``record`` raises a `Transient` error on failure, so the dispatcher retries it;
+controller's interpreter: each sink talks to a ``python -m mlgitops.controller.tracking`` child
+(niced, dying with the controller; JSON lines in and out, its log in
+``<state>/tracking/<sink>.log``), started when there is a decision to record, restarted after
+a crash or a timeout, and stopped once idle for ``idle`` seconds (`settings.TrackingSettings`,
+``MLGITOPS_TRACKING_IDLE_SECONDS``): an idle sink holds no memory (each child is 200+ MB with
+its library imported), and a decision after a quiet spell is recorded a few seconds later (the
+child's start). ``record`` raises a `Transient` error on failure, so the dispatcher retries it;
 it never blocks a deploy or a revert, which happen on other threads.
 
 A run's report artifacts (the decision page, the full Evidently report) may be built after the
@@ -56,15 +59,23 @@ class Worker:
     """One child process serving one sink: a JSON config line, then a decision per line."""
 
     def __init__(self, *, sink: str, state_dir: Path, config: Mapping[str, Any],
-                 timeout: float = 300.0) -> None:
+                 timeout: float = 300.0, idle: float | None = None) -> None:
         self.sink = sink
         self.state_dir = state_dir
         self.config = {"sink": sink, "stateDir": str(state_dir), **config}
         self.timeout = timeout
+        self.idle = idle
+        """Seconds without a call after which the child is stopped (None: never)."""
         self._proc: subprocess.Popen[bytes] | None = None
         self._replies: queue.Queue[bytes | None] = queue.Queue()
         self._lock = threading.Lock()
+        self._used = time.monotonic()
+        self._reaper: threading.Thread | None = None
+        self._closed = threading.Event()
         self.starts = 0
+        self.idle_stops = 0
+        self.last_pid: int | None = None
+        """The pid of the child started last (it may have exited since)."""
 
     @property
     def pid(self) -> int | None:
@@ -87,7 +98,32 @@ class Worker:
         proc.stdin.write(json.dumps(self.config).encode() + b"\n")
         proc.stdin.flush()
         self.starts += 1
+        self.last_pid = proc.pid
+        self._used = time.monotonic()
+        if self.idle is not None and (self._reaper is None or not self._reaper.is_alive()):
+            self._closed.clear()
+            self._reaper = threading.Thread(target=self._reap, name=f"{self.sink}-idle",
+                                            daemon=True)
+            self._reaper.start()
         return proc
+
+    def _reap(self) -> None:
+        """Stop the child once no call came for ``idle`` seconds (the next call starts one)."""
+        assert self.idle is not None
+        tick = max(0.2, min(self.idle / 4, 5.0))
+        while not self._closed.wait(tick):
+            if self._proc is None or time.monotonic() - self._used < self.idle:
+                continue
+            if not self._lock.acquire(blocking=False):
+                continue  # a call is under way
+            try:
+                if self._proc is not None and time.monotonic() - self._used >= self.idle:
+                    self._stop()
+                    self.idle_stops += 1
+                    self._reaper = None  # the next start starts another
+                    return
+            finally:
+                self._lock.release()
 
     @staticmethod
     def _read(stream: IO[bytes] | None, out: queue.Queue[bytes | None]) -> None:
@@ -130,6 +166,7 @@ class Worker:
                 raise errors.RuntimeFailure(
                     f"the {self.sink} process exited while recording {decision.id}; see "
                     f"{self.state_dir / TRACKING_DIR / self.sink}.log")
+            self._used = time.monotonic()
         reply: dict[str, Any] = json.loads(line)
         if not reply.get("ok"):
             kind = errors.ReportError if self.sink == EVIDENTLY else errors.TrackingError
@@ -147,6 +184,11 @@ class Worker:
 
     def close(self) -> None:
         """Stop the child (without waiting for a call in flight: shutdown must not hang)."""
+        self._closed.set()
+        self._stop()
+
+    def _stop(self) -> None:
+        """End the child's input (it finishes and exits); SIGKILL after 10 s."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -164,10 +206,10 @@ class EvidentlySink:
     """Closed windows -> Evidently snapshots (see the module docstring)."""
 
     def __init__(self, state_dir: Path, *, clone: Path, keep: int = 200,
-                 timeout: float = 300.0) -> None:
+                 timeout: float = 300.0, idle: float | None = None) -> None:
         if keep < 1:
             raise errors.ConfigError(f"keep={keep}: keep at least one Evidently snapshot per model")
-        self.worker = Worker(sink=EVIDENTLY, state_dir=state_dir, timeout=timeout,
+        self.worker = Worker(sink=EVIDENTLY, state_dir=state_dir, timeout=timeout, idle=idle,
                              config={"clone": str(clone), "keep": keep})
         self.recorded: list[dict[str, Any]] = []
         """Recent replies (bounded): run ids, pruned counts (tests, the demo)."""
@@ -190,9 +232,9 @@ class MlflowSink:
 
     def __init__(self, state_dir: Path, *, clone: Path, uri: str | None = None,
                  timeout: float = 300.0, max_pending: int = 32,
-                 pending_seconds: float = 900.0) -> None:
+                 pending_seconds: float = 900.0, idle: float | None = None) -> None:
         self.uri = uri or mlflow_tracking.default_uri(state_dir)
-        self.worker = Worker(sink=MLFLOW, state_dir=state_dir, timeout=timeout,
+        self.worker = Worker(sink=MLFLOW, state_dir=state_dir, timeout=timeout, idle=idle,
                              config={"clone": str(clone), "uri": self.uri})
         self.max_pending = max_pending
         self.pending_seconds = pending_seconds

@@ -28,6 +28,16 @@ Protocol
 
 Which process a model gets is the runtime's decision (`adapters.local_runtime`): content
 that has not loaded yet on this machine is probed in a separate *staging* host first.
+
+**The zygote** (``python -m mlgitops.server.host --zygote FD``): imports everything once, then
+forks a host per request on the Unix socket ``FD`` (one message: ``{"token", "log"}`` with the
+new host's stdin, stdout and stderr as passed descriptors; the answer ``{"pid": n}``). A forked
+host shares the imported libraries' pages with the zygote and every other host copy-on-write
+(``gc.freeze`` first, so the collector does not touch them) instead of holding its own
+~150 MB, and starts in milliseconds. It runs in a session of its own and follows the protocol
+above from step 1; the kernel shows it with the zygote's environment, in which the host
+rewrites its ledger token in place (`_own_token`), so ``/proc/<pid>/environ`` names it. The
+zygote exits when its stdin closes (its controller is gone); the hosts it forked do not.
 """
 
 from __future__ import annotations
@@ -261,15 +271,7 @@ def _read_token() -> str | None:
     return token if isinstance(token, str) and len(token) >= 16 else None
 
 
-def main() -> int:
-    """``python -m mlgitops.server.host``: preload, read the token line, serve."""
-    supervisor.setup_logging()
-    supervisor.preload()
-    token = _read_token()
-    if token is None:
-        emit({"event": "error", "message": 'the first stdin line must be {"token": "<secret of '
-                                            'at least 16 characters>"}'})
-        return 2
+def _limits() -> None:
     # as in a forked worker: per-request warnings are noise, one BLAS thread per process
     warnings.resetwarnings()
     warnings.simplefilter("ignore")
@@ -277,11 +279,141 @@ def main() -> int:
         import threadpoolctl  # type: ignore[import-untyped]
 
         threadpoolctl.threadpool_limits(1)
+
+
+TOKEN_ENV = "MLGITOPS_SERVER"  # = adapters.local_runtime.processes.TOKEN_ENV
+
+
+def _own_token(token: str) -> bool:
+    """Write ``token`` over the zygote's ``MLGITOPS_SERVER`` value where the kernel reads this
+    process's environment from (its initial stack: ``env_start`` of ``/proc/self/stat``), so
+    that ``/proc/<pid>/environ`` names this host's ledger record, as for a spawned one.
+    False when the old value is missing or not as long."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        env_start = int(fields[47])  # field 50 of proc(5)
+        with open("/proc/self/environ", "rb") as f:
+            block = f.read()
+    except (OSError, IndexError, ValueError):
+        return False
+    key = TOKEN_ENV.encode() + b"="
+    at = 0 if block.startswith(key) else block.find(b"\0" + key) + 1
+    if at <= 0 and not block.startswith(key):
+        return False
+    start = at + len(key)
+    end = block.find(b"\0", start)
+    value = token.encode()
+    if end - start != len(value):
+        return False
+    ctypes.memmove(env_start + start, value, len(value))
+    os.environ[TOKEN_ENV] = token
+    return True
+
+
+def _forked(conn_fd: int, fds: list[int], request: dict[str, Any]) -> None:
+    """In the forked child: become a host on the passed descriptors (never returns)."""
+    code = 1
+    try:
+        os.setsid()
+        os.close(conn_fd)
+        for target, fd in enumerate(fds[:3]):
+            os.dup2(fd, target)
+        for fd in fds:
+            if fd > 2:
+                os.close(fd)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's own stdin
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+        token = str(request.get("token") or "")
+        if not _own_token(token):
+            log.warning("could not write the host token into the environment shown by /proc")
+        code = _serve_host()
+    except BaseException:
+        log.exception("a forked host failed")
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def zygote(conn_fd: int) -> int:
+    """``--zygote FD``: preload once, then fork a host per request on socket ``FD``.
+
+    Single-threaded (a fork copies only the calling thread: nothing may hold a lock), reaps
+    its children through ``SIGCHLD`` ignored, exits when stdin closes.
+    """
+    import selectors
+    import socket
+
+    supervisor.setup_logging()
+    supervisor.preload()
+    _limits()
+    import uvloop  # noqa: F401 - imported once, shared by every host
+
+    conn = socket.socket(fileno=conn_fd)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    gc.collect()
+    gc.freeze()
+    emit({"event": "zygote", "pid": os.getpid()})
+    sel = selectors.DefaultSelector()
+    sel.register(conn, selectors.EVENT_READ)
+    sel.register(sys.stdin.fileno(), selectors.EVENT_READ)
+    while True:
+        for key, _ in sel.select():
+            if key.fileobj != conn:
+                if not os.read(sys.stdin.fileno(), 4096):
+                    return 0  # the controller is gone
+                continue
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(conn, 65536, 8)
+            except OSError:
+                return 0
+            if not data:
+                return 0
+            try:
+                request = json.loads(data)
+                if not isinstance(request, dict) or len(fds) != 3:
+                    raise ValueError("a fork request is a JSON object with 3 descriptors")
+            except ValueError as exc:
+                for fd in fds:
+                    os.close(fd)
+                conn.sendall(orjson.dumps({"error": str(exc)}))
+                continue
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                _forked(conn.fileno(), fds, request)
+            for fd in fds:
+                os.close(fd)
+            conn.sendall(orjson.dumps({"pid": pid}))
+
+
+def _serve_host() -> int:
+    token = _read_token()
+    if token is None:
+        emit({"event": "error", "message": 'the first stdin line must be {"token": "<secret of '
+                                            'at least 16 characters>"}'})
+        return 2
+    _limits()
     import uvloop
 
     gc.collect()
     gc.freeze()
     return uvloop.run(serve(token))
+
+
+def main() -> int:
+    """``python -m mlgitops.server.host``: preload, read the token line, serve
+    (``--zygote FD``: fork hosts instead, see the module docstring)."""
+    if sys.argv[1:2] == ["--zygote"] and len(sys.argv) == 3:
+        return zygote(int(sys.argv[2]))
+    supervisor.setup_logging()
+    supervisor.preload()
+    return _serve_host()
 
 
 if __name__ == "__main__":

@@ -83,11 +83,14 @@ class TrackingSettings:
     evidently: bool = True
     evidently_keep: int = 200
     """Window snapshots kept per model in the Evidently workspace (the oldest go first)."""
+    idle_seconds: float = 60.0
+    """A sink's child process stops after this long without a decision to record."""
 
 
 def tracking(*, uri: str | None = None) -> TrackingSettings:
     """``--tracking-uri`` or ``MLGITOPS_TRACKING_URI``; ``MLGITOPS_MLFLOW=0`` and
-    ``MLGITOPS_EVIDENTLY=0`` switch a sink off; ``MLGITOPS_EVIDENTLY_KEEP`` (snapshots per model)."""
+    ``MLGITOPS_EVIDENTLY=0`` switch a sink off; ``MLGITOPS_EVIDENTLY_KEEP`` (snapshots per model);
+    ``MLGITOPS_TRACKING_IDLE_SECONDS`` (a sink's process stops when idle this long)."""
     target = (uri or os.environ.get("MLGITOPS_TRACKING_URI") or "").strip() or None
     if target is not None and "://" not in target and not target.startswith(("/", "file:")):
         raise errors.ConfigError(
@@ -99,4 +102,5 @@ def tracking(*, uri: str | None = None) -> TrackingSettings:
     return TrackingSettings(
         mlflow=os.environ.get("MLGITOPS_MLFLOW", "1") not in ("0", "false"), mlflow_uri=target,
         evidently=os.environ.get("MLGITOPS_EVIDENTLY", "1") not in ("0", "false"),
-        evidently_keep=int(keep))
+        evidently_keep=int(keep),
+        idle_seconds=environment.positive("MLGITOPS_TRACKING_IDLE_SECONDS", 60.0))

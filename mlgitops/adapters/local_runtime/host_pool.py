@@ -1,9 +1,11 @@
-"""The pool of shared host processes: serving hosts, warm idle ones, and the staging host.
+"""The pool of shared host processes: serving hosts, the zygote they fork from, the staging host.
 
-Who goes where is `local_hosts`' decision; this keeps the processes: it starts hosts (warm
-ones wait idle), places a model in the host with the fewest models below the limit, probes
-content never loaded here in a separate staging host first, and takes the hosts of an
-earlier controller over after a crash.
+Who goes where is `local_hosts`' decision; this keeps the processes: it forks hosts from the
+zygote (`spawn.Zygote`: the warm pool is the zygote itself, a host costs a fork and shares the
+libraries' memory; with ``zygote=False``, or when the zygote cannot fork, a host is a fresh
+interpreter and warm ones wait idle), places a model in the host with the fewest models below
+the limit, probes content never loaded here in a separate staging host first, and takes the
+hosts of an earlier controller over after a crash.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from mlgitops import errors
 from mlgitops.adapters import local_hosts
 from mlgitops.adapters.local_runtime.ledger import Backend, Ledger
 from mlgitops.adapters.local_runtime.processes import is_process, kill, stop_pids
-from mlgitops.adapters.local_runtime.spawn import Spawner
+from mlgitops.adapters.local_runtime.spawn import Spawner, Zygote
 from mlgitops.core.serve_spec import ServeSpec
 
 
@@ -30,7 +32,8 @@ class HostPool:
 
     def __init__(self, *, spawner: Spawner, ledger: Ledger, hosting: local_hosts.Hosting,
                  proven: local_hosts.Proven, epoch: str, ready_timeout: float, marker: bytes,
-                 place_lock: threading.RLock, refill: Callable[[], None]) -> None:
+                 place_lock: threading.RLock, refill: Callable[[], None],
+                 zygote: bool = True) -> None:
         self.spawner = spawner
         self.ledger = ledger
         self.hosting = hosting
@@ -49,10 +52,15 @@ class HostPool:
         self._lock = threading.Lock()
         self._staging_lock = threading.Lock()
         self.closed = False
+        self.zygote = Zygote(spawner, ready_timeout=ready_timeout) if zygote else None
 
     # the warm pool ------------------------------------------------------------------------
     def fill(self, count: int) -> None:
-        """Top the idle hosts up to ``count``."""
+        """Top the idle hosts up to ``count`` (with a zygote: start it, it is the warm pool)."""
+        if self.zygote is not None and count > 0 and not self.closed:
+            with contextlib.suppress(errors.RuntimeFailure):
+                self.zygote.start()
+                return
         with self._lock:
             self._prune()
             while not self.closed and len(self._idle) < count:
@@ -65,14 +73,21 @@ class HostPool:
             self.ledger.drop(*(h.token for h in gone))
 
     def warm(self) -> bool:
-        """True when an idle host finished its imports."""
+        """True when the zygote or an idle host finished its imports."""
+        if self.zygote is not None and self.zygote.ready():
+            return True
         with self._lock:
             self._prune()
             return any(h.started() for h in self._idle)
 
     def _spawn(self) -> local_hosts.HostProcess:
-        s = self.spawner.start("mlgitops.server.host", prefix="host", role="idle",
-                               what="a host process")
+        s = None
+        if self.zygote is not None and not self.closed:
+            with contextlib.suppress(errors.RuntimeFailure):  # else a fresh interpreter
+                s = self.spawner.fork(self.zygote, prefix="host", role="idle")
+        if s is None:
+            s = self.spawner.start("mlgitops.server.host", prefix="host", role="idle",
+                                   what="a host process")
         proc = s.proc
         host = local_hosts.HostProcess(proc=proc, pid=proc.pid, token=s.token,
                                        start_time=s.start_time, log=s.log)
@@ -268,3 +283,5 @@ class HostPool:
         staging, self._staging = self._staging, None
         for h in [*idle, *([staging] if staging else [])]:
             self.stop_host(h, grace=2.0)
+        if self.zygote is not None:
+            self.zygote.close()
