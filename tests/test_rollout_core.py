@@ -96,13 +96,17 @@ GOOD = rollout.DriftCheck(breached=False, attributable=False, reason="no drift")
     (SHADOW, _state(), _counters(120, agreed=0.5), GOOD, "abort", "same label on 50.0%"),
     (SHADOW, _state(), _counters(120, errors_=30), GOOD, "abort", "requests failed"),
     (SHADOW, _state(), _counters(120, latency=0.5), GOOD, "abort", "p95 latency"),
+    # drift is judged at the step's end, on the step's rows
     (SHADOW, _state(), _counters(120),
+     rollout.DriftCheck(breached=True, attributable=True, reason="fits v1 better"),
+     "hold", "3 check(s) passing"),
+    (SHADOW, _state(), _counters(200),
      rollout.DriftCheck(breached=True, attributable=True, reason="fits v1 better"),
      "abort", "fits v1 better"),
     # drift the candidate is not to blame for does not abort
-    (SHADOW, _state(), _counters(120),
+    (SHADOW, _state(), _counters(200),
      rollout.DriftCheck(breached=True, attributable=False, reason="moved from both"),
-     "hold", "4 check(s) passing"),
+     "promote", "drift"),
     # too little evidence never fails a check
     (SHADOW, _state(), _counters(99, agreed=0.0, errors_=99), None, "hold", "0 check(s)"),
 ])

@@ -54,8 +54,8 @@ class RolloutChecks(Reverts[H]):
             try:
                 verdict = self._judge(name, split)
             except (errors.MlgitopsError, ValueError, KeyError, OSError) as exc:
-                self.store.event("MonitorFailed", model=name, commit=split.candidate.version,
-                                 message=f"the rollout of {name} cannot be judged: {exc}")
+                self._problem(name, split.candidate.version,
+                              f"the rollout of {name} cannot be judged yet: {exc}")
                 continue
             if verdict is not None:
                 out.append((name, verdict))
@@ -177,6 +177,9 @@ class RolloutChecks(Reverts[H]):
         why = (f"its rollout failed at step {stage.get('step', '?')} "
                f"({stage.get('mode', '?')}) before it was promoted")
         self._revert(track, decision, sample, record, why=why)
+
+    def _problem(self, name: str, version: str, message: str) -> None:
+        raise NotImplementedError
 
     def record_of(self, track: Track, decision: policy.Decision,
                 window: stats.LiveStats) -> decisions.Decision:

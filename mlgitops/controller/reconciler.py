@@ -174,6 +174,10 @@ class Reconciler(Rollouts[H]):
             st = replace(st, desired_commit=step.desired.version)
         if step.candidate is not None and step.action is not plan.Action.PROGRESS:
             self._drop_candidate(name, step.reason)
+        if step.action is plan.Action.CANDIDATE and self._live_reverted(step, head):
+            step = replace(step, action=plan.Action.DEPLOY,
+                           reason=f"{step.reason.split('; rolled out by')[0]} (a rollback: the "
+                                  "version serving is quarantined, so no rollout)")
         if step.action is plan.Action.CANDIDATE:
             self._candidate(st, step, now)
             return
@@ -203,6 +207,8 @@ class Reconciler(Rollouts[H]):
             self._hold(st, step, now)
             return
         assert step.desired is not None and step.desired.deployment is not None
+        if step.live is None and self._restore_stable(st, step, now):
+            return
         self._deploy(st, step, now)
 
     def _ready(self, st: status.ModelStatus, version: str, digest: str, now: str) -> status.ModelStatus:

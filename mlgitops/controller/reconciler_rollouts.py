@@ -26,7 +26,7 @@ from mlgitops.controller import ports
 from mlgitops.controller import source as source_mod
 from mlgitops.controller.ports import H
 from mlgitops.controller.router import Router, Split
-from mlgitops.core import manifest, plan, rollout, status
+from mlgitops.core import manifest, plan, quarantine, rollout, status
 
 
 def view(policy: manifest.Rollout, state: rollout.State) -> dict[str, Any]:
@@ -67,6 +67,9 @@ class Rollouts(Generic[H]):
         raise NotImplementedError
 
     def _retire(self, handle: H) -> None:
+        raise NotImplementedError
+
+    def _deploy(self, st: status.ModelStatus, step: plan.Step, now: str) -> None:
         raise NotImplementedError
 
     def _set(self, st: status.ModelStatus) -> None:
@@ -123,6 +126,44 @@ class Rollouts(Generic[H]):
                                  + (" (the step starts again after a restart)" if resumed
                                     else ""))
         self._rolling(st, state.reason or stage.describe(), now)
+
+    def _live_reverted(self, step: plan.Step, head: str) -> bool:
+        """True when the version serving is quarantined at ``head`` (Git reverted it): going
+        back to the older content is a rollback, never judged beside the bad version."""
+        if step.live is None:
+            return False
+        try:
+            entries = self.source.quarantined(head)
+        except errors.MlgitopsError:
+            return False
+        return quarantine.find(entries, model=step.name, digest=step.live.digest) is not None
+
+    def _restore_stable(self, st: status.ModelStatus, step: plan.Step, now: str) -> bool:
+        """Nothing serves but a rollout of the desired version was under way (the controller
+        stopped everything): the stable version serves again first, then the candidate resumes
+        at its step. Deploying the candidate directly would skip its steps."""
+        d = step.desired
+        assert d is not None and d.deployment is not None
+        prior = self._resume(st, d.version, d.deployment.digest)
+        if prior is None or not d.deployment.rollout.progressive:
+            return False
+        try:
+            stable = self.source.desired(prior.stable_version).get(step.name)
+        except errors.MlgitopsError:
+            return False
+        if stable is None or stable.deployment is None or stable.digest != prior.stable_digest:
+            return False
+        self._deploy(st, plan.Step(step.name, plan.Action.DEPLOY, stable, None,
+                                   f"the stable version of the rollout of {d.version[:12]} "
+                                   "serves again first"), now)
+        live = self.router.get(step.name)
+        if live is None or live.version != prior.stable_version:
+            return True  # it could not start: the next pass tries again
+        self._candidate(replace(self.store.status(step.name), desired_commit=d.version),
+                        plan.Step(step.name, plan.Action.CANDIDATE, d,
+                                  plan.Live(step.name, live.version, live.digest, True),
+                                  step.reason), now)
+        return True
 
     def _resume(self, st: status.ModelStatus, version: str, digest: str) -> rollout.State | None:
         """The rollout of ``version`` an earlier controller (or an earlier candidate) ran."""

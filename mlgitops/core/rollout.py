@@ -15,8 +15,8 @@ Rules, in order (each verdict carries a sentence saying which applied):
 2. Checks: error rate above the stable version's by more than ``maxErrorRate``; p95 latency
    above ``maxLatencyRatio`` times the stable version's; label agreement below
    ``minAgreement`` (classifiers); mean relative error above ``maxRelativeError``
-   (regressors); drift of the step's rows attributed to the candidate (``analysis.drift``,
-   judged by `core.policy` with ``spec.drift``).
+   (regressors); at the step's end, drift of the step's rows attributed to the candidate
+   (``analysis.drift``, judged by `core.policy` with ``spec.drift``).
 3. A step ends when the candidate scored its ``rows`` or its ``seconds`` passed. A step that
    ends with fewer than ``minRows`` rows is extended (inconclusive), never passed.
 4. The last step passed: promote.
@@ -235,7 +235,11 @@ def judge(policy: Rollout, state: State, counters: Counters, drift: DriftCheck |
     if state.phase != "running" or not steps:
         return Verdict("hold", state.reason or f"the rollout is {state.phase}", state)
     stage = steps[min(state.step, len(steps) - 1)]
-    found = checks(policy, counters, drift)
+    elapsed = now - state.started_at
+    ended = _ended(stage, counters, elapsed)
+    # drift is judged on the step's rows as a whole: a window judged again on every pass
+    # would add up the false alarms of small samples
+    found = checks(policy, counters, drift if ended else None)
     numbers = {"step": stage.index + 1, "of": len(steps), "mode": stage.mode,
                "weight": stage.weight, **counters.to_dict(),
                "checks": [ch.to_dict() for ch in found]}
@@ -245,8 +249,7 @@ def judge(policy: Rollout, state: State, counters: Counters, drift: DriftCheck |
         done = replace(state, phase="aborted", reason=reason, last=numbers,
                        history=(*state.history, {**numbers, "verdict": "abort"}))
         return Verdict("abort", reason, done, found)
-    elapsed = now - state.started_at
-    if not _ended(stage, counters, elapsed):
+    if not ended:
         reason = (f"{stage.describe()}: {counters.rows} rows scored in {elapsed:.0f} s, "
                   f"{len(found)} check(s) passing so far")
         return Verdict("hold", reason, replace(state, reason=reason, last=numbers), found)
@@ -327,3 +330,25 @@ def compare(candidate: Sequence[Any], stable: Sequence[Any]) -> Comparison:
         else:
             labels += 1  # unlike answers: a disagreement
     return Comparison(len(stable), agreed, labels, rel)
+
+
+def summary(view: Mapping[str, Any]) -> str:
+    """One line of a model status's ``rollout`` (what ``mlgitops status`` prints)."""
+    weights = view.get("weights") or {}
+    a = view.get("analysis") or {}
+    step = f"step {int(view.get('step', 0)) + 1}/{view.get('steps', '?')}"
+    parts = [f"{view.get('strategy', '?')} of {str(view.get('version', ''))[:12]} beside "
+             f"{str(view.get('stableVersion', ''))[:12]}: {view.get('phase', '?')}",
+             step if view.get("phase") == "running" else "",
+             f"{view.get('mode')} " if view.get("phase") == "running" and view.get("mode")
+             else "",
+             f"weights stable {weights.get('stable', '?')}% / candidate "
+             f"{weights.get('candidate', '?')}%"]
+    if a:
+        agreement = a.get("agreement")
+        parts.append(f"rows {a.get('rows', 0)}, compared {a.get('compared', 0)}"
+                     + (f", agreement {agreement:.1%}" if isinstance(agreement, float) else "")
+                     + f", errors {a.get('errors', 0)}/{a.get('requests', 0)}")
+    if view.get("reason"):
+        parts.append(str(view["reason"]))
+    return "; ".join(p.strip() for p in parts if p.strip())
