@@ -267,7 +267,8 @@ def test_a_restart_mid_rollout_resumes_at_its_step(tmp_path: Path) -> None:
         resumed = events(ctl, "RolloutResumed")[-1]
         assert resumed["step"] == 2 and resumed["mode"] == "canary"
         with Clients(f"{ctl.base_url}/models/{NAME}/invocations") as users:
-            wait_serving(ctl, v2)
+            wait_until(lambda: getattr(ctl.router.get(NAME), "version", None) == v2,
+                       timeout=240, what="v2 promoted")
         assert not users.failed, users.failed[:3]
         st = ctl.store.status(NAME).rollout
         assert st is not None and st["phase"] == "promoted"
