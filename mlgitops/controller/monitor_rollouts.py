@@ -70,9 +70,11 @@ class RolloutChecks(Reverts[H]):
             track = known.track
         else:
             track = self._candidate_track(name, split.candidate, state)
-        cursor = None
-        if state.step > 0 or state.history or state.reason:  # a later or restarted step
-            cursor = self.live_stats.read(name, track.version, baseline=track.baseline)
+        try:  # the step counts the rows scored from now on
+            cursor: stats_store.Snapshot | None = self.live_stats.read(
+                name, track.version, baseline=track.baseline)
+        except errors.MlgitopsError:
+            cursor = None  # nothing recorded yet: every row is the step's
         found = Candidate(track, state.step, state.started_at, cursor)
         self._candidates[name] = found
         return found

@@ -55,6 +55,7 @@ class Reconciler(Rollouts[H]):
         now: Callable[[], str] = state_mod.now,
         sleep: Callable[[float], None] = time.sleep,
         wall: Callable[[], float] = time.time,
+        progressive: bool = False,
     ) -> None:
         self.source = source
         #: told what Git declares at each reconciled head before anything is planned (the
@@ -65,6 +66,9 @@ class Reconciler(Rollouts[H]):
         self.clock = clock
         #: seconds since the epoch (a rollout step's start, persisted across restarts)
         self.wall = wall
+        #: whether this runtime runs a rollout's candidate beside the stable version (and a
+        #: gateway splits and mirrors); without it a shadow or canary version deploys directly
+        self.progressive = progressive
         self.now = now
         self.sleep = sleep
         #: the fingerprint of what, besides the version, decides whether it may deploy
@@ -174,6 +178,11 @@ class Reconciler(Rollouts[H]):
             st = replace(st, desired_commit=step.desired.version)
         if step.candidate is not None and step.action is not plan.Action.PROGRESS:
             self._drop_candidate(name, step.reason)
+        if step.action is plan.Action.CANDIDATE and not self.progressive:
+            step = replace(step, action=plan.Action.DEPLOY,
+                           reason=f"{step.reason.split('; rolled out by')[0]} (this runtime "
+                                  "cannot run a candidate beside the serving version yet: "
+                                  "it replaces it)")
         if step.action is plan.Action.CANDIDATE and self._live_reverted(step, head):
             step = replace(step, action=plan.Action.DEPLOY,
                            reason=f"{step.reason.split('; rolled out by')[0]} (a rollback: the "

@@ -102,7 +102,8 @@ class Rollouts(Generic[H]):
         except errors.Waiting as exc:
             self.retry_after = min(exc.delay, self.retry_after or exc.delay)
             return
-        state = self._resume(st, d.version, dep.digest) or rollout.start(
+        prior = self._resume(st, d.version, dep.digest)
+        state = prior or rollout.start(
             version=d.version, digest=dep.digest, stable_version=lv.version,
             stable_digest=lv.digest, now=self.wall())
         policy = dep.rollout
@@ -117,7 +118,7 @@ class Rollouts(Generic[H]):
         assert stage is not None
         self.router.set_split(step.name, Split(handle, stage.mode, stage.weight, stage.index,
                                                policy.key))
-        resumed = state.step > 0 or bool(state.history) or state.reason != ""
+        resumed = prior is not None
         self.store.event("RolloutResumed" if resumed else "RolloutStarted", model=step.name,
                          commit=d.version, digest=dep.digest, step=stage.index + 1,
                          weight=stage.weight, mode=stage.mode, stable=lv.version,
