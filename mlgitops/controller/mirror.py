@@ -1,9 +1,10 @@
 """Copies of user requests for a rollout's other version, sent after the user was answered.
 
 `Mirror.offer` never waits: a copy goes into a bounded queue, or is dropped (and counted) when
-the queue is full; a few worker tasks send the copies and record, in the step's
-`router.StepCounters`, the other version's latency and failures and how its answer compares
-with the one the user got (`core.rollout.compare`). The copy's answer is never returned to
+the queue is full; one worker task (``workers``) sends the copies one at a time, so that under
+saturation mirroring takes one request's share of the gateway and the copies beyond it are
+dropped rather than slowing users down. The step's `router.StepCounters` get the other
+version's latency and failures and how its answer compares with the one the user got (`core.rollout.compare`). The copy's answer is never returned to
 anyone. In a shadow the copy goes to the candidate; in a canary, a request the candidate
 answered is copied to the stable version so that both answers of the same rows compare.
 """
@@ -41,8 +42,8 @@ class Copy:
 
 
 class Mirror:
-    def __init__(self, client: httpx.AsyncClient, router: Router[Any], *, size: int = 256,
-                 workers: int = 2) -> None:
+    def __init__(self, client: httpx.AsyncClient, router: Router[Any], *, size: int = 64,
+                 workers: int = 1) -> None:
         self.client = client
         self.router = router
         self.size = size

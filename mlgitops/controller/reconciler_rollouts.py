@@ -116,6 +116,9 @@ class Rollouts(Generic[H]):
             return
         stage = rollout.current(policy, state)
         assert stage is not None
+        replaced = self.router.end_split(step.name)
+        if replaced is not None and replaced.candidate.key != handle.key:
+            self._stop_candidate(replaced.candidate)
         self.router.set_split(step.name, Split(handle, stage.mode, stage.weight, stage.index,
                                                policy.key))
         resumed = prior is not None
@@ -233,10 +236,14 @@ class Rollouts(Generic[H]):
                             reason=f"dropped: Git no longer names it ({why})")
             self.router.rollouts = {**self.router.rollouts, name: (entry[0], state)}
         handle = split.candidate
-        self.workloads.draining(handle)
-        self.retiring[handle.key] = handle
-        threading.Thread(target=self._retire, args=(handle,), daemon=True).start()
+        self._stop_candidate(handle)
         self.store.event("CandidateDropped", model=name, commit=handle.version,
                          digest=handle.digest,
                          message=f"{handle.version[:12]} no longer runs beside the stable "
                                  f"version: {why}")
+
+    def _stop_candidate(self, handle: H) -> None:
+        """``handle`` gets no more requests: it finishes those it has, then stops."""
+        self.workloads.draining(handle)
+        self.retiring[handle.key] = handle
+        threading.Thread(target=self._retire, args=(handle,), daemon=True).start()
