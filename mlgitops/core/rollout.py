@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from mlgitops.core.manifest import Hold, Rollout
+from mlgitops.core.rollout_policy import Hold, Rollout
 
 Mode = Literal["shadow", "canary"]
 Phase = Literal["running", "promoted", "aborted"]
