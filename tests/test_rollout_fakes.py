@@ -84,3 +84,22 @@ def test_a_dead_candidate_starts_again_at_its_step(template: scenarios.Template,
     again = reconciler.router.split(scenarios.NAME)
     assert again is not None and again.candidate.key != split.candidate.key
     assert store.kinds()[-2:] == ["CandidateLost", "RolloutResumed"]
+
+
+def test_a_dead_stable_version_is_started_again_while_its_candidate_is_judged(
+        template: scenarios.Template, tmp_path: Path) -> None:
+    workloads, store = fakes.FakeWorkloads(), fakes.FakeStatus()
+    reconciler = _reconciler(template, tmp_path, progressive=True, workloads=workloads,
+                             store=store)
+    scenarios.point(tmp_path / "remote.git", template.commits["v1"])
+    reconciler.reconcile()
+    scenarios.point(tmp_path / "remote.git", template.commits["shadow"])
+    reconciler.reconcile()
+    stable = reconciler.router.get(scenarios.NAME)
+    assert stable is not None
+    workloads.kill(stable)
+    reconciler.reconcile()
+    again = reconciler.router.get(scenarios.NAME)
+    assert again is not None and again.key != stable.key and workloads.alive(again)
+    assert again.version == stable.version
+    assert reconciler.router.split(scenarios.NAME) is not None  # the rollout goes on

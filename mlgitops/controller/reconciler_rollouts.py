@@ -72,6 +72,9 @@ class Rollouts(Generic[H]):
     def _deploy(self, st: status.ModelStatus, step: plan.Step, now: str) -> None:
         raise NotImplementedError
 
+    def _revive(self, step: plan.Step) -> None:
+        raise NotImplementedError
+
     def _set(self, st: status.ModelStatus) -> None:
         entry = self.router.rollouts.get(st.name)
         self.store.set(st if entry is None else replace(st, rollout=view(*entry)))
@@ -197,6 +200,8 @@ class Rollouts(Generic[H]):
         split = self.router.split(name)
         entry = self.router.rollouts.get(name)
         assert split is not None
+        if step.live is not None and not step.live.alive:  # the stable version's server died
+            self._revive(step)
         if step.candidate is not None and not step.candidate.alive:
             self.router.end_split(name)
             self.store.event("CandidateLost", model=name, commit=split.candidate.version,
