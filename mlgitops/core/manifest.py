@@ -16,6 +16,8 @@ import jsonschema
 
 from mlgitops import errors
 from mlgitops.core import rollout_policy
+from mlgitops.core.performance import spec as performance_spec
+from mlgitops.core.performance.spec import PerformancePolicy
 from mlgitops.core.rollout_policy import YEAR_SECONDS as YEAR_SECONDS
 from mlgitops.core.rollout_policy import Analysis as Analysis
 from mlgitops.core.rollout_policy import CanaryStep as CanaryStep
@@ -87,6 +89,7 @@ _SPEC_SCHEMA: dict[str, Any] = {
             },
         },
         "rollout": rollout_policy.SCHEMA,
+        "performance": performance_spec.SCHEMA,
     },
 }
 
@@ -143,12 +146,13 @@ class ModelDeployment:
     serving: Serving = field(default_factory=Serving)
     drift: DriftPolicy = field(default_factory=DriftPolicy)
     rollout: Rollout = field(default_factory=Rollout)
+    performance: PerformancePolicy = field(default_factory=PerformancePolicy)
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest document (what ``parse`` reads back)."""
         b = self.serving.batching
         d = self.drift
-        return {
+        doc: dict[str, Any] = {
             "apiVersion": API_VERSION,
             "kind": KIND,
             "metadata": {"name": self.name},
@@ -177,6 +181,9 @@ class ModelDeployment:
                 "rollout": self.rollout.to_dict(),
             },
         }
+        if self.performance != PerformancePolicy():
+            doc["spec"]["performance"] = self.performance.to_dict()
+        return doc
 
 
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
@@ -218,6 +225,7 @@ def parse(document: Any, *, source: str) -> ModelDeployment:
         raise errors.ManifestError(
             f"{source}: field {_where(where)}: {spelled} is not a finite number; give a plain "
             "number within the field's range (see manifests/crd/) and commit again")
+    performance_spec.check_metric_names(document, source=source)
     problems = sorted(_VALIDATOR.iter_errors(document), key=lambda e: list(e.absolute_path))
     if problems:
         first = problems[0]
@@ -270,6 +278,7 @@ def parse(document: Any, *, source: str) -> ModelDeployment:
         ),
         drift=drift,
         rollout=rollout_policy.parse(spec.get("rollout", {}), source=source),
+        performance=performance_spec.parse(spec.get("performance", {}), source=source),
     )
 
 
