@@ -391,5 +391,6 @@ def test_scenario_on_the_fakes(scenario: str, template: scenarios.Template, tmp_
     source = source_mod.Source(tmp_path / "state", url=f"file://{bare}")
     reconciler = rec.Reconciler(source=source, workloads=fakes.FakeWorkloads(),
                                 store=fakes.FakeStatus(), router=rec.Router(),
-                                endpoint=lambda n: f"http://gw.invalid/{n}", drain_seconds=0.0)
+                                endpoint=lambda n: f"http://gw.invalid/{n}", drain_seconds=0.0,
+                                progressive=True)
     scenarios.run_scenario(scenarios.SCENARIOS[scenario], FakeDriver(bare, reconciler), template)

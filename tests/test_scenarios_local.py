@@ -51,7 +51,8 @@ def driver(template: scenarios.Template, tmp_path: Path) -> Iterator[LocalDriver
     reconciler: rec.Reconciler[local_runtime.Backend] = rec.Reconciler(
         source=source_mod.Source(state, url=f"file://{bare}"), workloads=runtime,
         store=state_mod.Store(state), router=rec.Router(),
-        endpoint=lambda n: f"http://127.0.0.1/v2/models/{n}", drain_seconds=0.0)
+        endpoint=lambda n: f"http://127.0.0.1/v2/models/{n}", drain_seconds=0.0,
+        progressive=True)
     try:
         yield LocalDriver(bare, reconciler)
     finally:

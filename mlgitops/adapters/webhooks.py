@@ -75,6 +75,7 @@ _HEADLINES = {
     decisions.Kind.HOLD: ":no_entry: *{model}*: `{version}` held, `{previous}` serves on",
     decisions.Kind.PASS: "*{model}*: drift window on `{version}`",
     decisions.Kind.BREACH: "*{model}*: drift breach on `{version}` (no action yet)",
+    decisions.Kind.STEP: ":arrow_forward: *{model}*: rollout of `{version}` beside `{previous}`",
 }
 
 
@@ -112,7 +113,8 @@ class Target:
     format: Format = "json"
     timeout_seconds: float = 5.0
     kinds: frozenset[decisions.Kind] = frozenset(
-        {decisions.Kind.DEPLOY, decisions.Kind.HOLD, decisions.Kind.ALERT, decisions.Kind.REVERT})
+        {decisions.Kind.DEPLOY, decisions.Kind.HOLD, decisions.Kind.ALERT, decisions.Kind.REVERT,
+         decisions.Kind.STEP})
     """Which decisions are sent (quiet windows are not, unless asked for)."""
 
 

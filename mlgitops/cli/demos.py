@@ -19,8 +19,20 @@ from mlgitops.cli.group import main
 @click.option("--real-node", is_flag=True,
               help="With --kubernetes: on real pods from the mlgitops image (a kubelet, containerd "
                    "and runc on this machine; needs root and `make realnode-deps`).")
-def demo(workdir: Path | None, port: int, on_kubernetes: bool, real_node: bool) -> None:
+@click.option("--shadow", is_flag=True,
+              help="A bad version under a shadow rollout: judged on copies of live traffic "
+                   "and reverted in Git before any user request reaches it.")
+def demo(workdir: Path | None, port: int, on_kubernetes: bool, real_node: bool,
+         shadow: bool) -> None:
     """The whole loop on this machine, end to end, with timings."""
+    if shadow and on_kubernetes:
+        raise click.UsageError("--shadow runs on the embedded runtime only for now: drop "
+                               "--kubernetes (Kubernetes has no candidate Deployment yet)")
+    if shadow:
+        from mlgitops.demo import shadow as demo_shadow
+
+        demo_shadow.run(workdir=workdir, port=port)
+        return
     if real_node and not on_kubernetes:
         raise click.UsageError("--real-node goes with --kubernetes: mlgitops demo --kubernetes --real-node")
     if on_kubernetes:

@@ -13,7 +13,7 @@ from rich.table import Table
 from mlgitops import errors, settings, ui
 from mlgitops.adapters import git
 from mlgitops.cli.group import main, model_repo, print_table, repo_option, short, wide_option
-from mlgitops.core import decisions, layout, manifest
+from mlgitops.core import decisions, layout, manifest, rollout
 from mlgitops.core import digest as digest_mod
 
 
@@ -78,6 +78,8 @@ def status(repo: Path, as_json: bool, wide: bool) -> None:
             notes.append(f"{m['name']}: {m['endpoint']}")
         notes.extend(f"{m['name']}: {c['type']}: {c['message']}" for c in true
                      if c["type"] == "Stalled" and c["message"])
+        if m.get("rollout"):
+            notes.append(f"{m['name']}: rollout: {rollout.summary(m['rollout'])}")
     print_table(table, wide=wide)
     for line in notes:
         ui.out.print(line, soft_wrap=True, highlight=False)

@@ -41,6 +41,7 @@ import contextlib
 import hashlib
 import hmac
 import re
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -56,6 +57,7 @@ from starlette.routing import Route
 from mlgitops.adapters import http_server
 from mlgitops.controller import reconciler as rec
 from mlgitops.controller import report_files
+from mlgitops.controller.mirror import Copy, Mirror
 from mlgitops.controller.ports import H
 from mlgitops.core import manifest
 
@@ -108,6 +110,9 @@ class _Upload:
             yield chunk
 
 
+VERSION_HEADER = "x-mlgitops-version"
+"""The response header naming the version (commit) that answered a forwarded request."""
+
 _SEGMENT = r"[^/]+"
 _PUBLIC = re.compile(
     rf"/invocations|/v2|/v2/health/(?:live|ready)|/ping|/health|/version|/metrics|/openapi\.json"
@@ -153,6 +158,7 @@ def build(
         timeout=httpx.Timeout(60.0, connect=2.0),
         limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
     )
+    mirror = Mirror(client, router)
 
     async def forward(request: Request, name: str, path: str) -> Response:
         public = public_path(path)
@@ -176,8 +182,12 @@ def build(
         declared = request.headers.get("content-length")
         if rest is not None and declared is not None:
             headers["content-length"] = declared  # checked by the parser against what arrives
+        key_header = None
+        split = router.split(name)
+        if split is not None and split.key:
+            key_header = request.headers.get(split.key)
         for _attempt in range(3):
-            backend = router.get(name)
+            backend, role, other, counters = router.choose(name, key_header)
             if backend is None:
                 return _error(
                     404 if name not in {s["name"] for s in statuses()} else 503,
@@ -187,6 +197,7 @@ def build(
             if not upload.replayable:
                 break
             router.inflight[backend.key] = router.inflight.get(backend.key, 0) + 1
+            started = time.perf_counter()
             try:
                 r = await client.request(
                     request.method,
@@ -200,6 +211,8 @@ def build(
             except ClientDisconnect:
                 return _error(400, "the client went away before sending the whole body")
             except httpx.TransportError:
+                if counters is not None:
+                    counters.answered(role, ok=False, seconds=time.perf_counter() - started)
                 # the server went away between lookup and send: a newer one may be routed now
                 if router.get(name) is backend:
                     return _error(
@@ -209,6 +222,17 @@ def build(
             finally:
                 router.inflight[backend.key] -= 1
             out = {k: v for k, v in r.headers.items() if k.lower() not in _HOP}
+            out[VERSION_HEADER] = backend.version
+            router.served[(name, backend.version)] += 1
+            if counters is not None:
+                counters.answered(role, ok=r.status_code < 500,
+                                  seconds=time.perf_counter() - started)
+                if other is not None and r.status_code < 400 and upload.rest is None:
+                    mirror.offer(Copy(name=name, url=f"{other.url}{path}", version=other.version,
+                                      role="stable" if role == "candidate" else "candidate",
+                                      counters=counters, method=request.method,
+                                      body=upload.head, headers=headers,
+                                      params=request.query_params, answer=r.content))
             return Response(r.content, status_code=r.status_code, headers=out)
         return _error(
             503, f"the server of model {http_server.quote(name)} is being replaced; retry"
@@ -387,6 +411,7 @@ def build(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        await mirror.close()
         await client.aclose()
 
     routes = [

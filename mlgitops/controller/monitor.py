@@ -62,13 +62,13 @@ from mlgitops.controller.monitor_base import (  # noqa: F401  (re-exported names
     iso,
 )
 from mlgitops.controller.monitor_reports import Reports
-from mlgitops.controller.monitor_reverts import Reverts
+from mlgitops.controller.monitor_rollouts import Candidate, RolloutChecks
 from mlgitops.controller.ports import H
 from mlgitops.core import decisions, drift, layout, manifest, policy, quarantine, stats
 from mlgitops.core import status as status_mod
 
 
-class Monitor(Reverts[H], Reports[H]):
+class Monitor(RolloutChecks[H], Reports[H]):
     """Watches every served model; ``run(stop_event)`` is the controller's background loop.
 
     Live statistics come through the ``live_stats`` port (default: the stats store files under
@@ -141,6 +141,7 @@ class Monitor(Reverts[H], Reports[H]):
         self._reports: queue.Queue[ReportJob | None] = queue.Queue(maxsize=16)
         self._report_thread: threading.Thread | None = None
         self._recovered = False
+        self._candidates: dict[str, Candidate] = {}
         self.lock = threading.Lock()
 
     # loop ------------------------------------------------------------------------------------
@@ -184,6 +185,7 @@ class Monitor(Reverts[H], Reports[H]):
                     continue
                 if decision is not None:
                     out.append((name, decision))
+            self.rollout_tick()
         return out
 
     def _problem(self, name: str, version: str, message: str) -> None:

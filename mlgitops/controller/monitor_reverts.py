@@ -43,14 +43,14 @@ class Reverts(MonitorBase[H]):
         self._remember(name, self._history(name).with_revert(at))
 
     def _revert(self, track: Track, decision: policy.Decision, sample: Sample,
-                record: decisions.Decision) -> None:
+                record: decisions.Decision, *, why: str | None = None) -> None:
         name = track.name
         target = reports.plan(self.state_dir, name=name, version=track.version, now=decision.at,
                               why="revert", title=self._evidently_title(record))
         link = record.report_url or self._link(target)
         plan = policy.revert_plan(decision, name=name, reverted=track.version, digest=track.digest,
                                   previous=track.previous_version, report=link, at=iso(decision.at),
-                                  report_id=record.id)
+                                  report_id=record.id, why=why)
         # logged before the push: a page exists for the link even if the controller stops now
         self.dispatcher.log_only(record.with_(outcome="the revert is being pushed"))
         self._pending[name] = (track.version, decision.at, None)

@@ -20,13 +20,13 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
-from typing import Generic
 
 from mlgitops import errors
 from mlgitops.controller import ports
 from mlgitops.controller import source as source_mod
 from mlgitops.controller import state as state_mod
 from mlgitops.controller.ports import H
+from mlgitops.controller.reconciler_rollouts import Rollouts
 from mlgitops.controller.router import Router as Router
 from mlgitops.core import plan, status
 
@@ -38,7 +38,7 @@ class Outcome:
     seconds: float
 
 
-class Reconciler(Generic[H]):
+class Reconciler(Rollouts[H]):
     def __init__(
         self,
         *,
@@ -54,6 +54,8 @@ class Reconciler(Generic[H]):
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], str] = state_mod.now,
         sleep: Callable[[float], None] = time.sleep,
+        wall: Callable[[], float] = time.time,
+        progressive: bool = False,
     ) -> None:
         self.source = source
         #: told what Git declares at each reconciled head before anything is planned (the
@@ -62,6 +64,11 @@ class Reconciler(Generic[H]):
         #: monotonic seconds (drain and keep-warm deadlines), wall-clock timestamps, and the
         #: pause between looks at a draining workload: injected so tests need no real time
         self.clock = clock
+        #: seconds since the epoch (a rollout step's start, persisted across restarts)
+        self.wall = wall
+        #: whether this runtime runs a rollout's candidate beside the stable version (and a
+        #: gateway splits and mirrors); without it a shadow or canary version deploys directly
+        self.progressive = progressive
         self.now = now
         self.sleep = sleep
         #: the fingerprint of what, besides the version, decides whether it may deploy
@@ -117,6 +124,14 @@ class Reconciler(Generic[H]):
             for name, h in self.router.routes.items()
         }
 
+    def candidates(self) -> dict[str, plan.Live]:
+        """The candidates of the rollouts under way (`Router.splits`), by model."""
+        return {
+            name: plan.Live(name, sp.candidate.version, sp.candidate.digest,
+                            self.workloads.alive(sp.candidate))
+            for name, sp in self.router.splits.items()
+        }
+
     def retry(self, names: list[str]) -> list[str]:
         """Forget the remembered failures of ``names``: the next pass tries their versions
         again. Returns the names that had one."""
@@ -149,7 +164,7 @@ class Reconciler(Generic[H]):
                 self.declare(head, desired)
             inputs = self.inputs()
             failures = {n: f for n, f in self.store.failures.items() if f.inputs == inputs}
-            steps = plan.plan(desired, self.live(), failures)
+            steps = plan.plan(desired, self.live(), failures, self.candidates())
             for step in steps:
                 self._apply(step, head)
             self.store.save()
@@ -161,12 +176,29 @@ class Reconciler(Generic[H]):
         st = self.store.status(name)
         if step.desired is not None:
             st = replace(st, desired_commit=step.desired.version)
+        if step.candidate is not None and step.action is not plan.Action.PROGRESS:
+            self._drop_candidate(name, step.reason)
+        if step.action is plan.Action.CANDIDATE and not self.progressive:
+            step = replace(step, action=plan.Action.DEPLOY,
+                           reason=f"{step.reason.split('; rolled out by')[0]} (this runtime "
+                                  "cannot run a candidate beside the serving version yet: "
+                                  "it replaces it)")
+        if step.action is plan.Action.CANDIDATE and self._live_reverted(step, head):
+            step = replace(step, action=plan.Action.DEPLOY,
+                           reason=f"{step.reason.split('; rolled out by')[0]} (a rollback: the "
+                                  "version serving is quarantined, so no rollout)")
+        if step.action is plan.Action.CANDIDATE:
+            self._candidate(st, step, now)
+            return
+        if step.action is plan.Action.PROGRESS:
+            self._progress(st, step, now)
+            return
         if step.action is plan.Action.KEEP:
             assert step.live is not None
             st = self._ready(st, step.live.version, step.live.digest, now)
             if self.store.failures.get(name) and step.desired is not None:
                 self.store.failures.pop(name, None)
-            self.store.set(st)
+            self._set(st)
             return
         if step.action is plan.Action.RETIRE:
             old = self.router.drop(name)
@@ -184,6 +216,8 @@ class Reconciler(Generic[H]):
             self._hold(st, step, now)
             return
         assert step.desired is not None and step.desired.deployment is not None
+        if step.live is None and self._restore_stable(st, step, now):
+            return
         self._deploy(st, step, now)
 
     def _ready(self, st: status.ModelStatus, version: str, digest: str, now: str) -> status.ModelStatus:
@@ -196,7 +230,7 @@ class Reconciler(Generic[H]):
         st, new = status.held(st, version=version, reason=step.reason,
                               quarantined=step.desired is not None and step.desired.quarantined,
                               serving_version=live.version if live else None, now=now)
-        self.store.set(st)
+        self._set(st)
         if new:
             self.store.event("Held", model=step.name, commit=version, message=step.reason)
 
@@ -206,7 +240,7 @@ class Reconciler(Generic[H]):
         dep = d.deployment
         st = status.deploying(st, version=d.version, reason=step.reason,
                               serving_now=step.live is not None, now=now)
-        self.store.set(st)
+        self._set(st)
         started = time.perf_counter()
         try:
             handle = warm = self._unpark(step.name, dep.digest)
@@ -227,14 +261,14 @@ class Reconciler(Generic[H]):
         except errors.Transient as exc:
             st = status.retry_pending(st, message=str(exc), serving_now=step.live is not None,
                                       now=now)
-            self.store.set(st)
+            self._set(st)
             self.store.event("DeployRetry", model=step.name, commit=d.version, message=str(exc))
             self.retry_wanted = True
             return
         except errors.Waiting as exc:  # under way (a rollout): Reconciling, looked at again
             st = status.deploying(st, version=d.version, reason=str(exc),
                                   serving_now=step.live is not None, now=now)
-            self.store.set(st)
+            self._set(st)
             self.retry_after = min(exc.delay, self.retry_after or exc.delay)
             return
         old = self.router.set(step.name, handle)
@@ -242,7 +276,7 @@ class Reconciler(Generic[H]):
         self.store.failures.pop(step.name, None)
         st = status.serving(st, version=d.version, digest=dep.digest,
                             endpoint=self.endpoint(st.name), now=now, applied=True)
-        self.store.set(st)
+        self._set(st)
         self.store.save()
         kind = "Restarted" if step.action is plan.Action.RESTART else "Deployed"
         self.store.event(kind, model=step.name, commit=d.version, digest=dep.digest,
@@ -252,12 +286,17 @@ class Reconciler(Generic[H]):
                          previous=old.version if old else None,
                          seconds=round(time.perf_counter() - started, 3),
                          exportSeconds=round(exported - started, 3))
+        self._switched(step.name, old, handle, warm)
+
+    def _switched(self, name: str, old: H | None, handle: H, warm: H | None) -> None:
+        """``handle`` now answers for ``name`` instead of ``old``: hooks, then ``old`` drains
+        (kept warm for a rollback, or stopped)."""
         for hook in self.on_deployed:
-            hook(step.name, handle)
+            hook(name, handle)
         if old is not None and old.key != handle.key:
             self.workloads.draining(old)
             if self.keep_previous_seconds > 0 and old.digest != handle.digest and warm is None:
-                self._park(step.name, old)
+                self._park(name, old)
             else:
                 self.retiring[old.key] = old
                 threading.Thread(target=self._retire, args=(old,), daemon=True).start()
@@ -328,6 +367,10 @@ class Reconciler(Generic[H]):
             handle = self.router.drop(name)
             if handle is not None:
                 self.workloads.stop(handle, grace=5.0)
+        for name in list(self.router.splits):
+            split = self.router.end_split(name)
+            if split is not None:
+                self.workloads.stop(split.candidate, grace=5.0)
         for handle, _ in list(self.parked.values()):
             self.workloads.stop(handle, grace=5.0)
         self.parked.clear()

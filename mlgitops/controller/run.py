@@ -85,6 +85,7 @@ class Controller:
             drain_seconds=cfg.sync.drain_seconds,
             keep_previous_seconds=cfg.sync.keep_previous_seconds if cfg.monitor.enabled else 0.0,
             inputs=self._inputs,
+            progressive=True,  # the gateway splits and mirrors a rollout's traffic
         )
         self.stop_event = threading.Event()
         self.loop = loop_mod.Loop(self.reconciler, poll_seconds=cfg.sync.poll_seconds,

@@ -107,7 +107,8 @@ def _roles(d: Decision) -> tuple[str, str]:
 
 def title_of(d: Decision) -> str:
     what = {Kind.REVERT: "Reverted", Kind.ALERT: "Drift alert", Kind.PASS: "Drift window",
-            Kind.BREACH: "Drift breach (no action yet)", Kind.DEPLOY: "Deployed", Kind.HOLD: "Held"}[d.kind]
+            Kind.BREACH: "Drift breach (no action yet)", Kind.DEPLOY: "Deployed", Kind.HOLD: "Held",
+            Kind.STEP: "Rollout step"}[d.kind]
     return f"{what}: {d.model} {_short(d.version)}"
 
 

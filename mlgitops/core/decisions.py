@@ -42,6 +42,7 @@ class Kind(enum.Enum):
     BREACH = "breach"  # a closed window that breached but did not act (streak short, action none)
     ALERT = "alert"  # a closed window that alerted (a revert was not possible or not warranted)
     REVERT = "revert"  # a closed window that reverted the version in Git
+    STEP = "step"  # a progressive rollout's step passed (the next started, or it was promoted)
 
     @property
     def notifies(self) -> bool:
@@ -470,8 +471,8 @@ def of_window(
 def of_rollout(*, kind: Kind, model: str, at: float, version: str | None,
                previous_version: str | None, verdict: str, digest: str | None,
                base_url: str | None) -> Decision:
-    """The record of a deploy or a hold."""
-    if kind not in (Kind.DEPLOY, Kind.HOLD):
+    """The record of a deploy, a hold or a rollout step."""
+    if kind not in (Kind.DEPLOY, Kind.HOLD, Kind.STEP):
         raise ValueError(f"a {kind.value} is not a rollout decision")
     ident = make_id(model=model, kind=kind, at=at, version=version)
     return Decision(id=ident, model=model, kind=kind, at=at, version=version,

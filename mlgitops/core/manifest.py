@@ -15,8 +15,15 @@ from typing import Any, Literal, NewType
 import jsonschema
 
 from mlgitops import errors
+from mlgitops.core import rollout_policy
 from mlgitops.core.performance import spec as performance_spec
 from mlgitops.core.performance.spec import PerformancePolicy
+from mlgitops.core.rollout_policy import YEAR_SECONDS as YEAR_SECONDS
+from mlgitops.core.rollout_policy import Analysis as Analysis
+from mlgitops.core.rollout_policy import CanaryStep as CanaryStep
+from mlgitops.core.rollout_policy import Hold as Hold
+from mlgitops.core.rollout_policy import Rollout as Rollout
+from mlgitops.core.rollout_policy import Strategy as Strategy
 
 ModelName = NewType("ModelName", str)
 Digest = NewType("Digest", str)
@@ -30,11 +37,8 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 TYPE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
 
-#: The largest number of seconds a manifest may give (a cooldown, a revert period).
-YEAR_SECONDS = 366 * 86400
 
 DriftAction = Literal["revert", "alert", "none"]
-
 _SPEC_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["model"],
@@ -84,15 +88,7 @@ _SPEC_SCHEMA: dict[str, Any] = {
                 "attribution": {"type": "string", "enum": ["previous-baseline", "none"]},
             },
         },
-        "rollout": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "strategy": {"type": "string", "enum": ["direct"]},
-                "scaleDownDelaySeconds": {"type": "number", "minimum": 0,
-                                          "maximum": YEAR_SECONDS},
-            },
-        },
+        "rollout": rollout_policy.SCHEMA,
         "performance": performance_spec.SCHEMA,
     },
 }
@@ -140,19 +136,6 @@ class DriftPolicy:
 
 
 @dataclass(frozen=True)
-class Rollout:
-    """How a new version takes over from the one serving (``spec.rollout``).
-
-    ``direct``: the new version takes all traffic once ready. The replaced version stays
-    warm for ``scale_down_delay_seconds`` (as Argo Rollouts' ``scaleDownDelaySeconds``), so
-    that a revert switches traffic to something already ready.
-    """
-
-    strategy: Literal["direct"] = "direct"
-    scale_down_delay_seconds: float = 600.0
-
-
-@dataclass(frozen=True)
 class ModelDeployment:
     """A validated manifest: what should serve, and how it is watched."""
 
@@ -195,10 +178,7 @@ class ModelDeployment:
                     "action": d.action,
                     "attribution": d.attribution,
                 },
-                "rollout": {
-                    "strategy": self.rollout.strategy,
-                    "scaleDownDelaySeconds": self.rollout.scale_down_delay_seconds,
-                },
+                "rollout": self.rollout.to_dict(),
             },
         }
         if self.performance != PerformancePolicy():
@@ -297,17 +277,8 @@ def parse(document: Any, *, source: str) -> ModelDeployment:
             ),
         ),
         drift=drift,
-        rollout=_rollout(spec.get("rollout", {})),
+        rollout=rollout_policy.parse(spec.get("rollout", {}), source=source),
         performance=performance_spec.parse(spec.get("performance", {}), source=source),
-    )
-
-
-def _rollout(ro: Mapping[str, Any]) -> Rollout:
-    defaults = Rollout()
-    return Rollout(
-        strategy=ro.get("strategy", defaults.strategy),
-        scale_down_delay_seconds=float(
-            ro.get("scaleDownDelaySeconds", defaults.scale_down_delay_seconds)),
     )
 
 

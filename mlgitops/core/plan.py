@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mlgitops.core.manifest import ModelDeployment
 
@@ -18,10 +18,12 @@ class Action(enum.Enum):
     RETIRE = "retire"  # a server runs for a model no manifest names any more
     HOLD = "hold"  # the desired version cannot deploy (invalid, quarantined, failed): keep live
     KEEP = "keep"  # live is what Git says
+    CANDIDATE = "candidate"  # start the desired version beside live (a progressive rollout)
+    PROGRESS = "progress"  # the desired version is a candidate under analysis: live serves on
 
     @property
     def changes_live(self) -> bool:
-        return self in (Action.DEPLOY, Action.RESTART, Action.RETIRE)
+        return self in (Action.DEPLOY, Action.RESTART, Action.RETIRE, Action.CANDIDATE)
 
 
 @dataclass(frozen=True)
@@ -68,24 +70,54 @@ class Step:
     desired: Desired | None
     live: Live | None
     reason: str
+    candidate: Live | None = None
+    """A rollout's candidate beside ``live``: kept when the action is PROGRESS, else dropped."""
 
 
 def plan(
     desired: Mapping[str, Desired],
     live: Mapping[str, Live],
     failures: Mapping[str, Failure] | None = None,
+    candidates: Mapping[str, Live] | None = None,
 ) -> list[Step]:
     """One step per model named by either side, sorted by name."""
     failures = failures or {}
+    candidates = candidates or {}
     steps = []
     for name in sorted(set(desired) | set(live)):
         d, lv = desired.get(name), live.get(name)
-        steps.append(step(name, d, lv, failures.get(name)))
+        steps.append(step(name, d, lv, failures.get(name), candidates.get(name)))
     return steps
 
 
-def step(name: str, d: Desired | None, lv: Live | None, failed: Failure | None = None) -> Step:
-    """The one step for model ``name`` (the Kubernetes operator plans a model at a time)."""
+def step(name: str, d: Desired | None, lv: Live | None, failed: Failure | None = None,
+         candidate: Live | None = None) -> Step:
+    """The one step for model ``name`` (the Kubernetes operator plans a model at a time).
+
+    With a progressive ``spec.rollout`` a new content does not replace a live, alive version:
+    it starts beside it (CANDIDATE), then stays a candidate (PROGRESS) while Git names it; a
+    candidate Git no longer names is dropped by whatever step comes instead.
+    """
+    base = _step(name, d, lv, failed)
+    if candidate is not None:
+        if (d is not None and d.deployment is not None and d.error is None
+                and candidate.version == d.version and candidate.digest == d.digest
+                and base.action is not Action.HOLD):
+            return Step(name, Action.PROGRESS, d, lv,
+                        f"{d.version[:12]} is judged beside "
+                        f"{lv.version[:12] if lv else 'nothing'} ({d.deployment.rollout.strategy})",
+                        candidate)
+        base = replace(base, candidate=candidate)
+    if (base.action is Action.DEPLOY and d is not None and d.deployment is not None
+            and d.deployment.rollout.progressive and lv is not None and lv.alive
+            and lv.digest != d.digest):
+        return replace(base, action=Action.CANDIDATE,
+                       reason=f"{base.reason}; rolled out by {d.deployment.rollout.strategy} "
+                              f"beside {lv.version[:12]}")
+    return base
+
+
+def _step(name: str, d: Desired | None, lv: Live | None, failed: Failure | None) -> Step:
     if d is None:
         assert lv is not None
         return Step(name, Action.RETIRE, None, lv, "no manifest names this model any more")

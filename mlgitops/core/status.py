@@ -4,7 +4,11 @@ The JSON shape of ``ModelStatus.to_dict`` is what ``mlgitops status --json`` pri
 
     {"name", "desiredCommit", "servedCommit", "servedDigest", "lastAppliedCommit",
      "lastAttemptedCommit", "health", "endpoint", "conditions": [{"type", "status",
-     "reason", "message", "lastTransitionTime"}], "drift": {...} | null}
+     "reason", "message", "lastTransitionTime"}], "drift": {...} | null,
+     "rollout": {...} | null}
+
+``rollout`` is a progressive rollout under way (or the last one's end): its candidate, step,
+weights and analysis so far (`core.rollout.State.to_dict` plus the step's mode and weight).
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ class ModelStatus:
     endpoint: str | None = None
     conditions: tuple[Condition, ...] = field(default=())
     drift: dict[str, Any] | None = None
+    rollout: dict[str, Any] | None = None
 
     def condition(self, kind: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type == kind), None)
@@ -98,6 +103,7 @@ class ModelStatus:
             "endpoint": self.endpoint,
             "conditions": [c.to_dict() for c in self.conditions],
             "drift": self.drift,
+            "rollout": self.rollout,
         }
 
     @classmethod
@@ -113,6 +119,7 @@ class ModelStatus:
             endpoint=data.get("endpoint"),
             conditions=tuple(Condition.from_dict(c) for c in data.get("conditions", [])),
             drift=data.get("drift"),
+            rollout=data.get("rollout"),
         )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -91,6 +91,13 @@ def build_template(root: Path) -> Template:
         git.run(w, "checkout", "-q", v1, "--", *layout.model_paths(NAME))
         return list(layout.model_paths(NAME))
 
+    def shadowed(w: Path) -> list[str]:  # v2's content, rolled out under a shadow
+        path = w / layout.manifest_path(NAME)
+        doc = yaml.safe_load(path.read_text())
+        doc["spec"]["rollout"] = {"strategy": "shadow", "shadow": {"rows": 100}}
+        path.write_text(yaml.safe_dump(doc))
+        return [layout.manifest_path(NAME)]
+
     commits = {
         "v1": v1,
         "v2": v2,
@@ -98,8 +105,11 @@ def build_template(root: Path) -> Template:
         "quarantined": _branch(work, "quarantined", v2, quarantine_v2),
         "gone": _branch(work, "gone", v1, remove),
         "reverted": _branch(work, "reverted", v2, revert_v2),
+        "shadow": _branch(work, "shadow", v2, shadowed),
     }
-    digests = {k: _digest(work, commits[k]) for k in ("v1", "v2", "reverted")}
+    commits["shadow-reverted"] = _branch(work, "shadow-reverted", commits["shadow"], revert_v2)
+    digests = {k: _digest(work, commits[k])
+               for k in ("v1", "v2", "reverted", "shadow", "shadow-reverted")}
     return Template(work, bare, commits, digests)
 
 
@@ -134,12 +144,15 @@ def converge(reconciler: rec.Reconciler[Any], *, timeout: float = 180.0,
 @dataclass(frozen=True)
 class Step:
     move: str
-    """``git:<label>``, ``outage`` (the remote cannot be fetched: the pass fails, Transient)
-    or ``answer`` (it can again)."""
+    """``git:<label>``, ``outage`` (the remote cannot be fetched: the pass fails, Transient),
+    ``answer`` (it can again) or ``promote`` (the monitor's analysis passed the rollout's
+    last step)."""
     serving: str | None
     """The label of the commit serving afterwards."""
     held: str | None = None
     """The Stalled reason afterwards (None: not Stalled)."""
+    candidate: str | None = None
+    """The label of a rollout's candidate running beside it afterwards (None: none)."""
 
 
 SCENARIOS: dict[str, tuple[Step, ...]] = {
@@ -151,6 +164,23 @@ SCENARIOS: dict[str, tuple[Step, ...]] = {
         Step("answer", "v2")),
     "quarantine": (Step("git:v1", "v1"), Step("git:quarantined", "v1", held="Quarantined")),
     "revert": (Step("git:v2", "v2"), Step("git:reverted", "reverted")),
+    "shadow, then promote": (
+        Step("git:v1", "v1"), Step("git:shadow", "v1", candidate="shadow"),
+        Step("promote", "shadow")),
+    "shadow, then revert": (
+        Step("git:v1", "v1"), Step("git:shadow", "v1", candidate="shadow"),
+        Step("git:shadow-reverted", "shadow-reverted")),
+}
+
+#: Scenarios a runtime cannot run yet, with the missing piece (an xfail, visible in every run).
+NOT_YET: dict[str, dict[str, str]] = {
+    "kubernetes": {
+        name: "progressive rollouts on Kubernetes need a candidate Deployment and Service "
+              "beside the stable one and a router that splits and mirrors between them "
+              "(issue 19, item 3 for Kubernetes); KubernetesWorkloads keeps one Deployment "
+              "per model"
+        for name in ("shadow, then promote", "shadow, then revert")
+    },
 }
 
 
@@ -167,12 +197,19 @@ def run_scenario(steps: tuple[Step, ...], driver: Driver, template: Template) ->
                 driver.reconciler.reconcile()
         elif verb == "answer":
             away.rename(driver.bare)
+        elif verb == "promote":  # what the monitor does once the last step passed
+            policy, state = driver.reconciler.router.rollouts[NAME]
+            driver.reconciler.router.rollouts[NAME] = (policy, replace(state, phase="promoted"))
         if not away.exists():
             driver.converge()
         handle = driver.reconciler.router.get(NAME)
         label = None if handle is None else next(
             (k for k, v in template.commits.items() if v == handle.version), handle.version)
         assert label == step.serving, f"after {step.move}: {label} serves, not {step.serving}"
+        split = driver.reconciler.router.split(NAME)
+        beside = None if split is None else next(
+            (k for k, v in template.commits.items() if v == split.candidate.version), "?")
+        assert beside == step.candidate, f"after {step.move}: candidate {beside}"
         if step.serving in template.digests:
             assert handle is not None and handle.digest == template.digests[step.serving]
         st = driver.reconciler.store.status(NAME)

@@ -41,18 +41,19 @@ def revert_plan(
     report: str | None,
     at: str,
     report_id: str | None = None,
+    why: str | None = None,
 ) -> RevertPlan:
     """The path-scoped revert of ``reverted`` for model ``name`` (``at``: ISO time of the entry).
 
     ``previous`` is the version whose content returns (for the message); the content itself is
-    that of ``reverted``'s parent.
+    that of ``reverted``'s parent. ``why`` replaces the subject's reason (a failed rollout).
     """
     if decision.verdict is not Verdict.REVERT:
         raise ValueError(f"a {decision.verdict.value} decision does not revert anything")
     ev = decision.evidence
     short = reverted[:12]
     back_to = f" to {previous[:12]}" if previous else ""
-    subject = f"Revert {name}{back_to}: live data drifted from {short}"
+    subject = f"Revert {name}{back_to}: {why or f'live data drifted from {short}'}"
     numbers = (
         f"rows={ev.rows} share={ev.share:.2f} "
         f"prediction={ev.prediction_method or '-'}:{fmt_number(ev.prediction_score)} "
