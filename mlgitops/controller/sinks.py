@@ -30,8 +30,9 @@ def dispatcher(state_dir: Path, *, clone: Callable[[], Path], notify: settings.N
         sinks.append(tracking.EvidentlySink(state_dir, clone=clone(), keep=track.evidently_keep))
     if track.mlflow:
         sinks.append(tracking.MlflowSink(state_dir, clone=clone(), uri=track.mlflow_uri))
-    return decision_log.Dispatcher(log=decision_log.Log(reports_root), state_dir=state_dir,
-                                   sinks=sinks)
+    log = decision_log.Log(reports_root, keep=track.decisions_keep,
+                           keep_days=track.decisions_keep_days)
+    return decision_log.Dispatcher(log=log, state_dir=state_dir, sinks=sinks)
 
 
 def start(dispatcher: decision_log.Dispatcher) -> None:

@@ -1,0 +1,452 @@
+"""The decision log's index: SQLite beside the log, so a page of decisions costs a page.
+
+The log (`decision_segments`) is the truth; ``<reports>/decisions.index.sqlite`` is derived from
+it and holds, per decision id, where its latest line is (segment, offset, length) and what pages
+filter and sort on (model, kind, time, version), plus a count per model and kind. Per segment
+file (known by device and inode, so a rename is followed) it records how many bytes it indexed.
+
+`sync` brings the index in step with the log, in one transaction: it indexes the lines past each
+segment's mark (after a crash between the log write and the index write, the next reader or
+writer indexes that line, once: the id is the key and a line never moves the mark twice),
+follows a rotated segment, drops the rows of a deleted one and indexes a rewritten one again.
+An index that is missing, of another format or unreadable is rebuilt from the log; when none
+can be written (a read-only directory) the whole log is read as before (`decision_segments.read_all`).
+
+Pages are newest first (time, then first appearance), by offset (``page``) or after a cursor
+(``before``: the last row of the previous page), and read only their own lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mlgitops.adapters import decision_segments as segments
+from mlgitops.core import decisions
+from mlgitops.core.decisions import Kind
+
+INDEX_FILE = "decisions.index.sqlite"
+FORMAT = "1"
+SHIFT = 1 << 32
+"""A line's place in the log: ``ordinal * SHIFT + offset`` (a later line supersedes)."""
+ACTED = frozenset(Kind) - {Kind.PASS}
+"""Every kind but the quiet window (what ``/reports/`` lists by default)."""
+
+SCHEMA = """
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE segments(seg INTEGER PRIMARY KEY, dev INTEGER NOT NULL, ino INTEGER NOT NULL,
+  name TEXT NOT NULL, ordinal INTEGER NOT NULL, indexed INTEGER NOT NULL);
+CREATE TABLE decisions(seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, model TEXT NOT NULL,
+  kind TEXT NOT NULL, at REAL NOT NULL, version TEXT, linked INTEGER NOT NULL,
+  seg INTEGER NOT NULL, off INTEGER NOT NULL, len INTEGER NOT NULL, pos INTEGER NOT NULL);
+CREATE INDEX by_at ON decisions(at);
+CREATE INDEX by_model ON decisions(model, at);
+CREATE INDEX by_kind ON decisions(kind, at);
+CREATE INDEX by_model_kind ON decisions(model, kind, at);
+CREATE INDEX acted ON decisions(at) WHERE kind != 'pass';
+CREATE INDEX acted_model ON decisions(model, at) WHERE kind != 'pass';
+CREATE INDEX by_version ON decisions(model, version, at);
+CREATE INDEX by_seg ON decisions(seg);
+CREATE TABLE counts(model TEXT NOT NULL, kind TEXT NOT NULL, n INTEGER NOT NULL,
+  PRIMARY KEY (model, kind)) WITHOUT ROWID;
+CREATE TRIGGER counts_in AFTER INSERT ON decisions BEGIN
+  INSERT INTO counts VALUES (new.model, new.kind, 1)
+    ON CONFLICT (model, kind) DO UPDATE SET n = n + 1; END;
+CREATE TRIGGER counts_out AFTER DELETE ON decisions BEGIN
+  UPDATE counts SET n = n - 1 WHERE model = old.model AND kind = old.kind; END;
+CREATE TRIGGER counts_moved AFTER UPDATE OF model, kind ON decisions
+  WHEN old.model != new.model OR old.kind != new.kind BEGIN
+  UPDATE counts SET n = n - 1 WHERE model = old.model AND kind = old.kind;
+  INSERT INTO counts VALUES (new.model, new.kind, 1)
+    ON CONFLICT (model, kind) DO UPDATE SET n = n + 1; END;
+"""
+
+UPSERT = """
+INSERT INTO decisions(id, model, kind, at, version, linked, seg, off, len, pos)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET model = excluded.model, kind = excluded.kind, at = excluded.at,
+  version = excluded.version, linked = excluded.linked, seg = excluded.seg, off = excluded.off,
+  len = excluded.len, pos = excluded.pos
+WHERE excluded.pos >= decisions.pos
+"""
+
+
+class Unavailable(Exception):
+    """No index can be used here (the caller reads the whole log instead)."""
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which decisions: of ``model`` (None: every model), of ``kinds`` (None: every kind)."""
+
+    model: str | None = None
+    kinds: frozenset[Kind] | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    decisions: list[decisions.Decision]
+    """Newest first."""
+    total: int
+    """How many decisions the filter matches in all."""
+    next: str | None
+    """The cursor of the next (older) page; None on the last page."""
+
+
+def linked(d: decisions.Decision) -> bool:
+    """Whether a commit links this decision's page (a revert): retention keeps it until it
+    ages out, whatever the count."""
+    return d.kind is Kind.REVERT or d.commit is not None
+
+
+def cursor(d: decisions.Decision, seq: int) -> str:
+    return f"{d.at!r}_{seq}"
+
+
+def parse_cursor(text: str) -> tuple[float, int]:
+    """``<time>_<n>`` as `Page.next` gives it; ValueError with a sentence otherwise."""
+    at, _, seq = text.partition("_")
+    try:
+        return float(at), int(seq)
+    except ValueError:
+        raise ValueError(f"before={text!r} is not a cursor of this index; follow the `next` "
+                         "link of the previous page") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Opening and syncing
+
+
+def _open(root: Path) -> sqlite3.Connection:
+    path = root / INDEX_FILE
+    for attempt in (1, 2):
+        try:
+            con = sqlite3.connect(path, timeout=30, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise Unavailable(str(exc)) from exc
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")  # the log is the truth; the index follows
+            row = None
+            with contextlib.suppress(sqlite3.OperationalError):
+                row = con.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+            if row is not None and row[0] == FORMAT:
+                return con
+            con.execute("BEGIN IMMEDIATE")
+            with contextlib.suppress(sqlite3.OperationalError):
+                row = con.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+            if row is not None and row[0] == FORMAT:  # another process made it meanwhile
+                con.execute("COMMIT")
+                return con
+            for (kind, name) in con.execute(
+                    "SELECT type, name FROM sqlite_master WHERE type IN ('table', 'trigger') "
+                    "AND name NOT LIKE 'sqlite_%'").fetchall():
+                con.execute(f"DROP {kind} IF EXISTS {name}")
+            con.executescript("SAVEPOINT schema;" + SCHEMA + "RELEASE schema;")
+            con.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
+            con.execute("COMMIT")
+            return con
+        except sqlite3.DatabaseError as exc:
+            con.close()
+            if attempt == 2 or isinstance(exc, sqlite3.OperationalError):
+                raise Unavailable(str(exc)) from exc
+            for suffix in ("", "-wal", "-shm"):  # not a database (or a broken one): built again
+                with contextlib.suppress(OSError):
+                    (root / f"{INDEX_FILE}{suffix}").unlink()
+    raise Unavailable("unreachable")
+
+
+def _in_step(con: sqlite3.Connection, files: list[segments.Segment]) -> bool:
+    known = {(r[0], r[1]): (r[2], r[3], r[4])
+             for r in con.execute("SELECT dev, ino, name, ordinal, indexed FROM segments")}
+    if len(known) != len(files):
+        return False
+    for s in files:
+        k = known.get((s.dev, s.ino))
+        if k is None or k != (s.name, s.ordinal, s.size):
+            return False
+    return True
+
+
+def _sync(con: sqlite3.Connection, root: Path) -> None:
+    files = segments.segments(root)
+    if _in_step(con, files):
+        return
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        files = segments.segments(root)
+        known = {(r[1], r[2]): (r[0], r[3], r[4], r[5]) for r in con.execute(
+            "SELECT seg, dev, ino, name, ordinal, indexed FROM segments")}
+        present = {(s.dev, s.ino) for s in files}
+        gone = [v[0] for k, v in known.items() if k not in present]
+        work: list[tuple[int, segments.Segment, int]] = []
+        for s in files:
+            k = known.get((s.dev, s.ino))
+            if k is None:
+                cur = con.execute("INSERT INTO segments(dev, ino, name, ordinal, indexed) "
+                                  "VALUES (?, ?, ?, ?, 0)", (s.dev, s.ino, s.name, s.ordinal))
+                work.append((int(cur.lastrowid or 0), s, 0))
+                continue
+            seg, name, ordinal, indexed = k
+            if (name, ordinal) != (s.name, s.ordinal):  # rotated: its lines now sort by the new name
+                con.execute("UPDATE segments SET name = ?, ordinal = ? WHERE seg = ?",
+                            (s.name, s.ordinal, seg))
+                con.execute("UPDATE decisions SET pos = ? + off WHERE seg = ?",
+                            (s.ordinal * SHIFT, seg))
+            if s.size < indexed:  # shorter than what was read: read it again, from the start
+                con.execute("UPDATE decisions SET pos = -1 WHERE seg = ?", (seg,))
+                indexed = 0
+            if s.size > indexed:
+                work.append((seg, s, indexed))
+        for seg in gone:
+            con.execute("UPDATE decisions SET pos = -1 WHERE seg = ?", (seg,))
+            con.execute("DELETE FROM segments WHERE seg = ?", (seg,))
+        for seg, s, start in work:
+            mark = [start]
+
+            def rows(seg: int = seg, s: segments.Segment = s, start: int = start,
+                     mark: list[int] = mark) -> Iterator[tuple[Any, ...]]:
+                for off, line in segments.lines(root / s.name, start):
+                    mark[0] = off + len(line)
+                    d = segments.parse(line)
+                    if d is not None:
+                        yield (d.id, d.model, d.kind.value, d.at, d.version, int(linked(d)), seg,
+                               off, len(line), s.ordinal * SHIFT + off)
+
+            con.executemany(UPSERT, rows())
+            con.execute("UPDATE segments SET indexed = ? WHERE seg = ?", (mark[0], seg))
+        con.execute("DELETE FROM decisions WHERE pos = -1")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+T = TypeVar("T")
+
+
+def using(root: Path, work: Callable[[sqlite3.Connection], T]) -> T:
+    """``work`` on an index in step with the log under ``root``; Unavailable when there is none."""
+    if not root.is_dir():
+        raise Unavailable(f"{root} does not exist")
+    try:
+        con = _open(root)
+    except OSError as exc:
+        raise Unavailable(str(exc)) from exc
+    try:
+        _sync(con, root)
+        return work(con)
+    except (sqlite3.Error, OSError) as exc:
+        raise Unavailable(str(exc)) from exc
+    finally:
+        con.close()
+
+
+def sync(root: Path) -> bool:
+    """Index what the log under ``root`` has that the index has not; False when no index can
+    be kept there."""
+    try:
+        using(root, lambda con: None)
+    except Unavailable:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def _kind_clause(kinds: frozenset[Kind] | None) -> tuple[str, list[Any]]:
+    if kinds is None:
+        return "", []
+    if kinds == ACTED:
+        return "kind != 'pass'", []  # as the partial indexes say it
+    if not kinds:
+        return "0", []
+    values = sorted(k.value for k in kinds)
+    return f"kind IN ({', '.join('?' * len(values))})", list(values)
+
+
+def _where(flt: Filter) -> tuple[list[str], list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if flt.model is not None:
+        clauses.append("model = ?")
+        params.append(flt.model)
+    kind, kparams = _kind_clause(flt.kinds)
+    if kind:
+        clauses.append(kind)
+        params += kparams
+    return clauses, params
+
+
+def _load(con: sqlite3.Connection, root: Path,
+          rows: list[tuple[int, str, int, int, int]]) -> list[tuple[int, decisions.Decision]]:
+    """The records at ``rows`` (seq, id, seg, off, len), in order; a line that is not the
+    record the index says (the file changed since) raises LookupError."""
+    names = dict(con.execute("SELECT seg, name FROM segments").fetchall())
+    by_seg: dict[int, list[int]] = {}
+    for i, (_, _, seg, _, _) in enumerate(rows):
+        by_seg.setdefault(seg, []).append(i)
+    out: list[tuple[int, decisions.Decision] | None] = [None] * len(rows)
+    for seg, idx in by_seg.items():
+        name = names.get(seg)
+        if name is None:
+            raise LookupError(seg)
+        blobs = segments.read_at(root / name, [(rows[i][3], rows[i][4]) for i in idx])
+        for i, blob in zip(idx, blobs, strict=True):
+            d = segments.parse(blob)
+            if d is None or d.id != rows[i][1]:
+                raise LookupError(rows[i][1])
+            out[i] = (rows[i][0], d)
+    return [o for o in out if o is not None]
+
+
+def _retrying(root: Path, work: Callable[[sqlite3.Connection], T]) -> T:
+    """``work`` in one read transaction; once more when a segment was rewritten under it."""
+    def once(con: sqlite3.Connection) -> T:
+        con.execute("BEGIN")
+        try:
+            return work(con)
+        finally:
+            con.execute("COMMIT")
+
+    try:
+        return using(root, once)
+    except (LookupError, FileNotFoundError):
+        return using(root, once)
+
+
+def _rows(con: sqlite3.Connection, root: Path, sql: str,
+          params: list[Any]) -> list[tuple[int, decisions.Decision]]:
+    return _load(con, root, con.execute(sql, params).fetchall())
+
+
+def _count(con: sqlite3.Connection, flt: Filter) -> int:
+    clauses, params = _where(flt)
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    row = con.execute(f"SELECT COALESCE(SUM(n), 0) FROM counts{where}", params).fetchone()
+    return int(row[0])
+
+
+def _matches(d: decisions.Decision, flt: Filter) -> bool:
+    return ((flt.model is None or d.model == flt.model)
+            and (flt.kinds is None or d.kind in flt.kinds))
+
+
+def _numbered(root: Path) -> list[tuple[int, decisions.Decision]]:
+    """The fallback: the whole log, numbered oldest first."""
+    return list(enumerate(segments.read_all(root), 1))
+
+
+COLUMNS = "SELECT seq, id, seg, off, len FROM decisions"
+
+
+def page(root: Path, flt: Filter = Filter(), *, limit: int = 100, offset: int = 0,
+         before: str | None = None) -> Page:
+    """A page of the decisions ``flt`` matches, newest first (ValueError: a bad cursor)."""
+    clauses, params = _where(flt)
+    after = parse_cursor(before) if before is not None else None
+    if after is not None:
+        clauses.append("at <= ? AND (at < ? OR seq < ?)")  # a range on the index's time
+        params += [after[0], after[0], after[1]]
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+
+    def work(con: sqlite3.Connection) -> tuple[list[tuple[int, decisions.Decision]], int]:
+        got = _rows(con, root, f"{COLUMNS}{where} ORDER BY at DESC, seq DESC LIMIT ? OFFSET ?",
+                    [*params, limit + 1, offset])
+        return got, _count(con, flt)
+
+    try:
+        got, count = _retrying(root, work)
+    except Unavailable:
+        every = [(n, d) for n, d in _numbered(root) if _matches(d, flt)]
+        count = len(every)
+        every.sort(key=lambda nd: (nd[1].at, nd[0]), reverse=True)
+        if after is not None:
+            every = [(n, d) for n, d in every if (d.at, n) < after]
+        got = every[offset:offset + limit + 1]
+    more = len(got) > limit
+    got = got[:limit]
+    return Page([d for _, d in got], count, cursor(got[-1][1], got[-1][0]) if more and got else None)
+
+
+def total(root: Path, flt: Filter = Filter()) -> int:
+    """How many decisions ``flt`` matches."""
+    try:
+        return using(root, lambda con: _count(con, flt))
+    except Unavailable:
+        return sum(1 for _, d in _numbered(root) if _matches(d, flt))
+
+
+def each(root: Path, flt: Filter = Filter(), *, batch: int = 2000) -> Iterator[decisions.Decision]:
+    """Every decision ``flt`` matches, oldest first, read a batch at a time."""
+    clauses, params = _where(flt)
+    after: tuple[float, int] | None = None
+    while True:
+        extra = ["at >= ? AND (at > ? OR seq > ?)"] if after else []
+        where = " AND ".join(clauses + extra)
+        sql = f"{COLUMNS}{' WHERE ' + where if where else ''} ORDER BY at, seq LIMIT ?"
+        args = [*params, *([after[0], after[0], after[1]] if after else []), batch]
+        def work(con: sqlite3.Connection, sql: str = sql,
+                 args: list[Any] = args) -> list[tuple[int, decisions.Decision]]:
+            return _rows(con, root, sql, args)
+
+        try:
+            got = _retrying(root, work)
+        except Unavailable:
+            if after is None:
+                yield from (d for _, d in _numbered(root) if _matches(d, flt))
+            return
+        for _, d in got:
+            yield d
+        if len(got) < batch:
+            return
+        after = (got[-1][1].at, got[-1][0])
+
+
+def find(root: Path, ident: str) -> decisions.Decision | None:
+    try:
+        got = _retrying(root, lambda con: _rows(con, root, f"{COLUMNS} WHERE id = ?", [ident]))
+    except Unavailable:
+        got = [(n, d) for n, d in _numbered(root) if d.id == ident]
+    return got[0][1] if got else None
+
+
+def windows(root: Path, *, model: str, version: str | None, until: float,
+            limit: int) -> list[decisions.Decision]:
+    """The closed windows of ``model`` at ``version`` up to ``until``, the newest ``limit``,
+    oldest first."""
+    kinds = sorted(k.value for k in Kind if k.window)
+    sql = (f"{COLUMNS} WHERE model = ? AND version IS ? AND at <= ? AND kind IN "
+           f"({', '.join('?' * len(kinds))}) ORDER BY at DESC, seq DESC LIMIT ?")
+    try:
+        got = _retrying(root, lambda con: _rows(con, root, sql,
+                                                [model, version, until, *kinds, limit]))
+        return [d for _, d in reversed(got)]
+    except Unavailable:
+        out = [d for _, d in _numbered(root) if d.model == model and d.version == version
+               and d.at <= until and d.kind.window]
+        return out[-limit:]
+
+
+def latest_of_kind(root: Path, kind: Kind) -> dict[str, decisions.Decision]:
+    """The latest decision of ``kind`` of each model."""
+    def work(con: sqlite3.Connection) -> dict[str, decisions.Decision]:
+        out: dict[str, decisions.Decision] = {}
+        for (model,) in con.execute("SELECT model FROM counts WHERE kind = ? AND n > 0",
+                                    (kind.value,)).fetchall():
+            got = _rows(con, root, f"{COLUMNS} WHERE model = ? AND kind = ? "
+                                   "ORDER BY at DESC, seq DESC LIMIT 1", [model, kind.value])
+            if got:
+                out[model] = got[0][1]
+        return out
+
+    try:
+        return _retrying(root, work)
+    except Unavailable:
+        return {d.model: d for _, d in _numbered(root) if d.kind is kind}
