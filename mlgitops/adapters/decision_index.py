@@ -19,7 +19,9 @@ Pages are newest first (time, then first appearance), by offset (``page``) or af
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +123,18 @@ def parse_cursor(text: str) -> tuple[float, int]:
 # Opening and syncing
 
 
+def _statements(script: str) -> list[str]:
+    """``script`` cut into statements (a trigger's body is one with its own ``;``)."""
+    out: list[str] = []
+    current = ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            out.append(current.strip())
+            current = ""
+    return [s for s in out if s]
+
+
 def _open(root: Path) -> sqlite3.Connection:
     path = root / INDEX_FILE
     for attempt in (1, 2):
@@ -146,7 +160,8 @@ def _open(root: Path) -> sqlite3.Connection:
                     "SELECT type, name FROM sqlite_master WHERE type IN ('table', 'trigger') "
                     "AND name NOT LIKE 'sqlite_%'").fetchall():
                 con.execute(f"DROP {kind} IF EXISTS {name}")
-            con.executescript("SAVEPOINT schema;" + SCHEMA + "RELEASE schema;")
+            for statement in _statements(SCHEMA):
+                con.execute(statement)
             con.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
             con.execute("COMMIT")
             return con
@@ -183,6 +198,7 @@ def _sync(con: sqlite3.Connection, root: Path) -> None:
             "SELECT seg, dev, ino, name, ordinal, indexed FROM segments")}
         present = {(s.dev, s.ino) for s in files}
         gone = [v[0] for k, v in known.items() if k not in present]
+        marked = bool(gone)
         work: list[tuple[int, segments.Segment, int]] = []
         for s in files:
             k = known.get((s.dev, s.ino))
@@ -199,6 +215,7 @@ def _sync(con: sqlite3.Connection, root: Path) -> None:
                             (s.ordinal * SHIFT, seg))
             if s.size < indexed:  # shorter than what was read: read it again, from the start
                 con.execute("UPDATE decisions SET pos = -1 WHERE seg = ?", (seg,))
+                marked = True
                 indexed = 0
             if s.size > indexed:
                 work.append((seg, s, indexed))
@@ -212,14 +229,16 @@ def _sync(con: sqlite3.Connection, root: Path) -> None:
                      mark: list[int] = mark) -> Iterator[tuple[Any, ...]]:
                 for off, line in segments.lines(root / s.name, start):
                     mark[0] = off + len(line)
-                    d = segments.parse(line)
-                    if d is not None:
-                        yield (d.id, d.model, d.kind.value, d.at, d.version, int(linked(d)), seg,
+                    h = segments.head(line)
+                    if h is not None:
+                        yield (h.id, h.model, h.kind.value, h.at, h.version,
+                               int(h.kind is Kind.REVERT or h.commit is not None), seg,
                                off, len(line), s.ordinal * SHIFT + off)
 
             con.executemany(UPSERT, rows())
             con.execute("UPDATE segments SET indexed = ? WHERE seg = ?", (mark[0], seg))
-        con.execute("DELETE FROM decisions WHERE pos = -1")
+        if marked:  # rows of a deleted or rewritten segment that no line of the log has now
+            con.execute("DELETE FROM decisions WHERE pos = -1")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -229,21 +248,54 @@ def _sync(con: sqlite3.Connection, root: Path) -> None:
 T = TypeVar("T")
 
 
+_local = threading.local()
+"""Each thread keeps its connection per index file open: closing the last connection
+checkpoints the write-ahead log, which would cost every append and every page."""
+
+
+def _connection(root: Path) -> sqlite3.Connection:
+    cache: dict[str, tuple[tuple[int, int], sqlite3.Connection]] = _local.__dict__.setdefault(
+        "connections", {})
+    key = str(root)
+    cached = cache.get(key)
+    try:
+        info = os.stat(root / INDEX_FILE)
+        ident: tuple[int, int] | None = (info.st_dev, info.st_ino)
+    except OSError:
+        ident = None
+    if cached is not None:
+        if cached[0] == ident:
+            return cached[1]
+        cached[1].close()  # the file was deleted or replaced: open what is there now
+        del cache[key]
+    con = _open(root)
+    info = os.stat(root / INDEX_FILE)
+    cache[key] = ((info.st_dev, info.st_ino), con)
+    return con
+
+
+def _forget(root: Path) -> None:
+    cache = _local.__dict__.get("connections", {})
+    cached = cache.pop(str(root), None)
+    if cached is not None:
+        with contextlib.suppress(sqlite3.Error):
+            cached[1].close()
+
+
 def using(root: Path, work: Callable[[sqlite3.Connection], T]) -> T:
     """``work`` on an index in step with the log under ``root``; Unavailable when there is none."""
     if not root.is_dir():
         raise Unavailable(f"{root} does not exist")
     try:
-        con = _open(root)
+        con = _connection(root)
     except OSError as exc:
         raise Unavailable(str(exc)) from exc
     try:
         _sync(con, root)
         return work(con)
     except (sqlite3.Error, OSError) as exc:
+        _forget(root)
         raise Unavailable(str(exc)) from exc
-    finally:
-        con.close()
 
 
 def sync(root: Path) -> bool:
@@ -299,10 +351,11 @@ def _load(con: sqlite3.Connection, root: Path,
             raise LookupError(seg)
         blobs = segments.read_at(root / name, [(rows[i][3], rows[i][4]) for i in idx])
         for i, blob in zip(idx, blobs, strict=True):
+            if segments.id_of(blob) != rows[i][1]:
+                raise LookupError(rows[i][1])  # the file is not what was indexed: sync again
             d = segments.parse(blob)
-            if d is None or d.id != rows[i][1]:
-                raise LookupError(rows[i][1])
-            out[i] = (rows[i][0], d)
+            if d is not None:  # else a record this version cannot read: left out, as before
+                out[i] = (rows[i][0], d)
     return [o for o in out if o is not None]
 
 

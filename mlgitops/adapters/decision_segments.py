@@ -14,6 +14,7 @@ next append and then skipped by every reader, as is any line that does not parse
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -150,6 +151,36 @@ def id_of(line: bytes) -> str | None:
         return m.group(1).decode()
     d = parse(line)
     return None if d is None else d.id
+
+
+@dataclass(frozen=True)
+class Head:
+    """What the index keeps of a record: read without building the whole `Decision`."""
+
+    id: str
+    model: str
+    kind: decisions.Kind
+    at: float
+    version: str | None
+    commit: str | None
+
+
+_KINDS = {k.value: k for k in decisions.Kind}
+
+
+def head(line: bytes) -> Head | None:
+    """The indexed fields of the record on ``line``; None for a blank, torn or unknown line."""
+    if not line.strip():
+        return None
+    try:
+        data = json.loads(line)
+        kind = _KINDS[data["kind"]]
+        version, commit = data.get("version"), data.get("commit")
+        return Head(str(data["id"]), str(data["model"]), kind, float(data["at"]),
+                    None if version is None else str(version),
+                    None if commit is None else str(commit))
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def read_at(path: Path, spans: Iterable[tuple[int, int]]) -> list[bytes]:
