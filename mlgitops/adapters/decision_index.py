@@ -336,8 +336,8 @@ def _where(flt: Filter) -> tuple[list[str], list[Any]]:
     return clauses, params
 
 
-def _load(con: sqlite3.Connection, root: Path,
-          rows: list[tuple[int, str, int, int, int]]) -> list[tuple[int, decisions.Decision]]:
+def _load(con: sqlite3.Connection, root: Path, rows: list[tuple[int, str, int, int, int]],
+          summary: bool = False) -> list[tuple[int, decisions.Decision]]:
     """The records at ``rows`` (seq, id, seg, off, len), in order; a line that is not the
     record the index says (the file changed since) raises LookupError."""
     names = dict(con.execute("SELECT seg, name FROM segments").fetchall())
@@ -353,7 +353,7 @@ def _load(con: sqlite3.Connection, root: Path,
         for i, blob in zip(idx, blobs, strict=True):
             if segments.id_of(blob) != rows[i][1]:
                 raise LookupError(rows[i][1])  # the file is not what was indexed: sync again
-            d = segments.parse(blob)
+            d = segments.parse(blob, summary=summary)
             if d is not None:  # else a record this version cannot read: left out, as before
                 out[i] = (rows[i][0], d)
     return [o for o in out if o is not None]
@@ -374,9 +374,9 @@ def _retrying(root: Path, work: Callable[[sqlite3.Connection], T]) -> T:
         return using(root, once)
 
 
-def _rows(con: sqlite3.Connection, root: Path, sql: str,
-          params: list[Any]) -> list[tuple[int, decisions.Decision]]:
-    return _load(con, root, con.execute(sql, params).fetchall())
+def _rows(con: sqlite3.Connection, root: Path, sql: str, params: list[Any],
+          summary: bool = False) -> list[tuple[int, decisions.Decision]]:
+    return _load(con, root, con.execute(sql, params).fetchall(), summary)
 
 
 def _count(con: sqlite3.Connection, flt: Filter) -> int:
@@ -400,8 +400,9 @@ COLUMNS = "SELECT seq, id, seg, off, len FROM decisions"
 
 
 def page(root: Path, flt: Filter = Filter(), *, limit: int = 100, offset: int = 0,
-         before: str | None = None) -> Page:
-    """A page of the decisions ``flt`` matches, newest first (ValueError: a bad cursor)."""
+         before: str | None = None, summary: bool = False) -> Page:
+    """A page of the decisions ``flt`` matches, newest first (ValueError: a bad cursor);
+    ``summary``: without the per-feature evidence (`decision_segments.DETAIL`)."""
     clauses, params = _where(flt)
     after = parse_cursor(before) if before is not None else None
     if after is not None:
@@ -411,7 +412,7 @@ def page(root: Path, flt: Filter = Filter(), *, limit: int = 100, offset: int = 
 
     def work(con: sqlite3.Connection) -> tuple[list[tuple[int, decisions.Decision]], int]:
         got = _rows(con, root, f"{COLUMNS}{where} ORDER BY at DESC, seq DESC LIMIT ? OFFSET ?",
-                    [*params, limit + 1, offset])
+                    [*params, limit + 1, offset], summary)
         return got, _count(con, flt)
 
     try:

@@ -131,12 +131,22 @@ def lines(path: Path, start: int = 0) -> Iterator[tuple[int, bytes]]:
             rest = data[at:]
 
 
-def parse(line: bytes) -> decisions.Decision | None:
-    """The record on ``line``; None for a blank, torn or unknown line."""
+DETAIL = ("features", "prediction", "distributions", "thresholds")
+"""What a summary (`parse` with ``summary``) leaves out: the per-feature evidence."""
+
+
+def parse(line: bytes, *, summary: bool = False) -> decisions.Decision | None:
+    """The record on ``line`` (without its `DETAIL` when ``summary``: a row of an index page);
+    None for a blank, torn or unknown line."""
     if not line.strip():
         return None
     try:
-        return decisions.Decision.from_json(line)
+        if not summary:
+            return decisions.Decision.from_json(line)
+        data = json.loads(line)
+        if not isinstance(data, dict):
+            return None
+        return decisions.Decision.from_dict({k: v for k, v in data.items() if k not in DETAIL})
     except ValueError:
         return None
 

@@ -140,10 +140,10 @@ def each_acted(reports_root: Path) -> Iterator[decisions.Decision]:
 
 def page(reports_root: Path, *, model: str | None = None,
          kinds: frozenset[decisions.Kind] | None = None, limit: int = 100, offset: int = 0,
-         before: str | None = None) -> decision_index.Page:
+         before: str | None = None, summary: bool = False) -> decision_index.Page:
     """A page of decisions, newest first (`decision_index.page`); ValueError for a bad cursor."""
     return decision_index.page(reports_root, decision_index.Filter(model=model, kinds=kinds),
-                               limit=limit, offset=offset, before=before)
+                               limit=limit, offset=offset, before=before, summary=summary)
 
 
 def find(reports_root: Path, model: str, ident: str) -> decisions.Decision | None:

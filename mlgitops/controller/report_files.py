@@ -166,13 +166,13 @@ def listing(params: Mapping[str, str]) -> Listing:
 
 
 def decision_page_of(root: Path, name: str | None, query: Listing, *,
-                     as_json: bool) -> decision_index.Page:
+                     as_json: bool, summary: bool = False) -> decision_index.Page:
     """The decisions of one page of ``/reports/[<name>/]``, newest first."""
     if not _is_dir(root):
         return decision_index.Page([], 0, None)
     return decision_log.page(root, model=name, kinds=query.kinds(as_json=as_json),
                              limit=query.limit, offset=0 if query.before else
-                             (query.page - 1) * query.limit, before=query.before)
+                             (query.page - 1) * query.limit, before=query.before, summary=summary)
 
 
 def index_page(root: Path, name: str | None = None, query: Listing | None = None) -> str:
@@ -180,7 +180,7 @@ def index_page(root: Path, name: str | None = None, query: Listing | None = None
 
     By default quiet windows (``pass``) are left out; ``kind=all`` shows them too."""
     query = query or Listing()
-    got = decision_page_of(root, name, query, as_json=False)
+    got = decision_page_of(root, name, query, as_json=False, summary=True)
     nav = decision_page.Nav(total=got.total, page=query.page, limit=query.limit,
                             kind=query.kind, more=got.next is not None)
     return decision_page.index(got.decisions, model=name, nav=nav)
