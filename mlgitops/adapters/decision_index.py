@@ -253,11 +253,15 @@ _local = threading.local()
 checkpoints the write-ahead log, which would cost every append and every page."""
 
 
+KEEP_OPEN = 4
+"""Index files a thread keeps a connection to (the least recently used one is closed)."""
+
+
 def _connection(root: Path) -> sqlite3.Connection:
     cache: dict[str, tuple[tuple[int, int], sqlite3.Connection]] = _local.__dict__.setdefault(
         "connections", {})
     key = str(root)
-    cached = cache.get(key)
+    cached = cache.pop(key, None)
     try:
         info = os.stat(root / INDEX_FILE)
         ident: tuple[int, int] | None = (info.st_dev, info.st_ino)
@@ -265,9 +269,11 @@ def _connection(root: Path) -> sqlite3.Connection:
         ident = None
     if cached is not None:
         if cached[0] == ident:
+            cache[key] = cached  # the most recently used last
             return cached[1]
         cached[1].close()  # the file was deleted or replaced: open what is there now
-        del cache[key]
+    while len(cache) >= KEEP_OPEN:
+        cache.pop(next(iter(cache)))[1].close()
     con = _open(root)
     info = os.stat(root / INDEX_FILE)
     cache[key] = ((info.st_dev, info.st_ino), con)

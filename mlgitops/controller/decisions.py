@@ -110,11 +110,20 @@ class Log:
                 now=self.clock.wall(), rotate=self.rotate)
         except decision_index.Unavailable:
             return None
+        by_model: dict[str, set[str]] = {}
         for model, ident in done.dropped:
-            if manifest.valid_name(model) and decisions.valid_id(ident):
-                for path in (self.root / model).glob(f"{ident}.*"):
+            by_model.setdefault(model, set()).add(ident)
+        for model, idents in by_model.items():  # a page and its Evidently report: <id>.*
+            if not manifest.valid_name(model):
+                continue
+            try:
+                names = os.listdir(self.root / model)
+            except OSError:
+                continue
+            for name in names:
+                if name.split(".", 1)[0] in idents:
                     with contextlib.suppress(OSError):
-                        path.unlink()
+                        (self.root / model / name).unlink()
         self.pruned += len(done.dropped)
         return done
 
