@@ -7,6 +7,7 @@ only ever answer what the log says.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -237,3 +238,27 @@ def test_retention_settings_are_whole_numbers_and_zero_is_no_limit(
     monkeypatch.setenv("MLGITOPS_DECISIONS_KEEP_DAYS", "a year")
     with pytest.raises(errors.ConfigError, match="not a whole number of days"):
         settings.tracking()
+
+
+@pytest.mark.process
+def test_mlgitops_report_lists_the_newest_and_says_how_many_are_older(repo: Path) -> None:
+    from click.testing import CliRunner
+
+    from mlgitops import cli, settings
+    from mlgitops.notebook import insights
+
+    root = settings.state_dir(repo) / "reports"
+    log = decision_log.Log(root)
+    for i in range(5):
+        log.append(record(i))
+    runner = CliRunner()
+    out = runner.invoke(cli.main, ["report", "credit-risk", "--repo", str(repo), "--json",
+                                   "--limit", "2"])
+    assert out.exit_code == 0, out.output
+    assert [r["id"] for r in json.loads(out.output)] == [record(3).id, record(4).id]
+    out = runner.invoke(cli.main, ["report", "credit-risk", "--repo", str(repo), "--limit", "2"],
+                        env={"COLUMNS": "200"})
+    assert out.exit_code == 0 and "3 older decision(s) not shown" in out.output, out.output
+    assert list(insights.decisions(repo, "credit-risk", limit=3)["id"]) == [
+        record(i).id for i in (2, 3, 4)]
+    assert insights.decision_count(repo) == 5
