@@ -156,9 +156,11 @@ def measure(n: int, work: Path, repeat: int, *, baseline: bool = True,
             keep: bool = False) -> None:
     root = work / f"reports-{n}"
     start = time.perf_counter()
-    if keep and root.is_dir():
-        shutil.rmtree(root)
-    size = write_log(root, n)
+    if keep and (root / segments.ACTIVE).exists():  # written by an earlier --keep run
+        size = sum(s.size for s in segments.segments(root))
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+        size = write_log(root, n)
     print(f"\n{n} decisions: {size / 1e6:.0f} MB in {len(segments.segments(root))} segment(s) "
           f"(written in {time.perf_counter() - start:.1f} s)")
     start = time.perf_counter()

@@ -188,8 +188,9 @@ def index_page(root: Path, name: str | None = None, query: Listing | None = None
 
 def json_index(root: Path, name: str | None, query: Listing) -> dict[str, Any]:
     """``/reports/[<name>/]?format=json``: a page of decisions (every kind unless ``kind``),
-    newest first, with ``page`` (``total``, ``next``: the URL of the older page), and the report
-    files that are not a decision's own (its page and Evidently report are linked from it)."""
+    newest first, with ``page`` (``total``, ``next``: the URL of the older page), and on the first
+    page the report files that are not a decision's own (its page and Evidently report are
+    linked from it)."""
     got = decision_page_of(root, name, query, as_json=True)
     base = f"/reports/{name}/" if name else "/reports/"
     extra = f"&kind={query.kind}" if query.kind else ""
@@ -199,7 +200,8 @@ def json_index(root: Path, name: str | None, query: Listing) -> dict[str, Any]:
                  "next": (f"{base}?format=json&limit={query.limit}{extra}&before={got.next}"
                           if got.next else None)},
         "reports": [{"name": e.name, "file": e.file, "url": e.url, "bytes": e.size,
-                     "modified": e.modified} for e in index(root, name, decision_files=False)],
+                     "modified": e.modified} for e in index(root, name, decision_files=False)]
+        if query.page == 1 and query.before is None else [],
     }
 
 
@@ -227,9 +229,9 @@ def index(root: Path, name: str | None = None, *, decision_files: bool = True) -
         except OSError:
             continue
         for file in files:
-            if not FILE_PATTERN.fullmatch(file) or ".." in file:
-                continue
             if not decision_files and _of_decision(model, file):
+                continue
+            if not FILE_PATTERN.fullmatch(file) or ".." in file:
                 continue
             try:
                 info = os.lstat(folder / file)
