@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/rollback.py
 	$(BIN)/python bench/kill9.py --trials 20
 	$(BIN)/python bench/fleet.py
+	$(BIN)/python bench/reports.py
 
 # Headless Chromium for the browser tests: Debian's package (no browser downloads needed).
 APT_CHROMIUM := apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }

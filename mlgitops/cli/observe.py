@@ -154,15 +154,17 @@ def history(name: str, repo: Path, as_json: bool, windows: bool, wide: bool) -> 
 @click.option("--json", "as_json", is_flag=True, help="Print the decisions as JSON.")
 @click.option("--build", is_flag=True,
               help="Instead: write an Evidently report of NAME's live data now.")
+@click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True,
+              help="List the newest LIMIT decisions (0: every one).")
 @wide_option
 def report(name: str, repo: Path, open_latest: bool, as_json: bool, build: bool,
-           wide: bool) -> None:
+           wide: bool, limit: int) -> None:
     """List NAME's decisions (deploys, holds, alerts, reverts) with the URLs of their pages."""
     from mlgitops.controller import reports
 
     repo = model_repo(repo)
     if not build:
-        _decisions(name, repo, open_latest=open_latest, as_json=as_json, wide=wide)
+        _decisions(name, repo, open_latest=open_latest, as_json=as_json, wide=wide, limit=limit)
         return
     with ui.console.status(f"building the Evidently report for {name}…"):
         html = reports.build_report(repo, name)
@@ -171,7 +173,8 @@ def report(name: str, repo: Path, open_latest: bool, as_json: bool, build: bool,
                      f"{reports.workspace_dir(settings.state_dir(repo))}")
 
 
-def _decisions(name: str, repo: Path, *, open_latest: bool, as_json: bool, wide: bool) -> None:
+def _decisions(name: str, repo: Path, *, open_latest: bool, as_json: bool, wide: bool,
+               limit: int = 100) -> None:
     """``mlgitops report NAME``: the recorded decisions of NAME, newest last."""
     import webbrowser
 
@@ -184,7 +187,7 @@ def _decisions(name: str, repo: Path, *, open_latest: bool, as_json: bool, wide:
     info = run.read_controller(repo)
     live = str(info["url"]) if info and run.controller_alive(repo, info) else None
     rows = [(d, insights.decision_url(repo, d, gateway=live))
-            for d in insights.decision_records(repo, name)]
+            for d in insights.decision_records(repo, name, limit=limit or None)]
     if as_json:
         click.echo(json.dumps([{**d.to_dict(), "url": url} for d, url in rows], indent=2))
     elif not rows:
@@ -205,6 +208,9 @@ def _decisions(name: str, repo: Path, *, open_latest: bool, as_json: bool, wide:
         if not wide:  # the links whole, one per line: a terminal makes them clickable
             for i, (_, url) in enumerate(rows, 1):
                 ui.out.print(f"{i:>2}  {url}", soft_wrap=True, highlight=False)
+        older = insights.decision_count(repo, name) - len(rows)
+        if older > 0:
+            ui.out.print(f"({older} older decision(s) not shown; --limit 0 lists every one)")
     if open_latest:
         if not rows:
             raise click.ClickException(f"there is no decision of {name} to open")

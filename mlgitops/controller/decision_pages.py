@@ -89,8 +89,12 @@ class Pages:
 
 def missing(reports_root: Path,
             records: Iterable[decisions.Decision] | None = None) -> list[decisions.Decision]:
-    """Recorded decisions whose page file is not there (e.g. the reports were deleted)."""
-    return [d for d in (records if records is not None else decision_log.read(reports_root))
+    """Recorded decisions whose page file is not there (e.g. the reports were deleted).
+
+    Reads only the decisions that have pages (not the quiet windows) from the index."""
+    if records is None:
+        records = decision_log.each_acted(reports_root)
+    return [d for d in records
             if d.kind is not decisions.Kind.PASS
             and manifest.valid_name(d.model) and decisions.valid_id(d.id)
             and not page_file(reports_root, d.model, d.id).exists()]

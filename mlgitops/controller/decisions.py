@@ -2,8 +2,11 @@
 
 - `Log`: append-only JSON lines ``<state>/reports/decisions.jsonl`` (one `core.decisions.Decision`
   per line; a later line with the same id supersedes an earlier one, e.g. a revert once its commit
-  is known). It survives a restart of the controller; past `Log.max_bytes` the file is rotated
-  once (``decisions.1.jsonl``), so it stays bounded. Reading skips lines it cannot parse.
+  is known), in segments (`adapters.decision_segments`), with a SQLite index beside it kept in
+  step on every append and rebuilt from the log when missing or behind (`adapters.decision_index`):
+  `page`, `find` and `window_history` read only the lines they return. Retention (``keep``,
+  ``keep_days``) runs on the dispatcher's thread (`adapters.decision_retention`). Reading skips
+  lines it cannot parse.
 - `Sink`: anything with ``record(decision)``: the decision pages, outgoing webhooks, Evidently
   snapshots, MLflow runs.
 - `Dispatcher`: ``submit(decision, sample)`` appends to the log, and returns at once; a background
@@ -18,7 +21,6 @@ May NOT: decide anything (the policy does) or act on Git.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import queue
 import threading
@@ -31,11 +33,17 @@ from typing import Protocol
 import pandas as pd
 
 from mlgitops import ui
-from mlgitops.core import decisions
+from mlgitops.adapters import clock as system_clock
+from mlgitops.adapters import decision_index, decision_retention
+from mlgitops.adapters import decision_segments as segments
+from mlgitops.core import clock as clock_mod
+from mlgitops.core import decisions, manifest
 
-LOG_FILE = "decisions.jsonl"
+LOG_FILE = segments.ACTIVE
 ROTATED_FILE = "decisions.1.jsonl"
 SAMPLES = "samples"
+PRUNE_EVERY_SECONDS = 86_400.0
+"""Retention runs after a segment is rotated, and at least this often (on the sinks' thread)."""
 
 
 class Sink(Protocol):
@@ -53,29 +61,71 @@ def samples_dir(state_dir: Path, model: str) -> Path:
 
 
 class Log:
-    """The append-only decision log of one controller (thread-safe)."""
+    """The append-only decision log of one controller (thread-safe), and its index.
 
-    def __init__(self, reports_root: Path, *, max_bytes: int = 64 * 1024 * 1024) -> None:
+    ``keep`` / ``keep_days``: retention (None: no limit of that kind), applied by `prune`."""
+
+    def __init__(self, reports_root: Path, *, max_bytes: int = 64 * 1024 * 1024,
+                 keep: int | None = None, keep_days: float | None = None,
+                 clock: clock_mod.Clock = system_clock.SYSTEM) -> None:
         self.root = reports_root
         self.path = log_path(reports_root)
         self.max_bytes = max_bytes
+        self.keep = keep
+        self.keep_days = keep_days
+        self.clock = clock
         self._lock = threading.Lock()
+        self._next_prune = clock_mod.NEVER
+        self.pruned = 0
+        """Decisions retention removed since this log was opened."""
 
     def append(self, decision: decisions.Decision) -> None:
+        """The record's line, then the index (a crash between the two: the next reader indexes
+        the line)."""
         line = (decision.to_json() + "\n").encode()
         with self._lock:
-            self.root.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(OSError):
-                if self.path.stat().st_size + len(line) > self.max_bytes:
-                    os.replace(self.path, self.root / ROTATED_FILE)
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            if segments.append(self.root, line, max_bytes=self.max_bytes):
+                self._next_prune = clock_mod.NEVER
+            decision_index.sync(self.root)
+
+    def rotate(self) -> None:
+        with self._lock:
+            segments.rotate(self.root)
+            decision_index.sync(self.root)
+
+    @property
+    def prune_due(self) -> bool:
+        return ((self.keep is not None or self.keep_days is not None)
+                and self.clock.monotonic() >= self._next_prune)
+
+    def prune(self) -> decision_retention.Pruned | None:
+        """Apply retention now: drop what is too old or too many from the log, and their pages.
+
+        None when there is no index to prune with (nothing is dropped then)."""
+        self._next_prune = self.clock.monotonic() + PRUNE_EVERY_SECONDS
+        try:
+            done = decision_retention.prune(
+                self.root, keep=self.keep,
+                keep_seconds=None if self.keep_days is None else self.keep_days * 86_400.0,
+                now=self.clock.wall(), rotate=self.rotate)
+        except decision_index.Unavailable:
+            return None
+        by_model: dict[str, set[str]] = {}
+        for model, ident in done.dropped:
+            by_model.setdefault(model, set()).add(ident)
+        for model, idents in by_model.items():  # a page and its Evidently report: <id>.*
+            if not manifest.valid_name(model):
+                continue
             try:
-                size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":
-                    line = b"\n" + line  # a torn last line (a crash mid-write) stays alone
-                os.write(fd, line)
-            finally:
-                os.close(fd)
+                names = os.listdir(self.root / model)
+            except OSError:
+                continue
+            for name in names:
+                if name.split(".", 1)[0] in idents:
+                    with contextlib.suppress(OSError):
+                        (self.root / model / name).unlink()
+        self.pruned += len(done.dropped)
+        return done
 
     def all(self) -> list[decisions.Decision]:
         return read(self.root)
@@ -84,30 +134,30 @@ class Log:
         return find(self.root, model, ident)
 
 
-def _lines(path: Path) -> Iterator[bytes]:
-    try:
-        with path.open("rb") as f:
-            yield from f
-    except OSError:
-        return
-
-
 def read(reports_root: Path, *, model: str | None = None) -> list[decisions.Decision]:
     """Every decision recorded under ``reports_root`` (of ``model`` only when given), oldest first.
 
-    A record written again (same id) replaces the earlier one in place.
-    """
-    needle = f'"model":{json.dumps(model)}'.encode() if model is not None else None
-    lines = (raw for path in (reports_root / ROTATED_FILE, log_path(reports_root))
-             for raw in _lines(path) if raw.strip() and (needle is None or needle in raw))
-    return [d for d in decisions.latest(lines) if model is None or d.model == model]
+    A record written again (same id) replaces the earlier one in place. Reads them all: pages
+    use `page`."""
+    return list(decision_index.each(reports_root, decision_index.Filter(model=model)))
+
+
+def each_acted(reports_root: Path) -> Iterator[decisions.Decision]:
+    """Every decision but the quiet windows, oldest first, a batch at a time."""
+    return decision_index.each(reports_root, decision_index.Filter(kinds=decision_index.ACTED))
+
+
+def page(reports_root: Path, *, model: str | None = None,
+         kinds: frozenset[decisions.Kind] | None = None, limit: int = 100, offset: int = 0,
+         before: str | None = None, summary: bool = False) -> decision_index.Page:
+    """A page of decisions, newest first (`decision_index.page`); ValueError for a bad cursor."""
+    return decision_index.page(reports_root, decision_index.Filter(model=model, kinds=kinds),
+                               limit=limit, offset=offset, before=before, summary=summary)
 
 
 def find(reports_root: Path, model: str, ident: str) -> decisions.Decision | None:
-    for d in reversed(read(reports_root, model=model)):
-        if d.id == ident:
-            return d
-    return None
+    d = decision_index.find(reports_root, ident)
+    return d if d is not None and d.model == model else None
 
 
 def window_history(reports_root: Path, decision: decisions.Decision,
@@ -115,10 +165,9 @@ def window_history(reports_root: Path, decision: decisions.Decision,
     """The windows of ``decision``'s model and version up to it (itself included), oldest first."""
     if not decision.kind.window:
         return []
-    out = [d for d in read(reports_root, model=decision.model)
-           if d.version == decision.version and d.at <= decision.at and d.features
-           and d.kind.window]
-    return out[-limit:]
+    got = decision_index.windows(reports_root, model=decision.model, version=decision.version,
+                                 until=decision.at, limit=limit)
+    return [d for d in got if d.features]
 
 
 class Rollouts:
@@ -138,8 +187,8 @@ class Rollouts:
         """Whether a deploy of ``version`` is a new record (and remember it as the last)."""
         with self._lock:
             if self._last is None:
-                self._last = {d.model: d.version for d in read(self.root)
-                              if d.kind is decisions.Kind.DEPLOY}
+                self._last = {m: d.version for m, d in decision_index.latest_of_kind(
+                    self.root, decisions.Kind.DEPLOY).items()}
             if model in self._last and self._last[model] == version:
                 return False
             self._last[model] = version
@@ -335,6 +384,8 @@ class Dispatcher:
             if job.replay and not lane.replays:
                 continue
             lane.put(d)
+        if self.log.prune_due:
+            self.log.prune()
 
     def _deliver(self, lane: _Lane, decision: decisions.Decision) -> None:
         delays = self.retry.delays()

@@ -11,7 +11,8 @@ Routes
 - ``POST /hooks/git``             the bare remote's post-receive hook (loopback only)
 - ``POST /hooks/github``          GitHub-compatible push webhook, HMAC-SHA256 verified
 - ``GET /status``                 what ``mlgitops status --json`` prints (bearer token)
-- ``GET /reports/[{name}/]``      every decision (HTML index, or JSON with ``?format=json``)
+- ``GET /reports/[{name}/]``      a page of decisions (HTML, or JSON with ``?format=json``;
+                                 ``?kind= &page= &limit=``, JSON ``page.next`` to follow)
 - ``GET /reports/{name}/{id}``    one decision's page; ``{file}`` one report file (.html/.json)
 
 No data leaves through this port: only the server paths `public_path` lists are forwarded
@@ -329,37 +330,18 @@ def build(
         name = request.path_params.get("name")
         if name is not None and not manifest.valid_name(name):
             return _error(404, "No such model: see GET /reports/ for the reports there are.")
-        entries = (
-            await run_in_threadpool(report_files.index, reports_root, name)
-            if reports_root is not None
-            else []
-        )
-        if _wants_json(request):
-            rows = (
-                await run_in_threadpool(report_files.decision_rows, reports_root, name)
-                if reports_root is not None
-                else []
-            )
-            return JSONResponse(
-                {
-                    "decisions": [d.to_dict() for d in reversed(rows)],
-                    "reports": [
-                        {
-                            "name": e.name,
-                            "file": e.file,
-                            "url": e.url,
-                            "bytes": e.size,
-                            "modified": e.modified,
-                        }
-                        for e in entries
-                    ]
-                }
-            )
+        try:
+            query = report_files.listing(request.query_params)
+        except report_files.BadQuery as exc:
+            return _error(400, str(exc))
         if reports_root is None:
-            return HTMLResponse(report_files.index_html(entries, name=name))
-        page = await run_in_threadpool(report_files.index_page, reports_root, name,
-                                       kind=request.query_params.get("kind"))
-        return HTMLResponse(page)
+            return (JSONResponse({"decisions": [], "reports": []}) if _wants_json(request)
+                    else HTMLResponse(report_files.index_html([], name=name)))
+        if _wants_json(request):
+            return JSONResponse(await run_in_threadpool(report_files.json_index, reports_root,
+                                                        name, query))
+        return HTMLResponse(await run_in_threadpool(report_files.index_page, reports_root, name,
+                                                    query))
 
     async def report_file(request: Request) -> Response:
         if reports_root is None:

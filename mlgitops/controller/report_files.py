@@ -7,7 +7,9 @@ else is "not found" with a sentence, never a hint of what exists outside the rep
 
 A file name that is a decision id (``/reports/<model>/<decision id>``) is that decision's page
 (``<id>.html``, written by `decision_pages`); when the file is missing the page is rendered from
-the decision log. `index_page` is ``/reports/``: every decision of every model, newest first.
+the decision log. `index_page` is ``/reports/``: a page of the decisions of every model, newest
+first (`listing`: ``?kind=``, ``?page=``, ``?limit=``, ``?before=``), and `json_index` its JSON
+form; both read one page from the log's index (`decisions.page`), never the whole log.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ import html
 import os
 import re
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from mlgitops.adapters import decision_index
 from mlgitops.controller import decisions as decision_log
 from mlgitops.core import decision_page, decisions, manifest
 
@@ -108,29 +113,106 @@ def _decision(root: Path, name: str, ident: str) -> bytes:
     return page.encode()
 
 
-def decision_rows(root: Path, name: str | None = None) -> list[decisions.Decision]:
-    """Every recorded decision (of ``name`` only when given), oldest first."""
+MAX_LIMIT = 1000
+
+
+class BadQuery(ValueError):
+    """A query parameter of ``/reports/`` that cannot be used; ``str(exc)`` says which and why."""
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a ``/reports/[<name>/]`` request asks for: which kinds, which page, how long."""
+
+    kind: str | None = None
+    """``all``, a kind, or None: the default (HTML: decisions that acted; JSON: every one)."""
+    page: int = 1
+    limit: int = 100
+    before: str | None = None
+    """A cursor (`decision_index.Page.next`): the page after it, instead of ``page``."""
+
+    def kinds(self, *, as_json: bool) -> frozenset[decisions.Kind] | None:
+        if self.kind == "all" or (self.kind is None and as_json):
+            return None
+        if self.kind is None:
+            return decision_index.ACTED
+        return frozenset({decisions.Kind(self.kind)})
+
+
+def _whole(params: Mapping[str, str], key: str, default: int, top: int) -> int:
+    raw = params.get(key)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= top:
+        raise BadQuery(f"{key}={raw!r} is not a whole number from 1 to {top}; e.g. ?{key}=2")
+    return int(raw)
+
+
+def listing(params: Mapping[str, str]) -> Listing:
+    """The `Listing` of a request's query (``kind``, ``page``, ``limit``, ``before``); BadQuery."""
+    kind = params.get("kind") or None
+    known = {k.value for k in decisions.Kind}
+    if kind is not None and kind != "all" and kind not in known:
+        raise BadQuery(f"kind={kind!r} is not a kind of decision; use all or one of "
+                       f"{', '.join(sorted(known))}")
+    before = params.get("before") or None
+    if before is not None:
+        try:
+            decision_index.parse_cursor(before)
+        except ValueError as exc:
+            raise BadQuery(str(exc)) from None
+    return Listing(kind=kind, page=_whole(params, "page", 1, 1_000_000),
+                   limit=_whole(params, "limit", 100, MAX_LIMIT), before=before)
+
+
+def decision_page_of(root: Path, name: str | None, query: Listing, *,
+                     as_json: bool, summary: bool = False) -> decision_index.Page:
+    """The decisions of one page of ``/reports/[<name>/]``, newest first."""
     if not _is_dir(root):
-        return []
-    return decision_log.read(root, model=name)
+        return decision_index.Page([], 0, None)
+    return decision_log.page(root, model=name, kinds=query.kinds(as_json=as_json),
+                             limit=query.limit, offset=0 if query.before else
+                             (query.page - 1) * query.limit, before=query.before, summary=summary)
 
 
-def index_page(root: Path, name: str | None = None, *, kind: str | None = None,
-               limit: int = 500) -> str:
-    """``/reports/[<name>/]``: the decisions (newest first), filtered by ``kind`` when valid.
+def index_page(root: Path, name: str | None = None, query: Listing | None = None) -> str:
+    """``/reports/[<name>/]``: a page of the decisions (newest first), of ``query.kind``.
 
-    By default quiet windows (``pass``) are left out; ``kind=all`` shows them too.
-    """
-    kinds: frozenset[decisions.Kind] | None = frozenset(decisions.Kind) - {decisions.Kind.PASS}
-    if kind == "all":
-        kinds = None
-    elif kind in {k.value for k in decisions.Kind}:
-        kinds = frozenset({decisions.Kind(kind)})
-    return decision_page.index(decision_rows(root, name), model=name, limit=limit, kinds=kinds)
+    By default quiet windows (``pass``) are left out; ``kind=all`` shows them too."""
+    query = query or Listing()
+    got = decision_page_of(root, name, query, as_json=False, summary=True)
+    nav = decision_page.Nav(total=got.total, page=query.page, limit=query.limit,
+                            kind=query.kind, more=got.next is not None)
+    return decision_page.index(got.decisions, model=name, nav=nav)
 
 
-def index(root: Path, name: str | None = None) -> list[Entry]:
-    """Every servable report (of ``name`` only when given), newest file name first per model."""
+def json_index(root: Path, name: str | None, query: Listing) -> dict[str, Any]:
+    """``/reports/[<name>/]?format=json``: a page of decisions (every kind unless ``kind``),
+    newest first, with ``page`` (``total``, ``next``: the URL of the older page), and on the first
+    page the report files that are not a decision's own (its page and Evidently report are
+    linked from it)."""
+    got = decision_page_of(root, name, query, as_json=True)
+    base = f"/reports/{name}/" if name else "/reports/"
+    extra = f"&kind={query.kind}" if query.kind else ""
+    return {
+        "decisions": [d.to_dict() for d in got.decisions],
+        "page": {"limit": query.limit, "total": got.total, "page": query.page,
+                 "next": (f"{base}?format=json&limit={query.limit}{extra}&before={got.next}"
+                          if got.next else None)},
+        "reports": [{"name": e.name, "file": e.file, "url": e.url, "bytes": e.size,
+                     "modified": e.modified} for e in index(root, name, decision_files=False)]
+        if query.page == 1 and query.before is None else [],
+    }
+
+
+def _of_decision(model: str, file: str) -> bool:
+    """Whether ``file`` is a decision's page or its Evidently report (``<id>.…``)."""
+    return file.startswith(f"{model}-") and decisions.valid_id(file.split(".", 1)[0])
+
+
+def index(root: Path, name: str | None = None, *, decision_files: bool = True) -> list[Entry]:
+    """Every servable report (of ``name`` only when given), newest file name first per model;
+    without the decisions' own files unless ``decision_files``."""
     if not _is_dir(root):
         return []
     try:
@@ -147,6 +229,8 @@ def index(root: Path, name: str | None = None) -> list[Entry]:
         except OSError:
             continue
         for file in files:
+            if not decision_files and _of_decision(model, file):
+                continue
             if not FILE_PATTERN.fullmatch(file) or ".." in file:
                 continue
             try:

@@ -32,8 +32,9 @@ def dispatcher(state_dir: Path, *, clone: Callable[[], Path], notify: settings.N
     if track.mlflow:
         sinks.append(tracking.MlflowSink(state_dir, clone=clone(), uri=track.mlflow_uri,
                                          idle=track.idle_seconds))
-    return decision_log.Dispatcher(log=decision_log.Log(reports_root), state_dir=state_dir,
-                                   sinks=sinks)
+    log = decision_log.Log(reports_root, keep=track.decisions_keep,
+                           keep_days=track.decisions_keep_days)
+    return decision_log.Dispatcher(log=log, state_dir=state_dir, sinks=sinks)
 
 
 def start(dispatcher: decision_log.Dispatcher) -> None:

@@ -430,16 +430,32 @@ def render(
     return "".join(parts)
 
 
-_KIND_ORDER = {k: i for i, k in enumerate(Kind)}
+@dataclass(frozen=True)
+class Nav:
+    """Where a page of the index sits: its number, size, the total, and the links around it."""
+
+    total: int
+    page: int = 1
+    limit: int = 100
+    kind: str | None = None
+    """The ``kind`` query of this listing (kept in the links), None for the default."""
+    more: bool = False
+    """Whether older decisions follow this page."""
+
+    def href(self, page: int) -> str:
+        query = [f"page={page}"] if page > 1 else []
+        if self.limit != 100:
+            query.append(f"limit={self.limit}")
+        if self.kind:
+            query.append(f"kind={self.kind}")
+        return "?" + "&".join(query)
 
 
-def index(records: Sequence[Decision], *, model: str | None = None, limit: int = 500,
-          kinds: frozenset[Kind] | None = None) -> str:
-    """Every decision (newest first, at most ``limit``): time, kind, model, commits, verdict, link."""
-    shown = [d for d in reversed(records)
-             if (model is None or d.model == model) and (kinds is None or d.kind in kinds)]
-    total = len(shown)
-    shown = shown[:limit]
+def index(shown: Sequence[Decision], *, model: str | None = None,
+          nav: Nav | None = None) -> str:
+    """One page of decisions (``shown``, newest first): time, kind, model, commits, verdict,
+    link, and the links to the newer and older pages."""
+    nav = nav or Nav(total=len(shown), limit=max(len(shown), 1))
     title = f"Decisions of {model}" if model else "Decisions"
     rows = []
     for d in shown:
@@ -454,18 +470,25 @@ def index(records: Sequence[Decision], *, model: str | None = None, limit: int =
         )
     filters = " · ".join(f"<a href='?kind={k.value}'>{k.value}</a>" for k in Kind)
     filters += " · <a href='?kind=all'>everything, quiet windows included</a>"
-    more = (f"<p class='muted'>Showing the newest {limit} of {total}.</p>" if total > limit else "")
+    first = (nav.page - 1) * nav.limit
+    links = []
+    if nav.page > 1:
+        links.append(f"<a rel='prev' href='{_e(nav.href(nav.page - 1))}'>← newer</a>")
+    if nav.more:
+        links.append(f"<a rel='next' href='{_e(nav.href(nav.page + 1))}'>older →</a>")
+    more = (f"<p class='muted pages'>Decisions {first + 1}–{first + len(shown)} of {nav.total}, "
+            f"newest first. {' · '.join(links)}</p>" if links else "")
     empty = ("<p>No decisions yet: the controller records one for every deploy, hold, drift window "
              "and revert.</p>" if not shown else "")
-    nav = "<div class='nav'><a href='/reports/'>all models</a></div>" if model else ""
+    top = "<div class='nav'><a href='/reports/'>all models</a></div>" if model else ""
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width,initial-scale=1'>"
-        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>{nav}<h1>{_e(title)}</h1>"
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>{top}<h1>{_e(title)}</h1>"
         f"<p class='noprint'>Show only: {filters} · <a href='?'>decisions that acted</a></p>"
         f"{more}{empty}"
         + ("<table class='decisions'><thead><tr><th>time (UTC)</th><th>kind</th><th>model</th>"
            "<th>version</th><th>previous / restored</th><th>verdict</th><th></th></tr></thead>"
-           f"<tbody>{''.join(rows)}</tbody></table>" if shown else "")
+           f"<tbody>{''.join(rows)}</tbody></table>{more}" if shown else "")
         + "</body></html>\n"
     )

@@ -1,7 +1,8 @@
 """Read a model's history into pandas, for notebooks: decisions, drift per feature, reverts.
 
 Everything here reads what the controller and Git already recorded; nothing is recomputed.
-`decision_records` / `decisions` read the controller's decision log, `decision_url` says where a
+`decision_records` / `decisions` read the controller's decision log (through its index: pass
+``limit`` for the newest only), `decision_url` says where a
 decision's page is (the URL it was recorded with, the running gateway's, or the page file), and
 `decision_page` is that page's HTML (for ``IPython.display.HTML``).
 """
@@ -15,13 +16,12 @@ from typing import Any
 import pandas as pd
 
 from mlgitops import settings
-from mlgitops.adapters import files, git
+from mlgitops.adapters import decision_index, files, git
 from mlgitops.core import decision_page as page_mod
 from mlgitops.core import decisions as decisions_mod
 from mlgitops.core import layout
 
 REPORTS = "reports"
-LOG_FILES = ("decisions.1.jsonl", "decisions.jsonl")
 
 
 def _state(repo: str | Path) -> Path:
@@ -87,21 +87,31 @@ def commit_message(repo: str | Path, commit: str) -> str:
     return git.text(Path(repo).expanduser().resolve(), "log", "-1", "--format=%B", commit)
 
 
-def decision_records(repo: str | Path, name: str | None = None) -> list[decisions_mod.Decision]:
-    """Every recorded decision (of ``name`` only when given), oldest first."""
+def decision_records(repo: str | Path, name: str | None = None, *,
+                     limit: int | None = None) -> list[decisions_mod.Decision]:
+    """The recorded decisions (of ``name`` only when given; the newest ``limit`` when given),
+    oldest first, from the log's index (`adapters.decision_index`)."""
     folder = _state(repo) / REPORTS
-    rows = [r for f in LOG_FILES for r in files.read_jsonl(folder / f)
-            if isinstance(r, dict) and (name is None or r.get("model") == name)]
-    return decisions_mod.latest(rows)
+    flt = decision_index.Filter(model=name)
+    if limit is None:
+        return list(decision_index.each(folder, flt))
+    return list(reversed(decision_index.page(folder, flt, limit=limit).decisions))
 
 
-def decisions(repo: str | Path, name: str | None = None) -> pd.DataFrame:
-    """One row per decision: time, kind, model, version, previous, commit, verdict, url."""
+def decision_count(repo: str | Path, name: str | None = None) -> int:
+    """How many decisions are recorded (of ``name`` only when given)."""
+    return decision_index.total(_state(repo) / REPORTS, decision_index.Filter(model=name))
+
+
+def decisions(repo: str | Path, name: str | None = None, *,
+              limit: int | None = None) -> pd.DataFrame:
+    """One row per decision (the newest ``limit`` when given), oldest first: time, kind, model,
+    version, previous, commit, verdict, url."""
     rows = [{"time": pd.Timestamp(dt.datetime.fromtimestamp(d.at, dt.UTC)), "kind": d.kind.value,
              "model": d.model, "version": d.version, "previous": d.previous_version,
              "commit": d.commit, "verdict": d.verdict, "id": d.id,
              "url": decision_url(repo, d)}
-            for d in decision_records(repo, name)]
+            for d in decision_records(repo, name, limit=limit)]
     return pd.DataFrame(rows, columns=["time", "kind", "model", "version", "previous", "commit",
                                        "verdict", "id", "url"])
 
@@ -125,15 +135,21 @@ def decision_page(repo: str | Path, name: str, ident: str | None = None, *,
 
     The page the controller wrote, else one rendered from the log. ValueError when there is none.
     """
-    records = [d for d in decision_records(repo, name)
-               if (ident is None or d.id == ident) and (ident or kind is None or d.kind.value == kind)]
-    if not records:
+    folder = _state(repo) / REPORTS
+    d: decisions_mod.Decision | None
+    if ident is not None:
+        d = decision_index.find(folder, ident)
+        d = d if d is not None and d.model == name else None
+    else:
+        kinds = None if kind is None else frozenset({decisions_mod.Kind(kind)})
+        got = decision_index.page(folder, decision_index.Filter(model=name, kinds=kinds), limit=1)
+        d = got.decisions[0] if got.decisions else None
+    if d is None:
         what = f"decision {ident}" if ident else f"{kind or 'decision'} of {name}"
-        raise ValueError(f"no {what} is recorded under {_state(repo) / REPORTS}")
-    d = records[-1]
+        raise ValueError(f"no {what} is recorded under {folder}")
     path = page_path(repo, d)
     if path.is_file():
         return path.read_text(encoding="utf-8")
-    history = [h for h in decision_records(repo, name) if h.version == d.version and h.at <= d.at
-               and h.features]
+    history = [h for h in decision_index.windows(folder, model=name, version=d.version,
+                                                 until=d.at, limit=50) if h.features]
     return page_mod.render(d, history=history or [d])

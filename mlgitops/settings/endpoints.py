@@ -85,6 +85,10 @@ class TrackingSettings:
     """Window snapshots kept per model in the Evidently workspace (the oldest go first)."""
     idle_seconds: float = 60.0
     """A sink's child process stops after this long without a decision to record."""
+    decisions_keep: int | None = 500_000
+    """Decisions kept in the log besides those a commit links (None: no count limit)."""
+    decisions_keep_days: float | None = 365.0
+    """Days a decision is kept, linked or not (None: no age limit)."""
 
 
 def tracking(*, uri: str | None = None) -> TrackingSettings:
@@ -103,4 +107,17 @@ def tracking(*, uri: str | None = None) -> TrackingSettings:
         mlflow=os.environ.get("MLGITOPS_MLFLOW", "1") not in ("0", "false"), mlflow_uri=target,
         evidently=os.environ.get("MLGITOPS_EVIDENTLY", "1") not in ("0", "false"),
         evidently_keep=int(keep),
-        idle_seconds=environment.positive("MLGITOPS_TRACKING_IDLE_SECONDS", 60.0))
+        idle_seconds=environment.positive("MLGITOPS_TRACKING_IDLE_SECONDS", 60.0),
+        decisions_keep=_limit("MLGITOPS_DECISIONS_KEEP", 500_000, "decisions"),
+        decisions_keep_days=_limit("MLGITOPS_DECISIONS_KEEP_DAYS", 365, "days"))
+
+
+def _limit(name: str, default: int, unit: str) -> int | None:
+    """Decision retention: a whole number of ``unit``; 0 means no limit (None)."""
+    raw = (os.environ.get(name) or "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise errors.ConfigError(f"{name}={raw!r} is not a whole number of {unit}; unset it, or "
+                                 "give 0 for no limit")
+    return int(raw) or None
