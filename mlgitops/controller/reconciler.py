@@ -79,8 +79,9 @@ class Reconciler(Generic[H]):
         self.retry_after: float | None = None
         #: workloads replaced by a newer version, draining before they stop (key -> handle)
         self.retiring: dict[Hashable, H] = {}
-        #: how long the version a switch replaced stays warm (0: it stops after draining); a
-        #: rollback to its content then routes to it at once instead of loading it again
+        #: how long the version a switch replaced stays warm at most (0: it stops after
+        #: draining; the manifest's ``spec.rollout.scaleDownDelaySeconds`` says how long below
+        #: that); a rollback to its content then routes to it at once instead of loading it again
         self.keep_previous_seconds = keep_previous_seconds
         #: model -> (the replaced version's workload kept warm, when it stops)
         self.parked: dict[str, tuple[H, float]] = {}
@@ -256,15 +257,17 @@ class Reconciler(Generic[H]):
             hook(step.name, handle)
         if old is not None and old.key != handle.key:
             self.workloads.draining(old)
-            if self.keep_previous_seconds > 0 and old.digest != handle.digest and warm is None:
-                self._park(step.name, old)
+            keep = min(self.keep_previous_seconds, dep.rollout.scale_down_delay_seconds)
+            if keep > 0 and old.digest != handle.digest and warm is None:
+                self._park(step.name, old, keep)
             else:
                 self.retiring[old.key] = old
                 threading.Thread(target=self._retire, args=(old,), daemon=True).start()
 
-    def _park(self, name: str, handle: H) -> None:
-        """Keep ``handle`` (just replaced) warm for `keep_previous_seconds`, then retire it."""
-        until = self.clock() + self.keep_previous_seconds
+    def _park(self, name: str, handle: H, seconds: float | None = None) -> None:
+        """Keep ``handle`` (just replaced) warm for ``seconds`` (the manifest's
+        ``scaleDownDelaySeconds``, at most `keep_previous_seconds`), then retire it."""
+        until = self.clock() + (self.keep_previous_seconds if seconds is None else seconds)
         earlier = self.parked.get(name)
         self.parked[name] = (handle, until)
         if earlier is not None:

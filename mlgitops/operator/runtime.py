@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import threading
 import uuid
@@ -97,7 +98,10 @@ class RepositoryRuntime:
         self.reconciler = rec.Reconciler(
             source=self.source, workloads=self.workloads, store=self.store, router=self.router,
             endpoint=self.workloads.endpoint, drain_seconds=0.0,
-            inputs=lambda: f"{trust}:{self.run}", declare=self.workloads.declare)
+            inputs=lambda: f"{trust}:{self.run}", declare=self.workloads.declare,
+            keep_previous_seconds=math.inf)  # each manifest's scaleDownDelaySeconds says
+        # a rollback to a version kept warm: its Service selects its pods again
+        self.reconciler.on_deployed.append(self.workloads.route)
         self.decisions = sinks.dispatcher(self.state_dir, clone=lambda: self.source.clone,
                                           notify=cfg.notify, track=cfg.tracking)
         self.store.listeners.append(rollouts.RolloutRecorder(
