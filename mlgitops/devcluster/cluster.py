@@ -29,6 +29,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -200,6 +201,9 @@ class TestCluster:
         self.kubeconfig_path = Path()
         self.startup_seconds = 0.0
         self._components: list[_Component] = []
+        self._supervising = threading.Event()
+        self.restarts: dict[str, int] = {}
+        """Component -> how often it exited and was restarted (the controller-manager)."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -271,6 +275,7 @@ class TestCluster:
         return found[0]
 
     def _stop_components(self) -> None:
+        self._supervising.set()
         components, self._components = self._components, []
         for component in reversed(components):  # controller-manager, apiserver, etcd
             component.stop()
@@ -368,7 +373,15 @@ class TestCluster:
                 f"--kubeconfig={self.kubeconfig_path}",
                 f"--controllers={','.join(controllers)}",
                 *([f"--root-ca-file={pki / 'ca.crt'}"] if self.real_node else []),
-                "--leader-elect=false",
+                # As a cluster runs it (the defaults, spelled out): an instance that cannot
+                # renew its lease for 10 s (the API server is away) exits, and is restarted
+                # (`_supervise`, as the kubelet restarts a static pod). Without it, after an
+                # outage its informers wait out client-go's reflector back-off (up to 30-60 s)
+                # before they see a Deployment; a fresh one lists at once.
+                "--leader-elect=true",
+                "--leader-elect-lease-duration=15s",
+                "--leader-elect-renew-deadline=10s",
+                "--leader-elect-retry-period=2s",
                 "--use-service-account-credentials=false",
                 # Served only for its /healthz (an always-allowed path), the readiness probe below.
                 "--bind-address=127.0.0.1",
@@ -384,6 +397,21 @@ class TestCluster:
             deadline,
             lambda: _http_ok(f"https://127.0.0.1:{kcm_port}/healthz", context=_insecure_context()),
         )
+        self._supervising.clear()
+        threading.Thread(target=self._supervise, args=(controller_manager,), daemon=True,
+                         name="kcm-supervisor").start()
+
+    def _supervise(self, component: _Component) -> None:
+        """Restart the controller-manager whenever it exits (it does when it loses its lease)."""
+        while not self._supervising.wait(0.5):
+            code = component.exited()
+            if code is None or self._supervising.is_set():
+                continue
+            with open(component.log_path, "a") as log:
+                log.write(f"--- exited with {code}; restarted (as a kubelet restarts a static pod)\n")
+            component.stop(grace=1.0)
+            component.start()
+            self.restarts[component.name] = self.restarts.get(component.name, 0) + 1
 
     def _spawn(self, name: str, argv: list[str], attempt: int) -> _Component:
         assert self.workdir is not None
