@@ -206,6 +206,7 @@ def publish(
         trusted_types=types,
         serving=base.serving,
         drift=base.drift,
+        rollout=base.rollout,
     )
     write_manifest(root, dep)
     with steps.step("commit"):

@@ -1,6 +1,7 @@
 """A revert within ``spec.rollout.scaleDownDelaySeconds`` switches the model's Service back to the
 previous version's pods, still running and ready: no pod is created, the previous version
-answers. After the delay, the Deployment of the version the revert replaced is gone. The
+answers, and the reverted version's Deployment goes. A version replaced with no revert keeps
+its Deployment (marked replaced) for the delay, then it is gone. The
 operator runs as in test_operator (kopf, standalone); the harness plays the kubelet.
 Figure printed: revert pushed -> the ModelDeployment Ready at the revert with the previous
 version's pods answering.
@@ -51,7 +52,7 @@ def test_a_revert_within_the_delay_reuses_the_warm_pods_and_after_it_the_old_dep
     publish_version: Callable[..., str], tmp_path: Path,
 ) -> None:
     ns = k8s_namespace
-    v1 = publish_version(name=NAME, seed=0)
+    publish_version(name=NAME, seed=0)
     path = repo / layout.manifest_path(NAME)
     doc = yaml.safe_load(path.read_text())
     doc["spec"]["rollout"] = {"strategy": "direct", "scaleDownDelaySeconds": DELAY}
@@ -73,7 +74,7 @@ def test_a_revert_within_the_delay_reuses_the_warm_pods_and_after_it_the_old_dep
         assert kept.get(v1_deployment) is True, kept  # v1 kept warm, marked replaced
         second = cluster.read_deployment(ns, NAME)
         assert second is not None and second["metadata"]["name"] != v1_deployment
-        v2_deployment = str(second["metadata"]["name"])
+        assert kept == {v1_deployment: True, str(second["metadata"]["name"]): False}
         before = uids(cluster, ns)
 
         subprocess.run(["git", "-C", str(repo), "revert", "--no-edit", "HEAD"], check=True,
@@ -82,16 +83,29 @@ def test_a_revert_within_the_delay_reuses_the_warm_pods_and_after_it_the_old_dep
         reverted = str(git.rev_parse(repo, "HEAD"))
         began = time.monotonic()
         wait_for("the revert Ready", lambda: served(cluster, ns, reverted), kubelet=kubelet)
-        wait_for("the previous version answering", lambda: answer(cluster, ns) == v1)
+        # its pods answer with the commit they were started at (v1 first served at d1)
+        wait_for("the previous version answering", lambda: answer(cluster, ns) == d1)
         took = time.monotonic() - began
         assert uids(cluster, ns) <= before  # no pod created: the warm ones serve
         service = cluster.read_service(ns, NAME)
         assert versions.serving_template(service) == versions.template_of(first)
-        assert names(cluster, ns) == {v1_deployment: False, v2_deployment: True}
+        # the version the revert took out is not kept warm: its Deployment goes at once
+        wait_for("v2's Deployment gone", lambda: names(cluster, ns) == {v1_deployment: False})
 
-        wait_for("v2's Deployment gone after the delay",
-                 lambda: v2_deployment not in names(cluster, ns), timeout=DELAY + 60, every=0.5)
-        assert answer(cluster, ns) == v1
-        assert list(names(cluster, ns)) == [v1_deployment]
+        # -- a new version replaces v1 and no revert comes: after the delay v1's Deployment goes
+        v3 = publish_version(name=NAME, seed=2)
+        wait_for("v3 Ready", lambda: served(cluster, ns, v3), kubelet=kubelet)
+        replaced_at = time.monotonic()
+        assert answer(cluster, ns) == v3
+        third = cluster.read_deployment(ns, NAME)
+        assert third is not None
+        v3_deployment = str(third["metadata"]["name"])
+        assert names(cluster, ns) == {v1_deployment: True, v3_deployment: False}
+        wait_for("v1's Deployment gone after the delay",
+                 lambda: v1_deployment not in names(cluster, ns), timeout=DELAY + 60, every=0.5)
+        kept_for = time.monotonic() - replaced_at
+        assert kept_for >= DELAY - 5.0, kept_for  # not before the delay (the clocks differ a bit)
+        assert names(cluster, ns) == {v3_deployment: False}
+        assert answer(cluster, ns) == v3
     print(f"\nrevert pushed -> Ready with v1's warm pods answering: {took:.2f} s "
-          f"(operator polling every 1 s)")
+          f"(operator polling every 1 s); v1 kept {kept_for:.1f} s after v3 replaced it")
