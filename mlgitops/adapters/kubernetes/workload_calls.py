@@ -113,14 +113,14 @@ class WorkloadCalls:
     def list_pods(self, namespace: str, model: str) -> list[k8s_objects.Pod]:
         """The pods of ``model`` that serve or are rolled out: name, IP, Ready, commit and
         digest, why not ready (each viewed against its own Deployment: `k8s_objects.pod_view`).
-        Pods of a replaced version kept warm for a rollback (`versions.ANNOTATION_REPLACED`) are
-        left out."""
+        Pods of a replaced version kept warm for a rollback (`versions.ANNOTATION_REPLACED`), and
+        those whose Deployment was deleted (the garbage collector removes them), are left out."""
         by_template = {versions.template_of(d): d for d in self.deployments(namespace, model)}
         views = []
         for p in self.pods(namespace, model):
             deployment = by_template.get(_pod_template(p))
-            if deployment is not None and versions.replaced(deployment):
-                continue
+            if deployment is None or versions.replaced(deployment):
+                continue  # its Deployment is gone (the pod goes too) or kept warm
             views.append(k8s_objects.pod_view(p, deployment))
         return sorted(views, key=lambda p: p.name)
 

@@ -337,8 +337,9 @@ class KubernetesWorkloads:
             self.cluster.delete_deployment(self.namespace, dname)
 
     def recover(self, records: Mapping[str, Mapping[str, Any]]) -> Recovery:
-        """Adopt what each resource's status says serves, when ready pods of it run; delete the
-        model's other Deployments (a version kept warm by the earlier run is not any more)."""
+        """Adopt what each resource's status says serves (the Deployment its Service selects),
+        when ready pods of it run; delete the versions the earlier run kept warm (their
+        deadlines went with it). A rollout under way is left to the next `deploy`."""
         adopted: dict[str, PodHandle] = {}
         leftovers: list[Leftover] = []
         for cr in self.cluster.list_resources(self.namespace, label_selector=self.selector):
@@ -347,7 +348,10 @@ class KubernetesWorkloads:
             served, digest = st.get("servedCommit"), st.get("servedDigest")
             if not served or not digest:
                 continue
-            serving = self.cluster.read_deployment(self.namespace, name)
+            found = self.cluster.deployments(self.namespace, name)
+            selected = versions.serving_template(self.cluster.read_service(self.namespace, name))
+            serving = next((d for d in found if versions.template_of(d) == selected), None) \
+                if selected else versions.current(found, None)
             if serving is None or not any(p.ready and p.commit == served
                                           for p in self.cluster.list_pods(self.namespace, name)):
                 continue
@@ -359,9 +363,10 @@ class KubernetesWorkloads:
             self._kept[name] = {dname}
             if template is not None:
                 self._templates[dname] = template
-            for d in self.cluster.deployments(self.namespace, name):
+            for d in found:  # kept warm by the earlier run, which took their deadlines along
                 other = str(d["metadata"]["name"])
-                if other != dname and self.cluster.delete_deployment(self.namespace, other):
+                if other != dname and versions.replaced(d) \
+                        and self.cluster.delete_deployment(self.namespace, other):
                     leftovers.append(Leftover(name, ko.pinned_commit(d), other))
         lost = {n: "no ready pod of its recorded version runs" for n in records if n not in adopted}
         return Recovery(adopted, lost, leftovers)
