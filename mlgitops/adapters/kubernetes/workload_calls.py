@@ -115,12 +115,18 @@ class WorkloadCalls:
         digest, why not ready (each viewed against its own Deployment: `k8s_objects.pod_view`).
         Pods of a replaced version kept warm for a rollback (`versions.ANNOTATION_REPLACED`), and
         those whose Deployment was deleted (the garbage collector removes them), are left out."""
-        by_template = {versions.template_of(d): d for d in self.deployments(namespace, model)}
+        found = self.deployments(namespace, model)
+        by_template = {versions.template_of(d): d for d in found}
+        legacy = next((d for d in found if d["metadata"]["name"] == k8s_objects.object_name(model)), None)
         views = []
         for p in self.pods(namespace, model):
             deployment = by_template.get(_pod_template(p))
-            if deployment is None or versions.replaced(deployment):
-                continue  # its Deployment is gone (the pod goes too) or kept warm
+            if deployment is None:
+                if versions.LABEL_TEMPLATE in ((p.get("metadata") or {}).get("labels") or {}):
+                    continue  # its version's Deployment is gone (the pod goes too)
+                deployment = legacy  # the one Deployment of a model, as before versions
+            elif versions.replaced(deployment):
+                continue  # kept warm for a rollback
             views.append(k8s_objects.pod_view(p, deployment))
         return sorted(views, key=lambda p: p.name)
 
