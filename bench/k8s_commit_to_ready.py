@@ -229,7 +229,8 @@ def main() -> None:
                 row = {s: marks[k + 1] - marks[k] for k, s in enumerate(STEPS)}
                 row["total"] = marks[-1] - began
                 rows.append(row)
-                print(f"commit -> Ready run {i + 1}: {row['total']:.2f} s  " + "  ".join(
+                print(f"commit -> Ready run {i + 1} (load {os.getloadavg()[0]:.1f}): "
+                      f"{row['total']:.2f} s  " + "  ".join(
                     f"{s} {row[s]:.2f}" for s in STEPS), flush=True)
             total = statistics.median(r["total"] for r in rows)
             print(f"\ncommit -> Ready (median of {len(rows)}): {total:.2f} s (target <= 3 s)")
@@ -271,6 +272,7 @@ def main() -> None:
                         secs = done - began
                         figures.setdefault((mode, path), []).append(secs)
                         print(f"revert -> previous answering, {mode}, {path}: {secs:.2f} s "
+                              f"(load {os.getloadavg()[0]:.1f}) "
                               f"(git push {began - pushing:.2f} s before)", flush=True)
             print("\nrevert commit -> previous version answering (median), target < 1 s:")
             for mode in ("quiet", "loaded"):

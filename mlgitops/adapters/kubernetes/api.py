@@ -190,6 +190,14 @@ class Cluster(WorkloadCalls):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def answers(self) -> bool:
+        """True when the API server answers (its version), False when it cannot be reached."""
+        try:
+            self._call("read the API server's version", client.VersionApi(self.api).get_code)
+        except errors.MlgitopsError:
+            return False
+        return True
+
     # -- one call ----------------------------------------------------------------------------
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
