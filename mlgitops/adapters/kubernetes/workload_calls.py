@@ -136,7 +136,9 @@ class WorkloadCalls:
         deployment = self.read_deployment(namespace, model)
         if deployment is None:
             return None
-        pods = self.pods(namespace, model, template=versions.template_of(deployment))
+        legacy = deployment["metadata"]["name"] == k8s_objects.object_name(model)
+        # a version's own Deployment: its pods; the one Deployment of before: every pod
+        pods = self.pods(namespace, model, template=None if legacy else versions.template_of(deployment))
         return k8s_objects.rollout_state(deployment, pods)
 
 
