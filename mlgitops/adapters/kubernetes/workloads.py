@@ -243,6 +243,8 @@ class KubernetesWorkloads:
         stamp = ((current or {}).get("metadata", {}).get("annotations") or {}).get(ANNOTATION_RENDERED)
         if stamp != deployment["metadata"]["annotations"][ANNOTATION_RENDERED]:
             live = self.cluster.apply(deployment, namespace=self.namespace)
+            if name not in self._serving and self.cluster.read_service(self.namespace, name) is None:
+                self.cluster.apply(service, namespace=self.namespace)  # the model's first version
             self.record(name, reason="Deploying", type="Normal",
                         message=f"rolling out {version[:12]} (digest {dep.digest[7:19]}) as "
                                 f"Deployment {dname}")
