@@ -181,6 +181,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--load-procs", type=int, default=2)
+    ap.add_argument("--modes", default="quiet,loaded", help="rollback runs: quiet, loaded or both")
     ap.add_argument("--commit-runs", type=int, default=None,
                     help="commit -> Ready runs (default: --runs; 0: skip that part)")
     ap.add_argument("--outage", type=float, default=40.0,
@@ -245,12 +246,14 @@ def main() -> None:
 
             figures: dict[tuple[str, str], list[float]] = {}
             for mode, procs in (("quiet", 0), ("loaded", args.load_procs)):
+                if mode not in args.modes.split(","):
+                    continue
                 for delay in (600.0, 0.0):
                     path = "warm" if delay else "baseline"
                     set_delay(repo, delay)
                     notify(port)
                     for _ in range(args.runs):
-                        good = published[-1]
+                        good = answering(cluster) or published[-1]  # what its pods say
                         before = versions.serving_template(cluster.read_service(NS, NAME))
                         bad = publish(200 + len(published))
                         notify(port)
@@ -278,7 +281,7 @@ def main() -> None:
                               f"(load {os.getloadavg()[0]:.1f}) "
                               f"(git push {began - pushing:.2f} s before)", flush=True)
             print("\nrevert commit -> previous version answering (median), target < 1 s:")
-            for mode in ("quiet", "loaded"):
+            for mode in args.modes.split(","):
                 warm = statistics.median(figures[(mode, "warm")])
                 base = statistics.median(figures[(mode, "baseline")])
                 print(f"  {mode:<7} warm {warm:.2f} s   baseline (scaleDownDelaySeconds 0) "
