@@ -278,8 +278,8 @@ class Reconciler(Generic[H]):
             while self.clock() < until:
                 self.sleep(min(0.05, max(until - self.clock(), 0.0)))
             with self.lock:
-                if self.parked.get(name, (None, 0.0))[0] is not handle:
-                    return  # routed again, or replaced by a newer parked version
+                if self.parked.get(name, (None, 0.0)) != (handle, until):
+                    return  # routed again (maybe parked anew since), or replaced by a newer one
                 del self.parked[name]
                 self.retiring[handle.key] = handle
             self._retire(handle)
