@@ -6,7 +6,8 @@ delay; `errors.Transient`: with back-off), or when a serving workload died. A pa
 as a whole (Git or the API server unreachable) is tried again with back-off doubling to
 ``max_backoff``; the first pass that succeeds resets it, so a commit made during an outage
 waits no longer than the poll period once the outage ends. `answered` (told when the runtime's
-API answers again, e.g. a watch event) resets it at once.
+API answers again, e.g. a watch event) resets it at once. A rollout under way is looked at
+again after its delay, not after the next ``idle`` tick.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class Loop:
         fetch = self.pending_fetch or now >= self.next_poll
         retry = (self.reconciler.retry_wanted and now >= self.retry_at) or now >= self.look_at
         if not (fetch or retry or self.reconciler.any_dead()):
-            return self.idle
+            return self._idle(now)
         self.pending_fetch = False
         try:
             outcome = self.reconciler.reconcile(fetch=fetch)
@@ -101,7 +102,11 @@ class Loop:
         if fetch:
             self.next_poll = self.clock() + self.poll_seconds
         self.report(outcome)
-        return self.idle
+        return self._idle(self.clock())
+
+    def _idle(self, now: float) -> float:
+        """Until the next look: ``idle``, or sooner when a rollout asked to be looked at."""
+        return max(min(self.idle, self.look_at - now), 0.0)
 
     def run(self) -> None:
         while not self.stop.is_set():

@@ -86,8 +86,9 @@ class Reconciler(Rollouts[H]):
         self.retry_after: float | None = None
         #: workloads replaced by a newer version, draining before they stop (key -> handle)
         self.retiring: dict[Hashable, H] = {}
-        #: how long the version a switch replaced stays warm (0: it stops after draining); a
-        #: rollback to its content then routes to it at once instead of loading it again
+        #: how long the version a switch replaced stays warm at most (0: it stops after
+        #: draining; the manifest's ``spec.rollout.scaleDownDelaySeconds`` says how long below
+        #: that); a rollback to its content then routes to it at once instead of loading it again
         self.keep_previous_seconds = keep_previous_seconds
         #: model -> (the replaced version's workload kept warm, when it stops)
         self.parked: dict[str, tuple[H, float]] = {}
@@ -286,24 +287,28 @@ class Reconciler(Rollouts[H]):
                          previous=old.version if old else None,
                          seconds=round(time.perf_counter() - started, 3),
                          exportSeconds=round(exported - started, 3))
-        self._switched(step.name, old, handle, warm)
+        self._switched(step.name, old, handle, warm, keep=dep.rollout.scale_down_delay_seconds)
 
-    def _switched(self, name: str, old: H | None, handle: H, warm: H | None) -> None:
+    def _switched(self, name: str, old: H | None, handle: H, warm: H | None, *,
+                  keep: float | None = None) -> None:
         """``handle`` now answers for ``name`` instead of ``old``: hooks, then ``old`` drains
-        (kept warm for a rollback, or stopped)."""
+        (kept warm for ``keep`` seconds, at most `keep_previous_seconds`, for a rollback; or
+        stopped)."""
         for hook in self.on_deployed:
             hook(name, handle)
         if old is not None and old.key != handle.key:
             self.workloads.draining(old)
-            if self.keep_previous_seconds > 0 and old.digest != handle.digest and warm is None:
-                self._park(name, old)
+            keep = self.keep_previous_seconds if keep is None else min(self.keep_previous_seconds, keep)
+            if keep > 0 and old.digest != handle.digest and warm is None:
+                self._park(name, old, keep)
             else:
                 self.retiring[old.key] = old
                 threading.Thread(target=self._retire, args=(old,), daemon=True).start()
 
-    def _park(self, name: str, handle: H) -> None:
-        """Keep ``handle`` (just replaced) warm for `keep_previous_seconds`, then retire it."""
-        until = self.clock() + self.keep_previous_seconds
+    def _park(self, name: str, handle: H, seconds: float | None = None) -> None:
+        """Keep ``handle`` (just replaced) warm for ``seconds`` (the manifest's
+        ``scaleDownDelaySeconds``, at most `keep_previous_seconds`), then retire it."""
+        until = self.clock() + (self.keep_previous_seconds if seconds is None else seconds)
         earlier = self.parked.get(name)
         self.parked[name] = (handle, until)
         if earlier is not None:
@@ -314,8 +319,8 @@ class Reconciler(Rollouts[H]):
             while self.clock() < until:
                 self.sleep(min(0.05, max(until - self.clock(), 0.0)))
             with self.lock:
-                if self.parked.get(name, (None, 0.0))[0] is not handle:
-                    return  # routed again, or replaced by a newer parked version
+                if self.parked.get(name, (None, 0.0)) != (handle, until):
+                    return  # routed again (maybe parked anew since), or replaced by a newer one
                 del self.parked[name]
                 self.retiring[handle.key] = handle
             self._retire(handle)

@@ -63,7 +63,8 @@ class Rollouts(Generic[H]):
     def _hold(self, st: status.ModelStatus, step: plan.Step, now: str) -> None:
         raise NotImplementedError
 
-    def _switched(self, name: str, old: H | None, handle: H, warm: H | None) -> None:
+    def _switched(self, name: str, old: H | None, handle: H, warm: H | None, *,
+                  keep: float | None = None) -> None:
         raise NotImplementedError
 
     def _retire(self, handle: H) -> None:

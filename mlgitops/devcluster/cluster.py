@@ -18,24 +18,22 @@ client needs). With `real_node=True` it is the control plane of devcluster/node.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import ssl
-import subprocess
-import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from mlgitops.devcluster.component import _Component
 from mlgitops.devcluster.pki import make_pki
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
@@ -95,64 +93,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: SIGTERM this child when the process that started it dies (pytest killed by SIGKILL)."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-class _Component:
-    def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
-        self.name, self.argv, self.log_path = name, argv, log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    def start(self) -> None:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            # Own process group: a Ctrl-C in the terminal reaches pytest only, which then stops
-            # the components in order (controller-manager, apiserver, etcd) instead of all at once.
-            start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-        )
-
-    def exited(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(text[-lines:])
-
-    def port_race(self) -> bool:
-        tail = self.log_tail(200).lower()
-        return "address already in use" in tail
-
-    def stop(self, grace: float = 10.0) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-            try:
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.wait(grace)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-
 class TestCluster:
     """etcd + kube-apiserver + kube-controller-manager on free loopback ports in a temp dir.
 
@@ -200,6 +140,9 @@ class TestCluster:
         self.kubeconfig_path = Path()
         self.startup_seconds = 0.0
         self._components: list[_Component] = []
+        self._supervising = threading.Event()
+        self.restarts: dict[str, int] = {}
+        """Component -> how often it exited and was restarted (the controller-manager)."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -271,6 +214,7 @@ class TestCluster:
         return found[0]
 
     def _stop_components(self) -> None:
+        self._supervising.set()
         components, self._components = self._components, []
         for component in reversed(components):  # controller-manager, apiserver, etcd
             component.stop()
@@ -368,7 +312,15 @@ class TestCluster:
                 f"--kubeconfig={self.kubeconfig_path}",
                 f"--controllers={','.join(controllers)}",
                 *([f"--root-ca-file={pki / 'ca.crt'}"] if self.real_node else []),
-                "--leader-elect=false",
+                # As a cluster runs it (the defaults, spelled out): an instance that cannot
+                # renew its lease for 10 s (the API server is away) exits, and is restarted
+                # (`_supervise`, as the kubelet restarts a static pod). Without it, after an
+                # outage its informers wait out client-go's reflector back-off (up to 30-60 s)
+                # before they see a Deployment; a fresh one lists at once.
+                "--leader-elect=true",
+                "--leader-elect-lease-duration=15s",
+                "--leader-elect-renew-deadline=10s",
+                "--leader-elect-retry-period=2s",
                 "--use-service-account-credentials=false",
                 # Served only for its /healthz (an always-allowed path), the readiness probe below.
                 "--bind-address=127.0.0.1",
@@ -384,6 +336,21 @@ class TestCluster:
             deadline,
             lambda: _http_ok(f"https://127.0.0.1:{kcm_port}/healthz", context=_insecure_context()),
         )
+        self._supervising.clear()
+        threading.Thread(target=self._supervise, args=(controller_manager,), daemon=True,
+                         name="kcm-supervisor").start()
+
+    def _supervise(self, component: _Component) -> None:
+        """Restart the controller-manager whenever it exits (it does when it loses its lease)."""
+        while not self._supervising.wait(0.5):
+            code = component.exited()
+            if code is None or self._supervising.is_set():
+                continue
+            with open(component.log_path, "a") as log:
+                log.write(f"--- exited with {code}; restarted (as a kubelet restarts a static pod)\n")
+            component.stop(grace=1.0)
+            component.start()
+            self.restarts[component.name] = self.restarts.get(component.name, 0) + 1
 
     def _spawn(self, name: str, argv: list[str], attempt: int) -> _Component:
         assert self.workdir is not None

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from mlgitops.devcluster.cluster import _die_with_parent
+from mlgitops.devcluster.component import _die_with_parent
 from mlgitops.devcluster.kubelet_net import (
     Addresses,
     Api,

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from mlgitops.devcluster import host
-from mlgitops.devcluster.cluster import TestCluster, _Component, free_port
+from mlgitops.devcluster.cluster import TestCluster, free_port
+from mlgitops.devcluster.component import _Component
 from mlgitops.devcluster.image import cache_root
 
 STATE_DIR = Path("/var/tmp/mlgitops-node")

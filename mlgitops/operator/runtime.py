@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import threading
 import uuid
@@ -97,7 +98,10 @@ class RepositoryRuntime:
         self.reconciler = rec.Reconciler(
             source=self.source, workloads=self.workloads, store=self.store, router=self.router,
             endpoint=self.workloads.endpoint, drain_seconds=0.0,
-            inputs=lambda: f"{trust}:{self.run}", declare=self.workloads.declare)
+            inputs=lambda: f"{trust}:{self.run}", declare=self.workloads.declare,
+            keep_previous_seconds=math.inf)  # each manifest's scaleDownDelaySeconds says
+        # a rollback to a version kept warm: its Service selects its pods again
+        self.reconciler.on_deployed.append(self.workloads.route)
         self.decisions = sinks.dispatcher(self.state_dir, clone=lambda: self.source.clone,
                                           notify=cfg.notify, track=cfg.tracking)
         self.store.listeners.append(rollouts.RolloutRecorder(
@@ -111,6 +115,7 @@ class RepositoryRuntime:
             live_stats=PodStats(cluster, repo.namespace, token=cfg.access.api_token))
         self.reconciler.on_deployed.append(self.monitor.on_deployed)
         self._said: dict[str, tuple[plan.Action, str | None, str]] = {}
+        self._api_away = False
 
     def _passed(self, outcome: rec.Outcome) -> None:
         for step in outcome.steps:
@@ -129,7 +134,18 @@ class RepositoryRuntime:
 
     def _failed(self, exc: errors.MlgitopsError, wait: float) -> None:
         log.warning("%s: reconcile failed, retrying in %.0f s: %s", self.repo.key, wait, exc)
+        self._api_away = isinstance(exc, errors.ClusterError)
         self.repo.on_status(None, str(exc))
+
+    def _watch_api(self, stop: threading.Event) -> None:
+        """While passes fail because the API server is away, ask it every second whether it
+        answers again; when it does, the loop's back-off is reset (`Loop.answered`): a commit
+        pushed during the outage reaches its ModelDeployment at once, not after the back-off
+        or kopf's own reconnect back-off."""
+        while not stop.wait(1.0):
+            if self.loop.failing and self._api_away and self.cluster.answers():
+                self._api_away = False
+                self.loop.answered()
 
     def retry(self, names: list[str]) -> None:
         """Try the held versions of ``names`` again (the ``mlgitops.io/retry`` annotation)."""
@@ -173,6 +189,8 @@ class RepositoryRuntime:
                     self._failed(exc, 2.0)
                     stop.wait(2.0)
             watcher.start()
+            threading.Thread(target=self._watch_api, args=(stop,), daemon=True,
+                             name=f"api-{self.repo.key}").start()
             self.loop.run()
         finally:
             stop.set()

@@ -109,7 +109,7 @@ def test_deploy_applies_once_and_waits_for_the_rollout(cluster: k8s.Cluster,
     assert again is not None and again["metadata"]["generation"] == deployment["metadata"]["generation"]
     assert events == [("credit", "Deploying")]  # applied once, said once
     handle = wl.PodHandle("credit", V1, desired.deployment.digest if desired.deployment else "",
-                          w.endpoint("credit"))
+                          w.endpoint("credit"), str(deployment["metadata"]["name"]))
     assert w.alive(handle)
     cluster.delete_workload(ns, "credit")
     assert w.alive(handle)  # read a moment ago: not again before alive_every

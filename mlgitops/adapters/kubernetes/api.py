@@ -40,11 +40,12 @@ from kubernetes.config.config_exception import ConfigException
 
 from mlgitops import errors
 from mlgitops.adapters import clock as system_clock
+from mlgitops.adapters.kubernetes.workload_calls import MERGE as MERGE
+from mlgitops.adapters.kubernetes.workload_calls import WorkloadCalls
 from mlgitops.core import clock as core_clock
-from mlgitops.core import k8s_objects, manifest, source_spec
+from mlgitops.core import manifest, source_spec
 
 APPLY = "application/apply-patch+yaml"
-MERGE = "application/merge-patch+json"
 FIELD_MANAGER = "mlgitops"
 #: An Event's message is cut here (the API's limit for events.k8s.io notes is 1 KiB).
 MAX_EVENT_MESSAGE = 1024
@@ -109,7 +110,7 @@ def translate(exc: ApiException, *, what: str) -> errors.MlgitopsError:
     return errors.ClusterError(f"{what}: unexpected answer {status} from the API server ({said})")
 
 
-class Cluster:
+class Cluster(WorkloadCalls):
     """One Kubernetes API connection and what the operator does through it."""
 
     def __init__(
@@ -189,6 +190,14 @@ class Cluster:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def answers(self) -> bool:
+        """True when the API server answers (its version), False when it cannot be reached."""
+        try:
+            self._call("read the API server's version", client.VersionApi(self.api).get_code)
+        except errors.MlgitopsError:
+            return False
+        return True
+
     # -- one call ----------------------------------------------------------------------------
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -250,60 +259,6 @@ class Cluster:
                 custom.group, custom.version, ns, custom.plural, name, body, **opts,
             ))  # fmt: skip
         raise errors.ConfigError(f"{kind} ({api_version}) is not an object mlgitops applies")
-
-    def read_deployment(self, namespace: str, model: str) -> dict[str, Any] | None:
-        """The model's Deployment (``mlgitops-<model>``) with its status, or None."""
-        name = k8s_objects.object_name(model)
-        return self._read(
-            f"read Deployment {namespace}/{name}", self._apps.read_namespaced_deployment, name, namespace
-        )
-
-    def read_service(self, namespace: str, model: str) -> dict[str, Any] | None:
-        name = k8s_objects.object_name(model)
-        return self._read(
-            f"read Service {namespace}/{name}", self._core.read_namespaced_service, name, namespace
-        )
-
-    def delete_workload(self, namespace: str, model: str) -> bool:
-        """Delete the model's Deployment and Service (their pods go with them); False if none.
-
-        Deleting the ModelDeployment does the same through garbage collection; this is for a
-        model that stays declared but must not run.
-        """
-        name = k8s_objects.object_name(model)
-        gone = False
-        for kind, fn in (("Deployment", self._apps.delete_namespaced_deployment),
-                         ("Service", self._core.delete_namespaced_service)):  # fmt: skip
-            done = self._read(
-                f"delete {kind} {namespace}/{name}", fn, name, namespace,
-                propagation_policy="Background",
-            )  # fmt: skip
-            gone = gone or done is not None
-        return gone
-
-    def pods(self, namespace: str, model: str) -> list[dict[str, Any]]:
-        """The pods of every version of ``model`` (raw objects, for `k8s_objects.rollout_state`)."""
-        selector = f"{k8s_objects.LABEL_MODEL}={model},{k8s_objects.LABEL_MANAGED_BY}={k8s_objects.MANAGER}"
-        doc = self._call(
-            f"list pods of {namespace}/{model}", self._core.list_namespaced_pod, namespace,
-            label_selector=selector,
-        )  # fmt: skip
-        return list(doc.get("items") or [])
-
-    def list_pods(self, namespace: str, model: str) -> list[k8s_objects.Pod]:
-        """The pods of ``model``: name, IP, Ready, commit and digest, why not ready (a pod of the
-        Deployment's current template serves the Deployment's version: `k8s_objects.pod_view`)."""
-        deployment = self.read_deployment(namespace, model)
-        return sorted((k8s_objects.pod_view(p, deployment) for p in self.pods(namespace, model)),
-                      key=lambda p: p.name)
-
-    def rollout(self, namespace: str, model: str) -> k8s_objects.RolloutState | None:
-        """Where the model's rollout stands (None: no Deployment), read from the Deployment and
-        its pods."""
-        deployment = self.read_deployment(namespace, model)
-        if deployment is None:
-            return None
-        return k8s_objects.rollout_state(deployment, self.pods(namespace, model))
 
     def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
         """A Secret's data, decoded (None: no such Secret)."""
