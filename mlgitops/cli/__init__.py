@@ -12,6 +12,7 @@ from mlgitops.cli import (  # noqa: F401  (each registers its commands on main)
     authoring,
     control,
     demos,
+    feedback,
     observe,
     operator,
     pod,

@@ -44,7 +44,7 @@ import re
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from starlette.applications import Starlette
@@ -58,6 +58,9 @@ from mlgitops.controller import reconciler as rec
 from mlgitops.controller import report_files
 from mlgitops.controller.ports import H
 from mlgitops.core import manifest
+
+if TYPE_CHECKING:
+    from mlgitops.controller.feedback import Feedback
 
 _HOP = {
     "connection",
@@ -146,6 +149,7 @@ def build(
     reports_root: Path | None = None,
     api_token: str | None = None,
     reports_private: bool = False,
+    feedback: Feedback | None = None,
 ) -> Starlette:
     """The gateway app; ``api_token`` guards ``/status`` (and ``/reports/`` when
     ``reports_private``)."""
@@ -410,4 +414,6 @@ def build(
     if reports_private:
         reports = [Route(r.path, private(r.endpoint)) for r in reports]
     routes += reports
+    if feedback is not None:  # POST /v2/models/{name}/feedback and GET /metrics (labels back)
+        routes[:0] = feedback.routes(lambda: {s["name"] for s in statuses()})
     return Starlette(routes=routes, lifespan=lifespan)
