@@ -171,8 +171,8 @@ def test_labels_late_twice_or_unknown_lose_nothing_and_count_right(
     truth = (rows[:, 0] + rows[:, 1] > 0.3).astype(int)  # not the model's own rule
     _wait_logged(root, set(ids))
 
-    first = _post(url, {"ids": ids[:40] + ["nobody-1"],
-                                "labels": truth[:40].tolist() + [1]}).json()
+    first = _post(url, {"ids": [*ids[:40], "nobody-1"],
+                                "labels": [*truth[:40].tolist(), 1]}).json()
     assert first == {"model": "numeric", "received": 41, "stored": 41, "new": 41, "updated": 0,
                      "repeatedInBatch": 0, "unknown": 1, "unknownIds": ["nobody-1"]}
     # the same ids again (one relabelled), the rest later, an id twice in one batch
