@@ -315,3 +315,10 @@ def _values(values: Iterable[Any]) -> list[Any]:
 def _scalar(value: Any) -> Any:
     item = getattr(value, "item", None)
     return item() if callable(item) else value
+
+
+def local_performance(state_dir: Path, name: str) -> performance.Performance:
+    """Model ``name``'s performance on this machine (what `mlgitops status` shows): the
+    labels in ``<state>/labels`` joined with the logs under ``<state>/stats``."""
+    return performance.measure(name, prediction_log.Directory(state_dir / "stats"),
+                               prediction_log_labels.Labels(state_dir / LABELS))
