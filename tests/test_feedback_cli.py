@@ -58,7 +58,7 @@ def test_labels_from_the_cli_show_in_status_as_sklearn_computes_them(
                    what="the prediction log holds every id")
         truth = ((frame.f0 + frame.f1 > 0.4) & (frame.f2 > -1.5)).astype(int)  # not the model
         labels = tmp_path / "labels.parquet"
-        pd.DataFrame({"rid": ids + ["never-served"], "y": [*truth.tolist(), 0]}).to_parquet(labels)
+        pd.DataFrame({"rid": [*ids, "never-served"], "y": [*truth.tolist(), 0]}).to_parquet(labels)
         sent = mlgitops("feedback", "credit", "--labels", str(labels), "--id-column", "rid",
                         "--label-column", "y", "--repo", str(repo))
         assert sent.returncode == 0, sent.stderr

@@ -1,7 +1,8 @@
 """The prediction log on disk: what a server scored, kept to join labels later.
 
 A worker appends segments (Parquet files) to its version's log directory, ``predictions/``
-inside its stats directory: one row per scored row with its ``id``, ``version``, ``time``
+inside its stats directory: one row per scored row with its ``id`` (stored as the request's
+id, row index and row count: `REQUEST`, `ROW`, `ROWS`), ``version``, ``time``
 (seconds since the epoch), the input columns (``input.<column>``), the ``prediction`` and, for
 classifiers with ``predict_proba``, one ``proba.<class>`` column per class (the class JSON
 encoded: ``proba.0``, ``proba."yes"``). A segment's file name carries its worker, sequence
@@ -17,16 +18,24 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mlgitops import errors
 
 DIRNAME = "predictions"
+#: Stored per row instead of its id (cheaper on the server): the request's id, the row's
+#: index in the request and the request's row count; `read` turns them into ``id``.
+REQUEST = "request"
+#: Segments a worker keeps at most (the oldest go first), whatever their rows.
+MAX_SEGMENTS = 2000
+ROW = "row"
+ROWS = "rows"
 INPUT = "input."
 PROBA = "proba."
 _SEGMENT = re.compile(r"seg-(?P<worker>[A-Za-z0-9_.-]+)-(?P<seq>\d{10})-(?P<rows>\d+)-(?P<newest>\d+)"
@@ -88,16 +97,27 @@ class Writer:
         self._seq = 1 + max((s.seq for s in segments(log_dir) if s.worker == self.worker_id),
                             default=0)
 
-    def append(self, frame: pd.DataFrame) -> Path | None:
-        """Write ``frame`` as the next segment (nothing for no rows), then prune."""
-        if len(frame) == 0:
+    def append(self, rows: pd.DataFrame | Mapping[str, Any]) -> Path | None:
+        """Write ``rows`` (a frame, or column name -> array) as the next segment (nothing for
+        no rows), then prune. Columns go to Parquet through Arrow directly, uncompressed, with
+        dictionaries only for the ids and versions: for random floats compression and
+        dictionaries cost CPU on the server and save nothing."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = (pa.Table.from_pandas(rows, preserve_index=False)
+                 if isinstance(rows, pd.DataFrame) else pa.table(dict(rows)))
+        if table.num_rows == 0:
             return None
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        newest = int(float(frame["time"].max()) * 1000)
-        name = f"seg-{self.worker_id}-{self._seq:010d}-{len(frame)}-{newest}.parquet"
+        newest = int(float(table.column("time").to_numpy().max()) * 1000)
+        name = f"seg-{self.worker_id}-{self._seq:010d}-{table.num_rows}-{newest}.parquet"
         self._seq += 1
         tmp = self.log_dir / f".{name}.tmp"
-        frame.to_parquet(tmp, index=False)
+        pq.write_table(table, tmp, compression="none",
+                       use_dictionary=[c for c in ("id", REQUEST, "version")
+                                       if c in table.column_names],
+                       write_statistics=False)
         os.replace(tmp, self.log_dir / name)
         self.prune()
         return self.log_dir / name
@@ -113,11 +133,13 @@ class Writer:
             else:
                 keep.append(seg)
         total = sum(s.rows for s in keep)
+        count = len(keep)
         for seg in keep:
-            if total <= self.max_rows:
+            if total <= self.max_rows and count <= MAX_SEGMENTS:
                 break
             seg.path.unlink(missing_ok=True)
             total -= seg.rows
+            count -= 1
 
 
 def read(log_dir: Path, *, since: float | None = None,
@@ -136,6 +158,7 @@ def read(log_dir: Path, *, since: float | None = None,
         except (OSError, ValueError) as exc:
             raise errors.RuntimeFailure(f"cannot read the prediction log segment {seg.path} "
                                         f"({exc})") from exc
+        frame = _with_ids(frame)
         if since is not None:
             frame = frame[frame["time"] >= since]
         if wanted is not None:
@@ -146,6 +169,21 @@ def read(log_dir: Path, *, since: float | None = None,
                              "time": pd.Series(dtype=float)})
     return pd.concat(frames, ignore_index=True).sort_values("time", kind="stable",
                                                             ignore_index=True)
+
+
+def _with_ids(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its ``id`` column: the request's id for a one-row request, else
+    ``<request id>:<row>`` (`server.predictions.row_ids`)."""
+    if "id" in frame.columns or REQUEST not in frame.columns:
+        return frame
+    request = frame[REQUEST].astype(str)
+    one = frame[ROWS].to_numpy() == 1
+    ids = np.where(one, request.to_numpy(dtype=object),
+                   (request + ":" + frame[ROW].astype(str)).to_numpy(dtype=object))
+    out = frame.drop(columns=[REQUEST, ROW, ROWS])
+    out.insert(0, "id", ids)
+    out["version"] = out["version"].astype(str)
+    return out
 
 
 class Directory:

@@ -322,3 +322,29 @@ def local_performance(state_dir: Path, name: str) -> performance.Performance:
     labels in ``<state>/labels`` joined with the logs under ``<state>/stats``."""
     return performance.measure(name, prediction_log.Directory(state_dir / "stats"),
                                prediction_log_labels.Labels(state_dir / LABELS))
+
+
+def version_metrics(state_dir: Path, name: str, version: str) -> dict[str, float]:
+    """Version ``version``'s performance on all its kept rows, as MLflow metric names
+    (``performance.realized.<metric>``, ``performance.estimated.<metric>``,
+    ``performance.labelled``); empty when no row of it is kept."""
+    try:
+        perf = local_performance(state_dir, name)
+    except errors.MlgitopsError:
+        return {}
+    out: dict[str, float] = {}
+    for fig in perf.overall:
+        if fig.version != version:
+            continue
+        out["performance.labelled"] = float(fig.labelled)
+        out.update({f"performance.realized.{k}": v for k, v in fig.realized.items()})
+        out.update({f"performance.estimated.{k}": v for k, v in fig.estimated.items()})
+    return out
+
+
+def version_rows(state_dir: Path, name: str,
+                 version: str) -> tuple[str, Any, list[Any]] | None:
+    """Version ``version``'s labelled rows on this machine (`performance.labelled_frame`)."""
+    return performance.labelled_frame(prediction_log.Directory(state_dir / "stats"),
+                                      prediction_log_labels.Labels(state_dir / LABELS), name,
+                                      version)

@@ -124,3 +124,26 @@ def _like(label: Any, prediction: Any) -> Any:
     if isinstance(prediction, str):
         return str(label)
     return label
+
+
+def labelled_frame(source: PredictionSource, labels: LabelSource, name: str,
+                   version: str) -> tuple[str, pd.DataFrame, list[Any]] | None:
+    """Version ``version``'s labelled rows as ``target``, ``prediction`` and one probability
+    column per class (what an Evidently performance snapshot reads), with the task and the
+    classes; None when none of its kept rows has a label."""
+    predictions = source.read(name)
+    if len(predictions) == 0 or "prediction" not in predictions:
+        return None
+    predictions = predictions[predictions["version"] == version]
+    rows = join(predictions, labels.read(name))
+    has = np.array([v is not None for v in rows.label], dtype=bool)
+    if not has.any():
+        return None
+    task = task_of(predictions)
+    frame = pd.DataFrame({"target": np.asarray(rows.label, dtype=object)[has],
+                          "prediction": np.asarray(rows.prediction, dtype=object)[has]})
+    frame = frame.astype(np.float64) if task == "regression" else frame.infer_objects()
+    if rows.proba is not None:
+        for j, _ in enumerate(rows.classes):
+            frame[f"proba_{j}"] = rows.proba[has, j]
+    return task, frame, list(rows.classes)

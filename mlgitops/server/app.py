@@ -183,7 +183,7 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
         batcher=batcher,
         output_datatype=runtime.output_datatype,
         server_version=runtime.server_version,
-        log=prediction_logger(spec, pred, worker_id=worker_id, on_cpu=counters.stats_cpu),
+        log=prediction_logger(spec, pred, worker_id=worker_id, on_cpu=counters.log_cpu),
     )
     limit = spec.max_body_bytes
     doc = orjson.dumps(

@@ -2,13 +2,14 @@
 
 `PredictionLog.record` runs on the request path and only queues the request's id, rows,
 predictions and time (no copy, no encoding). `PredictionLog.flush`, on the log's own thread
-every ``interval`` seconds, turns the queue into one segment: the row ids (a one-row request's
+once `FLUSH_ROWS` rows wait or the oldest has waited ``interval`` seconds (and on exit), turns
+the queue into one segment: the row ids (a one-row request's
 id is the request's; row ``i`` of a larger one is ``<id>:<i>``), the inputs, the predictions
 and, for a classifier with ``predict_proba``, the class probabilities, computed there in one
 vectorized call over every queued row (off the request path). `adapters.prediction_log`
 writes the segment and keeps the log within its row and age bounds. The thread CPU time all
-of this takes is counted (`cpu_seconds`) and reported as part of
-``mlgitops_stats_cpu_seconds_total``. Rows that find the queue full (``max_queued_rows``: the
+of this takes is counted (`cpu_seconds`) and reported as
+``mlgitops_prediction_log_cpu_seconds_total``. Rows that find the queue full (``max_queued_rows``: the
 writer fell behind) are not logged and are counted in `dropped`.
 """
 
@@ -31,6 +32,10 @@ Array = npt.NDArray[Any]
 log = logging.getLogger("mlgitops.server")
 
 
+#: Rows that make the writer thread write at once (else it waits ``interval`` seconds).
+FLUSH_ROWS = 8192
+
+
 def row_ids(request_id: str, rows: int) -> list[str]:
     """The ids of a request's rows: the request's id for one row, ``<id>:<i>`` otherwise."""
     return [request_id] if rows == 1 else [f"{request_id}:{i}" for i in range(rows)]
@@ -40,7 +45,7 @@ class PredictionLog:
     """Queues scored requests; `flush` writes them as one segment with their probabilities."""
 
     def __init__(self, writer: prediction_log.Writer, pred: predictor.Predictor, *,
-                 version: str, interval: float = 1.0, max_queued_rows: int = 65536,
+                 version: str, interval: float = 30.0, max_queued_rows: int = 65536,
                  on_cpu: Callable[[float], None] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         """``on_cpu`` is told the CPU seconds spent since it was last told, after each write."""
@@ -97,27 +102,37 @@ class PredictionLog:
                 self.on_cpu(total - self._told)
                 self._told = total
 
-    def _frame(self, queue: list[tuple[str, schema.Batch, Array, float]]) -> pd.DataFrame:
-        batch = predictor.merge([b for _, b, _, _ in queue])
-        ids: list[str] = []
-        times = np.empty(batch.rows)
-        at = 0
-        for request_id, b, _, when in queue:
-            ids.extend(row_ids(request_id, b.rows))
-            times[at:at + b.rows] = when
-            at += b.rows
-        data: dict[str, Any] = {"id": ids, "version": self.version, "time": times}
-        for name in batch.names:
-            data[prediction_log.INPUT + name] = batch.columns[name]
-        preds = [p for _, _, p, _ in queue]
+    def _frame(self, queue: list[tuple[str, schema.Batch, Array, float]]) -> dict[str, Any]:
+        import pyarrow as pa
+
+        request_ids, batches, preds, times = zip(*queue, strict=True)
+        batch = predictor.merge(batches)
+        sizes = np.fromiter((b.rows for b in batches), np.int32, len(batches))
+        starts = np.cumsum(sizes) - sizes
+        # per row, vectorized: its request (a dictionary of the request ids), its index in the
+        # request and the request's size; `adapters.prediction_log.read` makes the row ids
+        request = pa.DictionaryArray.from_arrays(
+            pa.array(np.repeat(np.arange(len(queue), dtype=np.int32), sizes)),
+            pa.array(request_ids, pa.string()))
+        data: dict[str, Any] = {
+            prediction_log.REQUEST: request,
+            prediction_log.ROW: np.arange(batch.rows, dtype=np.int32) - np.repeat(starts, sizes),
+            prediction_log.ROWS: np.repeat(sizes, sizes),
+            "version": pa.DictionaryArray.from_arrays(
+                pa.array(np.zeros(batch.rows, dtype=np.int32)), pa.array([self.version])),
+            "time": np.repeat(np.array(times), sizes)}
+        columns = (np.ascontiguousarray(batch.matrix.T) if batch.matrix is not None else None)
+        for j, name in enumerate(batch.names):
+            data[prediction_log.INPUT + name] = (columns[j] if columns is not None
+                                                 else batch.columns[name])
         if all(p.ndim == 1 for p in preds):
             data["prediction"] = np.concatenate(preds)
         if self._proba:
             proba = self._predict_proba(batch)
             if proba is not None:
                 for j, cls in enumerate(self.predictor.model.estimator.classes_):
-                    data[prediction_log.proba_column(cls)] = proba[:, j]
-        return pd.DataFrame(data)
+                    data[prediction_log.proba_column(cls)] = np.ascontiguousarray(proba[:, j])
+        return data
 
     def _predict_proba(self, batch: schema.Batch) -> Array | None:
         estimator = self.predictor.model.estimator
@@ -136,10 +151,20 @@ class PredictionLog:
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
+    def due(self) -> bool:
+        """Whether to write now: `FLUSH_ROWS` rows wait, or the oldest has waited ``interval``
+        seconds (few, large segments: the fixed cost of a write is paid rarely)."""
+        with self._lock:
+            if not self._queue:
+                return False
+            return (self._queued_rows >= FLUSH_ROWS
+                    or self.clock() - self._queue[0][3] >= self.interval)
+
     def _run(self) -> None:
         predictor.configure_sklearn()
-        while not self._stop.wait(self.interval):
-            self._flush_logged()
+        while not self._stop.wait(min(1.0, self.interval)):
+            if self.due():
+                self._flush_logged()
 
     def _flush_logged(self) -> None:
         try:

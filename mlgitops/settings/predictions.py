@@ -22,8 +22,9 @@ class PredictionLogSettings:
     evenly over its workers; the oldest go first)."""
     max_age_seconds: float = DEFAULT_AGE_SECONDS
     """``MLGITOPS_PREDICTION_LOG_MAX_AGE``: seconds a row is kept."""
-    interval_seconds: float = 1.0
-    """``MLGITOPS_PREDICTION_LOG_INTERVAL``: seconds between two writes of the queued rows."""
+    interval_seconds: float = 30.0
+    """``MLGITOPS_PREDICTION_LOG_INTERVAL``: the longest a scored row waits in memory before
+    it is written (sooner once 8192 rows wait); a label sent earlier counts as unknown."""
 
 
 def prediction_log() -> PredictionLogSettings:
@@ -33,7 +34,7 @@ def prediction_log() -> PredictionLogSettings:
         max_rows=_rows("MLGITOPS_PREDICTION_LOG_ROWS", DEFAULT_ROWS),
         max_age_seconds=environment.positive("MLGITOPS_PREDICTION_LOG_MAX_AGE",
                                              DEFAULT_AGE_SECONDS),
-        interval_seconds=environment.positive("MLGITOPS_PREDICTION_LOG_INTERVAL", 1.0),
+        interval_seconds=environment.positive("MLGITOPS_PREDICTION_LOG_INTERVAL", 30.0),
     )
 
 
