@@ -33,7 +33,9 @@ def mlgitops(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_labels_from_the_cli_show_in_status_as_sklearn_computes_them(
-        repo: Path, publish_version: Callable[..., str], tmp_path: Path) -> None:
+        repo: Path, publish_version: Callable[..., str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLGITOPS_PREDICTION_LOG_INTERVAL", "1")  # servers write within ~2 s
     v1 = publish_version()
     cfg = settings.controller(repo, port=free_port(), monitor=False)
     frame = make_frame(50, seed=7)
@@ -54,7 +56,7 @@ def test_labels_from_the_cli_show_in_status_as_sklearn_computes_them(
             assert inv.status_code == 200 and inv.headers["x-request-id"] == "batch-1"
         ids += [f"batch-1:{i}" for i in range(10)]
         logs = prediction_log.Directory(settings.state_dir(repo.resolve()) / "stats")
-        wait_until(lambda: set(ids) <= set(logs.read("credit")["id"]), timeout=30,
+        wait_until(lambda: set(ids) <= set(logs.read("credit")["id"]), timeout=60,
                    what="the prediction log holds every id")
         truth = ((frame.f0 + frame.f1 > 0.4) & (frame.f2 > -1.5)).astype(int)  # not the model
         labels = tmp_path / "labels.parquet"

@@ -134,7 +134,7 @@ class Writer:
                 keep.append(seg)
         total = sum(s.rows for s in keep)
         count = len(keep)
-        for seg in keep:
+        for seg in keep[:-1]:  # the newest segment stays, even alone over the row cap
             if total <= self.max_rows and count <= MAX_SEGMENTS:
                 break
             seg.path.unlink(missing_ok=True)

@@ -1,0 +1,117 @@
+"""The prediction log and the label store on disk: bounded by rows, age and segments; labels
+repeated are updates; what a server writes reads back with its row ids (fast: files only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlgitops.adapters import prediction_log
+from mlgitops.adapters import prediction_log_labels as labels_mod
+from mlgitops.controller import performance
+from mlgitops.server import predictions, schema
+
+pytestmark = pytest.mark.fast
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _segment(n: int, at: float, start: int = 0) -> pd.DataFrame:
+    return pd.DataFrame({"id": [f"r{start + i}" for i in range(n)], "version": "v1",
+                         "time": at, "prediction": np.arange(n) % 2})
+
+
+def test_the_log_keeps_at_most_its_rows_and_nothing_older_than_its_age(tmp_path: Path) -> None:
+    clock = Clock(10_000.0)
+    writer = prediction_log.Writer(tmp_path, worker_id="w0", max_rows=250, max_age_seconds=100,
+                                   clock=clock)
+    for k in range(5):
+        writer.append(_segment(100, clock.now, start=100 * k))
+        clock.now += 10
+    kept = prediction_log.read(tmp_path)
+    assert len(kept) == 200 and kept["id"].iloc[0] == "r300"  # the oldest segments went first
+    clock.now += 200  # everything is past its age now: the next write prunes it
+    writer.append(_segment(1, clock.now, start=999))
+    assert prediction_log.read(tmp_path)["id"].tolist() == ["r999"]
+    # a second writer of the same worker continues its numbering; another worker is left alone
+    again = prediction_log.Writer(tmp_path, worker_id="w0", max_rows=250, max_age_seconds=100,
+                                  clock=clock)
+    other = prediction_log.Writer(tmp_path, worker_id="w1", max_rows=1, max_age_seconds=100,
+                                  clock=clock)
+    again.append(_segment(2, clock.now, start=1000))
+    other.append(_segment(3, clock.now, start=2000))
+    assert sorted(prediction_log.read(tmp_path)["id"]) == ["r1000", "r1001", "r2000", "r2001",
+                                                           "r2002", "r999"]
+    assert [s.worker for s in prediction_log.segments(tmp_path)] == ["w0", "w0", "w1"]
+
+
+def test_what_a_worker_queues_reads_back_with_its_row_ids(tmp_path: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 3))
+    model = LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
+
+    class Model:
+        estimator = model
+
+    class Pred:
+        matrix_path = True
+        signature = type("Sig", (), {"names": ("a", "b", "c")})()
+
+    pred = Pred()
+    pred.model = Model()  # type: ignore[attr-defined]
+    log = predictions.PredictionLog(
+        prediction_log.Writer(tmp_path, worker_id="w0", max_rows=1000, max_age_seconds=1e10),
+        pred, version="v9", clock=Clock(1234.0))  # type: ignore[arg-type]
+    for rid, rows in (("one", x[:1]), ("three", x[1:4])):
+        log.record(rid, schema.Batch(rows=len(rows), matrix=rows, names=["a", "b", "c"]),
+                   model.predict(rows))
+    assert log.due() is False  # 4 rows, and none has waited 30 s
+    log.flush()
+    back = prediction_log.read(tmp_path)
+    assert back["id"].tolist() == ["one", "three:0", "three:1", "three:2"]
+    assert back["version"].tolist() == ["v9"] * 4 and (back["time"] == 1234.0).all()
+    assert np.array_equal(back[["input.a", "input.b", "input.c"]].to_numpy(), x[:4])
+    assert np.array_equal(back[["proba.0", "proba.1"]].to_numpy(), model.predict_proba(x[:4]))
+    assert prediction_log.classes_of(back) == [0, 1]
+    assert predictions.row_ids("three", 3) == ["three:0", "three:1", "three:2"]
+
+
+def test_labels_repeated_are_updates_and_compaction_keeps_the_latest(tmp_path: Path) -> None:
+    clock = Clock(50.0)
+    store = labels_mod.Labels(tmp_path, max_age_seconds=1000, clock=clock)
+    store.add("m", ["a", "b"], [1, 0])
+    store.add("m", ["b", "c", "c"], [1, "x", 0])  # b relabelled; c twice in one batch: last wins
+    assert store.read("m").set_index("id")["label"].to_dict() == {"a": 1, "b": 1, "c": 0}
+    assert store.known("m", ["a", "z"]) == {"a"}
+    for i in range(labels_mod.COMPACT_AFTER):
+        clock.now += 1
+        store.add("m", [f"n{i}"], [i % 2])
+    files = sorted(p.name for p in (tmp_path / "m").iterdir())
+    assert len(files) < labels_mod.COMPACT_AFTER  # folded into one
+    read = store.read("m").set_index("id")["label"]
+    assert len(read) == 3 + labels_mod.COMPACT_AFTER and read["b"] == 1
+    clock.now += 5000  # every label is past its age: the next compaction drops them
+    for i in range(labels_mod.COMPACT_AFTER + 1):
+        store.add("m", [f"late{i}"], [1])
+    assert not store.read("m")["id"].str.startswith("n").any()
+
+
+def test_the_join_types_labels_like_the_predictions() -> None:
+    predictions_frame = pd.DataFrame({"id": ["a", "b", "c"], "version": "v", "time": 1.0,
+                                      "prediction": np.array([1, 0, 1])})
+    labels = pd.DataFrame({"id": ["a", "b", "zz"], "label": [1.0, True, 0], "received": 1.0})
+    rows = performance.join(predictions_frame, labels)
+    assert rows.label == [1, 1, None]
+    assert performance.task_of(predictions_frame) == "classification"
+    assert performance.task_of(predictions_frame.assign(prediction=[0.5, 1.5, 2.0])) == "regression"
