@@ -115,3 +115,27 @@ def test_the_join_types_labels_like_the_predictions() -> None:
     assert rows.label == [1, 1, None]
     assert performance.task_of(predictions_frame) == "classification"
     assert performance.task_of(predictions_frame.assign(prediction=[0.5, 1.5, 2.0])) == "regression"
+
+
+def test_the_join_runs_on_the_fakes_per_version() -> None:
+    from sklearn import metrics as skm
+
+    from mlgitops.controller import fakes
+
+    source, labels = fakes.FakePredictions(), fakes.FakeLabels()
+    rng = np.random.default_rng(1)
+    truth = rng.integers(0, 2, 40)
+    pred = np.where(rng.random(40) < 0.8, truth, 1 - truth)
+    source.add("m", pd.DataFrame({"id": [f"r{i}" for i in range(40)],
+                                  "version": ["v1"] * 20 + ["v2"] * 20,
+                                  "time": np.arange(40.0), "prediction": pred}))
+    labels.add("m", [f"r{i}" for i in range(30)], truth[:30].tolist())
+    labels.add("m", [f"r{i}" for i in range(30, 40)] + ["ghost"], [*truth[30:].tolist(), 1])
+    labels.add("m", ["r0"], [int(truth[0])])  # again: an update
+    perf = performance.measure("m", source, labels, window_seconds=None)
+    assert (perf.labels, perf.unmatched) == (41, 1)
+    v1, v2 = perf.overall
+    assert (v1.version, v1.labelled, v2.version, v2.labelled) == ("v1", 20, "v2", 20)
+    assert v2.realized["accuracy"] == skm.accuracy_score(truth[20:], pred[20:])
+    assert v1.realized["f1"] == skm.f1_score(truth[:20], pred[:20])
+    assert "predict_proba" in v1.omitted["roc_auc"] and v1.estimated == {}

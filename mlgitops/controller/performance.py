@@ -10,31 +10,22 @@ statistics) and a `LabelSource` (`adapters.prediction_log_labels.Labels`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from mlgitops.adapters import prediction_log
+from mlgitops.controller import ports
 from mlgitops.core.performance import realized
 
 #: Default window of the per-window figures: one hour of prediction time.
 WINDOW_SECONDS = 3600.0
 
 
-class PredictionSource(Protocol):
-    """The prediction log of a model's servers (every version still kept)."""
-
-    def read(self, name: str, *, since: float | None = None,
-             ids: Sequence[str] | None = None) -> pd.DataFrame: ...
-
-
-class LabelSource(Protocol):
-    """The labels that came back for a model (the latest per id)."""
-
-    def read(self, name: str) -> pd.DataFrame: ...
+PredictionSource = ports.PredictionSource
+LabelSource = ports.LabelSource
 
 
 @dataclass(frozen=True)
