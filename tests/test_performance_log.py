@@ -139,3 +139,35 @@ def test_the_join_runs_on_the_fakes_per_version() -> None:
     assert v2.realized["accuracy"] == skm.accuracy_score(truth[20:], pred[20:])
     assert v1.realized["f1"] == skm.f1_score(truth[:20], pred[:20])
     assert "predict_proba" in v1.omitted["roc_auc"] and v1.estimated == {}
+
+
+def test_decision_pages_show_realized_and_estimated_with_the_caveat(tmp_path: Path) -> None:
+    from sklearn import metrics as skm
+    from sklearn.linear_model import LogisticRegression
+
+    from mlgitops.controller import decision_pages
+    from mlgitops.core import decisions
+    from mlgitops.core.performance import cbpe
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 2))
+    y = (x[:, 0] + rng.normal(scale=0.7, size=300) > 0).astype(int)
+    model = LogisticRegression().fit(x[:100], y[:100])
+    pred, proba = model.predict(x[100:]), model.predict_proba(x[100:])
+    version = "b" * 40
+    state = tmp_path / "state"
+    prediction_log.Writer(prediction_log.directory(state / "stats" / "m" / version),
+                          worker_id="w0", max_rows=10_000, max_age_seconds=1e10).append(
+        pd.DataFrame({"id": [f"r{i}" for i in range(200)], "version": version, "time": 5.0,
+                      "prediction": pred, "proba.0": proba[:, 0], "proba.1": proba[:, 1]}))
+    labels_mod.Labels(state / "labels").add("m", [f"r{i}" for i in range(200)],
+                                            y[100:].tolist())
+    decision = decisions.Decision(
+        id=decisions.make_id(model="m", kind=decisions.Kind.ALERT, at=10.0, version=version),
+        model="m", kind=decisions.Kind.ALERT, at=10.0, version=version, previous_version=None,
+        verdict="drifted")
+    page = decision_pages.render(state / "reports", decision, clone=None)
+    assert "Performance from labels" in page and "200 / 200" in page
+    assert f"{skm.accuracy_score(y[100:], pred):.4f}" in page
+    assert f"{skm.roc_auc_score(y[100:], proba[:, 1]):.4f}" in page
+    assert "est." in page and "calibrated" in page and cbpe.CAVEAT.split(":")[0] in page

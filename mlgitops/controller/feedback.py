@@ -227,7 +227,7 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": http_server.clip(message)}, status_code=status)
 
 
-LABELS = "labels"
+LABELS = performance.LABELS
 
 
 def local(state_dir: Path, stats_root: Path, *, webhook_secret: str | None,
@@ -320,7 +320,7 @@ def _scalar(value: Any) -> Any:
 def local_performance(state_dir: Path, name: str) -> performance.Performance:
     """Model ``name``'s performance on this machine (what `mlgitops status` shows): the
     labels in ``<state>/labels`` joined with the logs under ``<state>/stats``."""
-    return performance.measure(name, prediction_log.Directory(state_dir / "stats"),
+    return performance.measure(name, prediction_log.Directory(state_dir / performance.STATS),
                                prediction_log_labels.Labels(state_dir / LABELS))
 
 
@@ -345,6 +345,6 @@ def version_metrics(state_dir: Path, name: str, version: str) -> dict[str, float
 def version_rows(state_dir: Path, name: str,
                  version: str) -> tuple[str, Any, list[Any]] | None:
     """Version ``version``'s labelled rows on this machine (`performance.labelled_frame`)."""
-    return performance.labelled_frame(prediction_log.Directory(state_dir / "stats"),
+    return performance.labelled_frame(prediction_log.Directory(state_dir / performance.STATS),
                                       prediction_log_labels.Labels(state_dir / LABELS), name,
                                       version)

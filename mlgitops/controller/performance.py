@@ -20,6 +20,9 @@ from mlgitops.adapters import prediction_log
 from mlgitops.controller import ports
 from mlgitops.core.performance import realized
 
+#: Where the embedded runtime keeps them, under its state directory.
+STATS = "stats"
+LABELS = "labels"
 #: Default window of the per-window figures: one hour of prediction time.
 WINDOW_SECONDS = 3600.0
 
