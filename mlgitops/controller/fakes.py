@@ -227,7 +227,6 @@ class FakeLiveStats:
         return (name, version) in self.elsewhere
 
 
-@dataclass
 class FakePredictions:
     """`ports.PredictionSource` in memory: frames appended per model, read like the files."""
 
@@ -264,6 +263,7 @@ class FakeLabels:
         return pd.DataFrame({"id": list(got), "label": list(got.values()), "received": 0.0})
 
 
+@dataclass
 class FakeStatus:
     """``ports.StateStore`` in memory: nothing is written anywhere."""
 
