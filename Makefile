@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/protocols.py
 	$(BIN)/python bench/drift.py
 	$(BIN)/python bench/recording.py
+	$(BIN)/python bench/stats_update.py
 	$(BIN)/python bench/publish.py
 	$(BIN)/python bench/rollback.py
 	$(BIN)/python bench/kill9.py --trials 20

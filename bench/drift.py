@@ -2,9 +2,11 @@
 
     .venv/bin/python bench/drift.py [--sizes 1000,10000,100000,1000000] [--repeat 5]
                                     [--reference-rows 5000] [--evidently-max-rows N]
+                                    [--large-sizes 100000,1000000] [--only-large]
 
 Takes ~8 minutes on 2 cores, most of it Evidently at 1M rows (run once there);
-``--evidently-max-rows 100000`` skips that and finishes in ~2 minutes.
+``--evidently-max-rows 100000`` skips that and finishes in ~2 minutes. The large-reference
+case adds ~3 minutes (Evidently at 1M x 1M rows, once).
 
 For each window size, on 20 numeric + 3 categorical columns (half of them shifted):
 - Evidently: `Report([DataDriftPreset()]).run(current, reference)` (what a report costs);
@@ -22,6 +24,17 @@ machine moves less.
 The reference has 5000 rows so that Evidently's large-reference methods (normed Wasserstein,
 Jensen-Shannon) apply. Targets (issue 11): compare and the monitor each >= 100x Evidently at
 100k rows.
+
+Large references (``--large-sizes``, default 100000,1000000; "" skips; ``--only-large`` skips
+the windows above): a reference and a current frame of the same size, 20 numeric columns (the
+current one shifted by 0.011 standard deviations more per column, so about half drift).
+`compare`'s first call runs in a fresh process (``python -c``: numpy and pandas imported and the
+frames built first, then ``import mlgitops.drift`` and the first call, each timed), ``--repeat``
+such processes; warm calls run in this process; Evidently (warmed up) alternates with them,
+once at 1M rows (a run takes minutes there). Ratios are of medians: Evidently / first call and
+Evidently / warm call, wall and CPU. Target (issue 21): >= 100x at 100k and at 1M rows, first
+call included, with the same per-column and dataset verdicts. Evidently's own first call would
+add its import (seconds): the ratios use its warm time.
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -51,6 +65,121 @@ from mlgitops.server import recorder, schema
 
 N_NUMERIC, N_CATEGORICAL, BATCH = 20, 3, 64
 EVIDENTLY_REPEAT_MAX_ROWS = 100_000  # above, Evidently runs once (~3 min at 1M rows on 2 cores)
+
+
+LARGE_FRAMES = """
+import numpy as np, pandas as pd
+def large_frames(rows):
+    rng = np.random.default_rng(rows)
+    ref = pd.DataFrame({f"num{i:02d}": rng.normal(size=rows) for i in range(20)})
+    cur = pd.DataFrame({f"num{i:02d}": rng.normal(loc=0.011 * i, size=rows) for i in range(20)})
+    return ref, cur
+"""
+"""The large-reference frames, as source: the fresh processes build them the same way."""
+
+FIRST_CALL = LARGE_FRAMES + """
+import json, sys, time
+ref, cur = large_frames(int(sys.argv[1]))
+start = time.perf_counter()
+import mlgitops.drift
+imported = time.perf_counter()
+cpu = time.process_time()
+report = mlgitops.drift.compare(ref, cur)
+done = time.perf_counter()
+print(json.dumps({"import": imported - start, "wall": done - imported, "cpu": time.process_time() - cpu,
+                  "drifted": [c.drifted for c in report.columns], "share": report.share}))
+"""
+"""A fresh process: frames built, then ``import mlgitops.drift`` and the first `compare`, timed."""
+
+
+def large_frames(rows: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    space: dict[str, Any] = {}
+    exec(LARGE_FRAMES, space)  # our own constant, shared with the fresh processes
+    frames: tuple[pd.DataFrame, pd.DataFrame] = space["large_frames"](rows)
+    return frames
+
+
+def first_call(rows: int) -> dict[str, Any]:
+    """`compare`'s first call in a fresh process (and its import of mlgitops.drift)."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run(
+        [sys.executable, "-c", FIRST_CALL, str(rows)], check=True, capture_output=True, text=True, env=env, cwd=root
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def large_reference(console: Console, sizes: list[int], repeat: int) -> bool:
+    """The large-reference case: first call (fresh processes), warm calls, Evidently; True when
+    every verdict agrees."""
+    table = Table(title="compare with a large reference: reference rows = current rows, 20 numeric columns (medians)")
+    for col in (
+        "rows",
+        "Evidently\nDataDriftPreset",
+        "import\nmlgitops.drift",
+        "compare first call\n(fresh process)",
+        "compare\nwarm",
+        "Evidently /\nfirst call",
+        "Evidently /\nwarm",
+        "CPU: Evidently /\nfirst | warm",
+        "verdicts agreeing\ncolumns | dataset",
+        "largest\nscore gap",
+    ):
+        table.add_column(col, justify="right")
+    ok = True
+    for rows in sizes:
+        reference, current = large_frames(rows)
+        ev_repeat = repeat if rows <= EVIDENTLY_REPEAT_MAX_ROWS else 1
+        mlgitops.drift.compare(reference, current)  # warm-up of this process
+        firsts: list[dict[str, Any]] = []
+        warm: list[tuple[float, float]] = []
+        ev: list[tuple[float, float]] = []
+        ours = theirs = None
+        for i in range(repeat):  # alternate, so background load hits every contender alike
+            firsts.append(first_call(rows))
+            start, cpu = time.perf_counter(), time.process_time()
+            ours = mlgitops.drift.compare(reference, current)
+            warm.append((time.perf_counter() - start, time.process_time() - cpu))
+            if i < ev_repeat:
+                start, cpu = time.perf_counter(), time.process_time()
+                theirs = evidently_reports.evidently_verdicts(reference, current)
+                ev.append((time.perf_counter() - start, time.process_time() - cpu))
+        assert ours is not None and theirs is not None
+        med = {
+            "ev": statistics.median(w for w, _ in ev),
+            "ev_cpu": statistics.median(c for _, c in ev),
+            "import": statistics.median(f["import"] for f in firsts),
+            "first": statistics.median(f["wall"] for f in firsts),
+            "first_cpu": statistics.median(f["cpu"] for f in firsts),
+            "warm": statistics.median(w for w, _ in warm),
+            "warm_cpu": statistics.median(c for _, c in warm),
+        }
+        same_columns = sum(ours.column(c.column).drifted == c.drifted for c in theirs.columns)
+        same_first = all(f["drifted"] == [c.drifted for c in theirs.columns] for f in firsts)
+        same_dataset = ours.drifted == theirs.drifted and ours.share == theirs.share
+        ok = ok and same_columns == len(theirs.columns) and same_first and same_dataset
+        gap = max(abs(ours.column(c.column).score - c.score) for c in theirs.columns)
+        table.add_row(
+            f"{rows:,}",
+            fmt(med["ev"]) + ("" if ev_repeat > 1 else " (1 run)"),
+            fmt(med["import"]),
+            fmt(med["first"]),
+            fmt(med["warm"]),
+            f"{med['ev'] / med['first']:,.0f}x",
+            f"{med['ev'] / med['warm']:,.0f}x",
+            f"{med['ev_cpu'] / med['first_cpu']:,.0f}x | {med['ev_cpu'] / med['warm_cpu']:,.0f}x",
+            f"{same_columns}/{len(theirs.columns)}{'' if same_first else ' (first call differs!)'} | "
+            f"{'same' if same_dataset else 'DIFFERENT'} (share {theirs.share:.2f})",
+            f"{gap:.1e}",
+        )
+        console.print(
+            f"  done: {rows:,} rows; CPU: Evidently {fmt(med['ev_cpu'])}, compare first call "
+            f"{fmt(med['first_cpu'])}, warm {fmt(med['warm_cpu'])}; first calls in {len(firsts)} fresh "
+            f"processes, {len(warm)} warm calls, Evidently {len(ev)} run(s)"
+        )
+    console.print(table)
+    return ok
 
 
 def make_frame(rows: int, *, drifted: bool, seed: int) -> pd.DataFrame:
@@ -131,9 +260,15 @@ def main() -> int:
         default=None,
         help="skip Evidently for windows larger than this (it can take minutes at 1M rows)",
     )
+    parser.add_argument("--large-sizes", default="100000,1000000", help='large-reference case sizes ("" skips it)')
+    parser.add_argument("--only-large", action="store_true", help="run the large-reference case only")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    large_sizes = [int(s) for s in args.large_sizes.split(",") if s]
     console = Console(width=200)
+    if args.only_large:
+        evidently_reports.evidently_verdicts(*(f.head(300) for f in large_frames(300)))  # import + warm-up
+        return 0 if large_reference(console, large_sizes, args.repeat) else 1
 
     reference = make_frame(args.reference_rows, drifted=False, seed=0)
     baseline = mlgitops.drift.build_baseline(reference)
@@ -245,6 +380,8 @@ def main() -> int:
     if len({(c, b) for c, b, _ in memory.values()}) != 1:
         console.print("[red]LiveStats size depends on rows[/red]")
         return 1
+    if large_sizes:
+        ok = large_reference(console, large_sizes, args.repeat) and ok
     return 0 if ok else 1
 
 

@@ -43,6 +43,7 @@ WARM_IMPORTS = (
     "sklearn.impute", "sklearn.neighbors", "sklearn.svm", "sklearn.naive_bayes",
     "sklearn.dummy", "sklearn.feature_extraction", "sklearn.decomposition",
     "mlgitops.adapters.mlflow_models", "mlgitops.adapters.skops_files", "mlgitops.core.stats",
+    "mlgitops.adapters.evaluation", "sklearn.metrics",
 )
 
 _warm = False
@@ -151,6 +152,33 @@ def load_check(
     request: dict[str, object] = {"model_dir": str(model_dir.resolve()),
                                   "trusted_types": list(trusted_types),
                                   "allow": sorted(policy.allow)}
+    rows = _run(request, model_dir, timeout=timeout).get("rows", 0)
+    return rows if isinstance(rows, int) else 0
+
+
+def evaluate(
+    model_dir: Path,
+    *,
+    data: Path,
+    label: str,
+    trusted_types: Sequence[str],
+    policy: trust.Policy,
+    timeout: float = 180.0,
+) -> dict[str, float]:
+    """Load the model in the sandbox and score it on the labelled frame ``data``
+    (`adapters.evaluation.score`): the metrics defined there, recomputed, never read."""
+    request: dict[str, object] = {"model_dir": str(model_dir.resolve()),
+                                  "trusted_types": list(trusted_types),
+                                  "allow": sorted(policy.allow),
+                                  "evaluation": str(data.resolve()), "label": label}
+    found = _run(request, model_dir, timeout=timeout).get("metrics")
+    if not isinstance(found, dict):
+        raise errors.ModelError(f"{model_dir.name}: the sandbox returned no metrics; republish")
+    return {str(k): float(v) for k, v in found.items()}
+
+
+def _run(request: dict[str, object], model_dir: Path, *, timeout: float) -> dict[str, object]:
+    """One sandboxed child answers ``request``: its answer, or ModelError saying what failed."""
     with tempfile.TemporaryDirectory(prefix="mlgitops-sandbox-") as empty:
         if _warm:
             returncode, out, err = _forked(request, empty=empty, timeout=timeout, name=model_dir.name)
@@ -163,7 +191,7 @@ def load_check(
     except ValueError:
         answer = {}
     if returncode == 0 and answer.get("ok"):
-        return int(answer.get("rows", 0))
+        return dict(answer)
     if answer.get("error"):
         raise errors.ModelError(str(answer["error"])[:2000])
     if returncode < 0:
@@ -281,6 +309,15 @@ def _check(request: dict[str, object]) -> dict[str, object]:
                     "republish the model"
                 )
             rows = len(model.predict(frame))
+        if request.get("evaluation"):
+            from mlgitops.adapters import evaluation
+
+            data = Path(str(request["evaluation"]))
+            features, y = evaluation.split(
+                evaluation.read_data(data, name=data.name), label=str(request["label"]),
+                columns=list(model.info.column_names), where=data.name)
+            return {"ok": True, "rows": rows,
+                    "metrics": evaluation.score(model.estimator, features, y)}
     except errors.MlgitopsError as exc:
         return {"error": str(exc)}
     except MemoryError:

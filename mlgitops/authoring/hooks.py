@@ -33,7 +33,7 @@ from typing import IO, Any
 
 from mlgitops import errors, settings
 from mlgitops.adapters import files, git, validator
-from mlgitops.authoring import validate
+from mlgitops.authoring import gates, validate
 from mlgitops.core import layout, manifest, trust
 
 ZERO = "0" * 40
@@ -321,6 +321,11 @@ def check_update(gitdir: Path, old: str, new: str) -> list[str]:
     found, fresh = judge(gitdir, None if old == ZERO else old, new, load=True, policy=policy,
                          done=done)
     record_validated(gitdir, fresh)
+    if not problems and not found:  # the gate: a candidate no worse than what serves
+        changed = validate.changed_models([p for _, p in _changes(gitdir, None if old == ZERO
+                                                                   else old, new)])
+        found = gates.hook_problems(gitdir, None if old == ZERO else old, new, changed,
+                                    policy=policy, limits=remote_limits(gitdir))
     return problems + found
 
 

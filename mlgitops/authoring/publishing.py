@@ -91,6 +91,38 @@ def write_version(
     return types
 
 
+def write_evaluation(estimator: Any, frame: pd.DataFrame, *, dest: Path, label: str | None,
+                     features: list[str]) -> dict[str, float]:
+    """Commit ``frame`` as ``evaluation.parquet`` beside the model and the metrics of
+    ``estimator`` on it as ``evaluation.json`` (both inside the digest); return the metrics."""
+    from mlgitops.adapters import evaluation
+
+    if not isinstance(frame, pd.DataFrame) or frame.empty:
+        raise errors.ConfigError("the evaluation data is empty; pass a labelled frame")
+    if label is None:
+        extra = [str(c) for c in frame.columns if str(c) not in set(features)]
+        if len(extra) != 1:
+            raise errors.ConfigError(
+                f"the evaluation data has {len(extra)} column(s) the model does not take "
+                f"({_names(extra)}); name the label column with --label-column")
+        label = extra[0]
+    if len(frame) > evaluation.MAX_ROWS:
+        raise errors.ConfigError(
+            f"the evaluation data has {len(frame)} rows; at most {evaluation.MAX_ROWS} are "
+            "committed beside a model: pass a sample (frame.sample(n=..., random_state=0))")
+    try:
+        x, y = evaluation.split(frame, label=label, columns=features, where="the evaluation data")
+    except errors.ModelError as exc:
+        raise errors.ConfigError(str(exc)) from exc
+    kept = frame[[*features, label]].reset_index(drop=True)
+    kept.to_parquet(dest / evaluation.DATA, index=False)
+    metrics = evaluation.score(estimator, x, y)
+    files.write_json(dest / evaluation.RECORD, evaluation.record(
+        kind=evaluation.kind_of(estimator), metrics=metrics,
+        sha=evaluation.sha256(dest / evaluation.DATA), rows=len(kept), label=label))
+    return metrics
+
+
 def _existing_deployment(repo: Path, name: str) -> ModelDeployment | None:
     if not (repo / layout.manifest_path(name)).exists():
         return None
@@ -136,11 +168,16 @@ def publish(
     push: bool = True,
     trusted_types: Sequence[str] = (),
     quiet: bool = False,
+    evaluation_frame: pd.DataFrame | None = None,
+    label_column: str | None = None,
 ) -> git.CommitSha:
     """Commit ``estimator`` as the next version of model ``name`` and push it.
 
     ``reference_frame`` is the data the model was trained or validated on (``target`` names its
-    label column, kept out of the features). Returns the commit that is now the version.
+    label column, kept out of the features). ``evaluation_frame`` (labelled, ``label_column``,
+    default ``target``): committed beside the model with the version's metrics on it
+    (`write_evaluation`), what ``spec.performance`` compares with. Returns the commit that is
+    now the version.
     """
     settings.telemetry_off()
     root = Path(repo).expanduser().resolve()  # repo="~/credit-models" as the README writes it
@@ -161,8 +198,19 @@ def publish(
         validator.warm_remote(root / url)  # the remote's validator imports while this saves the model
     features = reference_frame.drop(columns=[target]) if target else reference_frame
     key = fingerprint(estimator, features, trusted_types=trusted_types, target=target)
+    if evaluation_frame is not None:  # other evaluation data: another version
+        h = hashlib.sha256(key.encode())
+        h.update(pd.util.hash_pandas_object(evaluation_frame, index=False).to_numpy().tobytes())
+        h.update(json.dumps([[str(c) for c in evaluation_frame.columns], label_column]).encode())
+        key = h.hexdigest()
     model_dir = root / layout.model_path(name)
     previous = _existing_deployment(root, name)
+    if previous is not None and evaluation_frame is None and (
+            previous.performance.gate or previous.performance.max_drop is not None):
+        raise errors.ConfigError(
+            f"{layout.manifest_path(name)} sets spec.performance "
+            f"{'gate' if previous.performance.gate else 'maxDrop'}, which needs the version's "
+            "own evaluation; publish with --evaluation eval.parquet (evaluation_frame= in Python)")
     info_path = model_dir / layout.PUBLISH_INFO
     old_key = (files.read_json(info_path) or {}).get("fingerprint") if info_path.exists() else None
     paths = list(layout.model_paths(name))
@@ -186,6 +234,10 @@ def publish(
                 key=key,
                 policy=settings.trust_policy(repo=root),
             )
+        if evaluation_frame is not None:
+            with steps.step("score the evaluation data"):
+                write_evaluation(estimator, evaluation_frame, dest=staged,
+                                 label=label_column or target, features=list(features.columns))
         with steps.step("check the remote's quarantine"):
             staged_dep = ModelDeployment(name=manifest.ModelName(name),
                                          model_path=layout.model_path(name),
@@ -206,6 +258,8 @@ def publish(
         trusted_types=types,
         serving=base.serving,
         drift=base.drift,
+        rollout=base.rollout,
+        performance=base.performance,
     )
     write_manifest(root, dep)
     with steps.step("commit"):

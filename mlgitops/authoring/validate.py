@@ -248,8 +248,41 @@ def check_model(
         loadable = mlflow_models.check_loadable(
             info, policy=policy, reviewed=dep.trusted_types, source=layout.manifest_path(dep.name)
         )
-        sandbox.load_check(model_dir, trusted_types=loadable, policy=policy)
+        if not check_evaluation(model_dir, dep, policy=policy, recompute=True):
+            sandbox.load_check(model_dir, trusted_types=loadable, policy=policy)
+    else:
+        check_evaluation(model_dir, dep, policy=policy, recompute=False)
     return info
+
+
+def check_evaluation(model_dir: Path, dep: manifest.ModelDeployment, *, policy: trust.Policy,
+                     recompute: bool) -> bool:
+    """evaluation.json as data (its file and sha256), the manifest's performance metrics of the
+    model's kind, and with ``recompute`` its numbers against the model scored in the sandbox
+    (which loads it and predicts reference rows too). True when the sandbox loaded it."""
+    from mlgitops.adapters import evaluation
+    from mlgitops.authoring import gates
+    from mlgitops.core.performance import names
+
+    rec = evaluation.read_record(model_dir, rel=dep.model_path)
+    perf = dep.performance
+    used = ([perf.metric] if perf.metric else []) + [t.metric for t in perf.gate]
+    where = f"{layout.manifest_path(dep.name)}: spec.performance"
+    if rec is None:
+        if perf.gate or perf.max_drop is not None:
+            raise errors.ModelError(
+                f"{where} {'gate' if perf.gate else 'maxDrop'} needs the version's own "
+                f"evaluation, and {dep.model_path}/{evaluation.RECORD} is missing; publish with "
+                "--evaluation eval.parquet")
+        return False
+    wrong = [m for m in used if names.kind(m) != rec["kind"]]
+    if wrong:
+        raise errors.ModelError(
+            f"{where} names {', '.join(wrong)}, but the model is a {rec['kind']}; use "
+            f"{', '.join(names.names_for(rec['kind']))}")
+    if recompute:
+        gates.check_record(model_dir, dep, policy=policy)
+    return recompute
 
 
 def read_baseline(model_dir: Path, *, rel: str) -> stats.Baseline:

@@ -48,8 +48,14 @@ def _read_frame(path: Path) -> Any:
 @click.option("--trust", multiple=True, help="A type the model needs (optional: the repository's "
               "trust policy decides; `mlgitops trust allow` admits more).")
 @click.option("--no-push", is_flag=True, help="Commit only.")
+@click.option("--evaluation", type=click.Path(exists=True, path_type=Path),
+              help="Labelled evaluation data (.csv or .parquet): committed beside the model "
+              "with the version's metrics on it, what spec.performance compares with.")
+@click.option("--label-column", help="Label column of the evaluation data (default: --target, "
+              "else the one column the model does not take).")
 def publish(name: str, model_source: str, reference: Path, repo: Path, target: str | None,
-            message: str | None, trust: tuple[str, ...], no_push: bool) -> None:
+            message: str | None, trust: tuple[str, ...], no_push: bool,
+            evaluation: Path | None, label_column: str | None) -> None:
     """Publish an MLflow model as the next version of NAME (commit + push)."""
     from mlgitops.adapters import mlflow_models
     from mlgitops.authoring import publishing as publish_mod
@@ -59,7 +65,9 @@ def publish(name: str, model_source: str, reference: Path, repo: Path, target: s
         model_source, trusted_types=trust, policy=settings.trust_policy(repo=repo))
     sha = publish_mod.publish(estimator, _read_frame(reference), name=name, repo=repo,
                               target=target, message=message, push=not no_push,
-                              trusted_types=trust)
+                              trusted_types=trust,
+                              evaluation_frame=None if evaluation is None else _read_frame(evaluation),
+                              label_column=label_column)
     click.echo(sha)
 
 

@@ -1,7 +1,8 @@
 """Desired state from Git: a bare clone of the remote, manifests read at a commit.
 
 Model directories are exported once per digest into ``versions/`` and reused. Nothing here
-loads a model: the export is checked as data (digest over regular files only, the paths MLmodel
+loads a model but the deployment gate (`Source._gate`, in the sandbox, for a manifest that sets
+``spec.performance.gate``): the export is checked as data (digest over regular files only, the paths MLmodel
 names, the manifest's trusted types against the controller's policy, quarantine by content),
 and the server process checks the file's types again before it unpickles anything. A model's
 version is the last commit of first-parent history that changes its paths, a merge included
@@ -26,7 +27,7 @@ from typing import NamedTuple
 
 from mlgitops import errors
 from mlgitops.adapters import files, git
-from mlgitops.authoring import validate
+from mlgitops.authoring import gates, validate
 from mlgitops.core import layout, manifest, plan, quarantine, trust, yamldoc
 
 
@@ -77,6 +78,8 @@ class Source:
         #: the last (commit, digest, policy) `materialize` checked: a deploy looked at again
         #: while it rolls out is not exported and checked again
         self._checked: set[tuple[str, str, trust.Policy]] = set()
+        #: the deployment gate's verdicts by (digest, parent commit, policy); None: it passed
+        self._gated: dict[tuple[str, str, trust.Policy], str | None] = {}
 
     def sync(self) -> str | None:
         """Fetch the remote; the commit its branch points to (None for an empty remote)."""
@@ -256,10 +259,13 @@ class Source:
         validate.remember_identity(dest, dep.digest)
         return True
 
-    def materialize(self, commit: str, dep: manifest.ModelDeployment) -> Path:
+    def materialize(self, commit: str, dep: manifest.ModelDeployment, *,
+                    gated: bool = True) -> Path:
         """The model directory of ``dep`` at ``commit``, checked as data (see the docstring).
 
-        QuarantinedError when its content matches a quarantined version (not just its bytes).
+        QuarantinedError when its content matches a quarantined version (not just its bytes);
+        ModelError naming the metric and both values when ``spec.performance.gate`` holds it
+        (`_gate`: the one check here that loads models, in the sandbox).
         """
         dest = self.versions / dep.digest.removeprefix("sha256:")
         checked = (commit, dep.digest, self.policy)
@@ -269,6 +275,8 @@ class Source:
         if dest.is_dir() and files.dir_digest(dest) == dep.digest:
             validate.check_model(dest, dep, load=False, policy=self.policy)
             validate.check_quarantine(dest, dep, entries, verified=True)
+            if gated:
+                self._gate(commit, dep, dest)
             self._checked = {checked}
             return dest
         self.versions.mkdir(parents=True, exist_ok=True)
@@ -280,8 +288,44 @@ class Source:
             if dest.exists():
                 shutil.rmtree(dest)
             tmp.rename(dest)
-            self._checked = {checked}
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+        if gated:
+            self._gate(commit, dep, dest)
+        self._checked = {checked}
         return dest
+
+    def _gate(self, commit: str, dep: manifest.ModelDeployment, dest: Path) -> None:
+        """Hold ``dep`` (ModelError) when its gate fails against the version it replaces: the
+        model's version at ``commit``'s first parent, both scored in the sandbox on ``dep``'s
+        evaluation data (`authoring.gates`). Content that was a version of this model before
+        (a revert, a rollback) is not gated. Verdicts are kept per (digest, parent)."""
+        if not dep.performance.gate:
+            return
+        parent = git.rev_parse(self.clone, f"{commit}^1")
+        key = (dep.digest, parent or "", self.policy)
+        if key not in self._gated:
+            self._gated[key] = self._verdict(parent, dep, dest)
+        why = self._gated[key]
+        if why is not None:
+            raise errors.ModelError(why)
+
+    def _verdict(self, parent: str | None, dep: manifest.ModelDeployment, dest: Path) -> str | None:
+        serving = None
+        if parent is not None:
+            raw = git.show(self.clone, parent, layout.manifest_path(dep.name))
+            try:
+                serving = None if raw is None else validate.parse_manifest(
+                    raw, rel=layout.manifest_path(dep.name))
+            except errors.ManifestError:
+                serving = None
+        if serving is not None and (serving.digest == dep.digest
+                                    or gates.was_version_before(self.clone, parent, dep)):
+            return None
+        try:
+            serving_dir = (None if serving is None or parent is None
+                           else self.materialize(parent, serving, gated=False))
+            return gates.verdict(dest, dep, serving_dir, serving, policy=self.policy)
+        except errors.MlgitopsError as exc:
+            return f"{dep.model_path}: the deployment gate could not score it: {exc}"

@@ -15,6 +15,8 @@ from typing import Any, Literal, NewType
 import jsonschema
 
 from mlgitops import errors
+from mlgitops.core.performance import spec as performance_spec
+from mlgitops.core.performance.spec import PerformancePolicy
 
 ModelName = NewType("ModelName", str)
 Digest = NewType("Digest", str)
@@ -91,6 +93,7 @@ _SPEC_SCHEMA: dict[str, Any] = {
                                           "maximum": YEAR_SECONDS},
             },
         },
+        "performance": performance_spec.SCHEMA,
     },
 }
 
@@ -160,12 +163,13 @@ class ModelDeployment:
     serving: Serving = field(default_factory=Serving)
     drift: DriftPolicy = field(default_factory=DriftPolicy)
     rollout: Rollout = field(default_factory=Rollout)
+    performance: PerformancePolicy = field(default_factory=PerformancePolicy)
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest document (what ``parse`` reads back)."""
         b = self.serving.batching
         d = self.drift
-        return {
+        doc: dict[str, Any] = {
             "apiVersion": API_VERSION,
             "kind": KIND,
             "metadata": {"name": self.name},
@@ -197,6 +201,9 @@ class ModelDeployment:
                 },
             },
         }
+        if self.performance != PerformancePolicy():
+            doc["spec"]["performance"] = self.performance.to_dict()
+        return doc
 
 
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
@@ -238,6 +245,7 @@ def parse(document: Any, *, source: str) -> ModelDeployment:
         raise errors.ManifestError(
             f"{source}: field {_where(where)}: {spelled} is not a finite number; give a plain "
             "number within the field's range (see manifests/crd/) and commit again")
+    performance_spec.check_metric_names(document, source=source)
     problems = sorted(_VALIDATOR.iter_errors(document), key=lambda e: list(e.absolute_path))
     if problems:
         first = problems[0]
@@ -290,6 +298,7 @@ def parse(document: Any, *, source: str) -> ModelDeployment:
         ),
         drift=drift,
         rollout=_rollout(spec.get("rollout", {})),
+        performance=performance_spec.parse(spec.get("performance", {}), source=source),
     )
 
 

@@ -12,10 +12,13 @@ A dataset drifts when the share of drifted features is >= `share` (0.5). Missing
 None, +-inf) are dropped first, as Evidently does.
 
 Two paths compute the same verdicts:
-- `compare_arrays` (and `compare_matrices`, which `mlgitops.drift.compare` calls, with
-  `compare_counts` for string columns) works on raw values and reproduces Evidently's numbers
-  (scipy's to ~1e-12): all columns at once, from one sort per matrix (`ecdf`, `counts`). `column_drift_exact` is the same computation one column
-  at a time, kept as the plain reference (and for method overrides).
+- `compare_arrays` (and `compare_columns`, which `mlgitops.drift.compare` calls, with
+  `compare_counts` for string columns) works on raw values and reproduces Evidently's verdicts
+  and numbers: numeric columns with a large reference (normed Wasserstein) one by one from
+  float32 sorts with an error bound (`quantiles`: verdicts exact, scores within 1e-6), the others
+  all at once from one sort per matrix (`compare_matrices`, `ecdf`, `counts`: scipy's numbers to
+  ~1e-12). `column_drift_exact` is the same computation one column at a time, kept as the plain
+  reference (and for method overrides).
 - `compare_stats` works on a `Baseline` and `LiveStats` only (cost independent of rows): K-S,
   chi-square, z and Jensen-Shannon on category/value counts are exact; the Wasserstein distance
   is exact unless the two CDFs cross inside a bin (see `stats.DEFAULT_BINS`).
@@ -25,13 +28,15 @@ K-S probabilities are a lattice-path computation scipy already implements; copyi
 worth the risk of disagreeing with Evidently).
 
 Modules: `measures` (method choice, verdicts, the report, statistics on counts), `exact`
-(raw values), `binned` (baseline vs live counters). Import the names below from here.
+(raw values), `quantiles` (the large-reference Wasserstein score), `binned` (baseline vs live
+counters). Import the names below from here.
 """
 
 from mlgitops.core.drift.binned import column_drift_binned, compare_stats
 from mlgitops.core.drift.exact import (
     column_drift_exact,
     compare_arrays,
+    compare_columns,
     compare_counts,
     compare_matrices,
     encode,
@@ -70,6 +75,7 @@ __all__ = [
     "column_drift_binned",
     "column_drift_exact",
     "compare_arrays",
+    "compare_columns",
     "compare_counts",
     "compare_matrices",
     "compare_stats",

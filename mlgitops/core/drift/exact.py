@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats as sp_stats
 
-from mlgitops.core import counts, ecdf, stats
+from mlgitops.core import ecdf, stats
+from mlgitops.core.drift import quantiles
 from mlgitops.core.drift.measures import (
     FEW_VALUES,
     KS_EXACT_MAX_N,
@@ -68,11 +68,11 @@ def compare_arrays(
     by_name = dict(
         zip(
             together,
-            compare_matrices(
+            compare_columns(
                 together,
                 [resolved[name] for name in together],
-                _stack([r for r, _ in encoded]),
-                _stack([c for _, c in encoded]),
+                [r for r, _ in encoded],
+                [c for _, c in encoded],
             ),
             strict=True,
         )
@@ -132,6 +132,55 @@ def _stack(columns: list[FloatArray]) -> FloatArray:
     for i, col in enumerate(columns):
         out[i, : len(col)] = col
     return out
+
+
+def compare_columns(
+    names: Sequence[str],
+    kinds: Sequence[ColumnKind],
+    reference: Sequence[FloatArray],
+    current: Sequence[FloatArray],
+) -> list[ColumnDrift]:
+    """`compare_matrices` on columns given one by one (1-D float64 arrays, NaN and +-inf
+    missing; left as they are): numeric columns with more than 1000 reference values go through
+    `quantiles.normed_wasserstein` (two float32 sorts a column, verdicts exact, scores within
+    `quantiles.TOLERANCE`); the others, and any it declines, are stacked and compared by
+    `compare_matrices`."""
+    if not len(names) == len(kinds) == len(reference) == len(current):
+        raise ValueError("compare_columns needs one name, kind, reference and current column per column.")
+    found: dict[int, ColumnDrift] = {}
+    threshold = THRESHOLDS["wasserstein"]
+    work = quantiles.Workspace()
+    for i, kind in enumerate(kinds):
+        if kind != "numeric" or len(reference[i]) <= SMALL_REFERENCE:
+            continue
+        scored = quantiles.normed_wasserstein(
+            reference[i],
+            current[i],
+            threshold=threshold,
+            min_reference=SMALL_REFERENCE,
+            few_values=FEW_VALUES,
+            work=work,
+        )
+        if scored is not None:
+            found[i] = ColumnDrift(
+                column=names[i],
+                method="wasserstein",
+                score=scored.score,
+                threshold=threshold,
+                drifted=verdict("wasserstein", scored.score, threshold),
+                kind=kind,
+            )
+    rest = [i for i in range(len(names)) if i not in found]
+    if rest:
+        others = compare_matrices(
+            [names[i] for i in rest],
+            [kinds[i] for i in rest],
+            _stack([reference[i] for i in rest]),
+            _stack([current[i] for i in rest]),
+            overwrite_current=True,
+        )
+        found.update(zip(rest, others, strict=True))
+    return [found[i] for i in range(len(names))]
 
 
 def compare_matrices(
@@ -238,6 +287,8 @@ def compare_counts(
 
 def _count_scores(chosen: npt.NDArray[Any], reference: FloatArray, current: FloatArray) -> FloatArray:
     """Scores of rows of aligned counts, each by its method (chi-square, z or Jensen-Shannon)."""
+    from mlgitops.core import counts  # lazily: it imports scipy.special (~0.3 s)
+
     out = np.full(len(chosen), np.nan)
     for method, test in (
         ("chisquare", counts.chisquare_pvalues),
@@ -277,6 +328,8 @@ def _rows(matrix: FloatArray, rows: npt.NDArray[np.intp]) -> FloatArray:
 
 def ks_pvalues(d: FloatArray, n: npt.NDArray[np.int64], m: npt.NDArray[np.int64]) -> FloatArray:
     """`ks_pvalue` of many columns: Smirnov's distribution at once where scipy uses it."""
+    from scipy import stats as sp_stats  # lazily: importing scipy.stats takes ~0.5 s
+
     out = np.empty(len(d))
     large = np.maximum(n, m) > KS_EXACT_MAX_N
     if large.any():

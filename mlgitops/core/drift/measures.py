@@ -10,8 +10,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special as sp_special
-from scipy import stats as sp_stats
 
 from mlgitops.core.stats import ColumnKind
 
@@ -139,6 +137,8 @@ def ks_pvalue(d: float, n: int, m: int) -> float:
     (d, n, m), so it is evaluated on two tiny-valued samples of sizes n and m with the same
     statistic. Above, Smirnov's asymptotic distribution is used as scipy does.
     """
+    from scipy import stats as sp_stats  # lazily: importing scipy.stats takes ~0.5 s
+
     if max(n, m) > KS_EXACT_MAX_N:
         en = n * m / (n + m)
         return float(np.clip(sp_stats.kstwo.sf(d, round(en)), 0.0, 1.0))
@@ -160,6 +160,8 @@ def ks_pvalue(d: float, n: int, m: int) -> float:
 
 def chisquare_pvalue(reference: FloatArray, current: FloatArray) -> float:
     """Evidently's chi-square test: current counts against reference counts scaled to its size."""
+    from scipy import special as sp_special  # lazily: its import is most of this module's
+
     n, m = reference.sum(), current.sum()
     expected = reference * (m / n)
     with np.errstate(divide="ignore", invalid="ignore"):
