@@ -129,10 +129,10 @@ async def read_body(request: Request, limit: int) -> bytes:
 def prediction_logger(spec: ServeSpec, pred: predictor.Predictor, *, worker_id: str,
                       on_cpu: Callable[[float], None] | None = None
                       ) -> predictions.PredictionLog | None:
-    """The worker's prediction log, in its stats directory (None: no stats directory, or
-    ``MLGITOPS_PREDICTION_LOG=off``)."""
+    """The worker's prediction log, in its stats directory (None: no stats directory, nothing
+    recorded (``--no-stats``), or ``MLGITOPS_PREDICTION_LOG=off``)."""
     cfg = settings.prediction_log()
-    if spec.stats_dir is None or not cfg.enabled:
+    if spec.stats_dir is None or not spec.record_stats or not cfg.enabled:
         return None
     per_worker = max(1, cfg.max_rows // spec.worker_count)
     writer = prediction_log.Writer(prediction_log.directory(Path(spec.stats_dir)),
