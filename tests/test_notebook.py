@@ -27,3 +27,4 @@ def test_drift_walkthrough_notebook_runs(tmp_path: Path) -> None:
     assert "Mlgitops-Reverts:" in outputs
     assert "the decision page names the reverted commit: True" in outputs
     assert "production is v1's content: True" in outputs
+    assert "realized accuracy per version:" in outputs and "'unknown': 0" in outputs

@@ -21,6 +21,7 @@ else:
         authoring,
         control,
         demos,
+        feedback,
         observe,
         operator,
         pod,

@@ -30,7 +30,28 @@ def _status_doc(repo: Path) -> dict[str, Any]:
                        "port": ctl.get("port")},
         "head": store.head,
         "models": [s.to_dict() for _, s in sorted(store.models.items())],
+        "performance": _performance(settings.state_dir(root), sorted(store.models)),
     }
+
+
+def _performance(state_dir: Path, names: list[str]) -> list[dict[str, Any]]:
+    """Each model's realized (and estimated) performance per version, where rows are logged."""
+    from mlgitops.controller import feedback
+
+    found = [feedback.local_performance(state_dir, n) for n in names]
+    return [p.to_dict() for p in found if p.overall]
+
+
+def _print_performance(doc: list[dict[str, Any]], wide: bool) -> None:
+    table = Table("model", "version", "labelled", "realized", "estimated (CBPE)")
+    for perf in doc:
+        for v in perf["versions"]:
+            table.add_row(perf["model"], short(v["version"]), f"{v['labelled']}/{v['rows']}",
+                          ", ".join(f"{k} {x:.4g}" for k, x in v["realized"].items()) or "-",
+                          ", ".join(f"{k} {x:.4g}" for k, x in v["estimated"].items()) or "-")
+    print_table(table, wide=wide)
+    ui.out.print("Estimated figures assume calibrated probabilities (CBPE); realized ones are "
+                 "scikit-learn's on the labelled rows.", highlight=False, soft_wrap=True)
 
 
 @main.command()
@@ -83,6 +104,8 @@ def status(repo: Path, as_json: bool, wide: bool) -> None:
     print_table(table, wide=wide)
     for line in notes:
         ui.out.print(line, soft_wrap=True, highlight=False)
+    if doc["performance"]:
+        _print_performance(doc["performance"], wide)
 
 
 #: Controller events that are not decisions: one per closed drift window (``--windows``).

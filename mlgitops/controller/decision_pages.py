@@ -22,9 +22,11 @@ from pathlib import Path
 import yaml
 
 from mlgitops import errors
-from mlgitops.adapters import files, git
+from mlgitops.adapters import files, git, prediction_log, prediction_log_labels
 from mlgitops.controller import decisions as decision_log
+from mlgitops.controller import performance
 from mlgitops.core import decision_page, decisions, layout, manifest
+from mlgitops.core.performance import page as performance_page
 
 
 def page_file(reports_root: Path, model: str, ident: str) -> Path:
@@ -65,7 +67,22 @@ def render(reports_root: Path, decision: decisions.Decision, *, clone: Path | No
     evidently = (decision.evidently_file is not None
                  and (reports_root / decision.model / decision.evidently_file).is_file())
     return decision_page.render(decision, commits=commits, history=history,
-                                evidently_available=evidently, index_href="./")
+                                evidently_available=evidently, index_href="./",
+                                extra_html=performance_section(reports_root, decision))
+
+
+def performance_section(reports_root: Path, decision: decisions.Decision) -> str:
+    """The realized (and estimated) performance of the decision's versions, from the labels
+    back so far (issue 20); "" when nothing is kept or it cannot be read."""
+    state = reports_root.parent
+    try:
+        perf = performance.measure(
+            decision.model, prediction_log.Directory(state / performance.STATS),
+            prediction_log_labels.Labels(state / performance.LABELS), window_seconds=None)
+    except errors.MlgitopsError:
+        return ""
+    return performance_page.section(perf.overall,
+                                    versions=(decision.version, decision.previous_version))
 
 
 class Pages:

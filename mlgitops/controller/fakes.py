@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -225,6 +225,42 @@ class FakeLiveStats:
 
     def serves_elsewhere(self, name: str, version: str) -> bool:
         return (name, version) in self.elsewhere
+
+
+class FakePredictions:
+    """`ports.PredictionSource` in memory: frames appended per model, read like the files."""
+
+    def __init__(self) -> None:
+        self.frames: dict[str, list[pd.DataFrame]] = {}
+
+    def add(self, name: str, frame: pd.DataFrame) -> None:
+        self.frames.setdefault(name, []).append(frame)
+
+    def read(self, name: str, *, since: float | None = None,
+             ids: Sequence[str] | None = None) -> pd.DataFrame:
+        parts = self.frames.get(name) or [pd.DataFrame({"id": pd.Series(dtype=str),
+                                                        "version": pd.Series(dtype=str),
+                                                        "time": pd.Series(dtype=float)})]
+        frame = pd.concat(parts, ignore_index=True)
+        if since is not None:
+            frame = frame[frame["time"] >= since]
+        if ids is not None:
+            frame = frame[frame["id"].isin(set(ids))]
+        return frame.sort_values("time", kind="stable", ignore_index=True)
+
+
+class FakeLabels:
+    """`ports.LabelSource` in memory: the latest label per id."""
+
+    def __init__(self) -> None:
+        self.labels: dict[str, dict[str, Any]] = {}
+
+    def add(self, name: str, ids: Sequence[str], labels: Sequence[Any]) -> None:
+        self.labels.setdefault(name, {}).update(zip(ids, labels, strict=True))
+
+    def read(self, name: str) -> pd.DataFrame:
+        got = self.labels.get(name, {})
+        return pd.DataFrame({"id": list(got), "label": list(got.values()), "received": 0.0})
 
 
 @dataclass

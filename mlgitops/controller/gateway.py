@@ -46,7 +46,7 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from starlette.applications import Starlette
@@ -61,6 +61,9 @@ from mlgitops.controller import report_files
 from mlgitops.controller.mirror import Copy, Mirror
 from mlgitops.controller.ports import H
 from mlgitops.core import manifest
+
+if TYPE_CHECKING:
+    from mlgitops.controller.feedback import Feedback
 
 _HOP = {
     "connection",
@@ -152,6 +155,7 @@ def build(
     reports_root: Path | None = None,
     api_token: str | None = None,
     reports_private: bool = False,
+    feedback: Feedback | None = None,
 ) -> Starlette:
     """The gateway app; ``api_token`` guards ``/status`` (and ``/reports/`` when
     ``reports_private``)."""
@@ -417,4 +421,6 @@ def build(
     if reports_private:
         reports = [Route(r.path, private(r.endpoint)) for r in reports]
     routes += reports
+    if feedback is not None:  # POST /v2/models/{name}/feedback and GET /metrics (labels back)
+        routes[:0] = feedback.routes(lambda: {s["name"] for s in statuses()})
     return Starlette(routes=routes, lifespan=lifespan)

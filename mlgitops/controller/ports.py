@@ -17,11 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from mlgitops.adapters import stats_store
 from mlgitops.core import plan, stats
 from mlgitops.core.status import ModelStatus
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class Handle(Protocol):
@@ -178,6 +181,25 @@ class LiveStatsSource(Protocol):
         """True while a workload of ``name`` at ``version`` still runs (and may still write
         its final statistics), e.g. one that was just replaced and drains."""
         ...
+
+
+class PredictionSource(Protocol):
+    """The prediction log a model's servers keep (issue 20): every kept row of every version,
+    with ``id``, ``version``, ``time``, ``input.<column>``, ``prediction`` and ``proba.<class>``
+    columns. Embedded: `adapters.prediction_log.Directory` (the files under the stats root);
+    Kubernetes: to come, a route on each pod like the live statistics'."""
+
+    def read(self, name: str, *, since: float | None = None,
+             ids: Sequence[str] | None = None) -> pd.DataFrame:
+        """Rows of ``name`` (newer than ``since``, or with ``ids`` only), oldest first."""
+        ...
+
+
+class LabelSource(Protocol):
+    """The labels that came back for a model: the latest per id (``id``, ``label``,
+    ``received``)."""
+
+    def read(self, name: str) -> pd.DataFrame: ...
 
 
 class StatusSink(Protocol):

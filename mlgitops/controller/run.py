@@ -23,6 +23,7 @@ from mlgitops import errors, settings, ui
 from mlgitops.adapters import files, git, http_server, local_hosts, local_runtime
 from mlgitops.authoring import repository
 from mlgitops.controller import decisions as decision_log
+from mlgitops.controller import feedback as feedback_mod
 from mlgitops.controller import gateway, grpc_gateway, rollouts, sinks
 from mlgitops.controller import loop as loop_mod
 from mlgitops.controller import monitor as monitor_mod
@@ -202,6 +203,9 @@ class Controller:
             reports_root=self.state_dir / reports_mod.REPORTS,
             api_token=self.cfg.gateway.access.api_token,
             reports_private=self.cfg.gateway.access.reports_private,
+            feedback=feedback_mod.local(self.state_dir, self.stats_root,
+                                        webhook_secret=self.cfg.gateway.webhook_secret,
+                                        api_token=self.cfg.gateway.access.api_token),
         )
         timeout = self.cfg.gateway.read_timeout_seconds
         config = uvicorn.Config(

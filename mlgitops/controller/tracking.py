@@ -41,8 +41,8 @@ from typing import IO, Any
 
 from mlgitops import errors, ui
 from mlgitops.adapters import clock as system_clock
-from mlgitops.adapters import evidently_workspace, git, mlflow_tracking
-from mlgitops.controller import reports
+from mlgitops.adapters import evidently_performance, evidently_workspace, git, mlflow_tracking
+from mlgitops.controller import feedback, reports
 from mlgitops.core import decisions, layout, manifest
 
 EVIDENTLY = "evidently"
@@ -314,8 +314,14 @@ def record_window(state_dir: Path, clone: Path, decision: decisions.Decision, *,
         current=current, kinds=reports.kinds_of(baseline), keep=keep,
         share=float(decision.thresholds.get("datasetShare", 0.5)),
     )
-    return {"runId": added.run_id, "projectId": added.project_id, "pruned": len(added.pruned),
-            "kept": added.kept}
+    out: dict[str, Any] = {"runId": added.run_id, "projectId": added.project_id,
+                           "pruned": len(added.pruned), "kept": added.kept}
+    labelled = feedback.version_rows(state_dir, name, version)  # labels back (issue 20)
+    if labelled is not None:
+        out["performanceRunId"] = evidently_performance.add_performance(
+            reports.workspace_dir(state_dir), model=name, version=version, task=labelled[0],
+            rows=labelled[1], classes=labelled[2], at=decision.at)
+    return out
 
 
 def _digest_at(clone: Path, model: str, commit: str) -> str:
@@ -427,6 +433,8 @@ def record_mlflow(state_dir: Path, clone: Path, tracker: mlflow_tracking.Tracker
                        "fit.previous": d.fit_previous, "streak": d.streak}.items():
         if value is not None:
             metrics[key] = float(value)
+    if d.version:  # the version's realized performance from the labels back so far (issue 20)
+        metrics.update(feedback.version_metrics(state_dir, model, d.version))
     scratch_root = state_dir / TRACKING_DIR
     scratch_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".run-", dir=scratch_root) as tmp:

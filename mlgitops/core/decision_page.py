@@ -372,8 +372,10 @@ def render(
     history: Sequence[Decision] = (),
     evidently_available: bool = False,
     index_href: str = "./",
+    extra_html: str = "",
 ) -> str:
-    """The decision page of ``d`` (``history``: the windows of its version up to it)."""
+    """The decision page of ``d`` (``history``: the windows of its version up to it;
+    ``extra_html``: sections added at the end, e.g. performance from labels)."""
     commits = commits or {}
     left, right = _roles(d)
     title = title_of(d)
@@ -426,6 +428,7 @@ def render(
             parts.append("<h2>Full report</h2><p class='muted'>The Evidently report "
                          f"<code>{_e(d.evidently_file)}</code> is being built or could not be "
                          "built; reload this page in a minute.</p>")
+    parts.append(extra_html)
     parts.append("</body></html>\n")
     return "".join(parts)
 

@@ -7,6 +7,7 @@ logged: a bug of the server, never the client's fault).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -23,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mlgitops import settings
-from mlgitops.adapters import http_server, stats_store
+from mlgitops.adapters import http_server, prediction_log, stats_store
 from mlgitops.core import stats
 from mlgitops.core.serve_spec import ServeSpec
 from mlgitops.server import (
@@ -33,6 +34,7 @@ from mlgitops.server import (
     metrics,
     mlflow_protocol,
     openapi,
+    predictions,
     predictor,
     problems,
     protocols,
@@ -124,6 +126,22 @@ async def read_body(request: Request, limit: int) -> bytes:
         ) from None
 
 
+def prediction_logger(spec: ServeSpec, pred: predictor.Predictor, *, worker_id: str,
+                      on_cpu: Callable[[float], None] | None = None
+                      ) -> predictions.PredictionLog | None:
+    """The worker's prediction log, in its stats directory (None: no stats directory, nothing
+    recorded (``--no-stats``), or ``MLGITOPS_PREDICTION_LOG=off``)."""
+    cfg = settings.prediction_log()
+    if spec.stats_dir is None or not spec.record_stats or not cfg.enabled:
+        return None
+    per_worker = max(1, cfg.max_rows // spec.worker_count)
+    writer = prediction_log.Writer(prediction_log.directory(Path(spec.stats_dir)),
+                                   worker_id=worker_id, max_rows=per_worker,
+                                   max_age_seconds=cfg.max_age_seconds)
+    return predictions.PredictionLog(writer, pred, version=spec.version,
+                                     interval=cfg.interval_seconds, on_cpu=on_cpu)
+
+
 def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
     """The Starlette app of one worker process (slot = its row in the shared metrics)."""
     spec = runtime.spec
@@ -165,6 +183,7 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
         batcher=batcher,
         output_datatype=runtime.output_datatype,
         server_version=runtime.server_version,
+        log=prediction_logger(spec, pred, worker_id=worker_id, on_cpu=counters.log_cpu),
     )
     limit = spec.max_body_bytes
     doc = orjson.dumps(
@@ -242,18 +261,21 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
                 f"{spec.name!r}; leave 'model_name' out or make them agree."
             )
         served.check(spec.name, decoded.model_version)
-        out = await served.predict(decoded.batch)
+        rid = inference.request_id(
+            decoded.request_id or request.headers.get(inference.REQUEST_ID_HEADER))
+        out = await served.predict(decoded.batch, rid)
         content, header_size = v2_protocol.v2_response(
             out,
             model_name=spec.name,
             model_version=spec.version,
-            request_id=decoded.request_id,
+            request_id=rid,
             binary=decoded.binary_output,
         )
         if header_size is None:
-            return Response(content, media_type=JSON)
+            return Response(content, media_type=JSON, headers={inference.REQUEST_ID_HEADER: rid})
         return Response(
-            content, media_type=OCTETS, headers={"Inference-Header-Content-Length": str(header_size)}
+            content, media_type=OCTETS, headers={"Inference-Header-Content-Length": str(header_size),
+                                                 inference.REQUEST_ID_HEADER: rid}
         )
 
     async def invocations(request: Request) -> Response:
@@ -270,8 +292,10 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
                     f"Content type {shown} is not supported and the body is not JSON; send "
                     "application/json or text/csv."
                 )
-        out = await served.predict(batch)
-        return Response(mlflow_protocol.mlflow_response(out), media_type=JSON)
+        rid = inference.request_id(request.headers.get(inference.REQUEST_ID_HEADER))
+        out = await served.predict(batch, rid)
+        return Response(mlflow_protocol.mlflow_response(out), media_type=JSON,
+                        headers={inference.REQUEST_ID_HEADER: rid})
 
     relays = grpc_service.methods(served)
 
@@ -385,6 +409,8 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
         batcher.start()
         if publisher is not None:
             publisher.start()
+        if served.log is not None:
+            served.log.start()
         grpc_server = None
         if runtime.grpc_port is not None:
             grpc_server = await grpc_service.start(
@@ -400,6 +426,8 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
             await batcher.close()
             if publisher is not None:
                 await publisher.close()
+            if served.log is not None:
+                await asyncio.to_thread(served.log.close)
 
     routes = [  # matched in order: the scoring routes first
         endpoint("/invocations", ("POST",), invocations),

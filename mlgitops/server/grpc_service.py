@@ -133,11 +133,11 @@ def _typed(t: Any, *, shape: list[int], datatype: str) -> Any:
 
 
 def infer_response(
-    out: Any, *, request: pb.ModelInferRequest, served: inference.Served
+    out: Any, *, request: pb.ModelInferRequest, served: inference.Served, request_id: str
 ) -> pb.ModelInferResponse:
     datatype, raw = tensors.encode(np.asarray(out).reshape(-1))
     response = pb.ModelInferResponse(
-        model_name=served.spec.name, model_version=served.spec.version, id=request.id
+        model_name=served.spec.name, model_version=served.spec.version, id=request_id
     )
     response.outputs.add(name="predict", datatype=datatype, shape=list(np.shape(out)))
     response.raw_output_contents.append(raw)
@@ -189,8 +189,9 @@ def methods(served: inference.Served) -> dict[str, Method]:
         served.check(request.model_name, request.model_version)
         with served.decoding():
             batch = v2_protocol.v2_batch(infer_tensors(request), served.sig)
-        out = await served.predict(batch)
-        return infer_response(out, request=request, served=served)
+        rid = inference.request_id(request.id)
+        out = await served.predict(batch, rid)
+        return infer_response(out, request=request, served=served, request_id=rid)
 
     async def model_ready(request: pb.ModelReadyRequest) -> pb.ModelReadyResponse:
         served.check(request.name, request.version)
@@ -256,6 +257,9 @@ def handlers(served: inference.Served, *, counters: metrics.Slot) -> grpc.Generi
                 counters.request(index, status, time.perf_counter() - started)
                 await context.abort(getattr(grpc.StatusCode, code), text)
             counters.request(index, 200, time.perf_counter() - started)
+            if isinstance(response, pb.ModelInferResponse):
+                await context.send_initial_metadata(
+                    ((inference.REQUEST_ID_HEADER.lower(), response.id),))
             return response
 
         return grpc.stream_unary_rpc_method_handler(

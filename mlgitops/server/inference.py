@@ -1,6 +1,7 @@
 """What the HTTP routes and the gRPC service of one worker share: the model they serve (name
 and version checks, metadata, readiness) and the one path from validated rows to predictions,
-the micro-batcher (and through it the live statistics and the batch metrics).
+the micro-batcher (and through it the live statistics and the batch metrics), and the
+prediction log (every scored request under its id: `predictions`).
 
 A version is the commit that serves. A request may name it in full or by a unique prefix of
 at least `PREFIX` hex characters; any other version is a `problems.NotFound` whose sentence
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,14 +20,30 @@ from typing import Any
 import numpy.typing as npt
 
 from mlgitops.core.serve_spec import ServeSpec
-from mlgitops.server import batching, problems, schema, v2_protocol
+from mlgitops.server import batching, predictions, problems, schema, v2_protocol
 
 #: The shortest version prefix accepted (as ``git`` abbreviates commits).
 PREFIX = 7
 #: What ``GET /v2`` and the gRPC ServerMetadata list as supported extensions.
 EXTENSIONS = ("binary_tensor_data", "model_versions", "mlflow_invocations")
 PLATFORM = "mlflow-sklearn"
+#: The HTTP header (and gRPC metadata key) that carries a response's id.
+REQUEST_ID_HEADER = "X-Request-Id"
+_MAX_ID = 128
 _HEX = re.compile(r"[0-9a-fA-F]+")
+
+
+def request_id(given: str | None) -> str:
+    """The id of a response: the one the request gave (v2 ``id``, ``X-Request-Id``), else a
+    new one; a given id longer than 128 characters is a `problems.BadRequest`."""
+    if given is None or given == "":
+        return uuid.uuid4().hex
+    if len(given) > _MAX_ID:
+        raise problems.BadRequest(
+            f"The request id has {len(given)} characters; at most {_MAX_ID} are accepted: "
+            "send a shorter one, or none and use the one the response carries."
+        )
+    return given
 
 
 def version_matches(asked: str, serving: str) -> bool:
@@ -50,6 +68,7 @@ class Served:
     output_datatype: str
     server_version: str
     ready: bool = False
+    log: predictions.PredictionLog | None = None
 
     def check(self, name: str | None, version: str | None = None) -> None:
         """NotFound unless ``name`` is served here (and ``version``, when given, serves)."""
@@ -89,9 +108,12 @@ class Served:
         finally:
             self.batcher.end()
 
-    async def predict(self, batch: schema.Batch) -> npt.NDArray[Any]:
-        """The predictions for ``batch``, through the micro-batcher."""
+    async def predict(self, batch: schema.Batch, request_id: str) -> npt.NDArray[Any]:
+        """The predictions for ``batch``, through the micro-batcher, queued to the prediction
+        log under ``request_id``."""
         out: npt.NDArray[Any] = await self.batcher.submit(batch)
+        if self.log is not None:
+            self.log.record(request_id, batch, out)
         return out
 
     def model_metadata(self) -> dict[str, Any]:

@@ -9,7 +9,8 @@ Series: ``mlgitops_requests_total{route,code}``, ``mlgitops_request_duration_sec
 (histogram), ``mlgitops_batch_size`` (rows per predict call, histogram),
 ``mlgitops_predict_duration_seconds`` (histogram), ``mlgitops_rows_scored_total``,
 ``mlgitops_worker_restarts_total``, ``mlgitops_stats_cpu_seconds_total`` (what recording
-live statistics costs), ``mlgitops_workers`` and
+live statistics costs), ``mlgitops_prediction_log_cpu_seconds_total`` (what keeping scored
+rows for labels costs), ``mlgitops_workers`` and
 ``mlgitops_model_info{name,version,digest} 1``. A gRPC call counts under the route
 ``grpc <Method>`` with the HTTP status of the same outcome (the status table of `problems`).
 """
@@ -84,7 +85,8 @@ _PRED = _BATCH + _NB
 _ROWS = _PRED + _NL
 _RESTARTS = _ROWS + 1
 _STATS_CPU = _RESTARTS + 1
-ROW = _STATS_CPU + 1
+_LOG_CPU = _STATS_CPU + 1
+ROW = _LOG_CPU + 1
 
 
 class SharedMetrics:
@@ -152,6 +154,10 @@ class SharedMetrics:
             "(queueing scored rows, counting, sampling, writing them for the monitor).")
         add("# TYPE mlgitops_stats_cpu_seconds_total counter")
         add(f"mlgitops_stats_cpu_seconds_total {float(t[_STATS_CPU])!r}")
+        add("# HELP mlgitops_prediction_log_cpu_seconds_total CPU time spent keeping scored rows "
+            "for labels (queueing, class probabilities, writing the prediction log).")
+        add("# TYPE mlgitops_prediction_log_cpu_seconds_total counter")
+        add(f"mlgitops_prediction_log_cpu_seconds_total {float(t[_LOG_CPU])!r}")
         add("# HELP mlgitops_workers Worker processes this server runs.")
         add("# TYPE mlgitops_workers gauge")
         add(f"mlgitops_workers {self.workers}")
@@ -193,6 +199,9 @@ class Slot:
 
     def stats_cpu(self, seconds: float) -> None:
         self._m[_STATS_CPU] += seconds
+
+    def log_cpu(self, seconds: float) -> None:
+        self._m[_LOG_CPU] += seconds
 
 
 def _histogram(

@@ -44,6 +44,11 @@ from mlgitops.settings.policy import (
     trust_policy,
     trust_sources,
 )
+from mlgitops.settings.predictions import (
+    PredictionLogSettings,
+    feedback_credentials,
+    prediction_log,
+)
 
 __all__ = [
     "REMOTE_TRUST_FILE",
@@ -54,6 +59,7 @@ __all__ = [
     "MonitorSettings",
     "NotifySettings",
     "OperatorSettings",
+    "PredictionLogSettings",
     "SigningSettings",
     "SyncSettings",
     "TrackingSettings",
@@ -62,9 +68,11 @@ __all__ = [
     "blob_limits",
     "controller",
     "default_max_workers",
+    "feedback_credentials",
     "git_state_dir",
     "notify",
     "operator",
+    "prediction_log",
     "public_url",
     "read_trust_file",
     "signing",
