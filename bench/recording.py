@@ -31,148 +31,25 @@ unpinned.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
-import os
-import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _load
-import serving
+import _cpu_share
 
-TARGET = 0.05
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds (medians over them)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="load per server and round")
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--tool", choices=["auto", "wrk", "python"], default="auto")
-    parser.add_argument("--no-pin", action="store_true",
-                        help="two workers per server, nothing pinned to a CPU")
-    args = parser.parse_args()
-    pin = not args.no_pin and (os.cpu_count() or 1) >= 2
-    server_cpus, load_cpus = ("0", "1") if pin else (None, None)
-
-    import numpy as np
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    tool = "wrk" if args.tool == "wrk" or (args.tool == "auto" and _load.have_wrk()) else "python"
-    env = {**os.environ, "DO_NOT_TRACK": "true", "MLFLOW_ENABLE_TELEMETRY": "false"}
-    with tempfile.TemporaryDirectory(prefix="mlgitops-recording-") as tmp_s:
-        tmp = Path(tmp_s)
-        with console.status("building a LogisticRegression model (20 features)"):
-            (model,) = serving.build_models(tmp / "models", ["lr"])
-        rows64 = np.random.default_rng(1).normal(size=(64, len(serving.FEATURES))).tolist()
-        bodies = {
-            1: model.body,
-            64: json.dumps({"dataframe_split": {"columns": serving.FEATURES, "data": rows64}}).encode(),
-        }
-        base = [*_load.pinned(server_cpus), sys.executable, "-m", "mlgitops.server", str(model.path),
-                "--workers", "1" if pin else "auto", "--version", "bench"]
-        for t in model.trusted:
-            base += ["--trust", t]
-        servers = {
-            "recording on": [*base, "--stats-dir", str(tmp / "stats")],
-            "recording off": [*base, "--no-stats"],
-        }
-        cpu: dict[tuple[str, int], list[float]] = {}
-        accounted: dict[int, list[float]] = {}
-        rps: dict[tuple[str, int], list[float]] = {}
-        failures = 0
-        with contextlib.ExitStack() as stack:
-            urls: dict[str, str] = {}
-            groups: dict[str, int] = {}
-            for label, cmd in servers.items():
-                port = serving.free_port()
-                with console.status(f"starting {label}"):
-                    urls[label], groups[label] = stack.enter_context(
-                        serving.serving([*cmd, "--port", str(port)], port, env, tmp / f"{label}.log".replace(" ", "-"))
-                    )
-                    serving.warm(urls[label], model.body)
-            for r in range(args.rounds):
-                for size, body in bodies.items():
-                    order = list(servers) if r % 2 == 0 else list(reversed(servers))
-                    for label in order:
-                        before = serving.cpu_seconds(groups[label])
-                        spent_before = _stats_cpu(urls[label])
-                        with console.status(f"round {r + 1}/{args.rounds}: {label}, {size}-row requests"):
-                            res = _load.run(
-                                f"{urls[label]}/invocations",
-                                body,
-                                concurrency=args.concurrency,
-                                duration=args.seconds,
-                                tool=tool,
-                                cpus=load_cpus,
-                            )
-                        serving.settle(groups[label])
-                        time.sleep(0.7)  # the publisher tells its CPU every 0.5 s
-                        used = serving.cpu_seconds(groups[label]) - before
-                        if label == "recording on":
-                            accounted.setdefault(size, []).append((_stats_cpu(urls[label]) - spent_before) / used)
-                        failures += res.failures
-                        cpu.setdefault((label, size), []).append(used / max(res.requests, 1) * 1e6)
-                        rps.setdefault((label, size), []).append(res.requests / res.seconds)
-    table = Table(
-        title=(
-            f"Recording live statistics, LogisticRegression, concurrency {args.concurrency}, load by {tool}, "
-            + ("server (1 worker) on CPU 0 and load on CPU 1" if pin else "2 workers, unpinned")
-            + f": medians of {args.rounds} interleaved rounds of {args.seconds:.0f}s"
-        )
-    )
-    for col in ("rows/request", "server", "req/s", "server CPU µs/request", "µs/row",
-                "recording, accounted", "recording, A/B"):
-        table.add_column(col, justify="right")
-    ok = failures == 0
-    for size in bodies:
-        on = statistics.median(cpu[("recording on", size)])
-        off = statistics.median(cpu[("recording off", size)])
-        share = statistics.median(
-            1 - b / a for a, b in zip(cpu[("recording on", size)], cpu[("recording off", size)], strict=True)
-        )
-        own = statistics.median(accounted[size])
-        ok &= own <= TARGET
-        for label, value in (("recording off", off), ("recording on", on)):
-            table.add_row(
-                str(size),
-                label,
-                f"{statistics.median(rps[(label, size)]):,.0f}",
-                f"{value:,.0f}",
-                f"{value / size:,.1f}",
-                "" if label == "recording off" else f"{own * 100:.1f}%",
-                "baseline" if label == "recording off" else f"{share * 100:+.1f}%",
-            )
-    console.print(table)
-    for size in bodies:
-        pairs = zip(cpu[("recording on", size)], cpu[("recording off", size)], strict=True)
-        console.print(f"{size}-row requests, each round: accounted "
-                      + " ".join(f"{a * 100:.1f}%" for a in accounted[size])
-                      + "; A/B " + " ".join(f"{(1 - off / on) * 100:+.1f}%" for on, off in pairs))
-    console.print(f"failed requests: {failures}")
-    console.print(
-        f"Target: recording <= {TARGET:.0%} of server CPU (accounted), single-row and 64-row requests -> "
-        + ("[green]met[/green]" if ok else "[red]not met[/red]")
-    )
-    return 0 if ok else 1
-
-
-def _stats_cpu(url: str) -> float:
-    """``mlgitops_stats_cpu_seconds_total`` of the server at ``url`` (0 when it records nothing)."""
-    import httpx
-
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-        if line.startswith("mlgitops_stats_cpu_seconds_total "):
-            return float(line.split()[1])
-    return 0.0
+FEATURE = _cpu_share.Feature(
+    title="Recording live statistics",
+    short="recording",
+    counter="mlgitops_stats_cpu_seconds_total",
+    settle_seconds=0.7,  # the publisher tells its CPU every 0.5 s
+    tmp_prefix="mlgitops-recording-",
+    servers=lambda base, tmp: {
+        "recording on": [*base, "--stats-dir", str(tmp / "stats")],
+        "recording off": [*base, "--no-stats"],
+    },
+    envs=lambda env: {"recording on": dict(env), "recording off": dict(env)},
+)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_cpu_share.run(FEATURE, __doc__))
