@@ -7,27 +7,13 @@ so keeping rows weighs most; a classifier, so the log computes class probabiliti
 twice at once, both recording live statistics: ``mlgitops.server`` with the prediction log
 (the default) and with ``MLGITOPS_PREDICTION_LOG=off``. Both are driven alike (single-
 row requests, and 64-row requests, in MLflow's ``dataframe_split`` format, at a fixed
-concurrency), in interleaved rounds so background load hits both alike. Per round it takes
-the CPU time (user + system) of each server's whole process group per request and per row;
-it prints the medians over rounds and the share of the logging server's CPU spent on the
-log two ways:
-
-- **accounted**: the server's own count of the CPU it spent on the log (thread CPU time of
-  queueing, predict_proba, building and writing segments, pruning:
-  ``mlgitops_prediction_log_cpu_seconds_total`` on /metrics) over its whole CPU time in the
-  same round: both numbers come from the same process and seconds;
-- **A/B**: ``1 - CPU(off) / CPU(on)`` between the two servers, the median of each round's pair
-  (the two runs of a round are seconds apart). It includes what the accounting cannot see
-  (cache effects, the allocator), but on a shared VM one round's pair differs by +-15%, so it
-  is the cross-check, printed with every round's value.
+concurrency), in interleaved rounds, by the harness of `recording.py` (`_cpu_share`): it
+prints the server CPU per request and per row, and the share spent on the log two ways,
+**accounted** (``mlgitops_prediction_log_cpu_seconds_total`` on /metrics: thread CPU time of
+queueing, predict_proba, building and writing segments, pruning) and **A/B** (the cross-check),
+as `recording.py`'s docstring explains; pinned to CPUs likewise (``--no-pin``).
 
 Target (issue 20): <= 5% for single-row and for 64-row requests, on the accounted share.
-
-On a machine with two or more CPUs the servers run one worker each pinned to CPU 0 and the
-load generator is pinned to CPU 1 (``taskset``), so that neither competes with the other for
-a core: on 2 cores, two workers plus wrk make the CPU per request swing by +-10% from round
-to round, more than the effect measured. ``--no-pin`` measures the default two workers
-unpinned.
 """
 
 from __future__ import annotations
