@@ -256,6 +256,7 @@ def test_drift_on_v2_reverts_it_in_git_and_real_pods_roll_back(
         ops.append(op)
         w("v1 Ready", lambda: (st := status_of(cluster, ns)).get("servedDigest")
                  and served(cluster, ns, str(st.get("servedCommit"))))
+        v1 = str(status_of(cluster, ns)["servedCommit"])
         v2 = str(mlgitops.publish(train(b, seed=2), b, name=NAME, repo=work, target="label",
                                   quiet=True, message="credit v2 on population B"))
         w("v2 Ready", lambda: served(cluster, ns, v2))
@@ -283,9 +284,11 @@ def test_drift_on_v2_reverts_it_in_git_and_real_pods_roll_back(
         entries = quarantine.parse(yaml.safe_load(git.show(Path(bare), revert, "quarantine.yaml") or b""),
                                    source="quarantine.yaml")
         assert [e.commit for e in entries] == [v2]
+        # v1's pods, kept warm (spec.rollout.scaleDownDelaySeconds), serve the revert: they
+        # answer as v1, and v2's pods go
         w("v1's content serving again on real pods", lambda: served(cluster, ns, revert) and
-                 [p.commit for p in cluster.list_pods(ns, NAME)] == [revert])
+                 {p.commit for p in cluster.list_pods(ns, NAME)} <= {v1, revert})
         figures["revert commit -> rolled back (Ready)"] = (
             time.monotonic() - began - figures["first drifted row -> revert commit"])
-        assert answer(cluster, ns) == revert
+        w("v1's pods answering", lambda: answer(cluster, ns) in (v1, revert), timeout=30)
     print("\nreal-node drift figures: " + json.dumps({k: round(v, 1) for k, v in figures.items()}))
