@@ -72,8 +72,9 @@ def test_status_json_and_history(repo: Path, publish_version: Callable[..., str]
     (model,) = doc["models"]
     assert set(model) == {"name", "desiredCommit", "servedCommit", "servedDigest",
                           "lastAppliedCommit", "lastAttemptedCommit", "health", "endpoint",
-                          "conditions", "drift"}
+                          "conditions", "drift", "rollout"}
     assert model["servedCommit"] == v1 and model["health"] == "Healthy"
+    assert model["rollout"] is None, "a direct deploy has no rollout under way"
     assert {c["type"] for c in model["conditions"]} >= {"Ready", "Reconciling", "Stalled"}
     table = mlgitops("status", "--repo", str(repo))
     assert "credit" in table.stdout + table.stderr
