@@ -293,11 +293,10 @@ def test_drift_attributable_to_the_new_version_reverts_it_in_git_and_the_operato
                 for pod in cluster.list_pods(ns, NAME):
                     if pod.ready and pod.commit == v2 and pod.endpoint:
                         rows = traffic.sample(100, random_state=int(time.monotonic() * 1000) % 2**31)
-                        try:
+                        # v2's pod goes once the revert has switched the Service and drained it
+                        with contextlib.suppress(httpx.TransportError):
                             httpx.post(f"{pod.endpoint}/invocations", timeout=10,
                                        json={"dataframe_records": rows.to_dict(orient="records")})
-                        except httpx.TransportError:
-                            pass  # v2's pod goes as soon as the revert switches the Service
                 for e in git.log(bare, "refs/heads/main", layout.model_paths(NAME), limit=3):
                     if e.trailers.get(layout.TRAILER_REVERTS) == v2:
                         return e.commit
