@@ -135,16 +135,6 @@ def place(repo: Path, name: str, built: Built) -> None:
     publishing.write_manifest(repo, dep)
 
 
-def pss_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def cpu_ticks(pid: int) -> int:
     try:
         parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -270,7 +260,7 @@ def measure(mode: str, size: int, *, built: list[Built], variants: list[Built], 
         res.servers_idle_cpu = 100 * (sum(cpu_ticks(p) for p in servers) - before[1]) / TICK / idle
         servers = local_runtime.owned_pids(state_dir)
         res.busy_processes = 1 + len(servers)
-        res.busy_pss_mb = (pss_kb(ctl.pid) + sum(pss_kb(p) for p in servers)) / 1024
+        res.busy_pss_mb = (_footprint.pss_kb(ctl.pid) + sum(_footprint.pss_kb(p) for p in servers)) / 1024
         if mode == "shared":  # steady state: the staging host stops once idle
             progress.update(task, description=f"{mode} x{size}: staging host retires")
             deadline = time.monotonic() + local_hosts.STAGING_IDLE_SECONDS + 10.0
@@ -280,8 +270,8 @@ def measure(mode: str, size: int, *, built: list[Built], variants: list[Built], 
                 time.sleep(0.5)
         servers = local_runtime.owned_pids(state_dir)
         res.processes = 1 + len(servers)
-        res.controller_mb = pss_kb(ctl.pid) / 1024
-        res.pss_mb = res.controller_mb + sum(pss_kb(p) for p in servers) / 1024
+        res.controller_mb = _footprint.pss_kb(ctl.pid) / 1024
+        res.pss_mb = res.controller_mb + sum(_footprint.pss_kb(p) for p in servers) / 1024
         progress.update(task, description=f"{mode} x{size}: commit -> serving")
         traffic = Traffic(base, names[1:6] or names)
         client = threading.Thread(target=traffic.run, daemon=True)

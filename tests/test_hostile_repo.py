@@ -336,11 +336,11 @@ def test_the_digest_is_stable_across_publishes(repo: Path, tmp_path: Path) -> No
 def test_the_controller_holds_what_a_plain_git_host_let_through(repo: Path, tmp_path: Path) -> None:
     """No validating hook (a hosted remote): the controller refuses the same commits itself,
     runs nothing, and the serving version keeps answering."""
-    import httpx
     import skops.io
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer
-    from support.net import free_port
+    from support.net import free_port, version_at
+    from support.status import stalled
     from support.waits import wait_until
 
     from mlgitops import settings
@@ -352,17 +352,6 @@ def test_the_controller_holds_what_a_plain_git_host_let_through(repo: Path, tmp_
     cfg = settings.controller(repo, port=free_port(), poll_seconds=1.0, monitor=False)
     marker = tmp_path / "pwned"
 
-    def version() -> str | None:
-        try:
-            return httpx.get(f"{ctl.base_url}/v2/models/credit", timeout=2).json().get("version")
-        except (httpx.HTTPError, ValueError):
-            return None
-
-    def stalled() -> str:
-        st = ctl.store.status("credit").to_dict()
-        c = next((c for c in st["conditions"] if c["type"] == "Stalled"), None)
-        return str(c["message"]) if c and c["status"] == "True" else ""
-
     def push(mutate: Callable[[Path], None]) -> str:
         mutate(repo)
         subprocess.run(["git", "-C", str(repo), "add", "-A", "models", "manifests"], check=True)
@@ -373,7 +362,7 @@ def test_the_controller_holds_what_a_plain_git_host_let_through(repo: Path, tmp_
         return git.text(repo, "rev-parse", "HEAD")
 
     with run.running(cfg) as ctl:
-        wait_until(lambda: version() == v1, what="v1 serving")
+        wait_until(lambda: version_at(ctl.base_url) == v1, what="v1 serving")
 
         def evil(r: Path) -> None:
             payload = Pipeline([("a", FunctionTransformer(iter)), ("b", FunctionTransformer(next)),
@@ -385,9 +374,9 @@ def test_the_controller_holds_what_a_plain_git_host_let_through(repo: Path, tmp_
                 trustedTypes=["builtins.exec", "builtins.iter", "builtins.next"]))
 
         push(evil)
-        wait_until(lambda: "builtins.exec" in stalled(), what="the code-running model held")
-        assert "can run code" in stalled()
-        assert version() == v1 and not marker.exists()
+        wait_until(lambda: "builtins.exec" in stalled(ctl), what="the code-running model held")
+        assert "can run code" in stalled(ctl)
+        assert version_at(ctl.base_url) == v1 and not marker.exists()
 
         def linked(r: Path) -> None:
             set_manifest(r, lambda d: d["spec"]["model"].update(trustedTypes=["sklearn.tree._tree.Tree"]))
@@ -395,5 +384,5 @@ def test_the_controller_holds_what_a_plain_git_host_let_through(repo: Path, tmp_
             set_manifest(r, lambda d: None, redigest=False)
 
         push(linked)
-        wait_until(lambda: "symbolic link" in stalled(), what="the symlinked model held")
-        assert version() == v1
+        wait_until(lambda: "symbolic link" in stalled(ctl), what="the symlinked model held")
+        assert version_at(ctl.base_url) == v1

@@ -150,8 +150,8 @@ def test_evaluation_numbers_are_recomputed_and_inside_the_digest(repo: Path) -> 
 
 
 def test_pushed_past_the_hook_the_controller_holds_it_while_v1_serves(repo: Path) -> None:
-    import httpx
-    from support.net import free_port
+    from support.net import free_port, version_at
+    from support.status import stalled
     from support.waits import wait_until
 
     from mlgitops import settings
@@ -162,28 +162,17 @@ def test_pushed_past_the_hook_the_controller_holds_it_while_v1_serves(repo: Path
     v1 = git.text(repo, "rev-parse", "HEAD")
     cfg = settings.controller(repo, port=free_port(), poll_seconds=1.0, monitor=False)
 
-    def version() -> str | None:
-        try:
-            return httpx.get(f"{ctl.base_url}/v2/models/credit", timeout=2).json().get("version")
-        except (httpx.HTTPError, ValueError):
-            return None
-
-    def stalled() -> str:
-        st = ctl.store.status("credit").to_dict()
-        c = next((c for c in st["conditions"] if c["type"] == "Stalled"), None)
-        return str(c["message"]) if c and c["status"] == "True" else ""
-
     with run.running(cfg) as ctl:
-        wait_until(lambda: version() == v1, what="v1 serving")
+        wait_until(lambda: version_at(ctl.base_url) == v1, what="v1 serving")
         publish(repo, worse(TRAIN))
         ctl.trigger("test")
-        wait_until(lambda: "deployment gate" in stalled(), what="the worse candidate held",
+        wait_until(lambda: "deployment gate" in stalled(ctl), what="the worse candidate held",
                    timeout=120)
-        assert "accuracy is 0." in stalled() and "against the serving version's" in stalled()
-        assert version() == v1
+        assert "accuracy is 0." in stalled(ctl) and "against the serving version's" in stalled(ctl)
+        assert version_at(ctl.base_url) == v1
         v3 = publish(repo, better(TRAIN))
         ctl.trigger("test")
-        wait_until(lambda: version() == v3, what="the better candidate serving", timeout=120)
+        wait_until(lambda: version_at(ctl.base_url) == v3, what="the better candidate serving", timeout=120)
 
 
 def test_the_cli_publishes_with_evaluation_and_the_hook_answers_with_the_sentence(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from support.net import free_port, version_at
+from support.status import stalled
 from support.waits import wait_until
 
 from mlgitops import settings
@@ -129,11 +130,6 @@ def test_an_unsigned_merge_that_brings_back_an_old_version_is_held_naming_it(
     merge = git.text(repo, "rev-parse", "HEAD")
     assert git.last_change(repo, merge, ["models/credit"]) == merge
     cfg = settings.controller(repo, port=free_port(), poll_seconds=1.0, monitor=False)
-
-    def stalled(ctl: run.Controller) -> str:
-        st = ctl.store.status("credit").to_dict()
-        c = next((c for c in st["conditions"] if c["type"] == "Stalled"), None)
-        return str(c["message"]) if c and c["status"] == "True" else ""
 
     with run.running(cfg) as ctl:
         wait_until(lambda: version_at(ctl.base_url) == v2, what="signed v2 serving")
