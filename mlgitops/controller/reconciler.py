@@ -305,10 +305,10 @@ class Reconciler(Rollouts[H]):
                 self.retiring[old.key] = old
                 threading.Thread(target=self._retire, args=(old,), daemon=True).start()
 
-    def _park(self, name: str, handle: H, seconds: float | None = None) -> None:
+    def _park(self, name: str, handle: H, seconds: float) -> None:
         """Keep ``handle`` (just replaced) warm for ``seconds`` (the manifest's
         ``scaleDownDelaySeconds``, at most `keep_previous_seconds`), then retire it."""
-        until = self.clock() + (self.keep_previous_seconds if seconds is None else seconds)
+        until = self.clock() + seconds
         earlier = self.parked.get(name)
         self.parked[name] = (handle, until)
         if earlier is not None:
