@@ -148,9 +148,11 @@ class PerformanceChecks(MonitorBase[H]):
         if seen is not None and seen[0] == track.version and seen[1] == count:
             self._performance_seen[track.name] = (track.version, count, now)
             return None  # no new labels since the last decision
-        self._performance_seen[track.name] = (track.version, count, now)
         if rows is None or count < pol.min_rows:
+            self._performance_seen[track.name] = (track.version, count, now)
             return None
+        # until it is decided: a failure is retried after the interval, not on every pass
+        self._performance_seen[track.name] = (track.version, -1, now)
         new = perf_policy.Outputs(prediction=rows.prediction, proba=rows.proba)
         previous = None
         if track.blocked is None and track.previous_version is not None:
@@ -162,6 +164,7 @@ class PerformanceChecks(MonitorBase[H]):
         decision = perf_revert.gated(decision, blocked=track.blocked,
                                      reverts=self._history(track.name).reverts,
                                      rules=track.deployment.drift, now=now)
+        self._performance_seen[track.name] = (track.version, count, now)
         self._act(track, decision, obs, rows.inputs, now=now)
         self.performance_decisions = [*self.performance_decisions[-99:], (track.name, decision)]
         return decision
