@@ -101,3 +101,25 @@ def test_the_previous_versions_answers_are_aligned_with_the_serving_ones() -> No
     assert mp.aligned(scored, [1, 2], np.asarray([0, 1])).proba is None  # class 2 unknown
     reg = mp.aligned(mp.Scored(np.asarray([1.5, 2.0], dtype=object)), [], np.asarray([1.0]))
     assert reg.prediction.dtype == np.float64 and reg.proba is None
+
+
+def test_a_versions_labelled_rows_come_with_their_inputs_answers_and_labels() -> None:
+    import pandas as pd
+
+    from mlgitops.adapters import prediction_log
+    from mlgitops.controller import fakes, performance
+
+    preds, labels = fakes.FakePredictions(), fakes.FakeLabels()
+    preds.add("m", pd.DataFrame({
+        "id": ["a", "b", "c", "d"], "version": ["v2", "v2", "v2", "v1"],
+        "time": [1.0, 2.0, 3.0, 0.5], f"{prediction_log.INPUT}x": [0.1, 0.2, 0.3, 0.4],
+        "prediction": [1, 0, 1, 1], prediction_log.proba_column(0): [0.2, 0.7, 0.4, 0.1],
+        prediction_log.proba_column(1): [0.8, 0.3, 0.6, 0.9]}))
+    assert performance.labelled(preds, labels, "m", "v2") is None  # no label yet
+    labels.add("m", ["c", "a", "d", "zz"], [0.0, 1.0, 1, 1])  # labels sent as JSON numbers
+    got = performance.labelled(preds, labels, "m", "v2")
+    assert got is not None and got.ids == ["a", "c"] and got.task == "classification"
+    assert got.inputs.columns.tolist() == ["x"] and got.inputs["x"].tolist() == [0.1, 0.3]
+    assert got.y.tolist() == [1, 0] and got.prediction.tolist() == [1, 1]
+    assert got.classes == [0, 1] and got.proba is not None
+    assert got.proba.tolist() == [[0.2, 0.8], [0.4, 0.6]]
