@@ -21,7 +21,7 @@ import mlgitops
 from mlgitops import settings
 from mlgitops.adapters import git, prediction_log
 from mlgitops.authoring import repository
-from mlgitops.controller import performance, run
+from mlgitops.controller import decision_pages, performance, run
 from mlgitops.core import layout
 
 pytestmark = pytest.mark.process
@@ -99,7 +99,7 @@ def test_labels_revert_a_less_accurate_version_and_only_alert_on_a_shared_drop(
             ev: dict[str, Any] = dict(decision.evidence)
             assert decision.action == "revert" and ev["rows"] == len(live)
             assert ev["previous"] > 0.9 and ev["new"] < 0.85 and ev["pValue"] < 1e-6
-            assert mon.dispatcher.wait(30)
+            assert mon.dispatcher.wait(120, only=(decision_pages.Pages,))
             page = httpx.get(entry.trailers[layout.TRAILER_REPORT], timeout=10)
             assert page.status_code == 200
             for shown in ("previousValue", "servingValue", "pValue", str(ev["previous"]),
