@@ -177,6 +177,27 @@ def evaluate(
     return {str(k): float(v) for k, v in found.items()}
 
 
+def predict(
+    model_dir: Path,
+    *,
+    data: Path,
+    trusted_types: Sequence[str],
+    policy: trust.Policy,
+    timeout: float = 180.0,
+) -> dict[str, object]:
+    """Load the model in the sandbox and predict the rows of the Parquet file ``data`` (the
+    performance monitor scores a previous version on labelled rows this way, off any request
+    path): ``prediction`` (a list), and ``proba`` and ``classes`` when it has
+    ``predict_proba``."""
+    request: dict[str, object] = {"model_dir": str(model_dir.resolve()),
+                                  "trusted_types": list(trusted_types),
+                                  "allow": sorted(policy.allow), "predict": str(data.resolve())}
+    answer = _run(request, model_dir, timeout=timeout)
+    if not isinstance(answer.get("prediction"), list):
+        raise errors.ModelError(f"{model_dir.name}: the sandbox returned no predictions")
+    return answer
+
+
 def _run(request: dict[str, object], model_dir: Path, *, timeout: float) -> dict[str, object]:
     """One sandboxed child answers ``request``: its answer, or ModelError saying what failed."""
     with tempfile.TemporaryDirectory(prefix="mlgitops-sandbox-") as empty:
@@ -318,6 +339,8 @@ def _check(request: dict[str, object]) -> dict[str, object]:
                 columns=list(model.info.column_names), where=data.name)
             return {"ok": True, "rows": rows,
                     "metrics": evaluation.score(model.estimator, features, y)}
+        if request.get("predict"):
+            return {"ok": True, "rows": rows, **_predict(model, Path(str(request["predict"])))}
     except errors.MlgitopsError as exc:
         return {"error": str(exc)}
     except MemoryError:
@@ -327,6 +350,26 @@ def _check(request: dict[str, object]) -> dict[str, object]:
         return {"error": f"{model_dir.name}: the model does not load or predict "
                          f"({type(exc).__name__}: {str(exc)[:300]}); republish it"}
     return {"ok": True, "rows": rows}
+
+
+def _predict(model: object, data: Path) -> dict[str, object]:
+    """``model``'s predictions (and class probabilities) of the rows in ``data``."""
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.read_parquet(data)
+    columns = list(getattr(getattr(model, "info", None), "column_names", None) or frame.columns)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise errors.ModelError(f"{data.name}: lacks the model's input columns {missing}")
+    frame = frame[columns]
+    out: dict[str, object] = {"prediction": np.asarray(model.predict(frame)).tolist()}  # type: ignore[attr-defined]
+    estimator = getattr(model, "estimator", None)
+    classes = getattr(estimator, "classes_", None)
+    if classes is not None and callable(getattr(estimator, "predict_proba", None)):
+        out["proba"] = np.asarray(estimator.predict_proba(frame), dtype=np.float64).tolist()  # type: ignore[union-attr]
+        out["classes"] = np.asarray(classes).tolist()
+    return out
 
 
 def _child() -> int:

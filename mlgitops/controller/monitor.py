@@ -46,8 +46,8 @@ import pandas as pd
 import yaml
 
 from mlgitops import errors, ui
-from mlgitops.adapters import git, stats_store
-from mlgitops.controller import decision_pages, ports, reports
+from mlgitops.adapters import git, prediction_log, prediction_log_labels, stats_store
+from mlgitops.controller import decision_pages, performance, ports, reports
 from mlgitops.controller import decisions as decision_log
 from mlgitops.controller import reconciler as rec
 from mlgitops.controller import revert as revert_mod
@@ -61,14 +61,16 @@ from mlgitops.controller.monitor_base import (  # noqa: F401  (re-exported names
     Track,
     iso,
 )
+from mlgitops.controller.monitor_performance import PerformanceChecks, PreviousScorer, SandboxScorer
 from mlgitops.controller.monitor_reports import Reports
 from mlgitops.controller.monitor_rollouts import Candidate, RolloutChecks
 from mlgitops.controller.ports import H
 from mlgitops.core import decisions, drift, layout, manifest, policy, quarantine, stats
 from mlgitops.core import status as status_mod
+from mlgitops.core.performance import policy as perf_policy
 
 
-class Monitor(RolloutChecks[H], Reports[H]):
+class Monitor(RolloutChecks[H], Reports[H], PerformanceChecks[H]):
     """Watches every served model; ``run(stop_event)`` is the controller's background loop.
 
     Live statistics come through the ``live_stats`` port (default: the stats store files under
@@ -97,6 +99,10 @@ class Monitor(RolloutChecks[H], Reports[H]):
         dispatcher: decision_log.Dispatcher | None = None,
         sample_wait: float = 10.0,
         root: Path | None = None,
+        predictions: ports.PredictionSource | None = None,
+        labels: ports.LabelSource | None = None,
+        scorer: PreviousScorer | None = None,
+        performance_interval: float = 30.0,
     ) -> None:
         self.store = store
         self.sample_wait = sample_wait
@@ -143,6 +149,15 @@ class Monitor(RolloutChecks[H], Reports[H]):
         self._recovered = False
         self._candidates: dict[str, Candidate] = {}
         self.lock = threading.Lock()
+        # spec.performance (monitor_performance): labels joined with the prediction log
+        self.predictions: ports.PredictionSource = (
+            predictions or prediction_log.Directory(state_dir / performance.STATS))
+        self.labels: ports.LabelSource = (
+            labels or prediction_log_labels.Labels(state_dir / performance.LABELS))
+        self.scorer: PreviousScorer = scorer or SandboxScorer(source)
+        self.performance_interval = performance_interval
+        self._performance_seen: dict[str, tuple[str, int, float]] = {}
+        self.performance_decisions: list[tuple[str, perf_policy.Decision]] = []
 
     # loop ------------------------------------------------------------------------------------
     def run(self, stop_event: threading.Event) -> None:
@@ -186,6 +201,7 @@ class Monitor(RolloutChecks[H], Reports[H]):
                 if decision is not None:
                     out.append((name, decision))
             self.rollout_tick()
+            self.performance_tick()
         return out
 
     def _problem(self, name: str, version: str, message: str) -> None:

@@ -91,11 +91,18 @@ class MonitorBase(Generic[H]):
     _reports: queue.Queue[ReportJob | None]
     _report_thread: threading.Thread | None
     _recovered: bool
+    tracks: dict[str, Track]
 
     def _history(self, name: str) -> policy.History:
         raise NotImplementedError
 
     def _remember(self, name: str, history: policy.History) -> None:
+        raise NotImplementedError
+
+    def _revert(self, track: Track, decision: policy.Decision, sample: Sample,
+                record: decisions.Decision, *, why: str | None = None,
+                plan_with: Callable[[policy.RevertPlan], policy.RevertPlan] | None = None
+                ) -> None:
         raise NotImplementedError
 
     def _submit(self, record: decisions.Decision, sample: Sample | None) -> None:

@@ -6,6 +6,7 @@ reports never built); the ``RolledBack`` event once the previous content serves 
 from __future__ import annotations
 
 import queue
+from collections.abc import Callable
 
 import pandas as pd
 
@@ -43,7 +44,11 @@ class Reverts(MonitorBase[H]):
         self._remember(name, self._history(name).with_revert(at))
 
     def _revert(self, track: Track, decision: policy.Decision, sample: Sample,
-                record: decisions.Decision, *, why: str | None = None) -> None:
+                record: decisions.Decision, *, why: str | None = None,
+                plan_with: Callable[[policy.RevertPlan], policy.RevertPlan] | None = None
+                ) -> None:
+        """Revert ``track``'s version on ``decision`` (``plan_with`` rewrites the planned
+        commit's message, e.g. a performance revert's numbers; trailers and quarantine stay)."""
         name = track.name
         target = reports.plan(self.state_dir, name=name, version=track.version, now=decision.at,
                               why="revert", title=self._evidently_title(record))
@@ -51,6 +56,8 @@ class Reverts(MonitorBase[H]):
         plan = policy.revert_plan(decision, name=name, reverted=track.version, digest=track.digest,
                                   previous=track.previous_version, report=link, at=iso(decision.at),
                                   report_id=record.id, why=why)
+        if plan_with is not None:
+            plan = plan_with(plan)
         # logged before the push: a page exists for the link even if the controller stops now
         self.dispatcher.log_only(record.with_(outcome="the revert is being pushed"))
         self._pending[name] = (track.version, decision.at, None)

@@ -101,6 +101,11 @@ def measure(name: str, source: PredictionSource, labels: LabelSource, *,
         labels=len(kept), unmatched=unmatched)
 
 
+def like(label: Any, prediction: Any) -> Any:
+    """``label`` in the type of ``prediction`` (see `_like`)."""
+    return _like(label, prediction)
+
+
 def _like(label: Any, prediction: Any) -> Any:
     """``label`` in the type of the predictions (1.0 for a class 1 is 1; a class "1" of
     string predictions is "1"), so that labels sent as JSON compare with predictions."""
@@ -141,3 +146,43 @@ def labelled_frame(source: PredictionSource, labels: LabelSource, name: str,
         for j, _ in enumerate(rows.classes):
             frame[f"proba_{j}"] = rows.proba[has, j]
     return task, frame, list(rows.classes)
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """One version's labelled rows from the prediction log: what it was asked (``inputs``, the
+    log's ``input.<column>`` columns under their own names), what it answered, the labels."""
+
+    ids: list[str]
+    inputs: pd.DataFrame
+    y: np.ndarray
+    prediction: np.ndarray
+    proba: np.ndarray | None
+    classes: list[Any]
+    task: str
+
+
+def labelled(source: PredictionSource, labels: LabelSource, name: str,
+             version: str) -> Labelled | None:
+    """Version ``version``'s kept rows of ``name`` that have a label (None: none has)."""
+    predictions = source.read(name)
+    if len(predictions) == 0 or "prediction" not in predictions:
+        return None
+    predictions = predictions[predictions["version"] == version].reset_index(drop=True)
+    if len(predictions) == 0:
+        return None
+    rows = join(predictions, labels.read(name))
+    has = np.array([v is not None for v in rows.label], dtype=bool)
+    if not has.any():
+        return None
+    task = task_of(predictions)
+    kept = predictions[has].reset_index(drop=True)
+    columns = [c for c in kept.columns if str(c).startswith(prediction_log.INPUT)]
+    inputs = kept[columns].rename(columns=lambda c: str(c)[len(prediction_log.INPUT):])
+    y = np.asarray(rows.label, dtype=object)[has]
+    pred = np.asarray(rows.prediction, dtype=object)[has]
+    if task == "regression":
+        y, pred = y.astype(np.float64), pred.astype(np.float64)
+    return Labelled(ids=[str(i) for i in kept["id"].tolist()], inputs=inputs, y=y,
+                    prediction=pred, proba=None if rows.proba is None else rows.proba[has],
+                    classes=list(rows.classes), task=task)
