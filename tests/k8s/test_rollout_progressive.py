@@ -1,0 +1,258 @@
+"""Progressive rollouts on the Kubernetes runtime, on the test cluster (issue 19, item 3).
+
+The operator's own reconciler (`operator.progressive`, wired by `operator.runtime`) runs a
+shadow's candidate beside the stable version: its own Deployment and Service, the model's
+Service still on the stable pods. The operator's gateway (`controller.gateway` over
+`operator.traffic.Traffic`, on a real loopback port) answers users from the stable pods and
+mirrors each request to the candidate's; every answer names its version, so "no user request
+answered by the shadowed version" is counted. The cluster has the Gateway API's HTTPRoute CRD
+installed here: the rendered route's mirror and weights are read back from the API server.
+Promotion switches the model's Service to the candidate's pods; a revert deletes the candidate.
+"""
+
+from __future__ import annotations
+
+import collections
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from kubernetes import client
+from support import scenarios
+from support.data import FEATURES, make_frame
+
+from mlgitops import settings
+from mlgitops.adapters import kubernetes as k8s
+from mlgitops.adapters.kubernetes import versions
+from mlgitops.adapters.kubernetes.api import HTTP_ROUTE
+from mlgitops.adapters.kubernetes.routes import http_route
+from mlgitops.controller import gateway
+from mlgitops.controller.router import Split
+from mlgitops.core import k8s_objects as ko
+from mlgitops.devcluster.cluster import TestCluster
+from mlgitops.devcluster.crds import install_crds
+from mlgitops.devcluster.kubelet import Kubelet
+from mlgitops.operator.runtime import Repository, RepositoryRuntime
+from mlgitops.operator.traffic import Traffic
+
+pytestmark = pytest.mark.cluster
+
+NAME = scenarios.NAME
+RECORDS = make_frame(200, seed=9)[FEATURES].to_dict(orient="records")
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout:.0f} s: {what}")
+        time.sleep(0.2)
+
+
+def install_gateway_api(api: client.ApiClient) -> None:
+    """The Gateway API's HTTPRoute CRD (its group, kind and version; the schema left open)."""
+    ext = client.ApiextensionsV1Api(api)
+    body = {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{HTTP_ROUTE.plural}.{HTTP_ROUTE.group}"},
+        "spec": {"group": HTTP_ROUTE.group, "scope": "Namespaced",
+                 "names": {"plural": HTTP_ROUTE.plural, "singular": "httproute",
+                           "kind": HTTP_ROUTE.kind, "listKind": "HTTPRouteList"},
+                 "versions": [{"name": HTTP_ROUTE.version, "served": True, "storage": True,
+                               "schema": {"openAPIV3Schema": {
+                                   "type": "object",
+                                   "x-kubernetes-preserve-unknown-fields": True}}}]},
+    }
+    try:
+        ext.create_custom_resource_definition(body)
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise
+
+    def established() -> bool:
+        got = ext.read_custom_resource_definition(body["metadata"]["name"])
+        return any(c.type == "Established" and c.status == "True"
+                   for c in (got.status.conditions or []))
+
+    wait_until("the HTTPRoute CRD is established", established)
+
+
+@dataclass
+class Rig:
+    bare: Path
+    runtime: RepositoryRuntime
+    cluster: k8s.Cluster
+    namespace: str
+    kubelet: Kubelet
+    traffic: Traffic
+    url: str
+
+    def converge(self) -> None:
+        scenarios.converge(self.runtime.reconciler, timeout=180.0)
+
+    def ask(self, n: int) -> collections.Counter[str]:
+        """``n`` user requests through the operator's gateway: which version answered each."""
+        self.traffic.refresh()
+        seen: collections.Counter[str] = collections.Counter()
+        with httpx.Client(timeout=30) as http:
+            for i in range(n):
+                r = http.post(f"{self.url}/models/{NAME}/invocations",
+                              json={"dataframe_records": RECORDS[(i * 5) % 195:(i * 5) % 195 + 5]})
+                assert r.status_code == 200, r.text
+                seen[r.headers[gateway.VERSION_HEADER]] += 1
+        return seen
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> scenarios.Template:
+    return scenarios.build_template(tmp_path_factory.mktemp("rollout-k8s"))
+
+
+@pytest.fixture()
+def rig(template: scenarios.Template, k8s_cluster: TestCluster, k8s_namespace: str,
+        tmp_path: Path) -> Iterator[Rig]:
+    bare = tmp_path / "remote.git"
+    shutil.copytree(template.bare, bare, symlinks=True)
+    cfg = settings.OperatorSettings(repo_url=f"file://{bare}", namespace=k8s_namespace,
+                                    state_dir=tmp_path / "operator", progress_deadline_seconds=60)
+    with (k8s.Cluster.from_kubeconfig(k8s_cluster.kubeconfig_path, timeout=20) as cluster,
+          Kubelet(k8s_cluster, k8s_namespace, workdir=tmp_path / "kubelet",
+                  backoff=(1.0, 5.0)) as kubelet):
+        install_crds(cluster.api)
+        install_gateway_api(cluster.api)
+        runtime = RepositoryRuntime(cluster, cfg, Repository("flags", cfg.repo_url, k8s_namespace))
+        traffic = Traffic()
+        traffic.add("flags", runtime.router, cluster, k8s_namespace)
+        app = gateway.build(router=traffic, trigger=lambda why: None, statuses=list,
+                            webhook_secret=None)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        wait_until("the gateway answers", lambda: server.started)
+        try:
+            yield Rig(bare, runtime, cluster, k8s_namespace, kubelet, traffic,
+                      f"http://127.0.0.1:{port}")
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+            sock.close()
+
+
+def selected(rig: Rig, service: str) -> str | None:
+    got = client.CoreV1Api(rig.cluster.api).read_namespaced_service(service, rig.namespace)
+    return (got.spec.selector or {}).get(versions.LABEL_TEMPLATE)
+
+
+def template_of(rig: Rig, deployment: str) -> str | None:
+    found = rig.cluster.read_deployment_named(rig.namespace, deployment)
+    return None if found is None else versions.template_of(found)
+
+
+def test_a_shadow_runs_beside_the_stable_version_then_is_promoted(
+        rig: Rig, template: scenarios.Template) -> None:
+    v1, shadow = template.commits["v1"], template.commits["shadow"]
+    scenarios.point(rig.bare, v1)
+    rig.converge()
+    scenarios.point(rig.bare, shadow)
+    rig.converge()
+    router = rig.runtime.reconciler.router
+    stable, split = router.get(NAME), router.split(NAME)
+    assert stable is not None and stable.version == v1
+    assert split is not None and split.mode == "shadow" and split.candidate.version == shadow
+    # the candidate: its own Deployment and Service; the model's Service on the stable pods
+    cand = split.candidate.deployment
+    assert cand and cand != stable.deployment and f"//{cand}." in split.candidate.url
+    assert selected(rig, ko.object_name(NAME)) == template_of(rig, stable.deployment or "")
+    assert selected(rig, cand) == template_of(rig, cand) is not None
+    # the HTTPRoute: every request to the stable Service, a copy to the candidate's
+    route = rig.cluster.get_resource(rig.namespace, ko.object_name(NAME), kind=HTTP_ROUTE)
+    assert route is not None
+    rule = route["spec"]["rules"][0]
+    assert [(b["name"], b["weight"]) for b in rule["backendRefs"]] == [(ko.object_name(NAME), 100)]
+    assert rule["filters"][0]["requestMirror"]["backendRef"]["name"] == cand
+    # status.rollout on the ModelDeployment
+    cr = rig.cluster.get_resource(rig.namespace, NAME)
+    assert cr is not None
+    assert cr["status"]["rollout"]["mode"] == "shadow"
+    assert cr["status"]["rollout"]["weights"] == {"stable": 100, "candidate": 0}
+    assert cr["status"]["rollout"]["version"] == shadow
+
+    # users are answered by the stable pods only; the candidate's pods get the copies
+    seen = rig.ask(30)
+    assert seen == {v1: 30}
+    assert router.served[(NAME, shadow)] == 0
+    wait_until("the candidate answered the copies",
+               lambda: router.mirrored[(NAME, shadow)] >= 25)
+    counters = router.counters[NAME]
+    assert counters.requests["candidate"] >= 25 and counters.errors["candidate"] == 0
+    assert counters.comparison.compared > 0
+
+    # a canary step (as the monitor sets it): weights on the gateway and on the HTTPRoute
+    router.set_split(NAME, Split(split.candidate, "canary", 50, 1, None))
+    rig.runtime.reconciler.sync_routes()
+    route = rig.cluster.get_resource(rig.namespace, ko.object_name(NAME), kind=HTTP_ROUTE)
+    assert route is not None
+    assert [(b["name"], b["weight"]) for b in route["spec"]["rules"][0]["backendRefs"]] == [
+        (ko.object_name(NAME), 50), (cand, 50)]
+    assert "filters" not in route["spec"]["rules"][0]
+    seen = rig.ask(60)
+    assert seen[v1] > 0 and seen[shadow] > 0 and sum(seen.values()) == 60
+    router.set_split(NAME, split)
+
+    # promoted (what the monitor does once the last step passed): the Service switches
+    policy, state = router.rollouts[NAME]
+    router.rollouts[NAME] = (policy, replace(state, phase="promoted"))
+    rig.converge()
+    now = router.get(NAME)
+    assert now is not None and now.version == shadow and router.split(NAME) is None
+    assert selected(rig, ko.object_name(NAME)) == template_of(rig, cand)
+    route = rig.cluster.get_resource(rig.namespace, ko.object_name(NAME), kind=HTTP_ROUTE)
+    assert route is not None
+    assert [(b["name"], b["weight"]) for b in route["spec"]["rules"][0]["backendRefs"]] == [
+        (ko.object_name(NAME), 100)]
+    assert rig.ask(10) == {shadow: 10}
+
+
+def test_a_reverted_shadow_leaves_no_candidate(rig: Rig, template: scenarios.Template) -> None:
+    scenarios.point(rig.bare, template.commits["v1"])
+    rig.converge()
+    scenarios.point(rig.bare, template.commits["shadow"])
+    rig.converge()
+    split = rig.runtime.reconciler.router.split(NAME)
+    assert split is not None
+    cand = split.candidate.deployment
+    scenarios.point(rig.bare, template.commits["shadow-reverted"])
+    rig.converge()
+    assert rig.runtime.reconciler.router.split(NAME) is None
+    core = client.CoreV1Api(rig.cluster.api)
+
+    def gone() -> bool:
+        names = {s.metadata.name for s in core.list_namespaced_service(rig.namespace).items}
+        return cand not in names and rig.cluster.read_deployment_named(rig.namespace, cand) is None
+
+    wait_until("the candidate's Deployment and Service are deleted", gone)
+    assert set(rig.ask(10)) == {rig.runtime.reconciler.router.get(NAME).version}  # type: ignore[union-attr]
+
+
+def test_the_rendered_route_splits_by_weight() -> None:
+    doc = http_route(NAME, "models", candidate="credit-abc", weight=10, mirror=False)
+    assert doc["kind"] == "HTTPRoute" and doc["apiVersion"] == "gateway.networking.k8s.io/v1"
+    refs = doc["spec"]["rules"][0]["backendRefs"]
+    assert [(r["name"], r["weight"]) for r in refs] == [(ko.object_name(NAME), 90),
+                                                         ("credit-abc", 10)]
+    with pytest.raises(ValueError, match="percentage"):
+        http_route(NAME, "models", candidate="x", weight=101)
