@@ -33,7 +33,6 @@ from mlgitops import settings
 from mlgitops.adapters import kubernetes as k8s
 from mlgitops.adapters.kubernetes import versions
 from mlgitops.adapters.kubernetes.api import HTTP_ROUTE
-from mlgitops.adapters.kubernetes.routes import http_route
 from mlgitops.controller import gateway
 from mlgitops.controller.router import Split
 from mlgitops.core import k8s_objects as ko
@@ -227,7 +226,8 @@ def test_a_shadow_runs_beside_the_stable_version_then_is_promoted(
     assert rig.ask(10) == {shadow: 10}
 
 
-def test_a_reverted_shadow_leaves_no_candidate(rig: Rig, template: scenarios.Template) -> None:
+def test_a_restarted_operator_resumes_the_shadow_and_a_revert_leaves_no_candidate(
+        rig: Rig, template: scenarios.Template) -> None:
     scenarios.point(rig.bare, template.commits["v1"])
     rig.converge()
     scenarios.point(rig.bare, template.commits["shadow"])
@@ -235,6 +235,18 @@ def test_a_reverted_shadow_leaves_no_candidate(rig: Rig, template: scenarios.Tem
     split = rig.runtime.reconciler.router.split(NAME)
     assert split is not None
     cand = split.candidate.deployment
+    # the operator restarts: a new runtime on the same state reads the rollout from the status
+    rig.runtime = RepositoryRuntime(rig.cluster, rig.runtime.cfg, rig.runtime.repo)
+    rig.traffic.remove("flags")
+    rig.traffic.add("flags", rig.runtime.router, rig.cluster, rig.namespace)
+    rig.runtime.reconciler.adopt()
+    rig.converge()
+    resumed = rig.runtime.reconciler.router.split(NAME)
+    assert resumed is not None and resumed.candidate.deployment == cand
+    assert resumed.mode == "shadow" and resumed.step == split.step
+    cr = rig.cluster.get_resource(rig.namespace, NAME)
+    assert cr is not None and cr["status"]["rollout"]["phase"] == "running"
+    assert set(rig.ask(10)) == {template.commits["v1"]}
     scenarios.point(rig.bare, template.commits["shadow-reverted"])
     rig.converge()
     assert rig.runtime.reconciler.router.split(NAME) is None
@@ -247,12 +259,3 @@ def test_a_reverted_shadow_leaves_no_candidate(rig: Rig, template: scenarios.Tem
     wait_until("the candidate's Deployment and Service are deleted", gone)
     assert set(rig.ask(10)) == {rig.runtime.reconciler.router.get(NAME).version}  # type: ignore[union-attr]
 
-
-def test_the_rendered_route_splits_by_weight() -> None:
-    doc = http_route(NAME, "models", candidate="credit-abc", weight=10, mirror=False)
-    assert doc["kind"] == "HTTPRoute" and doc["apiVersion"] == "gateway.networking.k8s.io/v1"
-    refs = doc["spec"]["rules"][0]["backendRefs"]
-    assert [(r["name"], r["weight"]) for r in refs] == [(ko.object_name(NAME), 90),
-                                                         ("credit-abc", 10)]
-    with pytest.raises(ValueError, match="percentage"):
-        http_route(NAME, "models", candidate="x", weight=101)
