@@ -12,6 +12,7 @@ promotion switches it. Traffic is split and mirrored by the operator's gateway
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from mlgitops import errors
@@ -45,6 +46,8 @@ class Reconciler(rec.Reconciler[PodHandle]):
         """Each serving model's ``HTTPRoute`` as its rollout says (nothing without the CRD)."""
         if self.routes is None:
             return
+        for name in self.routes.models() - set(self.router.routes):
+            self.routes.forget(name)
         for name in sorted(self.router.routes):
             split = self.router.split(name)
             try:
@@ -56,3 +59,9 @@ class Reconciler(rec.Reconciler[PodHandle]):
                                      mirror=split.mode == "shadow")
             except errors.MlgitopsError as exc:
                 log.warning("%s: the HTTPRoute could not be written: %s", name, exc)
+
+    def keep_routes(self, stop: threading.Event, every: float = 1.0) -> None:
+        """`sync_routes` every ``every`` seconds until ``stop``: the monitor moves a canary to
+        its next step between passes, and the route follows within a second."""
+        while not stop.wait(every):
+            self.sync_routes()

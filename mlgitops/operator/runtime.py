@@ -195,6 +195,8 @@ class RepositoryRuntime:
             watcher.start()
             threading.Thread(target=self._watch_api, args=(stop,), daemon=True,
                              name=f"api-{self.repo.key}").start()
+            threading.Thread(target=self.reconciler.keep_routes, args=(stop,), daemon=True,
+                             name=f"routes-{self.repo.key}").start()  # HTTPRoutes follow steps
             self.loop.run()
         finally:
             stop.set()

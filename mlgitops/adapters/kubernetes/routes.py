@@ -11,6 +11,7 @@ The Gateway API has no request key: a canary there is split per request, not per
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -66,6 +67,8 @@ class Routes:
         self.clock = clock
         self._known: tuple[float, bool] | None = None
         self._applied: dict[str, dict[str, Any]] = {}
+        self._owners: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
 
     def available(self) -> bool:
         """True when the API server serves ``HTTPRoute`` objects."""
@@ -81,18 +84,31 @@ class Routes:
 
     def sync(self, model: str, *, candidate: str | None, weight: int, mirror: bool) -> bool:
         """Apply ``model``'s route when it changed; False when the cluster has no Gateway API."""
-        if not self.available():
-            return False
-        owner = None
-        cr = self.cluster.get_resource(self.namespace, model)
-        if cr is not None and (cr.get("metadata") or {}).get("uid"):
-            owner = ko.Owner.of(cr).reference()
-        doc = http_route(model, self.namespace, candidate=candidate, weight=weight,
-                         mirror=mirror, parent=self.parent, owner=owner)
-        if self._applied.get(model) != doc:
-            self.cluster.apply(doc, namespace=self.namespace)
-            self._applied[model] = doc
-        return True
+        with self._lock:
+            if not self.available():
+                return False
+            owner = self._owners.get(model)
+            if owner is None:  # the ModelDeployment owns it: deleted with it
+                cr = self.cluster.get_resource(self.namespace, model)
+                if cr is not None and (cr.get("metadata") or {}).get("uid"):
+                    owner = self._owners[model] = ko.Owner.of(cr).reference()
+            doc = http_route(model, self.namespace, candidate=candidate, weight=weight,
+                             mirror=mirror, parent=self.parent, owner=owner)
+            if self._applied.get(model) != doc:
+                self.cluster.apply(doc, namespace=self.namespace)
+                self._applied[model] = doc
+            return True
+
+    def models(self) -> set[str]:
+        """The models whose route this process wrote."""
+        with self._lock:
+            return set(self._applied)
+
+    def forget(self, model: str) -> None:
+        """``model`` no longer serves here (its route goes with its ModelDeployment)."""
+        with self._lock:
+            self._applied.pop(model, None)
+            self._owners.pop(model, None)
 
     def read(self, model: str) -> dict[str, Any] | None:
         return self.cluster.get_resource(self.namespace, ko.object_name(model), kind=HTTP_ROUTE)
