@@ -13,6 +13,7 @@ Promotion switches the model's Service to the candidate's pods; a revert deletes
 from __future__ import annotations
 
 import collections
+import contextlib
 import shutil
 import socket
 import threading
@@ -25,17 +26,22 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+import yaml
 from kubernetes import client
 from support import scenarios
-from support.data import FEATURES, make_frame
+from support.data import FEATURES, make_frame, train
 
+import mlgitops
 from mlgitops import settings
+from mlgitops.adapters import git
 from mlgitops.adapters import kubernetes as k8s
 from mlgitops.adapters.kubernetes import versions
 from mlgitops.adapters.kubernetes.api import HTTP_ROUTE
+from mlgitops.authoring import repository
 from mlgitops.controller import gateway
 from mlgitops.controller.router import Split
 from mlgitops.core import k8s_objects as ko
+from mlgitops.core import layout
 from mlgitops.devcluster.cluster import TestCluster
 from mlgitops.devcluster.crds import install_crds
 from mlgitops.devcluster.kubelet import Kubelet
@@ -118,21 +124,21 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> scenarios.Template:
     return scenarios.build_template(tmp_path_factory.mktemp("rollout-k8s"))
 
 
-@pytest.fixture()
-def rig(template: scenarios.Template, k8s_cluster: TestCluster, k8s_namespace: str,
-        tmp_path: Path) -> Iterator[Rig]:
-    bare = tmp_path / "remote.git"
-    shutil.copytree(template.bare, bare, symlinks=True)
-    cfg = settings.OperatorSettings(repo_url=f"file://{bare}", namespace=k8s_namespace,
+@contextlib.contextmanager
+def rigged(bare: Path, cluster_: TestCluster, namespace: str, tmp_path: Path,
+           interval: float = 10.0) -> Iterator[Rig]:
+    """The operator's runtime for the remote ``bare`` and its gateway on a loopback port."""
+    cfg = settings.OperatorSettings(repo_url=f"file://{bare}", namespace=namespace,
                                     state_dir=tmp_path / "operator", progress_deadline_seconds=60)
-    with (k8s.Cluster.from_kubeconfig(k8s_cluster.kubeconfig_path, timeout=20) as cluster,
-          Kubelet(k8s_cluster, k8s_namespace, workdir=tmp_path / "kubelet",
+    with (k8s.Cluster.from_kubeconfig(cluster_.kubeconfig_path, timeout=20) as cluster,
+          Kubelet(cluster_, namespace, workdir=tmp_path / "kubelet",
                   backoff=(1.0, 5.0)) as kubelet):
         install_crds(cluster.api)
         install_gateway_api(cluster.api)
-        runtime = RepositoryRuntime(cluster, cfg, Repository("flags", cfg.repo_url, k8s_namespace))
+        runtime = RepositoryRuntime(cluster, cfg, Repository("flags", cfg.repo_url, namespace,
+                                                             interval_seconds=interval))
         traffic = Traffic()
-        traffic.add("flags", runtime.router, cluster, k8s_namespace)
+        traffic.add("flags", runtime.router, cluster, namespace)
         app = gateway.build(router=traffic, trigger=lambda why: None, statuses=list,
                             webhook_secret=None)
         sock = socket.socket()
@@ -143,12 +149,21 @@ def rig(template: scenarios.Template, k8s_cluster: TestCluster, k8s_namespace: s
         thread.start()
         wait_until("the gateway answers", lambda: server.started)
         try:
-            yield Rig(bare, runtime, cluster, k8s_namespace, kubelet, traffic,
+            yield Rig(bare, runtime, cluster, namespace, kubelet, traffic,
                       f"http://127.0.0.1:{port}")
         finally:
             server.should_exit = True
             thread.join(timeout=10)
             sock.close()
+
+
+@pytest.fixture()
+def rig(template: scenarios.Template, k8s_cluster: TestCluster, k8s_namespace: str,
+        tmp_path: Path) -> Iterator[Rig]:
+    bare = tmp_path / "remote.git"
+    shutil.copytree(template.bare, bare, symlinks=True)
+    with rigged(bare, k8s_cluster, k8s_namespace, tmp_path) as made:
+        yield made
 
 
 def selected(rig: Rig, service: str) -> str | None:
@@ -259,3 +274,111 @@ def test_a_restarted_operator_resumes_the_shadow_and_a_revert_leaves_no_candidat
     wait_until("the candidate's Deployment and Service are deleted", gone)
     assert set(rig.ask(10)) == {rig.runtime.reconciler.router.get(NAME).version}  # type: ignore[union-attr]
 
+
+
+DRIFT = {"windowRows": 500, "minRows": 300, "consecutiveWindows": 1, "cooldownSeconds": 0,
+         "maxReverts": 3, "revertPeriodSeconds": 3600}
+#: latency is not judged here (a shared test machine's timings are not evidence)
+ANALYSIS = {"minRows": 100, "minAgreement": 0.8, "maxLatencyRatio": 1000}
+
+
+class Users:
+    """Users posting population-A rows through the operator's gateway; counts the answers by
+    the version each response names."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.records = make_frame(3000, seed=9)[FEATURES].to_dict(orient="records")
+        self.stop = threading.Event()
+        self.by_version: collections.Counter[str] = collections.Counter()
+        self.failed: list[str] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        i = 0
+        with httpx.Client(timeout=30) as http:
+            while not self.stop.is_set():
+                batch = self.records[i % 2975: i % 2975 + 25]
+                i += 25
+                try:
+                    r = http.post(self.url, json={"dataframe_records": batch})
+                    if r.status_code == 200:
+                        self.by_version[r.headers.get(gateway.VERSION_HEADER, "?")] += 1
+                    else:
+                        self.failed.append(f"{r.status_code} {r.text[:200]}")
+                except httpx.HTTPError as exc:
+                    self.failed.append(repr(exc))
+                time.sleep(0.01)
+
+    def __enter__(self) -> Users:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+def test_the_operators_monitor_reverts_a_bad_version_under_shadow_before_a_user_sees_it(
+        k8s_cluster: TestCluster, k8s_namespace: str, tmp_path: Path) -> None:
+    work = tmp_path / "models-repo"
+    bare = repository.init(work)
+    a = make_frame(1500, seed=1)
+    mlgitops.publish(train(a, seed=1), a, name=NAME, repo=work, target="label", push=False,
+                     quiet=True, message="credit v1 on population A")
+    path = work / layout.manifest_path(NAME)
+    doc = yaml.safe_load(path.read_text())
+    doc["spec"]["drift"].update(DRIFT)
+    doc["spec"]["rollout"] = {"strategy": "shadow", "shadow": {"rows": 3000},
+                              "analysis": ANALYSIS}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    stable = git.commit(work, message="credit: rollout shadow", paths=[layout.MANIFESTS])
+    assert stable is not None
+    git.push(work)
+    with rigged(bare, k8s_cluster, k8s_namespace, tmp_path, interval=1.0) as rig:
+        rig.runtime.monitor.interval = 0.2
+        stop = threading.Event()
+        runner = threading.Thread(target=rig.runtime.run_forever, args=(stop,), daemon=True)
+        runner.start()
+        router = rig.runtime.reconciler.router
+        try:
+            wait_until("v1 serving", lambda: (h := router.get(NAME)) is not None
+                       and h.version == stable, timeout=180)
+            rig.traffic.refresh()
+            with Users(f"{rig.url}/models/{NAME}/invocations") as users:
+                b = make_frame(1500, shift=1.5, seed=2)  # population B: bad on live traffic
+                v2 = str(mlgitops.publish(train(b, seed=3), b, name=NAME, repo=work,
+                                          target="label", push=False, quiet=True,
+                                          message="credit v2 (bad)"))
+                git.push(work)
+                rig.runtime.loop.trigger("test")
+                wait_until("the candidate beside the stable version",
+                           lambda: router.split(NAME) is not None, timeout=180)
+                split = router.split(NAME)
+                assert split is not None
+                cand = split.candidate.deployment
+
+                def reverted() -> git.LogEntry | None:
+                    (head,) = git.log(bare, "main", [], limit=1)
+                    return head if head.trailers.get(layout.TRAILER_REVERTS) == v2 else None
+
+                revert = wait_until("the operator's revert of v2 on the remote", reverted,
+                                    timeout=240)
+                wait_until("the candidate dropped", lambda: router.split(NAME) is None,
+                           timeout=120)
+                time.sleep(0.5)
+        finally:
+            stop.set()
+            runner.join(timeout=30)
+        # no user request was answered by the bad version; its pods answered copies of them
+        assert users.by_version[v2] == 0 and router.served[(NAME, v2)] == 0
+        assert router.mirrored[(NAME, v2)] * 25 >= ANALYSIS["minRows"]
+        assert not users.failed, users.failed[:3]
+        assert users.by_version[stable] > 0
+        assert git.tree_id(bare, revert.commit, f"models/{NAME}") == \
+            git.tree_id(bare, stable, f"models/{NAME}")
+        assert "rollout failed at step 1 (shadow)" in revert.subject
+        cr = rig.cluster.get_resource(rig.namespace, NAME)
+        assert cr is not None and cr["status"]["rollout"]["phase"] == "aborted"
+        wait_until("the candidate's Deployment deleted",
+                   lambda: rig.cluster.read_deployment_named(rig.namespace, cand) is None)
