@@ -11,8 +11,9 @@ the Service still selects the older version's pods), done switches the model's S
 pods and is a `PodHandle`. The replaced version's Deployment keeps its pods (marked replaced)
 while the reconciler keeps it warm for a rollback (`route` switches the Service back to it);
 `stop` deletes it. Within `beside` (a progressive rollout's candidate, `operator.progressive`)
-`deploy` leaves the model's Service alone and gives the candidate a Service of its own. `recover` adopts what the resources' status says serves, when its pods are
-ready, and deletes the model's other Deployments.
+`deploy` leaves the model's Service alone and gives the candidate a Service of its own.
+`recover` adopts what the resources' status says serves, when its pods are ready, and deletes
+the model's other Deployments.
 """
 
 from __future__ import annotations
