@@ -70,7 +70,10 @@ def install_gateway_api(api: client.ApiClient) -> None:
     ext = client.ApiextensionsV1Api(api)
     body = {
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{HTTP_ROUTE.plural}.{HTTP_ROUTE.group}"},
+        "metadata": {"name": f"{HTTP_ROUTE.plural}.{HTTP_ROUTE.group}",
+                     # a *.k8s.io group: the upstream CRDs carry this approval annotation
+                     "annotations": {"api-approved.kubernetes.io":
+                                     "https://github.com/kubernetes-sigs/gateway-api/pull/2466"}},
         "spec": {"group": HTTP_ROUTE.group, "scope": "Namespaced",
                  "names": {"plural": HTTP_ROUTE.plural, "singular": "httproute",
                            "kind": HTTP_ROUTE.kind, "listKind": "HTTPRouteList"},
