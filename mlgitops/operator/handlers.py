@@ -29,9 +29,9 @@ from mlgitops.adapters import http_server
 from mlgitops.adapters.kubernetes import MODEL_REPOSITORY, Cluster
 from mlgitops.adapters.kubernetes.workloads import LABEL_SOURCE, source_label
 from mlgitops.controller import gateway, reports
-from mlgitops.controller import reconciler as rec
 from mlgitops.core import manifest, source_spec
 from mlgitops.operator.runtime import Repository, RepositoryRuntime
+from mlgitops.operator.traffic import Traffic
 
 log = logging.getLogger("mlgitops.operator")
 
@@ -59,7 +59,8 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # every watch event runs `retry_asked`: kopf's "succeeded" line for each is noise
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     cluster = Cluster.connect(cfg.kubeconfig)
-    _state.update(cfg=cfg, cluster=cluster)
+    _state.update(cfg=cfg, cluster=cluster, traffic=Traffic(), traffic_stop=threading.Event())
+    _state["traffic"].start(_state["traffic_stop"])  # the gateway's pod addresses
     if cfg.repo_url:
         _start(Repository("flags", cfg.repo_url, cfg.namespace, cfg.branch, cfg.interval_seconds,
                           cfg.secret_name))
@@ -70,6 +71,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 def _start(repo: Repository) -> RepositoryRuntime:
     runtime = RepositoryRuntime(_state["cluster"], _state["cfg"], repo)
+    _state["traffic"].add(repo.key, runtime.router, _state["cluster"], repo.namespace)
     stop = threading.Event()
     thread = threading.Thread(target=runtime.run_forever, args=(stop,), daemon=True,
                               name=f"repository-{repo.key}")
@@ -83,6 +85,7 @@ def _stop(key: str) -> None:
     with _lock:
         found = _runtimes.pop(key, None)
     if found is not None:
+        _state["traffic"].remove(key)
         runtime, stop, thread = found
         runtime.loop.close()
         stop.set()
@@ -102,6 +105,8 @@ def cleanup(**_: Any) -> None:
         server.should_exit = True
     for key in list(_runtimes):
         _stop(key)
+    if "traffic_stop" in _state:
+        _state["traffic_stop"].set()
     cluster = _state.get("cluster")
     if cluster is not None:
         cluster.close()
@@ -239,10 +244,12 @@ def _http(cfg: mlgitops_settings.OperatorSettings, *, trigger: Callable[[str], N
     installed operator's pod binds 0.0.0.0 for its Service): the GitHub push webhook (HMAC,
     ``MLGITOPS_WEBHOOK_SECRET``) wakes the Git sync at once; ``/reports/`` serves the drift
     reports its revert commits link (private with ``MLGITOPS_REPORTS_PRIVATE``). It forwards
-    nothing to the model pods: the monitor reads their statistics over the cluster network."""
+    ``/v2/models/{name}/…`` to a ready pod of the version serving, splitting and mirroring a
+    progressive rollout's traffic (`traffic.Traffic`); the model pods' statistics routes are
+    not forwarded (the monitor reads them over the cluster network)."""
     if not cfg.http_port:
         return None
-    app = gateway.build(router=rec.Router(), trigger=trigger, statuses=list,
+    app = gateway.build(router=_state["traffic"], trigger=trigger, statuses=list,
                         webhook_secret=cfg.webhook_secret, reports_root=reports_root,
                         api_token=cfg.access.api_token,
                         reports_private=cfg.access.reports_private)

@@ -24,6 +24,7 @@ from mlgitops import errors, logs, settings
 from mlgitops.adapters.kubernetes import Cluster
 from mlgitops.adapters.kubernetes.pod_stats import PodStats
 from mlgitops.adapters.kubernetes.resource_status import ResourceStatus
+from mlgitops.adapters.kubernetes.routes import Routes
 from mlgitops.adapters.kubernetes.workloads import KubernetesWorkloads, PodHandle, Renderer
 from mlgitops.controller import loop as loop_mod
 from mlgitops.controller import monitor as monitor_mod
@@ -33,6 +34,7 @@ from mlgitops.controller import source as source_mod
 from mlgitops.controller import state as state_mod
 from mlgitops.core import k8s_objects as ko
 from mlgitops.core import plan, source_spec
+from mlgitops.operator import progressive
 from mlgitops.server import fetch
 
 log = logging.getLogger("mlgitops.operator")
@@ -95,7 +97,9 @@ class RepositoryRuntime:
         self.router: rec.Router[PodHandle] = rec.Router()
         self.run = run_id()
         trust = hashlib.sha256(",".join(sorted(cfg.trust.allow)).encode()).hexdigest()[:12]
-        self.reconciler = rec.Reconciler(
+        # progressive: a rollout's candidate runs beside the stable version (`progressive`)
+        self.reconciler = progressive.Reconciler(
+            routes=Routes(cluster, repo.namespace),
             source=self.source, workloads=self.workloads, store=self.store, router=self.router,
             endpoint=self.workloads.endpoint, drain_seconds=0.0,
             inputs=lambda: f"{trust}:{self.run}", declare=self.workloads.declare,
@@ -191,6 +195,8 @@ class RepositoryRuntime:
             watcher.start()
             threading.Thread(target=self._watch_api, args=(stop,), daemon=True,
                              name=f"api-{self.repo.key}").start()
+            threading.Thread(target=self.reconciler.keep_routes, args=(stop,), daemon=True,
+                             name=f"routes-{self.repo.key}").start()  # HTTPRoutes follow steps
             self.loop.run()
         finally:
             stop.set()

@@ -71,7 +71,9 @@ MODEL_DEPLOYMENT = Kind(
 MODEL_REPOSITORY = Kind(
     source_spec.GROUP, source_spec.VERSION, source_spec.PLURAL, source_spec.KIND
 )
-_CUSTOM = {(k.api_version, k.kind): k for k in (MODEL_DEPLOYMENT, MODEL_REPOSITORY)}
+#: The Gateway API's route, rendered for a rollout when the cluster has the CRD (`routes`).
+HTTP_ROUTE = Kind("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
+_CUSTOM = {(k.api_version, k.kind): k for k in (MODEL_DEPLOYMENT, MODEL_REPOSITORY, HTTP_ROUTE)}
 
 
 def _server_words(exc: ApiException) -> str:

@@ -65,6 +65,28 @@ def routed(service: Mapping[str, Any], model: str, template: str) -> dict[str, A
     return out
 
 
+LABEL_ROLE = "mlgitops.io/role"
+"""``candidate`` on a rollout's candidate Service."""
+
+
+def candidate_service(service: Mapping[str, Any], model: str, deployment: str,
+                      template: str) -> dict[str, Any]:
+    """The candidate Service of a progressive rollout: the model's ``service`` renamed after
+    the candidate's Deployment, selecting only its pods (the model's Service keeps selecting
+    the stable version's)."""
+    out = routed(service, model, template)
+    meta = out["metadata"]
+    meta["name"] = deployment
+    meta["labels"] = {**(meta.get("labels") or {}), LABEL_ROLE: "candidate"}
+    for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
+        meta.pop(key, None)
+    spec = out["spec"]
+    for key in ("clusterIP", "clusterIPs"):
+        spec.pop(key, None)
+    out.pop("status", None)
+    return out
+
+
 def serving_template(service: Mapping[str, Any] | None) -> str | None:
     """The template digest a Service selects (None: none, or the model's pods of any version)."""
     if not service:

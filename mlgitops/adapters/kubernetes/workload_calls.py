@@ -78,6 +78,14 @@ class WorkloadCalls:
             namespace, dict(patch), field_manager=self.field_manager, _content_type=MERGE,
         )  # fmt: skip
 
+    def delete_service_named(self, namespace: str, name: str) -> bool:
+        """Delete one Service by its name (a rollout's candidate Service); False if it was gone."""
+        done = self._read(
+            f"delete Service {namespace}/{name}", self._core.delete_namespaced_service, name,
+            namespace, propagation_policy="Background",
+        )  # fmt: skip
+        return done is not None
+
     def delete_workload(self, namespace: str, model: str) -> bool:
         """Delete the model's Deployments and Service (their pods go with them); False if none.
 

@@ -10,8 +10,10 @@ reconciler looks again), failed (the progress deadline passed) is `errors.ModelE
 the Service still selects the older version's pods), done switches the model's Service to its
 pods and is a `PodHandle`. The replaced version's Deployment keeps its pods (marked replaced)
 while the reconciler keeps it warm for a rollback (`route` switches the Service back to it);
-`stop` deletes it. `recover` adopts what the resources' status says serves, when its pods are
-ready, and deletes the model's other Deployments.
+`stop` deletes it. Within `beside` (a progressive rollout's candidate, `operator.progressive`)
+`deploy` leaves the model's Service alone and gives the candidate a Service of its own.
+`recover` adopts what the resources' status says serves, when its pods are ready, and deletes
+the model's other Deployments.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -189,6 +191,19 @@ class KubernetesWorkloads:
         """model -> Deployments handed out (or rolling out) and not stopped: kept by `_route`."""
         self._templates: dict[str, str] = {}
         """Deployment -> its pods' template digest."""
+        self._beside = False
+        """Set by `beside`: `deploy` starts a rollout's candidate next to the serving version."""
+
+    @contextlib.contextmanager
+    def beside(self) -> Iterator[None]:
+        """Within the block, `deploy` runs a progressive rollout's candidate: its Deployment
+        beside the serving one and a Service of its own (named after that Deployment) selecting
+        only its pods; the model's Service keeps selecting the stable version until `route`."""
+        self._beside = True
+        try:
+            yield
+        finally:
+            self._beside = False
 
     def endpoint(self, name: str) -> str:
         return f"http://{ko.object_name(name)}.{self.namespace}.svc"
@@ -261,6 +276,12 @@ class KubernetesWorkloads:
         if not ready and (state.phase is ko.Phase.PROGRESSING or state.commit != version):
             raise errors.Waiting(f"rolling out {version[:12]}: {state.message}",
                                  delay=self.rollout_poll)
+        if self._beside and self._serving.get(name, dname) != dname:  # a rollout's candidate
+            self.cluster.apply(versions.candidate_service(service, name, dname, template),
+                               namespace=self.namespace)
+            self._alive[dname] = (self.clock(), True)
+            return PodHandle(name, version, dep.digest,
+                             f"http://{dname}.{self.namespace}.svc", dname)
         self._route(name, dname, template, service)
         self._alive[name] = (self.clock(), True)
         return PodHandle(name, version, dep.digest, self.endpoint(name), dname)
@@ -337,6 +358,9 @@ class KubernetesWorkloads:
         self._alive.pop(dname, None)
         with contextlib.suppress(errors.MlgitopsError):  # away: the next switch deletes it
             self.cluster.delete_deployment(self.namespace, dname)
+        if dname != ko.object_name(handle.name):  # a rollout's candidate Service, if any
+            with contextlib.suppress(errors.MlgitopsError):
+                self.cluster.delete_service_named(self.namespace, dname)
 
     def recover(self, records: Mapping[str, Mapping[str, Any]]) -> Recovery:
         """Adopt what each resource's status says serves (the Deployment its Service selects),

@@ -1,0 +1,387 @@
+"""Progressive rollouts on the Kubernetes runtime, on the test cluster (issue 19, item 3).
+
+The operator's own reconciler (`operator.progressive`, wired by `operator.runtime`) runs a
+shadow's candidate beside the stable version: its own Deployment and Service, the model's
+Service still on the stable pods. The operator's gateway (`controller.gateway` over
+`operator.traffic.Traffic`, on a real loopback port) answers users from the stable pods and
+mirrors each request to the candidate's; every answer names its version, so "no user request
+answered by the shadowed version" is counted. The cluster has the Gateway API's HTTPRoute CRD
+installed here: the rendered route's mirror and weights are read back from the API server.
+Promotion switches the model's Service to the candidate's pods; a revert deletes the candidate.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+import yaml
+from kubernetes import client
+from support import scenarios
+from support.data import FEATURES, make_frame, train
+
+import mlgitops
+from mlgitops import settings
+from mlgitops.adapters import git
+from mlgitops.adapters import kubernetes as k8s
+from mlgitops.adapters.kubernetes import versions
+from mlgitops.adapters.kubernetes.api import HTTP_ROUTE
+from mlgitops.authoring import repository
+from mlgitops.controller import gateway
+from mlgitops.controller.router import Split
+from mlgitops.core import k8s_objects as ko
+from mlgitops.core import layout
+from mlgitops.devcluster.cluster import TestCluster
+from mlgitops.devcluster.crds import install_crds
+from mlgitops.devcluster.kubelet import Kubelet
+from mlgitops.operator.runtime import Repository, RepositoryRuntime
+from mlgitops.operator.traffic import Traffic
+
+pytestmark = pytest.mark.cluster
+
+NAME = scenarios.NAME
+RECORDS = make_frame(200, seed=9)[FEATURES].to_dict(orient="records")
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout:.0f} s: {what}")
+        time.sleep(0.2)
+
+
+def install_gateway_api(api: client.ApiClient) -> None:
+    """The Gateway API's HTTPRoute CRD (its group, kind and version; the schema left open)."""
+    ext = client.ApiextensionsV1Api(api)
+    body = {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{HTTP_ROUTE.plural}.{HTTP_ROUTE.group}",
+                     # a *.k8s.io group: the upstream CRDs carry this approval annotation
+                     "annotations": {"api-approved.kubernetes.io":
+                                     "https://github.com/kubernetes-sigs/gateway-api/pull/2466"}},
+        "spec": {"group": HTTP_ROUTE.group, "scope": "Namespaced",
+                 "names": {"plural": HTTP_ROUTE.plural, "singular": "httproute",
+                           "kind": HTTP_ROUTE.kind, "listKind": "HTTPRouteList"},
+                 "versions": [{"name": HTTP_ROUTE.version, "served": True, "storage": True,
+                               "schema": {"openAPIV3Schema": {
+                                   "type": "object",
+                                   "x-kubernetes-preserve-unknown-fields": True}}}]},
+    }
+    try:
+        ext.create_custom_resource_definition(body)
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise
+
+    def established() -> bool:
+        got = ext.read_custom_resource_definition(body["metadata"]["name"])
+        return any(c.type == "Established" and c.status == "True"
+                   for c in (got.status.conditions or []))
+
+    wait_until("the HTTPRoute CRD is established", established)
+
+
+@dataclass
+class Rig:
+    bare: Path
+    runtime: RepositoryRuntime
+    cluster: k8s.Cluster
+    namespace: str
+    kubelet: Kubelet
+    traffic: Traffic
+    url: str
+
+    def converge(self) -> None:
+        scenarios.converge(self.runtime.reconciler, timeout=180.0)
+
+    def ask(self, n: int) -> collections.Counter[str]:
+        """``n`` user requests through the operator's gateway: which version answered each."""
+        self.traffic.refresh()
+        seen: collections.Counter[str] = collections.Counter()
+        with httpx.Client(timeout=30) as http:
+            for i in range(n):
+                r = http.post(f"{self.url}/models/{NAME}/invocations",
+                              json={"dataframe_records": RECORDS[(i * 5) % 195:(i * 5) % 195 + 5]})
+                assert r.status_code == 200, r.text
+                seen[r.headers[gateway.VERSION_HEADER]] += 1
+        return seen
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> scenarios.Template:
+    return scenarios.build_template(tmp_path_factory.mktemp("rollout-k8s"))
+
+
+@contextlib.contextmanager
+def rigged(bare: Path, cluster_: TestCluster, namespace: str, tmp_path: Path,
+           interval: float = 10.0) -> Iterator[Rig]:
+    """The operator's runtime for the remote ``bare`` and its gateway on a loopback port."""
+    cfg = settings.OperatorSettings(repo_url=f"file://{bare}", namespace=namespace,
+                                    state_dir=tmp_path / "operator", progress_deadline_seconds=60)
+    with (k8s.Cluster.from_kubeconfig(cluster_.kubeconfig_path, timeout=20) as cluster,
+          Kubelet(cluster_, namespace, workdir=tmp_path / "kubelet",
+                  backoff=(1.0, 5.0)) as kubelet):
+        install_crds(cluster.api)
+        install_gateway_api(cluster.api)
+        runtime = RepositoryRuntime(cluster, cfg, Repository("flags", cfg.repo_url, namespace,
+                                                             interval_seconds=interval))
+        traffic = Traffic()
+        traffic.add("flags", runtime.router, cluster, namespace)
+        app = gateway.build(router=traffic, trigger=lambda why: None, statuses=list,
+                            webhook_secret=None)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        wait_until("the gateway answers", lambda: server.started)
+        try:
+            yield Rig(bare, runtime, cluster, namespace, kubelet, traffic,
+                      f"http://127.0.0.1:{port}")
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+            sock.close()
+
+
+@pytest.fixture()
+def rig(template: scenarios.Template, k8s_cluster: TestCluster, k8s_namespace: str,
+        tmp_path: Path) -> Iterator[Rig]:
+    bare = tmp_path / "remote.git"
+    shutil.copytree(template.bare, bare, symlinks=True)
+    with rigged(bare, k8s_cluster, k8s_namespace, tmp_path) as made:
+        yield made
+
+
+def selected(rig: Rig, service: str) -> str | None:
+    got = client.CoreV1Api(rig.cluster.api).read_namespaced_service(service, rig.namespace)
+    return (got.spec.selector or {}).get(versions.LABEL_TEMPLATE)
+
+
+def template_of(rig: Rig, deployment: str) -> str | None:
+    found = rig.cluster.read_deployment_named(rig.namespace, deployment)
+    return None if found is None else versions.template_of(found)
+
+
+def test_a_shadow_runs_beside_the_stable_version_then_is_promoted(
+        rig: Rig, template: scenarios.Template) -> None:
+    v1, shadow = template.commits["v1"], template.commits["shadow"]
+    scenarios.point(rig.bare, v1)
+    rig.converge()
+    scenarios.point(rig.bare, shadow)
+    rig.converge()
+    router = rig.runtime.reconciler.router
+    stable, split = router.get(NAME), router.split(NAME)
+    assert stable is not None and stable.version == v1
+    assert split is not None and split.mode == "shadow" and split.candidate.version == shadow
+    # the candidate: its own Deployment and Service; the model's Service on the stable pods
+    cand = split.candidate.deployment
+    assert cand and cand != stable.deployment and f"//{cand}." in split.candidate.url
+    assert selected(rig, ko.object_name(NAME)) == template_of(rig, stable.deployment or "")
+    assert selected(rig, cand) == template_of(rig, cand) is not None
+    # the HTTPRoute: every request to the stable Service, a copy to the candidate's
+    route = rig.cluster.get_resource(rig.namespace, ko.object_name(NAME), kind=HTTP_ROUTE)
+    assert route is not None
+    rule = route["spec"]["rules"][0]
+    assert [(b["name"], b["weight"]) for b in rule["backendRefs"]] == [(ko.object_name(NAME), 100)]
+    assert rule["filters"][0]["requestMirror"]["backendRef"]["name"] == cand
+    # status.rollout on the ModelDeployment
+    cr = rig.cluster.get_resource(rig.namespace, NAME)
+    assert cr is not None
+    assert cr["status"]["rollout"]["mode"] == "shadow"
+    assert cr["status"]["rollout"]["weights"] == {"stable": 100, "candidate": 0}
+    assert cr["status"]["rollout"]["version"] == shadow
+
+    # users are answered by the stable pods only; the candidate's pods get the copies
+    seen = rig.ask(30)
+    assert seen == {v1: 30}
+    assert router.served[(NAME, shadow)] == 0
+    wait_until("the candidate answered the copies",
+               lambda: router.mirrored[(NAME, shadow)] >= 25)
+    counters = router.counters[NAME]
+    assert counters.requests["candidate"] >= 25 and counters.errors["candidate"] == 0
+    assert counters.comparison.compared > 0
+
+    # a canary step (as the monitor sets it): weights on the gateway and on the HTTPRoute
+    router.set_split(NAME, Split(split.candidate, "canary", 50, 1, None))
+    rig.runtime.reconciler.sync_routes()
+    route = rig.cluster.get_resource(rig.namespace, ko.object_name(NAME), kind=HTTP_ROUTE)
+    assert route is not None
+    assert [(b["name"], b["weight"]) for b in route["spec"]["rules"][0]["backendRefs"]] == [
+        (ko.object_name(NAME), 50), (cand, 50)]
+    assert "filters" not in route["spec"]["rules"][0]
+    seen = rig.ask(60)
+    assert seen[v1] > 0 and seen[shadow] > 0 and sum(seen.values()) == 60
+    router.set_split(NAME, split)
+
+    # promoted (what the monitor does once the last step passed): the Service switches
+    policy, state = router.rollouts[NAME]
+    router.rollouts[NAME] = (policy, replace(state, phase="promoted"))
+    rig.converge()
+    now = router.get(NAME)
+    assert now is not None and now.version == shadow and router.split(NAME) is None
+    assert selected(rig, ko.object_name(NAME)) == template_of(rig, cand)
+    route = rig.cluster.get_resource(rig.namespace, ko.object_name(NAME), kind=HTTP_ROUTE)
+    assert route is not None
+    assert [(b["name"], b["weight"]) for b in route["spec"]["rules"][0]["backendRefs"]] == [
+        (ko.object_name(NAME), 100)]
+    assert rig.ask(10) == {shadow: 10}
+
+
+def test_a_restarted_operator_resumes_the_shadow_and_a_revert_leaves_no_candidate(
+        rig: Rig, template: scenarios.Template) -> None:
+    scenarios.point(rig.bare, template.commits["v1"])
+    rig.converge()
+    scenarios.point(rig.bare, template.commits["shadow"])
+    rig.converge()
+    split = rig.runtime.reconciler.router.split(NAME)
+    assert split is not None
+    cand = split.candidate.deployment
+    # the operator restarts: a new runtime on the same state reads the rollout from the status
+    rig.runtime = RepositoryRuntime(rig.cluster, rig.runtime.cfg, rig.runtime.repo)
+    rig.traffic.remove("flags")
+    rig.traffic.add("flags", rig.runtime.router, rig.cluster, rig.namespace)
+    rig.runtime.reconciler.adopt()
+    rig.converge()
+    resumed = rig.runtime.reconciler.router.split(NAME)
+    assert resumed is not None and resumed.candidate.deployment == cand
+    assert resumed.mode == "shadow" and resumed.step == split.step
+    cr = rig.cluster.get_resource(rig.namespace, NAME)
+    assert cr is not None and cr["status"]["rollout"]["phase"] == "running"
+    assert set(rig.ask(10)) == {template.commits["v1"]}
+    scenarios.point(rig.bare, template.commits["shadow-reverted"])
+    rig.converge()
+    assert rig.runtime.reconciler.router.split(NAME) is None
+    core = client.CoreV1Api(rig.cluster.api)
+
+    def gone() -> bool:
+        names = {s.metadata.name for s in core.list_namespaced_service(rig.namespace).items}
+        return cand not in names and rig.cluster.read_deployment_named(rig.namespace, cand) is None
+
+    wait_until("the candidate's Deployment and Service are deleted", gone)
+    assert set(rig.ask(10)) == {rig.runtime.reconciler.router.get(NAME).version}  # type: ignore[union-attr]
+
+
+
+DRIFT = {"windowRows": 500, "minRows": 300, "consecutiveWindows": 1, "cooldownSeconds": 0,
+         "maxReverts": 3, "revertPeriodSeconds": 3600}
+#: latency is not judged here (a shared test machine's timings are not evidence)
+ANALYSIS = {"minRows": 100, "minAgreement": 0.8, "maxLatencyRatio": 1000}
+
+
+class Users:
+    """Users posting population-A rows through the operator's gateway; counts the answers by
+    the version each response names."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.records = make_frame(3000, seed=9)[FEATURES].to_dict(orient="records")
+        self.stop = threading.Event()
+        self.by_version: collections.Counter[str] = collections.Counter()
+        self.failed: list[str] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        i = 0
+        with httpx.Client(timeout=30) as http:
+            while not self.stop.is_set():
+                batch = self.records[i % 2975: i % 2975 + 25]
+                i += 25
+                try:
+                    r = http.post(self.url, json={"dataframe_records": batch})
+                    if r.status_code == 200:
+                        self.by_version[r.headers.get(gateway.VERSION_HEADER, "?")] += 1
+                    else:
+                        self.failed.append(f"{r.status_code} {r.text[:200]}")
+                except httpx.HTTPError as exc:
+                    self.failed.append(repr(exc))
+                time.sleep(0.01)
+
+    def __enter__(self) -> Users:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+def test_the_operators_monitor_reverts_a_bad_version_under_shadow_before_a_user_sees_it(
+        k8s_cluster: TestCluster, k8s_namespace: str, tmp_path: Path) -> None:
+    work = tmp_path / "models-repo"
+    bare = repository.init(work)
+    a = make_frame(1500, seed=1)
+    mlgitops.publish(train(a, seed=1), a, name=NAME, repo=work, target="label", push=False,
+                     quiet=True, message="credit v1 on population A")
+    path = work / layout.manifest_path(NAME)
+    doc = yaml.safe_load(path.read_text())
+    doc["spec"]["drift"].update(DRIFT)
+    doc["spec"]["rollout"] = {"strategy": "shadow", "shadow": {"rows": 3000},
+                              "analysis": ANALYSIS}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    stable = git.commit(work, message="credit: rollout shadow", paths=[layout.MANIFESTS])
+    assert stable is not None
+    git.push(work)
+    with rigged(bare, k8s_cluster, k8s_namespace, tmp_path, interval=1.0) as rig:
+        rig.runtime.monitor.interval = 0.2
+        stop = threading.Event()
+        runner = threading.Thread(target=rig.runtime.run_forever, args=(stop,), daemon=True)
+        runner.start()
+        router = rig.runtime.reconciler.router
+        try:
+            wait_until("v1 serving", lambda: (h := router.get(NAME)) is not None
+                       and h.version == stable, timeout=180)
+            rig.traffic.refresh()
+            with Users(f"{rig.url}/models/{NAME}/invocations") as users:
+                b = make_frame(1500, shift=1.5, seed=2)  # population B: bad on live traffic
+                v2 = str(mlgitops.publish(train(b, seed=3), b, name=NAME, repo=work,
+                                          target="label", push=False, quiet=True,
+                                          message="credit v2 (bad)"))
+                git.push(work)
+                rig.runtime.loop.trigger("test")
+                wait_until("the candidate beside the stable version",
+                           lambda: router.split(NAME) is not None, timeout=180)
+                split = router.split(NAME)
+                assert split is not None
+                cand = split.candidate.deployment
+
+                def reverted() -> git.LogEntry | None:
+                    (head,) = git.log(bare, "main", [], limit=1)
+                    return head if head.trailers.get(layout.TRAILER_REVERTS) == v2 else None
+
+                revert = wait_until("the operator's revert of v2 on the remote", reverted,
+                                    timeout=240)
+                wait_until("the candidate dropped", lambda: router.split(NAME) is None,
+                           timeout=120)
+                time.sleep(0.5)
+        finally:
+            stop.set()
+            runner.join(timeout=30)
+        # no user request was answered by the bad version; its pods answered copies of them
+        assert users.by_version[v2] == 0 and router.served[(NAME, v2)] == 0
+        assert router.mirrored[(NAME, v2)] * 25 >= ANALYSIS["minRows"]
+        assert not users.failed, users.failed[:3]
+        assert users.by_version[stable] > 0
+        assert git.tree_id(bare, revert.commit, f"models/{NAME}") == \
+            git.tree_id(bare, stable, f"models/{NAME}")
+        assert "rollout failed at step 1 (shadow)" in revert.subject
+        cr = rig.cluster.get_resource(rig.namespace, NAME)
+        assert cr is not None and cr["status"]["rollout"]["phase"] == "aborted"
+        wait_until("the candidate's Deployment deleted",
+                   lambda: rig.cluster.read_deployment_named(rig.namespace, cand) is None)
