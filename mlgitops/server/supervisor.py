@@ -61,6 +61,8 @@ _PRELOAD = (
     "mlgitops.adapters.mlflow_models",
     "mlgitops.adapters.stats_store",
     "mlgitops.server.app",
+    # lazy in `mlgitops serve` (a pod's start: gRPC only with --grpc-port); eager here
+    "mlgitops.server.grpc_service",
 )
 
 
