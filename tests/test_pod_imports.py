@@ -45,7 +45,9 @@ def test_the_standby_preload_still_loads_grpc_and_pandas() -> None:
 
 
 def test_fetch_model_loads_no_estimator_library() -> None:
-    code = "import mlgitops.cli.pod, mlgitops.server.fetch"
+    # with what its checks load when the version has an evaluation record
+    code = ("import mlgitops.cli.pod, mlgitops.server.fetch, mlgitops.adapters.evaluation, "
+            "mlgitops.authoring.gates, mlgitops.core.performance.names")
     assert loaded_after(code, ("sklearn", "skops", "scipy", "pandas", "mlflow", "grpc")) == []
 
 
