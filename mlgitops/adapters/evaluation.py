@@ -14,10 +14,12 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas loads where a frame is read: `fetch-model` reads only the record
+    import pandas as pd
 
 from mlgitops import errors
 from mlgitops.adapters import files
@@ -68,6 +70,8 @@ def split(frame: pd.DataFrame, *, label: str, columns: list[str], where: str
 
 def read_data(path: Path, *, name: str) -> pd.DataFrame:
     files.check_parquet(path, name=name)
+    import pandas as pd
+
     frame = pd.read_parquet(path)
     if len(frame) > MAX_ROWS:
         raise errors.ModelError(f"{name}: has {len(frame)} rows, over the {MAX_ROWS} an "

@@ -21,10 +21,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas loads where a frame is built: a server's start does not pay for it
+    import pandas as pd
 
 from mlgitops import errors
 
@@ -105,8 +107,8 @@ class Writer:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = (pa.Table.from_pandas(rows, preserve_index=False)
-                 if isinstance(rows, pd.DataFrame) else pa.table(dict(rows)))
+        table = (pa.table(dict(rows)) if isinstance(rows, Mapping)
+                 else pa.Table.from_pandas(rows, preserve_index=False))
         if table.num_rows == 0:
             return None
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -146,6 +148,8 @@ def read(log_dir: Path, *, since: float | None = None,
          ids: Sequence[str] | None = None) -> pd.DataFrame:
     """Every kept row of ``log_dir`` (rows newer than ``since`` only, or with the given
     ``ids`` only), oldest first; an empty frame when there is none."""
+    import pandas as pd
+
     frames = []
     wanted = None if ids is None else set(ids)
     for seg in segments(log_dir):
@@ -196,6 +200,8 @@ class Directory:
     def read(self, name: str, *, since: float | None = None,
              ids: Sequence[str] | None = None) -> pd.DataFrame:
         """Every kept row of model ``name``, all versions, oldest first."""
+        import pandas as pd
+
         try:
             versions = sorted(p for p in (self.root / name).iterdir() if p.is_dir())
         except FileNotFoundError:

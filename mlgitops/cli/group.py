@@ -13,7 +13,6 @@ import click
 from rich.table import Table
 
 from mlgitops import errors, settings, ui
-from mlgitops.authoring import repository
 
 #: Exit codes (README, "Exit codes"): 0 done, 1 failed (a sentence says why), 2 usage.
 EXIT_FAILED = 1
@@ -58,6 +57,8 @@ def main(debug: bool) -> None:
 
 def model_repo(path: Path) -> Path:
     """``path`` as a model repository, or exit 1 with the sentence saying what it is instead."""
+    from mlgitops.authoring import repository  # not on a pod's start (`mlgitops serve`)
+
     return repository.require(path)
 
 

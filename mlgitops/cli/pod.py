@@ -8,8 +8,6 @@ import click
 
 from mlgitops import settings
 from mlgitops.cli.group import main
-from mlgitops.core import digest as digest_mod
-from mlgitops.core import layout
 
 
 @main.command(name="fetch-model")
@@ -24,6 +22,8 @@ from mlgitops.core import layout
 def fetch_model_cmd(repo_url: str, commit: str, name: str, digest: str, dest: Path,
                     credentials: Path | None) -> None:
     """Fetch models/NAME at exactly COMMIT, check it, write it to DEST (a pod's init container)."""
+    from mlgitops.core import digest as digest_mod
+    from mlgitops.core import layout
     from mlgitops.server import fetch
 
     where = fetch.fetch_model(repo_url=repo_url, commit=commit, name=name, digest=digest,

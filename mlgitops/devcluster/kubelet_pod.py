@@ -334,8 +334,7 @@ class PodWorker(threading.Thread):
             if code == 0:
                 c.proc = None
                 c.state = {"terminated": {"exitCode": 0, "reason": "Completed", "finishedAt": now_rfc3339()}}
-                c.ready = True
-                self._report()
+                c.ready = True  # reported with the next container's start: that is not delayed
                 return True
             self._exited(c, code)
             self.rec.init_failures += 1

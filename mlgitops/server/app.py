@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
@@ -29,7 +29,6 @@ from mlgitops.core import stats
 from mlgitops.core.serve_spec import ServeSpec
 from mlgitops.server import (
     batching,
-    grpc_service,
     inference,
     metrics,
     mlflow_protocol,
@@ -43,6 +42,13 @@ from mlgitops.server import (
     tensors,
     v2_protocol,
 )
+
+if TYPE_CHECKING:
+    from mlgitops.server import grpc_service
+
+#: `grpc_service.RELAY`, here so that a server without gRPC does not load grpc to route it
+#: (grpc and protobuf load on the first relayed call, or at the start with ``--grpc-port``).
+GRPC_RELAY = "/v2/grpc/inference.GRPCInferenceService"
 
 log = logging.getLogger("mlgitops.server")
 
@@ -297,14 +303,21 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
         return Response(mlflow_protocol.mlflow_response(out), media_type=JSON,
                         headers={inference.REQUEST_ID_HEADER: rid})
 
-    relays = grpc_service.methods(served)
+    relays: dict[str, grpc_service.Method] = {}
+
+    def relay_methods() -> dict[str, grpc_service.Method]:
+        if not relays:
+            from mlgitops.server import grpc_service
+
+            relays.update(grpc_service.methods(served))
+        return relays
 
     async def grpc_relay(request: Request) -> Response:
         """A gRPC call relayed over HTTP by the controller's gRPC gateway: the serialized
         request in, the serialized response out; a refused call is the usual error body
         with the gRPC code in ``Grpc-Code``."""
         started = time.perf_counter()
-        method = relays.get(request.path_params["method"])
+        method = relay_methods().get(request.path_params["method"])
         index = metrics.ROUTE_INDEX[f"grpc {method.name}" if method else "other"]
         try:
             if method is None:
@@ -322,6 +335,8 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
             )
         except Exception as exc:
             response = error_response(exc)
+            from mlgitops.server import grpc_service
+
             response.headers["Grpc-Code"] = grpc_service.message(exc)[1]
         counters.request(index, response.status_code, time.perf_counter() - started)
         return response
@@ -413,6 +428,8 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
             served.log.start()
         grpc_server = None
         if runtime.grpc_port is not None:
+            from mlgitops.server import grpc_service
+
             grpc_server = await grpc_service.start(
                 served, host=spec.host, port=runtime.grpc_port, counters=counters
             )
@@ -439,7 +456,7 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
         endpoint("/v2/models/{name}/versions/{version}/stats", ("GET",), live_stats),
         endpoint("/v2/models/{name}", ("GET",), model_metadata),
         endpoint("/v2/models/{name}/versions/{version}", ("GET",), model_metadata),
-        Route(grpc_service.RELAY + "/{method}", grpc_relay, methods=_ANY_METHOD),
+        Route(GRPC_RELAY + "/{method}", grpc_relay, methods=_ANY_METHOD),
         endpoint("/v2/health/live", ("GET",), live),
         endpoint("/v2/health/ready", ("GET",), ready),
         endpoint("/v2", ("GET",), server_metadata),

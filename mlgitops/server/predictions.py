@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from mlgitops.adapters import prediction_log
 from mlgitops.server import predictor, schema
@@ -139,6 +138,8 @@ class PredictionLog:
         try:
             if self.predictor.matrix_path and batch.matrix is not None:
                 return np.asarray(estimator.predict_proba(batch.matrix), dtype=np.float64)
+            import pandas as pd  # only a model that takes a frame: not on a server's start
+
             names = list(self.predictor.signature.names)
             frame = pd.DataFrame({n: batch.columns[n] for n in names})
             return np.asarray(estimator.predict_proba(frame[names]), dtype=np.float64)

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pandas as pd
 
 from mlgitops.adapters.stats_store.worker_files import (
     DEFAULT_SAMPLE_SIZE,
@@ -17,6 +16,7 @@ from mlgitops.adapters.stats_store.worker_files import (
     SUFFIX,
     Snapshot,
     WorkerStats,
+    empty_frame,
     load_doc,
     merge_samples,
     parse_sample,
@@ -72,7 +72,7 @@ def from_exports(
                 continue
             key = f"{replica}/{wdoc.get('workerId')}"
             sampled = (parse_sample(item["sample"]) if item.get("sample")
-                       else (pd.DataFrame(), None, pd.DataFrame()))
+                       else (empty_frame(), None, empty_frame()))
             worker = parse_worker(wdoc, sampled, baseline=baseline, key=key)
             if worker is not None:
                 workers[key] = worker

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas loads where a frame is built, not on a server's start
+    import pandas as pd
 
 from mlgitops import errors
 from mlgitops.adapters.stats_store.worker_files import (
@@ -81,6 +84,8 @@ def window_sample(current: Snapshot, since: Snapshot | None, *, version: str | N
     gone (a window larger than that keeps its newest rows); rows newer than its sample file
     are ``pending``.
     """
+    import pandas as pd
+
     parts: list[pd.DataFrame] = []
     rows = available = pending = 0
     for wid, worker in sorted(current.workers.items()):

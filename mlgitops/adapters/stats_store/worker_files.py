@@ -13,11 +13,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas loads where a frame is built, not on a server's start
+    import pandas as pd
 
 from mlgitops import errors
 from mlgitops.core import stats
@@ -46,7 +48,7 @@ class WorkerStats:
     sample: pd.DataFrame = field(repr=False)
     seen: int = 0
     """Rows of the worker's stream the sample file covers (its recent rows end there)."""
-    recent: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    recent: pd.DataFrame = field(default_factory=lambda: empty_frame(), repr=False)
     """The worker's last rows in order, the last one row ``seen - 1``."""
 
 
@@ -68,6 +70,12 @@ class Snapshot:
     def rows(self) -> int:
         """Rows scored by all workers (cumulative)."""
         return sum(w.live.rows for w in self.workers.values())
+
+
+def empty_frame() -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame()
 
 
 def worker_file(stats_dir: Path, worker_id: str) -> Path:
@@ -236,6 +244,8 @@ def parse_worker(doc: dict[str, Any], sampled: tuple[pd.DataFrame, int | None, p
 
 
 def _read_sample(path: Path) -> tuple[pd.DataFrame, int | None, pd.DataFrame]:
+    import pandas as pd
+
     try:
         return parse_sample(orjson.loads(path.read_bytes()))
     except (OSError, orjson.JSONDecodeError):
@@ -243,6 +253,8 @@ def _read_sample(path: Path) -> tuple[pd.DataFrame, int | None, pd.DataFrame]:
 
 
 def parse_sample(doc: Any) -> tuple[pd.DataFrame, int | None, pd.DataFrame]:
+    import pandas as pd
+
     try:
         columns = doc.get("columns") or {}
         frame = pd.DataFrame({str(k): v for k, v in columns.items()})
@@ -255,6 +267,8 @@ def parse_sample(doc: Any) -> tuple[pd.DataFrame, int | None, pd.DataFrame]:
 
 
 def merge_samples(workers: list[WorkerStats], sample_size: int) -> pd.DataFrame:
+    import pandas as pd
+
     frames = [w for w in workers if len(w.sample)]
     if not frames:
         return pd.DataFrame()
