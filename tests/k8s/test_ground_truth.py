@@ -47,8 +47,8 @@ def cluster(k8s_cluster: TestCluster) -> Iterator[k8s.Cluster]:
         yield c
 
 
-def build(root: Path) -> tuple[Path, Path, str, str]:
-    """v1 (a forest on the right target) and v2 (a logistic regression on the wrong one),
+def build(root: Path, *, v2_wrong: bool) -> tuple[Path, Path, str, str]:
+    """v1 (a forest) and v2 (a logistic regression, on the wrong target when ``v2_wrong``),
     with a ``spec.performance`` policy on accuracy, pushed."""
     work = root / "models-repo"
     bare = repository.init(work)
@@ -61,7 +61,7 @@ def build(root: Path) -> tuple[Path, Path, str, str]:
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     git.commit(work, message="credit: revert on accuracy", paths=[layout.MANIFESTS])
     wrong = a.assign(label=(a.f0 > 0).astype(int))
-    v2 = str(mlgitops.publish(train(wrong, kind="logistic"), a, name=NAME, repo=work,
+    v2 = str(mlgitops.publish(train(wrong if v2_wrong else a, kind="logistic"), a, name=NAME, repo=work,
                               target="label", push=False, quiet=True, message="credit v2"))
     git.push(work)
     return work, bare, v1, v2
@@ -76,18 +76,21 @@ def the_runtime() -> Any:
     raise AssertionError("the operator runs no repository from its flags")
 
 
+@pytest.mark.parametrize("case", ["less-accurate", "world-changed"])
 def test_labels_through_the_operator_show_realized_accuracy_and_revert_the_worse_version(
-    cluster: k8s.Cluster, k8s_cluster: TestCluster, k8s_namespace: str, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    case: str, cluster: k8s.Cluster, k8s_cluster: TestCluster, k8s_namespace: str,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """less-accurate: v2 is reverted with the evidence on its page; world-changed (the labels
+    follow another rule: both versions drop alike): only a PerformanceAlert Event."""
     ns, port = k8s_namespace, free_port()
     base = f"http://127.0.0.1:{port}"
     monkeypatch.setenv("MLGITOPS_PREDICTION_LOG_INTERVAL", "0.5")  # the pods get it too
     monkeypatch.setenv("MLGITOPS_OPERATOR_PUBLIC_URL", base)
     monkeypatch.setenv("MLGITOPS_WEBHOOK_SECRET", SECRET)  # what mlgitops.feedback signs with
-    work, bare, v1, v2 = build(tmp_path)
+    work, bare, v1, v2 = build(tmp_path, v2_wrong=case == "less-accurate")
     live = make_frame(400, seed=7)
-    truth = live.label.to_numpy()
+    truth = (live.label if case == "less-accurate" else (live.f2 > 0).astype(int)).to_numpy()
     with Kubelet(k8s_cluster, ns, workdir=tmp_path / "kubelet", backoff=(1.0, 5.0)) as kubelet, \
             operator(k8s_cluster, ns, work, tmp_path / "operator", http_port=port,
                      secret=SECRET):
@@ -134,6 +137,20 @@ def test_labels_through_the_operator_show_realized_accuracy_and_revert_the_worse
         figure = wait_for("v2's realized accuracy in status.performance", shown, timeout=120)
         assert figure["realized"]["accuracy"] == accuracy_score(truth, predicted)
         assert status_of(cluster, ns)["performance"]["unmatched"] == 1
+        if case == "world-changed":
+            cr = cluster.get_resource(ns, NAME)
+            assert cr is not None
+
+            def alerted() -> list[str]:
+                return [str(e.get("message")) for e in cluster.events(cr)
+                        if e.get("reason") == "PerformanceAlert"]
+
+            (message,) = wait_for("the PerformanceAlert Event", alerted, timeout=240)
+            assert "both versions degrade: the world changed" in message
+            assert git.text(bare, "rev-parse", "refs/heads/main") == git.text(
+                work, "rev-parse", "HEAD")  # nothing reverted
+            assert served(cluster, ns, v2)
+            return
 
         def reverted() -> str | None:
             for e in git.log(bare, "refs/heads/main", layout.model_paths(NAME), limit=3):
