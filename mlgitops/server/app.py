@@ -373,34 +373,16 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
         return Response(orjson.dumps(stats_store.export(Path(spec.stats_dir))), media_type=JSON,
                         headers=headers)
 
-    async def prediction_segments(request: Request) -> Response:
-        """The segments of this pod's prediction log (name and rows, oldest first per worker):
-        what the Kubernetes operator copies to join labels (never forwarded by a gateway).
-        Guarded like the stats route."""
+    async def prediction_log_export(request: Request) -> Response:
+        """The prediction log's segments (a listing, or one segment as written): what the
+        Kubernetes operator copies from each pod; guarded like the stats route."""
         if not http_server.bearer_ok(request.headers.get("authorization"), api_token):
             raise problems.Unauthorized(http_server.UNAUTHORIZED)
         check_name(request)
-        if spec.stats_dir is None:
-            raise problems.NotFound(f"Model {spec.name!r} keeps no prediction log here.")
-        found = prediction_log.segments(prediction_log.directory(Path(spec.stats_dir)))
-        return _json({"version": spec.version,
-                      "segments": [{"name": s.path.name, "rows": s.rows} for s in found]})
-
-    async def prediction_segment(request: Request) -> Response:
-        """One segment of the prediction log, as written (Parquet)."""
-        if not http_server.bearer_ok(request.headers.get("authorization"), api_token):
-            raise problems.Unauthorized(http_server.UNAUTHORIZED)
-        check_name(request)
-        segment = str(request.path_params.get("segment", ""))
-        if spec.stats_dir is None or not prediction_log.is_segment(segment):
-            raise problems.NotFound(f"No prediction log segment {problems.shown(segment)} here.")
-        path = prediction_log.directory(Path(spec.stats_dir)) / segment
-        try:
-            data = await asyncio.to_thread(path.read_bytes)
-        except FileNotFoundError:
-            raise problems.NotFound(
-                f"The segment {problems.shown(segment)} is gone (pruned); list them again."
-            ) from None
+        segment = request.path_params.get("segment")
+        if segment is None:
+            return _json(predictions.listing(spec.stats_dir, spec.name, spec.version))
+        data = await asyncio.to_thread(predictions.segment_bytes, spec.stats_dir, str(segment))
         return Response(data, media_type="application/vnd.apache.parquet")
 
     async def live(request: Request) -> Response:
@@ -490,8 +472,8 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
         endpoint("/v2/models/{name}/versions/{version}/ready", ("GET",), model_ready),
         endpoint("/v2/models/{name}/stats", ("GET",), live_stats),
         endpoint("/v2/models/{name}/versions/{version}/stats", ("GET",), live_stats),
-        endpoint("/v2/models/{name}/predictions", ("GET",), prediction_segments),
-        endpoint("/v2/models/{name}/predictions/{segment}", ("GET",), prediction_segment),
+        endpoint("/v2/models/{name}/predictions", ("GET",), prediction_log_export),
+        endpoint("/v2/models/{name}/predictions/{segment}", ("GET",), prediction_log_export),
         endpoint("/v2/models/{name}", ("GET",), model_metadata),
         endpoint("/v2/models/{name}/versions/{version}", ("GET",), model_metadata),
         Route(GRPC_RELAY + "/{method}", grpc_relay, methods=_ANY_METHOD),
