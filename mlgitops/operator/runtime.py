@@ -115,6 +115,7 @@ class RepositoryRuntime:
         self.predictions = ground_truth.pod_predictions(cluster, repo.namespace, self.state_dir,
                                                         token=cfg.access.api_token)
         self.labels = ground_truth.labels(cfg.state_dir)
+        self.workloads.before_stop.append(self.predictions.copy_before_stop)
         self.loop = loop_mod.Loop(self.reconciler, poll_seconds=repo.interval_seconds,
                                   report=self._passed, failed=self._failed, max_backoff=300.0)
         self.monitor: monitor_mod.Monitor[PodHandle] = monitor_mod.Monitor(

@@ -26,6 +26,7 @@ import mlgitops
 from mlgitops.adapters import git
 from mlgitops.adapters import kubernetes as k8s
 from mlgitops.authoring import repository
+from mlgitops.core import k8s_objects as ko
 from mlgitops.core import layout
 from mlgitops.devcluster.cluster import TestCluster
 from mlgitops.devcluster.crds import install_crds
@@ -58,6 +59,7 @@ def build(root: Path, *, v2_wrong: bool) -> tuple[Path, Path, str, str]:
     path = work / layout.manifest_path(NAME)
     doc = yaml.safe_load(path.read_text())
     doc["spec"]["performance"] = {"metric": "accuracy", "minimum": 0.85, "minRows": 200}
+    doc["spec"].setdefault("rollout", {})["scaleDownDelaySeconds"] = 0  # replaced pods go at once
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     git.commit(work, message="credit: revert on accuracy", paths=[layout.MANIFESTS])
     wrong = a.assign(label=(a.f0 > 0).astype(int))
@@ -180,3 +182,10 @@ def test_labels_through_the_operator_show_realized_accuracy_and_revert_the_worse
             assert said in text, said
         wait_for("v1's content serving again", lambda: served(cluster, ns, revert), timeout=240,
                  kubelet=kubelet)
+
+        def v2_pods() -> list[str]:
+            return [p.name for p in map(ko.pod_view, cluster.pods(ns, NAME)) if p.runs == v2]
+
+        wait_for("v2's pods deleted", lambda: not v2_pods(), timeout=240, kubelet=kubelet)
+        frame = runtime.predictions.read(NAME)  # copied from them before they went
+        assert int((frame["version"] == v2).sum()) == len(live)

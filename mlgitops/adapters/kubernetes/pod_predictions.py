@@ -8,9 +8,10 @@ only, with the API token when the pods guard their routes with it) and copies th
 it does not have yet, byte for byte, under ``<root>/<model>/<pod>/predictions/``. Reads
 join from that copy (`adapters.prediction_log.Directory`), so the rows of a pod that went away
 stay as far as they were copied; the copy keeps, per pod, the rows and the age the pods keep
-(``MLGITOPS_PREDICTION_LOG_ROWS`` and ``_MAX_AGE``). What a pod wrote after the last copy and
-before it was deleted (at most its flush interval plus the sync interval) is lost with its
-emptyDir.
+(``MLGITOPS_PREDICTION_LOG_ROWS`` and ``_MAX_AGE``). The operator syncs before each join,
+every few seconds, and just before it deletes a version's pods (`copy_before_stop`); what a pod
+writes after that (the rows it still held in memory, at most its flush interval's worth, written
+as it stops) is lost with its emptyDir.
 """
 
 from __future__ import annotations
@@ -122,6 +123,11 @@ class PodPredictions:
                 total -= seg.rows
             if not any(folder.glob("seg-*")):
                 shutil.rmtree(pod, ignore_errors=True)
+
+    def copy_before_stop(self, name: str) -> None:
+        """`sync`, never raising: a version's pods are about to be deleted."""
+        with contextlib.suppress(errors.MlgitopsError, OSError):
+            self.sync(name)
 
     def read(self, name: str, *, since: float | None = None,
              ids: Sequence[str] | None = None) -> pd.DataFrame:
