@@ -99,17 +99,25 @@ class OperatorFeedback(feedback_mod.Feedback):
 def publish_performance(cluster: Cluster, namespace: str, router: router_mod.Router[Any],
                         source: PodPredictions, store: prediction_log_labels.Labels,
                         stop: threading.Event, *, every: float = 10.0) -> None:
-    """Until ``stop``: every ``every`` seconds, each routed model's performance into its
-    resource's ``status.performance`` when it changed (the per-version figures on all kept
-    rows, the label counts)."""
+    """Until ``stop``: every ``every`` seconds, copy each routed model's pod logs and, when they
+    or its labels changed, write its performance into its resource's ``status.performance``
+    (the per-version figures on all kept rows, the label counts)."""
     written: dict[str, dict[str, Any]] = {}
+    seen: dict[str, tuple[frozenset[str], tuple[tuple[str, int], ...]]] = {}
     while not stop.wait(every):
         for name in sorted({*router.routes, *router.splits}):
             try:
+                source.sync(name)
+                now = (source.fingerprint(name), _files(store.root / name))
+                if seen.get(name) == now:
+                    continue  # no new rows, no new labels: the figures are the same
                 perf = performance.measure(name, source, store, window_seconds=None)
+            except errors.ClusterError:
+                continue  # the API server is away: the loop says so already
             except (errors.MlgitopsError, ValueError, KeyError, OSError) as exc:
                 log.warning("performance of %s not measured: %s", name, exc)
                 continue
+            seen[name] = now
             doc = status_document(perf)
             if written.get(name) == doc:
                 continue
@@ -117,8 +125,17 @@ def publish_performance(cluster: Cluster, namespace: str, router: router_mod.Rou
                 cluster.patch_status(namespace, name, {"performance": doc})
             except errors.MlgitopsError as exc:
                 log.warning("performance of %s not written (tried again later): %s", name, exc)
+                seen.pop(name, None)
                 continue
             written[name] = doc
+
+
+def _files(folder: Path) -> tuple[tuple[str, int], ...]:
+    """The label files of a model, with their modification times."""
+    try:
+        return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir()))
+    except OSError:
+        return ()
 
 
 def status_document(perf: performance.Performance) -> dict[str, Any]:

@@ -1,11 +1,13 @@
 """Ground truth on Kubernetes (issue 20): the real operator (kopf, standalone) against the real
 API server, its pods run by the kubelet stand-in. Traffic goes through the operator's gateway;
 each pod keeps its prediction log, which the operator copies over the cluster network; labels
-come back through ``mlgitops.feedback`` to the operator's port (HMAC-signed). The realized
+come back to the operator's port (HMAC-signed) through ``mlgitops.feedback`` or ``mlgitops
+feedback --url``. The realized
 metrics appear in the ModelDeployment's ``status.performance`` (exactly scikit-learn's), and
 v2 (another estimator class, trained on the wrong target) is reverted in Git because v1,
 scored in the sandbox on the same labelled rows, does measurably better; the evidence is on
-the decision page the revert commit links."""
+the decision page the revert commit links, and its rows outlive its deleted pods. When both
+versions drop alike, only a PerformanceAlert Event."""
 
 from __future__ import annotations
 
@@ -16,8 +18,10 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
+from click.testing import CliRunner
 from sklearn.metrics import accuracy_score
 from support.data import FEATURES, make_frame, train
 from support.net import free_port
@@ -26,6 +30,7 @@ import mlgitops
 from mlgitops.adapters import git
 from mlgitops.adapters import kubernetes as k8s
 from mlgitops.authoring import repository
+from mlgitops.cli import main as cli_main
 from mlgitops.core import k8s_objects as ko
 from mlgitops.core import layout
 from mlgitops.devcluster.cluster import TestCluster
@@ -127,9 +132,20 @@ def test_labels_through_the_operator_show_realized_accuracy_and_revert_the_worse
         unsigned = httpx.post(f"{base}/v2/models/{NAME}/feedback", timeout=10,
                               json={"ids": ids[:1], "labels": [1]})
         assert unsigned.status_code == 401, unsigned.text
-        sent = mlgitops.feedback(NAME, np.asarray([*ids, "never-served"]),
-                                 np.append(truth, 1), url=base)
-        assert sent["received"] == len(live) + 1 and sent["unknown"] == 1, sent
+        if case == "less-accurate":  # from Python
+            sent = mlgitops.feedback(NAME, np.asarray([*ids, "never-served"]),
+                                     np.append(truth, 1), url=base)
+            assert sent["received"] == len(live) + 1 and sent["unknown"] == 1, sent
+        else:  # from the shell, a file of labels
+            labels = tmp_path / "labels.parquet"
+            pd.DataFrame({"request_id": [*ids, "never-served"],
+                          "defaulted": np.append(truth, 1)}).to_parquet(labels)
+            said = CliRunner().invoke(cli_main, [
+                "feedback", NAME, "--labels", str(labels), "--id-column", "request_id",
+                "--label-column", "defaulted", "--url", base])
+            assert said.exit_code == 0, said.output
+            assert f"{len(live) + 1} labels sent" in said.output
+            assert "1 for ids no kept prediction has" in " ".join(said.output.split())
 
         def shown() -> dict[str, Any] | None:
             perf = status_of(cluster, ns).get("performance") or {}

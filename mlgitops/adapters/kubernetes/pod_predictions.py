@@ -124,6 +124,11 @@ class PodPredictions:
             if not any(folder.glob("seg-*")):
                 shutil.rmtree(pod, ignore_errors=True)
 
+    def fingerprint(self, name: str) -> frozenset[str]:
+        """What is copied of ``name`` now (its segments' paths): equal, nothing changed."""
+        return frozenset(str(p.relative_to(self.root))
+                         for p in (self.root / name).glob("*/*/seg-*.parquet"))
+
     def copy_before_stop(self, name: str) -> None:
         """`sync`, never raising: a version's pods are about to be deleted."""
         with contextlib.suppress(errors.MlgitopsError, OSError):
