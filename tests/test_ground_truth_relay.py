@@ -2,11 +2,12 @@
 prediction log. Its export routes give the segments byte for byte (what the Kubernetes
 operator copies from each pod), refuse any other name, and answer only the API token when it
 guards the server; the controller's gRPC gateway relays ``x-request-id`` metadata both ways, so
-a gRPC prediction through it can be labelled too."""
+a gRPC prediction through it (or the server's own gRPC port) can be labelled too."""
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,21 +84,30 @@ def test_grpc_through_the_gateway_carries_x_request_id_and_the_row_is_logged_und
         stub = service_pb2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
         rows = support.numeric_frame(2, seed=5).to_numpy()
 
-        def call(row: np.ndarray, **fields: str) -> tuple[str, dict[str, str]]:
+        def call(row: np.ndarray, given: str = "grpc-meta-1",
+                 **fields: str) -> tuple[str, dict[str, str]]:
             request = service_pb2.ModelInferRequest(model_name="numeric", **fields)
             request.inputs.add(name="input", datatype="FP64", shape=[1, 6]
                                ).contents.fp64_contents.extend(row.tolist())
             response, c = stub.ModelInfer.with_call(
-                request, metadata=(("x-request-id", "grpc-meta-1"),))
+                request, metadata=(("x-request-id", given),))
             return response.id, dict(c.initial_metadata())
 
         rid, meta = call(rows[0])
         assert rid == "grpc-meta-1" and meta["x-request-id"] == "grpc-meta-1"
         rid, meta = call(rows[1], id="in-the-message")  # the message's own id wins
         assert rid == "in-the-message" and meta["x-request-id"] == "in-the-message"
+        # the server's own gRPC port takes the metadata alike
+        own = re.search(r"v2 gRPC API on [^\s]+:(\d+)", server.log_text())
+        assert own, server.log_text()
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(
+            grpc.insecure_channel(f"127.0.0.1:{own.group(1)}"))
+        rid, meta = call(rows[0], "grpc-direct")
+        assert rid == "grpc-direct" and meta["x-request-id"] == "grpc-direct"
     finally:
         gw.stop()
-    assert {"grpc-meta-1", "in-the-message"} <= _logged(stats, {"grpc-meta-1", "in-the-message"})
+    logged = {"grpc-meta-1", "in-the-message", "grpc-direct"}
+    assert logged <= _logged(stats, logged)
 
 
 def test_the_export_routes_give_the_segments_as_written_to_the_token_only(
