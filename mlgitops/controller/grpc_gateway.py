@@ -36,6 +36,8 @@ from mlgitops.controller.ports import H
 
 SERVICE = "inference.GRPCInferenceService"
 RELAY = "/v2/grpc/" + SERVICE
+#: The metadata key (and relay header) of an inference's id, as the model servers use it.
+REQUEST_ID = "x-request-id"
 _MODEL_CALLS = ("ModelInfer", "ModelReady", "ModelMetadata")
 _THREADS = grpc_limits.MAX_CONCURRENT_RPCS
 
@@ -229,7 +231,7 @@ class Gateway:
                 r = self.client.post(
                     f"{backend.url}{RELAY}/{method}",
                     content=request,
-                    headers={"content-type": "application/x-protobuf"},
+                    headers={"content-type": "application/x-protobuf", **_request_id(context)},
                     timeout=timeout,
                 )
             except httpx.TimeoutException:
@@ -247,12 +249,22 @@ class Gateway:
             finally:
                 self.router.inflight[backend.key] -= 1
             if r.status_code == 200:
+                if rid := r.headers.get(REQUEST_ID):  # an inference's id, as the server says
+                    context.send_initial_metadata(((REQUEST_ID, rid),))
                 return r.content
             raise _Refused(_code(r.headers.get("grpc-code")), _sentence(r))
         raise _Refused(
             grpc.StatusCode.UNAVAILABLE,
             f"the server of model {http_server.quote(name)} is being replaced; retry",
         )
+
+
+def _request_id(context: grpc.ServicerContext) -> dict[str, str]:
+    """The caller's ``x-request-id`` metadata as the relay's header (none: nothing)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID and isinstance(value, str) and value:
+            return {REQUEST_ID: value}
+    return {}
 
 
 def _version() -> str:
