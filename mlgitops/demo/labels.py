@@ -185,12 +185,12 @@ def _run(*, workdir: Path | None, port: int) -> dict[str, Any]:
             windows = _drift_windows(ctl, v2)
         with steps.step("labels come back late: the true outcomes of v1's rows, then v2's, "
                         "through mlgitops.feedback"):
-            import mlgitops
+            from mlgitops.controller.feedback import send  # mlgitops.feedback
 
             ids, outcomes = users.outcomes((v1,))
-            first = mlgitops.feedback(MODEL, ids, outcomes, url=base)
+            first = send(MODEL, ids, outcomes, url=base)
             ids, outcomes = users.outcomes((v2,))
-            second = mlgitops.feedback(MODEL, ids, outcomes, url=base)
+            second = send(MODEL, ids, outcomes, url=base)
             labelled = time.perf_counter()
         with steps.step("the Monitor scores v1 on v2's labelled rows in the sandbox; v2 is "
                         "measurably worse: revert commit in Git"):
