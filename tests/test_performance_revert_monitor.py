@@ -30,11 +30,12 @@ from mlgitops import settings
 from mlgitops.adapters import evidently_reports, git, local_runtime, prediction_log
 from mlgitops.authoring import repository
 from mlgitops.controller import decision_pages, fakes, reports
+from mlgitops.controller import decisions as decision_log
 from mlgitops.controller import monitor as monitor_mod
 from mlgitops.controller import reconciler as rec
 from mlgitops.controller import source as source_mod
 from mlgitops.controller import state as state_mod
-from mlgitops.core import layout, quarantine
+from mlgitops.core import decisions, layout, quarantine, status
 
 pytestmark = pytest.mark.process
 
@@ -157,6 +158,12 @@ def test_a_version_less_accurate_than_the_previous_on_the_same_rows_is_reverted(
                   f"{ev['previous']}", f"{ev['new']}", "exact McNemar"):
         assert shown in html, shown
     assert w.tick() == [(name, decision)]  # reverted: decided once
+    # its own condition, not Drift's (whose share would read 0.0)
+    st = w.store.status(NAME)
+    cond = st.condition(status.ConditionType.PERFORMANCE)
+    assert cond is not None and cond.status and cond.reason == "Reverted"
+    assert entry.commit[:12] in cond.message and "accuracy" in cond.message
+    assert st.condition(status.ConditionType.DRIFT) is None and st.drift is None
 
 
 def test_a_drop_both_versions_share_only_alerts(tmp_path: Path) -> None:
@@ -173,3 +180,15 @@ def test_a_drop_both_versions_share_only_alerts(tmp_path: Path) -> None:
     assert git.text(w.bare, "rev-parse", "refs/heads/main") == before  # nothing pushed
     assert events(w, "Reverted") == [] and len(events(w, "PerformanceAlert")) == 1
     assert w.tick() == [(_, decision)]  # no new labels: not decided again
+    cond = w.store.status(NAME).condition(status.ConditionType.PERFORMANCE)
+    assert cond is not None and cond.status and cond.reason == "PerformanceAlert"
+    # more labels a minute later: alerted again (an event), but its page and webhooks are
+    # not repeated within alert_report_seconds, as drift alerts
+    w.now[0] += 60
+    more = make_frame(100, seed=8)
+    w.score(more, label=(more.f2 > 0).astype(int).to_numpy(), first=400)
+    assert [d.action for _, d in w.tick()] == ["alert", "alert"]
+    assert len(events(w, "PerformanceAlert")) == 2
+    assert w.monitor.dispatcher.wait(30)
+    logged = decision_log.read(w.monitor.state_dir / reports.REPORTS)
+    assert [d.kind for d in logged if d.model == NAME] == [decisions.Kind.ALERT]

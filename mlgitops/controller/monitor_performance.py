@@ -44,9 +44,11 @@ from mlgitops.adapters import git, sandbox
 from mlgitops.controller import decision_pages, ports, reports
 from mlgitops.controller import performance as perf_mod
 from mlgitops.controller import source as source_mod
+from mlgitops.controller import state as state_mod
 from mlgitops.controller.monitor_base import MonitorBase, Track
 from mlgitops.controller.ports import H
 from mlgitops.core import decisions, layout, manifest, policy
+from mlgitops.core import status as status_mod
 from mlgitops.core.performance import policy as perf_policy
 from mlgitops.core.performance import revert as perf_revert
 
@@ -118,7 +120,10 @@ class PerformanceChecks(MonitorBase[H]):
     labels: ports.LabelSource
     scorer: PreviousScorer
     performance_interval: float
+    alert_report_seconds: float
     _performance_seen: dict[str, tuple[str, int, float]]
+    #: (model, version) -> when its last performance alert was recorded (page, webhooks)
+    _performance_alerted: dict[tuple[str, str], float]
     performance_decisions: list[tuple[str, perf_policy.Decision]]
 
     def performance_tick(self) -> list[tuple[str, perf_policy.Decision]]:
@@ -196,6 +201,7 @@ class PerformanceChecks(MonitorBase[H]):
         if decision.action == "keep":
             self.store.event("PerformanceWindow", model=track.name, commit=track.version,
                              message=decision.reason, **numbers)
+            self._set_performance(track.name, "keep", decision.reason)
             return
         drift_decision = as_drift_decision(
             decision, obs, history=self._history(track.name), rules=track.deployment.drift,
@@ -215,10 +221,35 @@ class PerformanceChecks(MonitorBase[H]):
         if decision.action == "alert":
             self.store.event("PerformanceAlert", model=track.name, commit=track.version,
                              message=decision.reason, **numbers)
-            self._submit(record, None)
+            self._set_performance(track.name, "alert", decision.reason)
+            key = (track.name, track.version)
+            last = self._performance_alerted.get(key)
+            if last is None or now - last >= self.alert_report_seconds:
+                # a page and webhooks at most once per alert_report_seconds per version, as
+                # drift alerts (the event above is recorded every time)
+                self._performance_alerted[key] = now
+                self._submit(record, None)
             return
         self._revert(track, drift_decision, inputs, record,
-                     plan_with=lambda plan: perf_revert.commit(plan, decision))
+                     plan_with=lambda plan: perf_revert.commit(plan, decision),
+                     set_status=self._performance_status)
+
+    def _set_performance(self, name: str, action: str, message: str, *,
+                         reason: str | None = None) -> None:
+        """The Performance condition of ``name`` after a decision ``action``."""
+        with self.store.locked():
+            self.store.set(status_mod.performance_check(
+                self.store.status(name), action=action, message=message, reason=reason,
+                now=state_mod.now()))
+        self.store.save()
+
+    def _performance_status(self, name: str, decision: policy.Decision, *,
+                            reason: str | None = None, message: str | None = None) -> None:
+        """The revert path's status step for a performance revert: the Performance condition,
+        not the Drift one (whose share would read 0.0)."""
+        action = {policy.Verdict.REVERT: "revert",
+                  policy.Verdict.ALERT: "alert"}.get(decision.verdict, "keep")
+        self._set_performance(name, action, message or decision.reason, reason=reason)
 
 
 def as_drift_decision(decision: perf_policy.Decision, obs: perf_policy.Observation, *,
