@@ -37,6 +37,8 @@ def test_the_labels_demo_reverts_a_version_the_drift_checks_pass(
     assert ev["metric"] == "accuracy" and ev["previous"] > ev["new"] + 0.1
     assert ev["pValue"] < 1e-6 and ev["evaluation"] > 0.95  # v2's own evaluation looked fine
     assert found["pageServed"] and found["page"].startswith("http")
+    cond = found["performanceCondition"]
+    assert cond["status"] == "True" and cond["reason"] == "Reverted"
     remote = Path(found["remote"])
     entry = next(e for e in git.log(remote, layout.BRANCH, [], limit=5)
                  if e.commit == found["revert"])

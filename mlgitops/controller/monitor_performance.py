@@ -62,6 +62,11 @@ class Scored:
     classes: tuple[Any, ...] = ()
 
 
+class Unscorable(errors.ModelError):
+    """The previous version cannot be scored on the labelled rows: they lack columns it takes
+    (the new version's inputs changed). Nothing to compare with, so nothing to revert to."""
+
+
 class PreviousScorer(Protocol):
     """Scores the previous version (``dep`` as committed at ``commit``) on ``inputs``."""
 
@@ -81,6 +86,11 @@ class SandboxScorer:
 
         model_dir = self.source.materialize(commit, dep, gated=False)
         info = mlflow_models.read_info(model_dir)
+        lacking = [c for c in info.column_names if c not in inputs.columns]
+        if lacking:
+            raise Unscorable(
+                f"the previous version {commit[:12]} takes {', '.join(lacking[:10])}, which the "
+                "serving version's logged rows do not have")
         loadable = mlflow_models.check_loadable(info, policy=self.source.policy,
                                                 reviewed=dep.trusted_types,
                                                 source=layout.manifest_path(dep.name))
@@ -160,12 +170,21 @@ class PerformanceChecks(MonitorBase[H]):
         self._performance_seen[track.name] = (track.version, -1, now)
         new = perf_policy.Outputs(prediction=rows.prediction, proba=rows.proba)
         previous = None
+        unscorable: str | None = None
         if track.blocked is None and track.previous_version is not None:
-            scored = self._score_previous(track, rows.inputs)
-            previous = aligned(scored, rows.classes, rows.prediction)
+            try:
+                scored = self._score_previous(track, rows.inputs)
+            except Unscorable as exc:
+                unscorable = str(exc)
+            else:
+                previous = aligned(scored, rows.classes, rows.prediction)
         obs = perf_policy.observe(pol, y=rows.y, new=new, previous=previous,
                                   classes=rows.classes, evaluation=self._evaluation(track))
         decision = perf_policy.decide(pol, obs)
+        if unscorable is not None and decision.action == "alert":
+            decision = perf_policy.Decision(
+                "alert", f"{decision.reason} ({unscorable})",
+                {**decision.evidence, "whyNotReverted": unscorable})
         decision = perf_revert.gated(decision, blocked=track.blocked,
                                      reverts=self._history(track.name).reverts,
                                      rules=track.deployment.drift, now=now)

@@ -211,12 +211,16 @@ def _run(*, workdir: Path | None, port: int) -> dict[str, Any]:
         decision = next((d for _, d in reversed(mon.performance_decisions)
                          if d.action == "revert"), None)
         figures = _figures(ctl, (v1, v2))
+        from mlgitops.core import status as status_mod
+
+        condition = ctl.store.status(MODEL).condition(status_mod.ConditionType.PERFORMANCE)
         found: dict[str, Any] = {
             "repo": str(repo), "remote": str(remote), "v1": v1, "v2": v2, "revert": revert.commit, "page": page,
             "pageServed": _served(page), "driftWindowsOnV2": [w.get("verdict") for w in windows],
             "feedback": [first, second], "failedRequests": len(users.failed),
             "evidence": dict(decision.evidence) if decision else {},
             "figures": figures, "timings": dict(timings),
+            "performanceCondition": condition.to_dict() if condition else None,
         }
     validator.stop(remote)  # the demo leaves nothing running behind it
     _print(found, timings)
@@ -274,6 +278,8 @@ def _print(found: dict[str, Any], timings: list[tuple[str, str]]) -> None:
                         "prediction log yet" for b in found["feedback"])
              + " (those join once their rows are written)"),
             ("revert commit", found["revert"][:12]),
+            ("mlgitops status", "Performance " + (found["performanceCondition"] or {}).get(
+                "reason", "-")),
             ("on v2's labelled rows", f"{ev.get('metric')} v2 {_n(ev.get('new'))} vs v1 "
              f"{_n(ev.get('previous'))} on {ev.get('rows')} rows ({ev.get('method')}, "
              f"p = {_n(ev.get('pValue'))}); v2's own evaluation said {_n(ev.get('evaluation'))}"),
