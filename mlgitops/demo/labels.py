@@ -278,8 +278,8 @@ def _print(found: dict[str, Any], timings: list[tuple[str, str]]) -> None:
                         "prediction log yet" for b in found["feedback"])
              + " (those join once their rows are written)"),
             ("revert commit", found["revert"][:12]),
-            ("mlgitops status", "Performance " + (found["performanceCondition"] or {}).get(
-                "reason", "-")),
+            ("mlgitops status", "Performance {reason}: {message}".format_map(
+                found["performanceCondition"] or {"reason": "-", "message": "-"})),
             ("on v2's labelled rows", f"{ev.get('metric')} v2 {_n(ev.get('new'))} vs v1 "
              f"{_n(ev.get('previous'))} on {ev.get('rows')} rows ({ev.get('method')}, "
              f"p = {_n(ev.get('pValue'))}); v2's own evaluation said {_n(ev.get('evaluation'))}"),
