@@ -30,11 +30,12 @@ from mlgitops import settings
 from mlgitops.adapters import evidently_reports, git, local_runtime, prediction_log
 from mlgitops.authoring import repository
 from mlgitops.controller import decision_pages, fakes, reports
+from mlgitops.controller import decisions as decision_log
 from mlgitops.controller import monitor as monitor_mod
 from mlgitops.controller import reconciler as rec
 from mlgitops.controller import source as source_mod
 from mlgitops.controller import state as state_mod
-from mlgitops.core import layout, quarantine
+from mlgitops.core import decisions, layout, quarantine, status
 
 pytestmark = pytest.mark.process
 
@@ -57,11 +58,11 @@ class World:
 
     def score(self, frame: pd.DataFrame, *, label: np.ndarray, first: int = 0) -> None:
         """What v2's server keeps for ``frame`` (its real answers), then the labels coming back."""
-        x = frame[FEATURES]
+        x = frame[[str(c) for c in getattr(self.model, "feature_names_in_", FEATURES)]]
         ids = [f"r{first + i}" for i in range(len(frame))]
         rows = pd.DataFrame({"id": ids, "version": self.v2,
                              "time": self.now[0] + np.arange(len(frame)) / 1000})
-        for c in FEATURES:
+        for c in x.columns:
             rows[prediction_log.INPUT + c] = x[c].to_numpy()
         rows["prediction"] = self.model.predict(x)
         for j, c in enumerate(self.model.classes_):
@@ -75,7 +76,7 @@ class World:
         return self.monitor.performance_decisions
 
 
-def build(root: Path, *, v2_model: Any) -> World:
+def build(root: Path, *, v2_model: Any, v2_reference: pd.DataFrame | None = None) -> World:
     work = root / "models-repo"
     bare = repository.init(work)
     a = make_frame(1500, seed=1)
@@ -86,8 +87,9 @@ def build(root: Path, *, v2_model: Any) -> World:
     doc["spec"]["performance"] = dict(PERFORMANCE)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     git.commit(work, message="credit: revert on accuracy", paths=[layout.MANIFESTS])
-    v2 = str(mlgitops.publish(v2_model, a, name=NAME, repo=work, target="label", push=False,
-                              quiet=True, message="credit v2"))
+    v2 = str(mlgitops.publish(v2_model, a if v2_reference is None else v2_reference, name=NAME,
+                              repo=work, target="label", push=False, quiet=True,
+                              message="credit v2"))
     git.push(work)
     served = yaml.safe_load(git.show(bare, v2, layout.manifest_path(NAME)) or b"")
     assert served["spec"]["performance"]["metric"] == "accuracy"
@@ -157,6 +159,12 @@ def test_a_version_less_accurate_than_the_previous_on_the_same_rows_is_reverted(
                   f"{ev['previous']}", f"{ev['new']}", "exact McNemar"):
         assert shown in html, shown
     assert w.tick() == [(name, decision)]  # reverted: decided once
+    # its own condition, not Drift's (whose share would read 0.0)
+    st = w.store.status(NAME)
+    cond = st.condition(status.ConditionType.PERFORMANCE)
+    assert cond is not None and cond.status and cond.reason == "Reverted"
+    assert entry.commit[:12] in cond.message and "accuracy" in cond.message
+    assert st.condition(status.ConditionType.DRIFT) is None and st.drift is None
 
 
 def test_a_drop_both_versions_share_only_alerts(tmp_path: Path) -> None:
@@ -173,3 +181,36 @@ def test_a_drop_both_versions_share_only_alerts(tmp_path: Path) -> None:
     assert git.text(w.bare, "rev-parse", "refs/heads/main") == before  # nothing pushed
     assert events(w, "Reverted") == [] and len(events(w, "PerformanceAlert")) == 1
     assert w.tick() == [(_, decision)]  # no new labels: not decided again
+    cond = w.store.status(NAME).condition(status.ConditionType.PERFORMANCE)
+    assert cond is not None and cond.status and cond.reason == "PerformanceAlert"
+    # more labels a minute later: alerted again (an event), but its page and webhooks are
+    # not repeated within alert_report_seconds, as drift alerts
+    w.now[0] += 60
+    more = make_frame(100, seed=8)
+    w.score(more, label=(more.f2 > 0).astype(int).to_numpy(), first=400)
+    assert [d.action for _, d in w.tick()] == ["alert", "alert"]
+    assert len(events(w, "PerformanceAlert")) == 2
+    assert w.monitor.dispatcher.wait(30)
+    logged = decision_log.read(w.monitor.state_dir / reports.REPORTS)
+    assert [d.kind for d in logged if d.model == NAME] == [decisions.Kind.ALERT]
+
+
+def test_a_previous_version_that_takes_a_column_the_rows_lack_only_alerts(
+        tmp_path: Path) -> None:
+    """v2 dropped a feature v1 takes: v1 cannot be scored on v2's logged rows, so there is
+    nothing to compare with: an alert saying so, not a failure repeated every interval."""
+    from sklearn.linear_model import LogisticRegression
+
+    a = make_frame(1500, seed=1)
+    wrong = a.assign(label=(a.f0 > 0).astype(int)).drop(columns="f4")
+    w = build(tmp_path, v2_model=LogisticRegression().fit(wrong[FEATURES[:4]], wrong.label),
+              v2_reference=wrong)
+    live = make_frame(400, seed=7)
+    w.score(live, label=live.label.to_numpy())
+    (_, decision), = w.tick()
+    assert decision.action == "alert", decision.reason
+    assert "takes f4, which the serving version's logged rows do not have" in decision.reason
+    assert "f4" in str(decision.evidence["whyNotReverted"])
+    assert events(w, "MonitorFailed") == [] and events(w, "Reverted") == []
+    assert len(events(w, "PerformanceAlert")) == 1
+

@@ -285,6 +285,10 @@ def load(
         ) from exc
     if not hasattr(estimator, "predict"):
         raise errors.ModelError(f"{model_dir}: the estimator has no predict(); it cannot serve")
+    from mlgitops.adapters import fitted_missing
+
+    # a missing string reaches the model as its reference data wrote it (NaN or None)
+    estimator = fitted_missing.wrap(estimator, fitted_missing.read(model_dir))
     return LoadedModel(info=info, estimator=estimator)
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 import yaml
 
 from mlgitops import errors, settings, ui
-from mlgitops.adapters import files, git, mlflow_models, validator
+from mlgitops.adapters import files, fitted_missing, git, mlflow_models, validator
 from mlgitops.authoring import validate
 from mlgitops.core import layout, manifest, quarantine, stats, trust
 from mlgitops.core.manifest import ModelDeployment
@@ -81,13 +81,12 @@ def write_version(
     sample = sample.copy()
     sample["prediction"] = estimator.predict(sample[features.columns])
     sample.reset_index(drop=True).to_parquet(dest / layout.REFERENCE, index=False)
-    (dest / layout.PUBLISH_INFO).write_text(
-        json.dumps(
-            {"fingerprint": key, "target": target, "features": [str(c) for c in features.columns]},
-            sort_keys=True,
-        )
-        + "\n"
-    )
+    publish_info: dict[str, Any] = {"fingerprint": key, "target": target,
+                                    "features": [str(c) for c in features.columns]}
+    nan_strings = fitted_missing.nan_columns(features)
+    if nan_strings:  # served as fitted: NaN, not the None a request's null decodes to
+        publish_info[fitted_missing.KEY] = nan_strings
+    (dest / layout.PUBLISH_INFO).write_text(json.dumps(publish_info, sort_keys=True) + "\n")
     return types
 
 
@@ -116,7 +115,10 @@ def write_evaluation(estimator: Any, frame: pd.DataFrame, *, dest: Path, label: 
         raise errors.ConfigError(str(exc)) from exc
     kept = frame[[*features, label]].reset_index(drop=True)
     kept.to_parquet(dest / evaluation.DATA, index=False)
-    metrics = evaluation.score(estimator, x, y)
+    # scored as the hook and the controller will: the rows read back, the model as it loads
+    x, y = evaluation.split(pd.read_parquet(dest / evaluation.DATA), label=label,
+                            columns=features, where="the evaluation data")
+    metrics = evaluation.score(fitted_missing.wrap(estimator, fitted_missing.read(dest)), x, y)
     files.write_json(dest / evaluation.RECORD, evaluation.record(
         kind=evaluation.kind_of(estimator), metrics=metrics,
         sha=evaluation.sha256(dest / evaluation.DATA), rows=len(kept), label=label))

@@ -98,7 +98,7 @@ def status(repo: Path, as_json: bool, wide: bool) -> None:
         if not wide and m["endpoint"]:
             notes.append(f"{m['name']}: {m['endpoint']}")
         notes.extend(f"{m['name']}: {c['type']}: {c['message']}" for c in true
-                     if c["type"] == "Stalled" and c["message"])
+                     if c["type"] in ("Stalled", "Performance") and c["message"])
         if m.get("rollout"):
             notes.append(f"{m['name']}: rollout: {rollout.summary(m['rollout'])}")
     print_table(table, wide=wide)

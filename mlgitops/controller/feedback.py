@@ -251,6 +251,8 @@ def send(name: str, ids: Iterable[Any], labels: Iterable[Any], *, repo: Path | s
 
     ``url``: the gateway (default: the one the running controller of ``repo`` recorded).
     Signed with ``MLGITOPS_WEBHOOK_SECRET`` and/or ``MLGITOPS_API_TOKEN`` when set.
+    A missing label (None, NaN, ``pd.NA``: not come back yet) is left out and counted as
+    ``skipped``; send it again once it is known.
     """
     import httpx
 
@@ -261,6 +263,14 @@ def send(name: str, ids: Iterable[Any], labels: Iterable[Any], *, repo: Path | s
                                  "label per id")
     if not ids_list:
         raise errors.ConfigError("no labels to send: give at least one id and its label")
+    known = [not _missing(v) for v in label_list]
+    skipped = len(known) - sum(known)
+    if skipped == len(known):
+        raise errors.ConfigError(f"all {skipped} labels are missing (None or NaN): nothing to "
+                                 "send; send them once they come back")
+    if skipped:
+        ids_list = [i for i, k in zip(ids_list, known, strict=True) if k]
+        label_list = [v for v, k in zip(label_list, known, strict=True) if k]
     base = (url or _gateway_url(Path(repo))).rstrip("/")
     secret, token = settings.feedback_credentials()
     total: dict[str, Any] = {}
@@ -294,6 +304,8 @@ def send(name: str, ids: Iterable[Any], labels: Iterable[Any], *, repo: Path | s
                     total[key] = (total.get(key, []) + value)[:20]
                 else:
                     total[key] = value
+    if skipped:
+        total["skipped"] = skipped
     return total
 
 
@@ -315,6 +327,13 @@ def _values(values: Iterable[Any]) -> list[Any]:
 def _scalar(value: Any) -> Any:
     item = getattr(value, "item", None)
     return item() if callable(item) else value
+
+
+def _missing(value: Any) -> bool:
+    """A label that has not come back: None, NaN, ``pd.NA`` or ``pd.NaT``."""
+    if value is None or (isinstance(value, float) and value != value):
+        return True
+    return type(value).__name__ in ("NAType", "NaTType")
 
 
 def local_performance(state_dir: Path, name: str) -> performance.Performance:

@@ -157,6 +157,7 @@ class Monitor(RolloutChecks[H], Reports[H], PerformanceChecks[H]):
         self.scorer: PreviousScorer = scorer or SandboxScorer(source)
         self.performance_interval = performance_interval
         self._performance_seen: dict[str, tuple[str, int, float]] = {}
+        self._performance_alerted: dict[tuple[str, str], float] = {}
         self.performance_decisions: list[tuple[str, perf_policy.Decision]] = []
 
     # loop ------------------------------------------------------------------------------------

@@ -101,7 +101,8 @@ class MonitorBase(Generic[H]):
 
     def _revert(self, track: Track, decision: policy.Decision, sample: Sample,
                 record: decisions.Decision, *, why: str | None = None,
-                plan_with: Callable[[policy.RevertPlan], policy.RevertPlan] | None = None
+                plan_with: Callable[[policy.RevertPlan], policy.RevertPlan] | None = None,
+                set_status: Callable[..., None] | None = None
                 ) -> None:
         raise NotImplementedError
 

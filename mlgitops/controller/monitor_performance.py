@@ -44,9 +44,11 @@ from mlgitops.adapters import git, sandbox
 from mlgitops.controller import decision_pages, ports, reports
 from mlgitops.controller import performance as perf_mod
 from mlgitops.controller import source as source_mod
+from mlgitops.controller import state as state_mod
 from mlgitops.controller.monitor_base import MonitorBase, Track
 from mlgitops.controller.ports import H
 from mlgitops.core import decisions, layout, manifest, policy
+from mlgitops.core import status as status_mod
 from mlgitops.core.performance import policy as perf_policy
 from mlgitops.core.performance import revert as perf_revert
 
@@ -58,6 +60,11 @@ class Scored:
     prediction: np.ndarray
     proba: np.ndarray | None = None
     classes: tuple[Any, ...] = ()
+
+
+class Unscorable(errors.ModelError):
+    """The previous version cannot be scored on the labelled rows: they lack columns it takes
+    (the new version's inputs changed). Nothing to compare with, so nothing to revert to."""
 
 
 class PreviousScorer(Protocol):
@@ -79,6 +86,11 @@ class SandboxScorer:
 
         model_dir = self.source.materialize(commit, dep, gated=False)
         info = mlflow_models.read_info(model_dir)
+        lacking = [c for c in info.column_names if c not in inputs.columns]
+        if lacking:
+            raise Unscorable(
+                f"the previous version {commit[:12]} takes {', '.join(lacking[:10])}, which the "
+                "serving version's logged rows do not have")
         loadable = mlflow_models.check_loadable(info, policy=self.source.policy,
                                                 reviewed=dep.trusted_types,
                                                 source=layout.manifest_path(dep.name))
@@ -118,7 +130,10 @@ class PerformanceChecks(MonitorBase[H]):
     labels: ports.LabelSource
     scorer: PreviousScorer
     performance_interval: float
+    alert_report_seconds: float
     _performance_seen: dict[str, tuple[str, int, float]]
+    #: (model, version) -> when its last performance alert was recorded (page, webhooks)
+    _performance_alerted: dict[tuple[str, str], float]
     performance_decisions: list[tuple[str, perf_policy.Decision]]
 
     def performance_tick(self) -> list[tuple[str, perf_policy.Decision]]:
@@ -155,12 +170,21 @@ class PerformanceChecks(MonitorBase[H]):
         self._performance_seen[track.name] = (track.version, -1, now)
         new = perf_policy.Outputs(prediction=rows.prediction, proba=rows.proba)
         previous = None
+        unscorable: str | None = None
         if track.blocked is None and track.previous_version is not None:
-            scored = self._score_previous(track, rows.inputs)
-            previous = aligned(scored, rows.classes, rows.prediction)
+            try:
+                scored = self._score_previous(track, rows.inputs)
+            except Unscorable as exc:
+                unscorable = str(exc)
+            else:
+                previous = aligned(scored, rows.classes, rows.prediction)
         obs = perf_policy.observe(pol, y=rows.y, new=new, previous=previous,
                                   classes=rows.classes, evaluation=self._evaluation(track))
         decision = perf_policy.decide(pol, obs)
+        if unscorable is not None and decision.action == "alert":
+            decision = perf_policy.Decision(
+                "alert", f"{decision.reason} ({unscorable})",
+                {**decision.evidence, "whyNotReverted": unscorable})
         decision = perf_revert.gated(decision, blocked=track.blocked,
                                      reverts=self._history(track.name).reverts,
                                      rules=track.deployment.drift, now=now)
@@ -196,6 +220,7 @@ class PerformanceChecks(MonitorBase[H]):
         if decision.action == "keep":
             self.store.event("PerformanceWindow", model=track.name, commit=track.version,
                              message=decision.reason, **numbers)
+            self._set_performance(track.name, "keep", decision.reason)
             return
         drift_decision = as_drift_decision(
             decision, obs, history=self._history(track.name), rules=track.deployment.drift,
@@ -215,10 +240,35 @@ class PerformanceChecks(MonitorBase[H]):
         if decision.action == "alert":
             self.store.event("PerformanceAlert", model=track.name, commit=track.version,
                              message=decision.reason, **numbers)
-            self._submit(record, None)
+            self._set_performance(track.name, "alert", decision.reason)
+            key = (track.name, track.version)
+            last = self._performance_alerted.get(key)
+            if last is None or now - last >= self.alert_report_seconds:
+                # a page and webhooks at most once per alert_report_seconds per version, as
+                # drift alerts (the event above is recorded every time)
+                self._performance_alerted[key] = now
+                self._submit(record, None)
             return
         self._revert(track, drift_decision, inputs, record,
-                     plan_with=lambda plan: perf_revert.commit(plan, decision))
+                     plan_with=lambda plan: perf_revert.commit(plan, decision),
+                     set_status=self._performance_status)
+
+    def _set_performance(self, name: str, action: str, message: str, *,
+                         reason: str | None = None) -> None:
+        """The Performance condition of ``name`` after a decision ``action``."""
+        with self.store.locked():
+            self.store.set(status_mod.performance_check(
+                self.store.status(name), action=action, message=message, reason=reason,
+                now=state_mod.now()))
+        self.store.save()
+
+    def _performance_status(self, name: str, decision: policy.Decision, *,
+                            reason: str | None = None, message: str | None = None) -> None:
+        """The revert path's status step for a performance revert: the Performance condition,
+        not the Drift one (whose share would read 0.0)."""
+        action = {policy.Verdict.REVERT: "revert",
+                  policy.Verdict.ALERT: "alert"}.get(decision.verdict, "keep")
+        self._set_performance(name, action, message or decision.reason, reason=reason)
 
 
 def as_drift_decision(decision: perf_policy.Decision, obs: perf_policy.Observation, *,

@@ -45,11 +45,13 @@ class Reverts(MonitorBase[H]):
 
     def _revert(self, track: Track, decision: policy.Decision, sample: Sample,
                 record: decisions.Decision, *, why: str | None = None,
-                plan_with: Callable[[policy.RevertPlan], policy.RevertPlan] | None = None
-                ) -> None:
+                plan_with: Callable[[policy.RevertPlan], policy.RevertPlan] | None = None,
+                set_status: Callable[..., None] | None = None) -> None:
         """Revert ``track``'s version on ``decision`` (``plan_with`` rewrites the planned
-        commit's message, e.g. a performance revert's numbers; trailers and quarantine stay)."""
+        commit's message, e.g. a performance revert's numbers; trailers and quarantine stay;
+        ``set_status`` sets the condition instead of Drift's, e.g. Performance's)."""
         name = track.name
+        status = set_status or self._status
         target = reports.plan(self.state_dir, name=name, version=track.version, now=decision.at,
                               why="revert", title=self._evidently_title(record))
         link = record.report_url or self._link(target)
@@ -89,7 +91,7 @@ class Reverts(MonitorBase[H]):
                          f"{decision.reason}"),
                 previous=outcome.previous, **common,
             )
-            self._status(name, decision, reason="Reverted",
+            status(name, decision, reason="Reverted",
                          message=f"reverted {track.version[:12]} in {outcome.commit[:12]}: "
                                  f"{decision.reason}")
             ui.console.print(f"[red]{name}[/]: reverted {track.version[:12]} in "
@@ -107,13 +109,13 @@ class Reverts(MonitorBase[H]):
             if outcome.skipped is not None:
                 self.store.event("RevertSkipped", model=name, commit=track.version,
                                  message=outcome.skipped, **common)
-                self._status(name, decision, reason="RevertSkipped", message=outcome.skipped)
+                status(name, decision, reason="RevertSkipped", message=outcome.skipped)
                 record = record.with_(outcome=f"no revert was pushed: {outcome.skipped}")
             else:
                 message = f"could not revert {track.version[:12]}: {outcome.error}"
                 self.store.event("RevertFailed", model=name, commit=track.version,
                                  message=message, **common)
-                self._status(name, decision, reason="RevertFailed", message=message)
+                status(name, decision, reason="RevertFailed", message=message)
                 ui.console.print(f"[red]{name}[/]: {message}")
                 record = record.with_(outcome=message)
             if outcome.already is not None:

@@ -136,6 +136,7 @@ class Controller:
                                      branch=self.cfg.sync.branch,
                                      signing_key=self.cfg.signing.key),
             live_stats=local_runtime.StatsFiles(self.stats_root, runtime=self.runtime),
+            performance_interval=self.cfg.monitor.performance_seconds,
         )
         self.reconciler.on_deployed.append(monitor.on_deployed)
         return monitor

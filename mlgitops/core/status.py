@@ -34,6 +34,7 @@ class ConditionType(enum.Enum):
     RECONCILING = "Reconciling"
     STALLED = "Stalled"
     DRIFT = "Drift"
+    PERFORMANCE = "Performance"
 
 
 @dataclass(frozen=True)
@@ -203,3 +204,18 @@ def drift_window(st: ModelStatus, *, verdict: str, message: str, now: str,
     breached = verdict in ("breach", "alert", "revert")
     return st.with_condition(ConditionType.DRIFT, status=breached,
                              reason=reason or DRIFT_REASONS[verdict], message=message, now=now)
+
+
+PERFORMANCE_REASONS = {"keep": "WithinPolicy", "alert": "PerformanceAlert",
+                       "revert": "Reverting"}
+"""The Performance condition's reason per decision (`core.performance.policy.Action`)."""
+
+
+def performance_check(st: ModelStatus, *, action: str, message: str, now: str,
+                      reason: str | None = None) -> ModelStatus:
+    """A decision on the labelled rows (``keep``, ``alert`` or ``revert``): the Performance
+    condition, True when the realized metric breaks ``spec.performance`` (alert, revert),
+    False when it is within it. ``reason`` overrides the action's (e.g. ``Reverted``)."""
+    return st.with_condition(ConditionType.PERFORMANCE, status=action in ("alert", "revert"),
+                             reason=reason or PERFORMANCE_REASONS[action], message=message,
+                             now=now)

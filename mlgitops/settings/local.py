@@ -65,6 +65,9 @@ class SyncSettings:
 class MonitorSettings:
     enabled: bool = True
     interval_seconds: float = 1.0
+    performance_seconds: float = 30.0
+    """``MLGITOPS_PERFORMANCE_SECONDS``: how often each version's labelled rows are checked
+    against ``spec.performance``."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,7 @@ def controller(
     mon = MonitorSettings(
         enabled=monitor and os.environ.get("MLGITOPS_MONITOR", "1") not in ("0", "false"),
         interval_seconds=environment.positive("MLGITOPS_MONITOR_SECONDS", 1.0),
+        performance_seconds=environment.positive("MLGITOPS_PERFORMANCE_SECONDS", 30.0),
     )
     max_workers = environment.positive("MLGITOPS_MAX_WORKERS", default_max_workers())
     if max_workers != int(max_workers):
