@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 import yaml
 from support.data import FEATURES, make_frame, train
-from support.net import free_port
+from support.net import free_port, version_at
 from support.waits import wait_until
 
 import mlgitops
@@ -385,13 +385,6 @@ class Traffic:
         self.thread.join(timeout=10)
 
 
-def served(base: str) -> str | None:
-    try:
-        r = httpx.get(f"{base}/v2/models/{NAME}", timeout=2)
-        return r.json().get("version") if r.status_code == 200 else None
-    except httpx.HTTPError:
-        return None
-
 
 def test_automatic_revert_end_to_end(tmp_path: Path) -> None:
     work, bare, v1, v2, _ = build_repo(tmp_path)
@@ -401,7 +394,7 @@ def test_automatic_revert_end_to_end(tmp_path: Path) -> None:
         assert mon is not None
         mon.window_seconds = 1.0
         base = ctl.base_url
-        wait_until(lambda: served(base) == v2, timeout=120, what="v2 serving")
+        wait_until(lambda: version_at(base, NAME) == v2, timeout=120, what="v2 serving")
 
         # too few rows: one request of 40 population-A rows makes an inconclusive window
         r = httpx.post(f"{base}/models/{NAME}/invocations",
@@ -414,9 +407,9 @@ def test_automatic_revert_end_to_end(tmp_path: Path) -> None:
 
         # live traffic from population A: v2 (trained on B) does not fit it, v1 does
         with Traffic(f"{base}/models/{NAME}/invocations", population(3000)) as traffic:
-            wait_until(lambda: served(base) not in (v2, None), timeout=180, what="rollback")
+            wait_until(lambda: version_at(base, NAME) not in (v2, None), timeout=180, what="rollback")
         assert not traffic.failed, traffic.failed[:3]
-        revert_sha = served(base)
+        revert_sha = version_at(base, NAME)
         assert revert_sha is not None
         # Git says so: the remote's head reverts v2, restores v1's model, quarantines v2's digest
         (entry,) = git.log(bare, "main", [], limit=1)
@@ -459,7 +452,7 @@ def test_automatic_revert_end_to_end(tmp_path: Path) -> None:
             return c is not None and c.status and c.reason == "Quarantined"
 
         wait_until(held, timeout=60, what="Stalled/Quarantined")
-        assert served(base) == revert_sha
+        assert version_at(base, NAME) == revert_sha
 
 
 def test_isolated_report_process_reports_its_failure_as_a_sentence(world: World) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from support.net import free_port
+from support.net import free_port, version_at
 from support.waits import wait_until
 from test_missing_values import housing_pipeline
 
@@ -66,13 +66,6 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def served(base: str) -> str | None:
-    try:
-        r = httpx.get(f"{base}/v2/models/{NAME}", timeout=2)
-        return r.json().get("version") if r.status_code == 200 else None
-    except httpx.HTTPError:
-        return None
-
 
 @pytest.mark.timeout(900)
 def test_an_own_pipeline_publishes_with_no_trust_flag_serves_missing_values_and_is_reverted(
@@ -101,7 +94,7 @@ def test_an_own_pipeline_publishes_with_no_trust_flag_serves_missing_values_and_
     cfg = settings.controller(work, port=free_port(), poll_seconds=2.0)
     with run.running(cfg) as ctl:
         base = ctl.base_url
-        wait_until(lambda: served(base) == v2, timeout=240, what="v2 serving")
+        wait_until(lambda: version_at(base, NAME) == v2, timeout=240, what="v2 serving")
         # rows with and without lot_size, one batch: the pipeline's own predictions
         mixed = live.head(20)
         assert mixed.lot_size.isna().any() and mixed.lot_size.notna().any()
@@ -133,12 +126,12 @@ def test_an_own_pipeline_publishes_with_no_trust_flag_serves_missing_values_and_
         sender = threading.Thread(target=traffic, daemon=True)
         sender.start()
         try:
-            wait_until(lambda: served(base) not in (v2, None), timeout=300, what="the revert")
+            wait_until(lambda: version_at(base, NAME) not in (v2, None), timeout=300, what="the revert")
         finally:
             stop.set()
             sender.join(timeout=10)
         assert not failed, failed[:3]
-        revert_sha = served(base)
+        revert_sha = version_at(base, NAME)
         (entry,) = git.log(bare, "main", [], limit=1)
         assert entry.commit == revert_sha and entry.trailers[layout.TRAILER_REVERTS] == v2
         assert git.tree_id(bare, revert_sha, f"models/{NAME}") == git.tree_id(bare, v1,

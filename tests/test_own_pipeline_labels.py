@@ -23,7 +23,7 @@ import pytest
 import yaml
 from sklearn import metrics as skm
 from support import servers as support
-from support.net import free_port
+from support.net import free_port, version_at
 from support.waits import wait_until
 
 import mlgitops
@@ -86,13 +86,6 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
             for row in frame[FEATURES].astype(object).to_dict(orient="records")]
 
 
-def served(base: str) -> str | None:
-    try:
-        r = httpx.get(f"{base}/v2/models/{NAME}", timeout=2)
-        return r.json().get("version") if r.status_code == 200 else None
-    except httpx.HTTPError:
-        return None
-
 
 def set_performance(work: Path, policy: dict[str, Any]) -> None:
     path = work / layout.manifest_path(NAME)
@@ -129,7 +122,7 @@ def test_an_own_pipeline_with_missing_values_is_logged_measured_and_reverted_on_
         mon = ctl.monitor
         assert mon is not None
         base = ctl.base_url
-        wait_until(lambda: served(base) == v2, timeout=240, what="v2 serving")
+        wait_until(lambda: version_at(base, NAME) == v2, timeout=240, what="v2 serving")
         ids: list[str] = []
         answers: list[Any] = []
         for k in range(0, len(live), 50):
@@ -188,7 +181,7 @@ def test_an_own_pipeline_with_missing_values_is_logged_measured_and_reverted_on_
 
         # v2 is less accurate on these rows than v1 (scored in the sandbox on the same NaN and
         # None inputs, read back from the log): reverted, with the evidence on its page
-        wait_until(lambda: served(base) not in (v2, None), timeout=240, what="the revert")
+        wait_until(lambda: version_at(base, NAME) not in (v2, None), timeout=240, what="the revert")
         (entry,) = git.log(bare, "main", [], limit=1)
         assert entry.trailers[layout.TRAILER_REVERTS] == v2
         assert git.tree_id(bare, entry.commit, layout.model_path(NAME)) == git.tree_id(

@@ -12,15 +12,14 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import yaml
 from support.data import FEATURES, make_frame, train
-from support.net import free_port
+from support.net import free_port, version_at
+from support.repos import with_v1
 from support.waits import wait_until
 
 import mlgitops
 from mlgitops import settings
 from mlgitops.adapters import git, prediction_log
-from mlgitops.authoring import repository
 from mlgitops.controller import decision_pages, performance, run
 from mlgitops.core import layout
 
@@ -30,25 +29,11 @@ NAME = "credit"
 SECRET = "performance-e2e-secret"
 
 
-def served(base: str) -> str | None:
-    try:
-        r = httpx.get(f"{base}/v2/models/{NAME}", timeout=2)
-        return r.json().get("version") if r.status_code == 200 else None
-    except httpx.HTTPError:
-        return None
-
 
 def build(root: Path, v2_model: Any) -> tuple[Path, Path, str, str]:
-    work = root / "models-repo"
-    bare = repository.init(work)
-    a = make_frame(1500, seed=1)
-    v1 = str(mlgitops.publish(train(a, seed=1), a, name=NAME, repo=work, target="label",
-                              push=False, quiet=True, message="credit v1"))
-    path = work / layout.manifest_path(NAME)
-    doc = yaml.safe_load(path.read_text())
-    doc["spec"]["performance"] = {"metric": "accuracy", "minimum": 0.85, "minRows": 200}
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    git.commit(work, message="credit: revert on accuracy", paths=[layout.MANIFESTS])
+    work, bare, v1, a = with_v1(
+        root, {"performance": {"metric": "accuracy", "minimum": 0.85, "minRows": 200}},
+        name=NAME, message="revert on accuracy")
     v2 = str(mlgitops.publish(v2_model, a, name=NAME, repo=work, target="label", push=False,
                               quiet=True, message="credit v2"))
     git.push(work)
@@ -72,7 +57,7 @@ def test_labels_revert_a_less_accurate_version_and_only_alert_on_a_shared_drop(
         assert mon is not None
         mon.performance_interval = 0.5
         base = ctl.base_url
-        wait_until(lambda: served(base) == v2, timeout=120, what="v2 serving")
+        wait_until(lambda: version_at(base, NAME) == v2, timeout=120, what="v2 serving")
         ids: list[str] = []
         for k in range(0, len(live), 50):
             batch = live.iloc[k:k + 50][FEATURES]
@@ -90,7 +75,7 @@ def test_labels_revert_a_less_accurate_version_and_only_alert_on_a_shared_drop(
         sent = mlgitops.feedback(NAME, np.asarray(ids), truth, url=base)
         assert sent["received"] == len(live) and sent.get("unknown", 0) == 0, sent
         if case == "less-accurate":
-            wait_until(lambda: served(base) not in (v2, None), timeout=180, what="the revert")
+            wait_until(lambda: version_at(base, NAME) not in (v2, None), timeout=180, what="the revert")
             (entry,) = git.log(bare, "main", [], limit=1)
             assert entry.trailers[layout.TRAILER_REVERTS] == v2
             assert git.tree_id(bare, entry.commit, f"models/{NAME}") == git.tree_id(
@@ -112,6 +97,6 @@ def test_labels_revert_a_less_accurate_version_and_only_alert_on_a_shared_drop(
             wait_until(alerted, timeout=120, what="the performance alert")
             (alert,) = alerted()
             assert "both versions degrade: the world changed" in alert["message"]
-            assert served(base) == v2
+            assert version_at(base, NAME) == v2
             assert git.text(bare, "rev-parse", "refs/heads/main") == git.text(
                 work, "rev-parse", "HEAD")

@@ -24,11 +24,11 @@ import pandas as pd
 import pytest
 import yaml
 from support.data import FEATURES, make_frame, train
+from support.repos import with_v1
 
 import mlgitops
 from mlgitops import settings
 from mlgitops.adapters import evidently_reports, git, local_runtime, prediction_log
-from mlgitops.authoring import repository
 from mlgitops.controller import decision_pages, fakes, reports
 from mlgitops.controller import decisions as decision_log
 from mlgitops.controller import monitor as monitor_mod
@@ -77,16 +77,8 @@ class World:
 
 
 def build(root: Path, *, v2_model: Any, v2_reference: pd.DataFrame | None = None) -> World:
-    work = root / "models-repo"
-    bare = repository.init(work)
-    a = make_frame(1500, seed=1)
-    v1 = str(mlgitops.publish(train(a, seed=1), a, name=NAME, repo=work, target="label",
-                              push=False, quiet=True, message="credit v1"))
-    path = work / layout.manifest_path(NAME)
-    doc = yaml.safe_load(path.read_text())
-    doc["spec"]["performance"] = dict(PERFORMANCE)
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    git.commit(work, message="credit: revert on accuracy", paths=[layout.MANIFESTS])
+    work, bare, v1, a = with_v1(root, {"performance": dict(PERFORMANCE)}, name=NAME,
+                                message="revert on accuracy")
     v2 = str(mlgitops.publish(v2_model, a if v2_reference is None else v2_reference, name=NAME,
                               repo=work, target="label", push=False, quiet=True,
                               message="credit v2"))

@@ -20,16 +20,15 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from click.testing import CliRunner
 from sklearn.metrics import accuracy_score
 from support.data import FEATURES, make_frame, train
 from support.net import free_port
+from support.repos import with_v1
 
 import mlgitops
 from mlgitops.adapters import git
 from mlgitops.adapters import kubernetes as k8s
-from mlgitops.authoring import repository
 from mlgitops.cli import main as cli_main
 from mlgitops.core import k8s_objects as ko
 from mlgitops.core import layout
@@ -56,17 +55,10 @@ def cluster(k8s_cluster: TestCluster) -> Iterator[k8s.Cluster]:
 def build(root: Path, *, v2_wrong: bool) -> tuple[Path, Path, str, str]:
     """v1 (a forest) and v2 (a logistic regression, on the wrong target when ``v2_wrong``),
     with a ``spec.performance`` policy on accuracy, pushed."""
-    work = root / "models-repo"
-    bare = repository.init(work)
-    a = make_frame(1500, seed=1)
-    v1 = str(mlgitops.publish(train(a, seed=1), a, name=NAME, repo=work, target="label",
-                              push=False, quiet=True, message="credit v1"))
-    path = work / layout.manifest_path(NAME)
-    doc = yaml.safe_load(path.read_text())
-    doc["spec"]["performance"] = {"metric": "accuracy", "minimum": 0.85, "minRows": 200}
-    doc["spec"].setdefault("rollout", {})["scaleDownDelaySeconds"] = 0  # replaced pods go at once
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    git.commit(work, message="credit: revert on accuracy", paths=[layout.MANIFESTS])
+    work, bare, v1, a = with_v1(
+        root, {"performance": {"metric": "accuracy", "minimum": 0.85, "minRows": 200},
+               "rollout": {"scaleDownDelaySeconds": 0}},  # replaced pods go at once
+        name=NAME, message="revert on accuracy")
     wrong = a.assign(label=(a.f0 > 0).astype(int))
     v2 = str(mlgitops.publish(train(wrong if v2_wrong else a, kind="logistic"), a, name=NAME, repo=work,
                               target="label", push=False, quiet=True, message="credit v2"))
