@@ -247,7 +247,8 @@ def main() -> None:
                 venvs["baseline"] = args.baseline_venv.resolve() / "bin"
             rows: dict[str, list[dict[str, float]]] = {k: [] for k in venvs}
             for i in range(args.runs if args.commit_runs is None else args.commit_runs):
-                for key, where in venvs.items():  # alternating: the same load for both
+                order = list(venvs.items())
+                for key, where in order if i % 2 == 0 else order[::-1]:  # alternating
                     kubelet.bin_dir = where  # the new version's pod runs that mlgitops
                     v = publish(100 + len(published))  # committed and pushed (the remote's hook)
                     began = time.monotonic()
