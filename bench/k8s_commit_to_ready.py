@@ -11,8 +11,11 @@ ModelDeployment, the Deployments and the pods time each step on one clock:
 - commit (pushed) -> Ready, for a new version of a running model (the median is the target,
   <= 3 s): sync (the remote's call -> the ModelDeployment names the commit), render+apply (-> the version's
   Deployment exists), controller-manager (-> its pod exists), fetch (-> the pod is
-  Initialized: bound, ``fetch-model`` done), readiness (-> the pod is Ready), operator (-> the
-  ModelDeployment says Ready with the commit);
+  Initialized: bound, ``fetch-model`` done), readiness (-> the pod is Ready; split at the
+  server's "serving" log line into ``serve: loaded``, the server's own start, and ``probe:
+  ready``, the workers' start and the kubelet's probes), operator (-> the ModelDeployment says
+  Ready with the commit). ``--baseline-venv`` alternates each run with one whose pod runs
+  another checkout's ``mlgitops`` (the same operator, the same load);
 - revert commit (pushed) -> the previous version answering (a ready pod the model's Service selects
   answers with the previous version), with ``spec.rollout.scaleDownDelaySeconds`` at its
   default (the previous version kept warm) and, as the same-run baseline, at 0 (a revert is a
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import json
 import os
 import statistics
@@ -58,6 +62,19 @@ from mlgitops.devcluster.kubelet import Kubelet, http_get
 NAME = "credit"
 NS = "bench"
 STEPS = ("sync", "render+apply", "controller-manager", "fetch", "readiness", "operator")
+#: ``readiness`` split by the server's own log line (the model loaded, workers forking)
+PARTS = ("serve: loaded", "probe: ready")
+EPOCH = time.time() - time.monotonic()  # a log line's wall-clock time -> this clock
+
+
+def loaded_at(kubelet: Kubelet, pod: str, version: str) -> float | None:
+    """When the pod's server logged that it serves ``version`` (monotonic), if it did."""
+    found = None
+    for line in kubelet.logs(pod, "server").splitlines():
+        if f" version {version} on " in line and "serving" in line:
+            stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+            found = stamp.timestamp() - EPOCH
+    return found
 
 
 def bin_dir() -> Path:
@@ -72,6 +89,7 @@ class Seen:
     def __init__(self, cluster: k8s.Cluster) -> None:
         self.cluster = cluster
         self.times: dict[tuple[str, str], float] = {}
+        self.pods: dict[str, str] = {}  # version -> the name of its (last seen) pod
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -99,6 +117,7 @@ class Seen:
         for p in self.cluster.pods(NS, NAME):
             runs = (p["metadata"].get("labels") or {}).get(ko.LABEL_VERSION, "")
             self.mark(("pod", runs))
+            self.pods[runs] = p["metadata"]["name"]
             conds = {c["type"]: c["status"] for c in (p.get("status") or {}).get("conditions") or ()}
             if conds.get("Initialized") == "True":
                 self.mark(("initialized", runs))
@@ -184,6 +203,9 @@ def main() -> None:
     ap.add_argument("--modes", default="quiet,loaded", help="rollback runs: quiet, loaded or both")
     ap.add_argument("--commit-runs", type=int, default=None,
                     help="commit -> Ready runs (default: --runs; 0: skip that part)")
+    ap.add_argument("--baseline-venv", type=Path, default=None,
+                    help="another checkout's virtualenv (e.g. /work/main/.venv): each commit -> "
+                         "Ready run is followed by one whose pod runs that mlgitops")
     ap.add_argument("--outage", type=float, default=40.0,
                     help="seconds the API server is stopped (0: skip that part)")
     args = ap.parse_args()
@@ -216,30 +238,50 @@ def main() -> None:
 
         v0 = publish(0)
         seen = Seen(cluster)
-        with Kubelet(tc, NS, workdir=tmp / "kubelet", backoff=(1.0, 5.0), log=lambda m: None), \
-                handlers.running(NS):
+        with Kubelet(tc, NS, workdir=tmp / "kubelet", backoff=(1.0, 5.0),
+                     log=lambda m: None) as kubelet, handlers.running(NS):
             seen.thread.start()
             wait("v0 Ready", lambda: ("ready", v0) in seen.times)
-            rows: list[dict[str, float]] = []
+            venvs = {"this": Path(sys.executable).parent}
+            if args.baseline_venv is not None:
+                venvs["baseline"] = args.baseline_venv.resolve() / "bin"
+            rows: dict[str, list[dict[str, float]]] = {k: [] for k in venvs}
             for i in range(args.runs if args.commit_runs is None else args.commit_runs):
-                v = publish(100 + i)  # committed and pushed (through the remote's hook)
-                began = time.monotonic()
-                notify(port)
-                wait(f"v{i + 1} Ready", lambda v=v: ("ready", v) in seen.times)
-                t = seen.times
-                marks = [began, t[("declared", v)], t[("deployment", v)], t[("pod", v)],
-                         t[("initialized", v)], t[("pod-ready", v)], t[("ready", v)]]
-                row = {s: marks[k + 1] - marks[k] for k, s in enumerate(STEPS)}
-                row["total"] = marks[-1] - began
-                rows.append(row)
-                print(f"commit -> Ready run {i + 1} (load {os.getloadavg()[0]:.1f}): "
-                      f"{row['total']:.2f} s  " + "  ".join(
-                    f"{s} {row[s]:.2f}" for s in STEPS), flush=True)
-            if rows:
-                total = statistics.median(r["total"] for r in rows)
-                print(f"\ncommit -> Ready (median of {len(rows)}): {total:.2f} s (target <= 3 s)")
-                for s in STEPS:
-                    print(f"  {s:<20} {statistics.median(r[s] for r in rows):.2f} s")
+                order = list(venvs.items())
+                for key, where in order if i % 2 == 0 else order[::-1]:  # alternating
+                    kubelet.bin_dir = where  # the new version's pod runs that mlgitops
+                    v = publish(100 + len(published))  # committed and pushed (the remote's hook)
+                    began = time.monotonic()
+                    notify(port)
+                    wait(f"run {i + 1} ({key}) Ready", lambda v=v: ("ready", v) in seen.times)
+                    t = seen.times
+                    marks = [began, t[("declared", v)], t[("deployment", v)], t[("pod", v)],
+                             t[("initialized", v)], t[("pod-ready", v)], t[("ready", v)]]
+                    row = {s: marks[k + 1] - marks[k] for k, s in enumerate(STEPS)}
+                    row["total"] = marks[-1] - began
+                    loaded = loaded_at(kubelet, seen.pods.get(v, ""), v)
+                    if loaded is not None:
+                        row[PARTS[0]] = loaded - marks[4]
+                        row[PARTS[1]] = marks[5] - loaded
+                    rows[key].append(row)
+                    print(f"commit -> Ready run {i + 1} {key:<8} (load {os.getloadavg()[0]:.1f}): "
+                          f"{row['total']:.2f} s  " + "  ".join(
+                        f"{s} {row[s]:.2f}" for s in (*STEPS, *PARTS) if s in row), flush=True)
+            kubelet.bin_dir = venvs["this"]
+            if rows["this"]:
+                med = {k: {s: statistics.median(r[s] for r in rs if s in r)
+                           for s in (*STEPS, *PARTS, "total") if any(s in r for r in rs)}
+                       for k, rs in rows.items()}
+                print(f"\ncommit -> Ready (median of {len(rows['this'])}, load "
+                      f"{os.getloadavg()[0]:.1f}): this {med['this']['total']:.2f} s "
+                      "(target <= 3 s)" + (
+                          f", baseline {med['baseline']['total']:.2f} s "
+                          f"({args.baseline_venv}'s pod commands; "
+                          f"baseline / this: {med['baseline']['total'] / med['this']['total']:.2f})"
+                          if "baseline" in med else ""))
+                for s in (*STEPS, *PARTS):
+                    print(f"  {s:<20}" + "".join(f"  {k} {m[s]:.2f} s" for k, m in med.items()
+                                                 if s in m))
 
             if args.outage > 0:
                 outage(tc, seen, port, publish, args.outage)
@@ -280,8 +322,9 @@ def main() -> None:
                         print(f"revert -> previous answering, {mode}, {path}: {secs:.2f} s "
                               f"(load {os.getloadavg()[0]:.1f}) "
                               f"(git push {began - pushing:.2f} s before)", flush=True)
-            print("\nrevert commit -> previous version answering (median), target < 1 s:")
-            for mode in args.modes.split(","):
+            if figures:
+                print("\nrevert commit -> previous version answering (median), target < 1 s:")
+            for mode in (m for m in args.modes.split(",") if (m, "warm") in figures):
                 warm = statistics.median(figures[(mode, "warm")])
                 base = statistics.median(figures[(mode, "baseline")])
                 print(f"  {mode:<7} warm {warm:.2f} s   baseline (scaleDownDelaySeconds 0) "

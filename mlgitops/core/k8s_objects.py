@@ -161,7 +161,9 @@ class PodOptions:
     readiness_period_seconds: int = 2
     startup_period_seconds: int = 1
     startup_failure_threshold: int = 180
-    """With ``startup_period_seconds``: how long a server may take to load before a restart."""
+    """With ``startup_period_seconds``: how long a server may take to load before a restart
+    (the server listens before it loads, so each probe meanwhile waits out its 2 s timeout: up
+    to 180 x 2 s; a probe that arrives while it loads is answered the moment it is ready)."""
     trust_allow: tuple[str, ...] = ()
     """The operator's own trust policy (``MLGITOPS_TRUST_ALLOW``), given to both containers."""
     revision_history_limit: int = 3

@@ -51,7 +51,7 @@ from typing import Any
 
 from mlgitops.devcluster.cluster import TestCluster
 from mlgitops.devcluster.kubelet_net import Addresses, Api, Backoff, http_get, transient
-from mlgitops.devcluster.kubelet_pod import PodRecord, PodWorker
+from mlgitops.devcluster.kubelet_pod import VENV_BIN, PodRecord, PodWorker
 
 __all__ = ["NODE", "Kubelet", "PodRecord", "http_get"]
 
@@ -77,6 +77,9 @@ class Kubelet:
         self.workdir = workdir
         self.node_name = node_name
         self.backoff = backoff
+        self.bin_dir = VENV_BIN
+        """Where a container's command (``mlgitops``) is found, read at each start: this
+        interpreter's venv; a bench points it at another checkout's for a same-run baseline."""
         self.log = log or (lambda msg: print(f"[kubelet] {msg}", flush=True))
         self.records: dict[str, PodRecord] = {}
         self.addresses = Addresses()

@@ -73,6 +73,7 @@ class PodHost(Protocol):
     backoff: tuple[float, float]
     addresses: Addresses
     log: Callable[[str], None]
+    bin_dir: Path
 
     def confirm_deletion(self, name: str, uid: str) -> None: ...
 
@@ -263,7 +264,7 @@ class PodWorker(threading.Thread):
 
     def _env(self, c: _Container) -> dict[str, str]:
         env: dict[str, str] = {
-            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "PATH": f"{self.k.bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
             "HOSTNAME": self.pod_name,
             "HOME": str(self.dir / "rootfs"),
             "LANG": "C.UTF-8",
@@ -281,7 +282,7 @@ class PodWorker(threading.Thread):
         command = list(c.spec.get("command") or ["mlgitops"])  # the image's entrypoint
         argv = [self._rewrite(str(a), c, env) for a in [*command, *(c.spec.get("args") or [])]]
         if "/" not in argv[0]:
-            local = VENV_BIN / argv[0]
+            local = self.k.bin_dir / argv[0]
             argv[0] = str(local) if local.exists() else (shutil.which(argv[0]) or argv[0])
         return argv
 

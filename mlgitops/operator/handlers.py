@@ -6,7 +6,7 @@ thread of its own. Which repositories: each ``ModelRepository`` resource of the 
 kopf daemon per resource; its status says Ready with the commit reconciled, or Stalled with
 why; deleting it deletes its models, behind kopf's finalizer), and the one the flags name
 (``--repo-url``), if any. A ModelDeployment's ``mlgitops.io/retry`` annotation, set to a new
-value, tries its held version again.
+value, tries its held version again. A model pod turning Ready wakes the loops of its namespace.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from mlgitops.adapters.kubernetes import MODEL_REPOSITORY, Cluster
 from mlgitops.adapters.kubernetes.workloads import LABEL_SOURCE, source_label
 from mlgitops.controller import gateway, reports
 from mlgitops.core import manifest, source_spec
+from mlgitops.core.k8s_labels import LABEL_MANAGED_BY, MANAGER
 from mlgitops.operator import ground_truth
 from mlgitops.operator.runtime import Repository, RepositoryRuntime
 from mlgitops.operator.traffic import Traffic
@@ -57,6 +58,8 @@ def login(**kwargs: Any) -> Any:
 def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     cfg = mlgitops_settings.operator()
     settings.posting.enabled = False  # our own Events, one per transition
+    # a watch event is handled 20 ms after it arrives, not kopf's 100 ms (a pod ready -> Ready)
+    settings.batching.batch_window = 0.02
     # every watch event runs `retry_asked`: kopf's "succeeded" line for each is noise
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     cluster = Cluster.connect(cfg.kubeconfig)
@@ -237,6 +240,34 @@ def retry_asked(name: str, uid: str, annotations: kopf.Annotations, type: str | 
                  if labels.get(LABEL_SOURCE) == source_label(r.repo.url)]
     for runtime in found:
         runtime.retry([name])
+
+
+# -- model pods: a rollout completes when its pod is ready, not at the next look ---------------
+
+_ready_pods: set[str] = set()
+"""uids of the model pods seen Ready (each wakes the loops once)."""
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_MANAGED_BY: MANAGER})
+def pod_ready(uid: str, namespace: str | None, status: kopf.Status, type: str | None,
+              **_: Any) -> None:
+    """A model pod of this namespace became Ready: the loops deploying here look at once (a
+    rollout waiting for it is marked Ready now, not at its next look); the look stays the
+    fallback (a pod of another target namespace, a watch reconnecting)."""
+    if type == "DELETED":
+        _ready_pods.discard(uid)
+        return
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                for c in status.get("conditions") or ())
+    if not ready or uid in _ready_pods:
+        if not ready:
+            _ready_pods.discard(uid)
+        return
+    _ready_pods.add(uid)
+    with _lock:
+        found = [r for r, _, _ in _runtimes.values() if r.repo.namespace == namespace]
+    for runtime in found:
+        runtime.loop.trigger("a model pod is ready")
 
 
 def _http(cfg: mlgitops_settings.OperatorSettings, *, trigger: Callable[[str], None],

@@ -1,4 +1,4 @@
-"""The server process: load once, bind once, fork workers that share the socket, supervise.
+"""The server process: bind once, load once, fork workers that share the socket, supervise.
 
 The supervisor imports everything and loads and warms the model *before* forking, so a
 worker costs a ``fork()`` (copy-on-write memory), not seconds of imports. Workers share the
@@ -188,7 +188,7 @@ def _port_in_use(host: str, port: int, exc: OSError) -> errors.RuntimeFailure:
 
 
 def run(spec: ServeSpec, *, announce: bool = False) -> int:
-    """Load, bind, fork and supervise until SIGTERM/SIGINT; the process exit status.
+    """Bind, load, fork and supervise until SIGTERM/SIGINT; the process exit status.
 
     With ``announce`` (standby mode), prints the ready/error event line on stdout.
     """
@@ -196,12 +196,19 @@ def run(spec: ServeSpec, *, announce: bool = False) -> int:
     # Importing scikit-learn and loading a model allocate much and free little: the cyclic
     # collector's passes meanwhile are ~10% of a cold start. `Supervisor.loop` freezes it all.
     gc.disable()
+    sock = grpc_sock = None
     try:
-        runtime = load_runtime(spec)
+        # Listen first, load after: a probe (a kubelet's startup probe) that connects while the
+        # model loads waits in the listen backlog and is answered the moment a worker accepts,
+        # instead of being refused and tried again a probe period later (up to 1 s of a start).
         sock = bind(spec.host, spec.port)
         grpc_sock = None if spec.grpc_port is None else reserve(spec.host, spec.grpc_port)
+        runtime = load_runtime(spec)
     except errors.MlgitopsError as exc:
         gc.enable()
+        for s in (sock, grpc_sock):
+            if s is not None:
+                s.close()  # a waiting probe is refused now, not after its timeout
         if announce:
             emit({"event": "error", "message": str(exc)})
         else:
