@@ -160,15 +160,16 @@ def mirroring_cost(router: Any, url: str, args: argparse.Namespace) -> float:
     return ratio
 
 
-def reverts(ctl: Any, repo: Path, url: str, count: int) -> float:
-    """``count`` bad versions under a strict shadow, each reverted by the monitor of ``ctl``
-    (anything with ``store``, ``router`` and ``trigger``); the median analysis -> revert."""
+def reverts(ctl: Any, repo: Path, url: str, count: int, *, shift: float = 1.0) -> float:
+    """``count`` bad versions (trained on a population shifted by ``shift``) under a strict
+    shadow, each reverted by the monitor of ``ctl`` (anything with ``store``, ``router`` and
+    ``trigger``); the median analysis -> revert."""
     rows = Table("run", "bad version", "analysis -> revert pushed s", "push s",
                  "user answers by it", "copies it answered")
     seconds: list[float] = []
     for i in range(count):
         git.run(repo, "pull", "-q", "--ff-only", "origin", layout.BRANCH)
-        b = examples.credit_population(3000, shift=1.0, seed=100 + i)
+        b = examples.credit_population(3000, shift=shift, seed=100 + i)
         with Users(url) as users:
             bad = str(publish(examples.train_credit_model(b, trees=30, seed=100 + i), b,
                               name=NAME, repo=repo, target=examples.TARGET, quiet=True,
