@@ -53,6 +53,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/kill9.py --trials 20
 	$(BIN)/python bench/fleet.py
 	$(BIN)/python bench/reports.py
+	$(BIN)/python bench/rollout.py
+	$(BIN)/python bench/prediction_log.py
+	$(BIN)/python bench/prediction_export.py
+	$(BIN)/python bench/gate.py
 
 # Headless Chromium for the browser tests: Debian's package (no browser downloads needed).
 APT_CHROMIUM := apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }

@@ -49,6 +49,11 @@ def directory(stats_dir: Path) -> Path:
     return stats_dir / DIRNAME
 
 
+def is_segment(name: str) -> bool:
+    """Whether ``name`` is a segment's file name (nothing else may be read by name)."""
+    return _SEGMENT.fullmatch(name) is not None
+
+
 def proba_column(cls: Any) -> str:
     """The column of class ``cls``'s probability."""
     value = cls.item() if hasattr(cls, "item") else cls

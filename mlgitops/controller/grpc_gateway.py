@@ -46,6 +46,8 @@ SERVICE = "inference.GRPCInferenceService"
 VERSION_KEY = "x-mlgitops-version"
 """The trailing metadata naming the version that answered (as the HTTP gateway's header)."""
 RELAY = "/v2/grpc/" + SERVICE
+#: The metadata key (and relay header) of an inference's id, as the model servers use it.
+REQUEST_ID = "x-request-id"
 _MODEL_CALLS = ("ModelInfer", "ModelReady", "ModelMetadata")
 _THREADS = grpc_limits.MAX_CONCURRENT_RPCS
 
@@ -249,7 +251,7 @@ class Gateway:
                 r = self.client.post(
                     f"{backend.url}{RELAY}/{method}",
                     content=request,
-                    headers={"content-type": "application/x-protobuf"},
+                    headers={"content-type": "application/x-protobuf", **_request_id(context)},
                     timeout=timeout,
                 )
             except httpx.TimeoutException:
@@ -277,12 +279,22 @@ class Gateway:
                 counters.answered(role, ok=r.status_code < 500,
                                   seconds=time.perf_counter() - started)
             if r.status_code == 200:
+                if rid := r.headers.get(REQUEST_ID):  # an inference's id, as the server says
+                    context.send_initial_metadata(((REQUEST_ID, rid),))
                 return r.content
             raise _Refused(_code(r.headers.get("grpc-code")), _sentence(r))
         raise _Refused(
             grpc.StatusCode.UNAVAILABLE,
             f"the server of model {http_server.quote(name)} is being replaced; retry",
         )
+
+
+def _request_id(context: grpc.ServicerContext) -> dict[str, str]:
+    """The caller's ``x-request-id`` metadata as the relay's header (none: nothing)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID and isinstance(value, str) and value:
+            return {REQUEST_ID: value}
+    return {}
 
 
 def _version() -> str:

@@ -187,7 +187,8 @@ class PredictionSource(Protocol):
     """The prediction log a model's servers keep (issue 20): every kept row of every version,
     with ``id``, ``version``, ``time``, ``input.<column>``, ``prediction`` and ``proba.<class>``
     columns. Embedded: `adapters.prediction_log.Directory` (the files under the stats root);
-    Kubernetes: to come, a route on each pod like the live statistics'."""
+    Kubernetes: `adapters.kubernetes.pod_predictions.PodPredictions` (each pod's segments,
+    copied through its export route, like the live statistics)."""
 
     def read(self, name: str, *, since: float | None = None,
              ids: Sequence[str] | None = None) -> pd.DataFrame:

@@ -171,6 +171,9 @@ class PodOptions:
     api_token_secret: str | None = None
     """A Secret whose key ``token`` the model server takes as ``MLGITOPS_API_TOKEN``: its live
     statistics route then answers only that bearer token (the operator's monitor sends it)."""
+    env: tuple[tuple[str, str], ...] = ()
+    """More environment of both containers: the operator's own prediction-log settings
+    (``MLGITOPS_PREDICTION_LOG*``, when it has them), so that the pods keep what it says."""
 
 
 def _check_commit(commit: str) -> None:
@@ -246,6 +249,7 @@ def _env(options: PodOptions) -> list[dict[str, Any]]:
     if options.api_token_secret:
         env.append({"name": "MLGITOPS_API_TOKEN", "valueFrom": {"secretKeyRef": {
             "name": options.api_token_secret, "key": "token"}}})
+    env += [{"name": k, "value": v} for k, v in options.env]
     return env
 
 

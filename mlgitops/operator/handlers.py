@@ -30,6 +30,7 @@ from mlgitops.adapters.kubernetes import MODEL_REPOSITORY, Cluster
 from mlgitops.adapters.kubernetes.workloads import LABEL_SOURCE, source_label
 from mlgitops.controller import gateway, reports
 from mlgitops.core import manifest, source_spec
+from mlgitops.operator import ground_truth
 from mlgitops.operator.runtime import Repository, RepositoryRuntime
 from mlgitops.operator.traffic import Traffic
 
@@ -252,7 +253,8 @@ def _http(cfg: mlgitops_settings.OperatorSettings, *, trigger: Callable[[str], N
     app = gateway.build(router=_state["traffic"], trigger=trigger, statuses=list,
                         webhook_secret=cfg.webhook_secret, reports_root=reports_root,
                         api_token=cfg.access.api_token,
-                        reports_private=cfg.access.reports_private)
+                        reports_private=cfg.access.reports_private,
+                        feedback=_feedback(cfg))
     log.info("operator HTTP port on %s:%d (webhook, reports%s)", cfg.http_host, cfg.http_port,
              "; /status and /reports/ need the API token" if cfg.access.reports_private
              else "; /status needs the API token" if cfg.access.api_token else "")
@@ -262,6 +264,18 @@ def _http(cfg: mlgitops_settings.OperatorSettings, *, trigger: Callable[[str], N
     server = uvicorn.Server(config)
     threading.Thread(target=server.run, name="operator-http", daemon=True).start()
     return server
+
+
+def _feedback(cfg: mlgitops_settings.OperatorSettings) -> ground_truth.OperatorFeedback:
+    """``POST /v2/models/{name}/feedback`` on the operator's port (labels for the monitors)."""
+
+    def members() -> list[tuple[Any, Any]]:
+        with _lock:
+            return [(r.router, r.predictions) for r, _, _ in _runtimes.values()]
+
+    return ground_truth.OperatorFeedback(
+        ground_truth.labels(cfg.state_dir), ground_truth.Predictions(members),
+        webhook_secret=cfg.webhook_secret, api_token=cfg.access.api_token)
 
 
 def run(namespace: str) -> None:

@@ -34,7 +34,7 @@ from mlgitops.controller import source as source_mod
 from mlgitops.controller import state as state_mod
 from mlgitops.core import k8s_objects as ko
 from mlgitops.core import plan, source_spec
-from mlgitops.operator import progressive
+from mlgitops.operator import ground_truth, progressive
 from mlgitops.server import fetch
 
 log = logging.getLogger("mlgitops.operator")
@@ -84,7 +84,8 @@ class RepositoryRuntime:
                                 progress_deadline_seconds=cfg.progress_deadline_seconds,
                                 grpc_port=cfg.grpc_port, requests=dict(cfg.pod_requests),
                                 limits=dict(cfg.pod_limits),
-                                api_token_secret=cfg.api_token_secret)
+                                api_token_secret=cfg.api_token_secret,
+                                env=ground_truth.pod_env())
         self.mirror = ResourceStatus(cluster, repo.namespace, log=log.warning)
         self.workloads = KubernetesWorkloads(
             cluster, repo.namespace, url=repo.url, owner=repo.owner, record=self.mirror.record,
@@ -110,13 +111,19 @@ class RepositoryRuntime:
                                           notify=cfg.notify, track=cfg.tracking)
         self.store.listeners.append(rollouts.RolloutRecorder(
             self.state_dir, self.decisions, self.router, base_url=lambda: cfg.public_url))
+        # ground truth: the pods' prediction logs, copied; the labels of the operator's port
+        self.predictions = ground_truth.pod_predictions(cluster, repo.namespace, self.state_dir,
+                                                        token=cfg.access.api_token)
+        self.labels = ground_truth.labels(cfg.state_dir)
+        self.workloads.before_stop.append(self.predictions.copy_before_stop)
         self.loop = loop_mod.Loop(self.reconciler, poll_seconds=repo.interval_seconds,
                                   report=self._passed, failed=self._failed, max_backoff=300.0)
         self.monitor: monitor_mod.Monitor[PodHandle] = monitor_mod.Monitor(
             store=self.store, router=self.router, source=self.source, state_dir=self.state_dir,
             url=repo.url, trigger=self.loop.trigger, branch=repo.branch,
             report_base=cfg.public_url, dispatcher=self.decisions,
-            live_stats=PodStats(cluster, repo.namespace, token=cfg.access.api_token))
+            live_stats=PodStats(cluster, repo.namespace, token=cfg.access.api_token),
+            predictions=self.predictions, labels=self.labels)
         self.reconciler.on_deployed.append(self.monitor.on_deployed)
         self._said: dict[str, tuple[plan.Action, str | None, str]] = {}
         self._api_away = False
@@ -197,6 +204,10 @@ class RepositoryRuntime:
                              name=f"api-{self.repo.key}").start()
             threading.Thread(target=self.reconciler.keep_routes, args=(stop,), daemon=True,
                              name=f"routes-{self.repo.key}").start()  # HTTPRoutes follow steps
+            threading.Thread(target=ground_truth.publish_performance, daemon=True,
+                             args=(self.cluster, self.repo.namespace, self.router,
+                                   self.predictions, self.labels, stop),
+                             name=f"performance-{self.repo.key}").start()
             self.loop.run()
         finally:
             stop.set()

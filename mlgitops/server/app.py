@@ -330,8 +330,14 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
                     f"{request.method} is not allowed on {request.url.path}; use POST.",
                     allow="POST",
                 )
+            data, rid = await method.relay(
+                await read_body(request, limit),
+                request_id=request.headers.get(inference.REQUEST_ID_HEADER),
+            )
             response = Response(
-                await method.relay(await read_body(request, limit)), media_type=PROTOBUF
+                data,
+                media_type=PROTOBUF,
+                headers={inference.REQUEST_ID_HEADER: rid} if rid else None,
             )
         except Exception as exc:
             response = error_response(exc)
@@ -366,6 +372,18 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
             return Response(status_code=304, headers=headers)
         return Response(orjson.dumps(stats_store.export(Path(spec.stats_dir))), media_type=JSON,
                         headers=headers)
+
+    async def prediction_log_export(request: Request) -> Response:
+        """The prediction log's segments (a listing, or one segment as written): what the
+        Kubernetes operator copies from each pod; guarded like the stats route."""
+        if not http_server.bearer_ok(request.headers.get("authorization"), api_token):
+            raise problems.Unauthorized(http_server.UNAUTHORIZED)
+        check_name(request)
+        segment = request.path_params.get("segment")
+        if segment is None:
+            return _json(predictions.listing(spec.stats_dir, spec.name, spec.version))
+        data = await asyncio.to_thread(predictions.segment_bytes, spec.stats_dir, str(segment))
+        return Response(data, media_type="application/vnd.apache.parquet")
 
     async def live(request: Request) -> Response:
         return _json({"live": True})
@@ -454,6 +472,8 @@ def build(runtime: Runtime, *, slot: int, worker_id: str) -> Starlette:
         endpoint("/v2/models/{name}/versions/{version}/ready", ("GET",), model_ready),
         endpoint("/v2/models/{name}/stats", ("GET",), live_stats),
         endpoint("/v2/models/{name}/versions/{version}/stats", ("GET",), live_stats),
+        endpoint("/v2/models/{name}/predictions", ("GET",), prediction_log_export),
+        endpoint("/v2/models/{name}/predictions/{segment}", ("GET",), prediction_log_export),
         endpoint("/v2/models/{name}", ("GET",), model_metadata),
         endpoint("/v2/models/{name}/versions/{version}", ("GET",), model_metadata),
         Route(GRPC_RELAY + "/{method}", grpc_relay, methods=_ANY_METHOD),

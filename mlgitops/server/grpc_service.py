@@ -168,18 +168,22 @@ class Method:
     request: Any
     response: Any
 
-    async def relay(self, body: bytes) -> bytes:
+    async def relay(self, body: bytes, *, request_id: str | None = None) -> tuple[bytes, str | None]:
         """The call on serialized messages (the controller's gRPC gateway relays them over
-        HTTP); raises the `problems` exception a refused call gets."""
+        HTTP), and the response's id for an inference (``request_id``, the caller's
+        ``x-request-id`` metadata, is the id when the message gives none); raises the
+        `problems` exception a refused call gets."""
         try:
             request = self.request.FromString(body)
         except DecodeError:
             raise problems.BadRequest(
                 f"The body is not a serialized inference.{self.request.__name__} message."
             ) from None
+        if request_id and isinstance(request, pb.ModelInferRequest) and not request.id:
+            request.id = request_id
         response = await self.call(request)
         data: bytes = response.SerializeToString()
-        return data
+        return data, response.id if isinstance(response, pb.ModelInferResponse) else None
 
 
 def methods(served: inference.Served) -> dict[str, Method]:
@@ -249,6 +253,10 @@ def handlers(served: inference.Served, *, counters: metrics.Slot) -> grpc.Generi
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, "The call sent no request message; send one."
                 )
+            if isinstance(request, pb.ModelInferRequest) and not request.id:
+                given = dict(context.invocation_metadata() or ()).get(
+                    inference.REQUEST_ID_HEADER.lower())
+                request.id = given if isinstance(given, str) else ""
             started = time.perf_counter()
             try:
                 response = await method.call(request)

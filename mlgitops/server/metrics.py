@@ -43,6 +43,8 @@ ROUTES = (
     "/v2/models/{name}/versions/{version}",
     "/v2/models/{name}/versions/{version}/ready",
     "/v2/models/{name}/versions/{version}/stats",
+    "/v2/models/{name}/predictions",
+    "/v2/models/{name}/predictions/{segment}",
     "grpc ModelInfer",
     "grpc ModelMetadata",
     "grpc ModelReady",

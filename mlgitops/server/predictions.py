@@ -10,7 +10,9 @@ vectorized call over every queued row (off the request path). `adapters.predicti
 writes the segment and keeps the log within its row and age bounds. The thread CPU time all
 of this takes is counted (`cpu_seconds`) and reported as
 ``mlgitops_prediction_log_cpu_seconds_total``. Rows that find the queue full (``max_queued_rows``: the
-writer fell behind) are not logged and are counted in `dropped`.
+writer fell behind) are not logged and are counted in `dropped`. `listing` and `segment_bytes`
+are the export routes' (``GET /v2/models/{name}/predictions[/<segment>]``: what the Kubernetes
+operator copies from each pod).
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from mlgitops.adapters import prediction_log
-from mlgitops.server import predictor, schema
+from mlgitops.server import predictor, problems, schema
 
 Array = npt.NDArray[Any]
 log = logging.getLogger("mlgitops.server")
@@ -38,6 +41,26 @@ FLUSH_ROWS = 8192
 def row_ids(request_id: str, rows: int) -> list[str]:
     """The ids of a request's rows: the request's id for one row, ``<id>:<i>`` otherwise."""
     return [request_id] if rows == 1 else [f"{request_id}:{i}" for i in range(rows)]
+
+
+def listing(stats_dir: str | Path | None, name: str, version: str) -> dict[str, Any]:
+    """The segments of the log in ``stats_dir`` (name and rows, oldest first per worker)."""
+    if stats_dir is None:
+        raise problems.NotFound(f"Model {name!r} keeps no prediction log here.")
+    found = prediction_log.segments(prediction_log.directory(Path(stats_dir)))
+    return {"version": version,
+            "segments": [{"name": s.path.name, "rows": s.rows} for s in found]}
+
+
+def segment_bytes(stats_dir: str | Path | None, segment: str) -> bytes:
+    """One segment as written; `problems.NotFound` for any other name, or one pruned."""
+    if stats_dir is None or not prediction_log.is_segment(segment):
+        raise problems.NotFound(f"No prediction log segment {problems.shown(segment)} here.")
+    try:
+        return (prediction_log.directory(Path(stats_dir)) / segment).read_bytes()
+    except FileNotFoundError:
+        raise problems.NotFound(
+            f"The segment {problems.shown(segment)} is gone (pruned); list them again.") from None
 
 
 class PredictionLog:

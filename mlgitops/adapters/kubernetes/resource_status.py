@@ -26,7 +26,7 @@ EVENT_TYPES = {
     "RolledBack": "Normal", "RevertSkipped": "Normal",
     "Held": "Warning", "DeployFailed": "Warning", "DeployRetry": "Warning", "Lost": "Warning",
     "Reverted": "Warning", "DriftAlert": "Warning", "RevertFailed": "Warning",
-    "MonitorFailed": "Warning",
+    "MonitorFailed": "Warning", "PerformanceAlert": "Warning",
 }
 
 

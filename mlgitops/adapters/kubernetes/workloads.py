@@ -196,6 +196,9 @@ class KubernetesWorkloads:
         """Deployment -> its pods' template digest."""
         self._beside = False
         """Set by `beside`: `deploy` starts a rollout's candidate next to the serving version."""
+        self.before_stop: list[Callable[[str], None]] = []
+        """Told the model's name before `stop` deletes a version's pods (the operator copies
+        their prediction logs then)."""
 
     @contextlib.contextmanager
     def beside(self) -> Iterator[None]:
@@ -361,6 +364,8 @@ class KubernetesWorkloads:
             return
         self._kept.get(handle.name, set()).discard(dname)
         self._alive.pop(dname, None)
+        for told in self.before_stop:
+            told(handle.name)
         with contextlib.suppress(errors.MlgitopsError):  # away: the next switch deletes it
             self.cluster.delete_deployment(self.namespace, dname)
         if dname != ko.object_name(handle.name):  # a rollout's candidate Service, if any
