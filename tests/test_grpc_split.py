@@ -64,13 +64,12 @@ def test_a_canary_split_reaches_grpc_calls_keyed_by_metadata_and_a_shadow_answer
                                   max_body_bytes=1 << 20)
         port = gw.start("127.0.0.1", 0)
         try:
+            channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+            infer = channel.unary_unary(INFER)
+
             def call(user: str | None = None) -> tuple[str, str | None]:
-                # a channel per call: the gateway's streams on one connection run out
-                # after about 64 calls (grpc_limits.MAX_STREAMS; a separate problem)
-                with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                    infer = channel.unary_unary(INFER)
-                    meta = (("x-client", user),) if user else None
-                    answer, done = infer.with_call(REQUEST, metadata=meta, timeout=30)
+                meta = (("x-client", user),) if user else None
+                answer, done = infer.with_call(REQUEST, metadata=meta, timeout=30)
                 named = dict(done.trailing_metadata() or ()).get(grpc_gateway.VERSION_KEY)
                 return answer.decode(), named
 
@@ -96,5 +95,6 @@ def test_a_canary_split_reaches_grpc_calls_keyed_by_metadata_and_a_shadow_answer
             assert call("user-1") == ("candidate", "v2")
             router.freeze("credit")
             assert {call(f"user-{i}") for i in range(20)} == {("stable", "v1")}
+            channel.close()
         finally:
             gw.stop(grace=1.0)
