@@ -1,6 +1,7 @@
 """Progressive delivery: what mirroring costs on the serving path, and breach -> revert commit.
 
     .venv/bin/python bench/rollout.py [--rounds 5] [--seconds 5] [--concurrency 16] [--reverts 3]
+    .venv/bin/python bench/rollout.py --kubernetes [...]   (the same on the test cluster)
 
 A fresh repository served by `mlgitops up` (in process, drift monitor on). v1 serves; v2 (a
 good version) is published with ``spec.rollout.strategy: shadow`` and a shadow that never ends
@@ -121,8 +122,9 @@ def settle(counters: Any) -> None:
             last, quiet_since = counters.mirrored, time.monotonic()
 
 
-def mirroring_cost(ctl: run.Controller, url: str, args: argparse.Namespace) -> float:
-    split = ctl.router.split(NAME)
+def mirroring_cost(router: Any, url: str, args: argparse.Namespace) -> float:
+    """Rounds of shadow off/on through ``url`` (a gateway over ``router``); the ratio."""
+    split = router.split(NAME)
     assert split is not None, "v2 is not a candidate beside v1"
     rows = Table("round", "shadow", "req/s", "p50 ms", "p99 ms", "failures", "copies", "dropped")
     off: list[_load.LoadResult] = []
@@ -132,10 +134,10 @@ def mirroring_cost(ctl: run.Controller, url: str, args: argparse.Namespace) -> f
     for r in range(args.rounds):
         for mirrored in (False, True):
             if mirrored:
-                ctl.router.set_split(NAME, split)
+                router.set_split(NAME, split)
             else:  # v2 still runs beside v1 (the reconciler sees it), but gets nothing
-                ctl.router.freeze(NAME)
-            counters = ctl.router.counters.get(NAME)
+                router.freeze(NAME)
+            counters = router.counters.get(NAME)
             settle(counters)  # copies of the last round still queued are sent first
             before = (counters.mirrored, counters.dropped) if counters else (0, 0)
             result = _load.run(url, payload, concurrency=args.concurrency, duration=args.seconds)
@@ -144,7 +146,7 @@ def mirroring_cost(ctl: run.Controller, url: str, args: argparse.Namespace) -> f
             rows.add_row(str(r + 1), "on" if mirrored else "off", f"{result.rps:.0f}",
                          f"{result.p50_ms:.1f}", f"{result.p99_ms:.1f}", str(result.failures),
                          str(after[0] - before[0]), str(after[1] - before[1]))
-    ctl.router.set_split(NAME, split)
+    router.set_split(NAME, split)
     console.print(rows)
     rps_off = statistics.median(x.rps for x in off)
     rps_on = statistics.median(x.rps for x in on)
@@ -158,13 +160,16 @@ def mirroring_cost(ctl: run.Controller, url: str, args: argparse.Namespace) -> f
     return ratio
 
 
-def reverts(ctl: run.Controller, repo: Path, url: str, count: int) -> None:
+def reverts(ctl: Any, repo: Path, url: str, count: int, *, shift: float = 1.0) -> float:
+    """``count`` bad versions (trained on a population shifted by ``shift``) under a strict
+    shadow, each reverted by the monitor of ``ctl`` (anything with ``store``, ``router`` and
+    ``trigger``); the median analysis -> revert."""
     rows = Table("run", "bad version", "analysis -> revert pushed s", "push s",
                  "user answers by it", "copies it answered")
     seconds: list[float] = []
     for i in range(count):
         git.run(repo, "pull", "-q", "--ff-only", "origin", layout.BRANCH)
-        b = examples.credit_population(3000, shift=1.0, seed=100 + i)
+        b = examples.credit_population(3000, shift=shift, seed=100 + i)
         with Users(url) as users:
             bad = str(publish(examples.train_credit_model(b, trees=30, seed=100 + i), b,
                               name=NAME, repo=repo, target=examples.TARGET, quiet=True,
@@ -189,6 +194,7 @@ def reverts(ctl: run.Controller, repo: Path, url: str, count: int) -> None:
     console.print(rows)
     console.print(f"median failed analysis -> revert commit pushed: "
                   f"{statistics.median(seconds):.3f} s")
+    return statistics.median(seconds)
 
 
 def main() -> int:
@@ -197,7 +203,14 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--reverts", type=int, default=3)
+    ap.add_argument("--kubernetes", action="store_true",
+                    help="on the local test cluster: the operator's runtime and gateway "
+                         "(bench/rollout_k8s.py)")
     args = ap.parse_args()
+    if args.kubernetes:
+        import rollout_k8s
+
+        return rollout_k8s.main(args)
     with tempfile.TemporaryDirectory(prefix="mlgitops-bench-rollout-") as tmp:
         repo = Path(tmp) / "models"
         repository.init(repo)
@@ -229,7 +242,7 @@ def main() -> int:
             console.print(f"v1 {v1[:12]} serves, v2 {v2[:12]} is its shadow; load: "
                           f"{'wrk' if _load.have_wrk() else 'python client'}, "
                           f"concurrency {args.concurrency}, {args.seconds:g} s per round")
-            mirroring_cost(ctl, url, args)
+            mirroring_cost(ctl.router, url, args)
             # the rest under a strict analysis: a version that disagrees is reverted
             git.run(repo, "pull", "-q", "--ff-only", "origin", layout.BRANCH)
             set_rollout(repo, {"strategy": "shadow", "shadow": {"rows": NEVER},

@@ -133,3 +133,18 @@ def _code(future: Any, timeout: float = 20.0) -> Any:
     except grpc.RpcError as exc:
         return exc.code()
     return grpc.StatusCode.OK
+
+
+def test_one_connection_carries_more_calls_than_its_stream_limit() -> None:
+    """A finished call releases its HTTP/2 stream at once: more than `grpc_limits.MAX_STREAMS`
+    calls in a row on one channel all answer (the receive watchdog used to keep each call's
+    context, and so its stream, for `grpc_limits.RECEIVE_SECONDS`)."""
+    gateway = grpc_gateway.Gateway(router=rec.Router(), statuses=list, max_body_bytes=1 << 20)
+    port = gateway.start("127.0.0.1", 0)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary(SERVICE + "ServerLive")
+            answers = [call(b"", timeout=10) for _ in range(3 * grpc_limits.MAX_STREAMS)]
+        assert answers == [b"\x08\x01"] * (3 * grpc_limits.MAX_STREAMS)
+    finally:
+        gateway.stop(grace=0.5)

@@ -108,6 +108,9 @@ def test_pods_of_the_kept_template_serve_the_new_version() -> None:
     views = [ko.pod_view(p, second) for p in pods]
     assert [(v.commit, v.runs) for v in views] == [(V2, V1), (V2, V1)]
     assert ko.pod_view(pods[0]).commit == V1  # without the Deployment: what the pod runs
+    # the Deployment they belong to stays the same across the two commits (the gateway's key)
+    assert {v.deployment for v in views} == {second["metadata"]["name"]}
+    assert ko.pod_view(pods[0]).deployment is None
     state = ko.rollout_state(second, pods)
     assert (state.phase, state.commit, state.pod_commit) == (ko.Phase.READY, V2, V1)
     assert state.serving_commits == (V2,)

@@ -188,3 +188,19 @@ def test_plan_with_a_candidate(desired: plan.Desired, live: plan.Live | None,
     step = plan.step("credit", desired, live, None, candidate)
     assert step.action is action, step.reason
     assert (step.candidate is not None and step.action is not plan.Action.PROGRESS) == drops
+
+
+@pytest.mark.parametrize("strategy", ["canary", "shadow-canary"])
+def test_each_step_is_numbered_in_order_and_every_one_is_judged(strategy: str) -> None:
+    policy = _policy({"strategy": strategy, "shadow": {"rows": 200},
+                      "canary": {"steps": [{"weight": w, "rows": 200} for w in (5, 10, 25, 50)]},
+                      "analysis": {"minRows": 100}})
+    steps = rollout.stages(policy)
+    assert [s.index for s in steps] == list(range(len(steps)))
+    # every step passes in turn: each one is judged once, none skipped
+    state, now, judged = _state(), 1000.0, []
+    while state.phase == "running":
+        verdict = rollout.judge(policy, state, _counters(200), None, now=now)
+        judged.append(verdict.state.history[-1]["step"])
+        state, now = verdict.state, now + 1
+    assert judged == list(range(1, len(steps) + 1)) and state.phase == "promoted"

@@ -62,8 +62,11 @@ class Watchdog:
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._heap: list[tuple[float, int, Callable[[], object]]] = []
-        self._disarmed: set[int] = set()
+        self._heap: list[tuple[float, int]] = []
+        self._actions: dict[int, Callable[[], object]] = {}
+        """Armed and not disarmed. `disarm` drops the action at once: an action holds its
+        call's context, and a context kept alive holds the call's HTTP/2 stream, so a
+        connection ran out of streams after `MAX_STREAMS` calls within `RECEIVE_SECONDS`."""
         self._cond = threading.Condition()
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
@@ -77,13 +80,14 @@ class Watchdog:
                                                 daemon=True)
                 self._thread.start()
             key = next(self._ids)
-            heapq.heappush(self._heap, (self._clock() + seconds, key, action))
+            self._actions[key] = action
+            heapq.heappush(self._heap, (self._clock() + seconds, key))
             self._cond.notify()
             return key
 
     def disarm(self, key: int) -> None:
         with self._cond:
-            self._disarmed.add(key)
+            self._actions.pop(key, None)
 
     def stop(self) -> None:
         with self._cond:
@@ -97,14 +101,15 @@ class Watchdog:
                     self._cond.wait()
                 if self._stopped:
                     return
-                due, key, action = self._heap[0]
+                due, key = self._heap[0]
+                if key not in self._actions:  # disarmed
+                    heapq.heappop(self._heap)
+                    continue
                 wait = due - self._clock()
                 if wait > 0:
                     self._cond.wait(wait)
                     continue
                 heapq.heappop(self._heap)
-                if key in self._disarmed:
-                    self._disarmed.discard(key)
-                    continue
+                action = self._actions.pop(key)
             with contextlib.suppress(Exception):  # a call that ended meanwhile
                 action()

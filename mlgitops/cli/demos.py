@@ -21,16 +21,17 @@ from mlgitops.cli.group import main
                    "and runc on this machine; needs root and `make realnode-deps`).")
 @click.option("--shadow", is_flag=True,
               help="A bad version under a shadow rollout: judged on copies of live traffic "
-                   "and reverted in Git before any user request reaches it.")
+                   "and reverted in Git before any user request reaches it (with "
+                   "--kubernetes: by the operator, on the local test cluster).")
 @click.option("--labels", is_flag=True,
               help="A version the drift checks pass but that is wrong more often: its labels "
                    "come back late and the monitor reverts it in Git for what it gets wrong.")
 def demo(workdir: Path | None, port: int, on_kubernetes: bool, real_node: bool,
          shadow: bool, labels: bool) -> None:
     """The whole loop on this machine, end to end, with timings."""
-    if shadow and on_kubernetes:
-        raise click.UsageError("--shadow runs on the embedded runtime only for now: drop "
-                               "--kubernetes (Kubernetes has no candidate Deployment yet)")
+    if shadow and real_node:
+        raise click.UsageError("--shadow runs on the embedded runtime or on the kubelet "
+                               "stand-in (--kubernetes); drop --real-node")
     if labels and (on_kubernetes or shadow):
         raise click.UsageError("--labels runs alone on the embedded runtime: drop --kubernetes "
                                "and --shadow")
@@ -39,6 +40,11 @@ def demo(workdir: Path | None, port: int, on_kubernetes: bool, real_node: bool,
             from mlgitops.demo import labels as demo_labels
 
         demo_labels.run(workdir=workdir, port=port)
+        return
+    if shadow and on_kubernetes:
+        from mlgitops.demo import k8s_shadow
+
+        k8s_shadow.run(workdir=workdir)
         return
     if shadow:
         from mlgitops.demo import shadow as demo_shadow

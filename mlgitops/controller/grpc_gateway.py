@@ -11,6 +11,13 @@ gRPC code in ``Grpc-Code``, which the gateway answers with. The server-level cal
 gateway's own: ServerLive (true), ServerReady (true when every model serves), ServerMetadata
 (relayed to a serving model's server; the gateway's name alone when none serves).
 
+During a progressive rollout a model-scoped call goes where the HTTP gateway would send it
+(`router.Router.choose`: in a canary step, ``weight`` percent of calls to the candidate, chosen
+by the rollout's key read from the call's metadata), and is counted as the HTTP gateway counts
+it (`Router.served`, the step's `StepCounters`); the answer's trailing metadata names the
+version (``x-mlgitops-version``). Copies are not made here: a shadow's copies, and the
+comparison of both answers on the same rows, come from HTTP traffic.
+
 Bounded (`adapters.grpc_limits`): a message over ``max_body_bytes`` is RESOURCE_EXHAUSTED
 (gRPC's receive limit); a call that sends no request message within
 `grpc_limits.RECEIVE_SECONDS` is cancelled, so calls that stall cannot hold the threads; at most
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import Any
@@ -35,6 +43,8 @@ from mlgitops.controller import reconciler as rec
 from mlgitops.controller.ports import H
 
 SERVICE = "inference.GRPCInferenceService"
+VERSION_KEY = "x-mlgitops-version"
+"""The trailing metadata naming the version that answered (as the HTTP gateway's header)."""
 RELAY = "/v2/grpc/" + SERVICE
 #: The metadata key (and relay header) of an inference's id, as the model servers use it.
 REQUEST_ID = "x-request-id"
@@ -214,8 +224,17 @@ class Gateway:
     ) -> bytes:
         """The server of ``name`` answers the call (retried once on a server that a newer
         version replaced under it); `_Refused` with the code and sentence otherwise."""
+        key = None
+        split = self.router.split(name) if method in _MODEL_CALLS else None
+        if split is not None and split.key:
+            wanted = split.key.lower()
+            key = next((str(v) for k, v in context.invocation_metadata() or ()
+                        if k == wanted), None)
         for _attempt in range(3):
-            backend = self.router.get(name)
+            if method in _MODEL_CALLS:
+                backend, role, _other, counters = self.router.choose(name, key)
+            else:
+                backend, role, counters = self.router.get(name), "stable", None
             if backend is None:
                 known = {s["name"] for s in self.statuses()}
                 code = grpc.StatusCode.UNAVAILABLE if name in known else grpc.StatusCode.NOT_FOUND
@@ -227,6 +246,7 @@ class Gateway:
             remaining = context.time_remaining()
             timeout = 60.0 if remaining is None else max(0.001, min(remaining, 60.0))
             self.router.inflight[backend.key] = self.router.inflight.get(backend.key, 0) + 1
+            started = time.perf_counter()
             try:
                 r = self.client.post(
                     f"{backend.url}{RELAY}/{method}",
@@ -235,11 +255,15 @@ class Gateway:
                     timeout=timeout,
                 )
             except httpx.TimeoutException:
+                if counters is not None:
+                    counters.answered(role, ok=False, seconds=time.perf_counter() - started)
                 raise _Refused(
                     grpc.StatusCode.DEADLINE_EXCEEDED,
                     f"the server of model {http_server.quote(name)} did not answer in time",
                 ) from None
             except httpx.TransportError:
+                if counters is not None:
+                    counters.answered(role, ok=False, seconds=time.perf_counter() - started)
                 if self.router.get(name) is backend:
                     raise _Refused(
                         grpc.StatusCode.UNAVAILABLE,
@@ -248,6 +272,12 @@ class Gateway:
                 continue
             finally:
                 self.router.inflight[backend.key] -= 1
+            if method in _MODEL_CALLS:
+                self.router.served[(name, backend.version)] += 1
+                context.set_trailing_metadata(((VERSION_KEY, backend.version),))
+            if counters is not None:
+                counters.answered(role, ok=r.status_code < 500,
+                                  seconds=time.perf_counter() - started)
             if r.status_code == 200:
                 if rid := r.headers.get(REQUEST_ID):  # an inference's id, as the server says
                     context.send_initial_metadata(((REQUEST_ID, rid),))

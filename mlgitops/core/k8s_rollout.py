@@ -44,6 +44,8 @@ class Pod:
     """The commit the pod was rendered at (its label; what its server reports and its
     statistics carry). ``commit`` is the version it serves: the Deployment's when the pod is of
     the Deployment's current template, else ``runs``."""
+    deployment: str | None = None
+    """The name of the Deployment it was viewed against (None: none given)."""
 
     @property
     def endpoint(self) -> str | None:
@@ -89,6 +91,8 @@ def pod_view(pod: Mapping[str, Any], deployment: Mapping[str, Any] | None = None
         terminating=terminating,
         problem=None if ready else _pod_problem(status),
         runs=runs,
+        deployment=None if deployment is None else (
+            str((deployment.get("metadata") or {}).get("name") or "") or None),
     )
 
 

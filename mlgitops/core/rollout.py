@@ -65,7 +65,8 @@ def stages(policy: Rollout) -> tuple[Stage, ...]:
     if policy.strategy in ("shadow", "shadow-canary"):
         out.append(Stage(0, "shadow", 0, policy.shadow))
     if policy.strategy in ("canary", "shadow-canary"):
-        out.extend(Stage(len(out) + i, "canary", s.weight, s.hold)
+        first = len(out)  # not inside the generator: `extend` grows ``out`` as it consumes it
+        out.extend(Stage(first + i, "canary", s.weight, s.hold)
                    for i, s in enumerate(policy.canary_steps))
     return tuple(out)
 

@@ -5,9 +5,14 @@ embedded gateway does, with the same split and mirror during a progressive rollo
 of user requests, or a copy of each, to the candidate) and the same step counters the monitor
 judges. `Traffic` is the `Router` it is given: it asks the router of the repository that serves
 ``name`` (each `RepositoryRuntime` has its own) and sends each request to a ready pod of the
-chosen version (its address on the cluster network, read by a background thread every
-``every`` seconds; none known yet: the version's Service). No service mesh is needed, and the
-gateway never waits on the API server.
+chosen version's Deployment (its address on the cluster network, read by a background thread
+every ``every`` seconds; until then, the pods the handle was handed out with; none known: the
+stable version's Service). Pods are known by their
+Deployment, not their commit, so a commit that keeps the pods (a revert to the content serving)
+never sends a request to an address it does not know. A candidate none of whose pods is known
+yet gets neither a share nor a copy (the stable version answers): no user request waits on, or
+fails at, a version the gateway cannot reach. No service mesh is needed, and the gateway never
+waits on the API server.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from mlgitops import errors
 from mlgitops.adapters.kubernetes import Cluster
 from mlgitops.adapters.kubernetes.workloads import PodHandle
 from mlgitops.controller.router import Role, Router, Split, StepCounters
+from mlgitops.core import k8s_objects as ko
 
 
 @dataclass(frozen=True)
@@ -59,11 +65,22 @@ class Traffic(Router[PodHandle]):
                 return member.router
         return None
 
+    @staticmethod
+    def _key(handle: PodHandle) -> tuple[str, str]:
+        return handle.name, handle.deployment or ko.object_name(handle.name)
+
+    def _addresses(self, handle: PodHandle) -> list[str] | tuple[str, ...]:
+        """Its Deployment's ready pods as last read, else those it was handed out with."""
+        return self._pods.get(self._key(handle)) or handle.addresses
+
+    def _known(self, handle: PodHandle | None) -> bool:
+        return handle is not None and bool(self._addresses(handle))
+
     def _at(self, handle: PodHandle | None) -> PodHandle | None:
-        """``handle`` addressed to one of its version's ready pods (round robin)."""
+        """``handle`` addressed to one of its Deployment's ready pods (round robin)."""
         if handle is None:
             return None
-        pods = self._pods.get((handle.name, handle.version))
+        pods = self._addresses(handle)
         if not pods:
             return handle
         return replace(handle, url=pods[next(self._turn) % len(pods)])
@@ -83,11 +100,15 @@ class Traffic(Router[PodHandle]):
         if router is None:
             return None, "stable", None, None
         backend, role, other, counters = router.choose(name, key)
+        if role == "candidate" and not self._known(backend):  # not reachable yet: stable answers
+            return self._at(other), "stable", None, counters
+        if role == "stable" and other is not None and not self._known(other):
+            other = None  # no copy for a candidate whose pods are not known yet
         return self._at(backend), role, self._at(other), counters
 
     # pod addresses --------------------------------------------------------------------------
     def refresh(self) -> None:
-        """Read the ready pods of every version that serves or is a candidate."""
+        """Read the ready pods of every Deployment that serves or is a candidate."""
         found: dict[tuple[str, str], list[str]] = collections.defaultdict(list)
         for member in list(self._members.values()):
             names = set(member.router.routes) | set(member.router.splits)
@@ -100,8 +121,8 @@ class Traffic(Router[PodHandle]):
                             found[k] = v
                     continue
                 for pod in pods:
-                    if pod.ready and pod.commit and pod.endpoint:
-                        found[(name, pod.commit)].append(pod.endpoint)
+                    if pod.ready and pod.deployment and pod.endpoint:
+                        found[(name, pod.deployment)].append(pod.endpoint)
         self._pods = {k: sorted(v) for k, v in found.items()}
 
     def run(self, stop: threading.Event) -> None:

@@ -12,152 +12,47 @@ Promotion switches the model's Service to the candidate's pods; a revert deletes
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import shutil
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
-import uvicorn
 import yaml
 from kubernetes import client
 from support import scenarios
-from support.data import FEATURES, make_frame, train
+from support.data import make_frame, train
 
 import mlgitops
-from mlgitops import settings
 from mlgitops.adapters import git
-from mlgitops.adapters import kubernetes as k8s
-from mlgitops.adapters.kubernetes import versions
 from mlgitops.adapters.kubernetes.api import HTTP_ROUTE
 from mlgitops.authoring import repository
-from mlgitops.controller import gateway
 from mlgitops.controller.router import Split
 from mlgitops.core import k8s_objects as ko
 from mlgitops.core import layout
 from mlgitops.devcluster.cluster import TestCluster
-from mlgitops.devcluster.crds import install_crds
-from mlgitops.devcluster.kubelet import Kubelet
-from mlgitops.operator.runtime import Repository, RepositoryRuntime
-from mlgitops.operator.traffic import Traffic
+from mlgitops.operator.runtime import RepositoryRuntime
+
+from .rollout_rig import (
+    ANALYSIS,
+    DRIFT,
+    NAME,
+    Rig,
+    Users,
+    rigged,
+    selected,
+    template_of,
+    wait_until,
+)
 
 pytestmark = pytest.mark.cluster
-
-NAME = scenarios.NAME
-RECORDS = make_frame(200, seed=9)[FEATURES].to_dict(orient="records")
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout:.0f} s: {what}")
-        time.sleep(0.2)
-
-
-def install_gateway_api(api: client.ApiClient) -> None:
-    """The Gateway API's HTTPRoute CRD (its group, kind and version; the schema left open)."""
-    ext = client.ApiextensionsV1Api(api)
-    body = {
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{HTTP_ROUTE.plural}.{HTTP_ROUTE.group}",
-                     # a *.k8s.io group: the upstream CRDs carry this approval annotation
-                     "annotations": {"api-approved.kubernetes.io":
-                                     "https://github.com/kubernetes-sigs/gateway-api/pull/2466"}},
-        "spec": {"group": HTTP_ROUTE.group, "scope": "Namespaced",
-                 "names": {"plural": HTTP_ROUTE.plural, "singular": "httproute",
-                           "kind": HTTP_ROUTE.kind, "listKind": "HTTPRouteList"},
-                 "versions": [{"name": HTTP_ROUTE.version, "served": True, "storage": True,
-                               "schema": {"openAPIV3Schema": {
-                                   "type": "object",
-                                   "x-kubernetes-preserve-unknown-fields": True}}}]},
-    }
-    try:
-        ext.create_custom_resource_definition(body)
-    except client.ApiException as exc:
-        if exc.status != 409:
-            raise
-
-    def established() -> bool:
-        got = ext.read_custom_resource_definition(body["metadata"]["name"])
-        return any(c.type == "Established" and c.status == "True"
-                   for c in (got.status.conditions or []))
-
-    wait_until("the HTTPRoute CRD is established", established)
-
-
-@dataclass
-class Rig:
-    bare: Path
-    runtime: RepositoryRuntime
-    cluster: k8s.Cluster
-    namespace: str
-    kubelet: Kubelet
-    traffic: Traffic
-    url: str
-
-    def converge(self) -> None:
-        scenarios.converge(self.runtime.reconciler, timeout=180.0)
-
-    def ask(self, n: int) -> collections.Counter[str]:
-        """``n`` user requests through the operator's gateway: which version answered each."""
-        self.traffic.refresh()
-        seen: collections.Counter[str] = collections.Counter()
-        with httpx.Client(timeout=30) as http:
-            for i in range(n):
-                r = http.post(f"{self.url}/models/{NAME}/invocations",
-                              json={"dataframe_records": RECORDS[(i * 5) % 195:(i * 5) % 195 + 5]})
-                assert r.status_code == 200, r.text
-                seen[r.headers[gateway.VERSION_HEADER]] += 1
-        return seen
 
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> scenarios.Template:
     return scenarios.build_template(tmp_path_factory.mktemp("rollout-k8s"))
-
-
-@contextlib.contextmanager
-def rigged(bare: Path, cluster_: TestCluster, namespace: str, tmp_path: Path,
-           interval: float = 10.0) -> Iterator[Rig]:
-    """The operator's runtime for the remote ``bare`` and its gateway on a loopback port."""
-    cfg = settings.OperatorSettings(repo_url=f"file://{bare}", namespace=namespace,
-                                    state_dir=tmp_path / "operator", progress_deadline_seconds=60)
-    with (k8s.Cluster.from_kubeconfig(cluster_.kubeconfig_path, timeout=20) as cluster,
-          Kubelet(cluster_, namespace, workdir=tmp_path / "kubelet",
-                  backoff=(1.0, 5.0)) as kubelet):
-        install_crds(cluster.api)
-        install_gateway_api(cluster.api)
-        runtime = RepositoryRuntime(cluster, cfg, Repository("flags", cfg.repo_url, namespace,
-                                                             interval_seconds=interval))
-        traffic = Traffic()
-        traffic.add("flags", runtime.router, cluster, namespace)
-        app = gateway.build(router=traffic, trigger=lambda why: None, statuses=list,
-                            webhook_secret=None)
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        wait_until("the gateway answers", lambda: server.started)
-        try:
-            yield Rig(bare, runtime, cluster, namespace, kubelet, traffic,
-                      f"http://127.0.0.1:{port}")
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
-            sock.close()
 
 
 @pytest.fixture()
@@ -167,16 +62,6 @@ def rig(template: scenarios.Template, k8s_cluster: TestCluster, k8s_namespace: s
     shutil.copytree(template.bare, bare, symlinks=True)
     with rigged(bare, k8s_cluster, k8s_namespace, tmp_path) as made:
         yield made
-
-
-def selected(rig: Rig, service: str) -> str | None:
-    got = client.CoreV1Api(rig.cluster.api).read_namespaced_service(service, rig.namespace)
-    return (got.spec.selector or {}).get(versions.LABEL_TEMPLATE)
-
-
-def template_of(rig: Rig, deployment: str) -> str | None:
-    found = rig.cluster.read_deployment_named(rig.namespace, deployment)
-    return None if found is None else versions.template_of(found)
 
 
 def test_a_shadow_runs_beside_the_stable_version_then_is_promoted(
@@ -278,48 +163,6 @@ def test_a_restarted_operator_resumes_the_shadow_and_a_revert_leaves_no_candidat
     assert set(rig.ask(10)) == {rig.runtime.reconciler.router.get(NAME).version}  # type: ignore[union-attr]
 
 
-
-DRIFT = {"windowRows": 500, "minRows": 300, "consecutiveWindows": 1, "cooldownSeconds": 0,
-         "maxReverts": 3, "revertPeriodSeconds": 3600}
-#: latency is not judged here (a shared test machine's timings are not evidence)
-ANALYSIS = {"minRows": 100, "minAgreement": 0.8, "maxLatencyRatio": 1000}
-
-
-class Users:
-    """Users posting population-A rows through the operator's gateway; counts the answers by
-    the version each response names."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.records = make_frame(3000, seed=9)[FEATURES].to_dict(orient="records")
-        self.stop = threading.Event()
-        self.by_version: collections.Counter[str] = collections.Counter()
-        self.failed: list[str] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        i = 0
-        with httpx.Client(timeout=30) as http:
-            while not self.stop.is_set():
-                batch = self.records[i % 2975: i % 2975 + 25]
-                i += 25
-                try:
-                    r = http.post(self.url, json={"dataframe_records": batch})
-                    if r.status_code == 200:
-                        self.by_version[r.headers.get(gateway.VERSION_HEADER, "?")] += 1
-                    else:
-                        self.failed.append(f"{r.status_code} {r.text[:200]}")
-                except httpx.HTTPError as exc:
-                    self.failed.append(repr(exc))
-                time.sleep(0.01)
-
-    def __enter__(self) -> Users:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=30)
 
 
 def test_the_operators_monitor_reverts_a_bad_version_under_shadow_before_a_user_sees_it(

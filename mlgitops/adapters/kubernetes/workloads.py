@@ -59,6 +59,9 @@ class PodHandle:
     url: str
     deployment: str = ""
     """The version's Deployment ("": the model's one, as named before versions had theirs)."""
+    addresses: tuple[str, ...] = field(default=(), compare=False)
+    """Its ready pods' addresses when `deploy` handed it out: where the operator's gateway
+    sends requests until its own reading of the pods (`operator.traffic`) has caught up."""
 
     @property
     def key(self) -> Hashable:
@@ -279,15 +282,17 @@ class KubernetesWorkloads:
         if not ready and (state.phase is ko.Phase.PROGRESSING or state.commit != version):
             raise errors.Waiting(f"rolling out {version[:12]}: {state.message}",
                                  delay=self.rollout_poll)
+        addresses = tuple(sorted(v.endpoint for v in (ko.pod_view(p, live) for p in pods)
+                                 if v.ready and v.endpoint))
         if self._beside and self._serving.get(name, dname) != dname:  # a rollout's candidate
             self.cluster.apply(versions.candidate_service(service, name, dname, template),
                                namespace=self.namespace)
             self._alive[dname] = (self.clock(), True)
             return PodHandle(name, version, dep.digest,
-                             f"http://{dname}.{self.namespace}.svc", dname)
+                             f"http://{dname}.{self.namespace}.svc", dname, addresses)
         self._route(name, dname, template, service)
         self._alive[name] = (self.clock(), True)
-        return PodHandle(name, version, dep.digest, self.endpoint(name), dname)
+        return PodHandle(name, version, dep.digest, self.endpoint(name), dname, addresses)
 
     def route(self, name: str, handle: PodHandle) -> None:
         """The Service of ``name`` selects ``handle``'s pods (the reconciler's ``on_deployed``:
