@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 from support import browser
-from support.net import free_port
-from test_monitor import NAME, Traffic, build_repo, digest_at, population, served
+from support.net import free_port, version_at
+from test_monitor import NAME, Traffic, build_repo, digest_at, population
 
 from mlgitops import errors, settings
 from mlgitops.adapters import evidently_workspace, mlflow_tracking
@@ -103,9 +103,9 @@ def test_mlflow_ui_and_evidently_ui_show_a_real_revert(tmp_path: Path) -> None:
         ctl = subprocess.Popen([*CLI, "up", "--repo", str(work), "--port", str(port),
                                 "--poll", "5"], stdout=log, stderr=subprocess.STDOUT)
     try:
-        poll(lambda: served(base) == v2, timeout=300, what="v2 serving")
+        poll(lambda: version_at(base, NAME) == v2, timeout=300, what="v2 serving")
         with Traffic(f"{base}/models/{NAME}/invocations", population(3000)):
-            poll(lambda: served(base) not in (v2, None), timeout=300, what="the revert",
+            poll(lambda: version_at(base, NAME) not in (v2, None), timeout=300, what="the revert",
                  every=0.2)
 
         def production_restored() -> bool:

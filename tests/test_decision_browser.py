@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from support import browser
-from support.net import free_port
+from support.net import free_port, version_at
 from support.waits import wait_until
 from support.webhook_receiver import Receiver
-from test_monitor import DRIFT, NAME, Traffic, build_repo, population, served
+from test_monitor import DRIFT, NAME, Traffic, build_repo, population
 
 from mlgitops import cli, settings
 from mlgitops.adapters import git, webhooks
@@ -50,9 +50,9 @@ def test_a_revert_is_read_in_a_browser_from_the_link_in_its_commit(
                                   notify_url=receiver.url)
         with run.running(cfg) as ctl:
             base = ctl.base_url
-            wait_until(lambda: served(base) == v2, timeout=120, what="v2 serving")
+            wait_until(lambda: version_at(base, NAME) == v2, timeout=120, what="v2 serving")
             with Traffic(f"{base}/models/{NAME}/invocations", population(3000)) as traffic:
-                wait_until(lambda: served(base) not in (v2, None), timeout=180, what="rollback")
+                wait_until(lambda: version_at(base, NAME) not in (v2, None), timeout=180, what="rollback")
             assert not traffic.failed, traffic.failed[:3]
             (entry,) = git.log(bare, "main", [], limit=1)
             assert entry.trailers[layout.TRAILER_REVERTS] == v2
