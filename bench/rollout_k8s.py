@@ -110,9 +110,7 @@ def main(args: argparse.Namespace) -> int:
                 if args.reverts:
                     operator = SimpleNamespace(store=rig.runtime.store, router=router,
                                                trigger=rig.runtime.loop.trigger)
-                    # shifted further than the local bench's: at 1.0 some seeds agree with v1
-                    # on 80.6% of rows, above the strict analysis's 80%, and are not reverted
-                    rollout.reverts(operator, repo, url, args.reverts, shift=1.5)
+                    rollout.reverts(operator, repo, url, args.reverts)
         finally:
             dev.stop()
     console.print(f"load average at the end: {load()}")

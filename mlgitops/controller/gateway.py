@@ -156,6 +156,7 @@ def build(
     api_token: str | None = None,
     reports_private: bool = False,
     feedback: Feedback | None = None,
+    mirror_budget: float = 0.05,
 ) -> Starlette:
     """The gateway app; ``api_token`` guards ``/status`` (and ``/reports/`` when
     ``reports_private``)."""
@@ -163,7 +164,7 @@ def build(
         timeout=httpx.Timeout(60.0, connect=2.0),
         limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
     )
-    mirror = Mirror(client, router)
+    mirror = Mirror(client, router, budget=mirror_budget)
 
     async def forward(request: Request, name: str, path: str) -> Response:
         public = public_path(path)
@@ -237,7 +238,8 @@ def build(
                                       role="stable" if role == "candidate" else "candidate",
                                       counters=counters, method=request.method,
                                       body=upload.head, headers=headers,
-                                      params=request.query_params, answer=r.content))
+                                      params=request.query_params, answer=r.content),
+                                 busy=router.inflight.get(backend.key, 0) > 0)
             return Response(r.content, status_code=r.status_code, headers=out)
         return _error(
             503, f"the server of model {http_server.quote(name)} is being replaced; retry"

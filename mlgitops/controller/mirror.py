@@ -1,9 +1,11 @@
 """Copies of user requests for a rollout's other version, sent after the user was answered.
 
 `Mirror.offer` never waits: a copy goes into a bounded queue, or is dropped (and counted) when
-the queue is full; one worker task (``workers``) sends the copies one at a time, so that under
-saturation mirroring takes one request's share of the gateway and the copies beyond it are
-dropped rather than slowing users down. The step's `router.StepCounters` get the other
+the queue is full; one worker task (``workers``) sends the copies one at a time. While the model
+is busy (other user requests are waiting on the version that answered), copies are kept within
+``budget`` of the requests offered (a token bucket per model version): on a saturated machine
+the other version's scoring would otherwise take CPU from users. When the model is not busy,
+every request is copied. The step's `router.StepCounters` get the other
 version's latency and failures and how its answer compares with the one the user got (`core.rollout.compare`). The copy's answer is never returned to
 anyone. In a shadow the copy goes to the candidate; in a canary, a request the candidate
 answered is copied to the stable version so that both answers of the same rows compare.
@@ -43,16 +45,28 @@ class Copy:
 
 class Mirror:
     def __init__(self, client: httpx.AsyncClient, router: Router[Any], *, size: int = 64,
-                 workers: int = 1) -> None:
+                 workers: int = 1, budget: float = 0.05) -> None:
+        if not 0.0 < budget <= 1.0:
+            raise ValueError(f"the mirror's budget must be in (0, 1], not {budget}")
         self.client = client
         self.router = router
         self.size = size
         self.workers = workers
+        self.budget = budget
+        """The share of offered requests copied while the model is busy."""
+        self.tokens: dict[tuple[str, str], float] = {}
         self.queue: asyncio.Queue[Copy] | None = None
         self.tasks: list[asyncio.Task[None]] = []
 
-    def offer(self, copy: Copy) -> bool:
-        """Queue ``copy`` (False: the queue was full, the copy is dropped)."""
+    def offer(self, copy: Copy, *, busy: bool = False) -> bool:
+        """Queue ``copy`` (False: it is dropped and counted: the queue was full, or the model
+        is ``busy`` and its copies have used their budget)."""
+        key = (copy.name, copy.version)
+        tokens = min(1.0, self.tokens.get(key, 1.0) + self.budget)
+        if busy and tokens < 1.0:
+            self.tokens[key] = tokens
+            return self._dropped(copy)
+        self.tokens[key] = tokens - 1.0 if busy else tokens
         if self.queue is None:
             self.queue = asyncio.Queue(maxsize=self.size)
             self.tasks = [asyncio.get_running_loop().create_task(self._work())
@@ -60,10 +74,14 @@ class Mirror:
         try:
             self.queue.put_nowait(copy)
         except asyncio.QueueFull:
-            with copy.counters.lock:
-                copy.counters.dropped += 1
-            return False
+            return self._dropped(copy)
         return True
+
+    @staticmethod
+    def _dropped(copy: Copy) -> bool:
+        with copy.counters.lock:
+            copy.counters.dropped += 1
+        return False
 
     async def _work(self) -> None:
         assert self.queue is not None

@@ -59,7 +59,8 @@ class StepCounters:
         self.comparison = rollout.Comparison()
         self.mirrored = 0
         self.dropped = 0
-        """Copies not sent because the mirror queue was full (mirroring never waits)."""
+        """Copies not sent: the mirror queue was full (mirroring never waits), or the model was
+        busy and its copies had used their budget (`mirror.Mirror`)."""
 
     def answered(self, role: Role, *, ok: bool, seconds: float) -> None:
         with self.lock:

@@ -207,6 +207,7 @@ class Controller:
             feedback=feedback_mod.local(self.state_dir, self.stats_root,
                                         webhook_secret=self.cfg.gateway.webhook_secret,
                                         api_token=self.cfg.gateway.access.api_token),
+            mirror_budget=self.cfg.gateway.mirror_budget,
         )
         timeout = self.cfg.gateway.read_timeout_seconds
         config = uvicorn.Config(

@@ -31,6 +31,15 @@ def positive(name: str, default: float) -> float:
     return value
 
 
+def fraction(name: str, default: float) -> float:
+    """A share in (0, 1]."""
+    value = positive(name, default)
+    if value > 1:
+        raise errors.ConfigError(f"{name}={os.environ[name]!r} is a share: give a number in "
+                                 "(0, 1], e.g. 0.05, or unset it")
+    return value
+
+
 def choice(name: str, choices: tuple[str, ...], default: str) -> str:
     raw = (os.environ.get(name) or "").strip().lower()
     if not raw:

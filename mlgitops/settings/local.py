@@ -42,6 +42,9 @@ class GatewaySettings:
     """The v2 gRPC API for every model on this port (0: a free one); None: no gRPC port."""
     access: AccessSettings = field(default_factory=AccessSettings)
     """The bearer token of the non-public routes (``MLGITOPS_API_TOKEN``)."""
+    mirror_budget: float = 0.05
+    """While a model is busy, the share of its requests a rollout copies to the other version
+    (``MLGITOPS_MIRROR_BUDGET``); when it is not busy, every request is copied."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,7 @@ def controller(
         public_url=public_url(public),
         grpc_port=grpc_port if grpc_port is not None else environment.grpc_port(),
         access=access(),
+        mirror_budget=environment.fraction("MLGITOPS_MIRROR_BUDGET", GatewaySettings.mirror_budget),
     )
     sync = SyncSettings(
         poll_seconds=poll_seconds or environment.positive("MLGITOPS_POLL_SECONDS", 10.0),
