@@ -85,6 +85,23 @@ def wait_for_version(base: str, name: str, version: str, *, timeout: float = 120
     raise errors.RuntimeFailure(f"{name} did not serve {version[:12]} within {timeout:.0f}s")
 
 
+def reverted_by(remote: Path, version: str) -> git.LogEntry | None:
+    """The commit on ``remote`` that reverts ``version`` (among the last five), if any."""
+    for entry in git.log(remote, layout.BRANCH, [], limit=5):
+        if entry.trailers.get(layout.TRAILER_REVERTS) == version:
+            return entry
+    return None
+
+
+def wait(check: Any, timeout: float, what: str) -> None:
+    """Until ``check()`` is true; a sentence naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise errors.RuntimeFailure(f"the demo waited {timeout:.0f} s for {what}")
+        time.sleep(0.1)
+
+
 def run(*, workdir: Path | None = None, port: int = 0) -> None:
     settings.telemetry_off()
     base_dir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mlgitops-demo-"))

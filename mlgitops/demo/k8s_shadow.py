@@ -32,8 +32,8 @@ from mlgitops.core import k8s_objects as ko
 from mlgitops.core import layout
 from mlgitops.demo import examples
 from mlgitops.demo import k8s as demo_k8s
-from mlgitops.demo.embedded import free_port
-from mlgitops.demo.shadow import MODEL, ROLLOUT, VERSION_HEADER, Users, _reverted
+from mlgitops.demo.embedded import free_port, reverted_by
+from mlgitops.demo.shadow import MODEL, ROLLOUT, VERSION_HEADER, Users
 from mlgitops.devcluster.cluster import TestCluster
 from mlgitops.devcluster.crds import install_crds
 from mlgitops.devcluster.kubelet import Kubelet
@@ -129,7 +129,7 @@ def _story(dev: TestCluster, cluster: k8s.Cluster, repo: Path, base_dir: Path,
                               timeout=240)
         with steps.step("the operator's monitor judges v2's answers: the rollout fails, "
                         "Git reverts"):
-            revert = demo_k8s.wait_for("the revert of v2", lambda: _reverted(bare, v2),
+            revert = demo_k8s.wait_for("the revert of v2", lambda: reverted_by(bare, v2),
                                        timeout=300)
             to_revert = time.perf_counter() - pushed
         with steps.step("the operator drops v2's Deployment because Git no longer names it"):

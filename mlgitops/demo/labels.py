@@ -35,7 +35,7 @@ from mlgitops.authoring import repository
 from mlgitops.authoring.publishing import publish
 from mlgitops.core import layout
 from mlgitops.demo import examples
-from mlgitops.demo.embedded import free_port, wait_for_version
+from mlgitops.demo.embedded import free_port, reverted_by, wait, wait_for_version
 
 MODEL = "credit-risk"
 VERSION_HEADER = "x-mlgitops-version"
@@ -167,7 +167,7 @@ def _run(*, workdir: Path | None, port: int) -> dict[str, Any]:
                       examples.credit_population(6000, seed=7))
         users.thread.start()
         with steps.step("users are answered by v1 (400 rows)"):
-            _wait(lambda: users.rows_by(v1) >= 400, 120, "v1 to answer 400 rows")
+            wait(lambda: users.rows_by(v1) >= 400, 120, "v1 to answer 400 rows")
         with steps.step("train v2 on a proxy label (any late payment); publish it with its "
                         "own, equally wrong, evaluation"):
             wrong = proxy_label(a)
@@ -181,7 +181,7 @@ def _run(*, workdir: Path | None, port: int) -> dict[str, Any]:
             wait_for_version(base, MODEL, v2)
             timings.append(("v2 pushed → v2 answers", f"{time.perf_counter() - pushed:.1f} s"))
         with steps.step("the drift checks pass on v2 (same population: 2 windows)"):
-            _wait(lambda: len(_drift_windows(ctl, v2)) >= 2, 180, "two drift windows on v2")
+            wait(lambda: len(_drift_windows(ctl, v2)) >= 2, 180, "two drift windows on v2")
             windows = _drift_windows(ctl, v2)
         with steps.step("labels come back late: the true outcomes of v1's rows, then v2's, "
                         "through mlgitops.feedback"):
@@ -194,8 +194,8 @@ def _run(*, workdir: Path | None, port: int) -> dict[str, Any]:
             labelled = time.perf_counter()
         with steps.step("the Monitor scores v1 on v2's labelled rows in the sandbox; v2 is "
                         "measurably worse: revert commit in Git"):
-            _wait(lambda: _reverted(remote, v2) is not None, 300, "the revert of v2")
-            revert = _reverted(remote, v2)
+            wait(lambda: reverted_by(remote, v2) is not None, 300, "the revert of v2")
+            revert = reverted_by(remote, v2)
             assert revert is not None
             timings.append(("labels sent → revert on the remote",
                             f"{time.perf_counter() - labelled:.1f} s"))
@@ -304,18 +304,3 @@ def _served(url: str) -> bool:
         return httpx.get(url, timeout=10).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def _reverted(remote: Path, version: str) -> git.LogEntry | None:
-    for entry in git.log(remote, layout.BRANCH, [], limit=5):
-        if entry.trailers.get(layout.TRAILER_REVERTS) == version:
-            return entry
-    return None
-
-
-def _wait(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise errors.RuntimeFailure(f"the demo waited {timeout:.0f} s for {what}")
-        time.sleep(0.1)

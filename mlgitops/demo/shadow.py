@@ -19,13 +19,13 @@ import httpx
 import yaml
 from rich.table import Table
 
-from mlgitops import errors, settings, ui
+from mlgitops import settings, ui
 from mlgitops.adapters import git, validator
 from mlgitops.authoring import repository
 from mlgitops.authoring.publishing import publish
 from mlgitops.core import layout
 from mlgitops.demo import examples
-from mlgitops.demo.embedded import free_port, wait_for_version
+from mlgitops.demo.embedded import free_port, reverted_by, wait, wait_for_version
 
 MODEL = "credit-risk"
 VERSION_HEADER = "x-mlgitops-version"
@@ -104,14 +104,14 @@ def run(*, workdir: Path | None = None, port: int = 0) -> dict[str, Any]:
                              message="credit-risk v2: retrained on population B"))
             pushed = time.perf_counter()
         with steps.step("v2 starts beside v1 as its shadow (users still get v1's answers)"):
-            _wait(lambda: ctl.router.split(MODEL) is not None, 180, "v2 to start beside v1")
+            wait(lambda: ctl.router.split(MODEL) is not None, 180, "v2 to start beside v1")
         with steps.step("v2's answers on the copies are judged: the rollout fails, Git reverts"):
-            _wait(lambda: _reverted(remote, v2) is not None, 300, "the revert of v2")
-            revert = _reverted(remote, v2)
+            wait(lambda: reverted_by(remote, v2) is not None, 300, "the revert of v2")
+            revert = reverted_by(remote, v2)
             assert revert is not None
             to_revert = time.perf_counter() - pushed
         with steps.step("the controller drops v2 because Git no longer names it"):
-            _wait(lambda: ctl.router.split(MODEL) is None, 120, "v2 to be dropped")
+            wait(lambda: ctl.router.split(MODEL) is None, 120, "v2 to be dropped")
         users.stop.set()
         users.thread.join(timeout=30)
         status = ctl.store.status(MODEL).rollout or {}
@@ -141,18 +141,3 @@ def run(*, workdir: Path | None = None, port: int = 0) -> dict[str, Any]:
     ui.console.print(f"Repository: {repo}  (git log -3 shows the revert; quarantine.yaml "
                      "lists v2's digest)")
     return found
-
-
-def _reverted(remote: Path, version: str) -> git.LogEntry | None:
-    for entry in git.log(remote, layout.BRANCH, [], limit=5):
-        if entry.trailers.get(layout.TRAILER_REVERTS) == version:
-            return entry
-    return None
-
-
-def _wait(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise errors.RuntimeFailure(f"the demo waited {timeout:.0f} s for {what}")
-        time.sleep(0.1)
