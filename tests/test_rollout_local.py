@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -92,14 +93,14 @@ class Clients:
                         for i in range(clients)]
 
     def _run(self, client_id: int) -> None:
-        i = client_id * 500
+        rng = random.Random(client_id)  # random rows and clients (see tests/k8s/rollout_rig)
         with httpx.Client(timeout=30) as client:
             while not self.stop.is_set():
-                batch = self.records[i % 2975: i % 2975 + 25]
-                i += 25
+                start = rng.randrange(len(self.records) - 25)
+                batch = self.records[start:start + 25]
                 try:
                     r = client.post(self.url, json={"dataframe_records": batch},
-                                    headers={"x-client": f"user-{i % 97}"})
+                                    headers={"x-client": f"user-{rng.randrange(97)}"})
                     if r.status_code == 200:
                         self.by_version[r.headers.get(VERSION_HEADER, "?")] += 1
                     else:
