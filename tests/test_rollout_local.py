@@ -23,12 +23,12 @@ import pytest
 import yaml
 from support.data import FEATURES, make_frame, train
 from support.net import free_port
+from support.repos import with_v1
 from support.waits import wait_until
 
 import mlgitops
 from mlgitops import settings
 from mlgitops.adapters import git
-from mlgitops.authoring import repository
 from mlgitops.controller import decisions as decision_log
 from mlgitops.controller import reports, run
 from mlgitops.controller.gateway import VERSION_HEADER
@@ -52,18 +52,9 @@ class Repo:
 
 def repo_with(root: Path, rollout: dict[str, Any]) -> Repo:
     """v1 (population A) with ``spec.rollout`` and small drift windows, pushed."""
-    work = root / "models-repo"
-    bare = repository.init(work)
-    a = make_frame(1500, seed=1)
-    mlgitops.publish(train(a, seed=1), a, name=NAME, repo=work, target="label", push=False,
-                     quiet=True, message="credit v1 on population A")
-    path = work / layout.manifest_path(NAME)
-    doc = yaml.safe_load(path.read_text())
-    doc["spec"]["drift"].update(DRIFT)
-    doc["spec"]["rollout"] = rollout
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    stable = git.commit(work, message=f"credit: rollout {rollout['strategy']}",
-                        paths=[layout.MANIFESTS])
+    work, bare, _, _ = with_v1(root, {"drift": DRIFT, "rollout": rollout}, name=NAME,
+                               message=f"rollout {rollout['strategy']}")
+    stable = git.rev_parse(work, "HEAD")
     assert stable is not None
     git.push(work)
     return Repo(work, bare, stable)

@@ -23,10 +23,10 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-import yaml
 from kubernetes import client
 from support import scenarios
 from support.data import FEATURES, make_frame, train
+from support.repos import with_v1
 
 import mlgitops
 from mlgitops import settings
@@ -34,7 +34,6 @@ from mlgitops.adapters import git
 from mlgitops.adapters import kubernetes as k8s
 from mlgitops.adapters.kubernetes import versions
 from mlgitops.adapters.kubernetes.api import HTTP_ROUTE
-from mlgitops.authoring import repository
 from mlgitops.controller import gateway
 from mlgitops.core import layout
 from mlgitops.devcluster.cluster import TestCluster
@@ -223,18 +222,9 @@ class Users:
 def repo_with(root: Path, rollout: dict[str, Any]) -> tuple[Path, Path, str]:
     """A models repository whose v1 (population A) has ``spec.rollout`` and small drift
     windows, pushed: (work tree, bare remote, v1's commit)."""
-    work = root / "models-repo"
-    bare = repository.init(work)
-    a = make_frame(1500, seed=1)
-    mlgitops.publish(train(a, seed=1), a, name=NAME, repo=work, target="label", push=False,
-                     quiet=True, message="credit v1 on population A")
-    path = work / layout.manifest_path(NAME)
-    doc = yaml.safe_load(path.read_text())
-    doc["spec"]["drift"].update(DRIFT)
-    doc["spec"]["rollout"] = rollout
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    stable = git.commit(work, message=f"credit: rollout {rollout['strategy']}",
-                        paths=[layout.MANIFESTS])
+    work, bare, _, _ = with_v1(root, {"drift": DRIFT, "rollout": rollout}, name=NAME,
+                               message=f"rollout {rollout['strategy']}")
+    stable = git.rev_parse(work, "HEAD")
     assert stable is not None
     git.push(work)
     return work, bare, stable

@@ -13,34 +13,23 @@ Promotion switches the model's Service to the candidate's pods; a revert deletes
 from __future__ import annotations
 
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes import client
 from support import scenarios
-from support.data import make_frame, train
 
-import mlgitops
-from mlgitops.adapters import git
 from mlgitops.adapters.kubernetes.api import HTTP_ROUTE
-from mlgitops.authoring import repository
 from mlgitops.controller.router import Split
 from mlgitops.core import k8s_objects as ko
-from mlgitops.core import layout
 from mlgitops.devcluster.cluster import TestCluster
 from mlgitops.operator.runtime import RepositoryRuntime
 
 from .rollout_rig import (
-    ANALYSIS,
-    DRIFT,
     NAME,
     Rig,
-    Users,
     rigged,
     selected,
     template_of,
@@ -161,70 +150,3 @@ def test_a_restarted_operator_resumes_the_shadow_and_a_revert_leaves_no_candidat
 
     wait_until("the candidate's Deployment and Service are deleted", gone)
     assert set(rig.ask(10)) == {rig.runtime.reconciler.router.get(NAME).version}  # type: ignore[union-attr]
-
-
-
-
-def test_the_operators_monitor_reverts_a_bad_version_under_shadow_before_a_user_sees_it(
-        k8s_cluster: TestCluster, k8s_namespace: str, tmp_path: Path) -> None:
-    work = tmp_path / "models-repo"
-    bare = repository.init(work)
-    a = make_frame(1500, seed=1)
-    mlgitops.publish(train(a, seed=1), a, name=NAME, repo=work, target="label", push=False,
-                     quiet=True, message="credit v1 on population A")
-    path = work / layout.manifest_path(NAME)
-    doc = yaml.safe_load(path.read_text())
-    doc["spec"]["drift"].update(DRIFT)
-    doc["spec"]["rollout"] = {"strategy": "shadow", "shadow": {"rows": 3000},
-                              "analysis": ANALYSIS}
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    stable = git.commit(work, message="credit: rollout shadow", paths=[layout.MANIFESTS])
-    assert stable is not None
-    git.push(work)
-    with rigged(bare, k8s_cluster, k8s_namespace, tmp_path, interval=1.0) as rig:
-        rig.runtime.monitor.interval = 0.2
-        stop = threading.Event()
-        runner = threading.Thread(target=rig.runtime.run_forever, args=(stop,), daemon=True)
-        runner.start()
-        router = rig.runtime.reconciler.router
-        try:
-            wait_until("v1 serving", lambda: (h := router.get(NAME)) is not None
-                       and h.version == stable, timeout=180)
-            rig.traffic.refresh()
-            with Users(f"{rig.url}/models/{NAME}/invocations") as users:
-                b = make_frame(1500, shift=1.5, seed=2)  # population B: bad on live traffic
-                v2 = str(mlgitops.publish(train(b, seed=3), b, name=NAME, repo=work,
-                                          target="label", push=False, quiet=True,
-                                          message="credit v2 (bad)"))
-                git.push(work)
-                rig.runtime.loop.trigger("test")
-                wait_until("the candidate beside the stable version",
-                           lambda: router.split(NAME) is not None, timeout=180)
-                split = router.split(NAME)
-                assert split is not None
-                cand = split.candidate.deployment
-
-                def reverted() -> git.LogEntry | None:
-                    (head,) = git.log(bare, "main", [], limit=1)
-                    return head if head.trailers.get(layout.TRAILER_REVERTS) == v2 else None
-
-                revert = wait_until("the operator's revert of v2 on the remote", reverted,
-                                    timeout=240)
-                wait_until("the candidate dropped", lambda: router.split(NAME) is None,
-                           timeout=120)
-                time.sleep(0.5)
-        finally:
-            stop.set()
-            runner.join(timeout=30)
-        # no user request was answered by the bad version; its pods answered copies of them
-        assert users.by_version[v2] == 0 and router.served[(NAME, v2)] == 0
-        assert router.mirrored[(NAME, v2)] * 25 >= ANALYSIS["minRows"]
-        assert not users.failed, users.failed[:3]
-        assert users.by_version[stable] > 0
-        assert git.tree_id(bare, revert.commit, f"models/{NAME}") == \
-            git.tree_id(bare, stable, f"models/{NAME}")
-        assert "rollout failed at step 1 (shadow)" in revert.subject
-        cr = rig.cluster.get_resource(rig.namespace, NAME)
-        assert cr is not None and cr["status"]["rollout"]["phase"] == "aborted"
-        wait_until("the candidate's Deployment deleted",
-                   lambda: rig.cluster.read_deployment_named(rig.namespace, cand) is None)
