@@ -20,20 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 from rich.table import Table
 
 from mlgitops import settings, ui
-from mlgitops.adapters import git, validator
 from mlgitops.adapters import kubernetes as k8s
-from mlgitops.authoring import repository
+from mlgitops.adapters import validator
 from mlgitops.authoring.publishing import publish
 from mlgitops.core import k8s_objects as ko
-from mlgitops.core import layout
 from mlgitops.demo import examples
 from mlgitops.demo import k8s as demo_k8s
 from mlgitops.demo.embedded import free_port, reverted_by
-from mlgitops.demo.shadow import MODEL, ROLLOUT, VERSION_HEADER, Users
+from mlgitops.demo.shadow import MODEL, VERSION_HEADER, Users, start_repository
 from mlgitops.devcluster.cluster import TestCluster
 from mlgitops.devcluster.crds import install_crds
 from mlgitops.devcluster.kubelet import Kubelet
@@ -73,20 +70,7 @@ def run(*, workdir: Path | None = None) -> dict[str, Any]:
 
 def _story(dev: TestCluster, cluster: k8s.Cluster, repo: Path, base_dir: Path,
            steps: ui.Steps) -> dict[str, Any]:
-    with steps.step(f"init model repository {repo} with a bare remote"):
-        bare = repository.init(repo)
-    a = examples.credit_population(4000, seed=1)
-    with steps.step("train v1 on population A; publish it with spec.rollout.strategy: shadow"):
-        publish(examples.train_credit_model(a, seed=1), a, name=MODEL, repo=repo,
-                target=examples.TARGET, quiet=True, push=False,
-                message="credit-risk v1: trained on population A")
-        path = repo / layout.manifest_path(MODEL)
-        doc = yaml.safe_load(path.read_text())
-        doc["spec"]["rollout"] = ROLLOUT
-        path.write_text(yaml.safe_dump(doc, sort_keys=False))
-        git.commit(repo, message="credit-risk: new versions start in a shadow",
-                   paths=[layout.MANIFESTS])
-        git.push(repo)
+    bare = start_repository(repo, steps)
     port = free_port()
     env = {
         "MLGITOPS_OPERATOR_REPO_URL": f"file://{bare}",

@@ -62,16 +62,9 @@ class Users:
                 time.sleep(0.005)
 
 
-def run(*, workdir: Path | None = None, port: int = 0) -> dict[str, Any]:
-    """Run the story; what it measured (also printed)."""
-    settings.telemetry_off()
-    base_dir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mlgitops-demo-"))
-    repo = base_dir / "models-repo"
-    port = port or free_port()
-    base = f"http://127.0.0.1:{port}"
-    steps = ui.Steps("demo")
-    ui.console.rule("[bold]mlgitops demo --shadow[/]: a bad version judged on live traffic "
-                    "before any user sees it")
+def start_repository(repo: Path, steps: ui.Steps) -> Path:
+    """The story's start: ``repo`` with a bare remote, v1 (population A) published with
+    ``spec.rollout.strategy: shadow``, pushed; returns the remote."""
     with steps.step(f"init model repository {repo} with a bare remote"):
         remote = repository.init(repo)
     a = examples.credit_population(4000, seed=1)
@@ -86,8 +79,22 @@ def run(*, workdir: Path | None = None, port: int = 0) -> dict[str, Any]:
         git.commit(repo, message="credit-risk: new versions start in a shadow",
                    paths=[layout.MANIFESTS])
         git.push(repo)
-        v1 = git.last_change(repo, "HEAD", list(layout.model_paths(MODEL)))
-        assert v1 is not None
+    return remote
+
+
+def run(*, workdir: Path | None = None, port: int = 0) -> dict[str, Any]:
+    """Run the story; what it measured (also printed)."""
+    settings.telemetry_off()
+    base_dir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mlgitops-demo-"))
+    repo = base_dir / "models-repo"
+    port = port or free_port()
+    base = f"http://127.0.0.1:{port}"
+    steps = ui.Steps("demo")
+    ui.console.rule("[bold]mlgitops demo --shadow[/]: a bad version judged on live traffic "
+                    "before any user sees it")
+    remote = start_repository(repo, steps)
+    v1 = git.last_change(repo, "HEAD", list(layout.model_paths(MODEL)))
+    assert v1 is not None
     from mlgitops.controller import run as run_mod
 
     cfg = settings.controller(repo, port=port, poll_seconds=10.0)
