@@ -8,10 +8,7 @@ them, so "no user request answered by the shadowed version" is counted, not assu
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import random
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,9 +18,10 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from support.data import FEATURES, make_frame, train
+from support.data import make_frame, train
 from support.net import free_port
 from support.repos import with_v1
+from support.users import Users
 from support.waits import wait_until
 
 import mlgitops
@@ -31,7 +29,6 @@ from mlgitops import settings
 from mlgitops.adapters import git
 from mlgitops.controller import decisions as decision_log
 from mlgitops.controller import reports, run
-from mlgitops.controller.gateway import VERSION_HEADER
 from mlgitops.core import layout, quarantine
 
 pytestmark = pytest.mark.process
@@ -68,47 +65,6 @@ def publish_v2(repo: Repo, *, bad: bool) -> str:
                               message=f"credit v2 ({'bad' if bad else 'good'})"))
     git.push(repo.work)
     return v2
-
-
-class Clients:
-    """Users posting population-A rows to the gateway; counts answers by the version named in
-    each response."""
-
-    def __init__(self, url: str, *, clients: int = 2) -> None:
-        self.url = url
-        self.records = make_frame(3000, seed=9)[FEATURES].to_dict(orient="records")
-        self.stop = threading.Event()
-        self.by_version: collections.Counter[str] = collections.Counter()
-        self.failed: list[str] = []
-        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
-                        for i in range(clients)]
-
-    def _run(self, client_id: int) -> None:
-        rng = random.Random(client_id)  # random rows and clients (see tests/k8s/rollout_rig)
-        with httpx.Client(timeout=30) as client:
-            while not self.stop.is_set():
-                start = rng.randrange(len(self.records) - 25)
-                batch = self.records[start:start + 25]
-                try:
-                    r = client.post(self.url, json={"dataframe_records": batch},
-                                    headers={"x-client": f"user-{rng.randrange(97)}"})
-                    if r.status_code == 200:
-                        self.by_version[r.headers.get(VERSION_HEADER, "?")] += 1
-                    else:
-                        self.failed.append(f"{r.status_code} {r.text[:200]}")
-                except httpx.HTTPError as exc:
-                    self.failed.append(repr(exc))
-                time.sleep(0.005)
-
-    def __enter__(self) -> Clients:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=30)
 
 
 def served(base: str) -> str | None:
@@ -152,7 +108,7 @@ def test_a_bad_version_under_shadow_is_reverted_before_a_user_sees_it(tmp_path: 
                                 "analysis": ANALYSIS})
     with controller(repo, free_port()) as ctl:
         wait_serving(ctl, repo.stable)
-        with Clients(f"{ctl.base_url}/models/{NAME}/invocations") as users:
+        with Users(f"{ctl.base_url}/models/{NAME}/invocations", clients=2, pause=0.005) as users:
             v2 = publish_v2(repo, bad=True)
             ctl.trigger("test")
             wait_until(lambda: ctl.router.split(NAME) is not None, timeout=180,
@@ -186,7 +142,7 @@ def test_a_good_version_under_shadow_is_promoted_then_serves_everything(
                                 "analysis": ANALYSIS})
     with controller(repo, free_port()) as ctl:
         wait_serving(ctl, repo.stable)
-        with Clients(f"{ctl.base_url}/models/{NAME}/invocations") as users:
+        with Users(f"{ctl.base_url}/models/{NAME}/invocations", clients=2, pause=0.005) as users:
             v2 = publish_v2(repo, bad=False)
             ctl.trigger("test")
             wait_serving(ctl, v2)
@@ -222,7 +178,7 @@ def test_a_canary_step_that_breaches_is_reverted_with_traffic_back_on_stable(
                                 "analysis": ANALYSIS})
     with controller(repo, free_port()) as ctl:
         wait_serving(ctl, repo.stable)
-        with Clients(f"{ctl.base_url}/models/{NAME}/invocations", clients=3) as users:
+        with Users(f"{ctl.base_url}/models/{NAME}/invocations", clients=3, pause=0.005) as users:
             v2 = publish_v2(repo, bad=True)
             ctl.trigger("test")
             revert = wait_reverted(repo, v2)
@@ -246,7 +202,7 @@ def test_a_restart_mid_rollout_resumes_at_its_step(tmp_path: Path) -> None:
     port = free_port()
     with controller(repo, port) as ctl:
         wait_serving(ctl, repo.stable)
-        with Clients(f"{ctl.base_url}/models/{NAME}/invocations") as users:
+        with Users(f"{ctl.base_url}/models/{NAME}/invocations", clients=2, pause=0.005) as users:
             v2 = publish_v2(repo, bad=False)
             ctl.trigger("test")
             wait_until(lambda: (ctl.store.status(NAME).rollout or {}).get("step") == 1,
@@ -258,7 +214,7 @@ def test_a_restart_mid_rollout_resumes_at_its_step(tmp_path: Path) -> None:
                    what="the rollout resumed")
         resumed = events(ctl, "RolloutResumed")[-1]
         assert resumed["step"] == 2 and resumed["mode"] == "canary"
-        with Clients(f"{ctl.base_url}/models/{NAME}/invocations") as users:
+        with Users(f"{ctl.base_url}/models/{NAME}/invocations", clients=2, pause=0.005) as users:
             wait_until(lambda: getattr(ctl.router.get(NAME), "version", None) == v2,
                        timeout=240, what="v2 promoted")
         assert not users.failed, users.failed[:3]

@@ -3,15 +3,14 @@ progressive-rollout cluster tests (`test_rollout_progressive`, `test_rollout_mon
 
 `rigged` wires what ``mlgitops operator`` wires for a repository (`operator.runtime`) and the
 operator's HTTP port (`controller.gateway` over `operator.traffic.Traffic`, whose pod addresses
-are refreshed by its own thread as in `operator.handlers`); `Users` post through that gateway and
-count every answer by the version it names, and every failure.
+are refreshed by its own thread as in `operator.handlers`); `support.users.Users` post
+through that gateway and count every answer by the version it names, and every failure.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import random
 import socket
 import threading
 import time
@@ -166,57 +165,6 @@ def rigged(bare: Path, cluster_: TestCluster, namespace: str, tmp_path: Path,
             server.should_exit = True
             thread.join(timeout=10)
             sock.close()
-
-
-class Users:
-    """Users posting population-A rows through the operator's gateway (``clients`` threads, each
-    client sending its own ``x-client`` header); every answer is counted by the version it
-    names, every failure (a status other than 200, or no answer) is kept."""
-
-    def __init__(self, url: str, *, clients: int = 1) -> None:
-        self.url = url
-        self.records = make_frame(3000, seed=9)[FEATURES].to_dict(orient="records")
-        self.stop = threading.Event()
-        self.by_version: collections.Counter[str] = collections.Counter()
-        self.statuses: collections.Counter[int] = collections.Counter()
-        self.failed: list[str] = []
-        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
-                        for i in range(clients)]
-
-    def _run(self, client_id: int) -> None:
-        # batches start at random rows and come from random clients: walking the frame in
-        # order, the clients a canary keys to the candidate always sent the same few batches,
-        # so its step judged drift on a handful of distinct rows seen again and again
-        rng = random.Random(client_id)
-        with httpx.Client(timeout=60) as http:
-            while not self.stop.is_set():
-                start = rng.randrange(len(self.records) - 25)
-                batch = self.records[start:start + 25]
-                try:
-                    r = http.post(self.url, json={"dataframe_records": batch},
-                                  headers={"x-client": f"user-{rng.randrange(97)}"})
-                    self.statuses[r.status_code] += 1
-                    if r.status_code == 200:
-                        self.by_version[r.headers.get(gateway.VERSION_HEADER, "?")] += 1
-                    else:
-                        self.failed.append(f"{r.status_code} {r.text[:200]}")
-                except httpx.HTTPError as exc:
-                    self.failed.append(repr(exc))
-                time.sleep(0.01)
-
-    @property
-    def answered(self) -> int:
-        return sum(self.by_version.values())
-
-    def __enter__(self) -> Users:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=60)
 
 
 def repo_with(root: Path, rollout: dict[str, Any]) -> tuple[Path, Path, str]:

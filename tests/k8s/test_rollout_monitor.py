@@ -25,6 +25,7 @@ import pytest
 import yaml
 from kubernetes import client
 from support import scenarios
+from support.users import Users
 
 from mlgitops.adapters import git
 from mlgitops.adapters.kubernetes import versions
@@ -37,7 +38,6 @@ from .rollout_rig import (
     ANALYSIS,
     NAME,
     Rig,
-    Users,
     publish_v2,
     remote_head,
     repo_with,
