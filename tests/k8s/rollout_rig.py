@@ -49,14 +49,18 @@ DRIFT = {"windowRows": 500, "minRows": 300, "consecutiveWindows": 1, "cooldownSe
 ANALYSIS = {"minRows": 100, "minAgreement": 0.8, "maxLatencyRatio": 1000}
 
 
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
+def wait_until(what: str, check: Callable[[], Any], timeout: float = 60.0,
+               detail: Callable[[], str] | None = None) -> Any:
+    """``check()``'s first true answer; fails after ``timeout`` with ``detail()``'s account
+    of the state, when given."""
     deadline = time.monotonic() + timeout
     while True:
         got = check()
         if got:
             return got
         if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout:.0f} s: {what}")
+            pytest.fail(f"not within {timeout:.0f} s: {what}"
+                        + (f"\n{detail()}" if detail is not None else ""))
         time.sleep(0.2)
 
 
@@ -103,6 +107,15 @@ class Rig:
 
     def converge(self) -> None:
         scenarios.converge(self.runtime.reconciler, timeout=180.0)
+
+    def explain(self) -> str:
+        """The model's rollout status, its last events and the remote's head: what a failed
+        wait reports."""
+        st = self.runtime.store.status(NAME)
+        lines = [f"served {st.served_commit and st.served_commit[:12]}, rollout {st.rollout}",
+                 f"remote head {remote_head(self.bare).subject!r}"]
+        lines += [f"event {e}" for e in list(self.runtime.store.events(NAME))[-12:]]
+        return "\n".join(lines)
 
     def ask(self, n: int) -> collections.Counter[str]:
         """``n`` user requests through the operator's gateway: which version answered each."""

@@ -106,7 +106,9 @@ def test_a_good_version_passes_shadow_and_canary_steps_and_the_monitor_promotes_
                        lambda: router.split(NAME) is not None, timeout=240)
             cand = router.split(NAME).candidate.deployment  # type: ignore[union-attr]
             wait_until("v2 promoted by the monitor",
-                       lambda: getattr(router.get(NAME), "version", None) == v2, timeout=420)
+                       lambda: getattr(router.get(NAME), "version", None) == v2, timeout=420,
+                       detail=lambda: f"{rig.explain()}\nusers: {dict(users.by_version)}, "
+                                       f"{len(users.failed)} failed")
             # from now on every user request is answered by v2
             promoted = users.answered
             wait_until("requests after the promotion",

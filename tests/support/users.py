@@ -7,6 +7,7 @@ import collections
 import random
 import threading
 import time
+from typing import Any
 
 import httpx
 
@@ -15,14 +16,17 @@ from support.data import FEATURES, make_frame
 
 
 class Users:
-    """Users posting population-A rows to a gateway's ``url`` (``clients`` threads, each
-    client sending its own ``x-client`` header); every answer is counted by the version it
-    names, every failure (a status other than 200, or no answer) is kept."""
+    """Users posting rows to a gateway's ``url`` (``clients`` threads, each request with an
+    ``x-client`` header); every answer is counted by the version it names, every failure (a
+    status other than 200, or no answer) is kept. The rows are ``records`` (JSON rows), by
+    default population A of the credit data."""
 
-    def __init__(self, url: str, *, clients: int = 1, pause: float = 0.01) -> None:
+    def __init__(self, url: str, *, clients: int = 1, pause: float = 0.01,
+                 records: list[dict[str, Any]] | None = None) -> None:
         self.url = url
         self.pause = pause
-        self.records = make_frame(3000, seed=9)[FEATURES].to_dict(orient="records")
+        self.records = records if records is not None else \
+            make_frame(3000, seed=9)[FEATURES].to_dict(orient="records")
         self.stop = threading.Event()
         self.by_version: collections.Counter[str] = collections.Counter()
         self.statuses: collections.Counter[int] = collections.Counter()
