@@ -278,10 +278,11 @@ def _http(cfg: mlgitops_settings.OperatorSettings, *, trigger: Callable[[str], N
     reports its revert commits link (private with ``MLGITOPS_REPORTS_PRIVATE``). It forwards
     ``/v2/models/{name}/…`` to a ready pod of the version serving, splitting and mirroring a
     progressive rollout's traffic (`traffic.Traffic`); the model pods' statistics routes are
-    not forwarded (the monitor reads them over the cluster network)."""
+    not forwarded (the monitor reads them over the cluster network). ``/status`` lists every
+    repository's models and ``/v2/health/ready`` waits on each (`_statuses`)."""
     if not cfg.http_port:
         return None
-    app = gateway.build(router=_state["traffic"], trigger=trigger, statuses=list,
+    app = gateway.build(router=_state["traffic"], trigger=trigger, statuses=_statuses,
                         webhook_secret=cfg.webhook_secret, reports_root=reports_root,
                         api_token=cfg.access.api_token,
                         reports_private=cfg.access.reports_private,
@@ -295,6 +296,17 @@ def _http(cfg: mlgitops_settings.OperatorSettings, *, trigger: Callable[[str], N
     server = uvicorn.Server(config)
     threading.Thread(target=server.run, name="operator-http", daemon=True).start()
     return server
+
+
+def _statuses() -> list[dict[str, Any]]:
+    """Every repository's models as its store knows them, with the namespace each deploys to:
+    the port's ``/status`` and ``/v2/health/ready``, and a model's 503 (known, nothing
+    serving) against an unknown one's 404."""
+    with _lock:
+        found = [r for r, _, _ in _runtimes.values()]
+    return [{**st.to_dict(), "namespace": r.repo.namespace, "repository": r.repo.key}
+            for r in sorted(found, key=lambda r: r.repo.key)
+            for _, st in sorted(r.store.models.items())]
 
 
 def _feedback(cfg: mlgitops_settings.OperatorSettings) -> ground_truth.OperatorFeedback:

@@ -416,6 +416,23 @@ def test_a_signed_push_webhook_syncs_at_once(
         assert cr["metadata"]["annotations"][ko.ANNOTATION_COMMIT] == v1
         print(f"\nwebhook -> ModelDeployment: {time.monotonic() - began:.1f} s")
 
+        # the port knows the model (no kubelet here: nothing serves it): /status lists it,
+        # /v2/health/ready waits on it, a request for it is a 503 to retry, an unknown one 404
+        base = f"http://127.0.0.1:{port}"
+
+        def listed() -> list[dict[str, Any]]:
+            doc = httpx.get(f"{base}/status", timeout=5).json()
+            return [m for m in doc["models"] if m["name"] == NAME and m["desiredCommit"] == v1]
+
+        (model,) = wait_for("the model in the port's /status", listed, timeout=30)
+        assert (model["namespace"], model["servedCommit"]) == (ns, None), model
+        ready = httpx.get(f"{base}/v2/health/ready", timeout=5)
+        assert (ready.status_code, ready.json()["missing"]) == (503, [NAME]), ready.text
+        rows = {"dataframe_records": [{"x": 1.0}]}
+        known = httpx.post(f"{base}/models/{NAME}/invocations", json=rows, timeout=5)
+        unknown = httpx.post(f"{base}/models/nope/invocations", json=rows, timeout=5)
+        assert (known.status_code, unknown.status_code) == (503, 404), (known.text, unknown.text)
+
 
 def _answers(url: str) -> bool:
     import httpx
