@@ -107,6 +107,14 @@ GOOD = rollout.DriftCheck(breached=False, attributable=False, reason="no drift")
     (SHADOW, _state(), _counters(200),
      rollout.DriftCheck(breached=True, attributable=False, reason="moved from both"),
      "promote", "drift"),
+    # a step that ended before the drift policy's window was scored goes on, whatever the rest
+    (SHADOW, _state(), _counters(200),
+     rollout.DriftCheck(breached=False, attributable=False, judged=False,
+                        reason="the candidate has scored 1000 rows (200 so far)"),
+     "hold", "goes on until the candidate has scored 1000 rows"),
+    (SHADOW, _state(), _counters(200, agreed=0.5),
+     rollout.DriftCheck(breached=False, attributable=False, judged=False, reason="waits"),
+     "abort", "same label on 50.0%"),
     # too little evidence never fails a check
     (SHADOW, _state(), _counters(99, agreed=0.0, errors_=99), None, "hold", "0 check(s)"),
 ])

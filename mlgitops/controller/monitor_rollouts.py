@@ -104,7 +104,15 @@ class RolloutChecks(Reverts[H]):
         snap = self.live_stats.read(name, track.version, baseline=track.baseline)
         window = self.live_stats.window(snap, cand.cursor, version=track.version,
                                         baseline=track.baseline)
-        evidence, check = self._drift(track, window, rollout_policy)
+        # drift is judged on the drift policy's window at least: the step's rows, or every
+        # row the candidate scored (the same live traffic) when the step's are fewer
+        since = cand.cursor
+        rows = window
+        if window.rows < track.deployment.drift.window_rows and cand.cursor is not None:
+            since = None
+            rows = self.live_stats.window(snap, None, version=track.version,
+                                          baseline=track.baseline)
+        evidence, check = self._drift(track, rows, rollout_policy)
         now = self.clock()
         verdict = rollout.judge(rollout_policy, state, counters.snapshot(rows=window.rows),
                                 check, now=now)
@@ -115,7 +123,7 @@ class RolloutChecks(Reverts[H]):
         if verdict.action == "abort":
             self.router.freeze(name)
             self._publish(name)
-            self._abort(track, verdict, evidence, window, snap, cand, now)
+            self._abort(track, verdict, evidence, rows, snap, since, now)
             return verdict
         stage = rollout.current(rollout_policy, verdict.state)
         if verdict.action == "next" and stage is not None:
@@ -138,6 +146,11 @@ class RolloutChecks(Reverts[H]):
                ) -> tuple[policy.Evidence | None, rollout.DriftCheck | None]:
         if window.rows < max(ro.analysis.min_rows, 1):
             return None, None
+        rules = track.deployment.drift
+        if window.rows < rules.window_rows:
+            return None, rollout.DriftCheck(
+                False, False, f"the candidate has scored {rules.window_rows} rows for the drift "
+                f"check (spec.drift.windowRows; {window.rows} so far)", judged=False)
         report = drift.compare_stats(track.baseline, window,
                                      share=track.deployment.drift.dataset_share)
         fit_current = fit_previous = None
@@ -147,7 +160,6 @@ class RolloutChecks(Reverts[H]):
                 fit_current = policy.fit_share(track.baseline, track.baseline, window)
         evidence = policy.Evidence.from_reports(report, fit_current=fit_current,
                                                 fit_previous=fit_previous)
-        rules = track.deployment.drift
         breached = evidence.share >= rules.dataset_share or evidence.prediction_drifted
         attributable, why = policy.attribute(evidence, rules)
         reason = (f"{evidence.share:.0%} of features drift against the candidate's baseline"
@@ -167,14 +179,14 @@ class RolloutChecks(Reverts[H]):
         self.store.save()
 
     def _abort(self, track: Track, verdict: rollout.Verdict, evidence: policy.Evidence | None,
-               window: stats.LiveStats, snap: stats_store.Snapshot, cand: Candidate,
-               now: float) -> None:
+               window: stats.LiveStats, snap: stats_store.Snapshot,
+               since: stats_store.Snapshot | None, now: float) -> None:
         """The same revert as a drift breach: the candidate's commit, path-scoped, quarantined."""
         ev = evidence or policy.Evidence(rows=window.rows, share=0.0)
         decision = policy.Decision(policy.Verdict.REVERT, verdict.reason, ev, 1, 1, True,
                                    0, now, self._history(track.name).with_revert(now))
         record = self.record_of(track, decision, window)
-        sample = self.window_rows_of(track, snap, cand.cursor)
+        sample = self.window_rows_of(track, snap, since)
         stage = verdict.state.history[-1] if verdict.state.history else {}
         why = (f"its rollout failed at step {stage.get('step', '?')} "
                f"({stage.get('mode', '?')}) before it was promoted")
