@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/protocols.py
 	$(BIN)/python bench/drift.py
+	$(BIN)/python bench/drift_false_alarms.py
 	$(BIN)/python bench/recording.py
 	$(BIN)/python bench/stats_update.py
 	$(BIN)/python bench/publish.py

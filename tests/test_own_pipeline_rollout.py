@@ -45,8 +45,8 @@ ROLLOUT = {"strategy": "shadow-canary", "shadow": {"rows": 300},
            "canary": {"steps": [{"weight": 50, "rows": 300}], "key": "x-client"},
            #: latency is not judged here (a shared test machine's timings are not evidence)
            "analysis": {"minRows": 100, "minAgreement": 0.8, "maxLatencyRatio": 1000}}
-#: a step's drift check waits for windowRows of the candidate's rows (on fewer, a fifth of the
-#: windows of this very population breach: noise, not drift)
+#: a step's drift check waits for windowRows of the candidate's rows (on 300, up to 10% of the
+#: windows of this very population breach: noise, not drift; bench/drift_false_alarms.py)
 DRIFT = {"windowRows": 1000, "minRows": 500, "consecutiveWindows": 1, "cooldownSeconds": 0,
          "maxReverts": 3, "revertPeriodSeconds": 3600}
 

@@ -34,8 +34,8 @@ from mlgitops.core import layout, quarantine
 pytestmark = pytest.mark.process
 
 NAME = "credit"
-#: a step's drift check waits for windowRows of the candidate's rows (on fewer, a fifth of the
-#: windows of this very population breach: noise, not drift)
+#: a step's drift check waits for windowRows of the candidate's rows (on 300, up to 10% of the
+#: windows of this very population breach: noise, not drift; bench/drift_false_alarms.py)
 DRIFT = {"windowRows": 1000, "minRows": 500, "consecutiveWindows": 1, "cooldownSeconds": 0,
          "maxReverts": 3, "revertPeriodSeconds": 3600}
 #: latency is not judged here (a shared test machine's timings are not evidence)

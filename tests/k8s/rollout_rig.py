@@ -43,8 +43,8 @@ from mlgitops.operator.traffic import Traffic
 
 NAME = scenarios.NAME
 RECORDS = make_frame(200, seed=9)[FEATURES].to_dict(orient="records")
-#: a step's drift check waits for windowRows of the candidate's rows (on fewer, a fifth of the
-#: windows of this very population breach: noise, not drift)
+#: a step's drift check waits for windowRows of the candidate's rows (on 300, up to 10% of the
+#: windows of this very population breach: noise, not drift; bench/drift_false_alarms.py)
 DRIFT = {"windowRows": 1000, "minRows": 500, "consecutiveWindows": 1, "cooldownSeconds": 0,
          "maxReverts": 3, "revertPeriodSeconds": 3600}
 #: latency is not judged here (a shared test machine's timings are not evidence)
