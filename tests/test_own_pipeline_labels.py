@@ -34,6 +34,7 @@ from support.pipelines import (
     mislabelled,
     records,
 )
+from support.repos import amend
 from support.waits import wait_until
 
 import mlgitops
@@ -48,14 +49,6 @@ pytestmark = pytest.mark.process
 CLI = [sys.executable, "-m", "mlgitops.cli"]
 
 
-def set_performance(work: Path, policy: dict[str, Any]) -> None:
-    path = work / layout.manifest_path(NAME)
-    doc = yaml.safe_load(path.read_text())
-    doc["spec"]["performance"] = policy
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    git.commit(work, message=f"{NAME}: spec.performance", paths=[layout.MANIFESTS])
-
-
 @pytest.mark.timeout(900)
 def test_an_own_pipeline_with_missing_values_is_logged_measured_and_reverted_on_its_labels(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -68,7 +61,8 @@ def test_an_own_pipeline_with_missing_values_is_logged_measured_and_reverted_on_
     model_1 = loan_pipeline(a)
     v1 = str(mlgitops.publish(model_1, a, name=NAME, repo=work, target=TARGET, quiet=True,
                               push=False, evaluation_frame=held_out, message="loan v1"))
-    set_performance(work, {"metric": "accuracy", "minimum": 0.75, "minRows": 400})
+    amend(work, NAME, {"performance": {"metric": "accuracy", "minimum": 0.75,
+                                       "minRows": 400}}, message="spec.performance")
     wrong = mislabelled(a)
     model_2 = loan_pipeline(wrong)
     v2 = str(mlgitops.publish(model_2, wrong, name=NAME, repo=work, target=TARGET, quiet=True,
@@ -191,7 +185,8 @@ def test_the_hook_holds_a_worse_pipeline_on_evaluation_data_with_missing_values(
                 "--target", TARGET, "--evaluation", str(evaluation), "--repo", str(work),
                 "--no-push")
     assert first.returncode == 0, first.stdout + first.stderr
-    set_performance(work, {"gate": [{"metric": "accuracy", "minRelativeChange": 0}]})
+    amend(work, NAME, {"performance": {"gate": [{"metric": "accuracy", "minRelativeChange": 0}]}},
+          message="spec.performance")
     git.push(work)  # the hook recomputes v1's evaluation in the sandbox: the same numbers
     v1 = git.rev_parse(bare, "main")
     model_dir = work / layout.model_path(NAME)

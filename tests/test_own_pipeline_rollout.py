@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from support.net import free_port, version_at
 from support.pipelines import (
     NAME,
@@ -29,6 +28,7 @@ from support.pipelines import (
     mislabelled,
     records,
 )
+from support.repos import amend
 from support.users import Users
 from support.waits import wait_until
 
@@ -51,14 +51,6 @@ DRIFT = {"windowRows": 1000, "minRows": 500, "consecutiveWindows": 1, "cooldownS
          "maxReverts": 3, "revertPeriodSeconds": 3600}
 
 
-def set_spec(work: Path, **spec: Any) -> None:
-    path = work / layout.manifest_path(NAME)
-    doc = yaml.safe_load(path.read_text())
-    doc["spec"].update(spec)
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    git.commit(work, message=f"{NAME}: {', '.join(spec)}", paths=[layout.MANIFESTS])
-
-
 def publish(work: Path, frame: Any, message: str) -> str:
     return str(mlgitops.publish(loan_pipeline(frame), frame, name=NAME, repo=work, target=TARGET,
                                 quiet=True, message=message))
@@ -77,7 +69,7 @@ def test_an_own_pipeline_with_missing_values_is_promoted_when_good_and_reverted_
     v1 = str(mlgitops.publish(loan_pipeline(applicants(2000, seed=1)), applicants(2000, seed=1),
                               name=NAME, repo=work, target=TARGET, quiet=True, push=False,
                               message="loan v1"))
-    set_spec(work, drift=DRIFT, rollout=ROLLOUT)
+    amend(work, NAME, {"drift": DRIFT, "rollout": ROLLOUT}, message="drift, rollout")
     git.push(work)
     stable = git.rev_parse(bare, "main")
     assert stable is not None and stable != v1  # the manifest's commit serves v1's model
@@ -106,6 +98,10 @@ def test_an_own_pipeline_with_missing_values_is_promoted_when_good_and_reverted_
             assert steps(ctl, v2) == [("shadow", "pass", "next"), ("canary", "pass", "promote")]
             rollout = ctl.store.status(NAME).rollout
             assert rollout is not None and rollout["phase"] == "promoted"
+            # both steps judged the label agreement and the drift of rows with NaN and None
+            for step in rollout["history"]:
+                judged = {c["check"]: c["ok"] for c in step["checks"]}
+                assert judged.get("agreement") and judged.get("drift"), step
 
             v3 = publish(work, mislabelled(applicants(2000, seed=5)), "loan v3: relabelled")
             ctl.trigger("test")

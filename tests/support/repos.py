@@ -1,4 +1,4 @@
-"""Model repositories for tests: v1 published with a bare remote, its manifest's spec amended."""
+"""Model repositories for tests: v1 published with a bare remote, a manifest's spec amended."""
 
 from __future__ import annotations
 
@@ -25,6 +25,14 @@ def with_v1(root: Path, spec: dict[str, Any], *, name: str = "credit",
     a = make_frame(1500, seed=1)
     v1 = str(mlgitops.publish(train(a, seed=1), a, name=name, repo=work, target="label",
                               push=False, quiet=True, message=f"{name} v1"))
+    amend(work, name, spec, message=message)
+    return work, bare, v1, a
+
+
+def amend(work: Path, name: str, spec: dict[str, Any], *, message: str) -> None:
+    """Each key of ``spec`` merged into ``spec`` of ``name``'s manifest in ``work`` (a mapping
+    into the mapping there, anything else replacing it), committed as ``<name>: <message>``
+    (nothing pushed)."""
     path = work / layout.manifest_path(name)
     doc = yaml.safe_load(path.read_text())
     for key, value in spec.items():
@@ -32,4 +40,3 @@ def with_v1(root: Path, spec: dict[str, Any], *, name: str = "credit",
         doc["spec"][key] = {**merged, **value} if isinstance(merged, dict) else value
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     git.commit(work, message=f"{name}: {message}", paths=[layout.MANIFESTS])
-    return work, bare, v1, a

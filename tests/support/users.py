@@ -35,9 +35,8 @@ class Users:
                         for i in range(clients)]
 
     def _run(self, client_id: int) -> None:
-        # batches start at random rows and come from random clients: walking the frame in
-        # order, the clients a canary keys to the candidate always sent the same few batches,
-        # so its step judged drift on a handful of distinct rows seen again and again
+        # batches start at random rows and come from random clients (seeded per thread): what
+        # a canary keys to either version is a sample of the whole frame
         rng = random.Random(client_id)
         with httpx.Client(timeout=60) as http:
             while not self.stop.is_set():
